@@ -1,0 +1,512 @@
+//! Structural validation of R4 JSON resources against the compiled definitions.
+//!
+//! Checks: known elements per type, required elements, cardinality (arrays exactly where an
+//! element repeats), JSON types and the official regular expressions of primitives, no empty
+//! values, contained and nested resources, and Dutch rules (a BSN must pass the 11-check).
+//! It does not check invariants (FHIRPath constraints), terminology bindings or profiles.
+
+use crate::identifiers::{BSN_SYSTEM, bsn_is_valid};
+use crate::model::{Context, ElementKind, ElementRule, Model, r4};
+use crate::outcome::{Issue, IssueCode};
+use serde_json::{Map, Value};
+
+/// Nesting depth beyond which a document is rejected (stops stack exhaustion by hostile input).
+pub const MAX_NESTING_DEPTH: usize = 64;
+/// Validation stops collecting after this many issues.
+pub const MAX_ISSUES: usize = 100;
+
+/// Validates a resource; an empty list means it is acceptable.
+pub fn validate_resource(resource: &Value) -> Vec<Issue> {
+    let mut validator = Validator {
+        model: r4(),
+        issues: Vec::new(),
+    };
+    validator.resource(resource, "", 0);
+    validator.issues
+}
+
+struct Validator {
+    model: &'static Model,
+    issues: Vec<Issue>,
+}
+
+impl Validator {
+    fn push(&mut self, code: IssueCode, location: &str, message: String) {
+        if self.issues.len() < MAX_ISSUES {
+            self.issues.push(Issue::error(code, message).at(location));
+        }
+    }
+
+    fn resource(&mut self, value: &Value, location: &str, depth: usize) {
+        let Some(object) = value.as_object() else {
+            self.push(
+                IssueCode::Structure,
+                location,
+                "a resource must be a JSON object".into(),
+            );
+            return;
+        };
+        let Some(resource_type) = object.get("resourceType").and_then(Value::as_str) else {
+            self.push(
+                IssueCode::Structure,
+                location,
+                "resourceType is missing".into(),
+            );
+            return;
+        };
+        if !self.model.is_resource_type(resource_type) {
+            self.push(
+                IssueCode::NotSupported,
+                location,
+                format!("unknown resource type '{resource_type}'"),
+            );
+            return;
+        }
+        let here = if location.is_empty() {
+            resource_type.to_string()
+        } else {
+            location.to_string()
+        };
+        if let Some(id) = object.get("id") {
+            let valid = id.as_str().is_some_and(is_valid_id);
+            if !valid {
+                self.push(
+                    IssueCode::Value,
+                    &format!("{here}.id"),
+                    format!("id {id} is not a valid FHIR id ([A-Za-z0-9\\-\\.]{{1,64}})"),
+                );
+            }
+        }
+        let context_id = self.model.types[resource_type]
+            .context
+            .expect("resources have a root context");
+        self.object(object, context_id, &here, depth, true);
+    }
+
+    fn object(
+        &mut self,
+        object: &Map<String, Value>,
+        context_id: usize,
+        location: &str,
+        depth: usize,
+        is_resource_root: bool,
+    ) {
+        if depth > MAX_NESTING_DEPTH {
+            self.push(
+                IssueCode::TooCostly,
+                location,
+                "document nested too deeply".into(),
+            );
+            return;
+        }
+        if object.is_empty() {
+            self.push(
+                IssueCode::Structure,
+                location,
+                "objects must not be empty".into(),
+            );
+            return;
+        }
+        let context: &Context = &self.model.contexts[context_id];
+        for (key, value) in object {
+            if is_resource_root && key == "resourceType" {
+                continue;
+            }
+            if let Some(base) = key.strip_prefix('_') {
+                match context.keys.get(base) {
+                    Some(rule) if matches!(rule.kind, ElementKind::Primitive(_)) => {
+                        self.primitive_extension(value, rule, &format!("{location}.{key}"), depth);
+                    }
+                    _ => self.push(
+                        IssueCode::Structure,
+                        &format!("{location}.{key}"),
+                        format!("unknown element '{key}' in {}", context.path),
+                    ),
+                }
+                continue;
+            }
+            let Some(rule) = context.keys.get(key) else {
+                self.push(
+                    IssueCode::Structure,
+                    &format!("{location}.{key}"),
+                    format!("unknown element '{key}' in {}", context.path),
+                );
+                continue;
+            };
+            self.element(
+                object,
+                key,
+                value,
+                rule,
+                &format!("{location}.{key}"),
+                depth,
+            );
+        }
+        for (name, keys) in &context.required {
+            let present = keys
+                .iter()
+                .any(|k| object.contains_key(k) || object.contains_key(&format!("_{k}")));
+            if !present {
+                self.push(
+                    IssueCode::Required,
+                    location,
+                    format!("required element '{name}' is missing in {}", context.path),
+                );
+            }
+        }
+        // A choice element may hold only one of its types at a time.
+        let mut seen_choices: Vec<&str> = Vec::new();
+        for key in object.keys() {
+            if let Some(rule) = context.keys.get(key.as_str()) {
+                if rule.name.ends_with("[x]") {
+                    if seen_choices.contains(&rule.name.as_str()) {
+                        self.push(
+                            IssueCode::Structure,
+                            location,
+                            format!(
+                                "more than one type given for choice element '{}'",
+                                rule.name
+                            ),
+                        );
+                    }
+                    seen_choices.push(&rule.name);
+                }
+            }
+        }
+    }
+
+    fn element(
+        &mut self,
+        parent: &Map<String, Value>,
+        key: &str,
+        value: &Value,
+        rule: &ElementRule,
+        location: &str,
+        depth: usize,
+    ) {
+        match value {
+            Value::Array(items) => {
+                if !rule.repeats {
+                    self.push(
+                        IssueCode::Structure,
+                        location,
+                        format!("'{key}' does not repeat: expected a single value, not an array"),
+                    );
+                    return;
+                }
+                if items.is_empty() {
+                    self.push(
+                        IssueCode::Structure,
+                        location,
+                        "arrays must not be empty".into(),
+                    );
+                    return;
+                }
+                let has_extensions = parent.contains_key(&format!("_{key}"));
+                for (i, item) in items.iter().enumerate() {
+                    let item_location = format!("{location}[{i}]");
+                    if item.is_null() && has_extensions {
+                        continue;
+                    }
+                    self.single(item, rule, &item_location, depth);
+                }
+            }
+            _ if rule.repeats => self.push(
+                IssueCode::Structure,
+                location,
+                format!("'{key}' repeats: expected an array"),
+            ),
+            _ => self.single(value, rule, location, depth),
+        }
+    }
+
+    fn single(&mut self, value: &Value, rule: &ElementRule, location: &str, depth: usize) {
+        match &rule.kind {
+            ElementKind::Primitive(type_name) => self.primitive(value, type_name, location),
+            ElementKind::Complex(context_id) => match value.as_object() {
+                Some(object) => {
+                    self.object(object, *context_id, location, depth + 1, false);
+                    if rule.type_name == "Identifier" {
+                        self.dutch_identifier(object, location);
+                    }
+                }
+                None => self.push(
+                    IssueCode::Structure,
+                    location,
+                    format!("expected an object of type {}", rule.type_name),
+                ),
+            },
+            ElementKind::Resource => self.resource(value, location, depth + 1),
+        }
+    }
+
+    fn primitive_extension(
+        &mut self,
+        value: &Value,
+        rule: &ElementRule,
+        location: &str,
+        depth: usize,
+    ) {
+        match value {
+            Value::Object(object) => self.element_object(object, location, depth + 1),
+            Value::Array(items) if rule.repeats => {
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::Null => {}
+                        Value::Object(object) => {
+                            self.element_object(object, &format!("{location}[{i}]"), depth + 1)
+                        }
+                        _ => self.push(
+                            IssueCode::Structure,
+                            location,
+                            "primitive extensions must be objects or null".into(),
+                        ),
+                    }
+                }
+            }
+            _ => self.push(
+                IssueCode::Structure,
+                location,
+                "primitive extension has the wrong shape".into(),
+            ),
+        }
+    }
+
+    /// The `_name` companion of a primitive: only `id` and `extension` (the R4 `Element` type,
+    /// which has no StructureDefinition of its own in the definitions package).
+    fn element_object(&mut self, object: &Map<String, Value>, location: &str, depth: usize) {
+        if depth > MAX_NESTING_DEPTH {
+            self.push(
+                IssueCode::TooCostly,
+                location,
+                "document nested too deeply".into(),
+            );
+            return;
+        }
+        let extension_context = self.model.types["Extension"]
+            .context
+            .expect("Extension has a context");
+        for (key, value) in object {
+            match (key.as_str(), value) {
+                ("id", Value::String(_)) => {}
+                ("extension", Value::Array(items)) if !items.is_empty() => {
+                    for (i, item) in items.iter().enumerate() {
+                        let item_location = format!("{location}.extension[{i}]");
+                        match item.as_object() {
+                            Some(o) => {
+                                self.object(o, extension_context, &item_location, depth + 1, false)
+                            }
+                            None => self.push(
+                                IssueCode::Structure,
+                                &item_location,
+                                "expected an Extension object".into(),
+                            ),
+                        }
+                    }
+                }
+                _ => self.push(
+                    IssueCode::Structure,
+                    &format!("{location}.{key}"),
+                    format!(
+                        "unknown or malformed element '{key}' in a primitive's extension object"
+                    ),
+                ),
+            }
+        }
+    }
+
+    fn primitive(&mut self, value: &Value, type_name: &str, location: &str) {
+        let ok = match type_name {
+            "boolean" => value.is_boolean(),
+            "integer" => value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
+            "positiveInt" => value
+                .as_i64()
+                .is_some_and(|n| n > 0 && i32::try_from(n).is_ok()),
+            "unsignedInt" => value
+                .as_i64()
+                .is_some_and(|n| n >= 0 && i32::try_from(n).is_ok()),
+            "decimal" => value.is_number(),
+            "xhtml" => value
+                .as_str()
+                .is_some_and(|s| s.trim_start().starts_with("<div")),
+            _ => match value.as_str() {
+                Some(s) => self.string_matches(type_name, s),
+                None => false,
+            },
+        };
+        if !ok {
+            self.push(
+                IssueCode::Value,
+                location,
+                format!("{} is not a valid {type_name}", short(value)),
+            );
+        }
+    }
+
+    fn string_matches(&self, type_name: &str, s: &str) -> bool {
+        if s.is_empty() {
+            return false;
+        }
+        if matches!(type_name, "string" | "markdown") {
+            return !s.trim().is_empty();
+        }
+        match self
+            .model
+            .types
+            .get(type_name)
+            .and_then(|t| t.regex.as_ref())
+        {
+            Some(regex) => regex.is_match(s),
+            None => true,
+        }
+    }
+
+    fn dutch_identifier(&mut self, identifier: &Map<String, Value>, location: &str) {
+        if identifier.get("system").and_then(Value::as_str) != Some(BSN_SYSTEM) {
+            return;
+        }
+        if let Some(value) = identifier.get("value").and_then(Value::as_str) {
+            if !bsn_is_valid(value) {
+                self.push(
+                    IssueCode::Value,
+                    &format!("{location}.value"),
+                    format!("'{value}' is not a valid BSN (9 digits passing the 11-check)"),
+                );
+            }
+        }
+    }
+}
+
+/// A FHIR id: 1–64 characters from `[A-Za-z0-9\-\.]`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+fn short(value: &Value) -> String {
+    const MAX_SHOWN_CHARS: usize = 60;
+    let text = value.to_string();
+    if text.chars().count() > MAX_SHOWN_CHARS {
+        let cut: String = text.chars().take(MAX_SHOWN_CHARS).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn messages(resource: Value) -> Vec<String> {
+        validate_resource(&resource)
+            .into_iter()
+            .map(|i| format!("{} {}", i.expression.unwrap_or_default(), i.diagnostics))
+            .collect()
+    }
+
+    #[test]
+    fn accepts_a_plain_patient() {
+        let issues = messages(json!({
+            "resourceType": "Patient", "id": "p1",
+            "identifier": [{"system": BSN_SYSTEM, "value": "123456782"}],
+            "name": [{"family": "Jansen", "given": ["Jan"], "_given": [{"extension": [{"url": "http://x", "valueString": "y"}]}]}],
+            "birthDate": "1970-03", "deceasedBoolean": false, "gender": "male"
+        }));
+        assert!(issues.is_empty(), "{issues:?}");
+    }
+
+    #[test]
+    fn rejects_unknown_elements_and_wrong_shapes() {
+        let issues = messages(json!({
+            "resourceType": "Patient", "nmae": [{"family": "X"}], "gender": ["male"],
+            "name": {"family": "Y"}, "birthDate": "1970-13-01", "active": "yes"
+        }));
+        let text = issues.join("\n");
+        assert!(text.contains("unknown element 'nmae'"), "{text}");
+        assert!(
+            text.contains("Patient.gender 'gender' does not repeat"),
+            "{text}"
+        );
+        assert!(text.contains("'name' repeats"), "{text}");
+        assert!(
+            text.contains("Patient.birthDate \"1970-13-01\" is not a valid date"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Patient.active \"yes\" is not a valid boolean"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn requires_required_elements() {
+        let issues = messages(json!({"resourceType": "Observation", "status": "final"}));
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert!(issues[0].contains("required element 'code'"));
+    }
+
+    #[test]
+    fn checks_bsn_eleven_test() {
+        let issues = messages(json!({
+            "resourceType": "Patient",
+            "identifier": [{"system": BSN_SYSTEM, "value": "123456789"}]
+        }));
+        assert_eq!(issues.len(), 1);
+        assert!(issues[0].contains("not a valid BSN"));
+    }
+
+    #[test]
+    fn rejects_bad_ids_empty_values_and_unknown_types() {
+        assert!(!messages(json!({"resourceType": "Patient", "id": "a b"})).is_empty());
+        assert!(!messages(json!({"resourceType": "Patient", "name": []})).is_empty());
+        assert!(!messages(json!({"resourceType": "Patient", "name": [{}]})).is_empty());
+        assert!(!messages(json!({"resourceType": "Patient", "gender": ""})).is_empty());
+        assert!(!messages(json!({"resourceType": "Patientt"})).is_empty());
+        assert!(!messages(json!({"resourceType": "DomainResource"})).is_empty());
+        assert!(!messages(json!(["not", "an", "object"])).is_empty());
+    }
+
+    #[test]
+    fn validates_contained_and_bundled_resources() {
+        let issues = messages(json!({
+            "resourceType": "Bundle", "type": "collection",
+            "entry": [{"resource": {"resourceType": "Patient", "foo": 1}}]
+        }));
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert!(
+            issues[0].contains("Bundle.entry[0].resource.foo"),
+            "{issues:?}"
+        );
+        let issues = messages(json!({
+            "resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "contained": [{"resourceType": "Patient", "id": "p", "birthDate": "x"}]
+        }));
+        assert_eq!(issues.len(), 1, "{issues:?}");
+    }
+
+    #[test]
+    fn rejects_two_types_for_one_choice() {
+        let issues = messages(json!({
+            "resourceType": "Patient", "deceasedBoolean": true, "deceasedDateTime": "2020-01-01"
+        }));
+        assert_eq!(issues.len(), 1, "{issues:?}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let mut extension = json!({"url": "http://x", "valueString": "leaf"});
+        for _ in 0..200 {
+            extension = json!({"url": "http://x", "extension": [extension]});
+        }
+        let issues = messages(json!({"resourceType": "Patient", "extension": [extension]}));
+        assert!(
+            issues.iter().any(|i| i.contains("nested too deeply")),
+            "{issues:?}"
+        );
+    }
+}
