@@ -1,1 +1,312 @@
-//! placeholder
+//! Versioned FHIR resource storage with search indexes, for the zorgnet node.
+//!
+//! What it is: one [`Store`] with two backends — SQLite (embedded, the default) and
+//! PostgreSQL — that behave the same, because every piece of storage logic is written once
+//! against the small [`sql::Conn`] trait. Every write runs in one database transaction:
+//! the new version, the current-version pointer and all search-index rows commit together or
+//! not at all. Resources are stored as JSON text with `id` and `meta` filled in, so a read
+//! returns the stored bytes without re-serialising.
+//! What it is not: a validator (callers validate first), an HTTP layer, or an authorisation
+//! layer.
+#![deny(missing_docs)]
+
+mod postgres;
+mod schema;
+mod search;
+pub mod sql;
+mod sqlite;
+mod write;
+
+pub use search::{HistoryEntry, HistoryPage, HistoryScope, SearchResult, parse_rid_cursor};
+pub use write::{WriteOp, WriteOutcome};
+
+use serde_json::Value;
+use sql::Conn;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use zorgnet_fhir::search::{SearchQuery, SearchRegistry};
+
+/// Storage errors, one variant per decision a caller makes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The resource does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The resource was deleted.
+    #[error("{0} was deleted")]
+    Gone(String),
+    /// `If-Match` named another version.
+    #[error("version conflict on {resource}: expected version {expected}, current is {current}")]
+    VersionConflict {
+        /// Type/id.
+        resource: String,
+        /// Version the client expected.
+        expected: i64,
+        /// Current version (0 when absent).
+        current: i64,
+    },
+    /// A conditional operation matched more than one resource.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// The request cannot be carried out as asked.
+    #[error("{0}")]
+    Invalid(String),
+    /// A concurrent change got in the way; retrying may succeed.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed.
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+/// A resource version as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResource {
+    /// Resource type.
+    pub resource_type: String,
+    /// Logical id.
+    pub id: String,
+    /// Version number (1, 2, …).
+    pub version: i64,
+    /// Last updated, epoch milliseconds.
+    pub last_updated_ms: i64,
+    /// The resource as JSON text, `id` and `meta.versionId`/`meta.lastUpdated` included.
+    pub json: String,
+}
+
+/// The answer to a read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadOutcome {
+    /// Found.
+    Found(StoredResource),
+    /// Deleted; carries the version of the deletion.
+    Deleted {
+        /// Version number of the delete.
+        version: i64,
+        /// When it was deleted.
+        last_updated_ms: i64,
+    },
+    /// Never existed.
+    NotFound,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+enum Backend {
+    Sqlite(sqlite::SqlitePool),
+    Postgres(postgres::PgPool),
+}
+
+pub(crate) struct Inner {
+    backend: Backend,
+    pub(crate) registry: SearchRegistry,
+    /// (resource type, parameter code) → param_id, for every parameter in the registry.
+    pub(crate) param_ids: HashMap<(String, String), i64>,
+}
+
+impl Inner {
+    pub(crate) fn param_id(&self, resource_type: &str, code: &str) -> Option<i64> {
+        self.param_ids
+            .get(&(resource_type.to_string(), code.to_string()))
+            .copied()
+    }
+
+    fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => pool.with_writer(f),
+            Backend::Postgres(pool) => pool.with_writer(f),
+        }
+    }
+
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => pool.with_reader(f),
+            Backend::Postgres(pool) => pool.with_reader(f),
+        }
+    }
+}
+
+/// A node's resource store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// Which backend a store uses, for reports and the CapabilityStatement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Store {
+    /// Opens (and creates or migrates) a SQLite database file.
+    pub fn open_sqlite(path: &Path, registry: SearchRegistry) -> Result<Store, StoreError> {
+        Store::open(Backend::Sqlite(sqlite::SqlitePool::open(path)?), registry)
+    }
+
+    /// Connects to (and migrates) a PostgreSQL database.
+    pub fn open_postgres(url: &str, registry: SearchRegistry) -> Result<Store, StoreError> {
+        Store::open(Backend::Postgres(postgres::PgPool::open(url)?), registry)
+    }
+
+    fn open(backend: Backend, registry: SearchRegistry) -> Result<Store, StoreError> {
+        let mut inner = Inner {
+            backend,
+            registry,
+            param_ids: HashMap::new(),
+        };
+        let wanted: Vec<(String, String)> = inner
+            .registry
+            .all_params()
+            .map(|p| (p.resource_type.clone(), p.code.clone()))
+            .collect();
+        let param_ids = inner.with_writer(|conn| write::ensure_param_ids(conn, &wanted))?;
+        inner.param_ids = param_ids;
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The backend in use.
+    pub fn backend_kind(&self) -> BackendKind {
+        match self.inner.backend {
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// The search parameters this store indexes.
+    pub fn registry(&self) -> &SearchRegistry {
+        &self.inner.registry
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+    }
+
+    /// Applies all operations in one transaction: all succeed or nothing is stored.
+    pub async fn transaction(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, StoreError> {
+        self.blocking(move |inner| inner.with_writer(|conn| write::apply(inner, conn, ops)))
+            .await
+    }
+
+    /// Applies one operation.
+    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let mut outcomes = self.transaction(vec![op]).await?;
+        outcomes
+            .pop()
+            .ok_or_else(|| StoreError::Backend("transaction returned no outcome".into()))
+    }
+
+    /// Reads the current version.
+    pub async fn read(&self, resource_type: &str, id: &str) -> Result<ReadOutcome, StoreError> {
+        let (resource_type, id) = (resource_type.to_string(), id.to_string());
+        self.blocking(move |inner| {
+            inner.with_reader(|conn| search::read(conn, &resource_type, &id, None))
+        })
+        .await
+    }
+
+    /// Reads one version.
+    pub async fn vread(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<ReadOutcome, StoreError> {
+        let (resource_type, id) = (resource_type.to_string(), id.to_string());
+        self.blocking(move |inner| {
+            inner.with_reader(|conn| search::read(conn, &resource_type, &id, Some(version)))
+        })
+        .await
+    }
+
+    /// History, newest first, one page.
+    pub async fn history(
+        &self,
+        scope: HistoryScope,
+        since_ms: Option<i64>,
+        count: usize,
+        before_seq: Option<i64>,
+    ) -> Result<HistoryPage, StoreError> {
+        self.blocking(move |inner| {
+            inner.with_reader(|conn| search::history(conn, &scope, since_ms, count, before_seq))
+        })
+        .await
+    }
+
+    /// Runs a search (with includes) and returns one page.
+    pub async fn search(&self, query: SearchQuery) -> Result<SearchResult, StoreError> {
+        self.blocking(move |inner| inner.with_reader(|conn| search::search(inner, conn, &query)))
+            .await
+    }
+
+    /// Resources of one Patient's compartment (the Patient included), one page.
+    pub async fn everything(
+        &self,
+        patient_id: &str,
+        since_ms: Option<i64>,
+        types: Vec<String>,
+        count: usize,
+        after_rid: Option<i64>,
+    ) -> Result<SearchResult, StoreError> {
+        let patient_id = patient_id.to_string();
+        self.blocking(move |inner| {
+            inner.with_reader(|conn| {
+                search::everything(conn, &patient_id, since_ms, &types, count, after_rid)
+            })
+        })
+        .await
+    }
+
+    /// Number of current (not deleted) resources per type.
+    pub async fn counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.blocking(|inner| inner.with_reader(search::counts))
+            .await
+    }
+}
+
+/// Prepares a resource for storage: sets `id`, `meta.versionId` and `meta.lastUpdated`,
+/// keeping the rest of `meta`. Returns the JSON text.
+pub fn stamp(resource: &mut Value, id: &str, version: i64, last_updated_ms: i64) -> String {
+    if let Some(object) = resource.as_object_mut() {
+        object.insert("id".into(), Value::String(id.to_string()));
+        let meta = object
+            .entry("meta")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if !meta.is_object() {
+            *meta = Value::Object(serde_json::Map::new());
+        }
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert("versionId".into(), Value::String(version.to_string()));
+            meta.insert(
+                "lastUpdated".into(),
+                Value::String(zorgnet_fhir::datetime::format_instant(last_updated_ms)),
+            );
+        }
+    }
+    resource.to_string()
+}

@@ -8,8 +8,8 @@ mod query;
 pub use extract::{IndexEntry, IndexValue, normalize_string};
 pub use paths::{CompiledPath, Step, compile_expression};
 pub use query::{
-    Chain, Criterion, CriterionValue, Include, Prefix, SearchQuery, SortKey, Summary, TokenSystem,
-    parse_search_query,
+    Chain, Criterion, CriterionValue, DEFAULT_PAGE_SIZE, Include, MAX_PAGE_SIZE, Prefix,
+    SearchQuery, SortKey, StringMatch, Summary, TokenSystem, parse_search_query,
 };
 
 use crate::model::{Model, SearchParameterDefinition, r4};
@@ -204,6 +204,11 @@ impl SearchRegistry {
             .get(resource_type)
             .into_iter()
             .flat_map(|m| m.values())
+    }
+
+    /// Every parameter of every resource type.
+    pub fn all_params(&self) -> impl Iterator<Item = &Arc<SearchParam>> {
+        self.by_type.values().flat_map(|m| m.values())
     }
 
     /// The index entries of a resource: one per parameter value.

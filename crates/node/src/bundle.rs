@@ -1,0 +1,752 @@
+//! Bundles: rendering searchset and history Bundles around stored JSON, and processing
+//! `transaction` (all-or-nothing) and `batch` Bundles.
+
+use crate::AppState;
+use crate::error::{FHIR_JSON, FhirError};
+use crate::rest;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use zorgnet_fhir::datetime::format_instant;
+use zorgnet_fhir::search::{SearchQuery, Summary};
+use zorgnet_fhir::{IssueCode, operation_outcome};
+use zorgnet_store::{
+    HistoryEntry, ReadOutcome, StoreError, StoredResource, WriteOp, WriteOutcome, now_ms,
+};
+
+/// Most entries one transaction or batch Bundle may carry.
+pub const MAX_BUNDLE_ENTRIES: usize = 10_000;
+
+/// How an entry got into a searchset.
+#[derive(Clone, Copy)]
+pub(crate) enum EntryMode {
+    Match,
+    Include,
+}
+
+pub(crate) struct BundleEntry<'a> {
+    pub resource: &'a StoredResource,
+    pub mode: EntryMode,
+}
+
+/// `_summary` and `_elements` applied to each resource.
+#[derive(Clone, Copy)]
+pub(crate) struct Shaping<'a> {
+    pub summary: Option<Summary>,
+    pub elements: Option<&'a [String]>,
+}
+
+pub(crate) fn bundle_response(body: String) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    response
+}
+
+fn self_link(base: &str, path: &str, raw: Option<&str>) -> String {
+    match raw {
+        Some(q) if !q.is_empty() => format!("{base}/{path}?{q}"),
+        _ => format!("{base}/{path}"),
+    }
+}
+
+/// The link for the next page: the same query with a new cursor.
+pub(crate) fn link_with_cursor(
+    base: &str,
+    path: &str,
+    pairs: &[(String, String)],
+    cursor: &str,
+) -> String {
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs.iter().filter(|(n, _)| n != "_cursor") {
+        serializer.append_pair(name, value);
+    }
+    serializer.append_pair("_cursor", cursor);
+    format!("{base}/{path}?{}", serializer.finish())
+}
+
+fn json_string(s: &str) -> String {
+    Value::String(s.to_string()).to_string()
+}
+
+fn bundle_head(out: &mut String, bundle_type: &str, total: Option<i64>, links: &[(&str, &str)]) {
+    let _ = write!(
+        out,
+        "{{\"resourceType\":\"Bundle\",\"id\":\"{}\",\"meta\":{{\"lastUpdated\":\"{}\"}},\"type\":\"{bundle_type}\"",
+        uuid::Uuid::new_v4(),
+        format_instant(now_ms())
+    );
+    if let Some(total) = total {
+        let _ = write!(out, ",\"total\":{total}");
+    }
+    out.push_str(",\"link\":[");
+    for (i, (relation, url)) in links.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            "{{\"relation\":\"{relation}\",\"url\":{}}}",
+            json_string(url)
+        );
+    }
+    out.push_str("],\"entry\":[");
+}
+
+/// A searchset Bundle. Resources are embedded as stored, unless shaping asks for less.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn searchset(
+    base: &str,
+    path: &str,
+    raw: Option<&str>,
+    next: Option<&str>,
+    total: Option<i64>,
+    entries: &[BundleEntry],
+    outcome: Option<&Value>,
+    shaping: Option<Shaping>,
+) -> String {
+    let self_url = self_link(base, path, raw);
+    let mut links = vec![("self", self_url.as_str())];
+    if let Some(next) = next {
+        links.push(("next", next));
+    }
+    let mut out = String::with_capacity(
+        256 + entries
+            .iter()
+            .map(|e| e.resource.json.len() + 128)
+            .sum::<usize>(),
+    );
+    bundle_head(&mut out, "searchset", total, &links);
+    let mut first = true;
+    for entry in entries {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        let resource = entry.resource;
+        let shaped =
+            shaping.and_then(|s| shape(&resource.json, s, matches!(entry.mode, EntryMode::Match)));
+        let mode = match entry.mode {
+            EntryMode::Match => "match",
+            EntryMode::Include => "include",
+        };
+        let _ = write!(
+            out,
+            "{{\"fullUrl\":{},\"resource\":{},\"search\":{{\"mode\":\"{mode}\"}}}}",
+            json_string(&format!(
+                "{base}/{}/{}",
+                resource.resource_type, resource.id
+            )),
+            shaped.as_deref().unwrap_or(&resource.json)
+        );
+    }
+    if let Some(outcome) = outcome {
+        if !first {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            "{{\"resource\":{outcome},\"search\":{{\"mode\":\"outcome\"}}}}"
+        );
+    }
+    out.push_str("]}");
+    out
+}
+
+/// Applies `_summary` / `_elements`; `None` when the resource is returned whole.
+fn shape(json: &str, shaping: Shaping, is_match: bool) -> Option<String> {
+    let summary = shaping
+        .summary
+        .filter(|s| matches!(s, Summary::True | Summary::Data | Summary::Text));
+    let elements = shaping.elements.filter(|_| is_match);
+    if summary.is_none() && elements.is_none() {
+        return None;
+    }
+    let mut value: Value = serde_json::from_str(json).ok()?;
+    let object = value.as_object_mut()?;
+    let resource_type = object.get("resourceType")?.as_str()?.to_string();
+    let keep_always = ["resourceType", "id", "meta"];
+    match summary {
+        Some(Summary::Data) => {
+            object.remove("text");
+        }
+        Some(Summary::Text) => {
+            object.retain(|k, _| keep_always.contains(&k.as_str()) || k == "text");
+        }
+        Some(Summary::True) => {
+            let context = zorgnet_fhir::model::r4().type_context(&resource_type)?;
+            object.retain(|k, _| {
+                let key = k.trim_start_matches('_');
+                keep_always.contains(&key) || context.keys.get(key).is_some_and(|rule| rule.summary)
+            });
+        }
+        _ => {}
+    }
+    if let Some(elements) = elements {
+        object.retain(|k, _| {
+            let key = k.trim_start_matches('_');
+            keep_always.contains(&key)
+                || elements.iter().any(|e| {
+                    e == key
+                        || key
+                            .strip_prefix(e.as_str())
+                            .is_some_and(|rest| rest.starts_with(char::is_uppercase))
+                })
+        });
+    }
+    let meta = object
+        .entry("meta")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Some(meta) = meta.as_object_mut() {
+        let tag = json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"});
+        match meta.get_mut("tag").and_then(Value::as_array_mut) {
+            Some(tags) => tags.push(tag),
+            None => {
+                meta.insert("tag".into(), json!([tag]));
+            }
+        }
+    }
+    Some(value.to_string())
+}
+
+/// A history Bundle.
+pub(crate) fn history_bundle(
+    base: &str,
+    path: &str,
+    raw: Option<&str>,
+    next: Option<&str>,
+    entries: &[HistoryEntry],
+) -> String {
+    let self_url = self_link(base, path, raw);
+    let mut links = vec![("self", self_url.as_str())];
+    if let Some(next) = next {
+        links.push(("next", next));
+    }
+    let mut out = String::with_capacity(
+        256 + entries
+            .iter()
+            .map(|e| e.json.as_ref().map_or(0, String::len) + 256)
+            .sum::<usize>(),
+    );
+    bundle_head(&mut out, "history", None, &links);
+    for (i, entry) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let full_url = format!("{base}/{}/{}", entry.resource_type, entry.id);
+        let _ = write!(out, "{{\"fullUrl\":{}", json_string(&full_url));
+        if let Some(json) = &entry.json {
+            let _ = write!(out, ",\"resource\":{json}");
+        }
+        let (url, status) = match entry.method.as_str() {
+            "POST" => (entry.resource_type.clone(), "201 Created"),
+            "DELETE" => (
+                format!("{}/{}", entry.resource_type, entry.id),
+                "204 No Content",
+            ),
+            _ => (
+                format!("{}/{}", entry.resource_type, entry.id),
+                if entry.version == 1 {
+                    "201 Created"
+                } else {
+                    "200 OK"
+                },
+            ),
+        };
+        let _ = write!(
+            out,
+            ",\"request\":{{\"method\":\"{}\",\"url\":{}}},\"response\":{{\"status\":\"{status}\",\"etag\":\"W/\\\"{}\\\"\",\"lastModified\":\"{}\"}}}}",
+            entry.method,
+            json_string(&url),
+            entry.version,
+            format_instant(entry.last_updated_ms)
+        );
+    }
+    out.push_str("]}");
+    out
+}
+
+/// One parsed entry of a transaction or batch.
+struct Planned {
+    index: usize,
+    method: String,
+    url: String,
+    full_url: Option<String>,
+    resource: Option<Value>,
+    if_none_exist: Option<String>,
+    if_match: Option<String>,
+}
+
+fn entry_error(index: usize, error: FhirError) -> FhirError {
+    let issues = error
+        .issues
+        .into_iter()
+        .map(|mut issue| {
+            issue.diagnostics = format!("Bundle.entry[{index}]: {}", issue.diagnostics);
+            issue
+        })
+        .collect();
+    FhirError {
+        status: error.status,
+        issues,
+    }
+}
+
+fn plan(bundle: &Value) -> Result<(String, Vec<Planned>), FhirError> {
+    let bundle_type = bundle
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle")
+        || !matches!(bundle_type.as_str(), "transaction" | "batch")
+    {
+        return Err(FhirError::bad_request(
+            "POST to the base takes a Bundle of type transaction or batch",
+        ));
+    }
+    let entries = match bundle.get("entry") {
+        None => Vec::new(),
+        Some(Value::Array(entries)) => entries.clone(),
+        Some(_) => return Err(FhirError::bad_request("Bundle.entry must be an array")),
+    };
+    if entries.len() > MAX_BUNDLE_ENTRIES {
+        return Err(FhirError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            IssueCode::TooCostly,
+            format!(
+                "a Bundle may carry at most {MAX_BUNDLE_ENTRIES} entries, this one has {}",
+                entries.len()
+            ),
+        ));
+    }
+    let mut planned = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let request = entry.get("request").ok_or_else(|| {
+            entry_error(index, FhirError::bad_request("entry.request is missing"))
+        })?;
+        let text = |key: &str| request.get(key).and_then(Value::as_str).map(String::from);
+        let method = text("method").ok_or_else(|| {
+            entry_error(
+                index,
+                FhirError::bad_request("entry.request.method is missing"),
+            )
+        })?;
+        let url = text("url").ok_or_else(|| {
+            entry_error(
+                index,
+                FhirError::bad_request("entry.request.url is missing"),
+            )
+        })?;
+        if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "DELETE") {
+            return Err(entry_error(
+                index,
+                FhirError::bad_request(format!("method {method} is not supported in bundles")),
+            ));
+        }
+        planned.push(Planned {
+            index,
+            method,
+            url: url.trim_start_matches('/').to_string(),
+            full_url: entry
+                .get("fullUrl")
+                .and_then(Value::as_str)
+                .map(String::from),
+            resource: entry.get("resource").cloned(),
+            if_none_exist: text("ifNoneExist"),
+            if_match: text("ifMatch"),
+        });
+    }
+    Ok((bundle_type, planned))
+}
+
+/// `POST /fhir` with a transaction or batch Bundle.
+pub(crate) async fn transaction_or_batch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, FhirError> {
+    let bundle = rest::read_json_body(&headers, body).await?;
+    let (bundle_type, planned) = plan(&bundle)?;
+    let base = rest::base_url(&state, &headers);
+    let body = if bundle_type == "transaction" {
+        transaction(&state, &base, planned).await?
+    } else {
+        batch(&state, &base, planned).await
+    };
+    Ok(bundle_response(body.to_string()))
+}
+
+fn split_url(url: &str) -> (&str, Option<&str>, Option<&str>) {
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (url, None),
+    };
+    let mut parts = path.splitn(2, '/');
+    (parts.next().unwrap_or(""), parts.next(), query)
+}
+
+fn parse_version(text: &str) -> Result<i64, FhirError> {
+    text.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .map_err(|_| {
+            FhirError::bad_request(format!("ifMatch must look like W/\"3\", not '{text}'"))
+        })
+}
+
+/// Replaces every string equal to a key of `map` (fullUrls → `Type/id`).
+fn rewrite_references(value: &mut Value, map: &HashMap<String, String>) {
+    match value {
+        Value::String(s) => {
+            if let Some(replacement) = map.get(s.as_str()) {
+                *s = replacement.clone();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rewrite_references(v, map)),
+        Value::Object(object) => object.values_mut().for_each(|v| rewrite_references(v, map)),
+        _ => {}
+    }
+}
+
+/// Collects conditional references (`Patient?identifier=…`) found in `reference` elements.
+fn conditional_references(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(object) => {
+            for (key, v) in object {
+                match (key.as_str(), v) {
+                    ("reference", Value::String(s))
+                        if s.split_once('?')
+                            .is_some_and(|(t, _)| !t.contains('/') && !t.contains(':')) =>
+                    {
+                        out.push(s.clone())
+                    }
+                    _ => conditional_references(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| conditional_references(v, out)),
+        _ => {}
+    }
+}
+
+async fn resolve_condition(
+    state: &AppState,
+    resource_type: &str,
+    condition: &str,
+) -> Result<Option<String>, FhirError> {
+    let query: SearchQuery = rest::conditional_query(state, resource_type, condition)?;
+    let result = state
+        .store
+        .search(SearchQuery { count: 2, ..query })
+        .await?;
+    match result.matches.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.id.clone())),
+        _ => Err(FhirError::new(
+            StatusCode::PRECONDITION_FAILED,
+            IssueCode::Duplicate,
+            format!("condition '{resource_type}?{condition}' matches more than one resource"),
+        )),
+    }
+}
+
+async fn transaction(
+    state: &AppState,
+    base: &str,
+    planned: Vec<Planned>,
+) -> Result<Value, FhirError> {
+    // 1. Give every create an id (or the id of the resource its ifNoneExist finds).
+    let mut references: HashMap<String, String> = HashMap::new();
+    let mut assigned: HashMap<usize, (String, bool)> = HashMap::new();
+    for p in planned.iter().filter(|p| p.method == "POST") {
+        let (resource_type, _, _) = split_url(&p.url);
+        rest::check_type(resource_type).map_err(|e| entry_error(p.index, e))?;
+        let existing = match &p.if_none_exist {
+            Some(condition) => resolve_condition(state, resource_type, condition)
+                .await
+                .map_err(|e| entry_error(p.index, e))?,
+            None => None,
+        };
+        let (id, exists) = match existing {
+            Some(id) => (id, true),
+            None => (uuid::Uuid::now_v7().to_string(), false),
+        };
+        if let Some(full_url) = &p.full_url {
+            references.insert(full_url.clone(), format!("{resource_type}/{id}"));
+        }
+        assigned.insert(p.index, (id, exists));
+    }
+    for p in planned.iter().filter(|p| p.method == "PUT") {
+        if let (Some(full_url), (resource_type, Some(id), None)) = (&p.full_url, split_url(&p.url))
+        {
+            references.insert(full_url.clone(), format!("{resource_type}/{id}"));
+        }
+    }
+    // 2. Resolve conditional references.
+    let mut conditionals = Vec::new();
+    for p in &planned {
+        if let Some(resource) = &p.resource {
+            conditional_references(resource, &mut conditionals);
+        }
+    }
+    for reference in conditionals {
+        if references.contains_key(&reference) {
+            continue;
+        }
+        let (resource_type, condition) = reference.split_once('?').unwrap_or((&reference, ""));
+        rest::check_type(resource_type)?;
+        match resolve_condition(state, resource_type, condition).await? {
+            Some(id) => {
+                references.insert(reference.clone(), format!("{resource_type}/{id}"));
+            }
+            None => {
+                return Err(FhirError::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    IssueCode::NotFound,
+                    format!("conditional reference '{reference}' matches no resource"),
+                ));
+            }
+        }
+    }
+    // 3. Build the operations in FHIR's processing order: DELETE, POST, PUT; GETs run after.
+    let mut order: Vec<&Planned> = planned.iter().collect();
+    order.sort_by_key(|p| match p.method.as_str() {
+        "DELETE" => 0,
+        "POST" => 1,
+        "PUT" => 2,
+        _ => 3,
+    });
+    let mut ops = Vec::new();
+    let mut op_entries = Vec::new();
+    for p in order.iter().filter(|p| p.method != "GET") {
+        let (resource_type, id, _) = split_url(&p.url);
+        rest::check_type(resource_type).map_err(|e| entry_error(p.index, e))?;
+        let op = match p.method.as_str() {
+            "DELETE" => {
+                let id = id.ok_or_else(|| {
+                    entry_error(
+                        p.index,
+                        FhirError::bad_request(
+                            "DELETE needs Type/id (conditional delete is not supported)",
+                        ),
+                    )
+                })?;
+                WriteOp::Delete {
+                    resource_type: resource_type.to_string(),
+                    id: id.to_string(),
+                }
+            }
+            method => {
+                let mut resource = p.resource.clone().ok_or_else(|| {
+                    entry_error(p.index, FhirError::bad_request("entry.resource is missing"))
+                })?;
+                rewrite_references(&mut resource, &references);
+                if method == "POST" {
+                    let (new_id, exists) = assigned[&p.index].clone();
+                    if exists {
+                        op_entries.push((p.index, None, Some(new_id)));
+                        continue;
+                    }
+                    if let Some(object) = resource.as_object_mut() {
+                        object.remove("id");
+                    }
+                    rest::validate_for(&resource, resource_type)
+                        .map_err(|e| entry_error(p.index, e))?;
+                    WriteOp::Create {
+                        resource,
+                        id: Some(new_id),
+                        if_none_exist: None,
+                    }
+                } else {
+                    let id = id.ok_or_else(|| {
+                        entry_error(
+                            p.index,
+                            FhirError::bad_request(
+                                "PUT needs Type/id (conditional update is not supported)",
+                            ),
+                        )
+                    })?;
+                    if resource.get("id").and_then(Value::as_str) != Some(id) {
+                        return Err(entry_error(
+                            p.index,
+                            FhirError::bad_request("resource id does not match the request url"),
+                        ));
+                    }
+                    rest::validate_for(&resource, resource_type)
+                        .map_err(|e| entry_error(p.index, e))?;
+                    let if_match = p
+                        .if_match
+                        .as_deref()
+                        .map(parse_version)
+                        .transpose()
+                        .map_err(|e| entry_error(p.index, e))?;
+                    WriteOp::Update {
+                        resource,
+                        id: id.to_string(),
+                        if_match,
+                    }
+                }
+            }
+        };
+        op_entries.push((p.index, Some(ops.len()), None));
+        ops.push(op);
+    }
+    let outcomes = state.store.transaction(ops).await?;
+    // 4. Responses in the order of the request.
+    let mut responses: Vec<Value> = vec![Value::Null; planned.len()];
+    for (index, op_index, existing_id) in op_entries {
+        let response = match (op_index, existing_id) {
+            (Some(i), _) => outcome_entry(base, &outcomes[i]),
+            (None, Some(id)) => {
+                let (resource_type, _, _) = split_url(&planned[index].url);
+                match state.store.read(resource_type, &id).await? {
+                    ReadOutcome::Found(stored) => stored_entry(base, &stored, "200 OK"),
+                    _ => json!({"response": {"status": "200 OK"}}),
+                }
+            }
+            _ => Value::Null,
+        };
+        responses[index] = response;
+    }
+    for p in planned.iter().filter(|p| p.method == "GET") {
+        responses[p.index] = read_entry(state, base, &p.url).await;
+    }
+    Ok(
+        json!({"resourceType": "Bundle", "id": uuid::Uuid::new_v4().to_string(), "type": "transaction-response", "entry": responses}),
+    )
+}
+
+fn stored_entry(base: &str, stored: &StoredResource, status: &str) -> Value {
+    json!({
+        "fullUrl": format!("{base}/{}/{}", stored.resource_type, stored.id),
+        "resource": serde_json::from_str::<Value>(&stored.json).unwrap_or(Value::Null),
+        "response": {
+            "status": status,
+            "location": format!("{}/{}/_history/{}", stored.resource_type, stored.id, stored.version),
+            "etag": format!("W/\"{}\"", stored.version),
+            "lastModified": format_instant(stored.last_updated_ms),
+        }
+    })
+}
+
+fn outcome_entry(base: &str, outcome: &WriteOutcome) -> Value {
+    match outcome {
+        WriteOutcome::Created(stored) => stored_entry(base, stored, "201 Created"),
+        WriteOutcome::Updated(stored) | WriteOutcome::Unchanged(stored) => {
+            stored_entry(base, stored, "200 OK")
+        }
+        WriteOutcome::Deleted(_) => json!({"response": {"status": "204 No Content"}}),
+    }
+}
+
+fn error_entry(error: FhirError) -> Value {
+    json!({"response": {
+        "status": format!("{} {}", error.status.as_u16(), error.status.canonical_reason().unwrap_or("")),
+        "outcome": operation_outcome(&error.issues),
+    }})
+}
+
+async fn read_entry(state: &AppState, base: &str, url: &str) -> Value {
+    let (resource_type, id, _) = split_url(url);
+    let Some(id) = id.filter(|id| !id.contains('/')) else {
+        return error_entry(FhirError::bad_request(
+            "GET in a bundle supports Type/id reads only",
+        ));
+    };
+    if let Err(e) = rest::check_type(resource_type) {
+        return error_entry(e);
+    }
+    match state.store.read(resource_type, id).await {
+        Ok(ReadOutcome::Found(stored)) => stored_entry(base, &stored, "200 OK"),
+        Ok(ReadOutcome::Deleted { .. }) => error_entry(FhirError::new(
+            StatusCode::GONE,
+            IssueCode::Deleted,
+            format!("{url} was deleted"),
+        )),
+        Ok(ReadOutcome::NotFound) => {
+            error_entry(FhirError::not_found(format!("{url} is not known")))
+        }
+        Err(e) => error_entry(FhirError::from(e)),
+    }
+}
+
+async fn batch(state: &AppState, base: &str, planned: Vec<Planned>) -> Value {
+    let mut responses = Vec::with_capacity(planned.len());
+    for p in &planned {
+        let response = match batch_entry(state, base, p).await {
+            Ok(v) => v,
+            Err(e) => error_entry(e),
+        };
+        responses.push(response);
+    }
+    json!({"resourceType": "Bundle", "id": uuid::Uuid::new_v4().to_string(), "type": "batch-response", "entry": responses})
+}
+
+async fn batch_entry(state: &AppState, base: &str, p: &Planned) -> Result<Value, FhirError> {
+    let (resource_type, id, _) = split_url(&p.url);
+    if p.method == "GET" {
+        return Ok(read_entry(state, base, &p.url).await);
+    }
+    rest::check_type(resource_type)?;
+    let op = match p.method.as_str() {
+        "DELETE" => WriteOp::Delete {
+            resource_type: resource_type.to_string(),
+            id: id
+                .ok_or_else(|| FhirError::bad_request("DELETE needs Type/id"))?
+                .to_string(),
+        },
+        "POST" => {
+            let mut resource = p
+                .resource
+                .clone()
+                .ok_or_else(|| FhirError::bad_request("entry.resource is missing"))?;
+            if let Some(object) = resource.as_object_mut() {
+                object.remove("id");
+            }
+            rest::validate_for(&resource, resource_type)?;
+            let if_none_exist = p
+                .if_none_exist
+                .as_deref()
+                .map(|c| rest::conditional_query(state, resource_type, c))
+                .transpose()?;
+            WriteOp::Create {
+                resource,
+                id: None,
+                if_none_exist,
+            }
+        }
+        _ => {
+            let resource = p
+                .resource
+                .clone()
+                .ok_or_else(|| FhirError::bad_request("entry.resource is missing"))?;
+            let id = id.ok_or_else(|| FhirError::bad_request("PUT needs Type/id"))?;
+            if resource.get("id").and_then(Value::as_str) != Some(id) {
+                return Err(FhirError::bad_request(
+                    "resource id does not match the request url",
+                ));
+            }
+            rest::validate_for(&resource, resource_type)?;
+            let if_match = p.if_match.as_deref().map(parse_version).transpose()?;
+            WriteOp::Update {
+                resource,
+                id: id.to_string(),
+                if_match,
+            }
+        }
+    };
+    let outcome = state
+        .store
+        .write(op)
+        .await
+        .map_err(|e: StoreError| FhirError::from(e))?;
+    Ok(outcome_entry(base, &outcome))
+}

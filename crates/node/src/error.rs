@@ -1,0 +1,107 @@
+//! The one place where failures become HTTP responses: every error is an OperationOutcome
+//! with a status that tells the client what to do next.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use zorgnet_fhir::{Issue, IssueCode, operation_outcome};
+use zorgnet_store::StoreError;
+
+/// The media type of every response body.
+pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+/// An error response: status plus issues.
+#[derive(Debug)]
+pub struct FhirError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Issues for the OperationOutcome.
+    pub issues: Vec<Issue>,
+}
+
+impl FhirError {
+    /// An error with one issue.
+    pub fn new(status: StatusCode, code: IssueCode, message: impl Into<String>) -> FhirError {
+        FhirError {
+            status,
+            issues: vec![Issue::error(code, message)],
+        }
+    }
+
+    /// 400 with an `invalid` issue.
+    pub fn bad_request(message: impl Into<String>) -> FhirError {
+        FhirError::new(StatusCode::BAD_REQUEST, IssueCode::Invalid, message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> FhirError {
+        FhirError::new(StatusCode::NOT_FOUND, IssueCode::NotFound, message)
+    }
+
+    /// Validation issues: structural problems (unknown elements, wrong JSON shape) are 400,
+    /// content that is well-formed but invalid is 422.
+    pub fn from_validation(issues: Vec<Issue>) -> FhirError {
+        let structural = issues.iter().any(|i| {
+            matches!(
+                i.code,
+                IssueCode::Structure | IssueCode::NotSupported | IssueCode::TooCostly
+            )
+        });
+        let status = if structural {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        FhirError { status, issues }
+    }
+
+    /// A search-parsing issue.
+    pub fn from_issue(issue: Issue) -> FhirError {
+        let status = match issue.code {
+            IssueCode::TooCostly => StatusCode::BAD_REQUEST,
+            IssueCode::NotSupported => StatusCode::BAD_REQUEST,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        FhirError {
+            status,
+            issues: vec![issue],
+        }
+    }
+}
+
+impl From<StoreError> for FhirError {
+    fn from(e: StoreError) -> FhirError {
+        let (status, code) = match &e {
+            StoreError::NotFound(_) => (StatusCode::NOT_FOUND, IssueCode::NotFound),
+            StoreError::Gone(_) => (StatusCode::GONE, IssueCode::Deleted),
+            StoreError::VersionConflict { .. } => {
+                (StatusCode::PRECONDITION_FAILED, IssueCode::Conflict)
+            }
+            StoreError::PreconditionFailed(_) => {
+                (StatusCode::PRECONDITION_FAILED, IssueCode::Duplicate)
+            }
+            StoreError::Invalid(_) => (StatusCode::BAD_REQUEST, IssueCode::Invalid),
+            StoreError::Conflict(_) => (StatusCode::CONFLICT, IssueCode::Conflict),
+            _ => {
+                metrics::counter!("zorgnet_storage_errors_total").increment(1);
+                tracing::error!(error = %e, "storage failure");
+                return FhirError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    IssueCode::Exception,
+                    "storage failure; see the server log",
+                );
+            }
+        };
+        FhirError::new(status, code, e.to_string())
+    }
+}
+
+impl IntoResponse for FhirError {
+    fn into_response(self) -> Response {
+        let body = operation_outcome(&self.issues).to_string();
+        let mut response = (self.status, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+        response
+    }
+}

@@ -1,0 +1,769 @@
+//! FHIR REST interactions: create, read, vread, update, delete, search, history,
+//! `$everything`. Each handler parses and validates, asks the store, and renders.
+
+use crate::AppState;
+use crate::bundle::{self, BundleEntry, EntryMode};
+use crate::capability;
+use crate::error::{FHIR_JSON, FhirError};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use std::sync::Arc;
+use zorgnet_fhir::search::{SearchQuery, parse_search_query};
+use zorgnet_fhir::{Issue, IssueCode, validate_resource};
+use zorgnet_store::{HistoryScope, ReadOutcome, StoredResource, WriteOp, WriteOutcome};
+
+type AppResult = Result<Response, FhirError>;
+type AppStateRef = State<Arc<AppState>>;
+
+/// Most entries in one history page.
+const MAX_HISTORY_PAGE_SIZE: usize = 1_000;
+/// History page size when `_count` is absent.
+const DEFAULT_HISTORY_PAGE_SIZE: usize = 100;
+
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/fhir/metadata", get(capability::metadata))
+        .route(
+            "/fhir",
+            post(bundle::transaction_or_batch).get(system_search),
+        )
+        .route(
+            "/fhir/",
+            post(bundle::transaction_or_batch).get(system_search),
+        )
+        .route("/fhir/_history", get(system_history))
+        .route("/fhir/{resource_type}", get(search_get).post(create))
+        .route("/fhir/{resource_type}/_search", post(search_post))
+        .route("/fhir/{resource_type}/_history", get(type_history))
+        .route(
+            "/fhir/{resource_type}/{id}",
+            get(read).put(update).delete(delete),
+        )
+        .route(
+            "/fhir/{resource_type}/{id}/{operation}",
+            get(instance_operation),
+        )
+        .route("/fhir/{resource_type}/{id}/_history/{version}", get(vread))
+        .fallback(|| async { FhirError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            FhirError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                IssueCode::NotSupported,
+                "method not allowed on this endpoint",
+            )
+        })
+}
+
+/// The base URL for links and `fullUrl`s.
+pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(base) = &state.base_url {
+        return base.clone();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    format!("http://{host}/fhir")
+}
+
+pub(crate) fn check_type(resource_type: &str) -> Result<(), FhirError> {
+    if zorgnet_fhir::model::r4().is_resource_type(resource_type) {
+        Ok(())
+    } else {
+        Err(FhirError::new(
+            StatusCode::NOT_FOUND,
+            IssueCode::NotSupported,
+            format!("unknown resource type '{resource_type}'"),
+        ))
+    }
+}
+
+fn check_id(id: &str) -> Result<(), FhirError> {
+    if zorgnet_fhir::validate::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(FhirError::bad_request(format!(
+            "'{id}' is not a valid FHIR id"
+        )))
+    }
+}
+
+/// Reads the body, refusing other media types and oversized bodies.
+pub(crate) async fn read_json_body(headers: &HeaderMap, body: Body) -> Result<Value, FhirError> {
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let media = content_type
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !matches!(
+            media.as_str(),
+            "application/fhir+json" | "application/json" | "application/json+fhir" | ""
+        ) {
+            return Err(FhirError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                IssueCode::NotSupported,
+                format!("unsupported media type '{media}'; send application/fhir+json"),
+            ));
+        }
+    }
+    let bytes = axum::body::to_bytes(body, crate::REQUEST_BODY_LIMIT_BYTES)
+        .await
+        .map_err(|_| {
+            FhirError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                IssueCode::TooCostly,
+                format!(
+                    "request body larger than {} bytes",
+                    crate::REQUEST_BODY_LIMIT_BYTES
+                ),
+            )
+        })?;
+    if bytes.is_empty() {
+        return Err(FhirError::bad_request("request body is empty"));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        FhirError::new(
+            StatusCode::BAD_REQUEST,
+            IssueCode::Structure,
+            format!("malformed JSON: {e}"),
+        )
+    })
+}
+
+/// Validates a resource meant for `resource_type`.
+pub(crate) fn validate_for(resource: &Value, resource_type: &str) -> Result<(), FhirError> {
+    let actual = resource.get("resourceType").and_then(Value::as_str);
+    if actual != Some(resource_type) {
+        return Err(FhirError::bad_request(format!(
+            "resourceType {} does not match the URL's type {resource_type}",
+            actual.map_or("(missing)".to_string(), |a| format!("'{a}'"))
+        )));
+    }
+    let issues = validate_resource(resource);
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(FhirError::from_validation(issues))
+    }
+}
+
+/// Headers every single-resource response carries.
+pub(crate) fn resource_headers(stored: &StoredResource, base: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", stored.version)) {
+        headers.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&http_date(stored.last_updated_ms)) {
+        headers.insert(header::LAST_MODIFIED, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{base}/{}/{}/_history/{}",
+        stored.resource_type, stored.id, stored.version
+    )) {
+        headers.insert(header::CONTENT_LOCATION, v);
+    }
+    headers
+}
+
+fn http_date(epoch_ms: i64) -> String {
+    let moment = time::OffsetDateTime::from_unix_timestamp(epoch_ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    moment.format(&format).unwrap_or_default()
+}
+
+/// `Prefer: return=…`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReturnPreference {
+    Minimal,
+    Representation,
+    OperationOutcome,
+}
+
+pub(crate) fn return_preference(headers: &HeaderMap) -> ReturnPreference {
+    let prefer = prefer_values(headers);
+    if prefer.iter().any(|p| p == "return=minimal") {
+        ReturnPreference::Minimal
+    } else if prefer.iter().any(|p| p == "return=OperationOutcome") {
+        ReturnPreference::OperationOutcome
+    } else {
+        ReturnPreference::Representation
+    }
+}
+
+fn prefer_values(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .map(|s| s.trim().replace(' ', ""))
+        .collect()
+}
+
+fn strict_handling(headers: &HeaderMap) -> bool {
+    prefer_values(headers)
+        .iter()
+        .any(|p| p == "handling=strict")
+}
+
+/// Renders a write's result as the REST response.
+pub(crate) fn write_response(
+    status: StatusCode,
+    stored: &StoredResource,
+    base: &str,
+    preference: ReturnPreference,
+    location: bool,
+) -> Response {
+    let mut headers = resource_headers(stored, base);
+    if location {
+        if let Some(v) = headers.get(header::CONTENT_LOCATION).cloned() {
+            headers.insert(header::LOCATION, v);
+        }
+    }
+    match preference {
+        ReturnPreference::Minimal => {
+            headers.remove(header::CONTENT_TYPE);
+            (status, headers).into_response()
+        }
+        ReturnPreference::Representation => (status, headers, stored.json.clone()).into_response(),
+        ReturnPreference::OperationOutcome => {
+            let outcome = zorgnet_fhir::operation_outcome(&[Issue::information(format!(
+                "{}/{} version {} stored",
+                stored.resource_type, stored.id, stored.version
+            ))]);
+            (status, headers, outcome.to_string()).into_response()
+        }
+    }
+}
+
+/// Decodes `a=b&c=d` into pairs.
+pub(crate) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// Parses `If-None-Exist: identifier=x|y` into a query on `resource_type`.
+pub(crate) fn conditional_query(
+    state: &AppState,
+    resource_type: &str,
+    condition: &str,
+) -> Result<SearchQuery, FhirError> {
+    let condition = condition.trim_start_matches('?');
+    let pairs = query_pairs(Some(condition));
+    if pairs.is_empty() {
+        return Err(FhirError::bad_request(
+            "an empty condition matches everything",
+        ));
+    }
+    let query = parse_search_query(state.store.registry(), Some(resource_type), &pairs)
+        .map_err(FhirError::from_issue)?;
+    if !query.unknown.is_empty() {
+        return Err(FhirError::bad_request(format!(
+            "unknown search parameter(s) in condition: {}",
+            query.unknown.join(", ")
+        )));
+    }
+    Ok(query)
+}
+
+async fn create(
+    State(state): AppStateRef,
+    Path(resource_type): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> AppResult {
+    check_type(&resource_type)?;
+    let resource = read_json_body(&headers, body).await?;
+    validate_for(&resource, &resource_type)?;
+    let if_none_exist = match headers.get("if-none-exist").and_then(|v| v.to_str().ok()) {
+        Some(condition) => Some(conditional_query(&state, &resource_type, condition)?),
+        None => None,
+    };
+    let base = base_url(&state, &headers);
+    let outcome = state
+        .store
+        .write(WriteOp::Create {
+            resource,
+            id: None,
+            if_none_exist,
+        })
+        .await?;
+    let preference = return_preference(&headers);
+    Ok(match outcome {
+        WriteOutcome::Created(stored) => {
+            write_response(StatusCode::CREATED, &stored, &base, preference, true)
+        }
+        WriteOutcome::Unchanged(stored) => {
+            write_response(StatusCode::OK, &stored, &base, preference, false)
+        }
+        other => {
+            return Err(FhirError::from(zorgnet_store::StoreError::Backend(
+                format!("unexpected create outcome {other:?}"),
+            )));
+        }
+    })
+}
+
+fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, FhirError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("");
+    let version = text.trim().trim_start_matches("W/").trim_matches('"');
+    version.parse().map(Some).map_err(|_| {
+        FhirError::bad_request(format!("If-Match must look like W/\"3\", not '{text}'"))
+    })
+}
+
+async fn update(
+    State(state): AppStateRef,
+    Path((resource_type, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> AppResult {
+    check_type(&resource_type)?;
+    check_id(&id)?;
+    let resource = read_json_body(&headers, body).await?;
+    validate_for(&resource, &resource_type)?;
+    match resource.get("id").and_then(Value::as_str) {
+        Some(body_id) if body_id == id => {}
+        Some(body_id) => {
+            return Err(FhirError::bad_request(format!(
+                "resource id '{body_id}' does not match the URL's id '{id}'"
+            )));
+        }
+        None => {
+            return Err(FhirError::bad_request(
+                "the resource must carry its id for an update",
+            ));
+        }
+    }
+    let if_match = parse_if_match(&headers)?;
+    let base = base_url(&state, &headers);
+    let outcome = state
+        .store
+        .write(WriteOp::Update {
+            resource,
+            id,
+            if_match,
+        })
+        .await?;
+    let preference = return_preference(&headers);
+    Ok(match outcome {
+        WriteOutcome::Created(stored) => {
+            write_response(StatusCode::CREATED, &stored, &base, preference, true)
+        }
+        WriteOutcome::Updated(stored) | WriteOutcome::Unchanged(stored) => {
+            write_response(StatusCode::OK, &stored, &base, preference, false)
+        }
+        WriteOutcome::Deleted(_) => {
+            return Err(FhirError::from(zorgnet_store::StoreError::Backend(
+                "update reported a delete".into(),
+            )));
+        }
+    })
+}
+
+async fn delete(
+    State(state): AppStateRef,
+    Path((resource_type, id)): Path<(String, String)>,
+) -> AppResult {
+    check_type(&resource_type)?;
+    check_id(&id)?;
+    let outcome = state
+        .store
+        .write(WriteOp::Delete { resource_type, id })
+        .await?;
+    let mut headers = HeaderMap::new();
+    if let WriteOutcome::Deleted(Some(version)) = outcome {
+        if let Ok(v) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
+            headers.insert(header::ETAG, v);
+        }
+    }
+    Ok((StatusCode::NO_CONTENT, headers).into_response())
+}
+
+fn read_response(outcome: ReadOutcome, resource_type: &str, id: &str, base: &str) -> AppResult {
+    match outcome {
+        ReadOutcome::Found(stored) => {
+            Ok((StatusCode::OK, resource_headers(&stored, base), stored.json).into_response())
+        }
+        ReadOutcome::Deleted { version, .. } => {
+            let mut response = FhirError::new(
+                StatusCode::GONE,
+                IssueCode::Deleted,
+                format!("{resource_type}/{id} was deleted"),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
+                response.headers_mut().insert(header::ETAG, v);
+            }
+            Ok(response)
+        }
+        ReadOutcome::NotFound => Err(FhirError::not_found(format!(
+            "{resource_type}/{id} is not known"
+        ))),
+    }
+}
+
+async fn read(
+    State(state): AppStateRef,
+    Path((resource_type, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> AppResult {
+    check_type(&resource_type)?;
+    check_id(&id)?;
+    let outcome = state.store.read(&resource_type, &id).await?;
+    read_response(outcome, &resource_type, &id, &base_url(&state, &headers))
+}
+
+async fn vread(
+    State(state): AppStateRef,
+    Path((resource_type, id, version)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> AppResult {
+    check_type(&resource_type)?;
+    check_id(&id)?;
+    let version: i64 = version
+        .parse()
+        .map_err(|_| FhirError::bad_request(format!("'{version}' is not a version number")))?;
+    let outcome = state.store.vread(&resource_type, &id, version).await?;
+    if matches!(outcome, ReadOutcome::NotFound) {
+        return Err(FhirError::not_found(format!(
+            "{resource_type}/{id} has no version {version}"
+        )));
+    }
+    read_response(outcome, &resource_type, &id, &base_url(&state, &headers))
+}
+
+async fn instance_operation(
+    State(state): AppStateRef,
+    Path((resource_type, id, operation)): Path<(String, String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> AppResult {
+    check_type(&resource_type)?;
+    check_id(&id)?;
+    match operation.as_str() {
+        "_history" => {
+            history(
+                &state,
+                &headers,
+                HistoryScope::Instance(resource_type, id),
+                raw.as_deref(),
+            )
+            .await
+        }
+        "$everything" if resource_type == "Patient" => {
+            everything(&state, &headers, &id, raw.as_deref()).await
+        }
+        other => Err(FhirError::new(
+            StatusCode::NOT_FOUND,
+            IssueCode::NotSupported,
+            format!("operation '{other}' is not supported on {resource_type}"),
+        )),
+    }
+}
+
+async fn system_history(
+    State(state): AppStateRef,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> AppResult {
+    history(&state, &headers, HistoryScope::System, raw.as_deref()).await
+}
+
+async fn type_history(
+    State(state): AppStateRef,
+    Path(resource_type): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> AppResult {
+    check_type(&resource_type)?;
+    history(
+        &state,
+        &headers,
+        HistoryScope::Type(resource_type),
+        raw.as_deref(),
+    )
+    .await
+}
+
+fn parse_count(value: &str, max: usize) -> Result<usize, FhirError> {
+    value.parse::<usize>().map(|c| c.min(max)).map_err(|_| {
+        FhirError::bad_request(format!(
+            "_count must be a non-negative integer, not '{value}'"
+        ))
+    })
+}
+
+fn parse_instant_param(name: &str, value: &str) -> Result<i64, FhirError> {
+    zorgnet_fhir::datetime::parse_date_range(value)
+        .map(|r| r.low_ms)
+        .ok_or_else(|| {
+            FhirError::bad_request(format!("{name} must be a FHIR instant, not '{value}'"))
+        })
+}
+
+async fn history(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: HistoryScope,
+    raw: Option<&str>,
+) -> AppResult {
+    let pairs = query_pairs(raw);
+    let mut since = None;
+    let mut count = DEFAULT_HISTORY_PAGE_SIZE;
+    let mut before = None;
+    for (name, value) in &pairs {
+        match name.as_str() {
+            "_since" => since = Some(parse_instant_param("_since", value)?),
+            "_count" => count = parse_count(value, MAX_HISTORY_PAGE_SIZE)?,
+            "_cursor" => {
+                before = Some(
+                    zorgnet_store::parse_rid_cursor(value)
+                        .ok_or_else(|| FhirError::bad_request("invalid paging cursor"))?,
+                )
+            }
+            "_format" | "_pretty" => {}
+            other => {
+                if strict_handling(headers) {
+                    return Err(FhirError::bad_request(format!(
+                        "unknown history parameter '{other}'"
+                    )));
+                }
+            }
+        }
+    }
+    let page = state
+        .store
+        .history(scope.clone(), since, count, before)
+        .await?;
+    let base = base_url(state, headers);
+    let self_path = match &scope {
+        HistoryScope::System => "_history".to_string(),
+        HistoryScope::Type(t) => format!("{t}/_history"),
+        HistoryScope::Instance(t, id) => format!("{t}/{id}/_history"),
+    };
+    let next = page
+        .next_before_seq
+        .map(|seq| bundle::link_with_cursor(&base, &self_path, &pairs, &format!("r{seq}")));
+    let body = bundle::history_bundle(&base, &self_path, raw, next.as_deref(), &page.entries);
+    Ok(bundle::bundle_response(body))
+}
+
+async fn everything(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    raw: Option<&str>,
+) -> AppResult {
+    let pairs = query_pairs(raw);
+    let mut since = None;
+    let mut types = Vec::new();
+    let mut count = zorgnet_fhir::search::MAX_PAGE_SIZE;
+    let mut after = None;
+    for (name, value) in &pairs {
+        match name.as_str() {
+            "_since" => since = Some(parse_instant_param("_since", value)?),
+            "_type" => {
+                for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    check_type(t).map_err(|_| {
+                        FhirError::bad_request(format!("unknown resource type '{t}' in _type"))
+                    })?;
+                    types.push(t.to_string());
+                }
+            }
+            "_count" => count = parse_count(value, zorgnet_fhir::search::MAX_PAGE_SIZE)?,
+            "_cursor" => {
+                after = Some(
+                    zorgnet_store::parse_rid_cursor(value)
+                        .ok_or_else(|| FhirError::bad_request("invalid paging cursor"))?,
+                )
+            }
+            _ => {}
+        }
+    }
+    if matches!(
+        state.store.read("Patient", id).await?,
+        ReadOutcome::NotFound | ReadOutcome::Deleted { .. }
+    ) {
+        return Err(FhirError::not_found(format!("Patient/{id} is not known")));
+    }
+    let result = state
+        .store
+        .everything(id, since, types, count, after)
+        .await?;
+    let base = base_url(state, headers);
+    let self_path = format!("Patient/{id}/$everything");
+    let next = result
+        .next_cursor
+        .as_deref()
+        .map(|c| bundle::link_with_cursor(&base, &self_path, &pairs, c));
+    let entries: Vec<BundleEntry> = result
+        .matches
+        .iter()
+        .map(|r| BundleEntry {
+            resource: r,
+            mode: EntryMode::Match,
+        })
+        .collect();
+    let body = bundle::searchset(
+        &base,
+        &self_path,
+        raw,
+        next.as_deref(),
+        None,
+        &entries,
+        None,
+        None,
+    );
+    Ok(bundle::bundle_response(body))
+}
+
+async fn search_get(
+    State(state): AppStateRef,
+    Path(resource_type): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> AppResult {
+    check_type(&resource_type)?;
+    let pairs = query_pairs(raw.as_deref());
+    run_search(
+        &state,
+        &headers,
+        Some(&resource_type),
+        pairs,
+        raw.as_deref(),
+    )
+    .await
+}
+
+async fn search_post(
+    State(state): AppStateRef,
+    Path(resource_type): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> AppResult {
+    check_type(&resource_type)?;
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !media.starts_with("application/x-www-form-urlencoded") {
+        return Err(FhirError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IssueCode::NotSupported,
+            "_search takes an application/x-www-form-urlencoded body",
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, crate::REQUEST_BODY_LIMIT_BYTES)
+        .await
+        .map_err(|_| {
+            FhirError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                IssueCode::TooCostly,
+                "search body too large",
+            )
+        })?;
+    let form = String::from_utf8(bytes.to_vec())
+        .map_err(|_| FhirError::bad_request("search body is not UTF-8"))?;
+    let mut pairs = query_pairs(raw.as_deref());
+    pairs.extend(query_pairs(Some(&form)));
+    let combined: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs.iter())
+        .finish();
+    run_search(
+        &state,
+        &headers,
+        Some(&resource_type),
+        pairs,
+        Some(&combined),
+    )
+    .await
+}
+
+async fn system_search(
+    State(state): AppStateRef,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> AppResult {
+    let pairs = query_pairs(raw.as_deref());
+    run_search(&state, &headers, None, pairs, raw.as_deref()).await
+}
+
+async fn run_search(
+    state: &AppState,
+    headers: &HeaderMap,
+    resource_type: Option<&str>,
+    pairs: Vec<(String, String)>,
+    raw: Option<&str>,
+) -> AppResult {
+    let query = parse_search_query(state.store.registry(), resource_type, &pairs)
+        .map_err(FhirError::from_issue)?;
+    for t in &query.types {
+        check_type(t)
+            .map_err(|_| FhirError::bad_request(format!("unknown resource type '{t}' in _type")))?;
+    }
+    let mut warnings = Vec::new();
+    if !query.unknown.is_empty() {
+        let message = format!(
+            "unknown search parameter(s) ignored: {}",
+            query.unknown.join(", ")
+        );
+        if strict_handling(headers) {
+            return Err(FhirError::bad_request(message.replace(" ignored", "")));
+        }
+        warnings.push(Issue::warning(IssueCode::NotSupported, message));
+    }
+    let summary = query.summary;
+    let elements = query.elements.clone();
+    let result = state.store.search(query).await?;
+    let base = base_url(state, headers);
+    let self_path = resource_type.unwrap_or("").to_string();
+    let next = result
+        .next_cursor
+        .as_deref()
+        .map(|c| bundle::link_with_cursor(&base, &self_path, &pairs, c));
+    let mut entries: Vec<BundleEntry> = result
+        .matches
+        .iter()
+        .map(|r| BundleEntry {
+            resource: r,
+            mode: EntryMode::Match,
+        })
+        .collect();
+    entries.extend(result.included.iter().map(|r| BundleEntry {
+        resource: r,
+        mode: EntryMode::Include,
+    }));
+    let outcome = (!warnings.is_empty()).then(|| zorgnet_fhir::operation_outcome(&warnings));
+    let body = bundle::searchset(
+        &base,
+        &self_path,
+        raw,
+        next.as_deref(),
+        result.total,
+        &entries,
+        outcome.as_ref(),
+        Some(bundle::Shaping {
+            summary,
+            elements: elements.as_deref(),
+        }),
+    );
+    Ok(bundle::bundle_response(body))
+}

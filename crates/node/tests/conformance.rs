@@ -1,0 +1,839 @@
+//! The node's conformance suite: every test runs against a real server on port 0, once on
+//! SQLite and once on PostgreSQL (when `ZORGNET_TEST_POSTGRES_URL` is set).
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{assert_outcome, match_ids, nodes};
+
+const BSN: &str = "http://fhir.nl/fhir/NamingSystem/bsn";
+
+fn patient(bsn: &str, family: &str, given: &str, birth_date: &str, gender: &str) -> Value {
+    json!({
+        "resourceType": "Patient",
+        "identifier": [{"system": BSN, "value": bsn}],
+        "name": [{"family": family, "given": [given]}],
+        "birthDate": birth_date,
+        "gender": gender
+    })
+}
+
+#[tokio::test]
+async fn create_read_update_delete_history() {
+    for node in nodes().await {
+        let b = node.backend;
+        let reply = node
+            .post(
+                "Patient",
+                &patient("123456782", "Jansen", "Jan", "1970-01-01", "male"),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "[{b}] {}", reply.text);
+        let id = reply.body["id"].as_str().unwrap().to_string();
+        assert_eq!(reply.header("etag").as_deref(), Some("W/\"1\""), "[{b}]");
+        assert!(
+            reply
+                .header("location")
+                .unwrap()
+                .ends_with(&format!("/Patient/{id}/_history/1")),
+            "[{b}]"
+        );
+        assert_eq!(reply.body["meta"]["versionId"], "1");
+
+        let read = node.get(&format!("Patient/{id}")).await;
+        assert_eq!(read.status, 200, "[{b}]");
+        assert_eq!(read.body["name"][0]["family"], "Jansen");
+        assert!(
+            read.header("content-type")
+                .unwrap()
+                .starts_with("application/fhir+json")
+        );
+
+        let mut changed = read.body.clone();
+        changed["name"][0]["family"] = json!("Jansen-de Vries");
+        let stale = node
+            .send(
+                node.client
+                    .put(node.url(&format!("Patient/{id}")))
+                    .header("if-match", "W/\"7\"")
+                    .header("content-type", "application/fhir+json")
+                    .body(changed.to_string()),
+            )
+            .await;
+        assert_outcome(&stale, 412, &format!("[{b}] stale If-Match"));
+        let updated = node
+            .send(
+                node.client
+                    .put(node.url(&format!("Patient/{id}")))
+                    .header("if-match", "W/\"1\"")
+                    .header("content-type", "application/json")
+                    .body(changed.to_string()),
+            )
+            .await;
+        assert_eq!(updated.status, 200, "[{b}] {}", updated.text);
+        assert_eq!(updated.body["meta"]["versionId"], "2");
+
+        let unchanged = node.put(&format!("Patient/{id}"), &updated.body).await;
+        assert_eq!(unchanged.status, 200);
+        assert_eq!(
+            unchanged.body["meta"]["versionId"], "2",
+            "[{b}] identical content makes no new version"
+        );
+
+        let v1 = node.get(&format!("Patient/{id}/_history/1")).await;
+        assert_eq!(v1.body["name"][0]["family"], "Jansen", "[{b}]");
+        assert_outcome(
+            &node.get(&format!("Patient/{id}/_history/9")).await,
+            404,
+            "missing version",
+        );
+
+        let minimal = node
+            .send(
+                node.client
+                    .put(node.url(&format!("Patient/{id}")))
+                    .header("prefer", "return=minimal")
+                    .header("content-type", "application/fhir+json")
+                    .body(
+                        patient("123456782", "X", "Y", "1970", "male")
+                            .to_string()
+                            .replace("\"Patient\",", &format!("\"Patient\",\"id\":\"{id}\",")),
+                    ),
+            )
+            .await;
+        assert_eq!(minimal.status, 200, "[{b}] {}", minimal.text);
+        assert!(minimal.text.is_empty(), "[{b}] return=minimal has no body");
+
+        assert_eq!(node.delete(&format!("Patient/{id}")).await.status, 204);
+        assert_outcome(
+            &node.get(&format!("Patient/{id}")).await,
+            410,
+            "read after delete",
+        );
+        assert_eq!(
+            node.delete(&format!("Patient/{id}")).await.status,
+            204,
+            "[{b}] delete is idempotent"
+        );
+
+        let history = node.get(&format!("Patient/{id}/_history")).await;
+        assert_eq!(history.body["type"], "history");
+        let methods: Vec<&str> = history.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["request"]["method"].as_str().unwrap())
+            .collect();
+        assert_eq!(methods, ["DELETE", "PUT", "PUT", "POST"], "[{b}]");
+        assert!(history.body["entry"][0].get("resource").is_none());
+
+        let recreated = node
+            .put(
+                &format!("Patient/{id}"),
+                &json!({"resourceType": "Patient", "id": id, "active": true}),
+            )
+            .await;
+        assert_eq!(
+            recreated.status, 201,
+            "[{b}] update after delete recreates: {}",
+            recreated.text
+        );
+        assert_eq!(recreated.body["meta"]["versionId"], "5");
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_an_operation_outcome_and_stores_nothing() {
+    for node in nodes().await {
+        let b = node.backend;
+        let send_raw = |content_type: &'static str, body: String| {
+            node.client
+                .post(node.url("Patient"))
+                .header("content-type", content_type)
+                .body(body)
+        };
+        assert_outcome(
+            &node
+                .send(send_raw(
+                    "application/fhir+json",
+                    "{\"resourceType\": \"Patient\",".into(),
+                ))
+                .await,
+            400,
+            "malformed JSON",
+        );
+        assert_outcome(
+            &node
+                .post("Patient", &json!({"resourceType": "Patient", "nmae": []}))
+                .await,
+            400,
+            "unknown element",
+        );
+        assert_outcome(
+            &node
+                .post(
+                    "Patient",
+                    &json!({"resourceType": "Patient", "birthDate": "1970-13-45"}),
+                )
+                .await,
+            422,
+            "bad date",
+        );
+        assert_outcome(
+            &node
+                .post("Patient", &patient("123456789", "X", "Y", "1970", "male"))
+                .await,
+            422,
+            "BSN fails the 11-check",
+        );
+        assert_outcome(
+            &node
+                .post(
+                    "Observation",
+                    &json!({"resourceType": "Observation", "status": "final"}),
+                )
+                .await,
+            422,
+            "missing required code",
+        );
+        assert_outcome(&node.post("Patient", &json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}})).await, 400, "type mismatch");
+        assert_outcome(
+            &node
+                .post("Patientt", &json!({"resourceType": "Patientt"}))
+                .await,
+            404,
+            "unknown type",
+        );
+        assert_outcome(
+            &node
+                .send(send_raw("application/fhir+xml", "<Patient/>".into()))
+                .await,
+            415,
+            "xml",
+        );
+        assert_outcome(
+            &node.send(node.client.patch(node.url("Patient/x"))).await,
+            405,
+            "PATCH",
+        );
+        assert_outcome(&node.get("Patient/not%20an%20id").await, 400, "bad id");
+        assert_outcome(
+            &node.get("Patient?birthdate=yesterday").await,
+            400,
+            "bad search date",
+        );
+        assert_outcome(&node.get("Patient?_count=many").await, 400, "bad _count");
+        let big = format!(
+            "{{\"resourceType\":\"Patient\",\"text\":\"{}\"}}",
+            "x".repeat(zorgnet_node::REQUEST_BODY_LIMIT_BYTES + 10)
+        );
+        assert_outcome(
+            &node.send(send_raw("application/fhir+json", big)).await,
+            413,
+            "too large",
+        );
+        let put_mismatch = node
+            .put(
+                "Patient/abc",
+                &json!({"resourceType": "Patient", "id": "xyz"}),
+            )
+            .await;
+        assert_outcome(&put_mismatch, 400, "id mismatch");
+        assert_eq!(node.count("Patient").await, 0, "[{b}] nothing stored");
+        assert_eq!(node.count("Observation").await, 0, "[{b}] nothing stored");
+    }
+}
+
+#[tokio::test]
+async fn search_parameters_of_every_type() {
+    for node in nodes().await {
+        let b = node.backend;
+        let gp = node.create(&json!({"resourceType": "Organization", "identifier": [{"system": "http://fhir.nl/fhir/NamingSystem/ura", "value": "87654321"}], "name": "Huisartsenpraktijk De Linde"})).await;
+        let mut jan = patient(
+            "123456782",
+            "van den Berg",
+            "Jóhanna",
+            "1980-05-02",
+            "female",
+        );
+        jan["generalPractitioner"] = json!([{"reference": format!("Organization/{gp}")}]);
+        let jan = node.create(&jan).await;
+        let piet = node
+            .create(&patient(
+                "111222333",
+                "Bakker",
+                "Piet",
+                "1955-11-30",
+                "male",
+            ))
+            .await;
+
+        assert_eq!(
+            node.search_ids(&format!("Patient?identifier={BSN}|123456782"))
+                .await,
+            [jan.clone()],
+            "[{b}] BSN"
+        );
+        assert_eq!(
+            node.search_ids("Patient?identifier=111222333").await,
+            [piet.clone()],
+            "[{b}] code only"
+        );
+        assert_eq!(
+            node.search_ids("Patient?family=van%20den").await,
+            [jan.clone()],
+            "[{b}] prefix"
+        );
+        assert_eq!(
+            node.search_ids("Patient?given=johanna").await,
+            [jan.clone()],
+            "[{b}] accents"
+        );
+        assert!(
+            node.search_ids("Patient?family:exact=van%20den")
+                .await
+                .is_empty(),
+            "[{b}] exact"
+        );
+        assert_eq!(
+            node.search_ids("Patient?family:contains=akke").await,
+            [piet.clone()],
+            "[{b}] contains"
+        );
+        assert_eq!(
+            node.search_ids("Patient?birthdate=1980-05").await,
+            [jan.clone()],
+            "[{b}] partial date"
+        );
+        assert_eq!(
+            node.search_ids("Patient?birthdate=lt1960").await,
+            [piet.clone()],
+            "[{b}] lt"
+        );
+        assert_eq!(
+            node.search_ids("Patient?birthdate=ge1960&birthdate=le1990")
+                .await,
+            [jan.clone()],
+            "[{b}] AND"
+        );
+        let mut both = node.search_ids("Patient?gender=male,female").await;
+        both.sort();
+        let mut expected = vec![jan.clone(), piet.clone()];
+        expected.sort();
+        assert_eq!(both, expected, "[{b}] OR");
+        assert_eq!(
+            node.search_ids(&format!("Patient?general-practitioner=Organization/{gp}"))
+                .await,
+            [jan.clone()],
+            "[{b}] reference"
+        );
+        assert_eq!(
+            node.search_ids(&format!("Patient?_id={piet}")).await,
+            [piet.clone()],
+            "[{b}] _id"
+        );
+        assert_eq!(
+            node.search_ids("Organization?name=huisarts").await,
+            [gp.clone()],
+            "[{b}] org name"
+        );
+
+        let glucose = |value: f64, patient: &str, date: &str| {
+            json!({"resourceType": "Observation", "status": "final",
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
+                "subject": {"reference": format!("Patient/{patient}")},
+                "effectiveDateTime": date,
+                "valueQuantity": {"value": value, "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"}})
+        };
+        let o1 = node
+            .create(&glucose(5.4, &jan, "2024-01-10T08:00:00+01:00"))
+            .await;
+        let o2 = node
+            .create(&glucose(9.1, &jan, "2025-03-01T08:00:00+01:00"))
+            .await;
+        let o3 = node
+            .create(&glucose(6.0, &piet, "2025-03-01T08:00:00+01:00"))
+            .await;
+        assert_eq!(
+            node.search_ids(&format!(
+                "Observation?patient={jan}&code=http://loinc.org|2339-0&_sort=date"
+            ))
+            .await,
+            [o1.clone(), o2.clone()],
+            "[{b}]"
+        );
+        assert_eq!(
+            node.search_ids(&format!("Observation?subject=Patient/{jan}&_sort=-date"))
+                .await,
+            [o2.clone(), o1.clone()],
+            "[{b}] sort desc"
+        );
+        assert_eq!(
+            node.search_ids("Observation?value-quantity=gt9").await,
+            [o2.clone()],
+            "[{b}] quantity"
+        );
+        assert_eq!(
+            node.search_ids("Observation?value-quantity=6.0|http://unitsofmeasure.org|mmol/L")
+                .await,
+            [o3.clone()],
+            "[{b}] quantity with unit"
+        );
+        assert_eq!(
+            node.search_ids("Observation?date=2024").await,
+            [o1.clone()],
+            "[{b}] date year"
+        );
+        assert_eq!(
+            node.search_ids("Observation?category=laboratory&_count=1")
+                .await
+                .len(),
+            1,
+            "[{b}] _count"
+        );
+        assert_eq!(
+            node.count("Observation?category=laboratory").await,
+            3,
+            "[{b}]"
+        );
+        assert_eq!(
+            node.search_ids(&format!("Observation?patient.identifier={BSN}|111222333"))
+                .await,
+            [o3.clone()],
+            "[{b}] chain"
+        );
+        assert_eq!(
+            node.search_ids("Observation?patient.family=van")
+                .await
+                .len(),
+            2,
+            "[{b}] chain string"
+        );
+        assert_eq!(
+            node.search_ids("Patient?gender:not=male").await,
+            [jan.clone()],
+            "[{b}] :not"
+        );
+        assert_eq!(
+            node.search_ids("Patient?general-practitioner:missing=true")
+                .await,
+            [piet.clone()],
+            "[{b}] :missing"
+        );
+
+        let included = node.get(&format!("Observation?_id={o1}&_include=Observation:patient&_include:iterate=Patient:general-practitioner")).await;
+        let types: Vec<&str> = included.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            ["Observation", "Patient", "Organization"],
+            "[{b}] include + iterate"
+        );
+        assert_eq!(included.body["entry"][1]["search"]["mode"], "include");
+        let revincluded = node
+            .get(&format!(
+                "Patient?_id={piet}&_revinclude=Observation:subject"
+            ))
+            .await;
+        assert_eq!(
+            revincluded.body["entry"].as_array().unwrap().len(),
+            2,
+            "[{b}] revinclude: {}",
+            revincluded.text
+        );
+
+        let elements = node
+            .get(&format!("Patient?_id={jan}&_elements=birthDate"))
+            .await;
+        let resource = &elements.body["entry"][0]["resource"];
+        assert_eq!(resource["birthDate"], "1980-05-02");
+        assert!(resource.get("name").is_none(), "[{b}] _elements");
+        assert_eq!(resource["meta"]["tag"][0]["code"], "SUBSETTED");
+
+        let post = node
+            .send(
+                node.client
+                    .post(node.url("Patient/_search"))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(format!("identifier={BSN}%7C123456782")),
+            )
+            .await;
+        assert_eq!(match_ids(&post.body), [jan.clone()], "[{b}] POST _search");
+
+        let lenient = node.get("Patient?foo=bar").await;
+        assert_eq!(lenient.status, 200);
+        let outcome = lenient.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["search"]["mode"] == "outcome")
+            .expect("outcome entry");
+        assert!(
+            outcome["resource"]["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap()
+                .contains("foo")
+        );
+        let strict = node
+            .send(
+                node.client
+                    .get(node.url("Patient?foo=bar"))
+                    .header("prefer", "handling=strict"),
+            )
+            .await;
+        assert_outcome(&strict, 400, "strict handling");
+        assert_eq!(
+            node.search_ids(&format!("Patient?identifier={BSN}|123456782&_format=json"))
+                .await,
+            [jan],
+            "[{b}] _format"
+        );
+    }
+}
+
+#[tokio::test]
+async fn paging_neither_repeats_nor_skips_under_concurrent_writes() {
+    for node in nodes().await {
+        let b = node.backend;
+        let mut created = Vec::new();
+        for i in 0..25 {
+            created.push(
+                node.create(
+                    &json!({"resourceType": "Patient", "name": [{"family": format!("Pager{i}")}]}),
+                )
+                .await,
+            );
+        }
+        let mut seen = Vec::new();
+        let mut page = node.get("Patient?family=pager&_count=10").await;
+        assert_eq!(page.body["total"], 25);
+        let mut round = 0;
+        loop {
+            seen.extend(match_ids(&page.body));
+            // Between pages: update one already seen, delete nothing, create a new one.
+            let first = seen[0].clone();
+            node.put(&format!("Patient/{first}"), &json!({"resourceType": "Patient", "id": first, "name": [{"family": format!("Pager-updated-{round}")}]})).await;
+            node.create(&json!({"resourceType": "Patient", "name": [{"family": format!("Pagerlate{round}")}]})).await;
+            round += 1;
+            let next = page.body["link"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["relation"] == "next")
+                .map(|l| l["url"].as_str().unwrap().to_string());
+            let Some(next) = next else { break };
+            page = node.send(node.client.get(next)).await;
+            assert_eq!(page.status, 200, "[{b}] {}", page.text);
+        }
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), seen.len(), "[{b}] no repeats");
+        for id in &created {
+            assert!(seen.contains(id), "[{b}] {id} skipped");
+        }
+    }
+}
+
+#[tokio::test]
+async fn transactions_are_all_or_nothing_and_resolve_references() {
+    for node in nodes().await {
+        let b = node.backend;
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a", "resource": patient("123456782", "Visser", "Anna", "1990-01-01", "female"),
+             "request": {"method": "POST", "url": "Patient", "ifNoneExist": format!("identifier={BSN}|123456782")}},
+            {"fullUrl": "urn:uuid:88f151c0-a954-468a-88bd-5ae15c08e059", "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "weight"},
+             "subject": {"reference": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"}}, "request": {"method": "POST", "url": "Observation"}},
+            {"resource": {"resourceType": "Organization", "id": "org-1", "name": "Apotheek"}, "request": {"method": "PUT", "url": "Organization/org-1"}},
+            {"request": {"method": "GET", "url": "Organization/org-1"}}
+        ]});
+        let reply = node.post("", &bundle).await;
+        assert_eq!(reply.status, 200, "[{b}] {}", reply.text);
+        assert_eq!(reply.body["type"], "transaction-response");
+        let entries = reply.body["entry"].as_array().unwrap();
+        assert_eq!(entries[0]["response"]["status"], "201 Created");
+        let patient_id = entries[0]["resource"]["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            entries[1]["resource"]["subject"]["reference"],
+            format!("Patient/{patient_id}"),
+            "[{b}] urn:uuid resolved"
+        );
+        assert_eq!(
+            entries[3]["resource"]["name"], "Apotheek",
+            "[{b}] GET sees the transaction's own write"
+        );
+
+        let again = node.post("", &bundle).await;
+        assert_eq!(
+            again.body["entry"][0]["resource"]["id"],
+            patient_id.as_str(),
+            "[{b}] ifNoneExist found the patient"
+        );
+        assert_eq!(
+            node.count("Patient").await,
+            1,
+            "[{b}] conditional create made no duplicate"
+        );
+
+        let conditional_reference = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "MedicationStatement", "status": "active", "medicationCodeableConcept": {"text": "paracetamol"},
+             "subject": {"reference": format!("Patient?identifier={BSN}|123456782")}}, "request": {"method": "POST", "url": "MedicationStatement"}}
+        ]});
+        let reply = node.post("", &conditional_reference).await;
+        assert_eq!(
+            reply.body["entry"][0]["resource"]["subject"]["reference"],
+            format!("Patient/{patient_id}"),
+            "[{b}] {}",
+            reply.text
+        );
+
+        let before = node.count("Observation").await;
+        let failing = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "ok"}}, "request": {"method": "POST", "url": "Observation"}},
+            {"resource": {"resourceType": "Observation", "status": "final"}, "request": {"method": "POST", "url": "Observation"}}
+        ]});
+        let reply = node.post("", &failing).await;
+        assert_outcome(
+            &reply,
+            422,
+            &format!("[{b}] invalid entry fails the transaction"),
+        );
+        assert!(
+            reply.text.contains("Bundle.entry[1]"),
+            "[{b}] {}",
+            reply.text
+        );
+        assert_eq!(
+            node.count("Observation").await,
+            before,
+            "[{b}] nothing stored"
+        );
+
+        let conflict = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Organization", "id": "org-2", "name": "New"}, "request": {"method": "PUT", "url": "Organization/org-2"}},
+            {"resource": {"resourceType": "Organization", "id": "org-1", "name": "Stale"}, "request": {"method": "PUT", "url": "Organization/org-1", "ifMatch": "W/\"9\""}}
+        ]});
+        assert_outcome(
+            &node.post("", &conflict).await,
+            412,
+            &format!("[{b}] version conflict"),
+        );
+        assert_outcome(&node.get("Organization/org-2").await, 404, "rolled back");
+
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"resource": {"resourceType": "Organization", "name": "Batch ok"}, "request": {"method": "POST", "url": "Organization"}},
+            {"resource": {"resourceType": "Organization", "nam": "Batch bad"}, "request": {"method": "POST", "url": "Organization"}},
+            {"request": {"method": "GET", "url": "Organization/does-not-exist"}}
+        ]});
+        let reply = node.post("", &batch).await;
+        assert_eq!(reply.body["type"], "batch-response");
+        assert_eq!(
+            reply.body["entry"][0]["response"]["status"], "201 Created",
+            "[{b}]"
+        );
+        assert!(
+            reply.body["entry"][1]["response"]["status"]
+                .as_str()
+                .unwrap()
+                .starts_with("400"),
+            "[{b}]"
+        );
+        assert!(
+            reply.body["entry"][2]["response"]["status"]
+                .as_str()
+                .unwrap()
+                .starts_with("404"),
+            "[{b}]"
+        );
+        assert_outcome(
+            &node
+                .post("", &json!({"resourceType": "Bundle", "type": "collection"}))
+                .await,
+            400,
+            "collection",
+        );
+    }
+}
+
+#[tokio::test]
+async fn conditional_create_with_if_none_exist() {
+    for node in nodes().await {
+        let b = node.backend;
+        let condition = format!("identifier={BSN}|111222333");
+        let send = || {
+            node.client
+                .post(node.url("Patient"))
+                .header("content-type", "application/fhir+json")
+                .header("if-none-exist", condition.clone())
+                .body(patient("111222333", "Smit", "Els", "2001-02-03", "female").to_string())
+        };
+        let first = node.send(send()).await;
+        assert_eq!(first.status, 201, "[{b}] {}", first.text);
+        let second = node.send(send()).await;
+        assert_eq!(second.status, 200, "[{b}]");
+        assert_eq!(second.body["id"], first.body["id"]);
+        node.create(&patient("111222333", "Smit", "Els", "2001-02-03", "female"))
+            .await;
+        assert_outcome(&node.send(send()).await, 412, &format!("[{b}] two matches"));
+    }
+}
+
+#[tokio::test]
+async fn history_at_every_level_with_since_and_paging() {
+    for node in nodes().await {
+        let b = node.backend;
+        for i in 0..5 {
+            node.create(&json!({"resourceType": "Organization", "name": format!("Org {i}")}))
+                .await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let marker = zorgnet_fhir::datetime::format_instant(zorgnet_store::now_ms());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let late = node.create(&json!({"resourceType": "Endpoint", "status": "active", "connectionType": {"code": "hl7-fhir-rest"}, "payloadType": [{"text": "FHIR"}], "address": "https://x.example/fhir"})).await;
+        let since = node
+            .get(&format!("_history?_since={}", marker.replace('+', "%2B")))
+            .await;
+        let ids: Vec<&str> = since.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [late.as_str()], "[{b}] system _since");
+        assert_eq!(
+            node.get("Organization/_history").await.body["entry"]
+                .as_array()
+                .unwrap()
+                .len(),
+            5,
+            "[{b}] type level"
+        );
+        let mut seen = 0;
+        let mut page = node.get("Organization/_history?_count=2").await;
+        loop {
+            seen += page.body["entry"].as_array().unwrap().len();
+            let next = page.body["link"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["relation"] == "next")
+                .map(|l| l["url"].as_str().unwrap().to_string());
+            let Some(next) = next else { break };
+            page = node.send(node.client.get(next)).await;
+        }
+        assert_eq!(seen, 5, "[{b}] history paging");
+        assert_outcome(
+            &node.get("_history?_since=notadate").await,
+            400,
+            "bad _since",
+        );
+    }
+}
+
+#[tokio::test]
+async fn patient_everything_returns_the_compartment() {
+    for node in nodes().await {
+        let b = node.backend;
+        let p = node
+            .create(&patient(
+                "123456782",
+                "Dekker",
+                "Sara",
+                "1960-06-06",
+                "female",
+            ))
+            .await;
+        let other = node
+            .create(&patient("111222333", "Mulder", "Tom", "1961-06-06", "male"))
+            .await;
+        let subject = |id: &str| json!({"reference": format!("Patient/{id}")});
+        node.create(&json!({"resourceType": "Condition", "subject": subject(&p)}))
+            .await;
+        node.create(&json!({"resourceType": "AllergyIntolerance", "patient": subject(&p)}))
+            .await;
+        node.create(&json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": subject(&other)})).await;
+        let everything = node.get(&format!("Patient/{p}/$everything")).await;
+        assert_eq!(everything.status, 200, "[{b}] {}", everything.text);
+        let mut types: Vec<&str> = everything.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["resourceType"].as_str().unwrap())
+            .collect();
+        types.sort();
+        assert_eq!(
+            types,
+            ["AllergyIntolerance", "Condition", "Patient"],
+            "[{b}]"
+        );
+        let only = node
+            .get(&format!("Patient/{p}/$everything?_type=Condition"))
+            .await;
+        assert_eq!(
+            only.body["entry"].as_array().unwrap().len(),
+            1,
+            "[{b}] _type"
+        );
+        assert_outcome(
+            &node.get("Patient/nobody/$everything").await,
+            404,
+            "unknown patient",
+        );
+    }
+}
+
+#[tokio::test]
+async fn capability_statement_lists_what_works() {
+    let node = support::sqlite_node().await;
+    let reply = node.get("metadata").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["fhirVersion"], "4.0.1");
+    let patient = reply.body["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Patient")
+        .unwrap();
+    let params: Vec<&str> = patient["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "identifier",
+        "family",
+        "given",
+        "name",
+        "birthdate",
+        "gender",
+        "general-practitioner",
+        "_id",
+        "_lastUpdated",
+    ] {
+        assert!(params.contains(&expected), "{expected} missing");
+    }
+    // `deceased` uses FHIRPath (`exists()`) that the server does not evaluate: not offered.
+    assert!(!params.contains(&"deceased"));
+    let search = node.get("Patient?deceased=true").await;
+    assert!(
+        search
+            .text
+            .contains("unknown search parameter(s) ignored: deceased")
+    );
+    let metrics = node
+        .client
+        .get(node.base.replace("/fhir", "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("zorgnet_http_requests_total"), "{metrics}");
+}

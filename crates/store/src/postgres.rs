@@ -1,0 +1,190 @@
+//! PostgreSQL backend: a pool of synchronous `postgres` connections used from the blocking
+//! thread pool, with prepared statements cached per connection.
+
+use crate::StoreError;
+use crate::sql::{Conn, Dialect, Row, SqlValue};
+use postgres::types::{ToSql, Type};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Connections kept open for reuse.
+const MAX_IDLE_CONNECTIONS: usize = 16;
+/// Statements cached per connection before the cache is cleared.
+const MAX_CACHED_STATEMENTS: usize = 512;
+
+/// A PostgreSQL connection.
+pub struct PgConn {
+    client: postgres::Client,
+    statements: HashMap<String, postgres::Statement>,
+}
+
+fn backend(e: postgres::Error) -> StoreError {
+    match e.code() {
+        Some(code) if code == &postgres::error::SqlState::T_R_SERIALIZATION_FAILURE => {
+            StoreError::Conflict(format!("postgres: {e}"))
+        }
+        _ => StoreError::Backend(format!(
+            "postgres: {}",
+            e.as_db_error().map_or(e.to_string(), |d| d.to_string())
+        )),
+    }
+}
+
+impl PgConn {
+    fn connect(url: &str) -> Result<PgConn, StoreError> {
+        let client = postgres::Client::connect(url, postgres::NoTls).map_err(backend)?;
+        Ok(PgConn {
+            client,
+            statements: HashMap::new(),
+        })
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, StoreError> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        if self.statements.len() >= MAX_CACHED_STATEMENTS {
+            self.statements.clear();
+        }
+        let statement = self.client.prepare(sql).map_err(backend)?;
+        self.statements.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+}
+
+fn bind(values: &[SqlValue]) -> Vec<Box<dyn ToSql + Sync>> {
+    values
+        .iter()
+        .map(|v| -> Box<dyn ToSql + Sync> {
+            match v {
+                SqlValue::Null => Box::new(Option::<String>::None),
+                SqlValue::Int(i) => Box::new(*i),
+                SqlValue::Real(r) => Box::new(*r),
+                SqlValue::Text(t) => Box::new(t.clone()),
+            }
+        })
+        .collect()
+}
+
+impl Conn for PgConn {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StoreError> {
+        let statement = self.statement(sql)?;
+        let boxed = bind(params);
+        let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(|b| b.as_ref()).collect();
+        let rows = self.client.query(&statement, &refs).map_err(backend)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut values = Vec::with_capacity(row.len());
+            for (i, column) in row.columns().iter().enumerate() {
+                let value = match *column.type_() {
+                    Type::INT8 => row.get::<_, Option<i64>>(i).map(SqlValue::Int),
+                    Type::INT4 => row
+                        .get::<_, Option<i32>>(i)
+                        .map(|v| SqlValue::Int(v.into())),
+                    Type::INT2 => row
+                        .get::<_, Option<i16>>(i)
+                        .map(|v| SqlValue::Int(v.into())),
+                    Type::FLOAT8 => row.get::<_, Option<f64>>(i).map(SqlValue::Real),
+                    Type::BOOL => row
+                        .get::<_, Option<bool>>(i)
+                        .map(|b| SqlValue::Int(b.into())),
+                    _ => row.get::<_, Option<String>>(i).map(SqlValue::Text),
+                };
+                values.push(value.unwrap_or(SqlValue::Null));
+            }
+            out.push(values);
+        }
+        Ok(out)
+    }
+
+    fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, StoreError> {
+        if params.is_empty() {
+            self.client.batch_execute(sql).map_err(backend)?;
+            return Ok(0);
+        }
+        let statement = self.statement(sql)?;
+        let boxed = bind(params);
+        let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(|b| b.as_ref()).collect();
+        self.client.execute(&statement, &refs).map_err(backend)
+    }
+
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.client.batch_execute("BEGIN").map_err(backend)
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.client.batch_execute("COMMIT").map_err(backend)
+    }
+
+    fn rollback(&mut self) -> Result<(), StoreError> {
+        self.client.batch_execute("ROLLBACK").map_err(backend)
+    }
+}
+
+/// A pool of PostgreSQL connections.
+pub struct PgPool {
+    url: String,
+    idle: Mutex<Vec<PgConn>>,
+    /// Serialises writers: resource versions and search indexes are kept consistent by one
+    /// writer at a time per node, as on SQLite (PostgreSQL nodes are single-organisation).
+    writer: Mutex<()>,
+}
+
+impl PgPool {
+    /// Connects and runs migrations.
+    pub fn open(url: &str) -> Result<PgPool, StoreError> {
+        let mut conn = PgConn::connect(url)?;
+        conn.client
+            .batch_execute("SELECT pg_advisory_lock(727274)")
+            .map_err(backend)?;
+        let migrated = crate::schema::migrate(&mut conn);
+        conn.client
+            .batch_execute("SELECT pg_advisory_unlock(727274)")
+            .map_err(backend)?;
+        migrated?;
+        Ok(PgPool {
+            url: url.to_string(),
+            idle: Mutex::new(vec![conn]),
+            writer: Mutex::new(()),
+        })
+    }
+
+    fn checkout(&self) -> Result<PgConn, StoreError> {
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match pooled {
+            Some(c) if !c.client.is_closed() => Ok(c),
+            _ => PgConn::connect(&self.url),
+        }
+    }
+
+    fn checkin(&self, conn: PgConn) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_CONNECTIONS && !conn.client.is_closed() {
+            idle.push(conn);
+        }
+    }
+
+    /// Runs `f` as the single writer.
+    pub fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.with_reader(f)
+    }
+
+    /// Runs `f` on a pooled connection.
+    pub fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.checkout()?;
+        let result = f(&mut conn);
+        self.checkin(conn);
+        result
+    }
+}

@@ -1,0 +1,805 @@
+//! Reads: read, vread, history, search (criteria → SQL, sorting, paging, includes),
+//! `$everything`, counts.
+//!
+//! Paging is keyset paging on the resource's row id when no `_sort` is given: a `next` page
+//! continues after the last row id it saw, so writes between pages neither repeat nor skip
+//! results. With `_sort`, pages are offsets into the sorted result.
+
+use crate::sql::{Conn, Row, SqlBuilder, SqlValue};
+use crate::{Inner, ReadOutcome, StoreError, StoredResource};
+use std::collections::HashSet;
+use zorgnet_fhir::search::{
+    Criterion, CriterionValue, Include, ParamType, Prefix, SearchQuery, SortKey, Summary,
+    TokenSystem,
+};
+
+/// Most resources `_include`/`_revinclude` add to one page.
+pub const MAX_INCLUDED_RESOURCES: usize = 1_000;
+/// Rounds of `:iterate`.
+pub const MAX_INCLUDE_ITERATIONS: usize = 3;
+
+/// The current row of a resource.
+pub(crate) struct CurrentRow {
+    pub rid: i64,
+    pub version: i64,
+    pub last_updated_ms: i64,
+    pub deleted: bool,
+    pub json: Option<String>,
+}
+
+pub(crate) fn current_row(
+    conn: &mut dyn Conn,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<CurrentRow>, StoreError> {
+    let mut b = SqlBuilder::new(conn.dialect());
+    b.push("SELECT r.rid, r.version, r.last_updated, r.deleted, v.content FROM resources r JOIN versions v ON v.seq = r.current_seq WHERE r.res_type = ")
+        .bind(resource_type)
+        .push(" AND r.id = ")
+        .bind(id);
+    let mut rows = conn.query(&b.sql, &b.params)?;
+    Ok(rows.pop().map(|mut r| CurrentRow {
+        rid: r[0].int(),
+        version: r[1].int(),
+        last_updated_ms: r[2].int(),
+        deleted: r[3].int() != 0,
+        json: match r[4] {
+            SqlValue::Null => None,
+            _ => Some(r[4].take_text()),
+        },
+    }))
+}
+
+pub(crate) fn read(
+    conn: &mut dyn Conn,
+    resource_type: &str,
+    id: &str,
+    version: Option<i64>,
+) -> Result<ReadOutcome, StoreError> {
+    let mut b = SqlBuilder::new(conn.dialect());
+    match version {
+        None => b.push("SELECT v.version, v.last_updated, v.method, v.content FROM resources r JOIN versions v ON v.seq = r.current_seq WHERE r.res_type = "),
+        Some(_) => b.push("SELECT v.version, v.last_updated, v.method, v.content FROM resources r JOIN versions v ON v.rid = r.rid WHERE r.res_type = "),
+    };
+    b.bind(resource_type).push(" AND r.id = ").bind(id);
+    if let Some(version) = version {
+        b.push(" AND v.version = ").bind(version);
+    }
+    let mut rows = conn.query(&b.sql, &b.params)?;
+    let Some(mut row) = rows.pop() else {
+        return Ok(ReadOutcome::NotFound);
+    };
+    let (version, last_updated_ms) = (row[0].int(), row[1].int());
+    if row[2] == SqlValue::Text("DELETE".into()) {
+        return Ok(ReadOutcome::Deleted {
+            version,
+            last_updated_ms,
+        });
+    }
+    Ok(ReadOutcome::Found(StoredResource {
+        resource_type: resource_type.to_string(),
+        id: id.to_string(),
+        version,
+        last_updated_ms,
+        json: row[3].take_text(),
+    }))
+}
+
+/// Which history.
+#[derive(Debug, Clone)]
+pub enum HistoryScope {
+    /// All types.
+    System,
+    /// One type.
+    Type(String),
+    /// One resource.
+    Instance(String, String),
+}
+
+/// One history entry.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    /// Position in the global change sequence.
+    pub seq: i64,
+    /// Resource type.
+    pub resource_type: String,
+    /// Logical id.
+    pub id: String,
+    /// Version.
+    pub version: i64,
+    /// When.
+    pub last_updated_ms: i64,
+    /// POST, PUT or DELETE.
+    pub method: String,
+    /// The content, absent for deletes.
+    pub json: Option<String>,
+}
+
+/// A page of history.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// Entries, newest first.
+    pub entries: Vec<HistoryEntry>,
+    /// Pass as `before_seq` for the next (older) page.
+    pub next_before_seq: Option<i64>,
+}
+
+pub(crate) fn history(
+    conn: &mut dyn Conn,
+    scope: &HistoryScope,
+    since_ms: Option<i64>,
+    count: usize,
+    before_seq: Option<i64>,
+) -> Result<HistoryPage, StoreError> {
+    let mut b = SqlBuilder::new(conn.dialect());
+    b.push("SELECT seq, res_type, id, version, last_updated, method, content FROM versions WHERE 1 = 1");
+    match scope {
+        HistoryScope::System => {}
+        HistoryScope::Type(t) => {
+            b.push(" AND res_type = ").bind(t.as_str());
+        }
+        HistoryScope::Instance(t, id) => {
+            b.push(" AND rid = (SELECT rid FROM resources WHERE res_type = ")
+                .bind(t.as_str())
+                .push(" AND id = ")
+                .bind(id.as_str())
+                .push(")");
+        }
+    }
+    if let Some(since) = since_ms {
+        b.push(" AND last_updated >= ").bind(since);
+    }
+    if let Some(before) = before_seq {
+        b.push(" AND seq < ").bind(before);
+    }
+    b.push(" ORDER BY seq DESC LIMIT ").bind(count as i64 + 1);
+    let rows = conn.query(&b.sql, &b.params)?;
+    let mut entries: Vec<HistoryEntry> = rows
+        .into_iter()
+        .map(|mut r| HistoryEntry {
+            seq: r[0].int(),
+            resource_type: r[1].take_text(),
+            id: r[2].take_text(),
+            version: r[3].int(),
+            last_updated_ms: r[4].int(),
+            method: r[5].take_text(),
+            json: match r[6] {
+                SqlValue::Null => None,
+                _ => Some(r[6].take_text()),
+            },
+        })
+        .collect();
+    let next_before_seq = if entries.len() > count {
+        entries.truncate(count);
+        entries.last().map(|e| e.seq)
+    } else {
+        None
+    };
+    Ok(HistoryPage {
+        entries,
+        next_before_seq,
+    })
+}
+
+/// One page of search results.
+#[derive(Debug, Clone, Default)]
+pub struct SearchResult {
+    /// Matches, in order.
+    pub matches: Vec<StoredResource>,
+    /// Resources added by `_include`/`_revinclude`.
+    pub included: Vec<StoredResource>,
+    /// Total number of matches, when computed (first page, `_summary=count`).
+    pub total: Option<i64>,
+    /// Cursor for the next page.
+    pub next_cursor: Option<String>,
+}
+
+const SELECT_RESOURCE: &str = "SELECT r.rid, r.res_type, r.id, r.version, r.last_updated, v.content FROM resources r JOIN versions v ON v.seq = r.current_seq";
+
+fn to_stored(mut row: Row) -> (i64, StoredResource) {
+    (
+        row[0].int(),
+        StoredResource {
+            resource_type: row[1].take_text(),
+            id: row[2].take_text(),
+            version: row[3].int(),
+            last_updated_ms: row[4].int(),
+            json: row[5].take_text(),
+        },
+    )
+}
+
+enum Cursor {
+    AfterRid(i64),
+    Offset(i64),
+}
+
+fn parse_cursor(cursor: Option<&str>) -> Result<Option<Cursor>, StoreError> {
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    let invalid = || StoreError::Invalid(format!("invalid paging cursor '{cursor}'"));
+    let (kind, number) = cursor.split_at_checked(1).ok_or_else(invalid)?;
+    let number: i64 = number.parse().map_err(|_| invalid())?;
+    match kind {
+        "r" => Ok(Some(Cursor::AfterRid(number))),
+        "o" if number >= 0 => Ok(Some(Cursor::Offset(number))),
+        _ => Err(invalid()),
+    }
+}
+
+fn where_clause(inner: &Inner, b: &mut SqlBuilder, query: &SearchQuery) {
+    b.push(" WHERE r.deleted = 0");
+    if let Some(t) = &query.resource_type {
+        b.push(" AND r.res_type = ").bind(t.as_str());
+    } else if !query.types.is_empty() {
+        b.push(" AND r.res_type IN (");
+        for (i, t) in query.types.iter().enumerate() {
+            if i > 0 {
+                b.push(", ");
+            }
+            b.bind(t.as_str());
+        }
+        b.push(")");
+    }
+    for criterion in &query.criteria {
+        b.push(" AND ");
+        criterion_sql(
+            inner,
+            b,
+            query.resource_type.as_deref().unwrap_or(""),
+            criterion,
+            "r",
+        );
+    }
+}
+
+pub(crate) fn search(
+    inner: &Inner,
+    conn: &mut dyn Conn,
+    query: &SearchQuery,
+) -> Result<SearchResult, StoreError> {
+    let cursor = parse_cursor(query.cursor.as_deref())?;
+    let mut result = SearchResult::default();
+    if cursor.is_none() || query.summary == Some(Summary::Count) {
+        let mut b = SqlBuilder::new(conn.dialect());
+        b.push("SELECT COUNT(*) FROM resources r");
+        where_clause(inner, &mut b, query);
+        let rows = conn.query(&b.sql, &b.params)?;
+        result.total = rows.first().and_then(|r| r.first()).map(SqlValue::int);
+    }
+    if query.summary == Some(Summary::Count) || query.count == 0 {
+        return Ok(result);
+    }
+    let mut b = SqlBuilder::new(conn.dialect());
+    b.push(SELECT_RESOURCE);
+    where_clause(inner, &mut b, query);
+    let offset = match cursor {
+        Some(Cursor::AfterRid(rid)) if query.sort.is_empty() => {
+            b.push(" AND r.rid > ").bind(rid);
+            0
+        }
+        Some(Cursor::Offset(offset)) => offset,
+        None => 0,
+        Some(Cursor::AfterRid(_)) => {
+            return Err(StoreError::Invalid(
+                "paging cursor does not fit a sorted search".into(),
+            ));
+        }
+    };
+    b.push(" ORDER BY ");
+    for key in &query.sort {
+        sort_sql(inner, &mut b, key);
+        b.push(", ");
+    }
+    b.push("r.rid LIMIT ").bind(query.count as i64 + 1);
+    if offset > 0 {
+        b.push(" OFFSET ").bind(offset);
+    }
+    let rows = conn.query(&b.sql, &b.params)?;
+    let mut matches: Vec<(i64, StoredResource)> = rows.into_iter().map(to_stored).collect();
+    if matches.len() > query.count {
+        matches.truncate(query.count);
+        result.next_cursor = if query.sort.is_empty() {
+            matches.last().map(|(rid, _)| format!("r{rid}"))
+        } else {
+            Some(format!("o{}", offset + query.count as i64))
+        };
+    }
+    result.included = includes(inner, conn, query, &matches)?;
+    result.matches = matches.into_iter().map(|(_, r)| r).collect();
+    Ok(result)
+}
+
+/// Ids of resources matching `query` (for conditional operations), at most `limit`.
+pub(crate) fn matching_ids(
+    inner: &Inner,
+    conn: &mut dyn Conn,
+    query: &SearchQuery,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let mut b = SqlBuilder::new(conn.dialect());
+    b.push("SELECT r.id FROM resources r");
+    where_clause(inner, &mut b, query);
+    b.push(" ORDER BY r.rid LIMIT ").bind(limit as i64);
+    Ok(conn
+        .query(&b.sql, &b.params)?
+        .into_iter()
+        .map(|mut r| r[0].take_text())
+        .collect())
+}
+
+fn sort_sql(inner: &Inner, b: &mut SqlBuilder, key: &SortKey) {
+    let (expression, descending) = match key {
+        SortKey::Id { descending } => ("r.id".to_string(), *descending),
+        SortKey::LastUpdated { descending } => ("r.last_updated".to_string(), *descending),
+        SortKey::Param { param, descending } => {
+            let (table, column) = match param.param_type {
+                ParamType::String => ("idx_string", "normalized"),
+                ParamType::Date => ("idx_date", if *descending { "high_ms" } else { "low_ms" }),
+                ParamType::Token => ("idx_token", "code"),
+                ParamType::Number => ("idx_number", "value"),
+                ParamType::Quantity => ("idx_quantity", "value"),
+                ParamType::Reference | ParamType::Uri => ("idx_uri", "value"),
+            };
+            let aggregate = if *descending { "MAX" } else { "MIN" };
+            let param_id = inner
+                .param_id(&param.resource_type, &param.code)
+                .unwrap_or(-1);
+            b.push(&format!("(SELECT {aggregate}(s.{column}) FROM {table} s WHERE s.rid = r.rid AND s.param_id = "))
+                .bind(param_id)
+                .push(")");
+            (String::new(), *descending)
+        }
+    };
+    b.push(&expression);
+    b.push(if descending {
+        " DESC NULLS LAST"
+    } else {
+        " ASC NULLS LAST"
+    });
+}
+
+fn table_of(param_type: ParamType) -> &'static str {
+    match param_type {
+        ParamType::Token => "idx_token",
+        ParamType::String => "idx_string",
+        ParamType::Date => "idx_date",
+        ParamType::Reference => "idx_reference",
+        ParamType::Number => "idx_number",
+        ParamType::Quantity => "idx_quantity",
+        ParamType::Uri => "idx_uri",
+    }
+}
+
+fn criterion_sql(
+    inner: &Inner,
+    b: &mut SqlBuilder,
+    resource_type: &str,
+    criterion: &Criterion,
+    alias: &str,
+) {
+    match criterion {
+        Criterion::Id(ids) => {
+            b.push(&format!("{alias}.id IN ("));
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    b.push(", ");
+                }
+                b.bind(id.as_str());
+            }
+            b.push(")");
+        }
+        Criterion::LastUpdated(values) => {
+            b.push("(");
+            for (i, (prefix, range)) in values.iter().enumerate() {
+                if i > 0 {
+                    b.push(" OR ");
+                }
+                let column = format!("{alias}.last_updated");
+                date_condition(b, &column, &column, *prefix, range.low_ms, range.high_ms);
+            }
+            b.push(")");
+        }
+        Criterion::Missing { param, missing } => {
+            let table = table_of(param.param_type);
+            let param_id = inner.param_id(resource_type, &param.code).unwrap_or(-1);
+            b.push(if *missing { "NOT EXISTS" } else { "EXISTS" });
+            b.push(&format!(
+                " (SELECT 1 FROM {table} m WHERE m.rid = {alias}.rid AND m.param_id = "
+            ))
+            .bind(param_id)
+            .push(")");
+        }
+        Criterion::Param {
+            param,
+            string_match,
+            negate,
+            values,
+        } => {
+            let table = table_of(param.param_type);
+            let param_id = inner.param_id(resource_type, &param.code).unwrap_or(-1);
+            b.push(&format!(
+                "{alias}.rid {}IN (SELECT rid FROM {table} WHERE param_id = ",
+                if *negate { "NOT " } else { "" }
+            ))
+            .bind(param_id)
+            .push(" AND (");
+            for (i, value) in values.iter().enumerate() {
+                if i > 0 {
+                    b.push(" OR ");
+                }
+                b.push("(");
+                value_sql(b, value, *string_match);
+                b.push(")");
+            }
+            b.push("))");
+        }
+        Criterion::Chain(chain) => {
+            let param_id = inner
+                .param_id(resource_type, &chain.reference.code)
+                .unwrap_or(-1);
+            b.push(&format!(
+                "{alias}.rid IN (SELECT ref.rid FROM idx_reference ref JOIN resources t ON t.res_type = ref.target_type AND t.id = ref.target_id WHERE ref.param_id = "
+            ))
+            .bind(param_id)
+            .push(" AND t.deleted = 0 AND (");
+            for (i, (target_type, inner_criterion)) in chain.targets.iter().enumerate() {
+                if i > 0 {
+                    b.push(" OR ");
+                }
+                b.push("(t.res_type = ")
+                    .bind(target_type.as_str())
+                    .push(" AND ");
+                criterion_sql(inner, b, target_type, inner_criterion, "t");
+                b.push(")");
+            }
+            b.push("))");
+        }
+    }
+}
+
+fn value_sql(
+    b: &mut SqlBuilder,
+    value: &CriterionValue,
+    string_match: zorgnet_fhir::search::StringMatch,
+) {
+    use zorgnet_fhir::search::StringMatch as M;
+    match value {
+        CriterionValue::Token { system, code } => {
+            let mut first = true;
+            if let Some(code) = code {
+                b.push("code = ").bind(code.as_str());
+                first = false;
+            }
+            match system {
+                TokenSystem::Any => {}
+                TokenSystem::None => {
+                    b.push(if first { "" } else { " AND " }).push("system = ''");
+                }
+                TokenSystem::Is(s) => {
+                    b.push(if first { "" } else { " AND " })
+                        .push("system = ")
+                        .bind(s.as_str());
+                }
+            }
+        }
+        CriterionValue::String(text) => match string_match {
+            M::Exact => {
+                b.push("exact = ").bind(text.as_str());
+            }
+            M::StartsWith => {
+                b.push("normalized >= ")
+                    .bind(text.as_str())
+                    .push(" AND normalized < ")
+                    .bind(format!("{text}\u{10FFFF}"));
+            }
+            M::Contains => {
+                let escaped = text
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
+                b.push("normalized LIKE ")
+                    .bind(format!("%{escaped}%"))
+                    .push(" ESCAPE '\\'");
+            }
+        },
+        CriterionValue::Date(prefix, range) => {
+            date_condition(b, "low_ms", "high_ms", *prefix, range.low_ms, range.high_ms)
+        }
+        CriterionValue::Number {
+            prefix,
+            value,
+            low,
+            high,
+        } => number_condition(b, "value", *prefix, *value, *low, *high),
+        CriterionValue::Quantity {
+            prefix,
+            value,
+            low,
+            high,
+            system,
+            code,
+        } => {
+            number_condition(b, "value", *prefix, *value, *low, *high);
+            if let Some(system) = system {
+                b.push(" AND system = ").bind(system.as_str());
+            }
+            if let Some(code) = code {
+                b.push(" AND code = ").bind(code.as_str());
+            }
+        }
+        CriterionValue::Reference {
+            target_type,
+            target_id,
+        } => {
+            b.push("target_id = ").bind(target_id.as_str());
+            if let Some(t) = target_type {
+                b.push(" AND target_type = ").bind(t.as_str());
+            }
+        }
+        CriterionValue::Uri(uri) => {
+            b.push("value = ").bind(uri.as_str());
+        }
+    }
+}
+
+/// A stored range [low, high] against a search range [p_low, p_high], per FHIR's prefix rules.
+fn date_condition(
+    b: &mut SqlBuilder,
+    low: &str,
+    high: &str,
+    prefix: Prefix,
+    p_low: i64,
+    p_high: i64,
+) {
+    match prefix {
+        Prefix::Eq => b
+            .push(&format!("{low} >= "))
+            .bind(p_low)
+            .push(&format!(" AND {high} <= "))
+            .bind(p_high),
+        Prefix::Ne => b
+            .push(&format!("NOT ({low} >= "))
+            .bind(p_low)
+            .push(&format!(" AND {high} <= "))
+            .bind(p_high)
+            .push(")"),
+        Prefix::Gt => b.push(&format!("{high} > ")).bind(p_high),
+        Prefix::Lt => b.push(&format!("{low} < ")).bind(p_low),
+        Prefix::Ge => b.push(&format!("{high} >= ")).bind(p_low),
+        Prefix::Le => b.push(&format!("{low} <= ")).bind(p_high),
+        Prefix::Sa => b.push(&format!("{low} > ")).bind(p_high),
+        Prefix::Eb => b.push(&format!("{high} < ")).bind(p_low),
+        Prefix::Ap => b
+            .push(&format!("{low} <= "))
+            .bind(p_high)
+            .push(&format!(" AND {high} >= "))
+            .bind(p_low),
+    };
+}
+
+fn number_condition(
+    b: &mut SqlBuilder,
+    column: &str,
+    prefix: Prefix,
+    value: f64,
+    low: f64,
+    high: f64,
+) {
+    match prefix {
+        Prefix::Eq => b
+            .push(&format!("{column} >= "))
+            .bind(low)
+            .push(&format!(" AND {column} < "))
+            .bind(high),
+        Prefix::Ne => b
+            .push(&format!("NOT ({column} >= "))
+            .bind(low)
+            .push(&format!(" AND {column} < "))
+            .bind(high)
+            .push(")"),
+        Prefix::Gt | Prefix::Sa => b.push(&format!("{column} > ")).bind(value),
+        Prefix::Lt | Prefix::Eb => b.push(&format!("{column} < ")).bind(value),
+        Prefix::Ge => b.push(&format!("{column} >= ")).bind(value),
+        Prefix::Le => b.push(&format!("{column} <= ")).bind(value),
+        Prefix::Ap => {
+            let margin = (value * 0.1).abs();
+            b.push(&format!("{column} >= "))
+                .bind(value - margin)
+                .push(&format!(" AND {column} <= "))
+                .bind(value + margin)
+        }
+    };
+}
+
+fn reference_param_ids(inner: &Inner, source_type: &str, code: &str) -> Vec<i64> {
+    inner
+        .registry
+        .params(source_type)
+        .filter(|p| p.param_type == ParamType::Reference && (code == "*" || p.code == code))
+        .filter_map(|p| inner.param_id(source_type, &p.code))
+        .collect()
+}
+
+fn bind_list(b: &mut SqlBuilder, values: impl IntoIterator<Item = SqlValue>) {
+    b.push("(");
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            b.push(", ");
+        }
+        b.bind(v);
+    }
+    b.push(")");
+}
+
+fn includes(
+    inner: &Inner,
+    conn: &mut dyn Conn,
+    query: &SearchQuery,
+    matches: &[(i64, StoredResource)],
+) -> Result<Vec<StoredResource>, StoreError> {
+    if (query.include.is_empty() && query.revinclude.is_empty()) || matches.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut seen: HashSet<i64> = matches.iter().map(|(rid, _)| *rid).collect();
+    let mut included: Vec<(i64, StoredResource)> = Vec::new();
+    let mut frontier: Vec<(i64, String, String)> = matches
+        .iter()
+        .map(|(rid, r)| (*rid, r.resource_type.clone(), r.id.clone()))
+        .collect();
+    for round in 0..MAX_INCLUDE_ITERATIONS {
+        let mut found = Vec::new();
+        for include in query.include.iter().filter(|i| round == 0 || i.iterate) {
+            found.extend(forward_include(inner, conn, include, &frontier)?);
+        }
+        for include in query.revinclude.iter().filter(|i| round == 0 || i.iterate) {
+            found.extend(reverse_include(inner, conn, include, &frontier)?);
+        }
+        frontier.clear();
+        for (rid, resource) in found {
+            if included.len() >= MAX_INCLUDED_RESOURCES {
+                break;
+            }
+            if seen.insert(rid) {
+                frontier.push((rid, resource.resource_type.clone(), resource.id.clone()));
+                included.push((rid, resource));
+            }
+        }
+        if frontier.is_empty() {
+            break;
+        }
+    }
+    Ok(included.into_iter().map(|(_, r)| r).collect())
+}
+
+fn forward_include(
+    inner: &Inner,
+    conn: &mut dyn Conn,
+    include: &Include,
+    sources: &[(i64, String, String)],
+) -> Result<Vec<(i64, StoredResource)>, StoreError> {
+    let mut out = Vec::new();
+    let mut types: Vec<&str> = sources.iter().map(|(_, t, _)| t.as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    for source_type in types {
+        if include.source_type != "*" && include.source_type != source_type {
+            continue;
+        }
+        let param_ids = reference_param_ids(inner, source_type, &include.param);
+        if param_ids.is_empty() {
+            continue;
+        }
+        let rids = sources
+            .iter()
+            .filter(|(_, t, _)| t == source_type)
+            .map(|(rid, _, _)| SqlValue::Int(*rid));
+        let mut b = SqlBuilder::new(conn.dialect());
+        b.push("SELECT DISTINCT r.rid, r.res_type, r.id, r.version, r.last_updated, v.content FROM idx_reference ref JOIN resources r ON r.res_type = ref.target_type AND r.id = ref.target_id JOIN versions v ON v.seq = r.current_seq WHERE r.deleted = 0 AND ref.rid IN ");
+        bind_list(&mut b, rids);
+        b.push(" AND ref.param_id IN ");
+        bind_list(&mut b, param_ids.into_iter().map(SqlValue::Int));
+        if let Some(target) = &include.target_type {
+            b.push(" AND r.res_type = ").bind(target.as_str());
+        }
+        b.push(" ORDER BY r.rid");
+        out.extend(conn.query(&b.sql, &b.params)?.into_iter().map(to_stored));
+    }
+    Ok(out)
+}
+
+fn reverse_include(
+    inner: &Inner,
+    conn: &mut dyn Conn,
+    include: &Include,
+    targets: &[(i64, String, String)],
+) -> Result<Vec<(i64, StoredResource)>, StoreError> {
+    if include.source_type == "*" {
+        return Ok(Vec::new());
+    }
+    let param_ids = reference_param_ids(inner, &include.source_type, &include.param);
+    if param_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut types: Vec<&str> = targets.iter().map(|(_, t, _)| t.as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    for target_type in types {
+        if include
+            .target_type
+            .as_deref()
+            .is_some_and(|t| t != target_type)
+        {
+            continue;
+        }
+        let ids = targets
+            .iter()
+            .filter(|(_, t, _)| t == target_type)
+            .map(|(_, _, id)| SqlValue::Text(id.clone()));
+        let mut b = SqlBuilder::new(conn.dialect());
+        b.push("SELECT DISTINCT r.rid, r.res_type, r.id, r.version, r.last_updated, v.content FROM idx_reference ref JOIN resources r ON r.rid = ref.rid JOIN versions v ON v.seq = r.current_seq WHERE r.deleted = 0 AND r.res_type = ")
+            .bind(include.source_type.as_str())
+            .push(" AND ref.param_id IN ");
+        bind_list(&mut b, param_ids.iter().map(|p| SqlValue::Int(*p)));
+        b.push(" AND ref.target_type = ")
+            .bind(target_type)
+            .push(" AND ref.target_id IN ");
+        bind_list(&mut b, ids);
+        b.push(" ORDER BY r.rid");
+        out.extend(conn.query(&b.sql, &b.params)?.into_iter().map(to_stored));
+    }
+    Ok(out)
+}
+
+pub(crate) fn everything(
+    conn: &mut dyn Conn,
+    patient_id: &str,
+    since_ms: Option<i64>,
+    types: &[String],
+    count: usize,
+    after_rid: Option<i64>,
+) -> Result<SearchResult, StoreError> {
+    let mut b = SqlBuilder::new(conn.dialect());
+    b.push(SELECT_RESOURCE)
+        .push(" JOIN compartment c ON c.rid = r.rid WHERE c.patient_id = ")
+        .bind(patient_id)
+        .push(" AND r.deleted = 0");
+    if let Some(since) = since_ms {
+        b.push(" AND r.last_updated >= ").bind(since);
+    }
+    if !types.is_empty() {
+        b.push(" AND r.res_type IN ");
+        bind_list(&mut b, types.iter().map(|t| SqlValue::Text(t.clone())));
+    }
+    if let Some(after) = after_rid {
+        b.push(" AND r.rid > ").bind(after);
+    }
+    b.push(" ORDER BY r.rid LIMIT ").bind(count as i64 + 1);
+    let rows = conn.query(&b.sql, &b.params)?;
+    let mut matches: Vec<(i64, StoredResource)> = rows.into_iter().map(to_stored).collect();
+    let mut result = SearchResult::default();
+    if matches.len() > count {
+        matches.truncate(count);
+        result.next_cursor = matches.last().map(|(rid, _)| format!("r{rid}"));
+    }
+    result.matches = matches.into_iter().map(|(_, r)| r).collect();
+    Ok(result)
+}
+
+pub(crate) fn counts(conn: &mut dyn Conn) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = conn.query(
+        "SELECT res_type, COUNT(*) FROM resources WHERE deleted = 0 GROUP BY res_type ORDER BY res_type",
+        &[],
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|mut r| (r[0].take_text(), r[1].int()))
+        .collect())
+}
+
+/// Parses an `$everything` / history cursor produced by this module.
+pub fn parse_rid_cursor(cursor: &str) -> Option<i64> {
+    cursor.strip_prefix('r')?.parse().ok()
+}

@@ -1,0 +1,134 @@
+//! The small SQL surface both backends implement: a connection that runs parameterised
+//! statements inside a transaction, and the dialect differences that SQL text must respect.
+//!
+//! All storage logic is written once against [`Conn`]; `sqlite.rs` and `postgres.rs` only
+//! translate values and placeholders.
+
+use crate::StoreError;
+
+/// A value bound to or read from a statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    /// NULL.
+    Null,
+    /// 64-bit integer.
+    Int(i64),
+    /// Double.
+    Real(f64),
+    /// Text.
+    Text(String),
+}
+
+impl SqlValue {
+    /// As integer (0 for anything else).
+    pub fn int(&self) -> i64 {
+        match self {
+            SqlValue::Int(i) => *i,
+            SqlValue::Real(r) => *r as i64,
+            _ => 0,
+        }
+    }
+
+    /// Moves out text (empty for anything else).
+    pub fn take_text(&mut self) -> String {
+        match std::mem::replace(self, SqlValue::Null) {
+            SqlValue::Text(t) => t,
+            _ => String::new(),
+        }
+    }
+}
+
+impl From<i64> for SqlValue {
+    fn from(v: i64) -> Self {
+        SqlValue::Int(v)
+    }
+}
+impl From<f64> for SqlValue {
+    fn from(v: f64) -> Self {
+        SqlValue::Real(v)
+    }
+}
+impl From<&str> for SqlValue {
+    fn from(v: &str) -> Self {
+        SqlValue::Text(v.to_string())
+    }
+}
+impl From<String> for SqlValue {
+    fn from(v: String) -> Self {
+        SqlValue::Text(v)
+    }
+}
+
+/// A result row.
+pub type Row = Vec<SqlValue>;
+
+/// Which SQL dialect a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite 3.35+.
+    Sqlite,
+    /// PostgreSQL 13+.
+    Postgres,
+}
+
+impl Dialect {
+    /// The placeholder for parameter number `n` (1-based).
+    pub fn placeholder(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+}
+
+/// One database connection, used inside a transaction the caller opened with [`Conn::begin`].
+pub trait Conn {
+    /// The dialect.
+    fn dialect(&self) -> Dialect;
+    /// Runs a statement and returns all rows.
+    fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StoreError>;
+    /// Runs a statement and returns the number of rows changed.
+    fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, StoreError>;
+    /// Starts a write transaction.
+    fn begin(&mut self) -> Result<(), StoreError>;
+    /// Commits it.
+    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Rolls it back.
+    fn rollback(&mut self) -> Result<(), StoreError>;
+}
+
+/// Builds SQL text with numbered placeholders for the connection's dialect.
+#[derive(Debug)]
+pub struct SqlBuilder {
+    /// Dialect of the placeholders.
+    pub dialect: Dialect,
+    /// The SQL text so far.
+    pub sql: String,
+    /// The bound parameters, in order.
+    pub params: Vec<SqlValue>,
+}
+
+impl SqlBuilder {
+    /// An empty builder.
+    pub fn new(dialect: Dialect) -> SqlBuilder {
+        SqlBuilder {
+            dialect,
+            sql: String::new(),
+            params: Vec::new(),
+        }
+    }
+
+    /// Appends SQL text.
+    pub fn push(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
+    }
+
+    /// Appends a placeholder bound to `value`.
+    pub fn bind(&mut self, value: impl Into<SqlValue>) -> &mut Self {
+        self.params.push(value.into());
+        let placeholder = self.dialect.placeholder(self.params.len());
+        self.sql.push_str(&placeholder);
+        self
+    }
+}

@@ -1,0 +1,167 @@
+//! SQLite backend: one writer connection and a pool of readers, in WAL mode.
+//!
+//! SQLite allows one writer at a time, so writes queue on a mutex rather than on SQLite's busy
+//! handler. Readers never block the writer (WAL). `synchronous=FULL` makes every acknowledged
+//! commit survive power loss as well as `kill -9`.
+
+use crate::StoreError;
+use crate::sql::{Conn, Dialect, Row, SqlValue};
+use rusqlite::types::{ToSqlOutput, Value as RValue, ValueRef};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// How long a connection waits on a lock held by another process before failing.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+/// Page cache per connection (negative: KiB).
+const CACHE_SIZE_KIB: i64 = 64 * 1024;
+/// Memory-mapped I/O window.
+const MMAP_SIZE_BYTES: i64 = 1 << 30;
+/// Reader connections kept open for reuse.
+const MAX_IDLE_READERS: usize = 16;
+
+/// A SQLite connection.
+pub struct SqliteConn {
+    conn: rusqlite::Connection,
+}
+
+impl SqliteConn {
+    fn open(path: &Path) -> Result<SqliteConn, StoreError> {
+        let conn = rusqlite::Connection::open(path).map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+            .map_err(backend)?;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;
+             PRAGMA cache_size=-{CACHE_SIZE_KIB}; PRAGMA mmap_size={MMAP_SIZE_BYTES}; PRAGMA temp_store=MEMORY;"
+        ))
+        .map_err(backend)?;
+        conn.set_prepared_statement_cache_capacity(256);
+        Ok(SqliteConn { conn })
+    }
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(format!("sqlite: {e}"))
+}
+
+fn to_sql(value: &SqlValue) -> ToSqlOutput<'_> {
+    match value {
+        SqlValue::Null => ToSqlOutput::Owned(RValue::Null),
+        SqlValue::Int(i) => ToSqlOutput::Owned(RValue::Integer(*i)),
+        SqlValue::Real(r) => ToSqlOutput::Owned(RValue::Real(*r)),
+        SqlValue::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+    }
+}
+
+struct Param<'a>(&'a SqlValue);
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(to_sql(self.0))
+    }
+}
+
+impl Conn for SqliteConn {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StoreError> {
+        let mut statement = self.conn.prepare_cached(sql).map_err(backend)?;
+        let columns = statement.column_count();
+        let bound: Vec<Param> = params.iter().map(Param).collect();
+        let mut rows = statement
+            .query(rusqlite::params_from_iter(bound.iter()))
+            .map_err(backend)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(backend)? {
+            let mut values = Vec::with_capacity(columns);
+            for i in 0..columns {
+                values.push(match row.get_ref(i).map_err(backend)? {
+                    ValueRef::Null => SqlValue::Null,
+                    ValueRef::Integer(v) => SqlValue::Int(v),
+                    ValueRef::Real(v) => SqlValue::Real(v),
+                    ValueRef::Text(t) | ValueRef::Blob(t) => {
+                        SqlValue::Text(String::from_utf8_lossy(t).into_owned())
+                    }
+                });
+            }
+            out.push(values);
+        }
+        Ok(out)
+    }
+
+    fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, StoreError> {
+        if params.is_empty() && !sql.contains('?') {
+            self.conn.execute_batch(sql).map_err(backend)?;
+            return Ok(0);
+        }
+        let mut statement = self.conn.prepare_cached(sql).map_err(backend)?;
+        let bound: Vec<Param> = params.iter().map(Param).collect();
+        let n = statement
+            .execute(rusqlite::params_from_iter(bound.iter()))
+            .map_err(backend)?;
+        Ok(n as u64)
+    }
+
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT").map_err(backend)
+    }
+
+    fn rollback(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("ROLLBACK").map_err(backend)
+    }
+}
+
+/// The SQLite database of one node.
+pub struct SqlitePool {
+    path: std::path::PathBuf,
+    writer: Mutex<SqliteConn>,
+    readers: Mutex<Vec<SqliteConn>>,
+}
+
+impl SqlitePool {
+    /// Opens (creating if needed) the database file and runs migrations.
+    pub fn open(path: &Path) -> Result<SqlitePool, StoreError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Backend(format!("create {}: {e}", parent.display())))?;
+        }
+        let mut writer = SqliteConn::open(path)?;
+        crate::schema::migrate(&mut writer)?;
+        Ok(SqlitePool {
+            path: path.to_path_buf(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs `f` on the writer connection.
+    pub fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut *conn)
+    }
+
+    /// Runs `f` on a reader connection.
+    pub fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => SqliteConn::open(&self.path)?,
+        };
+        let result = f(&mut conn);
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if readers.len() < MAX_IDLE_READERS {
+            readers.push(conn);
+        }
+        result
+    }
+}

@@ -1,0 +1,400 @@
+//! `zorgnet import`: NDJSON and Bundle files into a node, in batches, with progress and a
+//! per-resource failure report. Resources are written as updates with their own ids, so a
+//! second run of the same import changes nothing (unchanged resources get no new version).
+//! Bundles whose entries use `urn:uuid:` fullUrls (Synthea, transaction Bundles) get those
+//! UUIDs as ids, and references to them are rewritten, so they too import idempotently.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use zorgnet_store::{Store, WriteOp, WriteOutcome};
+
+/// Resources per database transaction or per HTTP batch Bundle.
+pub const IMPORT_BATCH_RESOURCES: usize = 1_000;
+/// Failures shown individually at the end (all are counted).
+const MAX_FAILURES_SHOWN: usize = 50;
+
+/// Arguments of `zorgnet import`.
+#[derive(Args)]
+pub struct ImportArgs {
+    /// NDJSON files (one resource or Bundle per line) or JSON files holding one Bundle.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Base URL of a running node (`http://127.0.0.1:8080/fhir`).
+    #[arg(long, conflicts_with_all = ["data", "postgres"])]
+    to: Option<String>,
+    /// SQLite directory of a node that is not running.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// PostgreSQL URL of a node's database.
+    #[arg(long)]
+    postgres: Option<String>,
+}
+
+/// What an import did.
+#[derive(Debug, Default)]
+pub struct ImportReport {
+    /// New resources or new versions.
+    pub stored: u64,
+    /// Resources identical to what was stored already.
+    pub unchanged: u64,
+    /// Where and why a resource was refused.
+    pub failures: Vec<(String, String)>,
+}
+
+pub async fn run(args: ImportArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let total_bytes: u64 = args
+        .files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let progress = indicatif::ProgressBar::new(total_bytes);
+    progress.set_style(indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {msg} ({eta} left)",
+    )?);
+    let mut report = ImportReport::default();
+    let target = match (&args.to, &args.postgres, &args.data) {
+        (Some(url), _, _) => Target::Http(
+            reqwest::Client::new(),
+            url.trim_end_matches('/').to_string(),
+        ),
+        (None, Some(url), _) => {
+            Target::Store(crate::open_store(std::path::Path::new("."), Some(url))?)
+        }
+        (None, None, Some(dir)) => Target::Store(crate::open_store(dir, None)?),
+        (None, None, None) => {
+            bail!("say where to import to: --to URL, --data DIR or --postgres URL")
+        }
+    };
+    for file in &args.files {
+        let resources = read_resources(file, &progress, &mut report.failures)?;
+        let part = match &target {
+            Target::Store(store) => {
+                load_into_store(store, resources.into_iter(), Some(&progress)).await?
+            }
+            Target::Http(client, url) => load_over_http(client, url, resources, &progress).await?,
+        };
+        report.stored += part.stored;
+        report.unchanged += part.unchanged;
+        report.failures.extend(part.failures);
+    }
+    progress.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let handled = report.stored + report.unchanged;
+    println!(
+        "imported {handled} resources in {seconds:.1} s ({:.0}/s): {} stored, {} unchanged, {} failed",
+        handled as f64 / seconds.max(1e-9),
+        report.stored,
+        report.unchanged,
+        report.failures.len()
+    );
+    for (location, reason) in report.failures.iter().take(MAX_FAILURES_SHOWN) {
+        println!("  failed {location}: {reason}");
+    }
+    if report.failures.len() > MAX_FAILURES_SHOWN {
+        println!(
+            "  … and {} more failures",
+            report.failures.len() - MAX_FAILURES_SHOWN
+        );
+    }
+    Ok(())
+}
+
+enum Target {
+    Store(Store),
+    Http(reqwest::Client, String),
+}
+
+/// Reads all resources of a file (NDJSON of resources or Bundles, or one JSON Bundle).
+fn read_resources(
+    path: &PathBuf,
+    progress: &indicatif::ProgressBar,
+    failures: &mut Vec<(String, String)>,
+) -> Result<Vec<Value>> {
+    let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut reader = BufReader::new(file);
+    let mut first_line = String::new();
+    reader.read_line(&mut first_line)?;
+    let mut resources = Vec::new();
+    let name = path.display().to_string();
+    if serde_json::from_str::<Value>(&first_line).is_err() && !first_line.trim().is_empty() {
+        let mut rest = String::new();
+        reader.read_to_string(&mut rest)?;
+        progress.inc((first_line.len() + rest.len()) as u64);
+        let document: Value = serde_json::from_str(&(first_line + &rest))
+            .with_context(|| format!("{name} is neither NDJSON nor one JSON document"))?;
+        expand(document, &name, &mut resources);
+        return Ok(resources);
+    }
+    let mut line = first_line;
+    let mut number = 1;
+    loop {
+        progress.inc(line.len() as u64);
+        if !line.trim().is_empty() {
+            match serde_json::from_str::<Value>(&line) {
+                Ok(value) => expand(value, &format!("{name}:{number}"), &mut resources),
+                Err(e) => {
+                    failures.push((format!("{name}:{number}"), format!("malformed JSON: {e}")))
+                }
+            }
+        }
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        number += 1;
+    }
+    Ok(resources)
+}
+
+/// A resource, or the resources inside a Bundle with `urn:uuid:` references made local.
+fn expand(value: Value, location: &str, out: &mut Vec<Value>) {
+    if value.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        out.push(value);
+        return;
+    }
+    let Some(entries) = value.get("entry").and_then(Value::as_array) else {
+        return;
+    };
+    let mut references = HashMap::new();
+    let mut resources = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Some(mut resource) = entry.get("resource").cloned() else {
+            continue;
+        };
+        let resource_type = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let full_url = entry.get("fullUrl").and_then(Value::as_str).unwrap_or("");
+        if resource.get("id").is_none() {
+            if let Some(uuid) = full_url.strip_prefix("urn:uuid:") {
+                resource["id"] = Value::String(uuid.to_string());
+            }
+        }
+        if let (Some(id), false) = (
+            resource.get("id").and_then(Value::as_str),
+            full_url.is_empty(),
+        ) {
+            references.insert(full_url.to_string(), format!("{resource_type}/{id}"));
+        }
+        resources.push(resource);
+    }
+    for mut resource in resources {
+        rewrite(&mut resource, &references);
+        if resource.get("id").is_none() {
+            tracing::debug!(location, "resource without id in bundle gets a new id");
+        }
+        out.push(resource);
+    }
+}
+
+fn rewrite(value: &mut Value, map: &HashMap<String, String>) {
+    match value {
+        Value::String(s) => {
+            if let Some(r) = map.get(s.as_str()) {
+                *s = r.clone();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rewrite(v, map)),
+        Value::Object(o) => o.values_mut().for_each(|v| rewrite(v, map)),
+        _ => {}
+    }
+}
+
+fn describe(resource: &Value) -> String {
+    format!(
+        "{}/{}",
+        resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("?"),
+        resource
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("(no id)")
+    )
+}
+
+/// Validates and writes resources straight into a store, batch by batch; the validation of
+/// one batch overlaps the database transaction of the previous one.
+pub async fn load_into_store(
+    store: &Store,
+    resources: impl Iterator<Item = Value>,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<ImportReport> {
+    let mut report = ImportReport::default();
+    let mut in_flight: Option<
+        tokio::task::JoinHandle<(
+            Vec<String>,
+            Result<Vec<WriteOutcome>, zorgnet_store::StoreError>,
+            Vec<WriteOp>,
+        )>,
+    > = None;
+    let mut batch: Vec<WriteOp> = Vec::with_capacity(IMPORT_BATCH_RESOURCES);
+    let mut names: Vec<String> = Vec::with_capacity(IMPORT_BATCH_RESOURCES);
+    let mut resources = resources.peekable();
+    while resources.peek().is_some() || !batch.is_empty() {
+        for mut resource in resources.by_ref() {
+            let name = describe(&resource);
+            let resource_type = resource
+                .get("resourceType")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if !zorgnet_fhir::model::r4().is_resource_type(&resource_type) {
+                report
+                    .failures
+                    .push((name, format!("unknown resource type '{resource_type}'")));
+                continue;
+            }
+            let id = match resource.get("id").and_then(Value::as_str) {
+                Some(id) => id.to_string(),
+                None => {
+                    let id = uuid::Uuid::now_v7().to_string();
+                    resource["id"] = json!(id);
+                    id
+                }
+            };
+            let issues = zorgnet_fhir::validate_resource(&resource);
+            if !issues.is_empty() {
+                let reasons: Vec<String> = issues
+                    .iter()
+                    .take(3)
+                    .map(|i| {
+                        format!(
+                            "{} {}",
+                            i.expression.clone().unwrap_or_default(),
+                            i.diagnostics
+                        )
+                    })
+                    .collect();
+                report.failures.push((name, reasons.join("; ")));
+                continue;
+            }
+            names.push(name);
+            batch.push(WriteOp::Update {
+                resource,
+                id,
+                if_match: None,
+            });
+            if batch.len() >= IMPORT_BATCH_RESOURCES {
+                break;
+            }
+        }
+        if let Some(handle) = in_flight.take() {
+            collect(store, handle.await?, &mut report, progress).await;
+        }
+        if !batch.is_empty() {
+            let ops = std::mem::take(&mut batch);
+            let batch_names = std::mem::take(&mut names);
+            let store = store.clone();
+            in_flight = Some(tokio::spawn(async move {
+                let result = store.transaction(ops.clone()).await;
+                (batch_names, result, ops)
+            }));
+        }
+    }
+    if let Some(handle) = in_flight.take() {
+        collect(store, handle.await?, &mut report, progress).await;
+    }
+    Ok(report)
+}
+
+async fn collect(
+    store: &Store,
+    (names, result, ops): (
+        Vec<String>,
+        Result<Vec<WriteOutcome>, zorgnet_store::StoreError>,
+        Vec<WriteOp>,
+    ),
+    report: &mut ImportReport,
+    progress: Option<&indicatif::ProgressBar>,
+) {
+    let outcomes = match result {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect::<Vec<_>>(),
+        // One bad resource must not sink its batch: retry one by one to find it.
+        Err(_) => {
+            let mut single = Vec::with_capacity(ops.len());
+            for op in ops {
+                single.push(store.write(op).await);
+            }
+            single
+        }
+    };
+    for (name, outcome) in names.into_iter().zip(outcomes) {
+        match outcome {
+            Ok(WriteOutcome::Unchanged(_)) => report.unchanged += 1,
+            Ok(_) => report.stored += 1,
+            Err(e) => report.failures.push((name, e.to_string())),
+        }
+    }
+    if let Some(progress) = progress {
+        progress.set_message(format!("{} resources", report.stored + report.unchanged));
+    }
+}
+
+async fn load_over_http(
+    client: &reqwest::Client,
+    base: &str,
+    resources: Vec<Value>,
+    progress: &indicatif::ProgressBar,
+) -> Result<ImportReport> {
+    let mut report = ImportReport::default();
+    for chunk in resources.chunks(IMPORT_BATCH_RESOURCES) {
+        let entries: Vec<Value> = chunk
+            .iter()
+            .map(|r| {
+                let name = describe(r);
+                match r.get("id") {
+                    Some(_) => json!({"resource": r, "request": {"method": "PUT", "url": name}}),
+                    None => json!({"resource": r, "request": {"method": "POST", "url": r["resourceType"]}}),
+                }
+            })
+            .collect();
+        let bundle = json!({"resourceType": "Bundle", "type": "batch", "entry": entries});
+        let response = client
+            .post(base)
+            .header("content-type", "application/fhir+json")
+            .body(bundle.to_string())
+            .send()
+            .await
+            .with_context(|| format!("POST batch to {base}"))?;
+        let status = response.status();
+        let body: Value = response.json().await.context("read batch response")?;
+        if !status.is_success() {
+            bail!("{base} refused the batch with {status}: {body}");
+        }
+        let answers = body
+            .get("entry")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for (resource, answer) in chunk.iter().zip(answers) {
+            let status = answer
+                .pointer("/response/status")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if status.starts_with("201") {
+                report.stored += 1;
+            } else if status.starts_with("200") {
+                report.stored += 1;
+            } else {
+                let reason = answer
+                    .pointer("/response/outcome/issue/0/diagnostics")
+                    .and_then(Value::as_str)
+                    .unwrap_or(status)
+                    .to_string();
+                report.failures.push((describe(resource), reason));
+            }
+        }
+        progress.set_message(format!("{} resources", report.stored));
+    }
+    Ok(report)
+}
