@@ -308,10 +308,10 @@ fn element_kind(
     if type_code == "Resource" {
         return ElementKind::Resource;
     }
-    if type_code == "BackboneElement" || type_code == "Element" {
-        if let Some(id) = context_ids.get(&(owner.to_string(), path.to_string())) {
-            return ElementKind::Complex(*id);
-        }
+    if (type_code == "BackboneElement" || type_code == "Element")
+        && let Some(id) = context_ids.get(&(owner.to_string(), path.to_string()))
+    {
+        return ElementKind::Complex(*id);
     }
     match types.get(type_code) {
         Some(t) if t.kind == "primitive-type" => ElementKind::Primitive(type_code.to_string()),

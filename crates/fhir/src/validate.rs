@@ -157,20 +157,20 @@ impl Validator {
         // A choice element may hold only one of its types at a time.
         let mut seen_choices: Vec<&str> = Vec::new();
         for key in object.keys() {
-            if let Some(rule) = context.keys.get(key.as_str()) {
-                if rule.name.ends_with("[x]") {
-                    if seen_choices.contains(&rule.name.as_str()) {
-                        self.push(
-                            IssueCode::Structure,
-                            location,
-                            format!(
-                                "more than one type given for choice element '{}'",
-                                rule.name
-                            ),
-                        );
-                    }
-                    seen_choices.push(&rule.name);
+            if let Some(rule) = context.keys.get(key.as_str())
+                && rule.name.ends_with("[x]")
+            {
+                if seen_choices.contains(&rule.name.as_str()) {
+                    self.push(
+                        IssueCode::Structure,
+                        location,
+                        format!(
+                            "more than one type given for choice element '{}'",
+                            rule.name
+                        ),
+                    );
                 }
+                seen_choices.push(&rule.name);
             }
         }
     }
@@ -365,14 +365,14 @@ impl Validator {
         if identifier.get("system").and_then(Value::as_str) != Some(BSN_SYSTEM) {
             return;
         }
-        if let Some(value) = identifier.get("value").and_then(Value::as_str) {
-            if !bsn_is_valid(value) {
-                self.push(
-                    IssueCode::Value,
-                    &format!("{location}.value"),
-                    format!("'{value}' is not a valid BSN (9 digits passing the 11-check)"),
-                );
-            }
+        if let Some(value) = identifier.get("value").and_then(Value::as_str)
+            && !bsn_is_valid(value)
+        {
+            self.push(
+                IssueCode::Value,
+                &format!("{location}.value"),
+                format!("'{value}' is not a valid BSN (9 digits passing the 11-check)"),
+            );
         }
     }
 }

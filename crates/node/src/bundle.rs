@@ -715,7 +715,7 @@ async fn batch_entry(state: &AppState, base: &str, p: &Planned) -> Result<Value,
             let if_none_exist = p
                 .if_none_exist
                 .as_deref()
-                .map(|c| rest::conditional_query(state, resource_type, c))
+                .map(|c| rest::conditional_query(state, resource_type, c).map(Box::new))
                 .transpose()?;
             WriteOp::Create {
                 resource,

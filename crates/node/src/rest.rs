@@ -228,10 +228,8 @@ pub(crate) fn write_response(
     location: bool,
 ) -> Response {
     let mut headers = resource_headers(stored, base);
-    if location {
-        if let Some(v) = headers.get(header::CONTENT_LOCATION).cloned() {
-            headers.insert(header::LOCATION, v);
-        }
+    if location && let Some(v) = headers.get(header::CONTENT_LOCATION).cloned() {
+        headers.insert(header::LOCATION, v);
     }
     match preference {
         ReturnPreference::Minimal => {
@@ -289,7 +287,11 @@ async fn create(
     let resource = read_json_body(&headers, body).await?;
     validate_for(&resource, &resource_type)?;
     let if_none_exist = match headers.get("if-none-exist").and_then(|v| v.to_str().ok()) {
-        Some(condition) => Some(conditional_query(&state, &resource_type, condition)?),
+        Some(condition) => Some(Box::new(conditional_query(
+            &state,
+            &resource_type,
+            condition,
+        )?)),
         None => None,
     };
     let base = base_url(&state, &headers);
@@ -388,10 +390,10 @@ async fn delete(
         .write(WriteOp::Delete { resource_type, id })
         .await?;
     let mut headers = HeaderMap::new();
-    if let WriteOutcome::Deleted(Some(version)) = outcome {
-        if let Ok(v) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
-            headers.insert(header::ETAG, v);
-        }
+    if let WriteOutcome::Deleted(Some(version)) = outcome
+        && let Ok(v) = HeaderValue::from_str(&format!("W/\"{version}\""))
+    {
+        headers.insert(header::ETAG, v);
     }
     Ok((StatusCode::NO_CONTENT, headers).into_response())
 }

@@ -1,6 +1,9 @@
 //! The node's conformance suite: every test runs against a real server on port 0, once on
 //! SQLite and once on PostgreSQL (when `ZORGNET_TEST_POSTGRES_URL` is set).
 
+// Expected results are written as array literals, which reads better than slice::from_ref.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 mod support;
 
 use serde_json::{Value, json};

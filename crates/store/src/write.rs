@@ -18,7 +18,7 @@ pub enum WriteOp {
         /// Id to use; a fresh UUID when `None`.
         id: Option<String>,
         /// `If-None-Exist`: when this matches exactly one resource, nothing is created.
-        if_none_exist: Option<SearchQuery>,
+        if_none_exist: Option<Box<SearchQuery>>,
     },
     /// Update (or create with the given id).
     Update {
@@ -159,18 +159,18 @@ fn put(
             });
         }
     }
-    if let Some(row) = existing.as_ref().filter(|row| !row.deleted) {
-        if let Some(old_json) = &row.json {
-            let same = stamp(&mut resource, id, row.version, row.last_updated_ms);
-            if &same == old_json {
-                return Ok(WriteOutcome::Unchanged(StoredResource {
-                    resource_type,
-                    id: id.to_string(),
-                    version: row.version,
-                    last_updated_ms: row.last_updated_ms,
-                    json: same,
-                }));
-            }
+    if let Some(row) = existing.as_ref().filter(|row| !row.deleted)
+        && let Some(old_json) = &row.json
+    {
+        let same = stamp(&mut resource, id, row.version, row.last_updated_ms);
+        if &same == old_json {
+            return Ok(WriteOutcome::Unchanged(StoredResource {
+                resource_type,
+                id: id.to_string(),
+                version: row.version,
+                last_updated_ms: row.last_updated_ms,
+                json: same,
+            }));
         }
     }
     let version = existing.as_ref().map_or(1, |row| row.version + 1);

@@ -173,10 +173,10 @@ fn expand(value: Value, location: &str, out: &mut Vec<Value>) {
             .unwrap_or("")
             .to_string();
         let full_url = entry.get("fullUrl").and_then(Value::as_str).unwrap_or("");
-        if resource.get("id").is_none() {
-            if let Some(uuid) = full_url.strip_prefix("urn:uuid:") {
-                resource["id"] = Value::String(uuid.to_string());
-            }
+        if resource.get("id").is_none()
+            && let Some(uuid) = full_url.strip_prefix("urn:uuid:")
+        {
+            resource["id"] = Value::String(uuid.to_string());
         }
         if let (Some(id), false) = (
             resource.get("id").and_then(Value::as_str),
@@ -230,13 +230,7 @@ pub async fn load_into_store(
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<ImportReport> {
     let mut report = ImportReport::default();
-    let mut in_flight: Option<
-        tokio::task::JoinHandle<(
-            Vec<String>,
-            Result<Vec<WriteOutcome>, zorgnet_store::StoreError>,
-            Vec<WriteOp>,
-        )>,
-    > = None;
+    let mut in_flight: Option<tokio::task::JoinHandle<BatchResult>> = None;
     let mut batch: Vec<WriteOp> = Vec::with_capacity(IMPORT_BATCH_RESOURCES);
     let mut names: Vec<String> = Vec::with_capacity(IMPORT_BATCH_RESOURCES);
     let mut resources = resources.peekable();
@@ -307,13 +301,16 @@ pub async fn load_into_store(
     Ok(report)
 }
 
+/// One written batch: resource names, the transaction's result, and the operations (for a retry).
+type BatchResult = (
+    Vec<String>,
+    Result<Vec<WriteOutcome>, zorgnet_store::StoreError>,
+    Vec<WriteOp>,
+);
+
 async fn collect(
     store: &Store,
-    (names, result, ops): (
-        Vec<String>,
-        Result<Vec<WriteOutcome>, zorgnet_store::StoreError>,
-        Vec<WriteOp>,
-    ),
+    (names, result, ops): BatchResult,
     report: &mut ImportReport,
     progress: Option<&indicatif::ProgressBar>,
 ) {
@@ -381,9 +378,7 @@ async fn load_over_http(
                 .pointer("/response/status")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            if status.starts_with("201") {
-                report.stored += 1;
-            } else if status.starts_with("200") {
+            if status.starts_with("201") || status.starts_with("200") {
                 report.stored += 1;
             } else {
                 let reason = answer

@@ -3,11 +3,13 @@
 //! This is the binary edge: it parses arguments and configuration, opens storage, and turns
 //! errors into messages (`anyhow`). The logic lives in the library crates.
 
+mod bench;
 mod config;
 mod import;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use std::io::Write as _;
 use std::path::PathBuf;
 use zorgnet_fhir::search::SearchRegistry;
 use zorgnet_node::NodeIdentity;
@@ -34,6 +36,8 @@ enum Command {
     Generate(GenerateArgs),
     /// Load NDJSON or Bundle files into a node (over HTTP) or straight into its database.
     Import(import::ImportArgs),
+    /// Measure import, read, search and `$everything` on synthetic data (needs `wrk`).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -80,6 +84,7 @@ fn main() -> Result<()> {
             Command::Demo(args) => demo(args).await,
             Command::Generate(args) => generate(args),
             Command::Import(args) => import::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     })
 }

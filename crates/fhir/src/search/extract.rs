@@ -246,10 +246,10 @@ fn reference_values(
         return;
     };
     if let IndexValue::Reference { target_type, .. } = &value {
-        if let Some(required) = required_type {
-            if target_type != required {
-                return;
-            }
+        if let Some(required) = required_type
+            && target_type != required
+        {
+            return;
         }
         if !target_type.is_empty()
             && !targets.is_empty()

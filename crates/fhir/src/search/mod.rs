@@ -231,10 +231,10 @@ impl SearchRegistry {
             return Vec::new();
         };
         let mut patients = Vec::new();
-        if resource_type == "Patient" {
-            if let Some(id) = resource.get("id").and_then(|i| i.as_str()) {
-                patients.push(id.to_string());
-            }
+        if resource_type == "Patient"
+            && let Some(id) = resource.get("id").and_then(|i| i.as_str())
+        {
+            patients.push(id.to_string());
         }
         if let Some(codes) = r4().patient_compartment.get(resource_type) {
             for code in codes {
@@ -248,10 +248,9 @@ impl SearchRegistry {
                         target_type,
                         target_id,
                     } = entry.value
+                        && target_type == "Patient"
                     {
-                        if target_type == "Patient" {
-                            patients.push(target_id);
-                        }
+                        patients.push(target_id);
                     }
                 }
             }

@@ -50,10 +50,10 @@ fn collect<'a>(value: &'a Value, steps: &[Step], out: &mut Vec<&'a Value>) {
         single => std::slice::from_ref(single),
     };
     for item in items {
-        if let Some((field, expected)) = &step.filter {
-            if item.get(field).and_then(Value::as_str) != Some(expected.as_str()) {
-                continue;
-            }
+        if let Some((field, expected)) = &step.filter
+            && item.get(field).and_then(Value::as_str) != Some(expected.as_str())
+        {
+            continue;
         }
         collect(item, rest, out);
     }
@@ -95,7 +95,7 @@ fn compile_branch(model: &Model, resource_type: &str, branch: &str) -> Option<Ve
     if text.starts_with('(') && text.ends_with(')') {
         text = text[1..text.len() - 1].trim();
     }
-    if split_top_level(text, ' ').iter().any(|word| *word == "is") {
+    if split_top_level(text, ' ').contains(&"is") {
         return None;
     }
     let words = split_top_level(text, ' ');

@@ -646,12 +646,12 @@ fn parse_reference_value(
             param.code
         )));
     }
-    if let (Some(t), Some(r)) = (&target_type, reference_type) {
-        if t != r {
-            return Err(bad(format!(
-                "reference '{value}' does not match modifier ':{r}'"
-            )));
-        }
+    if let (Some(t), Some(r)) = (&target_type, reference_type)
+        && t != r
+    {
+        return Err(bad(format!(
+            "reference '{value}' does not match modifier ':{r}'"
+        )));
     }
     Ok(CriterionValue::Reference {
         target_type,
@@ -673,10 +673,10 @@ fn split_prefix(value: &str) -> (Prefix, &str) {
         ("ap", Prefix::Ap),
     ];
     for (text, prefix) in prefixes {
-        if let Some(rest) = value.strip_prefix(text) {
-            if rest.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '.') {
-                return (prefix, rest);
-            }
+        if let Some(rest) = value.strip_prefix(text)
+            && rest.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '.')
+        {
+            return (prefix, rest);
         }
     }
     (Prefix::Eq, value)
