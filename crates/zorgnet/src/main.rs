@@ -130,11 +130,19 @@ async fn serve(
         .clone()
         .unwrap_or_else(|| format!("http://{address}/fhir"));
     tracing::info!(%address, ura = %identity.ura, "node listening");
-    println!(
+    // A supervisor may close stdout; the node must keep serving, so print errors are ignored.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
         "zorgnet node '{}' (URA {}) serving FHIR R4 at {shown_base}",
         identity.name, identity.ura
     );
-    println!("  try: curl {shown_base}/metadata   |   curl '{shown_base}/Patient?_count=5'");
+    let _ = writeln!(
+        stdout,
+        "  try: curl {shown_base}/metadata   |   curl '{shown_base}/Patient?_count=5'"
+    );
+    let _ = stdout.flush();
+    drop(stdout);
     let router = zorgnet_node::router(store, identity, base_url);
     zorgnet_node::serve(listener, router, async {
         let _ = tokio::signal::ctrl_c().await;
