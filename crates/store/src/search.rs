@@ -242,7 +242,8 @@ fn where_clause(inner: &Inner, b: &mut SqlBuilder, query: &SearchQuery) {
         }
         b.push(")");
     }
-    for criterion in &query.criteria {
+    let driver = driving_criterion(&query.criteria);
+    for (i, criterion) in query.criteria.iter().enumerate() {
         b.push(" AND ");
         criterion_sql(
             inner,
@@ -250,8 +251,37 @@ fn where_clause(inner: &Inner, b: &mut SqlBuilder, query: &SearchQuery) {
             query.resource_type.as_deref().unwrap_or(""),
             criterion,
             "r",
+            Some(i) == driver,
         );
     }
+}
+
+/// The criterion whose matching rows drive the query (an `IN` list of row ids); the others
+/// are checked per candidate row with `EXISTS` probes on the index's primary key, so a
+/// common code (`code=glucose`) is never materialised in full. A reference to one resource
+/// is the most selective in practice, then tokens, then anything else positive.
+fn driving_criterion(criteria: &[Criterion]) -> Option<usize> {
+    let rank = |c: &Criterion| match c {
+        Criterion::Param {
+            param,
+            negate: false,
+            ..
+        } if param.param_type == ParamType::Reference => Some(0),
+        Criterion::Param {
+            param,
+            negate: false,
+            ..
+        } if param.param_type == ParamType::Token => Some(1),
+        Criterion::Chain(_) => Some(2),
+        Criterion::Param { negate: false, .. } => Some(3),
+        _ => None,
+    };
+    criteria
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| rank(c).map(|r| (r, i)))
+        .min()
+        .map(|(_, i)| i)
 }
 
 pub(crate) fn search(
@@ -261,14 +291,15 @@ pub(crate) fn search(
 ) -> Result<SearchResult, StoreError> {
     let cursor = parse_cursor(query.cursor.as_deref())?;
     let mut result = SearchResult::default();
-    if cursor.is_none() || query.summary == Some(Summary::Count) {
+    let count_rows = |conn: &mut dyn Conn| -> Result<Option<i64>, StoreError> {
         let mut b = SqlBuilder::new(conn.dialect());
         b.push("SELECT COUNT(*) FROM resources r");
         where_clause(inner, &mut b, query);
         let rows = conn.query(&b.sql, &b.params)?;
-        result.total = rows.first().and_then(|r| r.first()).map(SqlValue::int);
-    }
+        Ok(rows.first().and_then(|r| r.first()).map(SqlValue::int))
+    };
     if query.summary == Some(Summary::Count) || query.count == 0 {
+        result.total = count_rows(conn)?;
         return Ok(result);
     }
     let mut b = SqlBuilder::new(conn.dialect());
@@ -304,6 +335,13 @@ pub(crate) fn search(
             matches.last().map(|(rid, _)| format!("r{rid}"))
         } else {
             Some(format!("o{}", offset + query.count as i64))
+        };
+    }
+    if cursor.is_none() {
+        // A first page that is not full holds every match: no separate count needed.
+        result.total = match result.next_cursor {
+            None => Some(matches.len() as i64),
+            Some(_) => count_rows(conn)?,
         };
     }
     result.included = includes(inner, conn, query, &matches)?;
@@ -378,6 +416,7 @@ fn criterion_sql(
     resource_type: &str,
     criterion: &Criterion,
     alias: &str,
+    drive: bool,
 ) {
     match criterion {
         Criterion::Id(ids) => {
@@ -419,12 +458,17 @@ fn criterion_sql(
         } => {
             let table = table_of(param.param_type);
             let param_id = inner.param_id(resource_type, &param.code).unwrap_or(-1);
-            b.push(&format!(
-                "{alias}.rid {}IN (SELECT rid FROM {table} WHERE param_id = ",
-                if *negate { "NOT " } else { "" }
-            ))
-            .bind(param_id)
-            .push(" AND (");
+            if drive {
+                b.push(&format!(
+                    "{alias}.rid IN (SELECT rid FROM {table} WHERE param_id = "
+                ));
+            } else {
+                b.push(&format!(
+                    "{}EXISTS (SELECT 1 FROM {table} x WHERE x.rid = {alias}.rid AND x.param_id = ",
+                    if *negate { "NOT " } else { "" }
+                ));
+            }
+            b.bind(param_id).push(" AND (");
             for (i, value) in values.iter().enumerate() {
                 if i > 0 {
                     b.push(" OR ");
@@ -451,7 +495,7 @@ fn criterion_sql(
                 b.push("(t.res_type = ")
                     .bind(target_type.as_str())
                     .push(" AND ");
-                criterion_sql(inner, b, target_type, inner_criterion, "t");
+                criterion_sql(inner, b, target_type, inner_criterion, "t", false);
                 b.push(")");
             }
             b.push("))");

@@ -12,12 +12,13 @@ use std::sync::Mutex;
 
 /// How long a connection waits on a lock held by another process before failing.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
-/// Page cache per connection (negative: KiB).
-const CACHE_SIZE_KIB: i64 = 64 * 1024;
-/// Memory-mapped I/O window.
-const MMAP_SIZE_BYTES: i64 = 1 << 30;
+/// Page cache of the writer connection.
+const WRITER_CACHE_SIZE_KIB: i64 = 64 * 1024;
+/// Page cache of each reader connection; the kernel's page cache holds the rest of the file.
+/// Memory-mapped I/O stays off: every connection's mapping would count in resident memory.
+const READER_CACHE_SIZE_KIB: i64 = 16 * 1024;
 /// Reader connections kept open for reuse.
-const MAX_IDLE_READERS: usize = 16;
+const MAX_IDLE_READERS: usize = 8;
 
 /// A SQLite connection.
 pub struct SqliteConn {
@@ -25,13 +26,13 @@ pub struct SqliteConn {
 }
 
 impl SqliteConn {
-    fn open(path: &Path) -> Result<SqliteConn, StoreError> {
+    fn open(path: &Path, cache_size_kib: i64) -> Result<SqliteConn, StoreError> {
         let conn = rusqlite::Connection::open(path).map_err(backend)?;
         conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
             .map_err(backend)?;
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;
-             PRAGMA cache_size=-{CACHE_SIZE_KIB}; PRAGMA mmap_size={MMAP_SIZE_BYTES}; PRAGMA temp_store=MEMORY;"
+             PRAGMA cache_size=-{cache_size_kib}; PRAGMA temp_store=MEMORY;"
         ))
         .map_err(backend)?;
         conn.set_prepared_statement_cache_capacity(256);
@@ -129,7 +130,7 @@ impl SqlitePool {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::Backend(format!("create {}: {e}", parent.display())))?;
         }
-        let mut writer = SqliteConn::open(path)?;
+        let mut writer = SqliteConn::open(path, WRITER_CACHE_SIZE_KIB)?;
         crate::schema::migrate(&mut writer)?;
         Ok(SqlitePool {
             path: path.to_path_buf(),
@@ -155,7 +156,7 @@ impl SqlitePool {
         let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut conn = match pooled {
             Some(c) => c,
-            None => SqliteConn::open(&self.path)?,
+            None => SqliteConn::open(&self.path, READER_CACHE_SIZE_KIB)?,
         };
         let result = f(&mut conn);
         let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
