@@ -194,6 +194,7 @@ pub struct SearchResult {
     pub next_cursor: Option<String>,
 }
 
+const SELECT_COLUMNS: &str = "SELECT r.rid, r.res_type, r.id, r.version, r.last_updated, v.content";
 const SELECT_RESOURCE: &str = "SELECT r.rid, r.res_type, r.id, r.version, r.last_updated, v.content FROM resources r JOIN versions v ON v.seq = r.current_seq";
 
 fn to_stored(mut row: Row) -> (i64, StoredResource) {
@@ -228,8 +229,40 @@ fn parse_cursor(cursor: Option<&str>) -> Result<Option<Cursor>, StoreError> {
     }
 }
 
-fn where_clause(inner: &Inner, b: &mut SqlBuilder, query: &SearchQuery) {
+/// Appends `FROM … WHERE …` for a search. The driving criterion (see [`driving_criterion`])
+/// becomes the outer loop: `(SELECT DISTINCT rid …) d CROSS JOIN resources r`. SQLite keeps
+/// the written join order for CROSS JOIN, so it never scans every resource of a type in row
+/// order hoping to meet the few matches; PostgreSQL plans the same SQL freely.
+fn from_where(inner: &Inner, b: &mut SqlBuilder, query: &SearchQuery, with_content: bool) {
+    let resource_type = query.resource_type.as_deref().unwrap_or("");
+    let driver = driving_criterion(&query.criteria);
+    b.push(" FROM ");
+    if let Some(Criterion::Param {
+        param,
+        string_match,
+        values,
+        ..
+    }) = driver.map(|i| &query.criteria[i])
+    {
+        let table = table_of(param.param_type);
+        let param_id = inner.param_id(resource_type, &param.code).unwrap_or(-1);
+        b.push(&format!(
+            "(SELECT DISTINCT rid FROM {table} WHERE param_id = "
+        ))
+        .bind(param_id)
+        .push(" AND (");
+        values_sql(b, values, *string_match);
+        b.push(")) d CROSS JOIN resources r");
+    } else {
+        b.push("resources r");
+    }
+    if with_content {
+        b.push(" JOIN versions v ON v.seq = r.current_seq");
+    }
     b.push(" WHERE r.deleted = 0");
+    if driver.is_some() {
+        b.push(" AND r.rid = d.rid");
+    }
     if let Some(t) = &query.resource_type {
         b.push(" AND r.res_type = ").bind(t.as_str());
     } else if !query.types.is_empty() {
@@ -242,21 +275,30 @@ fn where_clause(inner: &Inner, b: &mut SqlBuilder, query: &SearchQuery) {
         }
         b.push(")");
     }
-    let driver = driving_criterion(&query.criteria);
     for (i, criterion) in query.criteria.iter().enumerate() {
-        b.push(" AND ");
-        criterion_sql(
-            inner,
-            b,
-            query.resource_type.as_deref().unwrap_or(""),
-            criterion,
-            "r",
-            Some(i) == driver,
-        );
+        if Some(i) != driver {
+            b.push(" AND ");
+            criterion_sql(inner, b, resource_type, criterion, "r");
+        }
     }
 }
 
-/// The criterion whose matching rows drive the query (an `IN` list of row ids); the others
+fn values_sql(
+    b: &mut SqlBuilder,
+    values: &[CriterionValue],
+    string_match: zorgnet_fhir::search::StringMatch,
+) {
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            b.push(" OR ");
+        }
+        b.push("(");
+        value_sql(b, value, string_match);
+        b.push(")");
+    }
+}
+
+/// The criterion whose matching rows drive the query (the outer loop); the others
 /// are checked per candidate row with `EXISTS` probes on the index's primary key, so a
 /// common code (`code=glucose`) is never materialised in full. A reference to one resource
 /// is the most selective in practice, then tokens, then anything else positive.
@@ -272,8 +314,7 @@ fn driving_criterion(criteria: &[Criterion]) -> Option<usize> {
             negate: false,
             ..
         } if param.param_type == ParamType::Token => Some(1),
-        Criterion::Chain(_) => Some(2),
-        Criterion::Param { negate: false, .. } => Some(3),
+        Criterion::Param { negate: false, .. } => Some(2),
         _ => None,
     };
     criteria
@@ -293,8 +334,8 @@ pub(crate) fn search(
     let mut result = SearchResult::default();
     let count_rows = |conn: &mut dyn Conn| -> Result<Option<i64>, StoreError> {
         let mut b = SqlBuilder::new(conn.dialect());
-        b.push("SELECT COUNT(*) FROM resources r");
-        where_clause(inner, &mut b, query);
+        b.push("SELECT COUNT(*)");
+        from_where(inner, &mut b, query, false);
         let rows = conn.query(&b.sql, &b.params)?;
         Ok(rows.first().and_then(|r| r.first()).map(SqlValue::int))
     };
@@ -303,8 +344,8 @@ pub(crate) fn search(
         return Ok(result);
     }
     let mut b = SqlBuilder::new(conn.dialect());
-    b.push(SELECT_RESOURCE);
-    where_clause(inner, &mut b, query);
+    b.push(SELECT_COLUMNS);
+    from_where(inner, &mut b, query, true);
     let offset = match cursor {
         Some(Cursor::AfterRid(rid)) if query.sort.is_empty() => {
             b.push(" AND r.rid > ").bind(rid);
@@ -357,8 +398,8 @@ pub(crate) fn matching_ids(
     limit: usize,
 ) -> Result<Vec<String>, StoreError> {
     let mut b = SqlBuilder::new(conn.dialect());
-    b.push("SELECT r.id FROM resources r");
-    where_clause(inner, &mut b, query);
+    b.push("SELECT r.id");
+    from_where(inner, &mut b, query, false);
     b.push(" ORDER BY r.rid LIMIT ").bind(limit as i64);
     Ok(conn
         .query(&b.sql, &b.params)?
@@ -416,7 +457,6 @@ fn criterion_sql(
     resource_type: &str,
     criterion: &Criterion,
     alias: &str,
-    drive: bool,
 ) {
     match criterion {
         Criterion::Id(ids) => {
@@ -458,25 +498,12 @@ fn criterion_sql(
         } => {
             let table = table_of(param.param_type);
             let param_id = inner.param_id(resource_type, &param.code).unwrap_or(-1);
-            if drive {
-                b.push(&format!(
-                    "{alias}.rid IN (SELECT rid FROM {table} WHERE param_id = "
-                ));
-            } else {
-                b.push(&format!(
-                    "{}EXISTS (SELECT 1 FROM {table} x WHERE x.rid = {alias}.rid AND x.param_id = ",
-                    if *negate { "NOT " } else { "" }
-                ));
-            }
+            b.push(&format!(
+                "{}EXISTS (SELECT 1 FROM {table} x WHERE x.rid = {alias}.rid AND x.param_id = ",
+                if *negate { "NOT " } else { "" }
+            ));
             b.bind(param_id).push(" AND (");
-            for (i, value) in values.iter().enumerate() {
-                if i > 0 {
-                    b.push(" OR ");
-                }
-                b.push("(");
-                value_sql(b, value, *string_match);
-                b.push(")");
-            }
+            values_sql(b, values, *string_match);
             b.push("))");
         }
         Criterion::Chain(chain) => {
@@ -495,7 +522,7 @@ fn criterion_sql(
                 b.push("(t.res_type = ")
                     .bind(target_type.as_str())
                     .push(" AND ");
-                criterion_sql(inner, b, target_type, inner_criterion, "t", false);
+                criterion_sql(inner, b, target_type, inner_criterion, "t");
                 b.push(")");
             }
             b.push("))");
