@@ -237,9 +237,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 Some(&format!(
                     "{url}{separator}options=-c%20search_path%3D{schema}"
                 )),
-            )?
+            )
+            .await?
         }
-        None => crate::open_store(args.data.as_deref().unwrap_or(temp.path()), None)?,
+        None => crate::open_store(args.data.as_deref().unwrap_or(temp.path()), None).await?,
     };
     let backend = if args.postgres.is_some() {
         "PostgreSQL"

@@ -64,9 +64,9 @@ pub async fn run(args: ImportArgs) -> Result<()> {
             url.trim_end_matches('/').to_string(),
         ),
         (None, Some(url), _) => {
-            Target::Store(crate::open_store(std::path::Path::new("."), Some(url))?)
+            Target::Store(crate::open_store(std::path::Path::new("."), Some(url)).await?)
         }
-        (None, None, Some(dir)) => Target::Store(crate::open_store(dir, None)?),
+        (None, None, Some(dir)) => Target::Store(crate::open_store(dir, None).await?),
         (None, None, None) => {
             bail!("say where to import to: --to URL, --data DIR or --postgres URL")
         }

@@ -89,21 +89,27 @@ fn main() -> Result<()> {
     })
 }
 
-/// Opens the store a node's settings name.
-fn open_store(data: &std::path::Path, postgres: Option<&str>) -> Result<Store> {
-    let registry = SearchRegistry::r4();
-    match postgres {
-        Some(url) => Store::open_postgres(url, registry).context("open PostgreSQL storage"),
-        None => {
-            let path = data.join("node.sqlite");
-            Store::open_sqlite(&path, registry)
-                .with_context(|| format!("open SQLite storage at {}", path.display()))
+/// Opens the store a node's settings name. Opening connects and migrates with blocking
+/// clients, so it runs on the blocking pool, never on an async worker thread.
+async fn open_store(data: &std::path::Path, postgres: Option<&str>) -> Result<Store> {
+    let data = data.to_path_buf();
+    let postgres = postgres.map(String::from);
+    tokio::task::spawn_blocking(move || {
+        let registry = SearchRegistry::r4();
+        match postgres {
+            Some(url) => Store::open_postgres(&url, registry).context("open PostgreSQL storage"),
+            None => {
+                let path = data.join("node.sqlite");
+                Store::open_sqlite(&path, registry)
+                    .with_context(|| format!("open SQLite storage at {}", path.display()))
+            }
         }
-    }
+    })
+    .await?
 }
 
 async fn run_node(settings: config::NodeSettings) -> Result<()> {
-    let store = open_store(&settings.data, settings.postgres.as_deref())?;
+    let store = open_store(&settings.data, settings.postgres.as_deref()).await?;
     serve(
         store,
         &settings.listen,
@@ -152,7 +158,7 @@ async fn serve(
 }
 
 async fn demo(args: DemoArgs) -> Result<()> {
-    let store = open_store(&args.data, None)?;
+    let store = open_store(&args.data, None).await?;
     let existing: i64 = store.counts().await?.iter().map(|(_, n)| n).sum();
     if existing == 0 {
         println!(

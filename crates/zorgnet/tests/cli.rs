@@ -11,6 +11,11 @@ const BINARY: &str = env!("CARGO_BIN_EXE_zorgnet");
 
 /// Starts `zorgnet node` on port 0 and returns the process and its FHIR base URL.
 fn start_node(data: &std::path::Path) -> (Child, String) {
+    start_node_with(&["--data", data.to_str().unwrap()])
+}
+
+/// Starts `zorgnet node` on port 0 with the given storage arguments.
+fn start_node_with(storage: &[&str]) -> (Child, String) {
     let mut child = Command::new(BINARY)
         .args([
             "node",
@@ -21,8 +26,7 @@ fn start_node(data: &std::path::Path) -> (Child, String) {
             "--name",
             "Durability test",
         ])
-        .arg("--data")
-        .arg(data)
+        .args(storage)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -232,6 +236,53 @@ async fn import_over_http_into_a_running_node() {
         .await
         .unwrap();
     assert_eq!(count["total"], 5);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_runs_on_postgres_from_the_command_line() {
+    let Ok(url) = std::env::var("ZORGNET_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "\n*** SKIPPED: node_runs_on_postgres_from_the_command_line (ZORGNET_TEST_POSTGRES_URL is not set; .ci/run sets it) ***\n"
+        );
+        return;
+    };
+    let schema = format!(
+        "zorgnet_test_cli_{}_{}",
+        std::process::id(),
+        zorgnet_store::now_ms()
+    );
+    let (admin, create) = (url.clone(), schema.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!("CREATE SCHEMA {create}"))
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let schema_url = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+    let (mut child, base) = start_node_with(&["--postgres", &schema_url]);
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{base}/Patient"))
+        .header("content-type", "application/fhir+json")
+        .body(json!({"resourceType": "Patient", "active": true}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().expect("created on PostgreSQL");
+    let read = client
+        .get(format!("{base}/Patient/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
     child.kill().unwrap();
     child.wait().unwrap();
 }
