@@ -54,15 +54,10 @@ impl FhirError {
         FhirError { status, issues }
     }
 
-    /// A search-parsing issue.
+    /// A problem with the request itself (a search that cannot be parsed): 400.
     pub fn from_issue(issue: Issue) -> FhirError {
-        let status = match issue.code {
-            IssueCode::TooCostly => StatusCode::BAD_REQUEST,
-            IssueCode::NotSupported => StatusCode::BAD_REQUEST,
-            _ => StatusCode::BAD_REQUEST,
-        };
         FhirError {
-            status,
+            status: StatusCode::BAD_REQUEST,
             issues: vec![issue],
         }
     }

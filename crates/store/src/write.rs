@@ -209,17 +209,7 @@ fn put(
         method,
         Some(&json),
     )?;
-    let mut update = SqlBuilder::new(conn.dialect());
-    update
-        .push("UPDATE resources SET version = ")
-        .bind(version)
-        .push(", last_updated = ")
-        .bind(now)
-        .push(", deleted = 0, current_seq = ")
-        .bind(seq)
-        .push(" WHERE rid = ")
-        .bind(rid);
-    conn.execute(&update.sql, &update.params)?;
+    set_current(conn, rid, version, now, false, seq)?;
     write_indexes(inner, conn, rid, &resource_type, &resource)?;
     let stored = StoredResource {
         resource_type,
@@ -258,19 +248,34 @@ fn delete(
         "DELETE",
         None,
     )?;
+    set_current(conn, row.rid, version, now, true, seq)?;
+    clear_indexes(conn, row.rid)?;
+    Ok(WriteOutcome::Deleted(Some(version)))
+}
+
+/// Points a resource's row at its newest version.
+fn set_current(
+    conn: &mut dyn Conn,
+    rid: i64,
+    version: i64,
+    now: i64,
+    deleted: bool,
+    seq: i64,
+) -> Result<(), StoreError> {
     let mut update = SqlBuilder::new(conn.dialect());
     update
         .push("UPDATE resources SET version = ")
         .bind(version)
         .push(", last_updated = ")
         .bind(now)
-        .push(", deleted = 1, current_seq = ")
+        .push(", deleted = ")
+        .bind(i64::from(deleted))
+        .push(", current_seq = ")
         .bind(seq)
         .push(" WHERE rid = ")
-        .bind(row.rid);
+        .bind(rid);
     conn.execute(&update.sql, &update.params)?;
-    clear_indexes(conn, row.rid)?;
-    Ok(WriteOutcome::Deleted(Some(version)))
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
