@@ -75,7 +75,20 @@ fn json_string(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-fn bundle_head(out: &mut String, bundle_type: &str, total: Option<i64>, links: &[(&str, &str)]) {
+/// The page's own link and, when there is a next page, its link.
+struct PageLinks<'a> {
+    base: &'a str,
+    path: &'a str,
+    raw: Option<&'a str>,
+    next: Option<&'a str>,
+}
+
+fn bundle_head(out: &mut String, bundle_type: &str, total: Option<i64>, page: PageLinks) {
+    let self_url = self_link(page.base, page.path, page.raw);
+    let mut links = vec![("self", self_url.as_str())];
+    if let Some(next) = page.next {
+        links.push(("next", next));
+    }
     let _ = write!(
         out,
         "{{\"resourceType\":\"Bundle\",\"id\":\"{}\",\"meta\":{{\"lastUpdated\":\"{}\"}},\"type\":\"{bundle_type}\"",
@@ -111,18 +124,23 @@ pub(crate) fn searchset(
     outcome: Option<&Value>,
     shaping: Option<Shaping>,
 ) -> String {
-    let self_url = self_link(base, path, raw);
-    let mut links = vec![("self", self_url.as_str())];
-    if let Some(next) = next {
-        links.push(("next", next));
-    }
     let mut out = String::with_capacity(
         256 + entries
             .iter()
             .map(|e| e.resource.json.len() + 128)
             .sum::<usize>(),
     );
-    bundle_head(&mut out, "searchset", total, &links);
+    bundle_head(
+        &mut out,
+        "searchset",
+        total,
+        PageLinks {
+            base,
+            path,
+            raw,
+            next,
+        },
+    );
     let mut first = true;
     for entry in entries {
         if !first {
@@ -223,18 +241,23 @@ pub(crate) fn history_bundle(
     next: Option<&str>,
     entries: &[HistoryEntry],
 ) -> String {
-    let self_url = self_link(base, path, raw);
-    let mut links = vec![("self", self_url.as_str())];
-    if let Some(next) = next {
-        links.push(("next", next));
-    }
     let mut out = String::with_capacity(
         256 + entries
             .iter()
             .map(|e| e.json.as_ref().map_or(0, String::len) + 256)
             .sum::<usize>(),
     );
-    bundle_head(&mut out, "history", None, &links);
+    bundle_head(
+        &mut out,
+        "history",
+        None,
+        PageLinks {
+            base,
+            path,
+            raw,
+            next,
+        },
+    );
     for (i, entry) in entries.iter().enumerate() {
         if i > 0 {
             out.push(',');
