@@ -2,7 +2,7 @@
 //!
 //! What it is: one [`Store`] with two backends — SQLite (embedded, the default) and
 //! PostgreSQL — that behave the same, because every piece of storage logic is written once
-//! against the small [`sql::Conn`] trait. Every write runs in one database transaction:
+//! against the small [`zorgnet_db::sql::Conn`] trait. Every write runs in one database transaction:
 //! the new version, the current-version pointer and all search-index rows commit together or
 //! not at all. Resources are stored as JSON text with `id` and `meta` filled in, so a read
 //! returns the stored bytes without re-serialising.
@@ -10,21 +10,20 @@
 //! layer.
 #![deny(missing_docs)]
 
-mod postgres;
 mod schema;
 mod search;
-pub mod sql;
-mod sqlite;
 mod write;
 
 pub use search::{HistoryEntry, HistoryPage, HistoryScope, SearchResult, parse_rid_cursor};
 pub use write::{WriteOp, WriteOutcome};
 
 use serde_json::Value;
-use sql::Conn;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use zorgnet_db::sql::Conn;
+pub use zorgnet_db::{BackendKind, now_ms};
+use zorgnet_db::{Database, DbError};
 use zorgnet_fhir::search::{SearchQuery, SearchRegistry};
 
 /// Storage errors, one variant per decision a caller makes.
@@ -61,6 +60,15 @@ pub enum StoreError {
     Backend(String),
 }
 
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Conflict(message) => StoreError::Conflict(message),
+            other => StoreError::Backend(other.to_string()),
+        }
+    }
+}
+
 /// A resource version as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredResource {
@@ -92,24 +100,32 @@ pub enum ReadOutcome {
     NotFound,
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
-}
-
-enum Backend {
-    Sqlite(sqlite::SqlitePool),
-    Postgres(postgres::PgPool),
-}
-
 pub(crate) struct Inner {
-    backend: Backend,
+    db: Database,
     pub(crate) registry: SearchRegistry,
     /// (resource type, parameter code) → param_id, for every parameter in the registry.
     pub(crate) param_ids: HashMap<(String, String), i64>,
+    /// Runs inside every write transaction, after its operations.
+    pub(crate) hook: OnceLock<Arc<dyn WriteHook>>,
+}
+
+/// One resource a transaction changed, as a [`WriteHook`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Resource type.
+    pub resource_type: String,
+    /// Logical id.
+    pub id: String,
+    /// Patients whose compartment held the resource before or holds it after the write.
+    pub patients: Vec<String>,
+}
+
+/// Work that must commit or roll back together with resource writes: the node's outbox of
+/// referral-index registrations is one. Called once per transaction that changed anything,
+/// on the writer connection, inside the transaction; an error rolls the whole write back.
+pub trait WriteHook: Send + Sync {
+    /// Records the consequences of `changes`.
+    fn after_write(&self, conn: &mut dyn Conn, changes: &[Change]) -> Result<(), StoreError>;
 }
 
 impl Inner {
@@ -123,20 +139,14 @@ impl Inner {
         &self,
         f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => pool.with_writer(f),
-            Backend::Postgres(pool) => pool.with_writer(f),
-        }
+        self.db.with_writer(f)
     }
 
     fn with_reader<T>(
         &self,
         f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => pool.with_reader(f),
-            Backend::Postgres(pool) => pool.with_reader(f),
-        }
+        self.db.with_reader(f)
     }
 }
 
@@ -146,31 +156,23 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-/// Which backend a store uses, for reports and the CapabilityStatement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
-    /// Embedded SQLite.
-    Sqlite,
-    /// PostgreSQL.
-    Postgres,
-}
-
 impl Store {
     /// Opens (and creates or migrates) a SQLite database file.
     pub fn open_sqlite(path: &Path, registry: SearchRegistry) -> Result<Store, StoreError> {
-        Store::open(Backend::Sqlite(sqlite::SqlitePool::open(path)?), registry)
+        Store::open(Database::open_sqlite(path, schema::MIGRATIONS)?, registry)
     }
 
     /// Connects to (and migrates) a PostgreSQL database.
     pub fn open_postgres(url: &str, registry: SearchRegistry) -> Result<Store, StoreError> {
-        Store::open(Backend::Postgres(postgres::PgPool::open(url)?), registry)
+        Store::open(Database::open_postgres(url, schema::MIGRATIONS)?, registry)
     }
 
-    fn open(backend: Backend, registry: SearchRegistry) -> Result<Store, StoreError> {
+    fn open(db: Database, registry: SearchRegistry) -> Result<Store, StoreError> {
         let mut inner = Inner {
-            backend,
+            db,
             registry,
             param_ids: HashMap::new(),
+            hook: OnceLock::new(),
         };
         let wanted: Vec<(String, String)> = inner
             .registry
@@ -184,12 +186,23 @@ impl Store {
         })
     }
 
+    /// Installs the hook every later write transaction runs; a store has at most one.
+    pub fn install_write_hook(&self, hook: Arc<dyn WriteHook>) -> Result<(), StoreError> {
+        self.inner
+            .hook
+            .set(hook)
+            .map_err(|_| StoreError::Invalid("a write hook is already installed".into()))
+    }
+
+    /// The database underneath, for components that keep their own tables beside the
+    /// resources (and write them in the same transactions through a [`WriteHook`]).
+    pub fn database(&self) -> &Database {
+        &self.inner.db
+    }
+
     /// The backend in use.
     pub fn backend_kind(&self) -> BackendKind {
-        match self.inner.backend {
-            Backend::Sqlite(_) => BackendKind::Sqlite,
-            Backend::Postgres(_) => BackendKind::Postgres,
-        }
+        self.inner.db.kind()
     }
 
     /// The search parameters this store indexes.

@@ -5,9 +5,9 @@
 //! continues after the last row id it saw, so writes between pages neither repeat nor skip
 //! results. With `_sort`, pages are offsets into the sorted result.
 
-use crate::sql::{Conn, Row, SqlBuilder, SqlValue};
 use crate::{Inner, ReadOutcome, StoreError, StoredResource};
 use std::collections::HashSet;
+use zorgnet_db::sql::{Conn, Row, SqlBuilder, SqlValue};
 use zorgnet_fhir::search::{
     Criterion, CriterionValue, Include, ParamType, Prefix, SearchQuery, SortKey, Summary,
     TokenSystem,

@@ -2,10 +2,10 @@
 //! operations of one call in one database transaction.
 
 use crate::search::{self, current_row};
-use crate::sql::{Conn, SqlBuilder, SqlValue};
-use crate::{Inner, StoreError, StoredResource, now_ms, stamp};
+use crate::{Change, Inner, StoreError, StoredResource, now_ms, stamp};
 use serde_json::Value;
 use std::collections::HashMap;
+use zorgnet_db::sql::{Conn, SqlBuilder, SqlValue};
 use zorgnet_fhir::search::{IndexValue, SearchQuery};
 
 /// One write.
@@ -56,29 +56,58 @@ pub(crate) fn apply(
     conn: &mut dyn Conn,
     ops: Vec<WriteOp>,
 ) -> Result<Vec<WriteOutcome>, StoreError> {
-    conn.begin()?;
     let now = now_ms();
-    let mut outcomes = Vec::with_capacity(ops.len());
-    let mut result = Ok(());
-    for op in ops {
-        match apply_one(inner, conn, op, now) {
-            Ok(outcome) => outcomes.push(outcome),
-            Err(e) => {
-                result = Err(e);
-                break;
+    zorgnet_db::in_transaction(conn, |conn| {
+        let mut changes = Vec::new();
+        let outcomes = ops
+            .into_iter()
+            .map(|op| apply_one(inner, conn, op, now, &mut changes))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(hook) = inner.hook.get()
+            && !changes.is_empty()
+        {
+            hook.after_write(conn, &changes)?;
+        }
+        Ok(outcomes)
+    })
+}
+
+/// The patients whose compartment holds a resource now.
+fn compartment_patients(conn: &mut dyn Conn, rid: i64) -> Result<Vec<String>, StoreError> {
+    let sql = format!(
+        "SELECT patient_id FROM compartment WHERE rid = {}",
+        conn.dialect().placeholder(1)
+    );
+    Ok(conn
+        .query(&sql, &[rid.into()])?
+        .into_iter()
+        .map(|mut row| row[0].take_text())
+        .collect())
+}
+
+/// Records a change for the write hook, when one is installed: the patients before the
+/// write (read before the indexes are cleared) and after it.
+fn record_change(
+    inner: &Inner,
+    changes: &mut Vec<Change>,
+    resource_type: &str,
+    id: &str,
+    before: Vec<String>,
+    after: Option<&Value>,
+) {
+    let mut patients = before;
+    if let Some(resource) = after {
+        for patient in inner.registry.patient_compartments(resource) {
+            if !patients.contains(&patient) {
+                patients.push(patient);
             }
         }
     }
-    match result {
-        Ok(()) => {
-            conn.commit()?;
-            Ok(outcomes)
-        }
-        Err(e) => {
-            conn.rollback()?;
-            Err(e)
-        }
-    }
+    changes.push(Change {
+        resource_type: resource_type.to_string(),
+        id: id.to_string(),
+        patients,
+    });
 }
 
 fn resource_type_of(resource: &Value) -> Result<String, StoreError> {
@@ -94,6 +123,7 @@ fn apply_one(
     conn: &mut dyn Conn,
     op: WriteOp,
     now: i64,
+    changes: &mut Vec<Change>,
 ) -> Result<WriteOutcome, StoreError> {
     match op {
         WriteOp::Create {
@@ -127,17 +157,20 @@ fn apply_one(
                     "{resource_type}/{id} already exists"
                 )));
             }
-            put(inner, conn, resource, &id, None, now, "POST")
+            put(inner, conn, resource, &id, None, now, "POST", changes)
         }
         WriteOp::Update {
             resource,
             id,
             if_match,
-        } => put(inner, conn, resource, &id, if_match, now, "PUT"),
-        WriteOp::Delete { resource_type, id } => delete(conn, &resource_type, &id, now),
+        } => put(inner, conn, resource, &id, if_match, now, "PUT", changes),
+        WriteOp::Delete { resource_type, id } => {
+            delete(inner, conn, &resource_type, &id, now, changes)
+        }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn put(
     inner: &Inner,
     conn: &mut dyn Conn,
@@ -146,6 +179,7 @@ fn put(
     if_match: Option<i64>,
     now: i64,
     method: &str,
+    changes: &mut Vec<Change>,
 ) -> Result<WriteOutcome, StoreError> {
     let resource_type = resource_type_of(&resource)?;
     let existing = current_row(conn, &resource_type, id)?;
@@ -175,8 +209,13 @@ fn put(
     }
     let version = existing.as_ref().map_or(1, |row| row.version + 1);
     let json = stamp(&mut resource, id, version, now);
+    let hooked = inner.hook.get().is_some();
+    let mut before = Vec::new();
     let rid = match &existing {
         Some(row) => {
+            if hooked {
+                before = compartment_patients(conn, row.rid)?;
+            }
             clear_indexes(conn, row.rid)?;
             row.rid
         }
@@ -211,6 +250,9 @@ fn put(
     )?;
     set_current(conn, rid, version, now, false, seq)?;
     write_indexes(inner, conn, rid, &resource_type, &resource)?;
+    if hooked {
+        record_change(inner, changes, &resource_type, id, before, Some(&resource));
+    }
     let stored = StoredResource {
         resource_type,
         id: id.to_string(),
@@ -226,10 +268,12 @@ fn put(
 }
 
 fn delete(
+    inner: &Inner,
     conn: &mut dyn Conn,
     resource_type: &str,
     id: &str,
     now: i64,
+    changes: &mut Vec<Change>,
 ) -> Result<WriteOutcome, StoreError> {
     let Some(row) = current_row(conn, resource_type, id)? else {
         return Ok(WriteOutcome::Deleted(None));
@@ -249,6 +293,10 @@ fn delete(
         None,
     )?;
     set_current(conn, row.rid, version, now, true, seq)?;
+    if inner.hook.get().is_some() {
+        let before = compartment_patients(conn, row.rid)?;
+        record_change(inner, changes, resource_type, id, before, None);
+    }
     clear_indexes(conn, row.rid)?;
     Ok(WriteOutcome::Deleted(Some(version)))
 }
@@ -481,19 +529,17 @@ pub(crate) fn ensure_param_ids(
     if missing.is_empty() {
         return Ok(existing);
     }
-    conn.begin()?;
     let d = conn.dialect();
     let sql = format!(
         "INSERT INTO search_params (res_type, code) VALUES ({}, {}) ON CONFLICT DO NOTHING",
         d.placeholder(1),
         d.placeholder(2)
     );
-    for (resource_type, code) in missing {
-        if let Err(e) = conn.execute(&sql, &[resource_type.as_str().into(), code.as_str().into()]) {
-            conn.rollback()?;
-            return Err(e);
+    zorgnet_db::in_transaction(conn, |conn| -> Result<(), StoreError> {
+        for (resource_type, code) in missing {
+            conn.execute(&sql, &[resource_type.as_str().into(), code.as_str().into()])?;
         }
-    }
-    conn.commit()?;
+        Ok(())
+    })?;
     load(conn)
 }

@@ -223,22 +223,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let store = match &args.postgres {
         Some(url) => {
             let schema = format!("zorgnet_bench_{}", zorgnet_store::now_ms());
-            let admin = url.clone();
-            let create = schema.clone();
-            tokio::task::spawn_blocking(move || -> Result<()> {
-                let mut client = postgres::Client::connect(&admin, postgres::NoTls)?;
-                client.batch_execute(&format!("CREATE SCHEMA {create}"))?;
-                Ok(())
+            let url = url.clone();
+            let schema_url = tokio::task::spawn_blocking(move || {
+                zorgnet_db::postgres_fresh_schema(&url, &schema)
             })
             .await??;
-            let separator = if url.contains('?') { '&' } else { '?' };
-            crate::open_store(
-                std::path::Path::new("."),
-                Some(&format!(
-                    "{url}{separator}options=-c%20search_path%3D{schema}"
-                )),
-            )
-            .await?
+            crate::open_store(std::path::Path::new("."), Some(&schema_url)).await?
         }
         None => crate::open_store(args.data.as_deref().unwrap_or(temp.path()), None).await?,
     };

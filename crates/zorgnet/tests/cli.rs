@@ -253,17 +253,11 @@ async fn node_runs_on_postgres_from_the_command_line() {
         std::process::id(),
         zorgnet_store::now_ms()
     );
-    let (admin, create) = (url.clone(), schema.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-        client
-            .batch_execute(&format!("CREATE SCHEMA {create}"))
-            .unwrap();
+    let schema_url = tokio::task::spawn_blocking(move || {
+        zorgnet_db::postgres_fresh_schema(&url, &schema).unwrap()
     })
     .await
     .unwrap();
-    let separator = if url.contains('?') { '&' } else { '?' };
-    let schema_url = format!("{url}{separator}options=-c%20search_path%3D{schema}");
     let (mut child, base) = start_node_with(&["--postgres", &schema_url]);
     let client = reqwest::Client::new();
     let created: Value = client

@@ -52,19 +52,9 @@ pub async fn postgres_node(url: &str) -> Node {
         SCHEMA_COUNTER.fetch_add(1, Ordering::SeqCst),
         zorgnet_store::now_ms()
     );
-    let admin_url = url.to_string();
-    let schema_for_setup = schema.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut client = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap();
-        client
-            .batch_execute(&format!("CREATE SCHEMA {schema_for_setup}"))
-            .unwrap();
-    })
-    .await
-    .unwrap();
-    let separator = if url.contains('?') { '&' } else { '?' };
-    let schema_url = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+    let url = url.to_string();
     let store = tokio::task::spawn_blocking(move || {
+        let schema_url = zorgnet_db::postgres_fresh_schema(&url, &schema).unwrap();
         Store::open_postgres(&schema_url, SearchRegistry::r4()).unwrap()
     })
     .await

@@ -4,8 +4,8 @@
 //! handler. Readers never block the writer (WAL). `synchronous=FULL` makes every acknowledged
 //! commit survive power loss as well as `kill -9`.
 
-use crate::StoreError;
 use crate::sql::{Conn, Dialect, Row, SqlValue};
+use crate::{DbError, Migration};
 use rusqlite::types::{ToSqlOutput, Value as RValue, ValueRef};
 use std::path::Path;
 use std::sync::Mutex;
@@ -26,7 +26,7 @@ pub struct SqliteConn {
 }
 
 impl SqliteConn {
-    fn open(path: &Path, cache_size_kib: i64) -> Result<SqliteConn, StoreError> {
+    fn open(path: &Path, cache_size_kib: i64) -> Result<SqliteConn, DbError> {
         let conn = rusqlite::Connection::open(path).map_err(backend)?;
         conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
             .map_err(backend)?;
@@ -40,8 +40,8 @@ impl SqliteConn {
     }
 }
 
-fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(format!("sqlite: {e}"))
+fn backend(e: rusqlite::Error) -> DbError {
+    DbError::Backend(format!("sqlite: {e}"))
 }
 
 fn to_sql(value: &SqlValue) -> ToSqlOutput<'_> {
@@ -65,7 +65,7 @@ impl Conn for SqliteConn {
         Dialect::Sqlite
     }
 
-    fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StoreError> {
+    fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
         let mut statement = self.conn.prepare_cached(sql).map_err(backend)?;
         let columns = statement.column_count();
         let bound: Vec<Param> = params.iter().map(Param).collect();
@@ -90,7 +90,7 @@ impl Conn for SqliteConn {
         Ok(out)
     }
 
-    fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, StoreError> {
+    fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, DbError> {
         if params.is_empty() && !sql.contains('?') {
             self.conn.execute_batch(sql).map_err(backend)?;
             return Ok(0);
@@ -103,20 +103,20 @@ impl Conn for SqliteConn {
         Ok(n as u64)
     }
 
-    fn begin(&mut self) -> Result<(), StoreError> {
+    fn begin(&mut self) -> Result<(), DbError> {
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)
     }
 
-    fn commit(&mut self) -> Result<(), StoreError> {
+    fn commit(&mut self) -> Result<(), DbError> {
         self.conn.execute_batch("COMMIT").map_err(backend)
     }
 
-    fn rollback(&mut self) -> Result<(), StoreError> {
+    fn rollback(&mut self) -> Result<(), DbError> {
         self.conn.execute_batch("ROLLBACK").map_err(backend)
     }
 }
 
-/// The SQLite database of one node.
+/// A SQLite database file.
 pub struct SqlitePool {
     path: std::path::PathBuf,
     writer: Mutex<SqliteConn>,
@@ -125,13 +125,13 @@ pub struct SqlitePool {
 
 impl SqlitePool {
     /// Opens (creating if needed) the database file and runs migrations.
-    pub fn open(path: &Path) -> Result<SqlitePool, StoreError> {
+    pub fn open(path: &Path, migrations: &[Migration]) -> Result<SqlitePool, DbError> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::Backend(format!("create {}: {e}", parent.display())))?;
+                .map_err(|e| DbError::Backend(format!("create {}: {e}", parent.display())))?;
         }
         let mut writer = SqliteConn::open(path, WRITER_CACHE_SIZE_KIB)?;
-        crate::schema::migrate(&mut writer)?;
+        crate::migrate(&mut writer, migrations)?;
         Ok(SqlitePool {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
@@ -140,19 +140,19 @@ impl SqlitePool {
     }
 
     /// Runs `f` on the writer connection.
-    pub fn with_writer<T>(
+    pub fn with_writer<T, E: From<DbError>>(
         &self,
-        f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut *conn)
     }
 
     /// Runs `f` on a reader connection.
-    pub fn with_reader<T>(
+    pub fn with_reader<T, E: From<DbError>>(
         &self,
-        f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, E>,
+    ) -> Result<T, E> {
         let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut conn = match pooled {
             Some(c) => c,

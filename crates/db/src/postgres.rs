@@ -1,8 +1,8 @@
 //! PostgreSQL backend: a pool of synchronous `postgres` connections used from the blocking
 //! thread pool, with prepared statements cached per connection.
 
-use crate::StoreError;
 use crate::sql::{Conn, Dialect, Row, SqlValue};
+use crate::{DbError, Migration};
 use postgres::types::{ToSql, Type};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,12 +18,12 @@ pub struct PgConn {
     statements: HashMap<String, postgres::Statement>,
 }
 
-fn backend(e: postgres::Error) -> StoreError {
+fn backend(e: postgres::Error) -> DbError {
     match e.code() {
         Some(code) if code == &postgres::error::SqlState::T_R_SERIALIZATION_FAILURE => {
-            StoreError::Conflict(format!("postgres: {e}"))
+            DbError::Conflict(format!("postgres: {e}"))
         }
-        _ => StoreError::Backend(format!(
+        _ => DbError::Backend(format!(
             "postgres: {}",
             e.as_db_error().map_or(e.to_string(), |d| d.to_string())
         )),
@@ -31,7 +31,7 @@ fn backend(e: postgres::Error) -> StoreError {
 }
 
 impl PgConn {
-    fn connect(url: &str) -> Result<PgConn, StoreError> {
+    fn connect(url: &str) -> Result<PgConn, DbError> {
         let client = postgres::Client::connect(url, postgres::NoTls).map_err(backend)?;
         Ok(PgConn {
             client,
@@ -39,7 +39,7 @@ impl PgConn {
         })
     }
 
-    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, StoreError> {
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, DbError> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
@@ -71,7 +71,7 @@ impl Conn for PgConn {
         Dialect::Postgres
     }
 
-    fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StoreError> {
+    fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
         let statement = self.statement(sql)?;
         let boxed = bind(params);
         let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(|b| b.as_ref()).collect();
@@ -101,7 +101,7 @@ impl Conn for PgConn {
         Ok(out)
     }
 
-    fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, StoreError> {
+    fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, DbError> {
         if params.is_empty() {
             self.client.batch_execute(sql).map_err(backend)?;
             return Ok(0);
@@ -112,15 +112,15 @@ impl Conn for PgConn {
         self.client.execute(&statement, &refs).map_err(backend)
     }
 
-    fn begin(&mut self) -> Result<(), StoreError> {
+    fn begin(&mut self) -> Result<(), DbError> {
         self.client.batch_execute("BEGIN").map_err(backend)
     }
 
-    fn commit(&mut self) -> Result<(), StoreError> {
+    fn commit(&mut self) -> Result<(), DbError> {
         self.client.batch_execute("COMMIT").map_err(backend)
     }
 
-    fn rollback(&mut self) -> Result<(), StoreError> {
+    fn rollback(&mut self) -> Result<(), DbError> {
         self.client.batch_execute("ROLLBACK").map_err(backend)
     }
 }
@@ -136,24 +136,32 @@ pub struct PgPool {
 
 impl PgPool {
     /// Connects and runs migrations.
-    pub fn open(url: &str) -> Result<PgPool, StoreError> {
-        let mut conn = PgConn::connect(url)?;
+    pub fn open(url: &str, migrations: &[Migration]) -> Result<PgPool, DbError> {
+        let pool = PgPool {
+            url: url.to_string(),
+            idle: Mutex::new(Vec::new()),
+            writer: Mutex::new(()),
+        };
+        pool.migrate(migrations)?;
+        Ok(pool)
+    }
+
+    /// Applies migrations under an advisory lock, so that processes starting together do not
+    /// race.
+    pub fn migrate(&self, migrations: &[Migration]) -> Result<(), DbError> {
+        let mut conn = self.checkout()?;
         conn.client
             .batch_execute("SELECT pg_advisory_lock(727274)")
             .map_err(backend)?;
-        let migrated = crate::schema::migrate(&mut conn);
+        let migrated = crate::migrate(&mut conn, migrations);
         conn.client
             .batch_execute("SELECT pg_advisory_unlock(727274)")
             .map_err(backend)?;
-        migrated?;
-        Ok(PgPool {
-            url: url.to_string(),
-            idle: Mutex::new(vec![conn]),
-            writer: Mutex::new(()),
-        })
+        self.checkin(conn);
+        migrated
     }
 
-    fn checkout(&self) -> Result<PgConn, StoreError> {
+    fn checkout(&self) -> Result<PgConn, DbError> {
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match pooled {
             Some(c) if !c.client.is_closed() => Ok(c),
@@ -169,19 +177,19 @@ impl PgPool {
     }
 
     /// Runs `f` as the single writer.
-    pub fn with_writer<T>(
+    pub fn with_writer<T, E: From<DbError>>(
         &self,
-        f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, E>,
+    ) -> Result<T, E> {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         self.with_reader(f)
     }
 
     /// Runs `f` on a pooled connection.
-    pub fn with_reader<T>(
+    pub fn with_reader<T, E: From<DbError>>(
         &self,
-        f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut conn = self.checkout()?;
         let result = f(&mut conn);
         self.checkin(conn);

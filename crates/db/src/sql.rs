@@ -4,7 +4,7 @@
 //! All storage logic is written once against [`Conn`]; `sqlite.rs` and `postgres.rs` only
 //! translate values and placeholders.
 
-use crate::StoreError;
+use crate::DbError;
 
 /// A value bound to or read from a statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,15 +86,15 @@ pub trait Conn {
     /// The dialect.
     fn dialect(&self) -> Dialect;
     /// Runs a statement and returns all rows.
-    fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StoreError>;
+    fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError>;
     /// Runs a statement and returns the number of rows changed.
-    fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, StoreError>;
+    fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, DbError>;
     /// Starts a write transaction.
-    fn begin(&mut self) -> Result<(), StoreError>;
+    fn begin(&mut self) -> Result<(), DbError>;
     /// Commits it.
-    fn commit(&mut self) -> Result<(), StoreError>;
+    fn commit(&mut self) -> Result<(), DbError>;
     /// Rolls it back.
-    fn rollback(&mut self) -> Result<(), StoreError>;
+    fn rollback(&mut self) -> Result<(), DbError>;
 }
 
 /// Builds SQL text with numbered placeholders for the connection's dialect.
