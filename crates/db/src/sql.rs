@@ -79,6 +79,24 @@ impl Dialect {
             Dialect::Postgres => format!("${n}"),
         }
     }
+
+    /// A query taking one parameter, a count *n*, that returns *n* rows of one column: fresh
+    /// values for the auto-numbered key `column` of `table` (an `{id}` column), for rows
+    /// inserted with explicit keys. Run it only inside a write transaction that inserts those
+    /// rows: SQLite continues after the current maximum, which is safe because the writer
+    /// holds the database's write lock until commit; PostgreSQL draws from the column's
+    /// identity sequence, which is safe under any concurrency.
+    pub fn fresh_keys_sql(self, table: &str, column: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
+                 SELECT (SELECT COALESCE(MAX({column}), 0) FROM {table}) + i FROM n"
+            ),
+            Dialect::Postgres => format!(
+                "SELECT nextval(pg_get_serial_sequence('{table}', '{column}')) FROM generate_series(1, $1::bigint)"
+            ),
+        }
+    }
 }
 
 /// One database connection, used inside a transaction the caller opened with [`Conn::begin`].

@@ -16,9 +16,10 @@ const BUSY_TIMEOUT_MS: u64 = 5_000;
 const WRITER_CACHE_SIZE_KIB: i64 = 64 * 1024;
 /// Page cache of each reader connection; the kernel's page cache holds the rest of the file.
 /// Memory-mapped I/O stays off: every connection's mapping would count in resident memory.
-const READER_CACHE_SIZE_KIB: i64 = 16 * 1024;
-/// Reader connections kept open for reuse.
-const MAX_IDLE_READERS: usize = 8;
+const READER_CACHE_SIZE_KIB: i64 = 8 * 1024;
+/// Reader connections kept open for reuse: at least as many as requests served at once, or
+/// every request beyond them pays for opening a connection (and parsing the schema).
+const MAX_IDLE_READERS: usize = 32;
 
 /// A SQLite connection.
 pub struct SqliteConn {

@@ -8,6 +8,9 @@ pub const URA_SYSTEM: &str = "http://fhir.nl/fhir/NamingSystem/ura";
 pub const UZI_SYSTEM: &str = "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers";
 /// AGB code (Algemeen GegevensBeheer zorgverleners).
 pub const AGB_SYSTEM: &str = "http://fhir.nl/fhir/NamingSystem/agb-z";
+/// Identifier system zorgnet uses for the sédula number, the identity-card number of
+/// residents of Bonaire, Sint Eustatius and Saba. There is no national NamingSystem for it.
+pub const SEDULA_SYSTEM: &str = "http://zorgnet.nl/fhir/NamingSystem/sedula";
 
 /// True when `value` is a BSN: nine digits passing the 11-check
 /// (9·d1 + 8·d2 + … + 2·d8 − 1·d9 divisible by 11), and not all zeros.

@@ -7,6 +7,7 @@
 //! on input.
 #![deny(missing_docs)]
 
+pub mod categories;
 pub mod datetime;
 pub mod identifiers;
 pub mod model;

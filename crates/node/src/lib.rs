@@ -10,9 +10,13 @@
 //! transaction on the blocking pool → handler renders the stored JSON into the response.
 #![deny(missing_docs)]
 
+pub mod addressing;
 mod bundle;
 mod capability;
 pub mod error;
+pub mod hub_client;
+pub mod network;
+pub mod outbox;
 mod rest;
 
 use axum::Router;
@@ -48,6 +52,8 @@ pub struct AppState {
     pub identity: NodeIdentity,
     /// Fixed public base URL (`https://host/fhir`); when `None`, taken from the Host header.
     pub base_url: Option<String>,
+    /// The hub and the cached address book, when the node is part of a network.
+    pub network: Option<Arc<network::Network>>,
     metrics: PrometheusHandle,
 }
 
@@ -73,13 +79,26 @@ fn prometheus() -> PrometheusHandle {
 
 /// Builds the node's router.
 pub fn router(store: Store, identity: NodeIdentity, base_url: Option<String>) -> Router {
+    router_in_network(store, identity, base_url, None)
+}
+
+/// Builds the router of a node that is part of a network: `$localize` and `$fetch` use it.
+pub fn router_in_network(
+    store: Store,
+    identity: NodeIdentity,
+    base_url: Option<String>,
+    network: Option<Arc<network::Network>>,
+) -> Router {
     let state = Arc::new(AppState {
         store,
         identity,
         base_url,
+        network,
         metrics: prometheus(),
     });
     Router::new()
+        .route("/fhir/$localize", get(network::localize_operation))
+        .route("/fhir/$fetch", get(network::fetch_operation))
         .merge(rest::routes())
         .route("/metrics", get(render_metrics))
         .route("/health", get(|| async { "UP" }))

@@ -15,7 +15,7 @@ mod search;
 mod write;
 
 pub use search::{HistoryEntry, HistoryPage, HistoryScope, SearchResult, parse_rid_cursor};
-pub use write::{WriteOp, WriteOutcome};
+pub use write::{ImportBatch, ImportFailure, WriteOp, WriteOutcome};
 
 use serde_json::Value;
 use std::collections::HashMap;
@@ -107,6 +107,8 @@ pub(crate) struct Inner {
     pub(crate) param_ids: HashMap<(String, String), i64>,
     /// Runs inside every write transaction, after its operations.
     pub(crate) hook: OnceLock<Arc<dyn WriteHook>>,
+    /// The writer's multi-row statements for this database's dialect.
+    pub(crate) bulk_sql: write::BulkSql,
 }
 
 /// One resource a transaction changed, as a [`WriteHook`] sees it.
@@ -135,7 +137,7 @@ impl Inner {
             .copied()
     }
 
-    fn with_writer<T>(
+    pub(crate) fn with_writer<T>(
         &self,
         f: impl FnOnce(&mut dyn Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -167,12 +169,21 @@ impl Store {
         Store::open(Database::open_postgres(url, schema::MIGRATIONS)?, registry)
     }
 
+    /// Opens a store inside an already open database, beside other components' tables (the
+    /// hub's address book lives next to its registers). Blocking.
+    pub fn open_in(db: Database, registry: SearchRegistry) -> Result<Store, StoreError> {
+        db.migrate(schema::MIGRATIONS)?;
+        Store::open(db, registry)
+    }
+
     fn open(db: Database, registry: SearchRegistry) -> Result<Store, StoreError> {
+        let bulk_sql = write::BulkSql::new(db.dialect());
         let mut inner = Inner {
             db,
             registry,
             param_ids: HashMap::new(),
             hook: OnceLock::new(),
+            bulk_sql,
         };
         let wanted: Vec<(String, String)> = inner
             .registry
@@ -232,6 +243,37 @@ impl Store {
         outcomes
             .pop()
             .ok_or_else(|| StoreError::Backend("transaction returned no outcome".into()))
+    }
+
+    /// An empty batch for [`Store::import`]; resources added to it are stamped with the time
+    /// of this call.
+    pub fn import_batch(&self) -> ImportBatch {
+        ImportBatch::new(self.clone())
+    }
+
+    /// Writes a batch in one transaction, each resource as an update with its own id (like
+    /// [`WriteOp::Update`] without `If-Match`): all are stored or none. Resources new to the
+    /// store take a bulk path; a resource whose content is unchanged keeps its version.
+    /// Outcomes are in batch order.
+    pub async fn import(&self, batch: ImportBatch) -> Result<Vec<WriteOutcome>, ImportFailure> {
+        let inner = self.inner.clone();
+        let (result, resources) = tokio::task::spawn_blocking(move || batch.write(&inner))
+            .await
+            .map_err(|e| ImportFailure {
+                error: StoreError::Backend(format!("storage task failed: {e}")),
+                ops: Vec::new(),
+            })?;
+        match result {
+            Ok(outcomes) => Ok(outcomes),
+            Err(error) => Err(ImportFailure::new(error, resources)),
+        }
+    }
+
+    /// Refreshes the planner statistics of the store's tables after a bulk import: PostgreSQL
+    /// plans from them, and autovacuum catches up only later. Nothing to do on SQLite.
+    pub async fn analyze(&self) -> Result<(), StoreError> {
+        self.blocking(|inner| inner.with_writer(write::analyze))
+            .await
     }
 
     /// Reads the current version.
@@ -322,4 +364,38 @@ pub fn stamp(resource: &mut Value, id: &str, version: i64, last_updated_ms: i64)
         }
     }
     resource.to_string()
+}
+
+/// The current JSON of a resource, read on `conn`: how a [`WriteHook`] sees what the
+/// transaction it runs in just wrote. `None` when the resource is deleted or absent.
+pub fn current_json(
+    conn: &mut dyn Conn,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(match search::read(conn, resource_type, id, None)? {
+        ReadOutcome::Found(stored) => Some(stored.json),
+        _ => None,
+    })
+}
+
+/// The patients whose compartment holds a resource's current version, read on `conn` (for
+/// a [`WriteHook`], inside the transaction).
+pub fn compartment_of(
+    conn: &mut dyn Conn,
+    resource_type: &str,
+    id: &str,
+) -> Result<Vec<String>, StoreError> {
+    let d = conn.dialect();
+    let sql = format!(
+        "SELECT c.patient_id FROM compartment c JOIN resources r ON r.rid = c.rid \
+         WHERE r.res_type = {} AND r.id = {}",
+        d.placeholder(1),
+        d.placeholder(2)
+    );
+    Ok(conn
+        .query(&sql, &[resource_type.into(), id.into()])?
+        .into_iter()
+        .map(|mut row| row[0].take_text())
+        .collect())
 }

@@ -4,8 +4,8 @@
 use crate::search::{self, current_row};
 use crate::{Change, Inner, StoreError, StoredResource, now_ms, stamp};
 use serde_json::Value;
-use std::collections::HashMap;
-use zorgnet_db::sql::{Conn, SqlBuilder, SqlValue};
+use std::collections::{HashMap, HashSet};
+use zorgnet_db::sql::{Conn, Dialect, SqlBuilder, SqlValue};
 use zorgnet_fhir::search::{IndexValue, SearchQuery};
 
 /// One write.
@@ -88,19 +88,16 @@ fn compartment_patients(conn: &mut dyn Conn, rid: i64) -> Result<Vec<String>, St
 /// Records a change for the write hook, when one is installed: the patients before the
 /// write (read before the indexes are cleared) and after it.
 fn record_change(
-    inner: &Inner,
     changes: &mut Vec<Change>,
     resource_type: &str,
     id: &str,
     before: Vec<String>,
-    after: Option<&Value>,
+    after: &[String],
 ) {
     let mut patients = before;
-    if let Some(resource) = after {
-        for patient in inner.registry.patient_compartments(resource) {
-            if !patients.contains(&patient) {
-                patients.push(patient);
-            }
+    for patient in after {
+        if !patients.contains(patient) {
+            patients.push(patient.clone());
         }
     }
     changes.push(Change {
@@ -249,10 +246,11 @@ fn put(
         Some(&json),
     )?;
     set_current(conn, rid, version, now, false, seq)?;
-    write_indexes(inner, conn, rid, &resource_type, &resource)?;
+    let indexes = indexes(inner, &resource_type, &resource);
     if hooked {
-        record_change(inner, changes, &resource_type, id, before, Some(&resource));
+        record_change(changes, &resource_type, id, before, &indexes.patients);
     }
+    write_indexes(inner, conn, rid, indexes)?;
     let stored = StoredResource {
         resource_type,
         id: id.to_string(),
@@ -295,7 +293,7 @@ fn delete(
     set_current(conn, row.rid, version, now, true, seq)?;
     if inner.hook.get().is_some() {
         let before = compartment_patients(conn, row.rid)?;
-        record_change(inner, changes, resource_type, id, before, None);
+        record_change(changes, resource_type, id, before, &[]);
     }
     clear_indexes(conn, row.rid)?;
     Ok(WriteOutcome::Deleted(Some(version)))
@@ -361,21 +359,464 @@ fn insert_version(
         .ok_or_else(|| StoreError::Backend("insert returned no seq".into()))
 }
 
-const INDEX_TABLES: [&str; 7] = [
-    "idx_token",
-    "idx_string",
-    "idx_date",
-    "idx_reference",
-    "idx_number",
-    "idx_quantity",
-    "idx_uri",
+/// Rows per multi-row `INSERT` (a power of two). What is left of a batch goes in
+/// power-of-two pieces, so each table has a handful of distinct statements, all prepared once
+/// per connection; the same holds for the ids per existence check of an import.
+const CHUNK_ROWS: usize = 128;
+
+/// Splits `rows` into statement sizes: full chunks of [`CHUNK_ROWS`], then powers of two.
+fn chunk_sizes(mut rows: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if rows == 0 {
+            return None;
+        }
+        let size = if rows >= CHUNK_ROWS {
+            CHUNK_ROWS
+        } else {
+            1 << rows.ilog2()
+        };
+        rows -= size;
+        Some(size)
+    })
+}
+
+/// A table the writer fills with multi-row `INSERT`s.
+pub(crate) struct Table {
+    name: &'static str,
+    columns: &'static [&'static str],
+}
+
+const RESOURCES: Table = Table {
+    name: "resources",
+    columns: &[
+        "rid",
+        "res_type",
+        "id",
+        "version",
+        "last_updated",
+        "deleted",
+        "current_seq",
+    ],
+};
+const VERSIONS: Table = Table {
+    name: "versions",
+    columns: &[
+        "seq",
+        "rid",
+        "res_type",
+        "id",
+        "version",
+        "last_updated",
+        "method",
+        "content",
+    ],
+};
+const IDX_TOKEN: Table = Table {
+    name: "idx_token",
+    columns: &["rid", "param_id", "system", "code"],
+};
+const IDX_STRING: Table = Table {
+    name: "idx_string",
+    columns: &["rid", "param_id", "normalized", "exact"],
+};
+const IDX_DATE: Table = Table {
+    name: "idx_date",
+    columns: &["rid", "param_id", "low_ms", "high_ms"],
+};
+const IDX_REFERENCE: Table = Table {
+    name: "idx_reference",
+    columns: &["rid", "param_id", "target_type", "target_id"],
+};
+const IDX_NUMBER: Table = Table {
+    name: "idx_number",
+    columns: &["rid", "param_id", "value"],
+};
+const IDX_QUANTITY: Table = Table {
+    name: "idx_quantity",
+    columns: &["rid", "param_id", "value", "system", "code"],
+};
+const IDX_URI: Table = Table {
+    name: "idx_uri",
+    columns: &["rid", "param_id", "value"],
+};
+const COMPARTMENT: Table = Table {
+    name: "compartment",
+    columns: &["patient_id", "rid"],
+};
+
+/// Every table written with multi-row `INSERT`s.
+const BULK_TABLES: [&Table; 10] = [
+    &RESOURCES,
+    &VERSIONS,
+    &IDX_TOKEN,
+    &IDX_STRING,
+    &IDX_DATE,
+    &IDX_REFERENCE,
+    &IDX_NUMBER,
+    &IDX_QUANTITY,
+    &IDX_URI,
+    &COMPARTMENT,
 ];
+
+/// The tables holding a resource's search-index rows, all keyed by `rid`.
+const INDEX_TABLES: [&Table; 8] = [
+    &IDX_TOKEN,
+    &IDX_STRING,
+    &IDX_DATE,
+    &IDX_REFERENCE,
+    &IDX_NUMBER,
+    &IDX_QUANTITY,
+    &IDX_URI,
+    &COMPARTMENT,
+];
+
+/// The writer's SQL text, built once per store for its dialect: a multi-row `INSERT` per table
+/// and statement size, and the existence check of an import per number of ids.
+pub(crate) struct BulkSql {
+    inserts: HashMap<(&'static str, usize), String>,
+    existing: HashMap<usize, String>,
+}
+
+impl BulkSql {
+    pub(crate) fn new(dialect: Dialect) -> BulkSql {
+        let sizes: Vec<usize> = (0..=CHUNK_ROWS.ilog2()).map(|k| 1 << k).collect();
+        let mut inserts = HashMap::new();
+        for table in BULK_TABLES {
+            for &rows in &sizes {
+                let mut sql = format!(
+                    "INSERT INTO {} ({}) VALUES ",
+                    table.name,
+                    table.columns.join(", ")
+                );
+                let width = table.columns.len();
+                for row in 0..rows {
+                    sql.push_str(if row == 0 { "(" } else { ", (" });
+                    for column in 0..width {
+                        if column > 0 {
+                            sql.push_str(", ");
+                        }
+                        sql.push_str(&dialect.placeholder(row * width + column + 1));
+                    }
+                    sql.push(')');
+                }
+                inserts.insert((table.name, rows), sql);
+            }
+        }
+        let existing = sizes
+            .iter()
+            .map(|&ids| {
+                let list: Vec<String> = (2..ids + 2).map(|n| dialect.placeholder(n)).collect();
+                (
+                    ids,
+                    format!(
+                        "SELECT id FROM resources WHERE res_type = {} AND id IN ({})",
+                        dialect.placeholder(1),
+                        list.join(", ")
+                    ),
+                )
+            })
+            .collect();
+        BulkSql { inserts, existing }
+    }
+
+    fn insert(&self, table: &Table, rows: usize) -> Result<&str, StoreError> {
+        self.inserts
+            .get(&(table.name, rows))
+            .map(String::as_str)
+            .ok_or_else(|| {
+                StoreError::Backend(format!(
+                    "no INSERT prepared for {rows} rows of {}",
+                    table.name
+                ))
+            })
+    }
+
+    fn existing(&self, ids: usize) -> Result<&str, StoreError> {
+        self.existing
+            .get(&ids)
+            .map(String::as_str)
+            .ok_or_else(|| StoreError::Backend(format!("no lookup prepared for {ids} ids")))
+    }
+}
+
+/// Rows gathered for one table, written by [`Rows::flush`] with multi-row `INSERT`s.
+struct Rows {
+    table: &'static Table,
+    values: Vec<SqlValue>,
+}
+
+impl Rows {
+    fn new(table: &'static Table) -> Rows {
+        Rows {
+            table,
+            values: Vec::new(),
+        }
+    }
+
+    fn push<const N: usize>(&mut self, row: [SqlValue; N]) {
+        self.values.extend(row);
+    }
+
+    fn flush(&mut self, inner: &Inner, conn: &mut dyn Conn) -> Result<(), StoreError> {
+        let width = self.table.columns.len();
+        let mut start = 0;
+        for rows in chunk_sizes(self.values.len() / width) {
+            let end = start + rows * width;
+            conn.execute(
+                inner.bulk_sql.insert(self.table, rows)?,
+                &self.values[start..end],
+            )?;
+            start = end;
+        }
+        self.values.clear();
+        Ok(())
+    }
+}
+
+/// One search-index row of a resource, its parameter resolved to its id.
+#[derive(Debug, PartialEq)]
+enum IndexRow {
+    Token {
+        param_id: i64,
+        system: String,
+        code: String,
+    },
+    String {
+        param_id: i64,
+        normalized: String,
+        exact: String,
+    },
+    Date {
+        param_id: i64,
+        low_ms: i64,
+        high_ms: i64,
+    },
+    Reference {
+        param_id: i64,
+        target_type: String,
+        target_id: String,
+    },
+    Number {
+        param_id: i64,
+        value: f64,
+    },
+    Quantity {
+        param_id: i64,
+        value: f64,
+        system: String,
+        code: String,
+    },
+    Uri {
+        param_id: i64,
+        value: String,
+    },
+}
+
+impl IndexRow {
+    /// Whether two rows would have the same primary key in their table.
+    fn same_key(&self, other: &IndexRow) -> bool {
+        match (self, other) {
+            (
+                IndexRow::String {
+                    param_id: a,
+                    exact: x,
+                    ..
+                },
+                IndexRow::String {
+                    param_id: b,
+                    exact: y,
+                    ..
+                },
+            ) => a == b && x == y,
+            _ => self == other,
+        }
+    }
+}
+
+/// What a resource version puts in the search indexes: its index rows (each primary key
+/// once) and the Patients whose compartment holds it.
+#[derive(Debug, Default)]
+pub(crate) struct Indexes {
+    rows: Vec<IndexRow>,
+    patients: Vec<String>,
+}
+
+/// Extracts the index rows and compartments of a resource. Needs no database.
+fn indexes(inner: &Inner, resource_type: &str, resource: &Value) -> Indexes {
+    let mut out = Indexes::default();
+    for entry in inner.registry.extract(resource) {
+        let Some(param_id) = inner.param_id(resource_type, &entry.code) else {
+            continue;
+        };
+        let row = match entry.value {
+            IndexValue::Token { system, code } => IndexRow::Token {
+                param_id,
+                system,
+                code,
+            },
+            IndexValue::String { normalized, exact } => IndexRow::String {
+                param_id,
+                normalized,
+                exact,
+            },
+            IndexValue::Date(range) => IndexRow::Date {
+                param_id,
+                low_ms: range.low_ms,
+                high_ms: range.high_ms,
+            },
+            IndexValue::Reference {
+                target_type,
+                target_id,
+            } => IndexRow::Reference {
+                param_id,
+                target_type,
+                target_id,
+            },
+            IndexValue::Number(value) => IndexRow::Number { param_id, value },
+            IndexValue::Quantity {
+                value,
+                system,
+                code,
+            } => IndexRow::Quantity {
+                param_id,
+                value,
+                system,
+                code,
+            },
+            IndexValue::Uri(value) => IndexRow::Uri { param_id, value },
+        };
+        if !out.rows.iter().any(|seen| seen.same_key(&row)) {
+            out.rows.push(row);
+        }
+    }
+    for patient in inner.registry.patient_compartments(resource) {
+        if !out.patients.contains(&patient) {
+            out.patients.push(patient);
+        }
+    }
+    out
+}
+
+/// Rows for every table a write fills, flushed together.
+struct Sink {
+    resources: Rows,
+    versions: Rows,
+    token: Rows,
+    string: Rows,
+    date: Rows,
+    reference: Rows,
+    number: Rows,
+    quantity: Rows,
+    uri: Rows,
+    compartment: Rows,
+}
+
+impl Sink {
+    fn new() -> Sink {
+        Sink {
+            resources: Rows::new(&RESOURCES),
+            versions: Rows::new(&VERSIONS),
+            token: Rows::new(&IDX_TOKEN),
+            string: Rows::new(&IDX_STRING),
+            date: Rows::new(&IDX_DATE),
+            reference: Rows::new(&IDX_REFERENCE),
+            number: Rows::new(&IDX_NUMBER),
+            quantity: Rows::new(&IDX_QUANTITY),
+            uri: Rows::new(&IDX_URI),
+            compartment: Rows::new(&COMPARTMENT),
+        }
+    }
+
+    /// Adds a resource's index rows; `patients` is left to the caller.
+    fn add_indexes(&mut self, rid: i64, rows: Vec<IndexRow>) {
+        for row in rows {
+            match row {
+                IndexRow::Token {
+                    param_id,
+                    system,
+                    code,
+                } => self
+                    .token
+                    .push([rid.into(), param_id.into(), system.into(), code.into()]),
+                IndexRow::String {
+                    param_id,
+                    normalized,
+                    exact,
+                } => {
+                    self.string
+                        .push([rid.into(), param_id.into(), normalized.into(), exact.into()])
+                }
+                IndexRow::Date {
+                    param_id,
+                    low_ms,
+                    high_ms,
+                } => self
+                    .date
+                    .push([rid.into(), param_id.into(), low_ms.into(), high_ms.into()]),
+                IndexRow::Reference {
+                    param_id,
+                    target_type,
+                    target_id,
+                } => self.reference.push([
+                    rid.into(),
+                    param_id.into(),
+                    target_type.into(),
+                    target_id.into(),
+                ]),
+                IndexRow::Number { param_id, value } => {
+                    self.number
+                        .push([rid.into(), param_id.into(), value.into()])
+                }
+                IndexRow::Quantity {
+                    param_id,
+                    value,
+                    system,
+                    code,
+                } => self.quantity.push([
+                    rid.into(),
+                    param_id.into(),
+                    value.into(),
+                    system.into(),
+                    code.into(),
+                ]),
+                IndexRow::Uri { param_id, value } => {
+                    self.uri.push([rid.into(), param_id.into(), value.into()])
+                }
+            }
+        }
+    }
+
+    fn add_compartments(&mut self, rid: i64, patients: &[String]) {
+        for patient in patients {
+            self.compartment
+                .push([SqlValue::Text(patient.clone()), rid.into()]);
+        }
+    }
+
+    fn flush(&mut self, inner: &Inner, conn: &mut dyn Conn) -> Result<(), StoreError> {
+        for rows in [
+            &mut self.resources,
+            &mut self.versions,
+            &mut self.token,
+            &mut self.string,
+            &mut self.date,
+            &mut self.reference,
+            &mut self.number,
+            &mut self.quantity,
+            &mut self.uri,
+            &mut self.compartment,
+        ] {
+            rows.flush(inner, conn)?;
+        }
+        Ok(())
+    }
+}
 
 fn clear_indexes(conn: &mut dyn Conn, rid: i64) -> Result<(), StoreError> {
     let placeholder = conn.dialect().placeholder(1);
-    for table in INDEX_TABLES.iter().chain(["compartment"].iter()) {
+    for table in INDEX_TABLES {
         conn.execute(
-            &format!("DELETE FROM {table} WHERE rid = {placeholder}"),
+            &format!("DELETE FROM {} WHERE rid = {placeholder}", table.name),
             &[rid.into()],
         )?;
     }
@@ -386,123 +827,292 @@ fn write_indexes(
     inner: &Inner,
     conn: &mut dyn Conn,
     rid: i64,
-    resource_type: &str,
-    resource: &Value,
+    indexes: Indexes,
 ) -> Result<(), StoreError> {
-    let d = conn.dialect();
-    let p = |n| d.placeholder(n);
-    let conflict = "ON CONFLICT DO NOTHING";
-    for entry in inner.registry.extract(resource) {
-        let Some(param_id) = inner.param_id(resource_type, &entry.code) else {
-            continue;
-        };
-        let (sql, params): (String, Vec<SqlValue>) = match entry.value {
-            IndexValue::Token { system, code } => (
-                format!(
-                    "INSERT INTO idx_token (rid, param_id, system, code) VALUES ({}, {}, {}, {}) {conflict}",
-                    p(1),
-                    p(2),
-                    p(3),
-                    p(4)
-                ),
-                vec![rid.into(), param_id.into(), system.into(), code.into()],
-            ),
-            IndexValue::String { normalized, exact } => (
-                format!(
-                    "INSERT INTO idx_string (rid, param_id, normalized, exact) VALUES ({}, {}, {}, {}) {conflict}",
-                    p(1),
-                    p(2),
-                    p(3),
-                    p(4)
-                ),
-                vec![rid.into(), param_id.into(), normalized.into(), exact.into()],
-            ),
-            IndexValue::Date(range) => (
-                format!(
-                    "INSERT INTO idx_date (rid, param_id, low_ms, high_ms) VALUES ({}, {}, {}, {}) {conflict}",
-                    p(1),
-                    p(2),
-                    p(3),
-                    p(4)
-                ),
-                vec![
-                    rid.into(),
-                    param_id.into(),
-                    range.low_ms.into(),
-                    range.high_ms.into(),
-                ],
-            ),
-            IndexValue::Reference {
-                target_type,
-                target_id,
-            } => (
-                format!(
-                    "INSERT INTO idx_reference (rid, param_id, target_type, target_id) VALUES ({}, {}, {}, {}) {conflict}",
-                    p(1),
-                    p(2),
-                    p(3),
-                    p(4)
-                ),
-                vec![
-                    rid.into(),
-                    param_id.into(),
-                    target_type.into(),
-                    target_id.into(),
-                ],
-            ),
-            IndexValue::Number(value) => (
-                format!(
-                    "INSERT INTO idx_number (rid, param_id, value) VALUES ({}, {}, {}) {conflict}",
-                    p(1),
-                    p(2),
-                    p(3)
-                ),
-                vec![rid.into(), param_id.into(), value.into()],
-            ),
-            IndexValue::Quantity {
-                value,
-                system,
-                code,
-            } => (
-                format!(
-                    "INSERT INTO idx_quantity (rid, param_id, value, system, code) VALUES ({}, {}, {}, {}, {}) {conflict}",
-                    p(1),
-                    p(2),
-                    p(3),
-                    p(4),
-                    p(5)
-                ),
-                vec![
-                    rid.into(),
-                    param_id.into(),
-                    value.into(),
-                    system.into(),
-                    code.into(),
-                ],
-            ),
-            IndexValue::Uri(value) => (
-                format!(
-                    "INSERT INTO idx_uri (rid, param_id, value) VALUES ({}, {}, {}) {conflict}",
-                    p(1),
-                    p(2),
-                    p(3)
-                ),
-                vec![rid.into(), param_id.into(), value.into()],
-            ),
-        };
-        conn.execute(&sql, &params)?;
+    let mut sink = Sink::new();
+    sink.add_indexes(rid, indexes.rows);
+    sink.add_compartments(rid, &indexes.patients);
+    sink.flush(inner, conn)
+}
+
+/// Resources made ready for [`crate::Store::import`]: stamped as first versions, serialised
+/// and indexed — all the work that needs no database, so it can run beside the writer.
+pub struct ImportBatch {
+    store: crate::Store,
+    now: i64,
+    items: Vec<ImportItem>,
+    /// The resources as given (stamped), for those that take the path of an ordinary update
+    /// and for a retry one by one when the batch fails.
+    resources: Vec<Value>,
+}
+
+struct ImportItem {
+    resource_type: String,
+    id: String,
+    json: String,
+    indexes: Indexes,
+}
+
+/// A batch that was not written: why, and its resources as updates, to retry one by one.
+#[derive(Debug)]
+pub struct ImportFailure {
+    /// Why the batch's transaction failed.
+    pub error: StoreError,
+    /// The batch's resources as updates, in batch order.
+    pub ops: Vec<WriteOp>,
+}
+
+impl ImportBatch {
+    pub(crate) fn new(store: crate::Store) -> ImportBatch {
+        ImportBatch {
+            store,
+            now: now_ms(),
+            items: Vec::new(),
+            resources: Vec::new(),
+        }
     }
-    for patient_id in inner.registry.patient_compartments(resource) {
-        conn.execute(
-            &format!(
-                "INSERT INTO compartment (patient_id, rid) VALUES ({}, {}) {conflict}",
-                p(1),
-                p(2)
-            ),
-            &[patient_id.into(), rid.into()],
-        )?;
+
+    /// Adds a resource, which must carry `resourceType` and `id`; it is written as an
+    /// update with that id. Callers validate first.
+    pub fn push(&mut self, mut resource: Value) -> Result<(), StoreError> {
+        let resource_type = resource_type_of(&resource)?;
+        let id = resource
+            .get("id")
+            .and_then(Value::as_str)
+            .map(String::from)
+            .ok_or_else(|| StoreError::Invalid(format!("{resource_type} without an id")))?;
+        let json = stamp(&mut resource, &id, 1, self.now);
+        let indexes = indexes(&self.store.inner, &resource_type, &resource);
+        self.items.push(ImportItem {
+            resource_type,
+            id,
+            json,
+            indexes,
+        });
+        self.resources.push(resource);
+        Ok(())
     }
-    Ok(())
+
+    /// Resources in the batch.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Writes the batch on the writer connection. Hands the resources back either way: to
+    /// retry one by one on failure, and otherwise to be dropped off the writer's thread.
+    pub(crate) fn write(
+        self,
+        inner: &Inner,
+    ) -> (Result<Vec<WriteOutcome>, StoreError>, Vec<Value>) {
+        let ImportBatch {
+            now,
+            items,
+            resources,
+            ..
+        } = self;
+        let result = inner.with_writer(|conn| import(inner, conn, now, items, &resources));
+        (result, resources)
+    }
+}
+
+impl ImportFailure {
+    pub(crate) fn new(error: StoreError, resources: Vec<Value>) -> ImportFailure {
+        ImportFailure {
+            error,
+            ops: resources
+                .into_iter()
+                .map(|resource| WriteOp::Update {
+                    id: resource
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    resource,
+                    if_match: None,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The `(type, id)`s of a batch that exist already (deleted ones included).
+fn existing_keys(
+    inner: &Inner,
+    conn: &mut dyn Conn,
+    items: &[ImportItem],
+) -> Result<HashSet<(String, String)>, StoreError> {
+    let mut by_type: HashMap<&str, Vec<&str>> = HashMap::new();
+    for item in items {
+        by_type
+            .entry(item.resource_type.as_str())
+            .or_default()
+            .push(item.id.as_str());
+    }
+    let mut existing = HashSet::new();
+    for (resource_type, ids) in by_type {
+        let mut start = 0;
+        for size in chunk_sizes(ids.len()) {
+            let mut params: Vec<SqlValue> = Vec::with_capacity(size + 1);
+            params.push(resource_type.into());
+            params.extend(
+                ids[start..start + size]
+                    .iter()
+                    .map(|&id| SqlValue::from(id)),
+            );
+            start += size;
+            for mut row in conn.query(inner.bulk_sql.existing(size)?, &params)? {
+                existing.insert((resource_type.to_string(), row[0].take_text()));
+            }
+        }
+    }
+    Ok(existing)
+}
+
+/// Fresh values for an auto-numbered key, one per row about to be inserted.
+fn fresh_keys(
+    conn: &mut dyn Conn,
+    table: &str,
+    column: &str,
+    count: usize,
+) -> Result<Vec<i64>, StoreError> {
+    let sql = conn.dialect().fresh_keys_sql(table, column);
+    let count_value = i64::try_from(count)
+        .map_err(|_| StoreError::Invalid(format!("{count} rows do not fit one import")))?;
+    let mut keys: Vec<i64> = conn
+        .query(&sql, &[count_value.into()])?
+        .iter()
+        .map(|row| row[0].int())
+        .collect();
+    keys.sort_unstable();
+    if keys.len() != count {
+        return Err(StoreError::Backend(format!(
+            "asked for {count} keys of {table}.{column}, got {}",
+            keys.len()
+        )));
+    }
+    Ok(keys)
+}
+
+/// Writes a prepared batch in one transaction. Resources new to the store (the common case of
+/// a first import) go in with multi-row `INSERT`s and keys drawn up front; resources that exist
+/// already, or come a second time in the batch, take the path of an ordinary update (so
+/// unchanged content keeps its version). Outcomes are in batch order.
+fn import(
+    inner: &Inner,
+    conn: &mut dyn Conn,
+    now: i64,
+    items: Vec<ImportItem>,
+    resources: &[Value],
+) -> Result<Vec<WriteOutcome>, StoreError> {
+    zorgnet_db::in_transaction(conn, |conn| {
+        let existing = existing_keys(inner, conn, &items)?;
+        let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(items.len());
+        let fresh: Vec<bool> = items
+            .iter()
+            .map(|item| {
+                let key = (item.resource_type.as_str(), item.id.as_str());
+                (existing.is_empty() || !existing.contains(&(key.0.to_string(), key.1.to_string())))
+                    && seen.insert(key)
+            })
+            .collect();
+        let fresh_count = fresh.iter().filter(|&&f| f).count();
+        let hooked = inner.hook.get().is_some();
+        let mut changes = Vec::new();
+        let mut outcomes: Vec<Option<WriteOutcome>> = Vec::with_capacity(items.len());
+        let mut later = Vec::new();
+        let (rids, seqs) = if fresh_count > 0 {
+            (
+                fresh_keys(conn, "resources", "rid", fresh_count)?,
+                fresh_keys(conn, "versions", "seq", fresh_count)?,
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let mut keys = rids.into_iter().zip(seqs);
+        let mut sink = Sink::new();
+        for (position, (item, is_fresh)) in items.into_iter().zip(fresh).enumerate() {
+            if !is_fresh {
+                outcomes.push(None);
+                later.push((position, item));
+                continue;
+            }
+            let (rid, seq) = keys
+                .next()
+                .ok_or_else(|| StoreError::Backend("import ran out of keys".into()))?;
+            let ImportItem {
+                resource_type,
+                id,
+                json,
+                indexes,
+                ..
+            } = item;
+            sink.resources.push([
+                rid.into(),
+                resource_type.as_str().into(),
+                id.as_str().into(),
+                1.into(),
+                now.into(),
+                0.into(),
+                seq.into(),
+            ]);
+            sink.versions.push([
+                seq.into(),
+                rid.into(),
+                resource_type.as_str().into(),
+                id.as_str().into(),
+                1.into(),
+                now.into(),
+                "PUT".into(),
+                json.as_str().into(),
+            ]);
+            sink.add_indexes(rid, indexes.rows);
+            sink.add_compartments(rid, &indexes.patients);
+            if hooked {
+                changes.push(Change {
+                    resource_type: resource_type.clone(),
+                    id: id.clone(),
+                    patients: indexes.patients,
+                });
+            }
+            outcomes.push(Some(WriteOutcome::Created(StoredResource {
+                resource_type,
+                id,
+                version: 1,
+                last_updated_ms: now,
+                json,
+            })));
+        }
+        sink.flush(inner, conn)?;
+        for (position, item) in later {
+            let resource = resources.get(position).cloned().ok_or_else(|| {
+                StoreError::Backend(format!("import lost {}/{}", item.resource_type, item.id))
+            })?;
+            outcomes[position] = Some(put(
+                inner,
+                conn,
+                resource,
+                &item.id,
+                None,
+                now,
+                "PUT",
+                &mut changes,
+            )?);
+        }
+        if let Some(hook) = inner.hook.get()
+            && !changes.is_empty()
+        {
+            hook.after_write(conn, &changes)?;
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.ok_or_else(|| StoreError::Backend("import lost an outcome".into())))
+            .collect()
+    })
 }
 
 /// Makes sure every (type, code) has a stable param_id; returns the full map.
@@ -542,4 +1152,16 @@ pub(crate) fn ensure_param_ids(
         Ok(())
     })?;
     load(conn)
+}
+
+/// `ANALYZE`s the store's tables on PostgreSQL, whose planner goes by those statistics. SQLite
+/// is left without them: its searches fix their join order (see `search.rs`), and an
+/// `ANALYZE` there reads every index in full.
+pub(crate) fn analyze(conn: &mut dyn Conn) -> Result<(), StoreError> {
+    if conn.dialect() == Dialect::Postgres {
+        for table in BULK_TABLES {
+            conn.execute(&format!("ANALYZE {}", table.name), &[])?;
+        }
+    }
+    Ok(())
 }

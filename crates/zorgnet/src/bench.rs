@@ -278,6 +278,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         );
         let started = Instant::now();
         let part = load_into_store(&store, resources, None).await?;
+        store.analyze().await?;
         let elapsed = started.elapsed().as_secs_f64();
         loaded += part.stored + part.unchanged;
         if !part.failures.is_empty() {

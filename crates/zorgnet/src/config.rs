@@ -29,6 +29,13 @@ pub struct NodeArgs {
     /// Public base URL of the FHIR API (default: from the request's Host header).
     #[arg(long, env = "ZORGNET_BASE_URL")]
     base_url: Option<String>,
+    /// Base URL of the hub whose referral index this node registers at (e.g.
+    /// http://hub:7000); without it, registrations wait in the outbox.
+    #[arg(long, env = "ZORGNET_HUB")]
+    hub: Option<String>,
+    /// This organisation's API key at the hub.
+    #[arg(long, env = "ZORGNET_HUB_KEY", hide_env_values = true)]
+    hub_key: Option<String>,
 }
 
 /// The settings file.
@@ -47,6 +54,10 @@ struct FileSettings {
     postgres: Option<String>,
     /// See [`NodeArgs::base_url`].
     base_url: Option<String>,
+    /// See [`NodeArgs::hub`].
+    hub: Option<String>,
+    /// See [`NodeArgs::hub_key`].
+    hub_key: Option<String>,
 }
 
 /// Resolved settings of a node.
@@ -64,19 +75,19 @@ pub struct NodeSettings {
     pub postgres: Option<String>,
     /// Public base URL.
     pub base_url: Option<String>,
+    /// The hub and this organisation's key there.
+    pub hub: Option<(String, String)>,
 }
 
 impl NodeSettings {
     /// Merges command line, environment and file over the defaults.
     pub fn resolve(args: NodeArgs) -> Result<NodeSettings> {
-        let file: FileSettings = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("read settings file {}", path.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("parse settings file {}", path.display()))?
-            }
-            None => FileSettings::default(),
+        let file = FileSettings::read(&args)?;
+        let hub = match (args.hub.or(file.hub), args.hub_key.or(file.hub_key)) {
+            (Some(url), Some(key)) => Some((url.trim_end_matches('/').to_string(), key)),
+            (None, None) => None,
+            (Some(_), None) => anyhow::bail!("--hub needs --hub-key (or ZORGNET_HUB_KEY)"),
+            (None, Some(_)) => anyhow::bail!("--hub-key needs --hub (or ZORGNET_HUB)"),
         };
         let ura = args
             .ura
@@ -104,7 +115,33 @@ impl NodeSettings {
                 .base_url
                 .or(file.base_url)
                 .map(|b| b.trim_end_matches('/').to_string()),
+            hub,
         })
+    }
+
+    /// Only where the node's data is (`data`, `postgres`): enough for `zorgnet node status`.
+    pub fn storage(args: NodeArgs) -> Result<(PathBuf, Option<String>)> {
+        let file = FileSettings::read(&args)?;
+        Ok((
+            args.data
+                .or(file.data)
+                .unwrap_or_else(|| PathBuf::from("zorgnet-data")),
+            args.postgres.or(file.postgres),
+        ))
+    }
+}
+
+impl FileSettings {
+    fn read(args: &NodeArgs) -> Result<FileSettings> {
+        match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("read settings file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("parse settings file {}", path.display()))
+            }
+            None => Ok(FileSettings::default()),
+        }
     }
 }
 

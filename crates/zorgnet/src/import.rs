@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use zorgnet_store::{Store, WriteOp, WriteOutcome};
+use zorgnet_store::{Store, WriteOutcome};
 
 /// Resources per database transaction or per HTTP batch Bundle.
-pub const IMPORT_BATCH_RESOURCES: usize = 1_000;
+pub const IMPORT_BATCH_RESOURCES: usize = 4_000;
 /// Failures shown individually at the end (all are counted).
 const MAX_FAILURES_SHOWN: usize = 50;
 
@@ -82,6 +82,14 @@ pub async fn run(args: ImportArgs) -> Result<()> {
         report.stored += part.stored;
         report.unchanged += part.unchanged;
         report.failures.extend(part.failures);
+    }
+    if let Target::Store(store) = target {
+        store
+            .analyze()
+            .await
+            .context("refresh planner statistics after the import")?;
+        // A PostgreSQL client must not be dropped on an async worker thread.
+        tokio::task::spawn_blocking(move || drop(store)).await?;
     }
     progress.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
@@ -222,8 +230,10 @@ fn describe(resource: &Value) -> String {
     )
 }
 
-/// Validates and writes resources straight into a store, batch by batch; the validation of
-/// one batch overlaps the database transaction of the previous one.
+/// Validates and writes resources straight into a store, batch by batch, one transaction per
+/// batch. Validating, stamping, serialising and indexing a batch (on this task) overlaps the
+/// database transaction of the previous one (on the blocking pool), so the two use two cores;
+/// a batch counts as stored only once its transaction has committed.
 pub async fn load_into_store(
     store: &Store,
     resources: impl Iterator<Item = Value>,
@@ -231,10 +241,10 @@ pub async fn load_into_store(
 ) -> Result<ImportReport> {
     let mut report = ImportReport::default();
     let mut in_flight: Option<tokio::task::JoinHandle<BatchResult>> = None;
-    let mut batch: Vec<WriteOp> = Vec::with_capacity(IMPORT_BATCH_RESOURCES);
-    let mut names: Vec<String> = Vec::with_capacity(IMPORT_BATCH_RESOURCES);
     let mut resources = resources.peekable();
-    while resources.peek().is_some() || !batch.is_empty() {
+    while resources.peek().is_some() {
+        let mut batch = store.import_batch();
+        let mut names: Vec<String> = Vec::with_capacity(IMPORT_BATCH_RESOURCES);
         for mut resource in resources.by_ref() {
             let name = describe(&resource);
             let resource_type = resource
@@ -248,14 +258,9 @@ pub async fn load_into_store(
                     .push((name, format!("unknown resource type '{resource_type}'")));
                 continue;
             }
-            let id = match resource.get("id").and_then(Value::as_str) {
-                Some(id) => id.to_string(),
-                None => {
-                    let id = uuid::Uuid::now_v7().to_string();
-                    resource["id"] = json!(id);
-                    id
-                }
-            };
+            if resource.get("id").and_then(Value::as_str).is_none() {
+                resource["id"] = json!(uuid::Uuid::now_v7().to_string());
+            }
             let issues = zorgnet_fhir::validate_resource(&resource);
             if !issues.is_empty() {
                 let reasons: Vec<String> = issues
@@ -272,12 +277,11 @@ pub async fn load_into_store(
                 report.failures.push((name, reasons.join("; ")));
                 continue;
             }
+            if let Err(e) = batch.push(resource) {
+                report.failures.push((name, e.to_string()));
+                continue;
+            }
             names.push(name);
-            batch.push(WriteOp::Update {
-                resource,
-                id,
-                if_match: None,
-            });
             if batch.len() >= IMPORT_BATCH_RESOURCES {
                 break;
             }
@@ -286,12 +290,10 @@ pub async fn load_into_store(
             collect(store, handle.await?, &mut report, progress).await;
         }
         if !batch.is_empty() {
-            let ops = std::mem::take(&mut batch);
-            let batch_names = std::mem::take(&mut names);
             let store = store.clone();
             in_flight = Some(tokio::spawn(async move {
-                let result = store.transaction(ops.clone()).await;
-                (batch_names, result, ops)
+                let result = store.import(batch).await;
+                (names, result)
             }));
         }
     }
@@ -301,23 +303,25 @@ pub async fn load_into_store(
     Ok(report)
 }
 
-/// One written batch: resource names, the transaction's result, and the operations (for a retry).
+/// One written batch: resource names, and the transaction's outcomes or, when it failed, the
+/// batch's resources as operations for a retry one by one.
 type BatchResult = (
     Vec<String>,
-    Result<Vec<WriteOutcome>, zorgnet_store::StoreError>,
-    Vec<WriteOp>,
+    Result<Vec<WriteOutcome>, zorgnet_store::ImportFailure>,
 );
 
 async fn collect(
     store: &Store,
-    (names, result, ops): BatchResult,
+    (names, result): BatchResult,
     report: &mut ImportReport,
     progress: Option<&indicatif::ProgressBar>,
 ) {
     let outcomes = match result {
         Ok(outcomes) => outcomes.into_iter().map(Ok).collect::<Vec<_>>(),
         // One bad resource must not sink its batch: retry one by one to find it.
-        Err(_) => {
+        Err(failure) => {
+            tracing::debug!(error = %failure.error, "batch failed; writing its resources one by one");
+            let ops = failure.ops;
             let mut single = Vec::with_capacity(ops.len());
             for op in ops {
                 single.push(store.write(op).await);

@@ -4,6 +4,7 @@
 //! errors into messages (`anyhow`). The logic lives in the library crates.
 
 mod bench;
+mod bench_hub;
 mod config;
 mod import;
 
@@ -28,8 +29,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a node: the FHIR R4 server of one care organisation.
-    Node(config::NodeArgs),
+    /// Run a node: the FHIR R4 server of one care organisation (`node status`: its outbox).
+    Node(Box<NodeCommand>),
+    /// Run a hub: pseudonym service, referral index, consent register, addressing, registry.
+    Hub(HubArgs),
     /// Run a node on a local SQLite database, filled with synthetic Dutch patients on first start.
     Demo(DemoArgs),
     /// Write deterministic synthetic Dutch FHIR data (NDJSON, or transaction Bundles for .json).
@@ -38,6 +41,39 @@ enum Command {
     Import(import::ImportArgs),
     /// Measure import, read, search and `$everything` on synthetic data (needs `wrk`).
     Bench(bench::BenchArgs),
+    /// Measure the hub's referral index and pseudonym service on bulk-loaded registrations (needs `wrk`).
+    BenchHub(bench_hub::BenchHubArgs),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct NodeCommand {
+    #[command(subcommand)]
+    action: Option<NodeAction>,
+    #[command(flatten)]
+    args: config::NodeArgs,
+}
+
+#[derive(Subcommand)]
+enum NodeAction {
+    /// Show the node's outbox: registrations waiting for the hub, and refused ones.
+    Status(config::NodeArgs),
+}
+
+#[derive(Args)]
+struct HubArgs {
+    /// Directory for keys (and the SQLite database unless --postgres is given).
+    #[arg(long, env = "ZORGNET_HUB_DATA", default_value = "zorgnet-data/hub")]
+    data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "ZORGNET_HUB_LISTEN", default_value = "127.0.0.1:7000")]
+    listen: String,
+    /// PostgreSQL URL; when set, the hub's tables live there.
+    #[arg(long, env = "ZORGNET_HUB_POSTGRES")]
+    postgres: Option<String>,
+    /// Seconds between polls of the mCSD update suppliers.
+    #[arg(long, default_value_t = 60)]
+    sync_interval_s: u64,
 }
 
 #[derive(Args)]
@@ -80,11 +116,19 @@ fn main() -> Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Node(args) => run_node(config::NodeSettings::resolve(args)?).await,
+            Command::Node(node) => match *node {
+                NodeCommand {
+                    action: Some(NodeAction::Status(args)),
+                    ..
+                } => node_status(args).await,
+                NodeCommand { args, .. } => run_node(config::NodeSettings::resolve(args)?).await,
+            },
+            Command::Hub(args) => run_hub(args).await,
             Command::Demo(args) => demo(args).await,
             Command::Generate(args) => generate(args),
             Command::Import(args) => import::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::BenchHub(args) => bench_hub::run(args).await,
         }
     })
 }
@@ -110,6 +154,17 @@ async fn open_store(data: &std::path::Path, postgres: Option<&str>) -> Result<St
 
 async fn run_node(settings: config::NodeSettings) -> Result<()> {
     let store = open_store(&settings.data, settings.postgres.as_deref()).await?;
+    let hooked = store.clone();
+    let wake = tokio::task::spawn_blocking(move || zorgnet_node::outbox::install(&hooked))
+        .await?
+        .context("set up the outbox")?;
+    let hub = match settings.hub {
+        Some((url, key)) => Some(zorgnet_node::hub_client::HubClient::new(&url, &key)?),
+        None => {
+            tracing::info!("no --hub: registrations wait in the outbox");
+            None
+        }
+    };
     serve(
         store,
         &settings.listen,
@@ -118,8 +173,71 @@ async fn run_node(settings: config::NodeSettings) -> Result<()> {
             name: settings.name,
         },
         settings.base_url,
+        hub.map(|client| (client, wake)),
     )
     .await
+}
+
+/// How often a node refreshes its copy of the hub's address book.
+const ADDRESS_BOOK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Joins the network: publishes the node's own Organization and Endpoint, delivers the
+/// outbox, lists the node as an mCSD update supplier at the hub and keeps the local address
+/// book in sync. Everything that talks to the hub runs in the background and retries, so a
+/// node starts and serves while the hub is down.
+async fn join_network(
+    store: &Store,
+    identity: &NodeIdentity,
+    fhir_base: &str,
+    hub: zorgnet_node::hub_client::HubClient,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+) -> Result<std::sync::Arc<zorgnet_node::network::Network>> {
+    zorgnet_node::addressing::publish_own_entries(store, identity, fhir_base)
+        .await
+        .context("publish the node's Organization and Endpoint")?;
+    tokio::spawn(zorgnet_node::outbox::run_delivery(
+        store.clone(),
+        hub.clone(),
+        wake,
+        std::future::pending(),
+    ));
+    let db = store.database().clone();
+    let cache =
+        tokio::task::spawn_blocking(move || zorgnet_node::addressing::AddressBookCache::open(db))
+            .await?
+            .context("open the address book cache")?;
+    let supplier = serde_json::json!({"name": identity.name, "fhir_base_url": fhir_base});
+    let supplier_path = format!("/addressing/suppliers/{}", identity.ura);
+    let (sync_hub, sync_cache) = (hub.clone(), cache.clone());
+    tokio::spawn(async move {
+        let mut listed = false;
+        loop {
+            if !listed {
+                match sync_hub.put(&supplier_path, &supplier).await {
+                    Ok(_) => listed = true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not list this node as an mCSD supplier yet")
+                    }
+                }
+            }
+            match sync_cache.sync(sync_hub.base(), sync_hub.key()).await {
+                Ok(report) => tracing::debug!(
+                    stored = report.stored,
+                    removed = report.removed,
+                    "address book synced"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "address book sync failed; using the cached copy")
+                }
+            }
+            tokio::time::sleep(ADDRESS_BOOK_SYNC_INTERVAL).await;
+        }
+    });
+    tracing::info!(hub = %hub.base(), "joined the network");
+    Ok(std::sync::Arc::new(
+        zorgnet_node::network::Network::new(hub, cache)
+            .map_err(|e| anyhow::anyhow!("network client: {:?}", e.issues))?,
+    ))
 }
 
 async fn serve(
@@ -127,6 +245,10 @@ async fn serve(
     listen: &str,
     identity: NodeIdentity,
     base_url: Option<String>,
+    hub: Option<(
+        zorgnet_node::hub_client::HubClient,
+        std::sync::Arc<tokio::sync::Notify>,
+    )>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -149,8 +271,68 @@ async fn serve(
     );
     let _ = stdout.flush();
     drop(stdout);
-    let router = zorgnet_node::router(store, identity, base_url);
+    let network = match hub {
+        Some((client, wake)) => {
+            Some(join_network(&store, &identity, &shown_base, client, wake).await?)
+        }
+        None => None,
+    };
+    let router = zorgnet_node::router_in_network(store, identity, base_url, network);
     zorgnet_node::serve(listener, router, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .context("serve HTTP")
+}
+
+async fn node_status(args: config::NodeArgs) -> Result<()> {
+    let (data, postgres) = config::NodeSettings::storage(args)?;
+    let store = open_store(&data, postgres.as_deref()).await?;
+    let db = store.database().clone();
+    let status = tokio::task::spawn_blocking(move || zorgnet_node::outbox::status(&db))
+        .await?
+        .context("read the outbox")?;
+    println!(
+        "outbox: {} pending, {} refused by the hub",
+        status.pending, status.failed
+    );
+    if let Some(oldest) = status.oldest_pending_ms {
+        println!(
+            "oldest pending since {}",
+            zorgnet_fhir::datetime::format_instant(oldest)
+        );
+    }
+    Ok(())
+}
+
+async fn run_hub(args: HubArgs) -> Result<()> {
+    let config = zorgnet_hub::HubConfig {
+        data_dir: args.data.clone(),
+        postgres: args.postgres.clone(),
+    };
+    let hub = tokio::task::spawn_blocking(move || zorgnet_hub::Hub::open(&config))
+        .await?
+        .context("open the hub")?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let _consumer =
+        hub.spawn_addressing_consumer(std::time::Duration::from_secs(args.sync_interval_s));
+    tracing::info!(%address, "hub listening");
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "zorgnet hub serving at http://{address} (API description: http://{address}/openapi.json)"
+    );
+    let _ = writeln!(
+        stdout,
+        "  operator key: {} (register organisations with POST /registry/organisations)",
+        hub.admin_key_path().display()
+    );
+    let _ = stdout.flush();
+    drop(stdout);
+    zorgnet_node::serve(listener, hub.router(), async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await
@@ -181,7 +363,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
         ura: "00000001".into(),
         name: "zorgnet demo huisartsenpraktijk".into(),
     };
-    serve(store, &args.listen, identity, None).await
+    serve(store, &args.listen, identity, None, None).await
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {

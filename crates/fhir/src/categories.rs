@@ -1,0 +1,252 @@
+//! Data categories: the unit in which the network localises data (referral index), records
+//! opt-outs and consent (consent register) and authorises reads.
+//!
+//! The categories follow the EHDS priority categories plus the Dutch exchanges (see
+//! SYSTEM.md). Each maps to a fixed rule over FHIR resources: a resource type, sometimes
+//! narrowed by its category or document type code. One resource can belong to several
+//! categories (an AllergyIntolerance is both `allergies` and part of the `patient-summary`).
+//!
+//! | category | resources |
+//! |---|---|
+//! | `patient-summary` (BgZ, Basisgegevensset Zorg) | Condition, Procedure, Immunization, AllergyIntolerance, MedicationStatement, Observation with category `vital-signs` or `social-history`, Flag, DeviceUseStatement |
+//! | `medication` | MedicationStatement, MedicationRequest, MedicationDispense, MedicationAdministration |
+//! | `allergies` | AllergyIntolerance |
+//! | `lab-results` | Observation with category `laboratory`; DiagnosticReport with category `LAB` |
+//! | `imaging` | ImagingStudy; Observation with category `imaging`; DiagnosticReport with category `RAD` |
+//! | `discharge-report` | DocumentReference / Composition typed LOINC 18842-5 (discharge summary) |
+//! | `nursing-transfer` (eOverdracht) | DocumentReference / Composition typed LOINC 34745-0 (nurse discharge summary) |
+//! | `gp-summary` (huisartswaarneemgegevens) | DocumentReference / Composition typed LOINC 60591-5 (patient summary document) |
+
+use serde_json::Value;
+
+/// LOINC, the code system of document types.
+const LOINC: &str = "http://loinc.org";
+
+/// A data category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DataCategory {
+    /// Basisgegevensset Zorg: the patient summary.
+    PatientSummary,
+    /// Medication: prescriptions, dispenses, use.
+    Medication,
+    /// Allergies and intolerances.
+    Allergies,
+    /// Laboratory results.
+    LabResults,
+    /// Imaging studies and reports.
+    Imaging,
+    /// Hospital discharge reports.
+    DischargeReport,
+    /// Nursing transfer (eOverdracht).
+    NursingTransfer,
+    /// The GP's summary for out-of-hours care.
+    GpSummary,
+}
+
+impl DataCategory {
+    /// Every category, in a stable order.
+    pub const ALL: [DataCategory; 8] = [
+        DataCategory::PatientSummary,
+        DataCategory::Medication,
+        DataCategory::Allergies,
+        DataCategory::LabResults,
+        DataCategory::Imaging,
+        DataCategory::DischargeReport,
+        DataCategory::NursingTransfer,
+        DataCategory::GpSummary,
+    ];
+
+    /// The code used on the wire.
+    pub fn code(self) -> &'static str {
+        match self {
+            DataCategory::PatientSummary => "patient-summary",
+            DataCategory::Medication => "medication",
+            DataCategory::Allergies => "allergies",
+            DataCategory::LabResults => "lab-results",
+            DataCategory::Imaging => "imaging",
+            DataCategory::DischargeReport => "discharge-report",
+            DataCategory::NursingTransfer => "nursing-transfer",
+            DataCategory::GpSummary => "gp-summary",
+        }
+    }
+
+    /// The category with this code.
+    pub fn from_code(code: &str) -> Option<DataCategory> {
+        DataCategory::ALL.into_iter().find(|c| c.code() == code)
+    }
+
+    /// The resource types that can belong to this category (a type may need a matching
+    /// category or document type code as well; see [`categories_of`]).
+    pub fn resource_types(self) -> &'static [&'static str] {
+        match self {
+            DataCategory::PatientSummary => &[
+                "Condition",
+                "Procedure",
+                "Immunization",
+                "AllergyIntolerance",
+                "MedicationStatement",
+                "Observation",
+                "Flag",
+                "DeviceUseStatement",
+            ],
+            DataCategory::Medication => &[
+                "MedicationStatement",
+                "MedicationRequest",
+                "MedicationDispense",
+                "MedicationAdministration",
+            ],
+            DataCategory::Allergies => &["AllergyIntolerance"],
+            DataCategory::LabResults => &["Observation", "DiagnosticReport"],
+            DataCategory::Imaging => &["ImagingStudy", "Observation", "DiagnosticReport"],
+            DataCategory::DischargeReport
+            | DataCategory::NursingTransfer
+            | DataCategory::GpSummary => &["DocumentReference", "Composition"],
+        }
+    }
+}
+
+impl std::fmt::Display for DataCategory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// Parses a list of category codes, naming the first unknown one.
+pub fn parse_categories<'a>(
+    codes: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<DataCategory>, String> {
+    let mut categories = Vec::new();
+    for code in codes {
+        let category = DataCategory::from_code(code.trim()).ok_or_else(|| {
+            format!(
+                "unknown data category {code:?}; known: {}",
+                DataCategory::ALL.map(DataCategory::code).join(", ")
+            )
+        })?;
+        if !categories.contains(&category) {
+            categories.push(category);
+        }
+    }
+    Ok(categories)
+}
+
+/// The categories a resource belongs to (none for directory and administrative resources).
+pub fn categories_of(resource: &Value) -> Vec<DataCategory> {
+    let resource_type = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let has_category = |code: &str| codes(resource.get("category")).any(|(_, c)| c == code);
+    let typed = |loinc: &str| {
+        codes(resource.get("type")).any(|(system, code)| system == LOINC && code == loinc)
+    };
+    let mut out = Vec::new();
+    match resource_type {
+        "Condition" | "Procedure" | "Immunization" | "Flag" | "DeviceUseStatement" => {
+            out.push(DataCategory::PatientSummary);
+        }
+        "AllergyIntolerance" => {
+            out.extend([DataCategory::PatientSummary, DataCategory::Allergies]);
+        }
+        "MedicationStatement" => {
+            out.extend([DataCategory::PatientSummary, DataCategory::Medication]);
+        }
+        "MedicationRequest" | "MedicationDispense" | "MedicationAdministration" => {
+            out.push(DataCategory::Medication);
+        }
+        "Observation" => {
+            if has_category("vital-signs") || has_category("social-history") {
+                out.push(DataCategory::PatientSummary);
+            }
+            if has_category("laboratory") {
+                out.push(DataCategory::LabResults);
+            }
+            if has_category("imaging") {
+                out.push(DataCategory::Imaging);
+            }
+        }
+        "DiagnosticReport" => {
+            if has_category("LAB") {
+                out.push(DataCategory::LabResults);
+            }
+            if has_category("RAD") {
+                out.push(DataCategory::Imaging);
+            }
+        }
+        "ImagingStudy" => out.push(DataCategory::Imaging),
+        "DocumentReference" | "Composition" => {
+            if typed("18842-5") {
+                out.push(DataCategory::DischargeReport);
+            }
+            if typed("34745-0") {
+                out.push(DataCategory::NursingTransfer);
+            }
+            if typed("60591-5") {
+                out.push(DataCategory::GpSummary);
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// `(system, code)` of every coding in a CodeableConcept or an array of them.
+fn codes(value: Option<&Value>) -> impl Iterator<Item = (&str, &str)> {
+    let concepts: Vec<&Value> = match value {
+        Some(Value::Array(items)) => items.iter().collect(),
+        Some(concept @ Value::Object(_)) => vec![concept],
+        _ => Vec::new(),
+    };
+    concepts
+        .into_iter()
+        .filter_map(|concept| concept.get("coding").and_then(Value::as_array))
+        .flatten()
+        .map(|coding| {
+            (
+                coding.get("system").and_then(Value::as_str).unwrap_or(""),
+                coding.get("code").and_then(Value::as_str).unwrap_or(""),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn codes_round_trip_and_unknown_codes_are_named() {
+        for category in DataCategory::ALL {
+            assert_eq!(DataCategory::from_code(category.code()), Some(category));
+        }
+        let error = parse_categories(["medication", "x-rays"]).unwrap_err();
+        assert!(error.contains("\"x-rays\""), "{error}");
+        assert_eq!(
+            parse_categories(["medication", "medication", "allergies"]).unwrap(),
+            vec![DataCategory::Medication, DataCategory::Allergies]
+        );
+    }
+
+    #[test]
+    fn resources_map_to_their_categories() {
+        let lab = json!({"resourceType": "Observation", "category": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}]});
+        assert_eq!(categories_of(&lab), vec![DataCategory::LabResults]);
+        let vitals = json!({"resourceType": "Observation", "category": [{"coding": [{"code": "vital-signs"}]}]});
+        assert_eq!(categories_of(&vitals), vec![DataCategory::PatientSummary]);
+        let uncategorised = json!({"resourceType": "Observation"});
+        assert!(categories_of(&uncategorised).is_empty());
+        let statement = json!({"resourceType": "MedicationStatement"});
+        assert_eq!(
+            categories_of(&statement),
+            vec![DataCategory::PatientSummary, DataCategory::Medication]
+        );
+        let letter = json!({"resourceType": "DocumentReference", "type": {"coding": [{
+            "system": "http://loinc.org", "code": "18842-5"}]}});
+        assert_eq!(categories_of(&letter), vec![DataCategory::DischargeReport]);
+        assert!(categories_of(&json!({"resourceType": "Organization"})).is_empty());
+        for category in DataCategory::ALL {
+            assert!(!category.resource_types().is_empty());
+        }
+    }
+}

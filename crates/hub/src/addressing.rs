@@ -1,0 +1,830 @@
+//! The addressing directory (`/addressing`): IHE mCSD with the LRZa list of update suppliers.
+//!
+//! What it is: three parts over the hub's database.
+//! - The LRZa list (`/addressing/suppliers`): which organisation (URA) publishes its
+//!   directory entries at which FHIR base URL. The operator or the organisation itself sets it.
+//! - The address book (`/addressing/fhir`): a FHIR store of Organization, Endpoint, Location,
+//!   HealthcareService, Practitioner, PractitionerRole and OrganizationAffiliation, served
+//!   read-only for ITI-90 (search, read, `_history`) by the node's own FHIR router behind a
+//!   guard that refuses writes.
+//! - The update consumer ([`sync_once`], [`spawn_consumer`]): polls every supplier's
+//!   `{base}/{Type}/_history?_since=` and applies the changes. Ids are namespaced per supplier
+//!   ([`namespaced_id`]) and references rewritten to match, so two suppliers' `Organization/1`
+//!   never collide and `_include` works inside one supplier's entries. An Organization that
+//!   carries another organisation's URA is refused: a supplier speaks only for itself.
+//!
+//! What it is not: an authority on organisations (that is the registry) or a general FHIR
+//! server; references between two suppliers' entries are not resolved.
+//!
+//! Tables (component `addressing`): `addressing_suppliers`, `addressing_marks`; the address
+//! book's resources live in the store's tables in the same database.
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::registry::{MAX_NAME_CHARS, check_ura};
+use crate::{HubError, HubState};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+use zorgnet_db::sql::SqlValue;
+use zorgnet_db::{Database, DbError, Migration};
+use zorgnet_fhir::IssueCode;
+use zorgnet_fhir::search::SearchRegistry;
+use zorgnet_node::NodeIdentity;
+use zorgnet_node::addressing::{Change, HistoryPager, PollError, ura_of};
+use zorgnet_node::error::FhirError;
+use zorgnet_store::{ReadOutcome, Store, StoreError, WriteOp, WriteOutcome};
+
+/// The addressing directory's migrations.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    component: "addressing",
+    version: 1,
+    sql: "
+CREATE TABLE addressing_suppliers (
+    ura {text} PRIMARY KEY,
+    name {text} NOT NULL,
+    fhir_base_url {text} NOT NULL,
+    updated_at_ms {int} NOT NULL,
+    last_sync_at_ms {int},
+    last_sync_error {text}
+);
+CREATE TABLE addressing_marks (
+    ura {text} NOT NULL,
+    res_type {text} NOT NULL,
+    mark_ms {int} NOT NULL,
+    PRIMARY KEY (ura, res_type)
+)",
+}];
+
+/// The mCSD resource types the consumer copies from each supplier.
+pub const DIRECTORY_TYPES: [&str; 7] = [
+    "Organization",
+    "Endpoint",
+    "Location",
+    "HealthcareService",
+    "Practitioner",
+    "PractitionerRole",
+    "OrganizationAffiliation",
+];
+/// Suppliers polled at the same time: enough to hide network latency, few enough not to
+/// swamp the hub's two cores and its single database writer.
+pub const MAX_SUPPLIERS_IN_FLIGHT: usize = 16;
+/// Time limit of one HTTP request to a supplier (a `_history` page of 1,000 entries).
+pub const SUPPLIER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time limit for connecting to a supplier, so a dead host fails fast.
+pub const SUPPLIER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most changes applied to the address book in one transaction.
+pub const APPLY_BATCH_RESOURCES: usize = 1_000;
+/// How often the background consumer polls every supplier when the operator sets nothing.
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(300);
+/// Longest supplier base URL accepted.
+pub const MAX_URL_CHARS: usize = 2_000;
+/// Longest namespaced id (the FHIR limit).
+const MAX_ID_CHARS: usize = 64;
+
+/// The address book: its store, the HTTP client of the consumer, and the lock that keeps two
+/// syncs from running at once.
+pub struct AddressBook {
+    store: Store,
+    client: reqwest::Client,
+    sync_lock: tokio::sync::Mutex<()>,
+}
+
+impl AddressBook {
+    /// Opens the address book's store inside the hub's database. Blocking.
+    pub fn open(db: Database) -> Result<AddressBook, HubError> {
+        let store = Store::open_in(db, SearchRegistry::r4())
+            .map_err(|e| HubError::Setup(format!("address book store: {e}")))?;
+        let client = reqwest::Client::builder()
+            .timeout(SUPPLIER_REQUEST_TIMEOUT)
+            .connect_timeout(SUPPLIER_CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| HubError::Setup(format!("address book HTTP client: {e}")))?;
+        Ok(AddressBook {
+            store,
+            client,
+            sync_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The address book's store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// A supplier in the LRZa list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Supplier {
+    /// URA number of the organisation.
+    pub ura: String,
+    /// Organisation name.
+    pub name: String,
+    /// FHIR base URL of its mCSD update supplier.
+    pub fhir_base_url: String,
+    /// When the consumer last finished polling it (epoch ms).
+    #[serde(default)]
+    pub last_sync_at_ms: Option<i64>,
+    /// Why the last poll failed; `None` when it succeeded.
+    #[serde(default)]
+    pub last_sync_error: Option<String>,
+}
+
+/// Body of `PUT /addressing/suppliers/{ura}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupplierInput {
+    /// Organisation name.
+    pub name: String,
+    /// FHIR base URL (http or https).
+    pub fhir_base_url: String,
+}
+
+/// What one sync did for one supplier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupplierReport {
+    /// The supplier's URA.
+    pub ura: String,
+    /// Whether every resource type was read completely.
+    pub ok: bool,
+    /// Why not.
+    pub error: Option<String>,
+    /// Resources created, updated or deleted in the address book.
+    pub applied: usize,
+    /// Resources refused (invalid, or claiming another organisation's URA).
+    pub rejected: usize,
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// One report per supplier, in URA order.
+    pub suppliers: Vec<SupplierReport>,
+}
+
+/// The directory's routes, under `/addressing`.
+pub fn routes(state: &Arc<HubState>) -> Router<Arc<HubState>> {
+    let identity = NodeIdentity {
+        ura: String::new(),
+        name: "zorgnet hub address book".into(),
+    };
+    let fhir: Router<Arc<HubState>> =
+        zorgnet_node::router(state.addressing.store.clone(), identity, None)
+            .layer(middleware::from_fn(read_only))
+            .with_state(());
+    Router::new()
+        .route("/suppliers", get(list_suppliers))
+        .route("/suppliers/{ura}", put(put_supplier))
+        .route("/sync", post(sync_now))
+        .merge(fhir)
+}
+
+/// Guard in front of the address book's FHIR API: authenticated callers only, `/fhir` paths
+/// only, reads and `_search` only. It also tells the node's router its public base: the node builds links
+/// as `http://{Host}/fhir`, so the Host seen here gets the `/addressing` prefix.
+async fn read_only(mut request: Request, next: Next) -> Response {
+    let anonymous = !matches!(
+        request.extensions().get::<Caller>(),
+        Some(Caller::Admin | Caller::Organisation(_))
+    );
+    if anonymous {
+        return FhirError::new(
+            StatusCode::UNAUTHORIZED,
+            IssueCode::Forbidden,
+            "missing credentials: send Authorization: Bearer <key>",
+        )
+        .into_response();
+    }
+    if !request.uri().path().starts_with("/fhir") {
+        // The node router's own /metrics and /health are the node's, not the directory's.
+        return FhirError::not_found("no such endpoint").into_response();
+    }
+    let method = request.method();
+    let allowed = method == Method::GET
+        || method == Method::HEAD
+        || (method == Method::POST && request.uri().path().ends_with("/_search"));
+    if !allowed {
+        return FhirError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            IssueCode::NotSupported,
+            "the address book is read-only: it is fed by the organisations' mCSD update suppliers",
+        )
+        .into_response();
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    if let Ok(prefixed) = HeaderValue::from_str(&format!("{host}/addressing")) {
+        request.headers_mut().insert(header::HOST, prefixed);
+    }
+    next.run(request).await
+}
+
+async fn list_suppliers(
+    State(state): State<Arc<HubState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Vec<Supplier>>, ApiError> {
+    caller.authenticated()?;
+    let db = state.db.clone();
+    Ok(Json(crate::blocking(move || Ok(suppliers(&db)?)).await?))
+}
+
+async fn put_supplier(
+    State(state): State<Arc<HubState>>,
+    Extension(caller): Extension<Caller>,
+    Path(ura): Path<String>,
+    body: Result<Json<SupplierInput>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    check_ura(&ura)?;
+    match &caller {
+        Caller::Organisation(own) if *own == ura => {}
+        _ => caller.admin()?,
+    }
+    let Json(input) = body?;
+    let name = input.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "name must be 1 to {MAX_NAME_CHARS} characters"
+        )));
+    }
+    let url = check_base_url(&input.fhir_base_url)?;
+    let db = state.db.clone();
+    let supplier = Supplier {
+        ura: ura.clone(),
+        name,
+        fhir_base_url: url,
+        last_sync_at_ms: None,
+        last_sync_error: None,
+    };
+    let stored = supplier.clone();
+    let created = crate::blocking(move || {
+        db.write_transaction(|conn| -> Result<bool, ApiError> {
+            let d = conn.dialect();
+            let exists = format!(
+                "SELECT 1 FROM addressing_suppliers WHERE ura = {}",
+                d.placeholder(1)
+            );
+            let created = conn
+                .query(&exists, &[stored.ura.as_str().into()])?
+                .is_empty();
+            let upsert = format!(
+                "INSERT INTO addressing_suppliers (ura, name, fhir_base_url, updated_at_ms) \
+                 VALUES ({}, {}, {}, {}) ON CONFLICT (ura) DO UPDATE SET name = excluded.name, \
+                 fhir_base_url = excluded.fhir_base_url, updated_at_ms = excluded.updated_at_ms",
+                d.placeholder(1),
+                d.placeholder(2),
+                d.placeholder(3),
+                d.placeholder(4)
+            );
+            conn.execute(
+                &upsert,
+                &[
+                    stored.ura.into(),
+                    stored.name.into(),
+                    stored.fhir_base_url.into(),
+                    zorgnet_db::now_ms().into(),
+                ],
+            )?;
+            Ok(created)
+        })
+    })
+    .await?;
+    tracing::info!(%ura, url = %supplier.fhir_base_url, created, "set mCSD update supplier");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(supplier)).into_response())
+}
+
+async fn sync_now(
+    State(state): State<Arc<HubState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<SyncReport>, ApiError> {
+    caller.admin()?;
+    Ok(Json(sync_once(&state).await))
+}
+
+/// Checks a supplier's FHIR base URL: absolute http(s) with a host, no credentials, query or
+/// fragment. Returns it without a trailing slash.
+pub fn check_base_url(url: &str) -> Result<String, ApiError> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let bad = |why: &str| ApiError::bad_request(format!("fhir_base_url {url:?} {why}"));
+    if trimmed.chars().count() > MAX_URL_CHARS {
+        return Err(bad(&format!("is longer than {MAX_URL_CHARS} characters")));
+    }
+    let parsed = Url::parse(trimmed).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("must use http or https"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("has no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad("must not carry credentials"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad("must not have a query or fragment"));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// The LRZa list, in URA order. Blocking.
+pub fn suppliers(db: &Database) -> Result<Vec<Supplier>, DbError> {
+    let rows = db.with_reader(|conn| {
+        conn.query(
+            "SELECT ura, name, fhir_base_url, last_sync_at_ms, last_sync_error \
+             FROM addressing_suppliers ORDER BY ura",
+            &[],
+        )
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|mut row| Supplier {
+            ura: row[0].take_text(),
+            name: row[1].take_text(),
+            fhir_base_url: row[2].take_text(),
+            last_sync_at_ms: match row[3] {
+                SqlValue::Null => None,
+                ref v => Some(v.int()),
+            },
+            last_sync_error: match row[4] {
+                SqlValue::Null => None,
+                _ => Some(row[4].take_text()),
+            },
+        })
+        .collect())
+}
+
+/// The address-book id of a supplier's resource: `{ura}-{id}` when that is a valid FHIR id,
+/// else `{ura}.` and a SHA-256 prefix of the id. Deterministic, and the two forms cannot meet
+/// (the character after the eight URA digits differs).
+pub fn namespaced_id(ura: &str, id: &str) -> String {
+    let plain = format!("{ura}-{id}");
+    if zorgnet_fhir::validate::is_valid_id(&plain) {
+        return plain;
+    }
+    let digest: String = Sha256::digest(id.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let room = MAX_ID_CHARS.saturating_sub(ura.len() + 1);
+    format!("{ura}.{}", &digest[..room.min(digest.len())])
+}
+
+/// Rewrites a supplier's resource for the address book: namespaced id, references to the
+/// supplier's own resources (relative, or absolute under its base URL) namespaced the same
+/// way, `meta.source` set to the supplier's base. Other references are kept as they are.
+pub fn rewrite_resource(resource: &mut Value, ura: &str, base: &str) {
+    if let Some(id) = resource.get("id").and_then(Value::as_str) {
+        resource["id"] = Value::String(namespaced_id(ura, id));
+    }
+    rewrite_references(resource, ura, base);
+    if let Some(object) = resource.as_object_mut() {
+        let meta = object
+            .entry("meta")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.remove("versionId");
+            meta.remove("lastUpdated");
+            meta.insert("source".into(), Value::String(base.to_string()));
+        }
+    }
+}
+
+fn rewrite_references(value: &mut Value, ura: &str, base: &str) {
+    match value {
+        Value::Object(object) => {
+            for (key, child) in object.iter_mut() {
+                if key == "reference"
+                    && let Value::String(reference) = child
+                {
+                    if let Some(rewritten) = rewrite_reference(reference, ura, base) {
+                        *reference = rewritten;
+                    }
+                } else {
+                    rewrite_references(child, ura, base);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                rewrite_references(item, ura, base);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `Type/id` (optionally `/_history/n`, optionally under the supplier's base) → `Type/{ns id}`.
+fn rewrite_reference(reference: &str, ura: &str, base: &str) -> Option<String> {
+    let relative = match reference.strip_prefix(base) {
+        Some(rest) => rest.strip_prefix('/')?,
+        None if reference.contains("://") || reference.starts_with("urn:") => return None,
+        None => reference,
+    };
+    let mut parts = relative.split('/');
+    let (resource_type, id) = (parts.next()?, parts.next()?);
+    // A version names the supplier's version, which the address book does not have: the
+    // reference is made to the current version instead.
+    match (parts.next(), parts.next(), parts.next()) {
+        (None, _, _) | (Some("_history"), Some(_), None) => {}
+        _ => return None,
+    }
+    let known = zorgnet_fhir::model::r4().is_resource_type(resource_type)
+        && zorgnet_fhir::validate::is_valid_id(id);
+    known.then(|| format!("{resource_type}/{}", namespaced_id(ura, id)))
+}
+
+/// Polls every supplier once (at most [`MAX_SUPPLIERS_IN_FLIGHT`] at a time) and applies
+/// their changes to the address book. A failing supplier is reported and does not stop the
+/// others. Only one sync runs at a time; a second caller waits for the first.
+pub async fn sync_once(state: &Arc<HubState>) -> SyncReport {
+    let _running = state.addressing.sync_lock.lock().await;
+    let db = state.db.clone();
+    let loaded = crate::blocking(move || Ok((suppliers(&db)?, marks(&db)?))).await;
+    let (suppliers, mut marks) = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            tracing::error!(error = %e.detail, "address book sync could not read the supplier list");
+            return SyncReport::default();
+        }
+    };
+    let permits = Arc::new(Semaphore::new(MAX_SUPPLIERS_IN_FLIGHT));
+    let mut tasks = JoinSet::new();
+    for supplier in suppliers {
+        let supplier_marks = marks.remove(&supplier.ura).unwrap_or_default();
+        let (state, permits) = (state.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            sync_supplier(&state, supplier, supplier_marks).await
+        });
+    }
+    let mut report = SyncReport::default();
+    let mut progress = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((supplier_report, new_marks)) => {
+                progress.push((
+                    supplier_report.ura.clone(),
+                    new_marks,
+                    supplier_report.error.clone(),
+                ));
+                report.suppliers.push(supplier_report);
+            }
+            Err(e) => tracing::error!(error = %e, "address book sync task failed"),
+        }
+    }
+    // One transaction for every supplier's marks and status: a commit per supplier would cost
+    // more than the polls. A crash before it only means the next sync reads the changes again.
+    let db = state.db.clone();
+    if let Err(e) = crate::blocking(move || Ok(save_progress(&db, &progress)?)).await {
+        for supplier in &mut report.suppliers {
+            supplier.ok = false;
+            supplier.error = Some(format!("saving sync progress: {}", e.detail));
+        }
+    }
+    report.suppliers.sort_by(|a, b| a.ura.cmp(&b.ura));
+    let failed = report.suppliers.iter().filter(|s| !s.ok).count();
+    metrics::counter!("zorgnet_hub_addressing_syncs_total").increment(1);
+    metrics::counter!("zorgnet_hub_addressing_supplier_failures_total").increment(failed as u64);
+    tracing::info!(
+        suppliers = report.suppliers.len(),
+        failed,
+        applied = report.suppliers.iter().map(|s| s.applied).sum::<usize>(),
+        "address book sync finished"
+    );
+    report
+}
+
+/// Starts the update consumer: [`sync_once`] now and then every `interval`.
+pub fn spawn_consumer(state: Arc<HubState>, interval: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            sync_once(&state).await;
+        }
+    })
+}
+
+/// Why polling one supplier stopped.
+#[derive(Debug, thiserror::Error)]
+enum SupplierError {
+    #[error("{0}")]
+    Poll(#[from] PollError),
+    #[error("address book: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Polls one supplier; returns its report and the new marks of the types read completely.
+async fn sync_supplier(
+    state: &Arc<HubState>,
+    supplier: Supplier,
+    marks: HashMap<String, i64>,
+) -> (SupplierReport, Vec<(String, i64)>) {
+    let mut report = SupplierReport {
+        ura: supplier.ura.clone(),
+        ok: true,
+        error: None,
+        applied: 0,
+        rejected: 0,
+    };
+    let mut new_marks = Vec::new();
+    let result = poll_supplier(state, &supplier, &marks, &mut report, &mut new_marks).await;
+    if let Err(e) = &result {
+        tracing::warn!(ura = %supplier.ura, error = %e, "mCSD update supplier failed");
+        report.ok = false;
+        report.error = Some(e.to_string());
+    }
+    (report, new_marks)
+}
+
+/// Reads every type's changes and applies them in batches; records each type's new mark once
+/// all of its pages were read.
+async fn poll_supplier(
+    state: &Arc<HubState>,
+    supplier: &Supplier,
+    marks: &HashMap<String, i64>,
+    report: &mut SupplierReport,
+    new_marks: &mut Vec<(String, i64)>,
+) -> Result<(), SupplierError> {
+    let book = &state.addressing;
+    let mut ops = Vec::new();
+    for resource_type in DIRECTORY_TYPES {
+        let mark = marks.get(resource_type).copied();
+        let mut pager = HistoryPager::new(
+            &book.client,
+            &supplier.fhir_base_url,
+            resource_type,
+            mark,
+            None,
+        )?;
+        while let Some(changes) = pager.next_page().await? {
+            for change in changes {
+                match to_op(change, resource_type, supplier) {
+                    Ok(op) => ops.push(op),
+                    Err(reason) => {
+                        tracing::warn!(ura = %supplier.ura, %resource_type, %reason, "refused a directory entry");
+                        report.rejected += 1;
+                    }
+                }
+            }
+            if ops.len() >= APPLY_BATCH_RESOURCES {
+                report.applied += apply(&book.store, std::mem::take(&mut ops)).await?;
+            }
+        }
+        if let Some(newest) = pager.newest_ms() {
+            new_marks.push((resource_type.to_string(), newest.max(mark.unwrap_or(0))));
+        }
+    }
+    report.applied += apply(&book.store, ops).await?;
+    Ok(())
+}
+
+/// Turns a supplier's change into an address-book write, or says why it is refused.
+fn to_op(change: Change, resource_type: &str, supplier: &Supplier) -> Result<WriteOp, String> {
+    match change {
+        Change::Delete { id } => Ok(WriteOp::Delete {
+            resource_type: resource_type.to_string(),
+            id: namespaced_id(&supplier.ura, &id),
+        }),
+        Change::Upsert(mut resource) => {
+            let original_id = resource
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if resource_type == "Organization"
+                && let Some(claimed) = ura_of(&resource)
+                && claimed != supplier.ura
+            {
+                return Err(format!(
+                    "Organization/{original_id} claims URA {claimed}, but the supplier is {}",
+                    supplier.ura
+                ));
+            }
+            rewrite_resource(&mut resource, &supplier.ura, &supplier.fhir_base_url);
+            let issues = zorgnet_fhir::validate_resource(&resource);
+            if let Some(issue) = issues.first() {
+                return Err(format!(
+                    "{resource_type}/{original_id} is invalid: {}",
+                    issue.diagnostics
+                ));
+            }
+            let id = resource
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            Ok(WriteOp::Update {
+                resource,
+                id,
+                if_match: None,
+            })
+        }
+    }
+}
+
+/// Applies writes in one transaction; returns how many changed something. Writes that would
+/// change nothing (the overlap of `_since` reads changes again) are dropped first by a read,
+/// so that a quiet supplier costs the single writer nothing.
+async fn apply(store: &Store, ops: Vec<WriteOp>) -> Result<usize, StoreError> {
+    let mut changing = Vec::with_capacity(ops.len());
+    for op in ops {
+        if !already_applied(store, &op).await? {
+            changing.push(op);
+        }
+    }
+    let ops = changing;
+    if ops.is_empty() {
+        return Ok(0);
+    }
+    let outcomes = store.transaction(ops).await?;
+    Ok(outcomes
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                WriteOutcome::Created(_)
+                    | WriteOutcome::Updated(_)
+                    | WriteOutcome::Deleted(Some(_))
+            )
+        })
+        .count())
+}
+
+/// Whether the address book already holds what `op` would write (the store's own test for
+/// unchanged content: the same JSON once stamped with the current version).
+async fn already_applied(store: &Store, op: &WriteOp) -> Result<bool, StoreError> {
+    let (resource_type, id) = match op {
+        WriteOp::Update { resource, id, .. } => (
+            resource
+                .get("resourceType")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            id.as_str(),
+        ),
+        WriteOp::Delete { resource_type, id } => (resource_type.as_str(), id.as_str()),
+        WriteOp::Create { .. } => return Ok(false),
+    };
+    Ok(match (store.read(resource_type, id).await?, op) {
+        (ReadOutcome::Found(stored), WriteOp::Update { resource, .. }) => {
+            let mut candidate = resource.clone();
+            zorgnet_store::stamp(&mut candidate, id, stored.version, stored.last_updated_ms)
+                == stored.json
+        }
+        (ReadOutcome::Found(_), _) => false,
+        (_, WriteOp::Delete { .. }) => true,
+        _ => false,
+    })
+}
+
+/// Every supplier's marks: URA → type → newest change seen (epoch ms). Blocking.
+fn marks(db: &Database) -> Result<HashMap<String, HashMap<String, i64>>, DbError> {
+    let rows = db.with_reader(|conn| {
+        conn.query("SELECT ura, res_type, mark_ms FROM addressing_marks", &[])
+    })?;
+    let mut marks: HashMap<String, HashMap<String, i64>> = HashMap::new();
+    for mut row in rows {
+        let mark = row[2].int();
+        let resource_type = row[1].take_text();
+        marks
+            .entry(row[0].take_text())
+            .or_default()
+            .insert(resource_type, mark);
+    }
+    Ok(marks)
+}
+
+/// Supplier progress to record: URA, new marks per type, and the error of its poll.
+type Progress = (String, Vec<(String, i64)>, Option<String>);
+
+/// Records every polled supplier's new marks and outcome in one transaction. Blocking.
+fn save_progress(db: &Database, progress: &[Progress]) -> Result<(), DbError> {
+    db.write_transaction(|conn| {
+        let d = conn.dialect();
+        let upsert = format!(
+            "INSERT INTO addressing_marks (ura, res_type, mark_ms) VALUES ({}, {}, {}) \
+             ON CONFLICT (ura, res_type) DO UPDATE SET mark_ms = excluded.mark_ms",
+            d.placeholder(1),
+            d.placeholder(2),
+            d.placeholder(3)
+        );
+        let status = format!(
+            "UPDATE addressing_suppliers SET last_sync_at_ms = {}, last_sync_error = {} WHERE ura = {}",
+            d.placeholder(1),
+            d.placeholder(2),
+            d.placeholder(3)
+        );
+        let now = zorgnet_db::now_ms();
+        for (ura, new_marks, error) in progress {
+            for (resource_type, mark) in new_marks {
+                conn.execute(
+                    &upsert,
+                    &[ura.as_str().into(), resource_type.as_str().into(), (*mark).into()],
+                )?;
+            }
+            let error = error.as_deref().map_or(SqlValue::Null, SqlValue::from);
+            conn.execute(&status, &[now.into(), error, ura.as_str().into()])?;
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_are_namespaced_deterministically_and_stay_valid() {
+        assert_eq!(namespaced_id("12345678", "abc"), "12345678-abc");
+        let long = "x".repeat(60);
+        let hashed = namespaced_id("12345678", &long);
+        assert!(hashed.starts_with("12345678."), "{hashed}");
+        assert_eq!(hashed.len(), MAX_ID_CHARS);
+        assert!(zorgnet_fhir::validate::is_valid_id(&hashed));
+        assert_eq!(hashed, namespaced_id("12345678", &long));
+        assert_ne!(hashed, namespaced_id("12345678", &"y".repeat(60)));
+        assert_ne!(
+            namespaced_id("12345678", "a"),
+            namespaced_id("87654321", "a")
+        );
+    }
+
+    #[test]
+    fn references_to_the_supplier_are_rewritten_and_others_kept() {
+        let base = "http://node.example/fhir";
+        let mut endpoint = json!({
+            "resourceType": "Endpoint",
+            "id": "e1",
+            "meta": {"versionId": "3", "lastUpdated": "2024-01-01T00:00:00.000Z"},
+            "managingOrganization": {"reference": "Organization/o1"},
+            "contact": [{"extension": [{"url": "x", "valueReference": {"reference": "http://node.example/fhir/Location/l1/_history/2"}}]}],
+            "extension": [
+                {"url": "a", "valueReference": {"reference": "http://elsewhere.example/fhir/Organization/o9"}},
+                {"url": "b", "valueReference": {"reference": "#contained"}},
+                {"url": "c", "valueReference": {"reference": "urn:uuid:0f0e"}}
+            ]
+        });
+        rewrite_resource(&mut endpoint, "12345678", base);
+        assert_eq!(endpoint["id"], "12345678-e1");
+        assert_eq!(
+            endpoint["managingOrganization"]["reference"],
+            "Organization/12345678-o1"
+        );
+        assert_eq!(
+            endpoint["contact"][0]["extension"][0]["valueReference"]["reference"],
+            "Location/12345678-l1"
+        );
+        assert_eq!(
+            endpoint["extension"][0]["valueReference"]["reference"],
+            "http://elsewhere.example/fhir/Organization/o9"
+        );
+        assert_eq!(
+            endpoint["extension"][1]["valueReference"]["reference"],
+            "#contained"
+        );
+        assert_eq!(
+            endpoint["extension"][2]["valueReference"]["reference"],
+            "urn:uuid:0f0e"
+        );
+        assert_eq!(endpoint["meta"], json!({"source": base}));
+    }
+
+    #[test]
+    fn base_urls_are_checked() {
+        assert_eq!(
+            check_base_url("https://node.example/fhir/").unwrap(),
+            "https://node.example/fhir"
+        );
+        for bad in [
+            "",
+            "node.example/fhir",
+            "ftp://node.example/fhir",
+            "https://user:pw@node.example/fhir",
+            "https://node.example/fhir?x=1",
+            "https://",
+        ] {
+            assert!(check_base_url(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The zorgnet hub: the generic functions of the network, run by a network operator.
+//!
+//! What it is: one process hosting independent modules, each with its own tables (in one
+//! `zorgnet-db` database, migrations per component) and its own HTTP API under its own path:
+//! `/registry` (organisations and their keys), `/prs` (pseudonym service), `/nvi` (referral
+//! index), `/consent` (consent register) and `/addressing` (IHE mCSD address book fed by the
+//! nodes). The API is described in `/openapi.json`.
+//! What it is not: a store of patient data. The hub never sees a BSN in clear and keeps no
+//! clinical resources; data stays at the nodes.
+//!
+//! A request's path: `serve` → tower layers (trace, body limit) → [`auth::authenticate`]
+//! resolves the [`auth::Caller`] → the module's handler checks what the caller may do → the
+//! module's storage functions run on the blocking pool in one transaction.
+#![deny(missing_docs)]
+
+pub mod addressing;
+pub mod auth;
+pub mod consent;
+pub mod error;
+pub mod nvi;
+pub mod prs;
+pub mod registry;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::get;
+use error::ApiError;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use zorgnet_db::{Database, DbError, Migration};
+
+/// Largest request body a hub API accepts (a registration batch of
+/// [`MAX_BATCH_ITEMS`] items fits comfortably).
+pub const REQUEST_BODY_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+/// Most items in one batch request (registrations, pseudonym evaluations).
+pub const MAX_BATCH_ITEMS: usize = 10_000;
+/// File in the data directory holding the operator's key.
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+
+/// Errors opening a hub.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The database could not be opened or migrated.
+    #[error("hub database: {0}")]
+    Database(#[from] DbError),
+    /// A key file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// Anything else that stops the hub from starting.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Where the hub keeps its state.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Directory for keys (and the SQLite database unless `postgres` is set).
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL; `None` means SQLite in `data_dir/hub.sqlite`.
+    pub postgres: Option<String>,
+}
+
+/// Shared state of the hub's handlers.
+pub struct HubState {
+    /// The hub's database.
+    pub db: Database,
+    /// SHA-256 of the operator's key.
+    pub admin_key_hash: String,
+    /// Verified organisation keys.
+    pub keys: auth::KeyCache,
+    /// The pseudonym service and the hub's own recipient keys.
+    pub prs: prs::PseudonymService,
+    /// The addressing directory's address book.
+    pub addressing: addressing::AddressBook,
+}
+
+/// An opened hub.
+pub struct Hub {
+    state: Arc<HubState>,
+    admin_key_path: PathBuf,
+}
+
+/// Every module's migrations.
+fn migrations() -> Vec<Migration> {
+    [
+        registry::MIGRATIONS,
+        prs::MIGRATIONS,
+        nvi::MIGRATIONS,
+        consent::MIGRATIONS,
+        addressing::MIGRATIONS,
+    ]
+    .concat()
+}
+
+impl Hub {
+    /// Opens (creating on first start) the hub's database and keys. Blocking.
+    pub fn open(config: &HubConfig) -> Result<Hub, HubError> {
+        create_private_dir(&config.data_dir)?;
+        let migrations = migrations();
+        let db = match &config.postgres {
+            Some(url) => Database::open_postgres(url, &migrations)?,
+            None => Database::open_sqlite(&config.data_dir.join("hub.sqlite"), &migrations)?,
+        };
+        let admin_key_path = config.data_dir.join(ADMIN_KEY_FILE);
+        let admin_key = read_or_create_secret(&admin_key_path, auth::new_key)?;
+        let prs = prs::PseudonymService::open(&config.data_dir, &db)?;
+        let addressing = addressing::AddressBook::open(db.clone())?;
+        let state = Arc::new(HubState {
+            db,
+            admin_key_hash: auth::key_hash(admin_key.trim()),
+            keys: auth::KeyCache::default(),
+            prs,
+            addressing,
+        });
+        Ok(Hub {
+            state,
+            admin_key_path,
+        })
+    }
+
+    /// Where the operator's key is (the key itself is never logged).
+    pub fn admin_key_path(&self) -> &Path {
+        &self.admin_key_path
+    }
+
+    /// The shared state, for embedding and tests.
+    pub fn state(&self) -> Arc<HubState> {
+        self.state.clone()
+    }
+
+    /// Starts the addressing directory's update consumer (needs a tokio runtime): it polls
+    /// every mCSD update supplier now and then every `interval`.
+    pub fn spawn_addressing_consumer(
+        &self,
+        interval: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        addressing::spawn_consumer(self.state.clone(), interval)
+    }
+
+    /// The hub's HTTP API.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .nest("/registry", registry::routes())
+            .nest("/prs", prs::routes())
+            .nest("/nvi", nvi::routes())
+            .nest("/consent", consent::routes())
+            .nest("/addressing", addressing::routes(&self.state))
+            .route("/health", get(|| async { "UP" }))
+            .route("/openapi.json", get(openapi))
+            .layer(middleware::from_fn_with_state(
+                self.state.clone(),
+                auth::authenticate,
+            ))
+            .layer(DefaultBodyLimit::max(REQUEST_BODY_LIMIT_BYTES))
+            .layer(tower_http::trace::TraceLayer::new_for_http())
+            .with_state(self.state.clone())
+    }
+}
+
+/// The hub's API description (OpenAPI 3.1), kept beside the code in `api/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../api/openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI_JSON,
+    )
+}
+
+/// Runs blocking database work off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// Creates `dir` (and parents) readable only by the owner.
+fn create_private_dir(dir: &Path) -> Result<(), HubError> {
+    let io = |source| HubError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Reads a secret file, or creates it (mode 0600) with `make()` on first start.
+fn read_or_create_secret(path: &Path, make: impl FnOnce() -> String) -> Result<String, HubError> {
+    let io = |source| HubError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(secret) => Ok(secret),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = make();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            use std::io::Write;
+            let mut file = options.open(path).map_err(io)?;
+            file.write_all(secret.as_bytes()).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            tracing::info!(path = %path.display(), "created a new secret");
+            Ok(secret)
+        }
+        Err(e) => Err(io(e)),
+    }
+}

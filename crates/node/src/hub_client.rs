@@ -1,0 +1,273 @@
+//! The node's client of the hub's JSON APIs: exchange tokens from the pseudonym service,
+//! registrations and lookups at the referral index, consent decisions.
+//!
+//! A BSN (or zorgverificatienummer) never leaves the node in clear: the client blinds it
+//! locally, sends only the blinded element to the pseudonym service, and pairs the answer
+//! with its blinding factor into an exchange token for the recipient.
+//! What it is not: a retry loop (the outbox retries) or a cache (the consent cache is the
+//! policy's).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::time::Duration;
+use zorgnet_pseudonym::{ExchangeToken, PersonalId, RecipientId, blind};
+
+/// How long one call to the hub may take before it counts as failed.
+pub const HUB_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting to the hub may take.
+pub const HUB_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a call to the hub failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HubClientError {
+    /// The hub could not be reached or did not answer in time: retry later.
+    #[error("hub unreachable: {0}")]
+    Unreachable(String),
+    /// The hub answered with an error status.
+    #[error("hub answered {status}: {detail}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The problem document's detail.
+        detail: String,
+    },
+    /// The input cannot be turned into a request (a malformed BSN).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl HubClientError {
+    /// Whether trying again later may succeed (the hub was down, overloaded or failing),
+    /// as opposed to a request the hub will always refuse.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HubClientError::Unreachable(_) => true,
+            HubClientError::Refused { status, .. } => {
+                *status >= 500 || *status == 429 || *status == 401
+            }
+            HubClientError::Invalid(_) => false,
+        }
+    }
+}
+
+/// A client of one hub, authenticated as one organisation.
+#[derive(Clone)]
+pub struct HubClient {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for HubClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One holder of data, as a lookup answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// URA number.
+    pub ura: String,
+    /// Categories it holds and may share.
+    pub categories: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Evaluations {
+    evaluations: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Holders {
+    organisations: Vec<Holder>,
+}
+
+/// What a registration batch changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct BatchResult {
+    /// (person, category) pairs sent.
+    pub pairs: usize,
+    /// Pairs that changed.
+    pub changed: usize,
+}
+
+impl HubClient {
+    /// A client for the hub at `base` (`http://hub:7000`), using the organisation's key.
+    pub fn new(base: &str, key: &str) -> Result<HubClient, HubClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(HUB_REQUEST_TIMEOUT)
+            .connect_timeout(HUB_CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| HubClientError::Invalid(format!("HTTP client: {e}")))?;
+        Ok(HubClient {
+            base: base.trim_end_matches('/').to_string(),
+            key: key.to_string(),
+            http,
+        })
+    }
+
+    /// The hub's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The organisation's key at the hub.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// POSTs JSON to a hub path and returns the JSON answer.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, HubClientError> {
+        self.send(reqwest::Method::POST, path, body).await
+    }
+
+    /// PUTs JSON to a hub path and returns the JSON answer.
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value, HubClientError> {
+        self.send(reqwest::Method::PUT, path, body).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, HubClientError> {
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| HubClientError::Unreachable(e.to_string()))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| HubClientError::Unreachable(e.to_string()))?;
+        if !status.is_success() {
+            let detail = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("detail").and_then(Value::as_str).map(String::from))
+                .unwrap_or(text);
+            return Err(HubClientError::Refused {
+                status: status.as_u16(),
+                detail,
+            });
+        }
+        serde_json::from_str(&text).map_err(|e| HubClientError::Refused {
+            status: status.as_u16(),
+            detail: format!("unreadable answer: {e}"),
+        })
+    }
+
+    /// Exchange tokens for `recipient`, one per person, in order: blinds locally, asks the
+    /// pseudonym service to evaluate, pairs each answer with its blinding factor.
+    pub async fn exchange_tokens(
+        &self,
+        people: &[PersonalId],
+        recipient: &RecipientId,
+    ) -> Result<Vec<ExchangeToken>, HubClientError> {
+        let mut blinds = Vec::with_capacity(people.len());
+        let mut blinded = Vec::with_capacity(people.len());
+        for person in people {
+            let (factor, input) =
+                blind(person).map_err(|e| HubClientError::Invalid(e.to_string()))?;
+            blinds.push(factor);
+            blinded.push(input.to_base64());
+        }
+        let answer = self
+            .post(
+                "/prs/evaluate",
+                &json!({"recipient": recipient.as_str(), "blinded": blinded}),
+            )
+            .await?;
+        let evaluations: Evaluations =
+            serde_json::from_value(answer).map_err(|e| HubClientError::Refused {
+                status: 200,
+                detail: format!("unreadable evaluations: {e}"),
+            })?;
+        if evaluations.evaluations.len() != blinds.len() {
+            return Err(HubClientError::Refused {
+                status: 200,
+                detail: "the pseudonym service answered a different number of evaluations".into(),
+            });
+        }
+        Ok(evaluations
+            .evaluations
+            .into_iter()
+            .zip(blinds)
+            .map(|(jwe, factor)| ExchangeToken::new(jwe, factor))
+            .collect())
+    }
+
+    /// One exchange token for the referral index.
+    pub async fn referral_index_token(
+        &self,
+        person: &PersonalId,
+    ) -> Result<ExchangeToken, HubClientError> {
+        let mut tokens = self
+            .exchange_tokens(std::slice::from_ref(person), &RecipientId::referral_index())
+            .await?;
+        tokens.pop().ok_or_else(|| HubClientError::Refused {
+            status: 200,
+            detail: "no evaluation".into(),
+        })
+    }
+
+    /// Registers (or, with `register == false`, deregisters) the calling organisation as a
+    /// holder of `categories` for each person.
+    pub async fn update_registrations(
+        &self,
+        items: &[(ExchangeToken, Vec<String>)],
+        register: bool,
+    ) -> Result<BatchResult, HubClientError> {
+        let registrations: Vec<Value> = items
+            .iter()
+            .map(|(token, categories)| json!({"token": token_value(token), "categories": categories}))
+            .collect();
+        let path = if register {
+            "/nvi/registrations"
+        } else {
+            "/nvi/deregistrations"
+        };
+        let answer = self
+            .post(path, &json!({"registrations": registrations}))
+            .await?;
+        serde_json::from_value(answer).map_err(|e| HubClientError::Refused {
+            status: 200,
+            detail: format!("unreadable answer: {e}"),
+        })
+    }
+
+    /// Which organisations hold `categories` about the person, after consent filtering.
+    pub async fn lookup(
+        &self,
+        person: &PersonalId,
+        categories: &[String],
+        emergency: bool,
+    ) -> Result<Vec<Holder>, HubClientError> {
+        let token = self.referral_index_token(person).await?;
+        let purpose = if emergency { "emergency" } else { "treatment" };
+        let answer = self
+            .post(
+                "/nvi/lookup",
+                &json!({"token": token_value(&token), "categories": categories, "purpose": purpose}),
+            )
+            .await?;
+        let holders: Holders =
+            serde_json::from_value(answer).map_err(|e| HubClientError::Refused {
+                status: 200,
+                detail: format!("unreadable lookup: {e}"),
+            })?;
+        Ok(holders.organisations)
+    }
+}
+
+/// An exchange token as the JSON object the hub's APIs take.
+pub fn token_value(token: &ExchangeToken) -> Value {
+    serde_json::from_str(&token.to_json()).unwrap_or(Value::Null)
+}

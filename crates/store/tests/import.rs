@@ -1,0 +1,204 @@
+//! The bulk import path: new resources in bulk, existing ones as ordinary updates, the write
+//! hook told about every change, on SQLite and (with `ZORGNET_TEST_POSTGRES_URL`) PostgreSQL.
+
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use zorgnet_db::sql::Conn;
+use zorgnet_fhir::search::{SearchRegistry, parse_search_query};
+use zorgnet_store::{Change, ReadOutcome, Store, StoreError, WriteHook, WriteOutcome};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Change>>);
+
+impl WriteHook for Recorder {
+    fn after_write(&self, _: &mut dyn Conn, changes: &[Change]) -> Result<(), StoreError> {
+        self.0.lock().unwrap().extend_from_slice(changes);
+        Ok(())
+    }
+}
+
+async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open_sqlite(&dir.path().join("node.sqlite"), SearchRegistry::r4()).unwrap();
+    let mut stores = vec![(sqlite, Some(dir))];
+    match std::env::var("ZORGNET_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => {
+            let schema = format!(
+                "zorgnet_store_import_{}_{}",
+                std::process::id(),
+                zorgnet_store::now_ms()
+            );
+            let store = tokio::task::spawn_blocking(move || {
+                let url = zorgnet_db::postgres_fresh_schema(&url, &schema).unwrap();
+                Store::open_postgres(&url, SearchRegistry::r4()).unwrap()
+            })
+            .await
+            .unwrap();
+            stores.push((store, None));
+        }
+        _ => {
+            eprintln!("\n*** SKIPPED: PostgreSQL half (ZORGNET_TEST_POSTGRES_URL is not set) ***\n")
+        }
+    }
+    stores
+}
+
+fn patient(id: &str, bsn: &str) -> Value {
+    json!({
+        "resourceType": "Patient",
+        "id": id,
+        "identifier": [{"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": bsn}],
+        "name": [{"family": "Jansen"}],
+    })
+}
+
+fn observation(id: &str, patient: &str, code: &str) -> Value {
+    json!({
+        "resourceType": "Observation",
+        "id": id,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "subject": {"reference": format!("Patient/{patient}")},
+    })
+}
+
+async fn import(store: &Store, resources: Vec<Value>) -> Vec<WriteOutcome> {
+    let mut batch = store.import_batch();
+    for resource in resources {
+        batch.push(resource).unwrap();
+    }
+    store.import(batch).await.map_err(|f| f.error).unwrap()
+}
+
+fn version(outcome: &WriteOutcome) -> (&'static str, i64) {
+    match outcome {
+        WriteOutcome::Created(r) => ("created", r.version),
+        WriteOutcome::Updated(r) => ("updated", r.version),
+        WriteOutcome::Unchanged(r) => ("unchanged", r.version),
+        WriteOutcome::Deleted(_) => ("deleted", 0),
+    }
+}
+
+async fn search(store: &Store, resource_type: &str, query: &str) -> Vec<String> {
+    let pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    let query = parse_search_query(store.registry(), Some(resource_type), &pairs).unwrap();
+    let result = store.search(query).await.unwrap();
+    result.matches.into_iter().map(|r| r.id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_stores_new_resources_in_bulk_and_updates_the_rest() {
+    for (store, _dir) in stores().await {
+        let backend = format!("{:?}", store.backend_kind());
+        let hook = Arc::new(Recorder::default());
+        store.install_write_hook(hook.clone()).unwrap();
+
+        let first = import(
+            &store,
+            vec![
+                patient("p1", "999911120"),
+                observation("o1", "p1", "2339-0"),
+                observation("o2", "p1", "8310-5"),
+            ],
+        )
+        .await;
+        let first: Vec<_> = first.iter().map(version).collect();
+        assert_eq!(first, vec![("created", 1); 3], "{backend}");
+        assert_eq!(
+            search(
+                &store,
+                "Observation",
+                "patient=p1&code=http://loinc.org|2339-0"
+            )
+            .await,
+            vec!["o1"],
+            "{backend}"
+        );
+        assert_eq!(
+            search(
+                &store,
+                "Patient",
+                "identifier=http://fhir.nl/fhir/NamingSystem/bsn|999911120"
+            )
+            .await,
+            vec!["p1"],
+            "{backend}"
+        );
+        let changes = std::mem::take(&mut *hook.0.lock().unwrap());
+        assert_eq!(changes.len(), 3, "{backend}");
+        assert!(
+            changes.iter().all(|c| c.patients == vec!["p1".to_string()]),
+            "{backend}: {changes:?}"
+        );
+
+        // Again: unchanged resources keep their version; a changed one, a new one and a
+        // resource twice in one batch are written in order.
+        let again = import(
+            &store,
+            vec![
+                patient("p1", "999911120"),
+                observation("o1", "p2", "2339-0"),
+                patient("p2", "999911132"),
+                observation("o3", "p2", "8310-5"),
+                observation("o3", "p2", "2339-0"),
+            ],
+        )
+        .await;
+        let again: Vec<_> = again.iter().map(version).collect();
+        assert_eq!(
+            again,
+            vec![
+                ("unchanged", 1),
+                ("updated", 2),
+                ("created", 1),
+                ("created", 1),
+                ("updated", 2)
+            ],
+            "{backend}"
+        );
+        assert!(
+            search(&store, "Observation", "patient=p1")
+                .await
+                .contains(&"o2".to_string())
+        );
+        assert_eq!(
+            search(
+                &store,
+                "Observation",
+                "patient=p2&code=http://loinc.org|2339-0"
+            )
+            .await,
+            vec!["o1", "o3"],
+            "{backend}"
+        );
+        assert!(
+            search(
+                &store,
+                "Observation",
+                "code=http://loinc.org|8310-5&patient=p2"
+            )
+            .await
+            .is_empty(),
+            "{backend}"
+        );
+        let changes = std::mem::take(&mut *hook.0.lock().unwrap());
+        let moved = changes.iter().find(|c| c.id == "o1").unwrap();
+        assert_eq!(
+            moved.patients,
+            vec!["p1".to_string(), "p2".to_string()],
+            "{backend}"
+        );
+        assert_eq!(changes.len(), 4, "{backend}: {changes:?}");
+        match store.read("Observation", "o3").await.unwrap() {
+            ReadOutcome::Found(o3) => assert_eq!(o3.version, 2, "{backend}"),
+            other => panic!("{backend}: {other:?}"),
+        }
+        tokio::task::spawn_blocking(move || drop(store))
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,161 @@
+//! End-to-end tests of `zorgnet hub` and `zorgnet node --hub` as processes: a node killed
+//! with SIGKILL while the hub is down loses no registration; `node status` shows the outbox.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use zorgnet_node::hub_client::HubClient;
+use zorgnet_pseudonym::{Bsn, PersonalId};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_zorgnet");
+const GP: &str = "00000011";
+const HOSPITAL: &str = "00000022";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Starts a zorgnet process and returns it with the first `http://` word it prints.
+fn start(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(BINARY)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start zorgnet");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first_line = String::new();
+    stdout.read_line(&mut first_line).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let url = first_line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {first_line:?}"))
+        .to_string();
+    (child, url)
+}
+
+fn start_hub(data: &std::path::Path, listen: &str) -> (Child, String) {
+    start(&["hub", "--data", data.to_str().unwrap(), "--listen", listen])
+}
+
+fn start_node(data: &std::path::Path, hub: &str, key: &str) -> (Child, String) {
+    start(&[
+        "node",
+        "--listen",
+        "127.0.0.1:0",
+        "--ura",
+        GP,
+        "--name",
+        "Huisartsenpraktijk",
+        "--data",
+        data.to_str().unwrap(),
+        "--hub",
+        hub,
+        "--hub-key",
+        key,
+    ])
+}
+
+fn node_status(data: &std::path::Path) -> String {
+    let output = Command::new(BINARY)
+        .args(["node", "status", "--data", data.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+async fn register(hub: &str, admin_key: &str, ura: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{hub}/registry/organisations"))
+        .bearer_auth(admin_key)
+        .json(&json!({"ura": ura, "name": format!("Organisatie {ura}")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    body["api_key"].as_str().unwrap().to_string()
+}
+
+async fn post(base: &str, resource: Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{base}/{}",
+            resource["resourceType"].as_str().unwrap()
+        ))
+        .header("content-type", "application/fhir+json")
+        .body(resource.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_survive_a_killed_node_and_a_stopped_hub() {
+    let hub_dir = tempfile::tempdir().unwrap();
+    let node_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let (mut hub, hub_url) = start_hub(hub_dir.path(), &listen);
+    let admin_key = std::fs::read_to_string(hub_dir.path().join("admin.key")).unwrap();
+    let gp_key = register(&hub_url, admin_key.trim(), GP).await;
+    let hospital_key = register(&hub_url, admin_key.trim(), HOSPITAL).await;
+
+    hub.kill().unwrap();
+    hub.wait().unwrap();
+    let (mut node, base) = start_node(node_dir.path(), &hub_url, &gp_key);
+    let patient = post(
+        &base,
+        json!({"resourceType": "Patient",
+        "identifier": [{"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": "123456782"}]}),
+    )
+    .await;
+    post(
+        &base,
+        json!({"resourceType": "AllergyIntolerance",
+        "patient": {"reference": format!("Patient/{}", patient["id"].as_str().unwrap())},
+        "code": {"text": "penicilline"}}),
+    )
+    .await;
+    node.kill().unwrap();
+    node.wait().unwrap();
+    let status = node_status(node_dir.path());
+    assert!(status.contains("outbox: 2 pending"), "{status}");
+
+    let (mut hub, _) = start_hub(hub_dir.path(), &listen);
+    let (mut node, _) = start_node(node_dir.path(), &hub_url, &gp_key);
+    let hospital = HubClient::new(&hub_url, &hospital_key).unwrap();
+    let person = PersonalId::from(Bsn::parse("123456782").unwrap());
+    let started = Instant::now();
+    loop {
+        let found = hospital
+            .lookup(&person, &["allergies".to_string()], false)
+            .await;
+        if let Ok(holders) = &found
+            && holders.len() == 1
+        {
+            assert_eq!(holders[0].ura, GP);
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "not registered: {found:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.kill().unwrap();
+    node.wait().unwrap();
+    let status = node_status(node_dir.path());
+    assert!(status.contains("outbox: 0 pending"), "{status}");
+    hub.kill().unwrap();
+    hub.wait().unwrap();
+}
