@@ -107,11 +107,12 @@ fn samples(generator: &zorgnet_synth::Generator, patients: usize) -> Samples {
     s
 }
 
-struct WrkResult {
-    requests_per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: String,
+/// What one wrk run measured.
+pub(crate) struct WrkResult {
+    pub(crate) requests_per_second: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) errors: String,
 }
 
 fn parse_latency_ms(text: &str) -> Option<f64> {
@@ -144,6 +145,16 @@ fn wrk(
     );
     let script_path = dir.join("paths.lua");
     std::fs::write(&script_path, script)?;
+    run_wrk(address, &script_path, seconds, connections)
+}
+
+/// Runs `wrk -t2` with a Lua `script` against `address` and reads its summary.
+pub(crate) fn run_wrk(
+    address: &str,
+    script_path: &std::path::Path,
+    seconds: u64,
+    connections: usize,
+) -> Result<WrkResult> {
     let output = std::process::Command::new("wrk")
         .args([
             "-t2",
@@ -152,7 +163,7 @@ fn wrk(
             "--latency",
             "-s",
         ])
-        .arg(&script_path)
+        .arg(script_path)
         .arg(format!("http://{address}"))
         .output()
         .context("run wrk (install it with `apt-get install wrk`)")?;
@@ -185,7 +196,8 @@ fn wrk(
     Ok(result)
 }
 
-fn memory_kib(field: &str) -> u64 {
+/// A `/proc/self/status` field in KiB (`VmRSS:`, `VmHWM:`).
+pub(crate) fn memory_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -6,6 +6,7 @@
 //! (holder blind → PRS evaluate → recipient open). Prints a Markdown table for
 //! `docs/benchmarks.md`.
 
+use crate::bench::{WrkResult, memory_kib, run_wrk};
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -213,14 +214,14 @@ pub async fn run(args: BenchHubArgs) -> Result<()> {
         what: "lookup over HTTP (req/s; p50 / p99 ms; hub CPU µs/lookup)",
         value: format!(
             "{:.0}; {:.2} / {:.2}; {:.0}{}",
-            lookup.requests_per_second,
-            lookup.p50_ms,
-            lookup.p99_ms,
+            lookup.wrk.requests_per_second,
+            lookup.wrk.p50_ms,
+            lookup.wrk.p99_ms,
             lookup.cpu_us,
-            if lookup.errors.is_empty() {
+            if lookup.wrk.errors.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", lookup.errors)
+                format!(" ({})", lookup.wrk.errors)
             }
         ),
         target: "≥ 10,000 req/s, p99 ≤ 5 ms",
@@ -537,12 +538,10 @@ async fn measure_registrations(
     Ok(rate)
 }
 
-struct WrkResult {
-    requests_per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: String,
-    /// CPU time of this process (the hub; wrk is another) per request.
+/// A wrk run of lookups and the CPU time of this process (the hub; wrk is another) per
+/// request.
+struct LookupResult {
+    wrk: WrkResult,
     cpu_us: f64,
 }
 
@@ -602,7 +601,7 @@ async fn measure_lookups(
     people: &[Bsn],
     args: &BenchHubArgs,
     dir: &Path,
-) -> Result<WrkResult> {
+) -> Result<LookupResult> {
     let client = HubClient::new(base, key)?;
     let targets: Vec<Bsn> = people
         .iter()
@@ -641,73 +640,14 @@ async fn measure_lookups(
     let address = base.trim_start_matches("http://").to_string();
     let (seconds, connections) = (args.seconds, args.connections);
     let cpu_before = process_cpu_s();
-    let mut result =
-        tokio::task::spawn_blocking(move || wrk(&address, &script_path, seconds, connections))
+    let wrk =
+        tokio::task::spawn_blocking(move || run_wrk(&address, &script_path, seconds, connections))
             .await??;
-    let requests = result.requests_per_second * seconds as f64;
-    result.cpu_us = (process_cpu_s() - cpu_before) * MICROS_PER_S / requests.max(1.0);
-    Ok(result)
+    let requests = wrk.requests_per_second * seconds as f64;
+    let cpu_us = (process_cpu_s() - cpu_before) * MICROS_PER_S / requests.max(1.0);
+    Ok(LookupResult { wrk, cpu_us })
 }
 
-fn wrk(address: &str, script: &Path, seconds: u64, connections: usize) -> Result<WrkResult> {
-    let output = std::process::Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{connections}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-            "-s",
-        ])
-        .arg(script)
-        .arg(format!("http://{address}"))
-        .output()
-        .context("run wrk (install it with `apt-get install wrk`)")?;
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    let mut result = WrkResult {
-        requests_per_second: 0.0,
-        p50_ms: 0.0,
-        p99_ms: 0.0,
-        errors: String::new(),
-        cpu_us: 0.0,
-    };
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["Requests/sec:", rate] => result.requests_per_second = rate.parse().unwrap_or(0.0),
-            ["50%", latency] => result.p50_ms = parse_latency_ms(latency).unwrap_or(0.0),
-            ["99%", latency] => result.p99_ms = parse_latency_ms(latency).unwrap_or(0.0),
-            ["Non-2xx", "or", "3xx", "responses:", n] => result.errors = format!("{n} non-2xx"),
-            _ => {}
-        }
-        if line.contains("Socket errors") {
-            result.errors = line.trim().to_string();
-        }
-    }
-    if result.requests_per_second == 0.0 {
-        bail!(
-            "wrk produced no result: {text}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(result)
-}
-
-fn parse_latency_ms(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
-        (n, 0.001)
-    } else if let Some(n) = text.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1000.0)
-    } else {
-        return None;
-    };
-    number.parse::<f64>().ok().map(|n| n * factor)
-}
-
-/// `POST /prs/evaluate` in batches from [`BATCH_CLIENTS`] clients; the inputs are blinded
-/// before the clock starts. Returns evaluations/s.
 async fn measure_evaluations(base: &str, keys: &[String], people: &[Bsn]) -> Result<Rate> {
     let people: Vec<PersonalId> = people.iter().cloned().map(PersonalId::from).collect();
     let blinded = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
@@ -808,16 +748,4 @@ async fn database_size(state: &Arc<HubState>, data: &Path) -> Result<u64> {
         .filter_map(|name| std::fs::metadata(data.join(name)).ok())
         .map(|m| m.len())
         .sum())
-}
-
-fn memory_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
