@@ -131,17 +131,46 @@ async fn register(
     Extension(caller): Extension<Caller>,
     body: Result<Json<RegistrationBatch>, JsonRejection>,
 ) -> Result<Json<BatchResult>, ApiError> {
+    apply_batch(&state, &caller, body, true).await
+}
+
+async fn deregister(
+    State(state): State<Arc<HubState>>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<RegistrationBatch>, JsonRejection>,
+) -> Result<Json<BatchResult>, ApiError> {
+    apply_batch(&state, &caller, body, false).await
+}
+
+/// Opens a batch's tokens and stores (`register`) or removes its pairs for the calling
+/// organisation in one transaction.
+async fn apply_batch(
+    state: &Arc<HubState>,
+    caller: &Caller,
+    body: Result<Json<RegistrationBatch>, JsonRejection>,
+    register: bool,
+) -> Result<Json<BatchResult>, ApiError> {
     let ura = caller.organisation()?.to_string();
     let Json(batch) = body?;
-    let pairs = pairs_of(&state, batch).await?;
+    let pairs = pairs_of(state, batch).await?;
     let db = state.db.clone();
     let total = pairs.len();
     let changed = crate::blocking(move || {
         let now = zorgnet_db::now_ms();
-        Ok(db.write_transaction(|conn| insert_registrations(conn, &ura, &pairs, now))?)
+        Ok(db.write_transaction(|conn| {
+            if register {
+                insert_registrations(conn, &ura, &pairs, now)
+            } else {
+                delete_registrations(conn, &ura, &pairs)
+            }
+        })?)
     })
     .await?;
-    metrics::counter!("zorgnet_nvi_registrations_total").increment(changed as u64);
+    if register {
+        metrics::counter!("zorgnet_nvi_registrations_total").increment(changed as u64);
+    } else {
+        metrics::counter!("zorgnet_nvi_deregistrations_total").increment(changed as u64);
+    }
     Ok(Json(BatchResult {
         pairs: total,
         changed,
@@ -187,41 +216,32 @@ pub fn insert_registrations(
     Ok(changed)
 }
 
-async fn deregister(
-    State(state): State<Arc<HubState>>,
-    Extension(caller): Extension<Caller>,
-    body: Result<Json<RegistrationBatch>, JsonRejection>,
-) -> Result<Json<BatchResult>, ApiError> {
-    let ura = caller.organisation()?.to_string();
-    let Json(batch) = body?;
-    let pairs = pairs_of(&state, batch).await?;
-    let db = state.db.clone();
-    let total = pairs.len();
-    let changed =
-        crate::blocking(move || {
-            Ok(db.write_transaction(|conn| -> Result<usize, DbError> {
-            let sql = format!(
-                "DELETE FROM nvi_registrations WHERE pseudonym = {} AND category = {} AND ura = {}",
-                conn.dialect().placeholder(1),
-                conn.dialect().placeholder(2),
-                conn.dialect().placeholder(3)
-            );
-            let mut changed = 0;
-            for (pseudonym, category) in &pairs {
-                changed += conn.execute(
-                    &sql,
-                    &[pseudonym.as_str().into(), category.code().into(), ura.as_str().into()],
-                )?;
-            }
-            Ok(usize::try_from(changed).unwrap_or(0))
-        })?)
-        })
-        .await?;
-    metrics::counter!("zorgnet_nvi_deregistrations_total").increment(changed as u64);
-    Ok(Json(BatchResult {
-        pairs: total,
-        changed,
-    }))
+/// Removes registrations of `ura` for (pseudonym, category) pairs; returns how many were
+/// there. Blocking.
+fn delete_registrations(
+    conn: &mut dyn Conn,
+    ura: &str,
+    pairs: &[(String, DataCategory)],
+) -> Result<usize, DbError> {
+    let d = conn.dialect();
+    let sql = format!(
+        "DELETE FROM nvi_registrations WHERE pseudonym = {} AND category = {} AND ura = {}",
+        d.placeholder(1),
+        d.placeholder(2),
+        d.placeholder(3)
+    );
+    let mut changed = 0;
+    for (pseudonym, category) in pairs {
+        changed += conn.execute(
+            &sql,
+            &[
+                pseudonym.as_str().into(),
+                category.code().into(),
+                ura.into(),
+            ],
+        )?;
+    }
+    Ok(usize::try_from(changed).unwrap_or(0))
 }
 
 /// A lookup.
