@@ -3,18 +3,16 @@
 //! `ZORGNET_TEST_POSTGRES_URL` is set) lists them, syncs them into its address book and
 //! answers ITI-90 searches; a node's cache answers lookups after the hub is gone.
 
+mod support;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicU64, Ordering};
+use support::{TestHub, hubs};
 use zorgnet_db::Database;
 use zorgnet_fhir::search::SearchRegistry;
-use zorgnet_hub::{Hub, HubConfig};
 use zorgnet_node::NodeIdentity;
 use zorgnet_node::addressing::{AddressBookCache, publish_own_entries};
 use zorgnet_store::Store;
-
-/// Environment variable with a PostgreSQL URL for the PostgreSQL half of the tests.
-const POSTGRES_URL_VARIABLE: &str = "ZORGNET_TEST_POSTGRES_URL";
 
 const URA_A: &str = "11111111";
 const URA_B: &str = "22222222";
@@ -66,113 +64,6 @@ impl TestNode {
                 .body(body.to_string());
         }
         request.send().await.unwrap().status().as_u16()
-    }
-}
-
-static SCHEMA_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A real hub on port 0. It keeps the `Hub` so that the last handle of its database is
-/// dropped on a blocking thread (a PostgreSQL client must not be dropped on an async worker).
-struct TestHub {
-    backend: &'static str,
-    base: String,
-    admin_key: String,
-    postgres: Option<String>,
-    hub: Option<Hub>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
-/// One hub per available backend: SQLite always, PostgreSQL when the variable is set.
-async fn hubs() -> Vec<TestHub> {
-    let mut hubs = vec![start_hub(None).await];
-    match std::env::var(POSTGRES_URL_VARIABLE) {
-        Ok(url) if !url.is_empty() => {
-            let schema = format!(
-                "zorgnet_test_addressing_{}_{}_{}",
-                std::process::id(),
-                SCHEMA_COUNTER.fetch_add(1, Ordering::SeqCst),
-                zorgnet_db::now_ms()
-            );
-            let schema_url = tokio::task::spawn_blocking(move || {
-                zorgnet_db::postgres_fresh_schema(&url, &schema).unwrap()
-            })
-            .await
-            .unwrap();
-            hubs.push(start_hub(Some(schema_url)).await);
-        }
-        _ => eprintln!(
-            "\n*** SKIPPED: PostgreSQL half of this test ({POSTGRES_URL_VARIABLE} is not set; .ci/run sets it) ***\n"
-        ),
-    }
-    hubs
-}
-
-async fn start_hub(postgres: Option<String>) -> TestHub {
-    let dir = tempfile::tempdir().unwrap();
-    let config = HubConfig {
-        data_dir: dir.path().to_path_buf(),
-        postgres: postgres.clone(),
-    };
-    let hub = tokio::task::spawn_blocking(move || Hub::open(&config).unwrap())
-        .await
-        .unwrap();
-    let admin_key = std::fs::read_to_string(hub.admin_key_path()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let router = hub.router();
-    let task = tokio::spawn(async move {
-        zorgnet_node::serve(listener, router, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    TestHub {
-        backend: if postgres.is_some() {
-            "postgres"
-        } else {
-            "sqlite"
-        },
-        base,
-        admin_key: admin_key.trim().to_string(),
-        postgres,
-        hub: Some(hub),
-        shutdown: Some(tx),
-        task: Some(task),
-        _dir: dir,
-    }
-}
-
-impl TestHub {
-    /// Stops the server, waits until its port is closed, and closes the database.
-    async fn stop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap();
-        }
-        if let Some(hub) = self.hub.take() {
-            tokio::task::spawn_blocking(move || drop(hub))
-                .await
-                .unwrap();
-        }
-    }
-
-    /// Registers an organisation and returns its key.
-    async fn organisation(&self, ura: &str, name: &str) -> String {
-        let reply = call(
-            client()
-                .post(format!("{}/registry/organisations", self.base))
-                .bearer_auth(&self.admin_key)
-                .json(&json!({"ura": ura, "name": name})),
-        )
-        .await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-        reply.body["api_key"].as_str().unwrap().to_string()
     }
 }
 
