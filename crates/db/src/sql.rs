@@ -149,4 +149,12 @@ impl SqlBuilder {
         self.sql.push_str(&placeholder);
         self
     }
+
+    /// Appends a row count (`LIMIT`, `OFFSET`) as a literal. SQLite's planner reads a bound
+    /// `LIMIT` value, so a statement with `LIMIT ?` is prepared again on every execution; the
+    /// literal keeps one prepared statement per distinct count, which is few.
+    pub fn count(&mut self, rows: u64) -> &mut Self {
+        self.sql.push_str(&rows.to_string());
+        self
+    }
 }

@@ -152,7 +152,7 @@ pub(crate) fn history(
     if let Some(before) = before_seq {
         b.push(" AND seq < ").bind(before);
     }
-    b.push(" ORDER BY seq DESC LIMIT ").bind(count as i64 + 1);
+    b.push(" ORDER BY seq DESC LIMIT ").count(count as u64 + 1);
     let rows = conn.query(&b.sql, &b.params)?;
     let mut entries: Vec<HistoryEntry> = rows
         .into_iter()
@@ -364,9 +364,9 @@ pub(crate) fn search(
         sort_sql(inner, &mut b, key);
         b.push(", ");
     }
-    b.push("r.rid LIMIT ").bind(query.count as i64 + 1);
+    b.push("r.rid LIMIT ").count(query.count as u64 + 1);
     if offset > 0 {
-        b.push(" OFFSET ").bind(offset);
+        b.push(" OFFSET ").count(offset as u64);
     }
     let rows = conn.query(&b.sql, &b.params)?;
     let mut matches: Vec<(i64, StoredResource)> = rows.into_iter().map(to_stored).collect();
@@ -400,7 +400,7 @@ pub(crate) fn matching_ids(
     let mut b = SqlBuilder::new(conn.dialect());
     b.push("SELECT r.id");
     from_where(inner, &mut b, query, false);
-    b.push(" ORDER BY r.rid LIMIT ").bind(limit as i64);
+    b.push(" ORDER BY r.rid LIMIT ").count(limit as u64);
     Ok(conn
         .query(&b.sql, &b.params)?
         .into_iter()
@@ -847,7 +847,7 @@ pub(crate) fn everything(
     if let Some(after) = after_rid {
         b.push(" AND r.rid > ").bind(after);
     }
-    b.push(" ORDER BY r.rid LIMIT ").bind(count as i64 + 1);
+    b.push(" ORDER BY r.rid LIMIT ").count(count as u64 + 1);
     let rows = conn.query(&b.sql, &b.params)?;
     let mut matches: Vec<(i64, StoredResource)> = rows.into_iter().map(to_stored).collect();
     let mut result = SearchResult::default();
