@@ -633,8 +633,10 @@ pub struct DecisionRequest {
     pub requester_ura: String,
     /// The organisation holding the data.
     pub holder_ura: Option<String>,
-    /// UZI role code of the professional.
-    pub role: String,
+    /// UZI role code of the professional; absent when the requester names no professional
+    /// (an organisation's own access token without a role), and then the role rule of
+    /// [`role_may_see`] is not applied.
+    pub role: Option<String>,
     /// Category.
     pub category: String,
     /// Purpose; default treatment.
@@ -669,7 +671,7 @@ async fn decision(
         &AccessQuestion {
             requester_ura: &request.requester_ura,
             holder_ura: request.holder_ura.as_deref(),
-            role: Some(&request.role),
+            role: request.role.as_deref(),
             category,
             purpose: request.purpose,
         },

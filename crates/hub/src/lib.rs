@@ -3,8 +3,9 @@
 //! What it is: one process hosting independent modules, each with its own tables (in one
 //! `zorgnet-db` database, migrations per component) and its own HTTP API under its own path:
 //! `/registry` (organisations and their keys), `/prs` (pseudonym service), `/nvi` (referral
-//! index), `/consent` (consent register) and `/addressing` (IHE mCSD address book fed by the
-//! nodes). The API is described in `/openapi.json`.
+//! index), `/consent` (consent register), `/addressing` (IHE mCSD address book fed by the
+//! nodes) and `/trust` (signed access tokens organisations show to each other's nodes). The
+//! API is described in `/openapi.json`.
 //! What it is not: a store of patient data. The hub never sees a BSN in clear and keeps no
 //! clinical resources; data stays at the nodes.
 //!
@@ -20,6 +21,7 @@ pub mod error;
 pub mod nvi;
 pub mod prs;
 pub mod registry;
+pub mod trust;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -78,6 +80,8 @@ pub struct HubState {
     pub prs: prs::PseudonymService,
     /// The addressing directory's address book.
     pub addressing: addressing::AddressBook,
+    /// The signer of organisations' access tokens.
+    pub trust: trust::TokenIssuer,
 }
 
 /// An opened hub.
@@ -111,12 +115,14 @@ impl Hub {
         let admin_key = read_or_create_secret(&admin_key_path, auth::new_key)?;
         let prs = prs::PseudonymService::open(&config.data_dir, &db)?;
         let addressing = addressing::AddressBook::open(db.clone())?;
+        let trust = trust::TokenIssuer::open(&config.data_dir)?;
         let state = Arc::new(HubState {
             db,
             admin_key_hash: auth::key_hash(admin_key.trim()),
             keys: auth::KeyCache::default(),
             prs,
             addressing,
+            trust,
         });
         Ok(Hub {
             state,
@@ -151,6 +157,7 @@ impl Hub {
             .nest("/nvi", nvi::routes())
             .nest("/consent", consent::routes())
             .nest("/addressing", addressing::routes(&self.state))
+            .nest("/trust", trust::routes())
             .route("/health", get(|| async { "UP" }))
             .route("/openapi.json", get(openapi))
             .layer(middleware::from_fn_with_state(

@@ -1,5 +1,6 @@
 //! The node's client of the hub's JSON APIs: exchange tokens from the pseudonym service,
-//! registrations and lookups at the referral index, consent decisions.
+//! registrations and lookups at the referral index, consent decisions, and access tokens
+//! and their verification keys from the trust module.
 //!
 //! A BSN (or zorgverificatienummer) never leaves the node in clear: the client blinds it
 //! locally, sends only the blinded element to the pseudonym service, and pairs the answer
@@ -7,10 +8,14 @@
 //! What it is not: a retry loop (the outbox retries) or a cache (the consent cache is the
 //! policy's).
 
+use crate::access::Verdict;
+use crate::access::token::Purpose;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::time::Duration;
-use zorgnet_pseudonym::{ExchangeToken, PersonalId, RecipientId, blind};
+use zorgnet_fhir::categories::DataCategory;
+use zorgnet_fhir::identifiers::{BSN_SYSTEM, SEDULA_SYSTEM};
+use zorgnet_pseudonym::{Bsn, ExchangeToken, PersonalId, RecipientId, Zvn, blind};
 
 /// How long one call to the hub may take before it counts as failed.
 pub const HUB_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,6 +90,44 @@ struct Holders {
     organisations: Vec<Holder>,
 }
 
+/// An access token the hub issued to this organisation.
+#[derive(Clone, Deserialize)]
+pub struct IssuedToken {
+    /// The token, for `Authorization: Bearer`.
+    pub access_token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The question a node puts to the consent register before serving another organisation.
+#[derive(Debug, Clone)]
+pub struct ConsentQuestion<'a> {
+    /// The organisation whose professional wants to read.
+    pub requester_ura: &'a str,
+    /// This node's organisation, which holds the data.
+    pub holder_ura: &'a str,
+    /// The professional's UZI role code, when the requester names one.
+    pub role: Option<&'a str>,
+    /// The category.
+    pub category: DataCategory,
+    /// Why.
+    pub purpose: Purpose,
+}
+
+#[derive(Deserialize)]
+struct DecisionAnswer {
+    decision: String,
+    reason: String,
+}
+
 /// What a registration batch changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct BatchResult {
@@ -119,27 +162,35 @@ impl HubClient {
         &self.key
     }
 
+    /// GETs a hub path and returns the JSON answer.
+    pub async fn get(&self, path: &str) -> Result<Value, HubClientError> {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
     /// POSTs JSON to a hub path and returns the JSON answer.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, HubClientError> {
-        self.send(reqwest::Method::POST, path, body).await
+        self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
     /// PUTs JSON to a hub path and returns the JSON answer.
     pub async fn put(&self, path: &str, body: &Value) -> Result<Value, HubClientError> {
-        self.send(reqwest::Method::PUT, path, body).await
+        self.send(reqwest::Method::PUT, path, Some(body)).await
     }
 
     async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: &Value,
+        body: Option<&Value>,
     ) -> Result<Value, HubClientError> {
-        let response = self
+        let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .json(body)
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| HubClientError::Unreachable(e.to_string()))?;
@@ -264,6 +315,103 @@ impl HubClient {
                 detail: format!("unreadable lookup: {e}"),
             })?;
         Ok(holders.organisations)
+    }
+
+    /// A short-lived access token asserting this organisation (and, when given, the
+    /// professional's role) towards other organisations' nodes.
+    pub async fn access_token(
+        &self,
+        role: Option<&str>,
+        purpose: Purpose,
+    ) -> Result<IssuedToken, HubClientError> {
+        let mut body = json!({"purpose": purpose.code()});
+        if let Some(role) = role {
+            body["role"] = Value::from(role);
+        }
+        let answer = self.post("/trust/token", &body).await?;
+        serde_json::from_value(answer).map_err(|e| HubClientError::Refused {
+            status: 200,
+            detail: format!("unreadable access token: {e}"),
+        })
+    }
+
+    /// The hub's token-verification keys, as a JWK set.
+    pub async fn trust_keys(&self) -> Result<Value, HubClientError> {
+        self.get("/trust/keys").await
+    }
+
+    /// Asks the consent register whether `question` is allowed for the person behind
+    /// `token` (an exchange token for the referral index).
+    pub async fn consent_decision(
+        &self,
+        token: &ExchangeToken,
+        question: &ConsentQuestion<'_>,
+    ) -> Result<Verdict, HubClientError> {
+        let mut body = json!({
+            "token": token_value(token),
+            "requester_ura": question.requester_ura,
+            "holder_ura": question.holder_ura,
+            "category": question.category.code(),
+            "purpose": question.purpose.code(),
+        });
+        if let Some(role) = question.role {
+            body["role"] = Value::from(role);
+        }
+        let answer = self.post("/consent/decision", &body).await?;
+        let answer: DecisionAnswer =
+            serde_json::from_value(answer).map_err(|e| HubClientError::Refused {
+                status: 200,
+                detail: format!("unreadable decision: {e}"),
+            })?;
+        Ok(Verdict {
+            permit: answer.decision == "permit",
+            reason: answer.reason,
+        })
+    }
+
+    /// The person behind a Patient resource: the BSN, or for a patient without one a
+    /// zorgverificatienummer from the hub (sédula number and birth date); `None` when the
+    /// Patient has neither.
+    pub async fn person_of_patient(
+        &self,
+        patient: &Value,
+    ) -> Result<Option<PersonalId>, HubClientError> {
+        let identifier = |system: &str| {
+            patient
+                .get("identifier")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|i| i.get("system").and_then(Value::as_str) == Some(system))
+                .and_then(|i| i.get("value").and_then(Value::as_str))
+        };
+        if let Some(bsn) = identifier(BSN_SYSTEM).and_then(|b| Bsn::parse(b).ok()) {
+            return Ok(Some(PersonalId::from(bsn)));
+        }
+        let (Some(sedula), Some(birth_date)) = (
+            identifier(SEDULA_SYSTEM),
+            patient.get("birthDate").and_then(Value::as_str),
+        ) else {
+            return Ok(None);
+        };
+        match self
+            .post(
+                "/prs/zvn",
+                &json!({"sedula": sedula, "birth_date": birth_date}),
+            )
+            .await
+        {
+            Ok(body) => Ok(body
+                .get("zvn")
+                .and_then(Value::as_str)
+                .and_then(|z| Zvn::parse(z).ok())
+                .map(PersonalId::from)),
+            Err(e) if e.is_transient() => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "no zorgverificatienummer for a patient");
+                Ok(None)
+            }
+        }
     }
 }
 

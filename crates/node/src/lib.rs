@@ -6,10 +6,13 @@
 //! or FHIR knowledge (that is `zorgnet-fhir`).
 //!
 //! A request's path: `serve` accepts the connection → tower layers (trace, request id, body
-//! limit, metrics) → axum route → handler in `rest` parses and validates → `Store` runs one
-//! transaction on the blocking pool → handler renders the stored JSON into the response.
+//! limit, metrics, and for a node in a network the access policy towards other
+//! organisations, [`access`]) → axum route → handler in `rest` parses and validates →
+//! `Store` runs one transaction on the blocking pool → handler renders the stored JSON into
+//! the response.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod addressing;
 mod bundle;
 mod capability;
@@ -82,7 +85,8 @@ pub fn router(store: Store, identity: NodeIdentity, base_url: Option<String>) ->
     router_in_network(store, identity, base_url, None)
 }
 
-/// Builds the router of a node that is part of a network: `$localize` and `$fetch` use it.
+/// Builds the router of a node that is part of a network: `$localize` and `$fetch` use it,
+/// and every request passes the access policy towards other organisations ([`access`]).
 pub fn router_in_network(
     store: Store,
     identity: NodeIdentity,
@@ -102,6 +106,10 @@ pub fn router_in_network(
         .merge(rest::routes())
         .route("/metrics", get(render_metrics))
         .route("/health", get(|| async { "UP" }))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::enforce,
+        ))
         .layer(middleware::from_fn(track_metrics))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())

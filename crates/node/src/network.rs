@@ -4,22 +4,27 @@
 //! `$localize` asks the hub's referral index which organisations hold data of the asked
 //! categories (consent filtering happens there) and answers each with its FHIR endpoint from
 //! the node's cached address book, so addressing works while the hub is unreachable.
-//! `$fetch` then queries every source in parallel with a per-source timeout and merges the
-//! answers into one Bundle whose OperationOutcome says which sources answered and which did
-//! not. What it is not: the access policy at the sources (each source decides for itself),
-//! or a viewer that de-duplicates across sources.
+//! `$fetch` then queries every source in parallel with a per-source timeout, presenting a
+//! short-lived access token from the hub (`Authorization: Bearer`, cached until shortly
+//! before it expires) so that each source knows which organisation asks, and merges the
+//! answers into one Bundle whose OperationOutcome says which sources answered, which refused
+//! by consent (a source's 403), and which did not answer.
+//! What it is not: the access policy at the sources (each source decides for itself, in
+//! [`crate::access`]), or a viewer that de-duplicates across sources.
 
 use crate::AppState;
+use crate::access::token::Purpose;
+use crate::access::{AccessConfig, AccessControl, is_role_code};
 use crate::addressing::AddressBookCache;
 use crate::error::{FHIR_JSON, FhirError};
-use crate::hub_client::HubClient;
+use crate::hub_client::{HubClient, HubClientError};
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use zorgnet_fhir::IssueCode;
 use zorgnet_fhir::categories::{DataCategory, categories_of, parse_categories};
 use zorgnet_fhir::identifiers::BSN_SYSTEM;
@@ -29,6 +34,11 @@ use zorgnet_pseudonym::{Bsn, PersonalId};
 pub const FETCH_SOURCE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most resources taken from one source per resource type (one page).
 pub const FETCH_PAGE_SIZE: usize = 1_000;
+/// How long before its expiry a cached access token is replaced by a new one, so that a
+/// token never expires on its way to a source.
+pub const ACCESS_TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(30);
+/// Most access tokens kept (one per role and purpose asked for).
+pub const MAX_CACHED_ACCESS_TOKENS: usize = 64;
 
 /// What a node needs to reach the rest of the network.
 pub struct Network {
@@ -37,6 +47,14 @@ pub struct Network {
     /// The local copy of the address book.
     pub addresses: AddressBookCache,
     http: reqwest::Client,
+    access: AccessControl,
+    tokens: Mutex<HashMap<(Option<String>, Purpose), CachedToken>>,
+}
+
+/// An access token of this organisation and when to stop using it.
+struct CachedToken {
+    token: String,
+    renew_at: Instant,
 }
 
 impl Network {
@@ -56,7 +74,55 @@ impl Network {
             hub,
             addresses,
             http,
+            access: AccessControl::new(AccessConfig::default()),
+            tokens: Mutex::default(),
         })
+    }
+
+    /// The same network connection with the access policy tuned by `config`.
+    pub fn with_access(mut self, config: AccessConfig) -> Network {
+        self.access = AccessControl::new(config);
+        self
+    }
+
+    /// The access policy's state: the hub's token keys and the cached consent decisions.
+    pub fn access(&self) -> &AccessControl {
+        &self.access
+    }
+
+    /// An access token of this organisation for `role` and `purpose`, from the hub or from
+    /// memory while it is valid for at least [`ACCESS_TOKEN_RENEW_MARGIN`].
+    pub async fn access_token(
+        &self,
+        role: Option<&str>,
+        purpose: Purpose,
+    ) -> Result<String, HubClientError> {
+        let key = (role.map(String::from), purpose);
+        {
+            let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(cached) = tokens.get(&key).filter(|c| Instant::now() < c.renew_at) {
+                return Ok(cached.token.clone());
+            }
+        }
+        let issued = self.hub.access_token(role, purpose).await?;
+        let now = Instant::now();
+        let renew_at =
+            now + Duration::from_secs(issued.expires_in).saturating_sub(ACCESS_TOKEN_RENEW_MARGIN);
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if tokens.len() >= MAX_CACHED_ACCESS_TOKENS {
+            tokens.retain(|_, cached| now < cached.renew_at);
+            if tokens.len() >= MAX_CACHED_ACCESS_TOKENS {
+                tokens.clear();
+            }
+        }
+        tokens.insert(
+            key,
+            CachedToken {
+                token: issued.access_token.clone(),
+                renew_at,
+            },
+        );
+        Ok(issued.access_token)
     }
 }
 
@@ -194,7 +260,35 @@ pub(crate) async fn localize_operation(
 /// What one source answered.
 struct SourceAnswer {
     source: Source,
-    resources: Result<Vec<Value>, String>,
+    fetched: Result<Fetched, String>,
+}
+
+/// The answers of a source that could be reached.
+#[derive(Default)]
+struct Fetched {
+    /// The resources of the asked categories.
+    resources: Vec<Value>,
+    /// Resource types the source answered for.
+    answered: usize,
+    /// `type: reason` for each resource type the source refused (HTTP 403).
+    refusals: Vec<String>,
+}
+
+/// One resource type's answer.
+enum TypeAnswer {
+    Bundle(Value),
+    Refused(String),
+}
+
+/// The diagnostics of an OperationOutcome body, joined.
+fn outcome_diagnostics(body: &Value) -> Option<String> {
+    let diagnostics: Vec<&str> = body
+        .get("issue")?
+        .as_array()?
+        .iter()
+        .filter_map(|i| i.get("diagnostics").and_then(Value::as_str))
+        .collect();
+    (!diagnostics.is_empty()).then(|| diagnostics.join("; "))
 }
 
 async fn fetch_from(
@@ -202,11 +296,12 @@ async fn fetch_from(
     source: Source,
     bsn_query: &str,
     categories: &[DataCategory],
+    token: &str,
 ) -> SourceAnswer {
     let Some(base) = source.fhir_base_url.clone() else {
         return SourceAnswer {
             source,
-            resources: Err("the address book has no FHIR endpoint for this organisation".into()),
+            fetched: Err("the address book has no FHIR endpoint for this organisation".into()),
         };
     };
     let mut types: Vec<&str> = categories
@@ -215,7 +310,7 @@ async fn fetch_from(
         .collect();
     types.sort_unstable();
     types.dedup();
-    let mut resources = Vec::new();
+    let mut fetched = Fetched::default();
     for resource_type in types {
         let url = format!(
             "{base}/{resource_type}?patient.identifier={bsn_query}&_count={FETCH_PAGE_SIZE}"
@@ -225,27 +320,40 @@ async fn fetch_from(
                 .http
                 .get(&url)
                 .header(header::ACCEPT, "application/fhir+json")
+                .bearer_auth(token)
                 .send()
                 .await
                 .map_err(|e| format!("{resource_type}: {e}"))?;
+            if response.status() == StatusCode::FORBIDDEN {
+                let body = response.json::<Value>().await.unwrap_or(Value::Null);
+                return Ok(TypeAnswer::Refused(
+                    outcome_diagnostics(&body).unwrap_or_else(|| "no reason given".into()),
+                ));
+            }
             if !response.status().is_success() {
                 return Err(format!("{resource_type}: HTTP {}", response.status()));
             }
             response
                 .json::<Value>()
                 .await
+                .map(TypeAnswer::Bundle)
                 .map_err(|e| format!("{resource_type}: {e}"))
         }
         .await;
         let bundle = match answer {
-            Ok(bundle) => bundle,
+            Ok(TypeAnswer::Bundle(bundle)) => bundle,
+            Ok(TypeAnswer::Refused(reason)) => {
+                fetched.refusals.push(format!("{resource_type}: {reason}"));
+                continue;
+            }
             Err(reason) => {
                 return SourceAnswer {
                     source,
-                    resources: Err(reason),
+                    fetched: Err(reason),
                 };
             }
         };
+        fetched.answered += 1;
         for entry in bundle
             .get("entry")
             .and_then(Value::as_array)
@@ -257,27 +365,47 @@ async fn fetch_from(
                     .iter()
                     .any(|c| categories.contains(c))
             {
-                resources.push(resource.clone());
+                fetched.resources.push(resource.clone());
             }
         }
     }
     SourceAnswer {
         source,
-        resources: Ok(resources),
+        fetched: Ok(fetched),
     }
 }
 
 /// Fetches the person's data of `categories` from every source in parallel, each within
 /// [`FETCH_SOURCE_TIMEOUT`], into one Bundle whose first entry is an OperationOutcome naming
-/// the sources that answered and those that did not.
+/// the sources that answered, those that refused by consent, and those that did not answer.
+/// Each source is shown this organisation's access token for `role` (a UZI role code, when
+/// the professional's role is known) and the purpose.
 pub async fn fetch(
     network: Arc<Network>,
     person: &PersonalId,
     bsn: &str,
     categories: &[DataCategory],
     emergency: bool,
+    role: Option<&str>,
 ) -> Result<Value, FhirError> {
     let sources = localize(&network, person, categories, emergency).await?;
+    let purpose = if emergency {
+        Purpose::Emergency
+    } else {
+        Purpose::Treatment
+    };
+    let token = if sources.is_empty() {
+        String::new()
+    } else {
+        network.access_token(role, purpose).await.map_err(|e| {
+            let status = if e.is_transient() {
+                StatusCode::BAD_GATEWAY
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            FhirError::new(status, IssueCode::Exception, format!("access token: {e}"))
+        })?
+    };
     let bsn_query = percent_encoding::utf8_percent_encode(
         &format!("{BSN_SYSTEM}|{bsn}"),
         percent_encoding::NON_ALPHANUMERIC,
@@ -285,19 +413,23 @@ pub async fn fetch(
     .to_string();
     let mut tasks = tokio::task::JoinSet::new();
     for (position, source) in sources.into_iter().enumerate() {
-        let (network, bsn_query, categories) =
-            (network.clone(), bsn_query.clone(), categories.to_vec());
+        let (network, bsn_query, categories, token) = (
+            network.clone(),
+            bsn_query.clone(),
+            categories.to_vec(),
+            token.clone(),
+        );
         tasks.spawn(async move {
             let answer = match tokio::time::timeout(
                 FETCH_SOURCE_TIMEOUT,
-                fetch_from(&network, source.clone(), &bsn_query, &categories),
+                fetch_from(&network, source.clone(), &bsn_query, &categories, &token),
             )
             .await
             {
                 Ok(answer) => answer,
                 Err(_) => SourceAnswer {
                     source,
-                    resources: Err(format!(
+                    fetched: Err(format!(
                         "no answer within {} s",
                         FETCH_SOURCE_TIMEOUT.as_secs()
                     )),
@@ -313,16 +445,29 @@ pub async fn fetch(
     let mut entries = Vec::new();
     for answer in answers {
         let who = format!("{} (URA {})", answer.source.name, answer.source.ura);
-        match answer.resources {
-            Ok(resources) => {
-                issues.push(json!({"severity": "information", "code": "informational",
-                    "diagnostics": format!("{who} answered with {} resources", resources.len()),
-                    "details": {"coding": [{"system": "http://fhir.nl/fhir/NamingSystem/ura", "code": answer.source.ura}]}}));
-                entries.extend(resources.into_iter().map(|resource| json!({"resource": resource})));
+        let details = json!({"coding": [{"system": "http://fhir.nl/fhir/NamingSystem/ura", "code": answer.source.ura}]});
+        match answer.fetched {
+            Ok(fetched) => {
+                if fetched.answered > 0 {
+                    issues.push(json!({"severity": "information", "code": "informational",
+                        "diagnostics": format!("{who} answered with {} resources", fetched.resources.len()),
+                        "details": details.clone()}));
+                }
+                if !fetched.refusals.is_empty() {
+                    issues.push(json!({"severity": "warning", "code": "forbidden",
+                        "diagnostics": format!("{who} refused by consent: {}", fetched.refusals.join("; ")),
+                        "details": details}));
+                }
+                entries.extend(
+                    fetched
+                        .resources
+                        .into_iter()
+                        .map(|resource| json!({"resource": resource})),
+                );
             }
             Err(reason) => issues.push(json!({"severity": "warning", "code": "transient",
                 "diagnostics": format!("{who} did not answer: {reason}"),
-                "details": {"coding": [{"system": "http://fhir.nl/fhir/NamingSystem/ura", "code": answer.source.ura}]}})),
+                "details": details})),
         }
     }
     let mut all = vec![json!({"resource": {"resourceType": "OperationOutcome", "issue": issues}})];
@@ -332,18 +477,28 @@ pub async fn fetch(
     )
 }
 
-/// `GET /fhir/$fetch?patient.identifier=BSN&category=medication`.
+/// `GET /fhir/$fetch?patient.identifier=BSN&category=medication`, optionally with
+/// `role=<UZI role code>` (the professional's role, shown to the sources in the access
+/// token) and `purpose=emergency`.
 pub(crate) async fn fetch_operation(
     State(state): State<Arc<AppState>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, FhirError> {
     let network = network(&state)?;
     let (person, categories, emergency) = question(&params)?;
+    let role = params.get("role").map(String::as_str);
+    if let Some(role) = role
+        && !is_role_code(role)
+    {
+        return Err(FhirError::bad_request(format!(
+            "role {role:?} is not a UZI role code (like 01.015)"
+        )));
+    }
     let bsn = params
         .get("patient.identifier")
         .map(|i| i.rsplit('|').next().unwrap_or(i).to_string())
         .unwrap_or_default();
     Ok(fhir_response(
-        fetch(network, &person, &bsn, &categories, emergency).await?,
+        fetch(network, &person, &bsn, &categories, emergency, role).await?,
     ))
 }

@@ -151,6 +151,18 @@ impl Drop for TestNode {
 }
 
 pub async fn node(hub: &TestHub, ura: &str, key: &str, in_network: bool) -> TestNode {
+    node_with_access(hub, ura, key, in_network, Default::default()).await
+}
+
+/// [`node`] with its access policy towards other organisations tuned by `access` (the
+/// consent decisions' time to live).
+pub async fn node_with_access(
+    hub: &TestHub,
+    ura: &str,
+    key: &str,
+    in_network: bool,
+    access: zorgnet_node::access::AccessConfig,
+) -> TestNode {
     use zorgnet_node::{NodeIdentity, addressing, network::Network, outbox};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.sqlite");
@@ -184,7 +196,11 @@ pub async fn node(hub: &TestHub, ura: &str, key: &str, in_network: bool) -> Test
             tokio::task::spawn_blocking(move || addressing::AddressBookCache::open(db).unwrap())
                 .await
                 .unwrap();
-        let network = std::sync::Arc::new(Network::new(client.clone(), cache.clone()).unwrap());
+        let network = std::sync::Arc::new(
+            Network::new(client.clone(), cache.clone())
+                .unwrap()
+                .with_access(access),
+        );
         (Some(network), Some(cache))
     } else {
         (None, None)

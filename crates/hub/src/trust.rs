@@ -1,0 +1,238 @@
+//! Organisation identity towards other nodes (`/trust`): the hub signs short-lived access
+//! tokens that an organisation presents to other organisations' nodes, and publishes the key
+//! that verifies them.
+//!
+//! An organisation authenticated with its API key asks `POST /trust/token` for a token
+//! asserting its URA and, optionally, the professional's UZI role and the purpose
+//! (treatment or emergency, as the consent register's purposes) and one audience. It sends
+//! the token as `Authorization: Bearer` to another node, which checks it with the hub's
+//! public key from `GET /trust/keys` (a JWK set; no credentials needed) and then asks the
+//! consent register before serving (`zorgnet_node::access`). The token's format (a JWT
+//! signed with Ed25519, `alg: EdDSA`) is `zorgnet_node::access::token`, one definition for
+//! the issuer and the verifiers. Tokens live [`ACCESS_TOKEN_LIFETIME`]: short enough that
+//! none needs revoking.
+//!
+//! The signing key is generated at first start and kept in the data directory
+//! ([`SIGNING_KEY_FILE`], mode 0600, like the operator's key); it is never logged. There is
+//! one key: replacing the file and restarting the hub rotates it, and nodes fetch the new
+//! key set when a token names a key id they have not seen.
+//! What it is not: the network CA (organisation certificates come with the trust issue),
+//! authentication of professionals (the role is the organisation's claim), or a register of
+//! issued tokens.
+
+use crate::auth::Caller;
+use crate::consent::Purpose;
+use crate::error::ApiError;
+use crate::{HubError, HubState};
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::SigningKey;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use zorgnet_node::access::is_role_code;
+use zorgnet_node::access::token::{self, AccessClaims};
+
+/// How long an access token is valid.
+pub const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(5 * 60);
+/// File in the data directory holding the token-signing key (a base64url Ed25519 seed).
+pub const SIGNING_KEY_FILE: &str = "trust-signing.key";
+/// Bytes in an Ed25519 secret key (seed).
+const SIGNING_KEY_BYTES: usize = 32;
+
+/// The hub's token signer.
+pub struct TokenIssuer {
+    key: SigningKey,
+    key_id: String,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenIssuer")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenIssuer {
+    /// Loads the signing key from `data_dir`, generating it on first start. Blocking.
+    pub fn open(data_dir: &Path) -> Result<TokenIssuer, HubError> {
+        let path = data_dir.join(SIGNING_KEY_FILE);
+        let stored = crate::read_or_create_secret(&path, || {
+            let mut seed = [0u8; SIGNING_KEY_BYTES];
+            rand::rng().fill_bytes(&mut seed);
+            URL_SAFE_NO_PAD.encode(seed)
+        })?;
+        let seed: [u8; SIGNING_KEY_BYTES] = URL_SAFE_NO_PAD
+            .decode(stored.trim())
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| {
+                HubError::Setup(format!(
+                    "{}: not a base64url Ed25519 key of {SIGNING_KEY_BYTES} bytes",
+                    path.display()
+                ))
+            })?;
+        let key = SigningKey::from_bytes(&seed);
+        let key_id = token::key_id(&key.verifying_key());
+        Ok(TokenIssuer { key, key_id })
+    }
+
+    /// The id of the signing key (its JWK thumbprint).
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The public key set, as `GET /trust/keys` serves it.
+    pub fn key_set(&self) -> Value {
+        json!({"keys": [token::public_jwk(&self.key.verifying_key())]})
+    }
+
+    /// Signs `claims` (the token endpoint's claims are made by [`issue_token`]; tests use
+    /// this to make tokens the endpoint would not, such as expired ones).
+    pub fn issue(&self, claims: &AccessClaims) -> String {
+        token::sign(&self.key, claims)
+    }
+}
+
+/// The trust module's routes, under `/trust`.
+pub fn routes() -> Router<Arc<HubState>> {
+    Router::new()
+        .route("/token", post(issue_token))
+        .route("/keys", get(keys))
+}
+
+/// What an organisation asks a token for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The professional's UZI role code (`01.015`), when the organisation names one.
+    pub role: Option<String>,
+    /// Why; default treatment.
+    #[serde(default)]
+    pub purpose: Purpose,
+    /// The one organisation (URA) the token is for; absent for any.
+    pub audience: Option<String>,
+}
+
+/// An issued token, in the shape of an OAuth 2.0 token response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// The token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+async fn issue_token(
+    State(state): State<Arc<HubState>>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<TokenRequest>, JsonRejection>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let ura = caller.organisation()?.to_string();
+    let Json(request) = body?;
+    if let Some(role) = &request.role
+        && !is_role_code(role)
+    {
+        return Err(ApiError::bad_request(format!(
+            "role {role:?} is not a UZI role code (like 01.015)"
+        )));
+    }
+    if let Some(audience) = &request.audience {
+        crate::registry::check_ura(audience)?;
+    }
+    let purpose = match request.purpose {
+        Purpose::Treatment => token::Purpose::Treatment,
+        Purpose::Emergency => token::Purpose::Emergency,
+    };
+    let issued_at = zorgnet_db::now_ms() / 1000;
+    let lifetime = ACCESS_TOKEN_LIFETIME.as_secs();
+    let claims = AccessClaims {
+        ura,
+        role: request.role,
+        purpose,
+        iat: issued_at,
+        exp: issued_at.saturating_add_unsigned(lifetime),
+        aud: request.audience,
+    };
+    let access_token = state.trust.issue(&claims);
+    metrics::counter!("zorgnet_trust_tokens_issued_total").increment(1);
+    tracing::info!(
+        ura = %claims.ura,
+        role = claims.role.as_deref().unwrap_or("-"),
+        purpose = purpose.code(),
+        "issued an access token"
+    );
+    Ok(Json(TokenResponse {
+        access_token,
+        token_type: "Bearer".into(),
+        expires_in: lifetime,
+    }))
+}
+
+async fn keys(State(state): State<Arc<HubState>>) -> Json<Value> {
+    Json(state.trust.key_set())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signing_key_is_created_private_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = TokenIssuer::open(dir.path()).unwrap();
+        let again = TokenIssuer::open(dir.path()).unwrap();
+        assert_eq!(first.key_id(), again.key_id(), "survives a restart");
+        let other = TokenIssuer::open(tempfile::tempdir().unwrap().path()).unwrap();
+        assert_ne!(first.key_id(), other.key_id());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(SIGNING_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(
+            !format!("{first:?}")
+                .contains(&std::fs::read_to_string(dir.path().join(SIGNING_KEY_FILE)).unwrap())
+        );
+
+        let claims = AccessClaims {
+            ura: "00000022".into(),
+            role: None,
+            purpose: token::Purpose::Treatment,
+            iat: 1_800_000_000,
+            exp: 1_800_000_300,
+            aud: None,
+        };
+        let keys = token::parse_key_set(&first.key_set());
+        let key = keys.get(first.key_id()).unwrap();
+        let signed = again.issue(&claims);
+        assert_eq!(
+            token::verify(&signed, key, "00000011", 1_800_000_001).unwrap(),
+            claims
+        );
+    }
+
+    #[test]
+    fn a_damaged_key_file_stops_the_hub() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SIGNING_KEY_FILE), "not a key").unwrap();
+        assert!(matches!(
+            TokenIssuer::open(dir.path()),
+            Err(HubError::Setup(_))
+        ));
+    }
+}

@@ -1,0 +1,552 @@
+//! Access at the source: a node serves another organisation only what the hub's consent
+//! register permits, recognising the organisation by the hub-signed access token it shows.
+//! The hospital fetches a patient's medication from the GP (who asks the consent register
+//! every time) and the pharmacy (who remembers answers for an hour); the patient opts out;
+//! the hub goes down.
+
+mod support;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::{TestHub, node, node_with_access};
+use zorgnet_node::access::AccessConfig;
+use zorgnet_node::access::token::{AccessClaims, Purpose};
+use zorgnet_node::hub_client::token_value;
+use zorgnet_pseudonym::{Bsn, PersonalId};
+
+const GP: &str = "00000011";
+const HOSPITAL: &str = "00000022";
+const PHARMACY: &str = "00000033";
+const BSN: &str = "123456782";
+const BSN_SYSTEM: &str = "http://fhir.nl/fhir/NamingSystem/bsn";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Sends a request with an optional `Authorization` value; answers status and JSON body.
+async fn call(
+    method: Method,
+    url: &str,
+    authorization: Option<String>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn bearer(token: &str) -> Option<String> {
+    Some(format!("Bearer {token}"))
+}
+
+async fn create(base: &str, resource: Value) -> String {
+    let url = format!("{base}/{}", resource["resourceType"].as_str().unwrap());
+    let (status, created) = call(Method::POST, &url, None, Some(resource)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    created["id"].as_str().unwrap().to_string()
+}
+
+async fn patient(base: &str) -> String {
+    create(
+        base,
+        json!({"resourceType": "Patient", "identifier": [{"system": BSN_SYSTEM, "value": BSN}]}),
+    )
+    .await
+}
+
+async fn statement(base: &str, patient: &str, medicine: &str) {
+    create(
+        base,
+        json!({"resourceType": "MedicationStatement", "status": "active",
+            "medicationCodeableConcept": {"text": medicine},
+            "subject": {"reference": format!("Patient/{patient}")}}),
+    )
+    .await;
+}
+
+async fn prescription(base: &str, patient: &str, medicine: &str) {
+    create(
+        base,
+        json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+            "medicationCodeableConcept": {"text": medicine},
+            "subject": {"reference": format!("Patient/{patient}")}}),
+    )
+    .await;
+}
+
+/// `{base}/{resource_type}?patient.identifier=<BSN system>|<BSN>`, as `$fetch` asks.
+fn by_bsn(base: &str, resource_type: &str) -> String {
+    format!("{base}/{resource_type}?patient.identifier={BSN_SYSTEM}%7C{BSN}")
+}
+
+/// The resources of a Bundle, without OperationOutcomes.
+fn resources(bundle: &Value) -> Vec<&Value> {
+    bundle["entry"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"] != "OperationOutcome")
+        .collect()
+}
+
+fn medicines(bundle: &Value) -> Vec<String> {
+    let mut found: Vec<String> = resources(bundle)
+        .iter()
+        .map(|r| {
+            format!(
+                "{}: {}",
+                r["resourceType"].as_str().unwrap(),
+                r["medicationCodeableConcept"]["text"].as_str().unwrap()
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn issues(bundle: &Value) -> Vec<(String, String)> {
+    bundle["entry"][0]["resource"]["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["severity"].as_str().unwrap().to_string(),
+                i["diagnostics"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn diagnostics(outcome: &Value) -> String {
+    outcome["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn access_token(hub: &TestHub, key: &str, role: Option<&str>) -> String {
+    hub.client(key)
+        .access_token(role, Purpose::Treatment)
+        .await
+        .unwrap()
+        .access_token
+}
+
+async fn record_directive(hub: &TestHub, key: &str, directive: Value) {
+    let client = hub.client(key);
+    let person = PersonalId::from(Bsn::parse(BSN).unwrap());
+    let token = client.referral_index_token(&person).await.unwrap();
+    let mut body = directive;
+    body["token"] = token_value(&token);
+    client.post("/consent/directives", &body).await.unwrap();
+}
+
+/// Waits until the hospital's `$localize` finds `expected` sources of medication.
+async fn await_sources(hub: &TestHub, hospital: &support::TestNode, key: &str, expected: usize) {
+    let sync = reqwest::Client::new()
+        .post(format!("{}/addressing/sync", hub.base))
+        .bearer_auth(&hub.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(sync.status().is_success(), "{}", sync.text().await.unwrap());
+    hospital
+        .cache
+        .as_ref()
+        .unwrap()
+        .sync(&hub.base, key)
+        .await
+        .unwrap();
+    let localize = format!(
+        "{}/$localize?patient.identifier={BSN}&category=medication",
+        hospital.base
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let (status, parameters) = call(Method::GET, &localize, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{parameters}");
+        let found = parameters["parameter"].as_array().map_or(0, Vec::len);
+        if found == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "still {found} sources: {parameters}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn sources_serve_other_organisations_what_the_consent_register_permits() {
+    for mut hub in support::hubs().await {
+        let gp_key = hub.organisation(GP, "Huisarts").await;
+        let hospital_key = hub.organisation(HOSPITAL, "Ziekenhuis").await;
+        let pharmacy_key = hub.organisation(PHARMACY, "Apotheek").await;
+        let ask_every_time = AccessConfig {
+            decision_ttl: Duration::ZERO,
+        };
+        let remember_an_hour = AccessConfig {
+            decision_ttl: Duration::from_secs(3600),
+        };
+        let gp = node_with_access(&hub, GP, &gp_key, true, ask_every_time).await;
+        let pharmacy =
+            node_with_access(&hub, PHARMACY, &pharmacy_key, true, remember_an_hour).await;
+        let hospital = node(&hub, HOSPITAL, &hospital_key, true).await;
+        let gp_patient = patient(&gp.base).await;
+        statement(&gp.base, &gp_patient, "metformine 500 mg").await;
+        prescription(&gp.base, &gp_patient, "metformine 500 mg 2dd").await;
+        let pharmacy_patient = patient(&pharmacy.base).await;
+        statement(&pharmacy.base, &pharmacy_patient, "metformine, 90 stuks").await;
+        await_sources(&hub, &hospital, &hospital_key, 2).await;
+
+        // The hospital's $fetch shows its token; both sources permit and answer.
+        let fetch = format!(
+            "{}/$fetch?patient.identifier={BSN}&category=medication",
+            hospital.base
+        );
+        let (status, bundle) = call(Method::GET, &fetch, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{bundle}");
+        assert!(
+            issues(&bundle)
+                .iter()
+                .all(|(severity, _)| severity == "information"),
+            "{}: {bundle}",
+            hub.backend
+        );
+        assert_eq!(
+            medicines(&bundle),
+            [
+                "MedicationRequest: metformine 500 mg 2dd",
+                "MedicationStatement: metformine 500 mg",
+                "MedicationStatement: metformine, 90 stuks"
+            ]
+        );
+
+        // Directly, with the hospital's token: one patient's data, nothing else.
+        let hospital_token = access_token(&hub, &hospital_key, None).await;
+        let statements = by_bsn(&gp.base, "MedicationStatement");
+        let (status, found) = call(Method::GET, &statements, bearer(&hospital_token), None).await;
+        assert_eq!(status, StatusCode::OK, "{found}");
+        assert_eq!(resources(&found).len(), 1);
+        let patient_url = format!("{}/Patient/{gp_patient}", gp.base);
+        let (status, read) = call(Method::GET, &patient_url, bearer(&hospital_token), None).await;
+        assert_eq!(status, StatusCode::OK, "{read}");
+        assert_eq!(read["id"], gp_patient.as_str());
+        for (method, url, body) in [
+            (
+                Method::POST,
+                format!("{}/MedicationStatement", gp.base),
+                Some(
+                    json!({"resourceType": "MedicationStatement", "status": "active",
+                    "medicationCodeableConcept": {"text": "x"},
+                    "subject": {"reference": format!("Patient/{gp_patient}")}}),
+                ),
+            ),
+            (Method::DELETE, patient_url.clone(), None),
+            (
+                Method::GET,
+                format!("{}/MedicationStatement", gp.base),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("{}/Patient/{gp_patient}/_history", gp.base),
+                None,
+            ),
+            (Method::GET, format!("{}/Organization", gp.base), None),
+        ] {
+            let (status, refused) = call(method.clone(), &url, bearer(&hospital_token), body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {url}: {refused}");
+            assert_eq!(refused["resourceType"], "OperationOutcome");
+        }
+        let (status, all) = call(
+            Method::GET,
+            &format!("{}/MedicationStatement", gp.base),
+            bearer(&access_token(&hub, &gp_key, None).await),
+            None,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the GP's own token is served like a local client"
+        );
+        assert_eq!(resources(&all).len(), 1);
+        let (status, local) = call(Method::GET, &statements, None, None).await;
+        assert_eq!(status, StatusCode::OK, "no token: a local client");
+        assert_eq!(resources(&local).len(), 1);
+
+        // Tokens that are not the hub's, or no longer valid, are refused.
+        let [header, payload, signature]: [&str; 3] = hospital_token
+            .split('.')
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap();
+        let mut claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        claims["ura"] = json!(GP);
+        let impersonating = format!(
+            "{header}.{}.{signature}",
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let issuer = zorgnet_hub::trust::TokenIssuer::open(hub.dir.path()).unwrap();
+        let now = zorgnet_db::now_ms() / 1000;
+        let expired = issuer.issue(&AccessClaims {
+            ura: HOSPITAL.into(),
+            role: None,
+            purpose: Purpose::Treatment,
+            iat: now - 3600,
+            exp: now - 1800,
+            aud: None,
+        });
+        let for_the_pharmacy = issuer.issue(&AccessClaims {
+            ura: HOSPITAL.into(),
+            role: None,
+            purpose: Purpose::Treatment,
+            iat: now,
+            exp: now + 300,
+            aud: Some(PHARMACY.into()),
+        });
+        let mut other_hub = support::start(None).await;
+        let other_key = other_hub.organisation(HOSPITAL, "Ziekenhuis").await;
+        let foreign = access_token(&other_hub, &other_key, None).await;
+        other_hub.stop().await;
+        for authorization in [
+            bearer(&impersonating),
+            bearer(&expired),
+            bearer(&for_the_pharmacy),
+            bearer(&foreign),
+            bearer("not-a-token"),
+            bearer(&hospital_key),
+            Some(format!(
+                "Basic {}",
+                URL_SAFE_NO_PAD.encode(format!("{HOSPITAL}:secret"))
+            )),
+        ] {
+            let (status, refused) =
+                call(Method::GET, &statements, authorization.clone(), None).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{authorization:?}: {refused}"
+            );
+            assert_eq!(refused["resourceType"], "OperationOutcome");
+        }
+
+        // A pharmacist may not see the patient summary: a MedicationStatement (medication
+        // and patient summary) is refused, a MedicationRequest (medication only) is not.
+        let pharmacist = access_token(&hub, &hospital_key, Some("17.000")).await;
+        let (status, refused) = call(Method::GET, &statements, bearer(&pharmacist), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+        assert!(diagnostics(&refused).contains("17.000"), "{refused}");
+        let prescriptions = by_bsn(&gp.base, "MedicationRequest");
+        let (status, found) = call(Method::GET, &prescriptions, bearer(&pharmacist), None).await;
+        assert_eq!(status, StatusCode::OK, "{found}");
+        assert_eq!(resources(&found).len(), 1);
+
+        // The patient opts out of sharing the patient summary. The referral index still
+        // lists both sources for medication; the GP asks the consent register again and
+        // refuses its MedicationStatement, the pharmacy still has its answer of an hour.
+        record_directive(
+            &hub,
+            &hospital_key,
+            json!({"kind": "opt-out", "category": "patient-summary"}),
+        )
+        .await;
+        let (status, bundle) = call(Method::GET, &fetch, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{bundle}");
+        let refusals: Vec<String> = issues(&bundle)
+            .into_iter()
+            .filter(|(severity, _)| severity == "warning")
+            .map(|(_, diagnostics)| diagnostics)
+            .collect();
+        assert_eq!(refusals.len(), 1, "{bundle}");
+        assert!(
+            refusals[0].contains(GP)
+                && refusals[0].contains("refused by consent")
+                && refusals[0].contains("MedicationStatement")
+                && refusals[0].contains("opted out of sharing patient-summary"),
+            "{}",
+            refusals[0]
+        );
+        assert_eq!(
+            medicines(&bundle),
+            [
+                "MedicationRequest: metformine 500 mg 2dd",
+                "MedicationStatement: metformine, 90 stuks"
+            ]
+        );
+        let (status, everything) = call(
+            Method::GET,
+            &format!("{}/Patient/{gp_patient}/$everything", gp.base),
+            bearer(&hospital_token),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{everything}");
+        assert_eq!(
+            medicines(&everything),
+            ["MedicationRequest: metformine 500 mg 2dd"],
+            "the Patient and the statement are patient summary: withheld"
+        );
+        assert!(everything.get("total").is_none(), "{everything}");
+        assert!(
+            everything.to_string().contains("entries withheld"),
+            "{everything}"
+        );
+        let (status, _) = call(Method::GET, &patient_url, bearer(&hospital_token), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+
+        // An opt-out of medication hides both sources at the referral index, so the fetch
+        // finds no medication; a source asked directly refuses with the reason.
+        record_directive(
+            &hub,
+            &hospital_key,
+            json!({"kind": "opt-out", "category": "medication"}),
+        )
+        .await;
+        let (status, bundle) = call(Method::GET, &fetch, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{bundle}");
+        assert!(resources(&bundle).is_empty(), "{bundle}");
+        let (status, refused) =
+            call(Method::GET, &prescriptions, bearer(&hospital_token), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+        assert!(
+            diagnostics(&refused).contains("opted out of sharing medication"),
+            "{refused}"
+        );
+        let (status, local) = call(Method::GET, &prescriptions, None, None).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "local clients are not subject to consent"
+        );
+        assert_eq!(resources(&local).len(), 1);
+
+        // The hub goes down. The GP, with no answer in memory, fails closed; the pharmacy
+        // serves on its remembered answer; local clients are served as ever.
+        hub.stop().await;
+        let (status, unavailable) =
+            call(Method::GET, &prescriptions, bearer(&hospital_token), None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{unavailable}");
+        assert_eq!(unavailable["resourceType"], "OperationOutcome");
+        let (status, local) = call(Method::GET, &prescriptions, None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(resources(&local).len(), 1);
+        let (status, remembered) = call(
+            Method::GET,
+            &by_bsn(&pharmacy.base, "MedicationStatement"),
+            bearer(&hospital_token),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{remembered}");
+        assert_eq!(resources(&remembered).len(), 1);
+        drop((gp, pharmacy, hospital));
+    }
+}
+
+#[tokio::test]
+async fn the_hub_issues_tokens_to_organisations_and_publishes_its_key() {
+    for hub in support::hubs().await {
+        let key = hub.organisation(HOSPITAL, "Ziekenhuis").await;
+        let token_url = format!("{}/trust/token", hub.base);
+        let post = |authorization: Option<String>, body: Value| {
+            let url = token_url.clone();
+            async move {
+                let mut request = reqwest::Client::new().post(url).json(&body);
+                if let Some(authorization) = authorization {
+                    request = request.header("authorization", authorization);
+                }
+                let response = request.send().await.unwrap();
+                (response.status(), response.json::<Value>().await.unwrap())
+            }
+        };
+        let (status, issued) = post(
+            bearer(&key),
+            json!({"role": "01.015", "purpose": "emergency", "audience": GP}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{issued}");
+        assert_eq!(issued["token_type"], "Bearer");
+        assert_eq!(issued["expires_in"], 300);
+
+        let (status, set) =
+            call(Method::GET, &format!("{}/trust/keys", hub.base), None, None).await;
+        assert_eq!(status, StatusCode::OK, "no credentials needed");
+        let keys = zorgnet_node::access::token::parse_key_set(&set);
+        assert_eq!(keys.len(), 1, "{set}");
+        let token = issued["access_token"].as_str().unwrap();
+        let key_id = zorgnet_node::access::token::key_id_of(token).unwrap();
+        let claims = zorgnet_node::access::token::verify(
+            token,
+            &keys[&key_id],
+            GP,
+            zorgnet_db::now_ms() / 1000,
+        )
+        .unwrap();
+        assert_eq!(claims.ura, HOSPITAL);
+        assert_eq!(claims.role.as_deref(), Some("01.015"));
+        assert_eq!(claims.purpose, Purpose::Emergency);
+        assert_eq!(claims.exp - claims.iat, 300);
+
+        for (authorization, body, expected) in [
+            (None, json!({}), StatusCode::UNAUTHORIZED),
+            (bearer(&hub.admin_key), json!({}), StatusCode::FORBIDDEN),
+            (
+                bearer(&key),
+                json!({"role": "huisarts"}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                bearer(&key),
+                json!({"purpose": "curiosity"}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                bearer(&key),
+                json!({"audience": "GP"}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (bearer(&key), json!({"ura": GP}), StatusCode::BAD_REQUEST),
+        ] {
+            let (status, problem) = post(authorization, body.clone()).await;
+            assert_eq!(status, expected, "{body}: {problem}");
+        }
+
+        if hub.backend == "sqlite" {
+            let restarted_keys = {
+                let mut hub = hub;
+                hub.stop().await;
+                let restarted = support::start_in(hub.dir, None).await;
+                let (_, set) = call(
+                    Method::GET,
+                    &format!("{}/trust/keys", restarted.base),
+                    None,
+                    None,
+                )
+                .await;
+                set
+            };
+            assert_eq!(restarted_keys, set, "the signing key survives a restart");
+        }
+    }
+}
