@@ -3,6 +3,10 @@
 //! second run of the same import changes nothing (unchanged resources get no new version).
 //! Bundles whose entries use `urn:uuid:` fullUrls (Synthea, transaction Bundles) get those
 //! UUIDs as ids, and references to them are rewritten, so they too import idempotently.
+//! Straight into a node's database (`--data`, `--postgres`), the import writes through the
+//! node's outbox hook like the node does: each batch queues the referral-index registrations
+//! of its patients in its own transaction, and the node delivers them once it runs with
+//! `--hub`.
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -63,10 +67,12 @@ pub async fn run(args: ImportArgs) -> Result<()> {
             reqwest::Client::new(),
             url.trim_end_matches('/').to_string(),
         ),
-        (None, Some(url), _) => {
-            Target::Store(crate::open_store(std::path::Path::new("."), Some(url)).await?)
-        }
-        (None, None, Some(dir)) => Target::Store(crate::open_store(dir, None).await?),
+        (None, Some(url), _) => Target::Store(
+            crate::open_node_store(std::path::Path::new("."), Some(url))
+                .await?
+                .0,
+        ),
+        (None, None, Some(dir)) => Target::Store(crate::open_node_store(dir, None).await?.0),
         (None, None, None) => {
             bail!("say where to import to: --to URL, --data DIR or --postgres URL")
         }
@@ -83,11 +89,18 @@ pub async fn run(args: ImportArgs) -> Result<()> {
         report.unchanged += part.unchanged;
         report.failures.extend(part.failures);
     }
+    let mut outbox = None;
     if let Target::Store(store) = target {
         store
             .analyze()
             .await
             .context("refresh planner statistics after the import")?;
+        let db = store.database().clone();
+        outbox = Some(
+            tokio::task::spawn_blocking(move || zorgnet_node::outbox::status(&db))
+                .await?
+                .context("read the outbox")?,
+        );
         // A PostgreSQL client must not be dropped on an async worker thread.
         tokio::task::spawn_blocking(move || drop(store)).await?;
     }
@@ -101,6 +114,12 @@ pub async fn run(args: ImportArgs) -> Result<()> {
         report.unchanged,
         report.failures.len()
     );
+    if let Some(outbox) = outbox {
+        println!(
+            "outbox: {} registrations waiting for the hub (delivered once the node runs with --hub)",
+            outbox.pending
+        );
+    }
     for (location, reason) in report.failures.iter().take(MAX_FAILURES_SHOWN) {
         println!("  failed {location}: {reason}");
     }

@@ -1,4 +1,5 @@
-//! The `zorgnet` command: run a node, a demo node with synthetic data, generate data, import.
+//! The `zorgnet` command: run a node, a demo node with synthetic data, generate data, import,
+//! and ask a running node where a patient's data is and fetch it.
 //!
 //! This is the binary edge: it parses arguments and configuration, opens storage, and turns
 //! errors into messages (`anyhow`). The logic lives in the library crates.
@@ -7,6 +8,7 @@ mod bench;
 mod bench_hub;
 mod config;
 mod import;
+mod network_cli;
 
 /// mimalloc instead of glibc's allocator: request handling allocates from many threads, and
 /// glibc's arenas showed up as lock contention and a tenth of CPU time under load.
@@ -44,6 +46,10 @@ enum Command {
     Generate(GenerateArgs),
     /// Load NDJSON or Bundle files into a node (over HTTP) or straight into its database.
     Import(import::ImportArgs),
+    /// Ask a running node which organisations hold a patient's data, and their FHIR endpoints.
+    Localize(network_cli::LocalizeArgs),
+    /// Have a running node fetch a patient's data from every organisation holding it, as one Bundle.
+    Fetch(network_cli::FetchArgs),
     /// Measure import, read, search and `$everything` on synthetic data (needs `wrk`).
     Bench(bench::BenchArgs),
     /// Measure the hub's referral index and pseudonym service on bulk-loaded registrations (needs `wrk`).
@@ -132,6 +138,8 @@ fn main() -> Result<()> {
             Command::Demo(args) => demo(args).await,
             Command::Generate(args) => generate(args),
             Command::Import(args) => import::run(args).await,
+            Command::Localize(args) => network_cli::localize(args).await,
+            Command::Fetch(args) => network_cli::fetch(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchHub(args) => bench_hub::run(args).await,
         }
@@ -157,12 +165,24 @@ async fn open_store(data: &std::path::Path, postgres: Option<&str>) -> Result<St
     .await?
 }
 
-async fn run_node(settings: config::NodeSettings) -> Result<()> {
-    let store = open_store(&settings.data, settings.postgres.as_deref()).await?;
+/// Opens a node's store with the outbox's write hook installed, as every writer of a node's
+/// data must (the node itself and `zorgnet import --data`/`--postgres`): a write then records
+/// its referral-index registrations in its own transaction. Returns the signal the hook
+/// raises when it queued something, for the delivery task.
+async fn open_node_store(
+    data: &std::path::Path,
+    postgres: Option<&str>,
+) -> Result<(Store, std::sync::Arc<tokio::sync::Notify>)> {
+    let store = open_store(data, postgres).await?;
     let hooked = store.clone();
     let wake = tokio::task::spawn_blocking(move || zorgnet_node::outbox::install(&hooked))
         .await?
         .context("set up the outbox")?;
+    Ok((store, wake))
+}
+
+async fn run_node(settings: config::NodeSettings) -> Result<()> {
+    let (store, wake) = open_node_store(&settings.data, settings.postgres.as_deref()).await?;
     let hub = match settings.hub {
         Some((url, key)) => Some(zorgnet_node::hub_client::HubClient::new(&url, &key)?),
         None => {
