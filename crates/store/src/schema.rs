@@ -5,10 +5,11 @@
 use zorgnet_db::Migration;
 
 /// The store's migrations, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    component: "store",
-    version: 1,
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "store",
+        version: 1,
+        sql: "
 CREATE TABLE resources (
     rid {id},
     res_type {text} NOT NULL,
@@ -64,4 +65,12 @@ CREATE TABLE compartment (patient_id {text} NOT NULL, rid {int} NOT NULL,
     PRIMARY KEY (patient_id, rid)) {without_rowid};
 CREATE INDEX compartment_by_rid ON compartment (rid);
 ",
-}];
+    },
+    Migration {
+        component: "store",
+        version: 2,
+        // No query looks references up by target without the parameter (those use
+        // idx_reference_lookup); the index only cost every write a B-tree insert.
+        sql: "DROP INDEX IF EXISTS idx_reference_target;",
+    },
+];

@@ -78,13 +78,14 @@ pub async fn run(args: ImportArgs) -> Result<()> {
         }
     };
     for file in &args.files {
-        let resources = read_resources(file, &progress, &mut report.failures)?;
+        let mut resources = ResourceReader::open(file, &progress)?;
         let part = match &target {
-            Target::Store(store) => {
-                load_into_store(store, resources.into_iter(), Some(&progress)).await?
+            Target::Store(store) => load_into_store(store, &mut resources, Some(&progress)).await?,
+            Target::Http(client, url) => {
+                load_over_http(client, url, &mut resources, &progress).await?
             }
-            Target::Http(client, url) => load_over_http(client, url, resources, &progress).await?,
         };
+        report.failures.append(&mut resources.failures);
         report.stored += part.stored;
         report.unchanged += part.unchanged;
         report.failures.extend(part.failures);
@@ -137,46 +138,100 @@ enum Target {
     Http(reqwest::Client, String),
 }
 
-/// Reads all resources of a file (NDJSON of resources or Bundles, or one JSON Bundle).
-fn read_resources(
-    path: &PathBuf,
-    progress: &indicatif::ProgressBar,
-    failures: &mut Vec<(String, String)>,
-) -> Result<Vec<Value>> {
-    let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let mut reader = BufReader::new(file);
-    let mut first_line = String::new();
-    reader.read_line(&mut first_line)?;
-    let mut resources = Vec::new();
-    let name = path.display().to_string();
-    if serde_json::from_str::<Value>(&first_line).is_err() && !first_line.trim().is_empty() {
-        let mut rest = String::new();
-        reader.read_to_string(&mut rest)?;
-        progress.inc((first_line.len() + rest.len()) as u64);
-        let document: Value = serde_json::from_str(&(first_line + &rest))
-            .with_context(|| format!("{name} is neither NDJSON nor one JSON document"))?;
-        expand(document, &name, &mut resources);
-        return Ok(resources);
+/// The resources of one file (NDJSON of resources or Bundles, or one JSON document), read
+/// one line at a time as the import asks for them: a file of a million resources never sits
+/// in memory whole (parsed, that would be several GiB). Lines that are not JSON, and a read
+/// error (which ends the file), are kept in `failures`.
+struct ResourceReader {
+    reader: BufReader<std::fs::File>,
+    name: String,
+    line: String,
+    number: usize,
+    /// Resources of the last line read (a Bundle's entries) not yet handed out.
+    pending: std::collections::VecDeque<Value>,
+    done: bool,
+    progress: indicatif::ProgressBar,
+    failures: Vec<(String, String)>,
+}
+
+impl ResourceReader {
+    /// Opens `path`. A file whose first line is not a JSON value is one JSON document
+    /// (a Bundle written over several lines): that one is read whole.
+    fn open(path: &std::path::Path, progress: &indicatif::ProgressBar) -> Result<ResourceReader> {
+        let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+        let mut reader = ResourceReader {
+            reader: BufReader::new(file),
+            name: path.display().to_string(),
+            line: String::new(),
+            number: 0,
+            pending: std::collections::VecDeque::new(),
+            done: false,
+            progress: progress.clone(),
+            failures: Vec::new(),
+        };
+        reader.read_line()?;
+        let first = reader.line.trim();
+        if !first.is_empty() && serde_json::from_str::<serde::de::IgnoredAny>(first).is_err() {
+            let mut rest = String::new();
+            reader.reader.read_to_string(&mut rest)?;
+            reader.progress.inc(rest.len() as u64);
+            let text = std::mem::take(&mut reader.line) + &rest;
+            let document: Value = serde_json::from_str(&text).with_context(|| {
+                format!("{} is neither NDJSON nor one JSON document", reader.name)
+            })?;
+            let mut resources = Vec::new();
+            expand(document, &reader.name, &mut resources);
+            reader.pending.extend(resources);
+            reader.done = true;
+        }
+        Ok(reader)
     }
-    let mut line = first_line;
-    let mut number = 1;
-    loop {
-        progress.inc(line.len() as u64);
-        if !line.trim().is_empty() {
-            match serde_json::from_str::<Value>(&line) {
-                Ok(value) => expand(value, &format!("{name}:{number}"), &mut resources),
+
+    fn read_line(&mut self) -> std::io::Result<usize> {
+        self.line.clear();
+        let read = self.reader.read_line(&mut self.line)?;
+        self.number += 1;
+        self.progress.inc(read as u64);
+        Ok(read)
+    }
+}
+
+impl Iterator for ResourceReader {
+    type Item = Value;
+
+    fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(resource) = self.pending.pop_front() {
+                return Some(resource);
+            }
+            if self.done {
+                return None;
+            }
+            let location = format!("{}:{}", self.name, self.number);
+            if !self.line.trim().is_empty() {
+                match serde_json::from_str::<Value>(&self.line) {
+                    Ok(value) => {
+                        let mut resources = Vec::new();
+                        expand(value, &location, &mut resources);
+                        self.pending.extend(resources);
+                    }
+                    Err(e) => self
+                        .failures
+                        .push((location.clone(), format!("malformed JSON: {e}"))),
+                }
+            }
+            match self.read_line() {
+                Ok(0) => self.done = true,
+                Ok(_) => {}
                 Err(e) => {
-                    failures.push((format!("{name}:{number}"), format!("malformed JSON: {e}")))
+                    self.failures
+                        .push((location, format!("reading stopped here: {e}")));
+                    self.line.clear();
+                    self.done = true;
                 }
             }
         }
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            break;
-        }
-        number += 1;
     }
-    Ok(resources)
 }
 
 /// A resource, or the resources inside a Bundle with `urn:uuid:` references made local.
@@ -363,11 +418,15 @@ async fn collect(
 async fn load_over_http(
     client: &reqwest::Client,
     base: &str,
-    resources: Vec<Value>,
+    resources: &mut impl Iterator<Item = Value>,
     progress: &indicatif::ProgressBar,
 ) -> Result<ImportReport> {
     let mut report = ImportReport::default();
-    for chunk in resources.chunks(IMPORT_BATCH_RESOURCES) {
+    loop {
+        let chunk: Vec<Value> = resources.by_ref().take(IMPORT_BATCH_RESOURCES).collect();
+        if chunk.is_empty() {
+            break;
+        }
         let entries: Vec<Value> = chunk
             .iter()
             .map(|r| {
