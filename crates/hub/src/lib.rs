@@ -165,7 +165,10 @@ impl Hub {
                 auth::authenticate,
             ))
             .layer(DefaultBodyLimit::max(REQUEST_BODY_LIMIT_BYTES))
-            .layer(tower_http::trace::TraceLayer::new_for_http())
+            .layer(
+                tower_http::trace::TraceLayer::new_for_http()
+                    .make_span_with(zorgnet_node::request_span),
+            )
             .with_state(self.state.clone())
     }
 }

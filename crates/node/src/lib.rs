@@ -112,9 +112,19 @@ pub fn router_in_network(
         ))
         .layer(middleware::from_fn(track_metrics))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// The span of one request: method and path, never the query string, which carries BSNs
+/// (`Patient?identifier=…|BSN`, `$localize?patient.identifier=…`).
+pub fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path()
+    )
 }
 
 async fn render_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

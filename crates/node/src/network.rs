@@ -323,7 +323,7 @@ async fn fetch_from(
                 .bearer_auth(token)
                 .send()
                 .await
-                .map_err(|e| format!("{resource_type}: {e}"))?;
+                .map_err(|e| format!("{resource_type}: {}", e.without_url()))?;
             if response.status() == StatusCode::FORBIDDEN {
                 let body = response.json::<Value>().await.unwrap_or(Value::Null);
                 return Ok(TypeAnswer::Refused(
@@ -337,7 +337,7 @@ async fn fetch_from(
                 .json::<Value>()
                 .await
                 .map(TypeAnswer::Bundle)
-                .map_err(|e| format!("{resource_type}: {e}"))
+                .map_err(|e| format!("{resource_type}: {}", e.without_url()))
         }
         .await;
         let bundle = match answer {

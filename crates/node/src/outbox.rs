@@ -23,8 +23,7 @@ use tokio::sync::Notify;
 use zorgnet_db::sql::{Conn, SqlValue};
 use zorgnet_db::{Database, DbError, Migration};
 use zorgnet_fhir::categories::{DataCategory, categories_of};
-use zorgnet_fhir::identifiers::{BSN_SYSTEM, SEDULA_SYSTEM};
-use zorgnet_pseudonym::{Bsn, PersonalId, RecipientId, Zvn};
+use zorgnet_pseudonym::{PersonalId, RecipientId};
 use zorgnet_store::{Change, HistoryScope, ReadOutcome, Store, StoreError, WriteHook};
 
 /// The outbox's migrations.
@@ -404,43 +403,7 @@ async fn person_of(
     let Some(patient) = json.and_then(|j| serde_json::from_str::<Value>(&j).ok()) else {
         return Ok(None);
     };
-    let identifier = |system: &str| {
-        patient
-            .get("identifier")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|i| i.get("system").and_then(Value::as_str) == Some(system))
-            .and_then(|i| i.get("value").and_then(Value::as_str))
-            .map(String::from)
-    };
-    if let Some(bsn) = identifier(BSN_SYSTEM).and_then(|b| Bsn::parse(&b).ok()) {
-        return Ok(Some(PersonalId::from(bsn)));
-    }
-    let (Some(sedula), Some(birth_date)) = (
-        identifier(SEDULA_SYSTEM),
-        patient.get("birthDate").and_then(Value::as_str),
-    ) else {
-        return Ok(None);
-    };
-    let answer = hub
-        .post(
-            "/prs/zvn",
-            &serde_json::json!({"sedula": sedula, "birth_date": birth_date}),
-        )
-        .await;
-    match answer {
-        Ok(body) => Ok(body
-            .get("zvn")
-            .and_then(Value::as_str)
-            .and_then(|z| Zvn::parse(z).ok())
-            .map(PersonalId::from)),
-        Err(e) if e.is_transient() => Err(e.into()),
-        Err(e) => {
-            tracing::warn!(patient = patient_id, error = %e, "no zorgverificatienummer");
-            Ok(None)
-        }
-    }
+    Ok(hub.person_of_patient(&patient).await?)
 }
 
 /// Runs delivery until `shutdown` resolves: wakes when the hook queued something or every

@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Command-line (and environment) arguments of `zorgnet node`.
 #[derive(Args, Debug, Default)]
@@ -36,6 +37,10 @@ pub struct NodeArgs {
     /// This organisation's API key at the hub.
     #[arg(long, env = "ZORGNET_HUB_KEY", hide_env_values = true)]
     hub_key: Option<String>,
+    /// How long (milliseconds) a consent decision of the hub is reused before other
+    /// organisations' reads ask again; a citizen's change takes effect within this time.
+    #[arg(long, env = "ZORGNET_CONSENT_CACHE_TTL_MS")]
+    consent_cache_ttl_ms: Option<u64>,
 }
 
 /// The settings file.
@@ -58,6 +63,8 @@ struct FileSettings {
     hub: Option<String>,
     /// See [`NodeArgs::hub_key`].
     hub_key: Option<String>,
+    /// See [`NodeArgs::consent_cache_ttl_ms`].
+    consent_cache_ttl_ms: Option<u64>,
 }
 
 /// Resolved settings of a node.
@@ -77,6 +84,8 @@ pub struct NodeSettings {
     pub base_url: Option<String>,
     /// The hub and this organisation's key there.
     pub hub: Option<(String, String)>,
+    /// How other organisations' reads are checked against the consent register.
+    pub access: zorgnet_node::access::AccessConfig,
 }
 
 impl NodeSettings {
@@ -116,6 +125,15 @@ impl NodeSettings {
                 .or(file.base_url)
                 .map(|b| b.trim_end_matches('/').to_string()),
             hub,
+            access: zorgnet_node::access::AccessConfig {
+                decision_ttl: args
+                    .consent_cache_ttl_ms
+                    .or(file.consent_cache_ttl_ms)
+                    .map_or(
+                        zorgnet_node::access::DEFAULT_DECISION_TTL,
+                        Duration::from_millis,
+                    ),
+            },
         })
     }
 

@@ -198,7 +198,7 @@ async fn run_node(settings: config::NodeSettings) -> Result<()> {
             name: settings.name,
         },
         settings.base_url,
-        hub.map(|client| (client, wake)),
+        hub.map(|client| (client, wake, settings.access)),
     )
     .await
 }
@@ -216,6 +216,7 @@ async fn join_network(
     fhir_base: &str,
     hub: zorgnet_node::hub_client::HubClient,
     wake: std::sync::Arc<tokio::sync::Notify>,
+    access: zorgnet_node::access::AccessConfig,
 ) -> Result<std::sync::Arc<zorgnet_node::network::Network>> {
     zorgnet_node::addressing::publish_own_entries(store, identity, fhir_base)
         .await
@@ -261,7 +262,8 @@ async fn join_network(
     tracing::info!(hub = %hub.base(), "joined the network");
     Ok(std::sync::Arc::new(
         zorgnet_node::network::Network::new(hub, cache)
-            .map_err(|e| anyhow::anyhow!("network client: {:?}", e.issues))?,
+            .map_err(|e| anyhow::anyhow!("network client: {:?}", e.issues))?
+            .with_access(access),
     ))
 }
 
@@ -273,6 +275,7 @@ async fn serve(
     hub: Option<(
         zorgnet_node::hub_client::HubClient,
         std::sync::Arc<tokio::sync::Notify>,
+        zorgnet_node::access::AccessConfig,
     )>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -297,8 +300,8 @@ async fn serve(
     let _ = stdout.flush();
     drop(stdout);
     let network = match hub {
-        Some((client, wake)) => {
-            Some(join_network(&store, &identity, &shown_base, client, wake).await?)
+        Some((client, wake, access)) => {
+            Some(join_network(&store, &identity, &shown_base, client, wake, access).await?)
         }
         None => None,
     };
