@@ -80,6 +80,21 @@ impl Dialect {
         }
     }
 
+    /// A statement taking one text parameter, a key, that holds a lock on (`namespace`, key)
+    /// in the current schema until the current transaction ends, for writers that must not
+    /// interleave across processes. `None` on SQLite, where a write transaction
+    /// (`BEGIN IMMEDIATE`) holds the database's write lock already; on PostgreSQL a
+    /// transaction-scoped advisory lock on the `hashtext` of schema and key (advisory locks
+    /// are per database, and schemas are how databases are shared).
+    pub fn transaction_lock_sql(self, namespace: i32) -> Option<String> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(format!(
+                "SELECT pg_advisory_xact_lock({namespace}, hashtext(current_schema() || '/' || $1))"
+            )),
+        }
+    }
+
     /// A query taking one parameter, a count *n*, that returns *n* rows of one column: fresh
     /// values for the auto-numbered key `column` of `table` (an `{id}` column), for rows
     /// inserted with explicit keys. Run it only inside a write transaction that inserts those

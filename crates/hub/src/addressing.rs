@@ -683,7 +683,9 @@ async fn already_applied(store: &Store, op: &WriteOp) -> Result<bool, StoreError
             id.as_str(),
         ),
         WriteOp::Delete { resource_type, id } => (resource_type.as_str(), id.as_str()),
-        WriteOp::Create { .. } => return Ok(false),
+        WriteOp::Create { .. } | WriteOp::UpdateWhere { .. } | WriteOp::DeleteWhere { .. } => {
+            return Ok(false);
+        }
     };
     Ok(match (store.read(resource_type, id).await?, op) {
         (ReadOutcome::Found(stored), WriteOp::Update { resource, .. }) => {

@@ -306,6 +306,17 @@ struct Planned {
     if_match: Option<String>,
 }
 
+impl Planned {
+    /// The `id` the entry's resource carries.
+    fn resource_id(&self) -> Option<String> {
+        self.resource
+            .as_ref()?
+            .get("id")?
+            .as_str()
+            .map(String::from)
+    }
+}
+
 fn entry_error(index: usize, error: FhirError) -> FhirError {
     let issues = error
         .issues
@@ -481,36 +492,115 @@ async fn resolve_condition(
     }
 }
 
+/// The condition in an entry's url (`Type?condition`), when the url has a query.
+fn url_condition(
+    state: &AppState,
+    resource_type: &str,
+    query: Option<&str>,
+) -> Result<Option<Box<SearchQuery>>, FhirError> {
+    query
+        .map(|condition| rest::conditional_query(state, resource_type, condition).map(Box::new))
+        .transpose()
+}
+
+/// The operation for a DELETE entry: `Type/id`, or `Type?condition` (single mode).
+fn delete_op(state: &AppState, p: &Planned) -> Result<WriteOp, FhirError> {
+    let (resource_type, id, query) = split_url(&p.url);
+    match (id, url_condition(state, resource_type, query)?) {
+        (Some(id), None) => Ok(WriteOp::Delete {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+        }),
+        (None, Some(condition)) => Ok(WriteOp::DeleteWhere {
+            resource_type: resource_type.to_string(),
+            condition,
+        }),
+        _ => Err(FhirError::bad_request(
+            "DELETE needs Type/id or Type?condition",
+        )),
+    }
+}
+
+/// The operation for a PUT entry: an update of `Type/id`, or a conditional update of
+/// `Type?condition` whose resource, when it carries no id, gets `assigned` if nothing matches.
+fn put_op(
+    state: &AppState,
+    p: &Planned,
+    resource: Value,
+    assigned: Option<String>,
+) -> Result<WriteOp, FhirError> {
+    let (resource_type, id, query) = split_url(&p.url);
+    let if_match = p.if_match.as_deref().map(parse_version).transpose()?;
+    match (id, url_condition(state, resource_type, query)?) {
+        (Some(id), None) => {
+            if resource.get("id").and_then(Value::as_str) != Some(id) {
+                return Err(FhirError::bad_request(
+                    "resource id does not match the request url",
+                ));
+            }
+            rest::validate_for(&resource, resource_type)?;
+            Ok(WriteOp::Update {
+                resource,
+                id: id.to_string(),
+                if_match,
+            })
+        }
+        (None, Some(condition)) => {
+            if resource.get("id").is_some_and(|own| {
+                !own.as_str()
+                    .is_some_and(zorgnet_fhir::validate::is_valid_id)
+            }) {
+                return Err(FhirError::bad_request("resource id is not a valid FHIR id"));
+            }
+            rest::validate_for(&resource, resource_type)?;
+            Ok(WriteOp::UpdateWhere {
+                resource,
+                condition,
+                id: assigned,
+                if_match,
+            })
+        }
+        _ => Err(FhirError::bad_request(
+            "PUT needs Type/id or Type?condition",
+        )),
+    }
+}
+
 async fn transaction(
     state: &AppState,
     base: &str,
     planned: Vec<Planned>,
 ) -> Result<Value, FhirError> {
-    // 1. Give every create an id (or the id of the resource its ifNoneExist finds).
+    // 1. Give every create, and every conditional update whose resource has no id, an id for
+    //    references to point at. Their conditions are resolved by the store inside the
+    //    transaction; when one finds an existing resource, the store redirects those references.
     let mut references: HashMap<String, String> = HashMap::new();
-    let mut assigned: HashMap<usize, (String, bool)> = HashMap::new();
-    for p in planned.iter().filter(|p| p.method == "POST") {
-        let (resource_type, _, _) = split_url(&p.url);
+    let mut assigned: HashMap<usize, String> = HashMap::new();
+    for p in planned
+        .iter()
+        .filter(|p| matches!(p.method.as_str(), "POST" | "PUT"))
+    {
+        let (resource_type, id, query) = split_url(&p.url);
         rest::check_type(resource_type).map_err(|e| entry_error(p.index, e))?;
-        let existing = match &p.if_none_exist {
-            Some(condition) => resolve_condition(state, resource_type, condition)
-                .await
-                .map_err(|e| entry_error(p.index, e))?,
-            None => None,
-        };
-        let (id, exists) = match existing {
-            Some(id) => (id, true),
-            None => (uuid::Uuid::now_v7().to_string(), false),
+        let target = match (p.method.as_str(), id, query) {
+            ("POST", _, _) => {
+                let fresh = uuid::Uuid::now_v7().to_string();
+                assigned.insert(p.index, fresh.clone());
+                fresh
+            }
+            (_, Some(id), None) => id.to_string(),
+            (_, None, Some(_)) => match p.resource_id() {
+                Some(own) => own,
+                None => {
+                    let fresh = uuid::Uuid::now_v7().to_string();
+                    assigned.insert(p.index, fresh.clone());
+                    fresh
+                }
+            },
+            _ => continue,
         };
         if let Some(full_url) = &p.full_url {
-            references.insert(full_url.clone(), format!("{resource_type}/{id}"));
-        }
-        assigned.insert(p.index, (id, exists));
-    }
-    for p in planned.iter().filter(|p| p.method == "PUT") {
-        if let (Some(full_url), (resource_type, Some(id), None)) = (&p.full_url, split_url(&p.url))
-        {
-            references.insert(full_url.clone(), format!("{resource_type}/{id}"));
+            references.insert(full_url.clone(), format!("{resource_type}/{target}"));
         }
     }
     // 2. Resolve conditional references.
@@ -550,94 +640,31 @@ async fn transaction(
     let mut ops = Vec::new();
     let mut op_entries = Vec::new();
     for p in order.iter().filter(|p| p.method != "GET") {
-        let (resource_type, id, _) = split_url(&p.url);
+        let (resource_type, _, _) = split_url(&p.url);
         rest::check_type(resource_type).map_err(|e| entry_error(p.index, e))?;
         let op = match p.method.as_str() {
-            "DELETE" => {
-                let id = id.ok_or_else(|| {
-                    entry_error(
-                        p.index,
-                        FhirError::bad_request(
-                            "DELETE needs Type/id (conditional delete is not supported)",
-                        ),
-                    )
-                })?;
-                WriteOp::Delete {
-                    resource_type: resource_type.to_string(),
-                    id: id.to_string(),
-                }
-            }
+            "DELETE" => delete_op(state, p),
             method => {
                 let mut resource = p.resource.clone().ok_or_else(|| {
                     entry_error(p.index, FhirError::bad_request("entry.resource is missing"))
                 })?;
                 rewrite_references(&mut resource, &references);
                 if method == "POST" {
-                    let (new_id, exists) = assigned[&p.index].clone();
-                    if exists {
-                        op_entries.push((p.index, None, Some(new_id)));
-                        continue;
-                    }
-                    if let Some(object) = resource.as_object_mut() {
-                        object.remove("id");
-                    }
-                    rest::validate_for(&resource, resource_type)
-                        .map_err(|e| entry_error(p.index, e))?;
-                    WriteOp::Create {
-                        resource,
-                        id: Some(new_id),
-                        if_none_exist: None,
-                    }
+                    create_op(state, p, resource, assigned.get(&p.index).cloned())
                 } else {
-                    let id = id.ok_or_else(|| {
-                        entry_error(
-                            p.index,
-                            FhirError::bad_request(
-                                "PUT needs Type/id (conditional update is not supported)",
-                            ),
-                        )
-                    })?;
-                    if resource.get("id").and_then(Value::as_str) != Some(id) {
-                        return Err(entry_error(
-                            p.index,
-                            FhirError::bad_request("resource id does not match the request url"),
-                        ));
-                    }
-                    rest::validate_for(&resource, resource_type)
-                        .map_err(|e| entry_error(p.index, e))?;
-                    let if_match = p
-                        .if_match
-                        .as_deref()
-                        .map(parse_version)
-                        .transpose()
-                        .map_err(|e| entry_error(p.index, e))?;
-                    WriteOp::Update {
-                        resource,
-                        id: id.to_string(),
-                        if_match,
-                    }
+                    put_op(state, p, resource, assigned.get(&p.index).cloned())
                 }
             }
-        };
-        op_entries.push((p.index, Some(ops.len()), None));
+        }
+        .map_err(|e| entry_error(p.index, e))?;
+        op_entries.push((p.index, ops.len()));
         ops.push(op);
     }
     let outcomes = state.store.transaction(ops).await?;
     // 4. Responses in the order of the request.
     let mut responses: Vec<Value> = vec![Value::Null; planned.len()];
-    for (index, op_index, existing_id) in op_entries {
-        let response = match (op_index, existing_id) {
-            (Some(i), _) => outcome_entry(base, &outcomes[i]),
-            (None, Some(id)) => {
-                let (resource_type, _, _) = split_url(&planned[index].url);
-                match state.store.read(resource_type, &id).await? {
-                    ReadOutcome::Found(stored) => stored_entry(base, &stored, "200 OK"),
-                    _ => json!({"response": {"status": "200 OK"}}),
-                }
-            }
-            _ => Value::Null,
-        };
-        responses[index] = response;
+    for (index, op_index) in op_entries {
+        responses[index] = outcome_entry(base, &outcomes[op_index]);
     }
     for p in planned.iter().filter(|p| p.method == "GET") {
         responses[p.index] = read_entry(state, base, &p.url).await;
@@ -645,6 +672,31 @@ async fn transaction(
     Ok(
         json!({"resourceType": "Bundle", "id": uuid::Uuid::new_v4().to_string(), "type": "transaction-response", "entry": responses}),
     )
+}
+
+/// The operation for a POST entry: a create (with `id`, when pre-assigned in a transaction),
+/// conditional on `ifNoneExist` when the entry has one.
+fn create_op(
+    state: &AppState,
+    p: &Planned,
+    mut resource: Value,
+    id: Option<String>,
+) -> Result<WriteOp, FhirError> {
+    let (resource_type, _, _) = split_url(&p.url);
+    if let Some(object) = resource.as_object_mut() {
+        object.remove("id");
+    }
+    rest::validate_for(&resource, resource_type)?;
+    let if_none_exist = p
+        .if_none_exist
+        .as_deref()
+        .map(|c| rest::conditional_query(state, resource_type, c).map(Box::new))
+        .transpose()?;
+    Ok(WriteOp::Create {
+        resource,
+        id,
+        if_none_exist,
+    })
 }
 
 fn stored_entry(base: &str, stored: &StoredResource, status: &str) -> Value {
@@ -714,55 +766,22 @@ async fn batch(state: &AppState, base: &str, planned: Vec<Planned>) -> Value {
 }
 
 async fn batch_entry(state: &AppState, base: &str, p: &Planned) -> Result<Value, FhirError> {
-    let (resource_type, id, _) = split_url(&p.url);
+    let (resource_type, _, _) = split_url(&p.url);
     if p.method == "GET" {
         return Ok(read_entry(state, base, &p.url).await);
     }
     rest::check_type(resource_type)?;
     let op = match p.method.as_str() {
-        "DELETE" => WriteOp::Delete {
-            resource_type: resource_type.to_string(),
-            id: id
-                .ok_or_else(|| FhirError::bad_request("DELETE needs Type/id"))?
-                .to_string(),
-        },
-        "POST" => {
-            let mut resource = p
-                .resource
-                .clone()
-                .ok_or_else(|| FhirError::bad_request("entry.resource is missing"))?;
-            if let Some(object) = resource.as_object_mut() {
-                object.remove("id");
-            }
-            rest::validate_for(&resource, resource_type)?;
-            let if_none_exist = p
-                .if_none_exist
-                .as_deref()
-                .map(|c| rest::conditional_query(state, resource_type, c).map(Box::new))
-                .transpose()?;
-            WriteOp::Create {
-                resource,
-                id: None,
-                if_none_exist,
-            }
-        }
-        _ => {
+        "DELETE" => delete_op(state, p)?,
+        method => {
             let resource = p
                 .resource
                 .clone()
                 .ok_or_else(|| FhirError::bad_request("entry.resource is missing"))?;
-            let id = id.ok_or_else(|| FhirError::bad_request("PUT needs Type/id"))?;
-            if resource.get("id").and_then(Value::as_str) != Some(id) {
-                return Err(FhirError::bad_request(
-                    "resource id does not match the request url",
-                ));
-            }
-            rest::validate_for(&resource, resource_type)?;
-            let if_match = p.if_match.as_deref().map(parse_version).transpose()?;
-            WriteOp::Update {
-                resource,
-                id: id.to_string(),
-                if_match,
+            if method == "POST" {
+                create_op(state, p, resource, None)?
+            } else {
+                put_op(state, p, resource, None)?
             }
         }
     };

@@ -48,8 +48,8 @@ pub(crate) async fn metadata(State(state): State<Arc<AppState>>, headers: Header
                 "updateCreate": true,
                 "conditionalCreate": true,
                 "conditionalRead": "not-supported",
-                "conditionalUpdate": false,
-                "conditionalDelete": "not-supported",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
                 "searchInclude": includes,
                 "searchParam": params,
             });

@@ -37,7 +37,13 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             post(bundle::transaction_or_batch).get(system_search),
         )
         .route("/fhir/_history", get(system_history))
-        .route("/fhir/{resource_type}", get(search_get).post(create))
+        .route(
+            "/fhir/{resource_type}",
+            get(search_get)
+                .post(create)
+                .put(conditional_update)
+                .delete(conditional_delete),
+        )
         .route("/fhir/{resource_type}/_search", post(search_post))
         .route("/fhir/{resource_type}/_history", get(type_history))
         .route(
@@ -253,7 +259,10 @@ pub(crate) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// Parses `If-None-Exist: identifier=x|y` into a query on `resource_type`.
+/// Parses a condition (`If-None-Exist: identifier=x|y`, or the query of a conditional update
+/// or delete) into a query on `resource_type`. An empty condition, one with unknown
+/// parameters, or one with only result parameters (`_count`, `_sort`) would match everything:
+/// all are refused.
 pub(crate) fn conditional_query(
     state: &AppState,
     resource_type: &str,
@@ -274,7 +283,31 @@ pub(crate) fn conditional_query(
             query.unknown.join(", ")
         )));
     }
+    if query.criteria.is_empty() {
+        return Err(FhirError::bad_request(
+            "a condition must name at least one search parameter",
+        ));
+    }
     Ok(query)
+}
+
+/// The condition in the query string of a conditional update or delete.
+fn url_condition(
+    state: &AppState,
+    resource_type: &str,
+    raw: Option<&str>,
+    interaction: &str,
+) -> Result<Box<SearchQuery>, FhirError> {
+    match raw.filter(|q| !q.is_empty()) {
+        Some(condition) => Ok(Box::new(conditional_query(
+            state,
+            resource_type,
+            condition,
+        )?)),
+        None => Err(FhirError::bad_request(format!(
+            "a conditional {interaction} needs a condition: {resource_type}?parameter=value"
+        ))),
+    }
 }
 
 async fn create(
@@ -363,13 +396,17 @@ async fn update(
             if_match,
         })
         .await?;
-    let preference = return_preference(&headers);
+    update_response(outcome, &base, return_preference(&headers))
+}
+
+/// Renders the outcome of an update, conditional or not.
+fn update_response(outcome: WriteOutcome, base: &str, preference: ReturnPreference) -> AppResult {
     Ok(match outcome {
         WriteOutcome::Created(stored) => {
-            write_response(StatusCode::CREATED, &stored, &base, preference, true)
+            write_response(StatusCode::CREATED, &stored, base, preference, true)
         }
         WriteOutcome::Updated(stored) | WriteOutcome::Unchanged(stored) => {
-            write_response(StatusCode::OK, &stored, &base, preference, false)
+            write_response(StatusCode::OK, &stored, base, preference, false)
         }
         WriteOutcome::Deleted(_) => {
             return Err(FhirError::from(zorgnet_store::StoreError::Backend(
@@ -377,6 +414,66 @@ async fn update(
             )));
         }
     })
+}
+
+/// `PUT /fhir/Type?condition`: the store resolves the condition inside the write's
+/// transaction (no match creates, one match is updated, more are 412).
+async fn conditional_update(
+    State(state): AppStateRef,
+    Path(resource_type): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> AppResult {
+    check_type(&resource_type)?;
+    let condition = url_condition(&state, &resource_type, raw.as_deref(), "update")?;
+    let resource = read_json_body(&headers, body).await?;
+    validate_for(&resource, &resource_type)?;
+    if let Some(id) = resource.get("id").and_then(Value::as_str) {
+        check_id(id)?;
+    }
+    let if_match = parse_if_match(&headers)?;
+    let base = base_url(&state, &headers);
+    let outcome = state
+        .store
+        .write(WriteOp::UpdateWhere {
+            resource,
+            condition,
+            id: None,
+            if_match,
+        })
+        .await?;
+    update_response(outcome, &base, return_preference(&headers))
+}
+
+/// `DELETE /fhir/Type?condition`, single mode: no match is 204 as for an ordinary delete of
+/// nothing, one match is deleted, more are 412.
+async fn conditional_delete(
+    State(state): AppStateRef,
+    Path(resource_type): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> AppResult {
+    check_type(&resource_type)?;
+    let condition = url_condition(&state, &resource_type, raw.as_deref(), "delete")?;
+    let outcome = state
+        .store
+        .write(WriteOp::DeleteWhere {
+            resource_type,
+            condition,
+        })
+        .await?;
+    Ok(delete_response(&outcome))
+}
+
+/// 204, with the ETag of the delete's version when something was deleted.
+fn delete_response(outcome: &WriteOutcome) -> Response {
+    let mut headers = HeaderMap::new();
+    if let WriteOutcome::Deleted(Some(version)) = outcome
+        && let Ok(v) = HeaderValue::from_str(&format!("W/\"{version}\""))
+    {
+        headers.insert(header::ETAG, v);
+    }
+    (StatusCode::NO_CONTENT, headers).into_response()
 }
 
 async fn delete(
@@ -389,13 +486,7 @@ async fn delete(
         .store
         .write(WriteOp::Delete { resource_type, id })
         .await?;
-    let mut headers = HeaderMap::new();
-    if let WriteOutcome::Deleted(Some(version)) = outcome
-        && let Ok(v) = HeaderValue::from_str(&format!("W/\"{version}\""))
-    {
-        headers.insert(header::ETAG, v);
-    }
-    Ok((StatusCode::NO_CONTENT, headers).into_response())
+    Ok(delete_response(&outcome))
 }
 
 fn read_response(outcome: ReadOutcome, resource_type: &str, id: &str, base: &str) -> AppResult {

@@ -578,6 +578,11 @@ async fn transactions_are_all_or_nothing_and_resolve_references() {
             "[{b}] ifNoneExist found the patient"
         );
         assert_eq!(
+            again.body["entry"][1]["resource"]["subject"]["reference"],
+            format!("Patient/{patient_id}"),
+            "[{b}] a reference to a conditional create that matched points at the match"
+        );
+        assert_eq!(
             node.count("Patient").await,
             1,
             "[{b}] conditional create made no duplicate"
@@ -683,6 +688,442 @@ async fn conditional_create_with_if_none_exist() {
         node.create(&patient("111222333", "Smit", "Els", "2001-02-03", "female"))
             .await;
         assert_outcome(&node.send(send()).await, 412, &format!("[{b}] two matches"));
+    }
+}
+
+/// `PUT` and `DELETE` on `url` with an optional `If-Match`.
+async fn put_with(
+    node: &support::Node,
+    url: &str,
+    body: &Value,
+    if_match: Option<&str>,
+) -> support::Reply {
+    let mut request = node
+        .client
+        .put(node.url(url))
+        .header("content-type", "application/fhir+json")
+        .body(body.to_string());
+    if let Some(version) = if_match {
+        request = request.header("if-match", version);
+    }
+    node.send(request).await
+}
+
+#[tokio::test]
+async fn conditional_update_creates_updates_or_refuses() {
+    for node in nodes().await {
+        let b = node.backend;
+        let url = format!("Patient?identifier={BSN}|222333443");
+        let created = node
+            .put(
+                &url,
+                &patient("222333443", "Bakker", "Jan", "1970-05-06", "male"),
+            )
+            .await;
+        assert_eq!(
+            created.status, 201,
+            "[{b}] no match creates: {}",
+            created.text
+        );
+        let id = created.body["id"].as_str().unwrap().to_string();
+        assert!(created.header("location").is_some(), "[{b}] Location");
+
+        let updated = node
+            .put(
+                &url,
+                &patient("222333443", "Bakker-de Vries", "Jan", "1970-05-06", "male"),
+            )
+            .await;
+        assert_eq!(
+            updated.status, 200,
+            "[{b}] one match updates: {}",
+            updated.text
+        );
+        assert_eq!(updated.body["id"], id.as_str(), "[{b}]");
+        assert_eq!(updated.body["meta"]["versionId"], "2", "[{b}]");
+        assert_eq!(node.count("Patient").await, 1, "[{b}] no second patient");
+
+        let mut with_own_id = patient("222333443", "Bakker", "Jan", "1970-05-06", "male");
+        with_own_id["id"] = json!(id);
+        let reply = node.put(&url, &with_own_id).await;
+        assert_eq!(
+            reply.status, 200,
+            "[{b}] the match's own id: {}",
+            reply.text
+        );
+        with_own_id["id"] = json!("someone-else");
+        assert_outcome(
+            &node.put(&url, &with_own_id).await,
+            400,
+            &format!("[{b}] an id other than the match's"),
+        );
+
+        let stale = put_with(
+            &node,
+            &url,
+            &patient("222333443", "Stale", "Jan", "1970-05-06", "male"),
+            Some("W/\"1\""),
+        )
+        .await;
+        assert_outcome(&stale, 412, &format!("[{b}] If-Match on the match"));
+        let fresh = put_with(
+            &node,
+            &url,
+            &patient("222333443", "Fresh", "Jan", "1970-05-06", "male"),
+            Some("W/\"3\""),
+        )
+        .await;
+        assert_eq!(fresh.status, 200, "[{b}] If-Match current: {}", fresh.text);
+        assert_eq!(fresh.body["name"][0]["family"], "Fresh", "[{b}]");
+
+        let mut named = patient("333444553", "Mulder", "Sanne", "1985-07-08", "female");
+        named["id"] = json!("cond-own-id");
+        let reply = node
+            .put(&format!("Patient?identifier={BSN}|333444553"), &named)
+            .await;
+        assert_eq!(
+            reply.status, 201,
+            "[{b}] no match with an id: {}",
+            reply.text
+        );
+        assert_eq!(
+            reply.body["id"], "cond-own-id",
+            "[{b}] created with its own id"
+        );
+
+        node.create(&patient("222333443", "Dubbel", "Jan", "1970-05-06", "male"))
+            .await;
+        assert_outcome(
+            &node
+                .put(
+                    &url,
+                    &patient("222333443", "Bakker", "Jan", "1970-05-06", "male"),
+                )
+                .await,
+            412,
+            &format!("[{b}] two matches"),
+        );
+        assert_eq!(
+            node.search_ids(&format!("Patient?identifier={BSN}|222333443&family=Bakker"))
+                .await
+                .len(),
+            0,
+            "[{b}] nothing updated on 412"
+        );
+    }
+}
+
+#[tokio::test]
+async fn conditional_delete_of_none_one_or_many() {
+    for node in nodes().await {
+        let b = node.backend;
+        let keep = node
+            .create(&patient(
+                "444555663",
+                "Jansen",
+                "Piet",
+                "1960-01-02",
+                "male",
+            ))
+            .await;
+        let none = node
+            .delete(&format!("Patient?identifier={BSN}|999999990"))
+            .await;
+        assert_eq!(none.status, 204, "[{b}] no match: {}", none.text);
+        assert_eq!(node.count("Patient").await, 1, "[{b}] nothing deleted");
+
+        let gone = node
+            .create(&patient(
+                "555666773",
+                "de Boer",
+                "Eva",
+                "1995-03-04",
+                "female",
+            ))
+            .await;
+        let one = node
+            .delete(&format!("Patient?identifier={BSN}|555666773"))
+            .await;
+        assert_eq!(one.status, 204, "[{b}] one match: {}", one.text);
+        assert_eq!(one.header("etag").as_deref(), Some("W/\"2\""), "[{b}]");
+        assert_outcome(
+            &node.get(&format!("Patient/{gone}")).await,
+            410,
+            &format!("[{b}] deleted"),
+        );
+
+        node.create(&patient(
+            "444555663",
+            "Jansen",
+            "Piet",
+            "1960-01-02",
+            "male",
+        ))
+        .await;
+        assert_outcome(
+            &node
+                .delete(&format!("Patient?identifier={BSN}|444555663"))
+                .await,
+            412,
+            &format!("[{b}] two matches"),
+        );
+        assert_eq!(
+            node.get(&format!("Patient/{keep}")).await.status,
+            200,
+            "[{b}] both kept"
+        );
+        assert_eq!(node.count("Patient").await, 2, "[{b}] both kept");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_condition_is_400_and_changes_nothing() {
+    for node in nodes().await {
+        let b = node.backend;
+        node.create(&patient(
+            "666777883",
+            "Vos",
+            "Lotte",
+            "1999-09-09",
+            "female",
+        ))
+        .await;
+        let body = patient("666777883", "Vos", "Lotte", "1999-09-09", "female");
+        for url in [
+            "Patient?",
+            "Patient",
+            "Patient?nonsense=1",
+            "Patient?_count=1",
+            "Patient?birthdate=yesterday",
+        ] {
+            assert_outcome(
+                &node.put(url, &body).await,
+                400,
+                &format!("[{b}] PUT {url}"),
+            );
+            assert_outcome(&node.delete(url).await, 400, &format!("[{b}] DELETE {url}"));
+        }
+        let unknown = node
+            .send(
+                node.client
+                    .post(node.url("Patient"))
+                    .header("content-type", "application/fhir+json")
+                    .header("if-none-exist", "nonsense=1")
+                    .body(body.to_string()),
+            )
+            .await;
+        assert_outcome(
+            &unknown,
+            400,
+            &format!("[{b}] If-None-Exist with an unknown parameter"),
+        );
+        let in_bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Organization", "name": "Not stored"}, "request": {"method": "POST", "url": "Organization"}},
+            {"resource": body, "request": {"method": "PUT", "url": "Patient?nonsense=1"}}
+        ]});
+        assert_outcome(
+            &node.post("", &in_bundle).await,
+            400,
+            &format!("[{b}] in a transaction"),
+        );
+        assert_eq!(
+            node.count("Patient").await,
+            1,
+            "[{b}] nothing stored or deleted"
+        );
+        assert_eq!(node.count("Organization").await, 0, "[{b}] nothing stored");
+    }
+}
+
+#[tokio::test]
+async fn conditional_update_and_delete_in_bundles() {
+    for node in nodes().await {
+        let b = node.backend;
+        let existing = node
+            .create(&patient(
+                "777888993",
+                "Smits",
+                "Noor",
+                "1980-10-11",
+                "female",
+            ))
+            .await;
+        let doomed = node
+            .create(&patient("888999008", "Weg", "Bram", "1950-12-13", "male"))
+            .await;
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:0b0c1e6a-1f7e-4d7f-9a53-5b1c1c2e1a01",
+             "resource": patient("777888993", "Smits-Updated", "Noor", "1980-10-11", "female"),
+             "request": {"method": "PUT", "url": format!("Patient?identifier={BSN}|777888993")}},
+            {"fullUrl": "urn:uuid:0b0c1e6a-1f7e-4d7f-9a53-5b1c1c2e1a02",
+             "resource": patient("123123124", "Nieuw", "Fenna", "2010-01-01", "female"),
+             "request": {"method": "PUT", "url": format!("Patient?identifier={BSN}|123123124")}},
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "length"},
+              "subject": {"reference": "urn:uuid:0b0c1e6a-1f7e-4d7f-9a53-5b1c1c2e1a01"}},
+             "request": {"method": "POST", "url": "Observation"}},
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "weight"},
+              "subject": {"reference": "urn:uuid:0b0c1e6a-1f7e-4d7f-9a53-5b1c1c2e1a02"}},
+             "request": {"method": "POST", "url": "Observation"}},
+            {"request": {"method": "DELETE", "url": format!("Patient?identifier={BSN}|888999008")}}
+        ]});
+        let reply = node.post("", &bundle).await;
+        assert_eq!(reply.status, 200, "[{b}] {}", reply.text);
+        let entries = reply.body["entry"].as_array().unwrap();
+        assert_eq!(entries[0]["response"]["status"], "200 OK", "[{b}] updated");
+        assert_eq!(
+            entries[0]["resource"]["id"],
+            existing.as_str(),
+            "[{b}] the match"
+        );
+        assert_eq!(
+            entries[1]["response"]["status"], "201 Created",
+            "[{b}] created"
+        );
+        let created = entries[1]["resource"]["id"].as_str().unwrap();
+        assert_eq!(
+            entries[2]["resource"]["subject"]["reference"],
+            format!("Patient/{existing}"),
+            "[{b}] a reference to a conditional update points at its match"
+        );
+        assert_eq!(
+            entries[3]["resource"]["subject"]["reference"],
+            format!("Patient/{created}"),
+            "[{b}] a reference to a conditional update that created"
+        );
+        assert_eq!(entries[4]["response"]["status"], "204 No Content", "[{b}]");
+        assert_outcome(
+            &node.get(&format!("Patient/{doomed}")).await,
+            410,
+            &format!("[{b}] deleted"),
+        );
+        assert_eq!(
+            node.search_ids(&format!("Observation?subject=Patient/{existing}"))
+                .await
+                .len(),
+            1,
+            "[{b}] indexed with the rewritten reference"
+        );
+
+        node.create(&patient(
+            "777888993",
+            "Smits",
+            "Tweede",
+            "1980-10-11",
+            "female",
+        ))
+        .await;
+        let (patients, observations) =
+            (node.count("Patient").await, node.count("Observation").await);
+        let ambiguous = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "not stored"}},
+             "request": {"method": "POST", "url": "Observation"}},
+            {"request": {"method": "DELETE", "url": format!("Patient?identifier={BSN}|123123124")}},
+            {"resource": patient("777888993", "Smits", "Noor", "1980-10-11", "female"),
+             "request": {"method": "PUT", "url": format!("Patient?identifier={BSN}|777888993")}}
+        ]});
+        assert_outcome(
+            &node.post("", &ambiguous).await,
+            412,
+            &format!("[{b}] two matches fail the transaction"),
+        );
+        assert_eq!(
+            node.count("Patient").await,
+            patients,
+            "[{b}] nothing deleted"
+        );
+        assert_eq!(
+            node.count("Observation").await,
+            observations,
+            "[{b}] nothing stored"
+        );
+
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"resource": patient("777888993", "Smits", "Noor", "1980-10-11", "female"),
+             "request": {"method": "PUT", "url": format!("Patient?identifier={BSN}|777888993")}},
+            {"resource": patient("321321327", "Batch", "Kim", "2000-02-02", "female"),
+             "request": {"method": "PUT", "url": format!("Patient?identifier={BSN}|321321327")}},
+            {"request": {"method": "DELETE", "url": format!("Patient?identifier={BSN}|123123124")}}
+        ]});
+        let reply = node.post("", &batch).await;
+        let status = |i: usize| {
+            reply.body["entry"][i]["response"]["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        };
+        assert!(status(0).starts_with("412"), "[{b}] {}", reply.text);
+        assert_eq!(status(1), "201 Created", "[{b}] {}", reply.text);
+        assert_eq!(status(2), "204 No Content", "[{b}] {}", reply.text);
+        assert_eq!(
+            node.search_ids(&format!("Patient?identifier={BSN}|123123124"))
+                .await
+                .len(),
+            0,
+            "[{b}] deleted in the batch"
+        );
+    }
+}
+
+/// Conditional creates fired at once, as transaction Bundles and as plain creates; `nodes` may
+/// be two processes' worth of nodes on one database. Returns how many matching Patients exist.
+async fn race_conditional_creates(nodes: &[&support::Node], bsn: &str) -> i64 {
+    const CONCURRENT_CREATES: usize = 20;
+    let condition = format!("identifier={BSN}|{bsn}");
+    let requests = (0..CONCURRENT_CREATES).map(|i| {
+        let node = nodes[i % nodes.len()];
+        let body = patient(bsn, "Race", "Rosa", "2002-02-02", "female");
+        if i % 2 == 0 {
+            node.client
+                .post(node.base.clone())
+                .header("content-type", "application/fhir+json")
+                .body(
+                    json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+                        {"resource": body, "request": {"method": "POST", "url": "Patient", "ifNoneExist": condition}}
+                    ]})
+                    .to_string(),
+                )
+        } else {
+            node.client
+                .post(node.url("Patient"))
+                .header("content-type", "application/fhir+json")
+                .header("if-none-exist", condition.clone())
+                .body(body.to_string())
+        }
+    });
+    let mut replies = tokio::task::JoinSet::new();
+    for request in requests {
+        replies.spawn(async move {
+            let reply = request.send().await.unwrap();
+            (reply.status().as_u16(), reply.text().await.unwrap())
+        });
+    }
+    while let Some(reply) = replies.join_next().await {
+        let (status, text) = reply.unwrap();
+        assert!(
+            matches!(status, 200 | 201),
+            "[{}] {status} {text}",
+            nodes[0].backend
+        );
+    }
+    nodes[0].count(&format!("Patient?{condition}")).await
+}
+
+#[tokio::test]
+async fn concurrent_conditional_creates_make_one_resource() {
+    for node in nodes().await {
+        assert_eq!(
+            race_conditional_creates(&[&node], "135792460").await,
+            1,
+            "[{}] exactly one created",
+            node.backend
+        );
+    }
+    if let Some((first, second)) = support::postgres_pair().await {
+        assert_eq!(
+            race_conditional_creates(&[&first, &second], "135792460").await,
+            1,
+            "[postgres] two nodes on one database: exactly one created"
+        );
     }
 }
 
@@ -821,6 +1262,10 @@ async fn capability_statement_lists_what_works() {
     ] {
         assert!(params.contains(&expected), "{expected} missing");
     }
+    assert_eq!(patient["conditionalCreate"], true);
+    assert_eq!(patient["conditionalUpdate"], true);
+    assert_eq!(patient["conditionalDelete"], "single");
+    assert_eq!(patient["conditionalRead"], "not-supported");
     // `deceased` uses FHIRPath (`exists()`) that the server does not evaluate: not offered.
     assert!(!params.contains(&"deceased"));
     let search = node.get("Patient?deceased=true").await;

@@ -36,7 +36,37 @@ pub enum WriteOp {
         /// Logical id.
         id: String,
     },
+    /// Conditional update (FHIR `PUT Type?condition`): no match creates the resource (with
+    /// its own `id` when it carries one, else with `id`, else a fresh UUID); one match is
+    /// updated (a resource `id` must then equal the match's); more matches fail with
+    /// [`StoreError::PreconditionFailed`].
+    UpdateWhere {
+        /// The resource, with or without an `id`.
+        resource: Value,
+        /// The condition on the resource's type; never empty (callers refuse that).
+        condition: Box<SearchQuery>,
+        /// Id for a resource created without an `id` of its own (pre-assigned in a
+        /// transaction); a fresh UUID when `None`.
+        id: Option<String>,
+        /// `If-Match` version, checked against the match.
+        if_match: Option<i64>,
+    },
+    /// Conditional delete (FHIR `DELETE Type?condition`, single mode): no match deletes
+    /// nothing, one match is deleted, more fail with [`StoreError::PreconditionFailed`].
+    DeleteWhere {
+        /// Resource type.
+        resource_type: String,
+        /// The condition; never empty (callers refuse that).
+        condition: Box<SearchQuery>,
+    },
 }
+
+/// Advisory-lock namespace of conditional writes on PostgreSQL (see [`lock_conditions`]);
+/// distinct from the migrations' lock.
+const CONDITIONAL_WRITE_LOCK_NAMESPACE: i32 = 727_275;
+
+/// Matches read per condition: two tell "one" from "more than one".
+const CONDITION_MATCH_LIMIT: usize = 2;
 
 /// What a write did.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +81,19 @@ pub enum WriteOutcome {
     Deleted(Option<i64>),
 }
 
+/// An operation after its condition was resolved: a plain write, or an outcome known
+/// without writing (a conditional create that found its resource, a conditional delete that
+/// found nothing).
+enum Resolved {
+    Write(WriteOp),
+    Done(WriteOutcome),
+}
+
+/// Applies `ops` in one transaction. Every condition is resolved first, inside the
+/// transaction and against the state at its start, so no other write can come between a
+/// condition's match and the write it decides; then the writes run in order. A conditional
+/// create or update whose pre-assigned id gave way to a matched resource has references to
+/// `Type/pre-assigned` in the other operations' resources rewritten to the match.
 pub(crate) fn apply(
     inner: &Inner,
     conn: &mut dyn Conn,
@@ -58,10 +101,24 @@ pub(crate) fn apply(
 ) -> Result<Vec<WriteOutcome>, StoreError> {
     let now = now_ms();
     zorgnet_db::in_transaction(conn, |conn| {
-        let mut changes = Vec::new();
-        let outcomes = ops
+        lock_conditions(conn, &ops)?;
+        let mut renamed = HashMap::new();
+        let resolved = ops
             .into_iter()
-            .map(|op| apply_one(inner, conn, op, now, &mut changes))
+            .map(|op| resolve(inner, conn, op, &mut renamed))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut changes = Vec::new();
+        let outcomes = resolved
+            .into_iter()
+            .map(|resolved| match resolved {
+                Resolved::Done(outcome) => Ok(outcome),
+                Resolved::Write(mut op) => {
+                    if !renamed.is_empty() {
+                        rename_references(&mut op, &renamed);
+                    }
+                    apply_one(inner, conn, op, now, &mut changes)
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(hook) = inner.hook.get()
             && !changes.is_empty()
@@ -115,6 +172,177 @@ fn resource_type_of(resource: &Value) -> Result<String, StoreError> {
         .ok_or_else(|| StoreError::Invalid("resourceType is missing".into()))
 }
 
+/// On PostgreSQL, serialises conditional writes across processes: the transaction takes an
+/// advisory lock per resource type it writes conditionally (in sorted order, so two
+/// transactions cannot deadlock on them), held until commit. At READ COMMITTED each statement
+/// sees what committed before it started, so a transaction that waited for the lock sees the
+/// resource its predecessor created. Within one process writers are serialised already;
+/// SQLite's write transaction holds the database lock.
+fn lock_conditions(conn: &mut dyn Conn, ops: &[WriteOp]) -> Result<(), StoreError> {
+    let Some(sql) = conn
+        .dialect()
+        .transaction_lock_sql(CONDITIONAL_WRITE_LOCK_NAMESPACE)
+    else {
+        return Ok(());
+    };
+    let mut types: Vec<&str> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Create {
+                if_none_exist: Some(query),
+                ..
+            } => query.resource_type.as_deref(),
+            WriteOp::UpdateWhere { condition, .. } | WriteOp::DeleteWhere { condition, .. } => {
+                condition.resource_type.as_deref()
+            }
+            _ => None,
+        })
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    for resource_type in types {
+        conn.execute(&sql, &[resource_type.into()])?;
+    }
+    Ok(())
+}
+
+/// The ids matching a condition, refusing more than one.
+fn single_match(
+    inner: &Inner,
+    conn: &mut dyn Conn,
+    condition: &SearchQuery,
+    what: &str,
+) -> Result<Option<String>, StoreError> {
+    if condition.criteria.is_empty() {
+        return Err(StoreError::Invalid(format!(
+            "the condition of a {what} is empty and would match everything"
+        )));
+    }
+    let mut matches = search::matching_ids(inner, conn, condition, CONDITION_MATCH_LIMIT)?;
+    if matches.len() > 1 {
+        return Err(StoreError::PreconditionFailed(format!(
+            "the condition of a {what} matches more than one resource"
+        )));
+    }
+    Ok(matches.pop())
+}
+
+/// Resolves an operation's condition, recording in `renamed` a pre-assigned reference that
+/// now means a matched resource.
+fn resolve(
+    inner: &Inner,
+    conn: &mut dyn Conn,
+    op: WriteOp,
+    renamed: &mut HashMap<String, String>,
+) -> Result<Resolved, StoreError> {
+    match op {
+        WriteOp::Create {
+            resource,
+            id,
+            if_none_exist: Some(condition),
+        } => {
+            let resource_type = resource_type_of(&resource)?;
+            let Some(existing) = single_match(inner, conn, &condition, "conditional create")?
+            else {
+                return Ok(Resolved::Write(WriteOp::Create {
+                    resource,
+                    id,
+                    if_none_exist: None,
+                }));
+            };
+            if let Some(assigned) = id {
+                renamed.insert(
+                    format!("{resource_type}/{assigned}"),
+                    format!("{resource_type}/{existing}"),
+                );
+            }
+            match search::read(conn, &resource_type, &existing, None)? {
+                crate::ReadOutcome::Found(stored) => {
+                    Ok(Resolved::Done(WriteOutcome::Unchanged(stored)))
+                }
+                _ => Err(StoreError::Backend(format!(
+                    "{resource_type}/{existing} matched but cannot be read"
+                ))),
+            }
+        }
+        WriteOp::UpdateWhere {
+            mut resource,
+            condition,
+            id,
+            if_match,
+        } => {
+            let resource_type = resource_type_of(&resource)?;
+            let own_id = resource.get("id").and_then(Value::as_str).map(String::from);
+            let target = match single_match(inner, conn, &condition, "conditional update")? {
+                Some(existing) => {
+                    if own_id.as_ref().is_some_and(|own| *own != existing) {
+                        return Err(StoreError::Invalid(format!(
+                            "the resource's id does not match {resource_type}/{existing}, which the condition found"
+                        )));
+                    }
+                    if let Some(assigned) = id {
+                        renamed.insert(
+                            format!("{resource_type}/{assigned}"),
+                            format!("{resource_type}/{existing}"),
+                        );
+                    }
+                    existing
+                }
+                None => own_id
+                    .or(id)
+                    .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            };
+            if let Some(object) = resource.as_object_mut() {
+                object.insert("id".into(), Value::String(target.clone()));
+            }
+            Ok(Resolved::Write(WriteOp::Update {
+                resource,
+                id: target,
+                if_match,
+            }))
+        }
+        WriteOp::DeleteWhere {
+            resource_type,
+            condition,
+        } => Ok(
+            match single_match(inner, conn, &condition, "conditional delete")? {
+                Some(id) => Resolved::Write(WriteOp::Delete { resource_type, id }),
+                None => Resolved::Done(WriteOutcome::Deleted(None)),
+            },
+        ),
+        other => Ok(Resolved::Write(other)),
+    }
+}
+
+/// Rewrites `reference` elements of an operation's resource through `renamed`.
+fn rename_references(op: &mut WriteOp, renamed: &HashMap<String, String>) {
+    fn walk(value: &mut Value, renamed: &HashMap<String, String>) {
+        match value {
+            Value::Object(object) => {
+                for (key, child) in object.iter_mut() {
+                    match child {
+                        Value::String(reference) if key == "reference" => {
+                            if let Some(target) = renamed.get(reference.as_str()) {
+                                *reference = target.clone();
+                            }
+                        }
+                        _ => walk(child, renamed),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|item| walk(item, renamed)),
+            _ => {}
+        }
+    }
+    match op {
+        WriteOp::Create { resource, .. }
+        | WriteOp::Update { resource, .. }
+        | WriteOp::UpdateWhere { resource, .. } => walk(resource, renamed),
+        WriteOp::Delete { .. } | WriteOp::DeleteWhere { .. } => {}
+    }
+}
+
+/// Runs an operation whose condition [`resolve`] has taken care of.
 fn apply_one(
     inner: &Inner,
     conn: &mut dyn Conn,
@@ -123,30 +351,7 @@ fn apply_one(
     changes: &mut Vec<Change>,
 ) -> Result<WriteOutcome, StoreError> {
     match op {
-        WriteOp::Create {
-            resource,
-            id,
-            if_none_exist,
-        } => {
-            if let Some(query) = if_none_exist {
-                let matches = search::matching_ids(inner, conn, &query, 2)?;
-                match matches.as_slice() {
-                    [] => {}
-                    [existing] => {
-                        let resource_type = resource_type_of(&resource)?;
-                        if let crate::ReadOutcome::Found(stored) =
-                            search::read(conn, &resource_type, existing, None)?
-                        {
-                            return Ok(WriteOutcome::Unchanged(stored));
-                        }
-                    }
-                    _ => {
-                        return Err(StoreError::PreconditionFailed(
-                            "If-None-Exist matched more than one resource".into(),
-                        ));
-                    }
-                }
-            }
+        WriteOp::Create { resource, id, .. } => {
             let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
             let resource_type = resource_type_of(&resource)?;
             if current_row(conn, &resource_type, &id)?.is_some() {
@@ -164,6 +369,9 @@ fn apply_one(
         WriteOp::Delete { resource_type, id } => {
             delete(inner, conn, &resource_type, &id, now, changes)
         }
+        WriteOp::UpdateWhere { .. } | WriteOp::DeleteWhere { .. } => Err(StoreError::Backend(
+            "a conditional write reached the writer unresolved".into(),
+        )),
     }
 }
 

@@ -62,6 +62,39 @@ pub async fn postgres_node(url: &str) -> Node {
     start("postgres", store, None).await
 }
 
+/// Two nodes, two stores, on one fresh PostgreSQL schema: how several node processes share a
+/// database. `None` (with a notice) when no PostgreSQL server is configured.
+pub async fn postgres_pair() -> Option<(Node, Node)> {
+    let url = match std::env::var(POSTGRES_URL_VARIABLE) {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            eprintln!(
+                "\n*** SKIPPED: two nodes on one PostgreSQL database ({POSTGRES_URL_VARIABLE} is not set) ***\n"
+            );
+            return None;
+        }
+    };
+    let schema = format!(
+        "zorgnet_test_{}_{}_{}",
+        std::process::id(),
+        SCHEMA_COUNTER.fetch_add(1, Ordering::SeqCst),
+        zorgnet_store::now_ms()
+    );
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        let schema_url = zorgnet_db::postgres_fresh_schema(&url, &schema).unwrap();
+        (
+            Store::open_postgres(&schema_url, SearchRegistry::r4()).unwrap(),
+            Store::open_postgres(&schema_url, SearchRegistry::r4()).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    Some((
+        start("postgres", first, None).await,
+        start("postgres", second, None).await,
+    ))
+}
+
 async fn start(backend: &'static str, store: Store, dir: Option<tempfile::TempDir>) -> Node {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
