@@ -1,10 +1,13 @@
 //! End-to-end tests of `zorgnet hub` and `zorgnet node --hub` as processes: a node killed
 //! with SIGKILL while the hub is down loses no registration; `node status` shows the outbox.
 
-use serde_json::{Value, json};
+mod support;
+
+use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{post, register};
 use zorgnet_node::hub_client::HubClient;
 use zorgnet_pseudonym::{Bsn, PersonalId};
 
@@ -68,34 +71,6 @@ fn node_status(data: &std::path::Path) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
-}
-
-async fn register(hub: &str, admin_key: &str, ura: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(format!("{hub}/registry/organisations"))
-        .bearer_auth(admin_key)
-        .json(&json!({"ura": ura, "name": format!("Organisatie {ura}")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    body["api_key"].as_str().unwrap().to_string()
-}
-
-async fn post(base: &str, resource: Value) -> Value {
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{base}/{}",
-            resource["resourceType"].as_str().unwrap()
-        ))
-        .header("content-type", "application/fhir+json")
-        .body(resource.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

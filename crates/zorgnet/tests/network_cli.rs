@@ -3,6 +3,8 @@
 //! the registrations it queues are delivered once the node runs with `--hub`.
 //! Deadlines only guard against hangs; nothing here measures time.
 
+mod support;
+
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -13,6 +15,8 @@ use zorgnet_fhir::categories::categories_of;
 use zorgnet_fhir::identifiers::BSN_SYSTEM;
 use zorgnet_node::hub_client::HubClient;
 use zorgnet_pseudonym::{Bsn, PersonalId};
+
+use support::{post, register};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_zorgnet");
 const GP: &str = "00000011";
@@ -148,34 +152,6 @@ fn wait_until_delivered(data: &Path) {
         assert!(started.elapsed() < WAIT, "the outbox was not delivered");
         std::thread::sleep(POLL);
     }
-}
-
-async fn register(hub: &str, admin_key: &str, ura: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(format!("{hub}/registry/organisations"))
-        .bearer_auth(admin_key)
-        .json(&json!({"ura": ura, "name": format!("Organisatie {ura}")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    body["api_key"].as_str().unwrap().to_string()
-}
-
-async fn post(base: &str, resource: Value) -> Value {
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{base}/{}",
-            resource["resourceType"].as_str().unwrap()
-        ))
-        .header("content-type", "application/fhir+json")
-        .body(resource.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
 }
 
 /// Waits until the hub's address book lists an Endpoint at `fhir_base`.
