@@ -104,7 +104,9 @@ pub(crate) struct Inner {
     db: Database,
     pub(crate) registry: SearchRegistry,
     /// (resource type, parameter code) → param_id, for every parameter in the registry.
-    pub(crate) param_ids: HashMap<(String, String), i64>,
+    /// Keyed by type, then code, so a lookup borrows its `&str`s instead of allocating a key
+    /// (it runs per index row on import and per criterion on search).
+    pub(crate) param_ids: HashMap<String, HashMap<String, i64>>,
     /// Runs inside every write transaction, after its operations.
     pub(crate) hook: OnceLock<Arc<dyn WriteHook>>,
     /// The writer's multi-row statements for this database's dialect.
@@ -140,9 +142,7 @@ pub trait WriteHook: Send + Sync {
 
 impl Inner {
     pub(crate) fn param_id(&self, resource_type: &str, code: &str) -> Option<i64> {
-        self.param_ids
-            .get(&(resource_type.to_string(), code.to_string()))
-            .copied()
+        self.param_ids.get(resource_type)?.get(code).copied()
     }
 
     pub(crate) fn with_writer<T>(
@@ -203,7 +203,13 @@ impl Store {
             .map(|p| (p.resource_type.clone(), p.code.clone()))
             .collect();
         let param_ids = inner.with_writer(|conn| write::ensure_param_ids(conn, &wanted))?;
-        inner.param_ids = param_ids;
+        for ((resource_type, code), id) in param_ids {
+            inner
+                .param_ids
+                .entry(resource_type)
+                .or_default()
+                .insert(code, id);
+        }
         Ok(Store {
             inner: Arc::new(inner),
         })
