@@ -79,18 +79,41 @@ impl ToSql for Null {
     to_sql_checked!();
 }
 
-fn bind(values: &[SqlValue]) -> Vec<Box<dyn ToSql + Sync>> {
-    values
-        .iter()
-        .map(|v| -> Box<dyn ToSql + Sync> {
-            match v {
-                SqlValue::Null => Box::new(Null),
-                SqlValue::Int(i) => Box::new(*i),
-                SqlValue::Real(r) => Box::new(*r),
-                SqlValue::Text(t) => Box::new(t.clone()),
-            }
-        })
-        .collect()
+/// A parameter bound by reference: no value is copied. Each value checks the column's type
+/// itself, as `postgres` does for plain parameters.
+#[derive(Debug)]
+struct Param<'a>(&'a SqlValue);
+
+impl ToSql for Param<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.to_sql_checked(ty, out)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    fn to_sql_checked(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self.0 {
+            SqlValue::Null => Null.to_sql_checked(ty, out),
+            SqlValue::Int(i) => i.to_sql_checked(ty, out),
+            SqlValue::Real(r) => r.to_sql_checked(ty, out),
+            SqlValue::Text(t) => t.as_str().to_sql_checked(ty, out),
+            SqlValue::Shared(t) => (&**t).to_sql_checked(ty, out),
+        }
+    }
+}
+
+fn bind(values: &[SqlValue]) -> Vec<Param<'_>> {
+    values.iter().map(Param).collect()
 }
 
 impl Conn for PgConn {
@@ -100,8 +123,8 @@ impl Conn for PgConn {
 
     fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
         let statement = self.statement(sql)?;
-        let boxed = bind(params);
-        let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(|b| b.as_ref()).collect();
+        let bound = bind(params);
+        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|p| p as _).collect();
         let rows = self.client.query(&statement, &refs).map_err(backend)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
@@ -134,8 +157,8 @@ impl Conn for PgConn {
             return Ok(0);
         }
         let statement = self.statement(sql)?;
-        let boxed = bind(params);
-        let refs: Vec<&(dyn ToSql + Sync)> = boxed.iter().map(|b| b.as_ref()).collect();
+        let bound = bind(params);
+        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|p| p as _).collect();
         self.client.execute(&statement, &refs).map_err(backend)
     }
 

@@ -5,6 +5,7 @@
 //! translate values and placeholders.
 
 use crate::DbError;
+use std::sync::Arc;
 
 /// A value bound to or read from a statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +18,9 @@ pub enum SqlValue {
     Real(f64),
     /// Text.
     Text(String),
+    /// Text its owner keeps as well, bound without a copy (a resource's JSON on import,
+    /// kept for a retry while the statement runs).
+    Shared(Arc<str>),
 }
 
 impl SqlValue {
@@ -33,7 +37,17 @@ impl SqlValue {
     pub fn take_text(&mut self) -> String {
         match std::mem::replace(self, SqlValue::Null) {
             SqlValue::Text(t) => t,
+            SqlValue::Shared(t) => t.to_string(),
             _ => String::new(),
+        }
+    }
+
+    /// The text, if this is text.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            SqlValue::Text(t) => Some(t),
+            SqlValue::Shared(t) => Some(t),
+            _ => None,
         }
     }
 }
@@ -72,6 +86,17 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// How a multi-row `INSERT` of rows that must all be new begins. On SQLite `OR FAIL`: a
+    /// conflict still fails the statement (and the caller rolls its transaction back), but
+    /// SQLite need not keep a statement journal to undo the statement's earlier rows, which
+    /// cost a page copy per page the statement touched.
+    pub fn bulk_insert_verb(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "INSERT OR FAIL INTO",
+            Dialect::Postgres => "INSERT INTO",
+        }
+    }
+
     /// The placeholder for parameter number `n` (1-based).
     pub fn placeholder(self, n: usize) -> String {
         match self {

@@ -51,6 +51,7 @@ fn to_sql(value: &SqlValue) -> ToSqlOutput<'_> {
         SqlValue::Int(i) => ToSqlOutput::Owned(RValue::Integer(*i)),
         SqlValue::Real(r) => ToSqlOutput::Owned(RValue::Real(*r)),
         SqlValue::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+        SqlValue::Shared(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
     }
 }
 

@@ -9,6 +9,7 @@ use crate::identifiers::{BSN_SYSTEM, bsn_is_valid};
 use crate::model::{Context, ElementKind, ElementRule, Model, r4};
 use crate::outcome::{Issue, IssueCode};
 use serde_json::{Map, Value};
+use std::fmt::Write;
 
 /// Nesting depth beyond which a document is rejected (stops stack exhaustion by hostile input).
 pub const MAX_NESTING_DEPTH: usize = 64;
@@ -20,91 +21,102 @@ pub fn validate_resource(resource: &Value) -> Vec<Issue> {
     let mut validator = Validator {
         model: r4(),
         issues: Vec::new(),
+        path: String::new(),
     };
-    validator.resource(resource, "", 0);
+    validator.resource(resource, 0);
     validator.issues
 }
 
+/// Walks a resource. `path` is the FHIRPath-like location of the value being checked
+/// (`Patient.name[0].given`): one buffer, extended on the way down and cut back on the way
+/// up, so that checking a valid resource allocates no location strings.
 struct Validator {
     model: &'static Model,
     issues: Vec<Issue>,
+    path: String,
 }
 
 impl Validator {
-    fn push(&mut self, code: IssueCode, location: &str, message: String) {
+    fn push(&mut self, code: IssueCode, message: String) {
         if self.issues.len() < MAX_ISSUES {
-            self.issues.push(Issue::error(code, message).at(location));
+            self.issues.push(Issue::error(code, message).at(&self.path));
         }
     }
 
-    fn resource(&mut self, value: &Value, location: &str, depth: usize) {
+    /// Runs `f` with `.key` appended to the path.
+    fn at_key(&mut self, key: &str, f: impl FnOnce(&mut Self)) {
+        let mark = self.path.len();
+        self.path.push('.');
+        self.path.push_str(key);
+        f(self);
+        self.path.truncate(mark);
+    }
+
+    /// Runs `f` with `[index]` appended to the path.
+    fn at_index(&mut self, index: usize, f: impl FnOnce(&mut Self)) {
+        let mark = self.path.len();
+        // Writing to a String cannot fail.
+        let _ = write!(self.path, "[{index}]");
+        f(self);
+        self.path.truncate(mark);
+    }
+
+    fn resource(&mut self, value: &Value, depth: usize) {
         let Some(object) = value.as_object() else {
             self.push(
                 IssueCode::Structure,
-                location,
                 "a resource must be a JSON object".into(),
             );
             return;
         };
         let Some(resource_type) = object.get("resourceType").and_then(Value::as_str) else {
-            self.push(
-                IssueCode::Structure,
-                location,
-                "resourceType is missing".into(),
-            );
+            self.push(IssueCode::Structure, "resourceType is missing".into());
             return;
         };
         if !self.model.is_resource_type(resource_type) {
             self.push(
                 IssueCode::NotSupported,
-                location,
                 format!("unknown resource type '{resource_type}'"),
             );
             return;
         }
-        let here = if location.is_empty() {
-            resource_type.to_string()
-        } else {
-            location.to_string()
-        };
+        let root = self.path.is_empty();
+        if root {
+            self.path.push_str(resource_type);
+        }
         if let Some(id) = object.get("id") {
             let valid = id.as_str().is_some_and(is_valid_id);
             if !valid {
-                self.push(
-                    IssueCode::Value,
-                    &format!("{here}.id"),
-                    format!("id {id} is not a valid FHIR id ([A-Za-z0-9\\-\\.]{{1,64}})"),
-                );
+                self.at_key("id", |v| {
+                    v.push(
+                        IssueCode::Value,
+                        format!("id {id} is not a valid FHIR id ([A-Za-z0-9\\-\\.]{{1,64}})"),
+                    )
+                });
             }
         }
         let context_id = self.model.types[resource_type]
             .context
             .expect("resources have a root context");
-        self.object(object, context_id, &here, depth, true);
+        self.object(object, context_id, depth, true);
+        if root {
+            self.path.clear();
+        }
     }
 
     fn object(
         &mut self,
         object: &Map<String, Value>,
         context_id: usize,
-        location: &str,
         depth: usize,
         is_resource_root: bool,
     ) {
         if depth > MAX_NESTING_DEPTH {
-            self.push(
-                IssueCode::TooCostly,
-                location,
-                "document nested too deeply".into(),
-            );
+            self.push(IssueCode::TooCostly, "document nested too deeply".into());
             return;
         }
         if object.is_empty() {
-            self.push(
-                IssueCode::Structure,
-                location,
-                "objects must not be empty".into(),
-            );
+            self.push(IssueCode::Structure, "objects must not be empty".into());
             return;
         }
         let context: &Context = &self.model.contexts[context_id];
@@ -115,41 +127,35 @@ impl Validator {
             if let Some(base) = key.strip_prefix('_') {
                 match context.keys.get(base) {
                     Some(rule) if matches!(rule.kind, ElementKind::Primitive(_)) => {
-                        self.primitive_extension(value, rule, &format!("{location}.{key}"), depth);
+                        self.at_key(key, |v| v.primitive_extension(value, rule, depth));
                     }
-                    _ => self.push(
-                        IssueCode::Structure,
-                        &format!("{location}.{key}"),
-                        format!("unknown element '{key}' in {}", context.path),
-                    ),
+                    _ => self.at_key(key, |v| {
+                        v.push(
+                            IssueCode::Structure,
+                            format!("unknown element '{key}' in {}", context.path),
+                        )
+                    }),
                 }
                 continue;
             }
             let Some(rule) = context.keys.get(key) else {
-                self.push(
-                    IssueCode::Structure,
-                    &format!("{location}.{key}"),
-                    format!("unknown element '{key}' in {}", context.path),
-                );
+                self.at_key(key, |v| {
+                    v.push(
+                        IssueCode::Structure,
+                        format!("unknown element '{key}' in {}", context.path),
+                    )
+                });
                 continue;
             };
-            self.element(
-                object,
-                key,
-                value,
-                rule,
-                &format!("{location}.{key}"),
-                depth,
-            );
+            self.at_key(key, |v| v.element(object, key, value, rule, depth));
         }
         for (name, keys) in &context.required {
             let present = keys
                 .iter()
-                .any(|k| object.contains_key(k) || object.contains_key(&format!("_{k}")));
+                .any(|k| object.contains_key(k) || has_primitive_extension(object, k));
             if !present {
                 self.push(
                     IssueCode::Required,
-                    location,
                     format!("required element '{name}' is missing in {}", context.path),
                 );
             }
@@ -163,7 +169,6 @@ impl Validator {
                 if seen_choices.contains(&rule.name.as_str()) {
                     self.push(
                         IssueCode::Structure,
-                        location,
                         format!(
                             "more than one type given for choice element '{}'",
                             rule.name
@@ -181,7 +186,6 @@ impl Validator {
         key: &str,
         value: &Value,
         rule: &ElementRule,
-        location: &str,
         depth: usize,
     ) {
         match value {
@@ -189,76 +193,61 @@ impl Validator {
                 if !rule.repeats {
                     self.push(
                         IssueCode::Structure,
-                        location,
                         format!("'{key}' does not repeat: expected a single value, not an array"),
                     );
                     return;
                 }
                 if items.is_empty() {
-                    self.push(
-                        IssueCode::Structure,
-                        location,
-                        "arrays must not be empty".into(),
-                    );
+                    self.push(IssueCode::Structure, "arrays must not be empty".into());
                     return;
                 }
-                let has_extensions = parent.contains_key(&format!("_{key}"));
+                let has_extensions = has_primitive_extension(parent, key);
                 for (i, item) in items.iter().enumerate() {
-                    let item_location = format!("{location}[{i}]");
                     if item.is_null() && has_extensions {
                         continue;
                     }
-                    self.single(item, rule, &item_location, depth);
+                    self.at_index(i, |v| v.single(item, rule, depth));
                 }
             }
             _ if rule.repeats => self.push(
                 IssueCode::Structure,
-                location,
                 format!("'{key}' repeats: expected an array"),
             ),
-            _ => self.single(value, rule, location, depth),
+            _ => self.single(value, rule, depth),
         }
     }
 
-    fn single(&mut self, value: &Value, rule: &ElementRule, location: &str, depth: usize) {
+    fn single(&mut self, value: &Value, rule: &ElementRule, depth: usize) {
         match &rule.kind {
-            ElementKind::Primitive(type_name) => self.primitive(value, type_name, location),
+            ElementKind::Primitive(type_name) => self.primitive(value, type_name),
             ElementKind::Complex(context_id) => match value.as_object() {
                 Some(object) => {
-                    self.object(object, *context_id, location, depth + 1, false);
+                    self.object(object, *context_id, depth + 1, false);
                     if rule.type_name == "Identifier" {
-                        self.dutch_identifier(object, location);
+                        self.dutch_identifier(object);
                     }
                 }
                 None => self.push(
                     IssueCode::Structure,
-                    location,
                     format!("expected an object of type {}", rule.type_name),
                 ),
             },
-            ElementKind::Resource => self.resource(value, location, depth + 1),
+            ElementKind::Resource => self.resource(value, depth + 1),
         }
     }
 
-    fn primitive_extension(
-        &mut self,
-        value: &Value,
-        rule: &ElementRule,
-        location: &str,
-        depth: usize,
-    ) {
+    fn primitive_extension(&mut self, value: &Value, rule: &ElementRule, depth: usize) {
         match value {
-            Value::Object(object) => self.element_object(object, location, depth + 1),
+            Value::Object(object) => self.element_object(object, depth + 1),
             Value::Array(items) if rule.repeats => {
                 for (i, item) in items.iter().enumerate() {
                     match item {
                         Value::Null => {}
                         Value::Object(object) => {
-                            self.element_object(object, &format!("{location}[{i}]"), depth + 1)
+                            self.at_index(i, |v| v.element_object(object, depth + 1))
                         }
                         _ => self.push(
                             IssueCode::Structure,
-                            location,
                             "primitive extensions must be objects or null".into(),
                         ),
                     }
@@ -266,7 +255,6 @@ impl Validator {
             }
             _ => self.push(
                 IssueCode::Structure,
-                location,
                 "primitive extension has the wrong shape".into(),
             ),
         }
@@ -274,13 +262,9 @@ impl Validator {
 
     /// The `_name` companion of a primitive: only `id` and `extension` (the R4 `Element` type,
     /// which has no StructureDefinition of its own in the definitions package).
-    fn element_object(&mut self, object: &Map<String, Value>, location: &str, depth: usize) {
+    fn element_object(&mut self, object: &Map<String, Value>, depth: usize) {
         if depth > MAX_NESTING_DEPTH {
-            self.push(
-                IssueCode::TooCostly,
-                location,
-                "document nested too deeply".into(),
-            );
+            self.push(IssueCode::TooCostly, "document nested too deeply".into());
             return;
         }
         let extension_context = self.model.types["Extension"]
@@ -290,32 +274,31 @@ impl Validator {
             match (key.as_str(), value) {
                 ("id", Value::String(_)) => {}
                 ("extension", Value::Array(items)) if !items.is_empty() => {
-                    for (i, item) in items.iter().enumerate() {
-                        let item_location = format!("{location}.extension[{i}]");
-                        match item.as_object() {
-                            Some(o) => {
-                                self.object(o, extension_context, &item_location, depth + 1, false)
-                            }
-                            None => self.push(
-                                IssueCode::Structure,
-                                &item_location,
-                                "expected an Extension object".into(),
-                            ),
+                    self.at_key("extension", |v| {
+                        for (i, item) in items.iter().enumerate() {
+                            v.at_index(i, |v| match item.as_object() {
+                                Some(o) => v.object(o, extension_context, depth + 1, false),
+                                None => v.push(
+                                    IssueCode::Structure,
+                                    "expected an Extension object".into(),
+                                ),
+                            });
                         }
-                    }
+                    });
                 }
-                _ => self.push(
-                    IssueCode::Structure,
-                    &format!("{location}.{key}"),
-                    format!(
-                        "unknown or malformed element '{key}' in a primitive's extension object"
-                    ),
-                ),
+                _ => self.at_key(key, |v| {
+                    v.push(
+                        IssueCode::Structure,
+                        format!(
+                            "unknown or malformed element '{key}' in a primitive's extension object"
+                        ),
+                    )
+                }),
             }
         }
     }
 
-    fn primitive(&mut self, value: &Value, type_name: &str, location: &str) {
+    fn primitive(&mut self, value: &Value, type_name: &str) {
         let ok = match type_name {
             "boolean" => value.is_boolean(),
             "integer" => value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
@@ -337,7 +320,6 @@ impl Validator {
         if !ok {
             self.push(
                 IssueCode::Value,
-                location,
                 format!("{} is not a valid {type_name}", short(value)),
             );
         }
@@ -361,20 +343,26 @@ impl Validator {
         }
     }
 
-    fn dutch_identifier(&mut self, identifier: &Map<String, Value>, location: &str) {
+    fn dutch_identifier(&mut self, identifier: &Map<String, Value>) {
         if identifier.get("system").and_then(Value::as_str) != Some(BSN_SYSTEM) {
             return;
         }
         if let Some(value) = identifier.get("value").and_then(Value::as_str)
             && !bsn_is_valid(value)
         {
-            self.push(
-                IssueCode::Value,
-                &format!("{location}.value"),
-                format!("'{value}' is not a valid BSN (9 digits passing the 11-check)"),
-            );
+            self.at_key("value", |v| {
+                v.push(
+                    IssueCode::Value,
+                    format!("'{value}' is not a valid BSN (9 digits passing the 11-check)"),
+                )
+            });
         }
     }
+}
+
+/// Whether `object` has the `_key` companion of primitive element `key`.
+fn has_primitive_extension(object: &Map<String, Value>, key: &str) -> bool {
+    object.keys().any(|k| k.strip_prefix('_') == Some(key))
 }
 
 /// A FHIR id: 1–64 characters from `[A-Za-z0-9\-\.]`.

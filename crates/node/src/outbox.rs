@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use zorgnet_db::sql::{Conn, SqlValue};
 use zorgnet_db::{Database, DbError, Migration};
-use zorgnet_fhir::categories::{DataCategory, categories_of};
+use zorgnet_fhir::categories::DataCategory;
 use zorgnet_pseudonym::{PersonalId, RecipientId};
 use zorgnet_store::{Change, HistoryScope, ReadOutcome, Store, StoreError, WriteHook};
 
@@ -113,18 +113,11 @@ impl WriteHook for RegistrationHook {
                     .into_iter()
                     .map(|mut row| (row[0].take_text(), row[1].take_text())),
             );
-            let Some(json) = zorgnet_store::current_json(conn, &change.resource_type, &change.id)?
-            else {
+            let Some(current) = &change.current else {
                 continue;
             };
-            let value: Value = serde_json::from_str(&json)
-                .map_err(|e| StoreError::Backend(format!("stored {resource} is not JSON: {e}")))?;
-            let categories = categories_of(&value);
-            if categories.is_empty() {
-                continue;
-            }
-            for patient in zorgnet_store::compartment_of(conn, &change.resource_type, &change.id)? {
-                for category in &categories {
+            for patient in &current.patients {
+                for category in &current.categories {
                     conn.execute(
                         &format!(
                             "INSERT INTO outbox_holdings (resource, patient_id, category) VALUES ({p1}, {p2}, {p3}) ON CONFLICT DO NOTHING"

@@ -15,7 +15,7 @@ mod search;
 mod write;
 
 pub use search::{HistoryEntry, HistoryPage, HistoryScope, SearchResult, parse_rid_cursor};
-pub use write::{ImportBatch, ImportFailure, WriteOp, WriteOutcome};
+pub use write::{ImportBatch, ImportFailure, ImportOutcome, WriteOp, WriteOutcome};
 
 use serde_json::Value;
 use std::collections::HashMap;
@@ -24,6 +24,7 @@ use std::sync::{Arc, OnceLock};
 use zorgnet_db::sql::Conn;
 pub use zorgnet_db::{BackendKind, now_ms};
 use zorgnet_db::{Database, DbError};
+use zorgnet_fhir::categories::DataCategory;
 use zorgnet_fhir::search::{SearchQuery, SearchRegistry};
 
 /// Storage errors, one variant per decision a caller makes.
@@ -130,6 +131,19 @@ pub struct Change {
     pub id: String,
     /// Patients whose compartment held the resource before or holds it after the write.
     pub patients: Vec<String>,
+    /// The resource after the write; `None` when the write deleted it.
+    pub current: Option<CurrentContent>,
+}
+
+/// What a [`WriteHook`] learns of a resource's content after a write. Worked out from the
+/// resource before it reaches the writer (on the import task, for an import), so that the
+/// writer neither reads the resource back nor parses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentContent {
+    /// Patients whose compartment holds it.
+    pub patients: Vec<String>,
+    /// Its data categories ([`zorgnet_fhir::categories::categories_of`]).
+    pub categories: Vec<DataCategory>,
 }
 
 /// Work that must commit or roll back together with resource writes: the node's outbox of
@@ -287,18 +301,14 @@ impl Store {
     /// [`WriteOp::Update`] without `If-Match`): all are stored or none. Resources new to the
     /// store take a bulk path; a resource whose content is unchanged keeps its version.
     /// Outcomes are in batch order.
-    pub async fn import(&self, batch: ImportBatch) -> Result<Vec<WriteOutcome>, ImportFailure> {
+    pub async fn import(&self, batch: ImportBatch) -> Result<Vec<ImportOutcome>, ImportFailure> {
         let inner = self.inner.clone();
-        let (result, resources) = tokio::task::spawn_blocking(move || batch.write(&inner))
+        tokio::task::spawn_blocking(move || batch.write(&inner))
             .await
             .map_err(|e| ImportFailure {
                 error: StoreError::Backend(format!("storage task failed: {e}")),
                 ops: Vec::new(),
-            })?;
-        match result {
-            Ok(outcomes) => Ok(outcomes),
-            Err(error) => Err(ImportFailure::new(error, resources)),
-        }
+            })?
     }
 
     /// Refreshes the planner statistics of the store's tables after a bulk import: PostgreSQL
@@ -410,38 +420,4 @@ pub fn stamp(resource: &mut Value, id: &str, version: i64, last_updated_ms: i64)
         }
     }
     resource.to_string()
-}
-
-/// The current JSON of a resource, read on `conn`: how a [`WriteHook`] sees what the
-/// transaction it runs in just wrote. `None` when the resource is deleted or absent.
-pub fn current_json(
-    conn: &mut dyn Conn,
-    resource_type: &str,
-    id: &str,
-) -> Result<Option<String>, StoreError> {
-    Ok(match search::read(conn, resource_type, id, None)? {
-        ReadOutcome::Found(stored) => Some(stored.json),
-        _ => None,
-    })
-}
-
-/// The patients whose compartment holds a resource's current version, read on `conn` (for
-/// a [`WriteHook`], inside the transaction).
-pub fn compartment_of(
-    conn: &mut dyn Conn,
-    resource_type: &str,
-    id: &str,
-) -> Result<Vec<String>, StoreError> {
-    let d = conn.dialect();
-    let sql = format!(
-        "SELECT c.patient_id FROM compartment c JOIN resources r ON r.rid = c.rid \
-         WHERE r.res_type = {} AND r.id = {}",
-        d.placeholder(1),
-        d.placeholder(2)
-    );
-    Ok(conn
-        .query(&sql, &[resource_type.into(), id.into()])?
-        .into_iter()
-        .map(|mut row| row[0].take_text())
-        .collect())
 }

@@ -2,10 +2,12 @@
 //! operations of one call in one database transaction.
 
 use crate::search::{self, current_row};
-use crate::{Change, Inner, StoreError, StoredResource, now_ms, stamp};
+use crate::{Change, CurrentContent, Inner, StoreError, StoredResource, now_ms, stamp};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use zorgnet_db::sql::{Conn, Dialect, SqlBuilder, SqlValue};
+use zorgnet_fhir::categories::{DataCategory, categories_of};
 use zorgnet_fhir::search::{IndexValue, SearchQuery};
 
 /// One write.
@@ -149,10 +151,10 @@ fn record_change(
     resource_type: &str,
     id: &str,
     before: Vec<String>,
-    after: &[String],
+    current: Option<CurrentContent>,
 ) {
     let mut patients = before;
-    for patient in after {
+    for patient in current.iter().flat_map(|c| &c.patients) {
         if !patients.contains(patient) {
             patients.push(patient.clone());
         }
@@ -161,6 +163,7 @@ fn record_change(
         resource_type: resource_type.to_string(),
         id: id.to_string(),
         patients,
+        current,
     });
 }
 
@@ -456,7 +459,11 @@ fn put(
     set_current(conn, rid, version, now, false, seq)?;
     let indexes = indexes(inner, &resource_type, &resource);
     if hooked {
-        record_change(changes, &resource_type, id, before, &indexes.patients);
+        let current = CurrentContent {
+            patients: indexes.patients.clone(),
+            categories: categories_of(&resource),
+        };
+        record_change(changes, &resource_type, id, before, Some(current));
     }
     write_indexes(inner, conn, rid, indexes)?;
     let stored = StoredResource {
@@ -501,7 +508,7 @@ fn delete(
     set_current(conn, row.rid, version, now, true, seq)?;
     if inner.hook.get().is_some() {
         let before = compartment_patients(conn, row.rid)?;
-        record_change(changes, resource_type, id, before, &[]);
+        record_change(changes, resource_type, id, before, None);
     }
     clear_indexes(conn, row.rid)?;
     Ok(WriteOutcome::Deleted(Some(version)))
@@ -692,7 +699,8 @@ impl BulkSql {
         for table in BULK_TABLES {
             for &rows in &sizes {
                 let mut sql = format!(
-                    "INSERT INTO {} ({}) VALUES ",
+                    "{} {} ({}) VALUES ",
+                    dialect.bulk_insert_verb(),
                     table.name,
                     table.columns.join(", ")
                 );
@@ -1049,16 +1057,45 @@ pub struct ImportBatch {
     store: crate::Store,
     now: i64,
     items: Vec<ImportItem>,
-    /// The resources as given (stamped), for those that take the path of an ordinary update
-    /// and for a retry one by one when the batch fails.
-    resources: Vec<Value>,
 }
 
+/// A resource of an import batch. Only its JSON is kept, not the parsed resource: a parsed
+/// resource is a tree of small allocations, cheapest to free right after serialising, while
+/// still in cache. The JSON is shared with the `INSERT` that stores it, and parsed again only
+/// for the rare resource that takes the path of an ordinary update or a retry.
 struct ImportItem {
     resource_type: String,
     id: String,
-    json: String,
+    json: Arc<str>,
     indexes: Indexes,
+    categories: Vec<DataCategory>,
+}
+
+/// What an import did with one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// Stored as a new resource (version 1).
+    Created,
+    /// Stored as a new version of an existing resource.
+    Updated {
+        /// The new version.
+        version: i64,
+    },
+    /// Content identical to the current version, which was kept.
+    Unchanged {
+        /// The current version.
+        version: i64,
+    },
+}
+
+impl From<&WriteOutcome> for ImportOutcome {
+    fn from(outcome: &WriteOutcome) -> ImportOutcome {
+        match outcome {
+            WriteOutcome::Updated(r) => ImportOutcome::Updated { version: r.version },
+            WriteOutcome::Unchanged(r) => ImportOutcome::Unchanged { version: r.version },
+            WriteOutcome::Created(_) | WriteOutcome::Deleted(_) => ImportOutcome::Created,
+        }
+    }
 }
 
 /// A batch that was not written: why, and its resources as updates, to retry one by one.
@@ -1076,7 +1113,6 @@ impl ImportBatch {
             store,
             now: now_ms(),
             items: Vec::new(),
-            resources: Vec::new(),
         }
     }
 
@@ -1089,15 +1125,16 @@ impl ImportBatch {
             .and_then(Value::as_str)
             .map(String::from)
             .ok_or_else(|| StoreError::Invalid(format!("{resource_type} without an id")))?;
-        let json = stamp(&mut resource, &id, 1, self.now);
+        let json = Arc::from(stamp(&mut resource, &id, 1, self.now));
         let indexes = indexes(&self.store.inner, &resource_type, &resource);
+        let categories = categories_of(&resource);
         self.items.push(ImportItem {
             resource_type,
             id,
             json,
             indexes,
+            categories,
         });
-        self.resources.push(resource);
         Ok(())
     }
 
@@ -1111,36 +1148,31 @@ impl ImportBatch {
         self.items.is_empty()
     }
 
-    /// Writes the batch on the writer connection. Hands the resources back either way: to
-    /// retry one by one on failure, and otherwise to be dropped off the writer's thread.
-    pub(crate) fn write(
-        self,
-        inner: &Inner,
-    ) -> (Result<Vec<WriteOutcome>, StoreError>, Vec<Value>) {
-        let ImportBatch {
-            now,
-            items,
-            resources,
-            ..
-        } = self;
-        let result = inner.with_writer(|conn| import(inner, conn, now, items, &resources));
-        (result, resources)
+    /// Writes the batch on the writer connection in one transaction; when that fails, the
+    /// batch's resources come back as updates, to retry one by one.
+    pub(crate) fn write(self, inner: &Inner) -> Result<Vec<ImportOutcome>, ImportFailure> {
+        let ImportBatch { now, items, .. } = self;
+        let retry: Vec<(String, Arc<str>)> = items
+            .iter()
+            .map(|item| (item.id.clone(), item.json.clone()))
+            .collect();
+        inner
+            .with_writer(|conn| import(inner, conn, now, items))
+            .map_err(|error| ImportFailure::new(error, retry))
     }
 }
 
 impl ImportFailure {
-    pub(crate) fn new(error: StoreError, resources: Vec<Value>) -> ImportFailure {
+    pub(crate) fn new(error: StoreError, resources: Vec<(String, Arc<str>)>) -> ImportFailure {
         ImportFailure {
             error,
             ops: resources
                 .into_iter()
-                .map(|resource| WriteOp::Update {
-                    id: resource
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    resource,
+                .map(|(id, json)| WriteOp::Update {
+                    id,
+                    // Serialised by this process, so it parses; were it not to, the write of
+                    // `null` fails on its own and keeps the batch's order.
+                    resource: serde_json::from_str(&json).unwrap_or(Value::Null),
                     if_match: None,
                 })
                 .collect(),
@@ -1215,8 +1247,7 @@ fn import(
     conn: &mut dyn Conn,
     now: i64,
     items: Vec<ImportItem>,
-    resources: &[Value],
-) -> Result<Vec<WriteOutcome>, StoreError> {
+) -> Result<Vec<ImportOutcome>, StoreError> {
     zorgnet_db::in_transaction(conn, |conn| {
         let existing = existing_keys(inner, conn, &items)?;
         let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(items.len());
@@ -1231,7 +1262,7 @@ fn import(
         let fresh_count = fresh.iter().filter(|&&f| f).count();
         let hooked = inner.hook.get().is_some();
         let mut changes = Vec::new();
-        let mut outcomes: Vec<Option<WriteOutcome>> = Vec::with_capacity(items.len());
+        let mut outcomes: Vec<Option<ImportOutcome>> = Vec::with_capacity(items.len());
         let mut later = Vec::new();
         let (rids, seqs) = if fresh_count > 0 {
             (
@@ -1257,7 +1288,7 @@ fn import(
                 id,
                 json,
                 indexes,
-                ..
+                categories,
             } = item;
             sink.resources.push([
                 rid.into(),
@@ -1276,7 +1307,7 @@ fn import(
                 1.into(),
                 now.into(),
                 "PUT".into(),
-                json.as_str().into(),
+                SqlValue::Shared(json),
             ]);
             sink.add_indexes(rid, indexes.rows);
             sink.add_compartments(rid, &indexes.patients);
@@ -1284,23 +1315,24 @@ fn import(
                 changes.push(Change {
                     resource_type: resource_type.clone(),
                     id: id.clone(),
-                    patients: indexes.patients,
+                    patients: indexes.patients.clone(),
+                    current: Some(CurrentContent {
+                        patients: indexes.patients,
+                        categories,
+                    }),
                 });
             }
-            outcomes.push(Some(WriteOutcome::Created(StoredResource {
-                resource_type,
-                id,
-                version: 1,
-                last_updated_ms: now,
-                json,
-            })));
+            outcomes.push(Some(ImportOutcome::Created));
         }
         sink.flush(inner, conn)?;
         for (position, item) in later {
-            let resource = resources.get(position).cloned().ok_or_else(|| {
-                StoreError::Backend(format!("import lost {}/{}", item.resource_type, item.id))
+            let resource = serde_json::from_str(&item.json).map_err(|e| {
+                StoreError::Backend(format!(
+                    "import of {}/{} lost its JSON: {e}",
+                    item.resource_type, item.id
+                ))
             })?;
-            outcomes[position] = Some(put(
+            let outcome = put(
                 inner,
                 conn,
                 resource,
@@ -1309,7 +1341,8 @@ fn import(
                 now,
                 "PUT",
                 &mut changes,
-            )?);
+            )?;
+            outcomes[position] = Some(ImportOutcome::from(&outcome));
         }
         if let Some(hook) = inner.hook.get()
             && !changes.is_empty()

@@ -4,8 +4,9 @@
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use zorgnet_db::sql::Conn;
+use zorgnet_fhir::categories::DataCategory;
 use zorgnet_fhir::search::{SearchRegistry, parse_search_query};
-use zorgnet_store::{Change, ReadOutcome, Store, StoreError, WriteHook, WriteOutcome};
+use zorgnet_store::{Change, ImportOutcome, ReadOutcome, Store, StoreError, WriteHook, WriteOp};
 
 #[derive(Default)]
 struct Recorder(Mutex<Vec<Change>>);
@@ -62,7 +63,7 @@ fn observation(id: &str, patient: &str, code: &str) -> Value {
     })
 }
 
-async fn import(store: &Store, resources: Vec<Value>) -> Vec<WriteOutcome> {
+async fn import(store: &Store, resources: Vec<Value>) -> Vec<ImportOutcome> {
     let mut batch = store.import_batch();
     for resource in resources {
         batch.push(resource).unwrap();
@@ -70,12 +71,11 @@ async fn import(store: &Store, resources: Vec<Value>) -> Vec<WriteOutcome> {
     store.import(batch).await.map_err(|f| f.error).unwrap()
 }
 
-fn version(outcome: &WriteOutcome) -> (&'static str, i64) {
-    match outcome {
-        WriteOutcome::Created(r) => ("created", r.version),
-        WriteOutcome::Updated(r) => ("updated", r.version),
-        WriteOutcome::Unchanged(r) => ("unchanged", r.version),
-        WriteOutcome::Deleted(_) => ("deleted", 0),
+fn version(outcome: &ImportOutcome) -> (&'static str, i64) {
+    match *outcome {
+        ImportOutcome::Created => ("created", 1),
+        ImportOutcome::Updated { version } => ("updated", version),
+        ImportOutcome::Unchanged { version } => ("unchanged", version),
     }
 }
 
@@ -197,6 +197,39 @@ async fn import_stores_new_resources_in_bulk_and_updates_the_rest() {
             ReadOutcome::Found(o3) => assert_eq!(o3.version, 2, "{backend}"),
             other => panic!("{backend}: {other:?}"),
         }
+        // The hook learns where a resource is now and its data categories, worked out
+        // before the write, for the bulk path and the ordinary one alike.
+        let now_at = |change: &Change| change.current.as_ref().map(|c| c.patients.clone());
+        assert_eq!(now_at(moved), Some(vec!["p2".to_string()]), "{backend}");
+        let fresh = changes.iter().find(|c| c.id == "o3").unwrap();
+        assert_eq!(now_at(fresh), Some(vec!["p2".to_string()]), "{backend}");
+        import(
+            &store,
+            vec![json!({
+                "resourceType": "AllergyIntolerance", "id": "a1",
+                "patient": {"reference": "Patient/p2"},
+            })],
+        )
+        .await;
+        store
+            .write(WriteOp::Delete {
+                resource_type: "Observation".into(),
+                id: "o1".into(),
+            })
+            .await
+            .unwrap();
+        let changes = std::mem::take(&mut *hook.0.lock().unwrap());
+        assert_eq!(
+            changes[0].current.as_ref().map(|c| c.categories.clone()),
+            Some(vec![DataCategory::PatientSummary, DataCategory::Allergies]),
+            "{backend}"
+        );
+        assert_eq!(
+            (changes[1].id.as_str(), &changes[1].current),
+            ("o1", &None),
+            "{backend}"
+        );
+        assert_eq!(changes[1].patients, vec!["p2".to_string()], "{backend}");
         tokio::task::spawn_blocking(move || drop(store))
             .await
             .unwrap();

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use zorgnet_store::{Store, WriteOutcome};
+use zorgnet_store::{ImportOutcome, Store};
 
 /// Resources per database transaction or per HTTP batch Bundle.
 pub const IMPORT_BATCH_RESOURCES: usize = 4_000;
@@ -381,7 +381,7 @@ pub async fn load_into_store(
 /// batch's resources as operations for a retry one by one.
 type BatchResult = (
     Vec<String>,
-    Result<Vec<WriteOutcome>, zorgnet_store::ImportFailure>,
+    Result<Vec<ImportOutcome>, zorgnet_store::ImportFailure>,
 );
 
 async fn collect(
@@ -398,14 +398,14 @@ async fn collect(
             let ops = failure.ops;
             let mut single = Vec::with_capacity(ops.len());
             for op in ops {
-                single.push(store.write(op).await);
+                single.push(store.write(op).await.map(|o| ImportOutcome::from(&o)));
             }
             single
         }
     };
     for (name, outcome) in names.into_iter().zip(outcomes) {
         match outcome {
-            Ok(WriteOutcome::Unchanged(_)) => report.unchanged += 1,
+            Ok(ImportOutcome::Unchanged { .. }) => report.unchanged += 1,
             Ok(_) => report.stored += 1,
             Err(e) => report.failures.push((name, e.to_string())),
         }
