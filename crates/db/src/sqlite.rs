@@ -17,6 +17,10 @@ const WRITER_CACHE_SIZE_KIB: i64 = 64 * 1024;
 /// Page cache of each reader connection; the kernel's page cache holds the rest of the file.
 /// Memory-mapped I/O stays off: every connection's mapping would count in resident memory.
 const READER_CACHE_SIZE_KIB: i64 = 8 * 1024;
+/// WAL pages after which a commit copies the log back into the database file (SQLite's
+/// default is 1,000). A bulk write dirties the same index pages in many transactions; with a
+/// longer log each is copied back once per checkpoint instead of once per transaction.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 8_192;
 /// Reader connections kept open for reuse: at least as many as requests served at once, or
 /// every request beyond them pays for opening a connection (and parsing the schema).
 const MAX_IDLE_READERS: usize = 32;
@@ -33,7 +37,8 @@ impl SqliteConn {
             .map_err(backend)?;
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;
-             PRAGMA cache_size=-{cache_size_kib}; PRAGMA temp_store=MEMORY;"
+             PRAGMA cache_size=-{cache_size_kib}; PRAGMA temp_store=MEMORY;
+             PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES};"
         ))
         .map_err(backend)?;
         conn.set_prepared_statement_cache_capacity(256);

@@ -97,17 +97,37 @@ impl RegistrationHook {
 impl WriteHook for RegistrationHook {
     fn after_write(&self, conn: &mut dyn Conn, changes: &[Change]) -> Result<(), StoreError> {
         let d = conn.dialect();
-        let (p1, p2, p3) = (d.placeholder(1), d.placeholder(2), d.placeholder(3));
+        let (p1, p2, p3, p4) = (
+            d.placeholder(1),
+            d.placeholder(2),
+            d.placeholder(3),
+            d.placeholder(4),
+        );
+        let release = format!(
+            "DELETE FROM outbox_holdings WHERE resource = {p1} RETURNING patient_id, category"
+        );
+        let hold = format!(
+            "INSERT INTO outbox_holdings (resource, patient_id, category) VALUES ({p1}, {p2}, {p3}) ON CONFLICT DO NOTHING"
+        );
+        let still_held = format!(
+            "SELECT 1 FROM outbox_holdings WHERE patient_id = {p1} AND category = {p2} LIMIT 1"
+        );
+        let is_registered =
+            format!("SELECT 1 FROM outbox_registered WHERE patient_id = {p1} AND category = {p2}");
+        let mark_registered =
+            format!("INSERT INTO outbox_registered (patient_id, category) VALUES ({p1}, {p2})");
+        let unmark_registered =
+            format!("DELETE FROM outbox_registered WHERE patient_id = {p1} AND category = {p2}");
+        let enqueue = format!(
+            "INSERT INTO outbox (patient_id, category, action, enqueued_at_ms) VALUES ({p1}, {p2}, {p3}, {p4})"
+        );
         let mut affected: BTreeSet<(String, String)> = BTreeSet::new();
         for change in changes {
             if !may_have_categories(&change.resource_type) {
                 continue;
             }
             let resource = format!("{}/{}", change.resource_type, change.id);
-            let released = conn.query(
-                &format!("DELETE FROM outbox_holdings WHERE resource = {p1} RETURNING patient_id, category"),
-                &[resource.as_str().into()],
-            )?;
+            let released = conn.query(&release, &[resource.as_str().into()])?;
             affected.extend(
                 released
                     .into_iter()
@@ -119,10 +139,12 @@ impl WriteHook for RegistrationHook {
             for patient in &current.patients {
                 for category in &current.categories {
                     conn.execute(
-                        &format!(
-                            "INSERT INTO outbox_holdings (resource, patient_id, category) VALUES ({p1}, {p2}, {p3}) ON CONFLICT DO NOTHING"
-                        ),
-                        &[resource.as_str().into(), patient.as_str().into(), category.code().into()],
+                        &hold,
+                        &[
+                            resource.as_str().into(),
+                            patient.as_str().into(),
+                            category.code().into(),
+                        ],
                     )?;
                     affected.insert((patient.clone(), category.code().to_string()));
                 }
@@ -134,41 +156,27 @@ impl WriteHook for RegistrationHook {
                 SqlValue::from(patient.as_str()),
                 SqlValue::from(category.as_str()),
             ];
-            let held = !conn
-                .query(
-                    &format!("SELECT 1 FROM outbox_holdings WHERE patient_id = {p1} AND category = {p2} LIMIT 1"),
-                    &pair,
-                )?
-                .is_empty();
-            let registered = !conn
-                .query(
-                    &format!("SELECT 1 FROM outbox_registered WHERE patient_id = {p1} AND category = {p2}"),
-                    &pair,
-                )?
-                .is_empty();
+            let held = !conn.query(&still_held, &pair)?.is_empty();
+            let registered = !conn.query(&is_registered, &pair)?.is_empty();
             let action = match (held, registered) {
                 (true, false) => {
-                    conn.execute(
-                        &format!("INSERT INTO outbox_registered (patient_id, category) VALUES ({p1}, {p2})"),
-                        &pair,
-                    )?;
+                    conn.execute(&mark_registered, &pair)?;
                     REGISTER
                 }
                 (false, true) => {
-                    conn.execute(
-                        &format!("DELETE FROM outbox_registered WHERE patient_id = {p1} AND category = {p2}"),
-                        &pair,
-                    )?;
+                    conn.execute(&unmark_registered, &pair)?;
                     DEREGISTER
                 }
                 _ => continue,
             };
             conn.execute(
-                &format!(
-                    "INSERT INTO outbox (patient_id, category, action, enqueued_at_ms) VALUES ({p1}, {p2}, {p3}, {})",
-                    d.placeholder(4)
-                ),
-                &[patient.as_str().into(), category.as_str().into(), action.into(), zorgnet_db::now_ms().into()],
+                &enqueue,
+                &[
+                    patient.as_str().into(),
+                    category.as_str().into(),
+                    action.into(),
+                    zorgnet_db::now_ms().into(),
+                ],
             )?;
             queued = true;
         }
