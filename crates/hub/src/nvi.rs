@@ -17,12 +17,12 @@ use crate::HubState;
 use crate::auth::Caller;
 use crate::consent::{self, AccessQuestion, Decision, Purpose};
 use crate::error::ApiError;
+use crate::prs::TokenJson;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use zorgnet_db::sql::{Conn, SqlValue};
@@ -63,7 +63,7 @@ pub fn routes() -> Router<Arc<HubState>> {
 #[serde(deny_unknown_fields)]
 pub struct RegistrationItem {
     /// Exchange token for the referral index.
-    pub token: Value,
+    pub token: TokenJson,
     /// Category codes.
     pub categories: Vec<String>,
 }
@@ -98,7 +98,7 @@ async fn pairs_of(
         )));
     }
     let mut parsed = Vec::with_capacity(batch.registrations.len());
-    for (i, item) in batch.registrations.iter().enumerate() {
+    for (i, item) in batch.registrations.into_iter().enumerate() {
         let categories = parse_categories(item.categories.iter().map(String::as_str))
             .map_err(|e| ApiError::bad_request(format!("registrations[{i}]: {e}")))?;
         if categories.is_empty() {
@@ -106,7 +106,7 @@ async fn pairs_of(
                 "registrations[{i}]: no categories"
             )));
         }
-        parsed.push((item.token.clone(), categories));
+        parsed.push((item.token, categories));
     }
     let state = state.clone();
     crate::blocking(move || {
@@ -249,7 +249,7 @@ fn delete_registrations(
 #[serde(deny_unknown_fields)]
 pub struct LookupRequest {
     /// Exchange token for the referral index.
-    pub token: Value,
+    pub token: TokenJson,
     /// Category codes; at least one.
     pub categories: Vec<String>,
     /// Why; default treatment.

@@ -350,9 +350,10 @@ async fn open_all(state: &Arc<HubState>, tokens: Vec<ExchangeToken>) -> Result<V
         tokens
             .iter()
             .map(|t| {
+                let json = serde_json::from_str(&t.to_json())?;
                 state
                     .prs
-                    .open_referral_index_token(&token_value(t))
+                    .open_referral_index_token(&json)
                     .map(|p| p.to_string())
                     .map_err(|e| anyhow::anyhow!("open a token: {}", e.detail))
             })
