@@ -28,6 +28,7 @@ use std::sync::Arc;
 use zorgnet_db::sql::{Conn, SqlValue};
 use zorgnet_db::{DbError, Migration};
 use zorgnet_fhir::categories::{DataCategory, parse_categories};
+use zorgnet_pseudonym::ExchangeToken;
 
 /// The referral index's migrations.
 pub const MIGRATIONS: &[Migration] = &[Migration {
@@ -97,31 +98,34 @@ async fn pairs_of(
             crate::MAX_BATCH_ITEMS
         )));
     }
-    let mut parsed = Vec::with_capacity(batch.registrations.len());
+    let mut tokens = Vec::with_capacity(batch.registrations.len());
+    let mut categories = Vec::with_capacity(batch.registrations.len());
     for (i, item) in batch.registrations.into_iter().enumerate() {
-        let categories = parse_categories(item.categories.iter().map(String::as_str))
-            .map_err(|e| ApiError::bad_request(format!("registrations[{i}]: {e}")))?;
-        if categories.is_empty() {
-            return Err(ApiError::bad_request(format!(
-                "registrations[{i}]: no categories"
-            )));
+        let at = |e: ApiError| ApiError::new(e.status, format!("registrations[{i}]: {}", e.detail));
+        let parsed = parse_categories(item.categories.iter().map(String::as_str))
+            .map_err(|e| at(ApiError::bad_request(e)))?;
+        if parsed.is_empty() {
+            return Err(at(ApiError::bad_request("no categories")));
         }
-        parsed.push((item.token, categories));
+        tokens.push(crate::prs::parse_token(&item.token).map_err(at)?);
+        categories.push(parsed);
     }
     let state = state.clone();
     crate::blocking(move || {
-        let opened = crate::prs::on_all_cores(&parsed, |i, (token, categories)| {
-            let pseudonym = state
-                .prs
-                .open_referral_index_token(token)
+        let per_core: Vec<&[ExchangeToken]> = tokens
+            .chunks(tokens.len().div_ceil(crate::prs::cores()))
+            .collect();
+        let opened = crate::prs::on_all_cores(&per_core, |_, part| {
+            Ok(state.prs.open_referral_index_tokens(part))
+        })?;
+        let mut pairs = Vec::with_capacity(categories.iter().map(Vec::len).sum());
+        for (i, (opened, categories)) in opened.into_iter().flatten().zip(categories).enumerate() {
+            let pseudonym = opened
                 .map_err(|e| ApiError::new(e.status, format!("registrations[{i}]: {}", e.detail)))?
                 .to_string();
-            Ok(categories
-                .iter()
-                .map(|c| (pseudonym.clone(), *c))
-                .collect::<Vec<_>>())
-        })?;
-        Ok(opened.into_iter().flatten().collect())
+            pairs.extend(categories.into_iter().map(|c| (pseudonym.clone(), c)));
+        }
+        Ok(pairs)
     })
     .await
 }

@@ -116,8 +116,25 @@ impl PseudonymService {
         let token = parse_token(token)?;
         self.referral_index
             .open(&token, unix_now_s())
-            .map_err(|e| ApiError::unprocessable(format!("exchange token refused: {e}")))
+            .map_err(refused)
     }
+
+    /// [`PseudonymService::open_referral_index_token`] for a batch of parsed tokens, in
+    /// order; one scalar inversion serves the whole batch.
+    pub fn open_referral_index_tokens(
+        &self,
+        tokens: &[ExchangeToken],
+    ) -> Vec<Result<Pseudonym, ApiError>> {
+        self.referral_index
+            .open_batch(tokens, unix_now_s())
+            .into_iter()
+            .map(|opened| opened.map_err(refused))
+            .collect()
+    }
+}
+
+fn refused(error: zorgnet_pseudonym::Error) -> ApiError {
+    ApiError::unprocessable(format!("exchange token refused: {error}"))
 }
 
 /// An exchange token as a request carries it: its JSON object, or a string holding that
@@ -160,7 +177,7 @@ pub(crate) fn on_all_cores<T: Sync, R: Send>(
     items: &[T],
     f: impl Fn(usize, &T) -> Result<R, ApiError> + Sync,
 ) -> Result<Vec<R>, ApiError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores();
     if threads == 1 || items.len() < 2 {
         return items
             .iter()
@@ -196,6 +213,11 @@ pub(crate) fn on_all_cores<T: Sync, R: Send>(
         results.extend(part?);
     }
     Ok(results)
+}
+
+/// The cores [`on_all_cores`] spreads work over.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Seconds since the Unix epoch.
