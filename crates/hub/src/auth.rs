@@ -86,10 +86,16 @@ pub fn new_key() -> String {
     format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret))
 }
 
-/// The stored form of a key: hex SHA-256.
+/// The stored form of a key: hex SHA-256. Runs on every authenticated request.
 pub fn key_hash(key: &str) -> String {
+    const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(key.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(2 * digest.len());
+    for byte in digest {
+        hex.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX_DIGITS[usize::from(byte & 0x0f)]));
+    }
+    hex
 }
 
 /// Verified organisation keys, by key hash.
@@ -181,5 +187,14 @@ mod tests {
         assert_eq!(key_hash(&a), key_hash(&a));
         assert_ne!(key_hash(&a), key_hash(&b));
         assert_eq!(key_hash(&a).len(), 64);
+    }
+
+    #[test]
+    fn key_hash_is_lowercase_hex_sha256() {
+        // FIPS 180-2's SHA-256 example: the stored hashes of existing keys must not change.
+        assert_eq!(
+            key_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

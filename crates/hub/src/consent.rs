@@ -17,13 +17,13 @@
 use crate::HubState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::prs::TokenJson;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::sync::Arc;
 use zorgnet_db::sql::{Conn, SqlValue};
 use zorgnet_db::{DbError, Migration};
@@ -424,7 +424,7 @@ pub fn routes() -> Router<Arc<HubState>> {
 #[serde(deny_unknown_fields)]
 pub struct NewDirective {
     /// Exchange token for the referral index, identifying the person.
-    pub token: Value,
+    pub token: TokenJson,
     /// Kind.
     pub kind: DirectiveKind,
     /// Category; absent for all.
@@ -550,7 +550,7 @@ async fn record(
 #[serde(deny_unknown_fields)]
 pub struct PersonRequest {
     /// Exchange token for the referral index.
-    pub token: Value,
+    pub token: TokenJson,
 }
 
 async fn revoke(
@@ -628,7 +628,7 @@ async fn query(
 #[serde(deny_unknown_fields)]
 pub struct DecisionRequest {
     /// Exchange token for the referral index.
-    pub token: Value,
+    pub token: TokenJson,
     /// The organisation whose professional wants to read.
     pub requester_ura: String,
     /// The organisation holding the data.

@@ -17,17 +17,18 @@ use crate::HubState;
 use crate::auth::Caller;
 use crate::consent::{self, AccessQuestion, Decision, Purpose};
 use crate::error::ApiError;
+use crate::prs::TokenJson;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use zorgnet_db::sql::{Conn, SqlValue};
 use zorgnet_db::{DbError, Migration};
 use zorgnet_fhir::categories::{DataCategory, parse_categories};
+use zorgnet_pseudonym::ExchangeToken;
 
 /// The referral index's migrations.
 pub const MIGRATIONS: &[Migration] = &[Migration {
@@ -63,7 +64,7 @@ pub fn routes() -> Router<Arc<HubState>> {
 #[serde(deny_unknown_fields)]
 pub struct RegistrationItem {
     /// Exchange token for the referral index.
-    pub token: Value,
+    pub token: TokenJson,
     /// Category codes.
     pub categories: Vec<String>,
 }
@@ -97,31 +98,34 @@ async fn pairs_of(
             crate::MAX_BATCH_ITEMS
         )));
     }
-    let mut parsed = Vec::with_capacity(batch.registrations.len());
-    for (i, item) in batch.registrations.iter().enumerate() {
-        let categories = parse_categories(item.categories.iter().map(String::as_str))
-            .map_err(|e| ApiError::bad_request(format!("registrations[{i}]: {e}")))?;
-        if categories.is_empty() {
-            return Err(ApiError::bad_request(format!(
-                "registrations[{i}]: no categories"
-            )));
+    let mut tokens = Vec::with_capacity(batch.registrations.len());
+    let mut categories = Vec::with_capacity(batch.registrations.len());
+    for (i, item) in batch.registrations.into_iter().enumerate() {
+        let at = |e: ApiError| ApiError::new(e.status, format!("registrations[{i}]: {}", e.detail));
+        let parsed = parse_categories(item.categories.iter().map(String::as_str))
+            .map_err(|e| at(ApiError::bad_request(e)))?;
+        if parsed.is_empty() {
+            return Err(at(ApiError::bad_request("no categories")));
         }
-        parsed.push((item.token.clone(), categories));
+        tokens.push(crate::prs::parse_token(&item.token).map_err(at)?);
+        categories.push(parsed);
     }
     let state = state.clone();
     crate::blocking(move || {
-        let opened = crate::prs::on_all_cores(&parsed, |i, (token, categories)| {
-            let pseudonym = state
-                .prs
-                .open_referral_index_token(token)
+        let per_core: Vec<&[ExchangeToken]> = tokens
+            .chunks(tokens.len().div_ceil(crate::prs::cores()))
+            .collect();
+        let opened = crate::prs::on_all_cores(&per_core, |_, part| {
+            Ok(state.prs.open_referral_index_tokens(part))
+        })?;
+        let mut pairs = Vec::with_capacity(categories.iter().map(Vec::len).sum());
+        for (i, (opened, categories)) in opened.into_iter().flatten().zip(categories).enumerate() {
+            let pseudonym = opened
                 .map_err(|e| ApiError::new(e.status, format!("registrations[{i}]: {}", e.detail)))?
                 .to_string();
-            Ok(categories
-                .iter()
-                .map(|c| (pseudonym.clone(), *c))
-                .collect::<Vec<_>>())
-        })?;
-        Ok(opened.into_iter().flatten().collect())
+            pairs.extend(categories.into_iter().map(|c| (pseudonym.clone(), c)));
+        }
+        Ok(pairs)
     })
     .await
 }
@@ -249,7 +253,7 @@ fn delete_registrations(
 #[serde(deny_unknown_fields)]
 pub struct LookupRequest {
     /// Exchange token for the referral index.
-    pub token: Value,
+    pub token: TokenJson,
     /// Category codes; at least one.
     pub categories: Vec<String>,
     /// Why; default treatment.
@@ -306,6 +310,10 @@ async fn lookup(
 
 /// The organisations holding `categories` about `pseudonym` that the person's directives let
 /// `requester` learn about.
+///
+/// Reads all of the person's registrations (about ten) with the primary key's prefix and
+/// keeps the asked categories here: a `category IN (…)` in the statement would make SQLite
+/// build a temporary b-tree of the list on every lookup.
 pub fn find_holders(
     conn: &mut dyn Conn,
     pseudonym: &str,
@@ -313,29 +321,27 @@ pub fn find_holders(
     requester: &str,
     purpose: Purpose,
 ) -> Result<Vec<Holder>, DbError> {
-    let d = conn.dialect();
-    let list: Vec<String> = (0..categories.len())
-        .map(|i| d.placeholder(i + 2))
-        .collect();
     let sql = format!(
-        "SELECT ura, category FROM nvi_registrations WHERE pseudonym = {} AND category IN ({})",
-        d.placeholder(1),
-        list.join(", ")
+        "SELECT ura, category FROM nvi_registrations WHERE pseudonym = {}",
+        conn.dialect().placeholder(1)
     );
-    let mut params: Vec<SqlValue> = vec![pseudonym.into()];
-    params.extend(categories.iter().map(|c| SqlValue::from(c.code())));
-    let rows = conn.query(&sql, &params)?;
-    if rows.is_empty() {
+    let asked: Vec<(String, DataCategory)> = conn
+        .query(&sql, &[pseudonym.into()])?
+        .into_iter()
+        .filter_map(|mut row| {
+            let category = DataCategory::from_code(&row[1].take_text())?;
+            categories
+                .contains(&category)
+                .then(|| (row[0].take_text(), category))
+        })
+        .collect();
+    if asked.is_empty() {
         return Ok(Vec::new());
     }
     let directives = consent::current_directives(conn, pseudonym)?;
     let now = zorgnet_db::now_ms();
     let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for mut row in rows {
-        let (ura, code) = (row[0].take_text(), row[1].take_text());
-        let Some(category) = DataCategory::from_code(&code) else {
-            continue;
-        };
+    for (ura, category) in asked {
         let question = AccessQuestion {
             requester_ura: requester,
             holder_ura: Some(&ura),
@@ -344,7 +350,10 @@ pub fn find_holders(
             purpose,
         };
         if consent::decide(&directives, &question, now).decision == Decision::Permit {
-            holders.entry(ura).or_default().push(code);
+            holders
+                .entry(ura)
+                .or_default()
+                .push(category.code().to_string());
         }
     }
     Ok(holders

@@ -20,6 +20,7 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::path::Path as FsPath;
 use std::sync::{Arc, RwLock};
@@ -111,27 +112,62 @@ impl PseudonymService {
 
     /// Opens an exchange token made for the referral index into the referral index's
     /// pseudonym for the person. A token for anyone else, expired or tampered is a 422.
-    pub fn open_referral_index_token(&self, token: &Value) -> Result<Pseudonym, ApiError> {
+    pub fn open_referral_index_token(&self, token: &TokenJson) -> Result<Pseudonym, ApiError> {
         let token = parse_token(token)?;
         self.referral_index
             .open(&token, unix_now_s())
-            .map_err(|e| ApiError::unprocessable(format!("exchange token refused: {e}")))
+            .map_err(refused)
+    }
+
+    /// [`PseudonymService::open_referral_index_token`] for a batch of parsed tokens, in
+    /// order; one scalar inversion serves the whole batch.
+    pub fn open_referral_index_tokens(
+        &self,
+        tokens: &[ExchangeToken],
+    ) -> Vec<Result<Pseudonym, ApiError>> {
+        self.referral_index
+            .open_batch(tokens, unix_now_s())
+            .into_iter()
+            .map(|opened| opened.map_err(refused))
+            .collect()
+    }
+}
+
+fn refused(error: zorgnet_pseudonym::Error) -> ApiError {
+    ApiError::unprocessable(format!("exchange token refused: {error}"))
+}
+
+/// An exchange token as a request carries it: its JSON object, or a string holding that
+/// object. Kept as the request's raw JSON text, so the token is parsed once, straight into
+/// an [`ExchangeToken`], by [`parse_token`]. `Debug` does not print it (it holds the
+/// blinding factor).
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TokenJson(Box<RawValue>);
+
+impl std::fmt::Debug for TokenJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenJson(<redacted>)")
     }
 }
 
 /// Reads an exchange token given as a JSON object or as a string holding one.
-pub fn parse_token(token: &Value) -> Result<ExchangeToken, ApiError> {
-    let text = match token {
-        Value::String(text) => text.clone(),
-        Value::Object(_) => token.to_string(),
+pub fn parse_token(token: &TokenJson) -> Result<ExchangeToken, ApiError> {
+    let raw = token.0.get();
+    let parsed = match raw.as_bytes().first() {
+        Some(b'{') => ExchangeToken::from_json(raw),
+        Some(b'"') => {
+            let text: String = serde_json::from_str(raw)
+                .map_err(|e| ApiError::bad_request(format!("malformed exchange token: {e}")))?;
+            ExchangeToken::from_json(&text)
+        }
         _ => {
             return Err(ApiError::bad_request(
                 "token must be an exchange token object {\"oprf_jwe\", \"blind_factor\"}",
             ));
         }
     };
-    ExchangeToken::from_json(&text)
-        .map_err(|e| ApiError::bad_request(format!("malformed exchange token: {e}")))
+    parsed.map_err(|e| ApiError::bad_request(format!("malformed exchange token: {e}")))
 }
 
 /// `f` over every item, the items split over all cores (the public-key work of a batch is
@@ -141,7 +177,7 @@ pub(crate) fn on_all_cores<T: Sync, R: Send>(
     items: &[T],
     f: impl Fn(usize, &T) -> Result<R, ApiError> + Sync,
 ) -> Result<Vec<R>, ApiError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores();
     if threads == 1 || items.len() < 2 {
         return items
             .iter()
@@ -177,6 +213,11 @@ pub(crate) fn on_all_cores<T: Sync, R: Send>(
         results.extend(part?);
     }
     Ok(results)
+}
+
+/// The cores [`on_all_cores`] spreads work over.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Seconds since the Unix epoch.
@@ -412,4 +453,47 @@ async fn zvn(
 /// Stored pseudonym text for the database.
 pub fn pseudonym_value(pseudonym: &Pseudonym) -> SqlValue {
     SqlValue::Text(pseudonym.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zorgnet_pseudonym::BlindFactor;
+
+    fn token_json(json: &str) -> TokenJson {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn tokens_parse_as_objects_and_as_strings_holding_one() {
+        // 32 bytes of 0x01, a canonical non-zero scalar.
+        let factor =
+            BlindFactor::from_base64("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=").unwrap();
+        let object = ExchangeToken::new("a.b.c.d.e".to_string(), factor).to_json();
+        let string = serde_json::to_string(&object).unwrap();
+        for json in [object.as_str(), &format!(" \n{object}"), string.as_str()] {
+            let parsed = parse_token(&token_json(json)).unwrap();
+            assert_eq!(parsed.oprf_jwe(), "a.b.c.d.e");
+            assert_eq!(parsed.to_json(), object);
+        }
+        for refused in [
+            "42",
+            "null",
+            "[]",
+            r#"{"oprf_jwe":"a"}"#,
+            r#""{}""#,
+            r#""x""#,
+        ] {
+            let error = parse_token(&token_json(refused)).unwrap_err();
+            assert_eq!(
+                error.status,
+                axum::http::StatusCode::BAD_REQUEST,
+                "{refused}"
+            );
+        }
+        assert_eq!(
+            format!("{:?}", token_json(&object)),
+            "TokenJson(<redacted>)"
+        );
+    }
 }

@@ -58,6 +58,33 @@ fn same_recipient_gets_the_same_pseudonym_with_fresh_blinds() {
 }
 
 #[test]
+fn a_batch_opens_to_what_each_token_opens_to() {
+    let prs = Prs::new(PrsKeys::generate());
+    let nvi = recipient("nvi", KeyAlgorithm::X25519);
+    let other = recipient("ura:12345678", KeyAlgorithm::X25519);
+    let people = [bsn("123456782"), bsn("111222333"), bsn("123456782")];
+    let mut tokens: Vec<ExchangeToken> = people
+        .iter()
+        .map(|person| token_for(&prs, &nvi, person))
+        .collect();
+    // Refused tokens inside the batch keep their place and their error.
+    tokens.insert(1, token_for(&prs, &other, &people[0]));
+    let opened = nvi.open_batch(&tokens, NOW);
+    assert_eq!(opened.len(), tokens.len());
+    for (token, batched) in tokens.iter().zip(&opened) {
+        match (nvi.open(token, NOW), batched) {
+            (Ok(alone), Ok(batched)) => assert_eq!(alone, *batched),
+            (Err(Error::WrongRecipient), Err(Error::WrongRecipient)) => {}
+            (alone, batched) => panic!("alone {alone:?}, in a batch {batched:?}"),
+        }
+    }
+    assert!(matches!(opened[1], Err(Error::WrongRecipient)));
+    assert_eq!(opened[0].as_ref().unwrap(), opened[3].as_ref().unwrap());
+    assert_ne!(opened[0].as_ref().unwrap(), opened[2].as_ref().unwrap());
+    assert!(nvi.open_batch(&[], NOW).is_empty());
+}
+
+#[test]
 fn two_recipients_get_different_pseudonyms_and_people_differ() {
     let prs = Prs::new(PrsKeys::generate());
     let nvi = recipient("nvi", KeyAlgorithm::X25519);
