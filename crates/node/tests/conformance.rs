@@ -588,6 +588,30 @@ async fn transactions_are_all_or_nothing_and_resolve_references() {
             "[{b}] conditional create made no duplicate"
         );
 
+        // Two identical conditional creates in one transaction make one resource.
+        let condition = format!("identifier={BSN}|999911120");
+        let twice = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:0d3c6c1e-5d0a-4a44-9d0e-6f1f4b7c2a01", "resource": patient("999911120", "Bakker", "Piet", "1980-05-05", "male"),
+             "request": {"method": "POST", "url": "Patient", "ifNoneExist": condition}},
+            {"fullUrl": "urn:uuid:0d3c6c1e-5d0a-4a44-9d0e-6f1f4b7c2a02", "resource": patient("999911120", "Bakker", "Piet", "1980-05-05", "male"),
+             "request": {"method": "POST", "url": "Patient", "ifNoneExist": condition}},
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "length"},
+             "subject": {"reference": "urn:uuid:0d3c6c1e-5d0a-4a44-9d0e-6f1f4b7c2a02"}}, "request": {"method": "POST", "url": "Observation"}}
+        ]});
+        let reply = node.post("", &twice).await;
+        assert_eq!(reply.status, 200, "[{b}] {}", reply.text);
+        let entries = reply.body["entry"].as_array().unwrap();
+        assert_eq!(entries[0]["response"]["status"], "201 Created", "[{b}]");
+        assert_eq!(entries[1]["response"]["status"], "200 OK", "[{b}]");
+        let piet = entries[0]["resource"]["id"].as_str().unwrap();
+        assert_eq!(entries[1]["resource"]["id"], piet, "[{b}] {}", reply.text);
+        assert_eq!(
+            entries[2]["resource"]["subject"]["reference"],
+            format!("Patient/{piet}"),
+            "[{b}] a reference to the second create points at the one patient"
+        );
+        assert_eq!(node.count("Patient").await, 2, "[{b}] one patient, not two");
+
         let conditional_reference = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
             {"resource": {"resourceType": "MedicationStatement", "status": "active", "medicationCodeableConcept": {"text": "paracetamol"},
              "subject": {"reference": format!("Patient?identifier={BSN}|123456782")}}, "request": {"method": "POST", "url": "MedicationStatement"}}

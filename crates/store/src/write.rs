@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use zorgnet_db::sql::{Conn, Dialect, SqlBuilder, SqlValue};
 use zorgnet_fhir::categories::{DataCategory, categories_of};
-use zorgnet_fhir::search::{IndexValue, SearchQuery};
+use zorgnet_fhir::search::{Criterion, IndexValue, SearchQuery};
 
 /// One write.
 #[derive(Debug, Clone)]
@@ -89,6 +89,26 @@ pub enum WriteOutcome {
 enum Resolved {
     Write(WriteOp),
     Done(WriteOutcome),
+    /// A conditional create with the same condition as the earlier operation at this
+    /// position, which creates the resource: this one gets that resource, not a second one.
+    SameAs(usize),
+}
+
+/// A conditional create of the transaction that matched nothing, so it creates.
+struct PlannedCreate {
+    resource_type: String,
+    criteria: Vec<Criterion>,
+    id: String,
+    position: usize,
+}
+
+impl PlannedCreate {
+    /// Whether a condition on `resource_type` asks the same (criteria in any order).
+    fn same_condition(&self, resource_type: &str, criteria: &[Criterion]) -> bool {
+        self.resource_type == resource_type
+            && self.criteria.len() == criteria.len()
+            && criteria.iter().all(|c| self.criteria.contains(c))
+    }
 }
 
 /// Applies `ops` in one transaction. Every condition is resolved first, inside the
@@ -105,23 +125,38 @@ pub(crate) fn apply(
     zorgnet_db::in_transaction(conn, |conn| {
         lock_conditions(conn, &ops)?;
         let mut renamed = HashMap::new();
+        let mut planned = Vec::new();
         let resolved = ops
             .into_iter()
-            .map(|op| resolve(inner, conn, op, &mut renamed))
+            .enumerate()
+            .map(|(position, op)| resolve(inner, conn, op, position, &mut renamed, &mut planned))
             .collect::<Result<Vec<_>, _>>()?;
         let mut changes = Vec::new();
-        let outcomes = resolved
-            .into_iter()
-            .map(|resolved| match resolved {
-                Resolved::Done(outcome) => Ok(outcome),
+        let mut outcomes: Vec<WriteOutcome> = Vec::with_capacity(resolved.len());
+        for resolved in resolved {
+            let outcome = match resolved {
+                Resolved::Done(outcome) => outcome,
+                Resolved::SameAs(first) => match outcomes.get(first) {
+                    Some(
+                        WriteOutcome::Created(stored)
+                        | WriteOutcome::Updated(stored)
+                        | WriteOutcome::Unchanged(stored),
+                    ) => WriteOutcome::Unchanged(stored.clone()),
+                    _ => {
+                        return Err(StoreError::Backend(format!(
+                            "operation {first} of the transaction stored nothing"
+                        )));
+                    }
+                },
                 Resolved::Write(mut op) => {
                     if !renamed.is_empty() {
                         rename_references(&mut op, &renamed);
                     }
-                    apply_one(inner, conn, op, now, &mut changes)
+                    apply_one(inner, conn, op, now, &mut changes)?
                 }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            };
+            outcomes.push(outcome);
+        }
         if let Some(hook) = inner.hook.get()
             && !changes.is_empty()
         {
@@ -231,12 +266,16 @@ fn single_match(
 }
 
 /// Resolves an operation's condition, recording in `renamed` a pre-assigned reference that
-/// now means a matched resource.
+/// now means a matched resource. A conditional create that matches nothing creates, unless
+/// an earlier one of the same transaction (in `planned`) asked the same: then both mean the
+/// one resource, as if the transaction's creates had been made one after the other.
 fn resolve(
     inner: &Inner,
     conn: &mut dyn Conn,
     op: WriteOp,
+    position: usize,
     renamed: &mut HashMap<String, String>,
+    planned: &mut Vec<PlannedCreate>,
 ) -> Result<Resolved, StoreError> {
     match op {
         WriteOp::Create {
@@ -247,9 +286,28 @@ fn resolve(
             let resource_type = resource_type_of(&resource)?;
             let Some(existing) = single_match(inner, conn, &condition, "conditional create")?
             else {
+                if let Some(first) = planned
+                    .iter()
+                    .find(|p| p.same_condition(&resource_type, &condition.criteria))
+                {
+                    if let Some(assigned) = id {
+                        renamed.insert(
+                            format!("{resource_type}/{assigned}"),
+                            format!("{resource_type}/{}", first.id),
+                        );
+                    }
+                    return Ok(Resolved::SameAs(first.position));
+                }
+                let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+                planned.push(PlannedCreate {
+                    resource_type,
+                    criteria: condition.criteria,
+                    id: id.clone(),
+                    position,
+                });
                 return Ok(Resolved::Write(WriteOp::Create {
                     resource,
-                    id,
+                    id: Some(id),
                     if_none_exist: None,
                 }));
             };

@@ -81,6 +81,16 @@ pub struct SearchParam {
     pub paths: Vec<CompiledPath>,
 }
 
+/// A parameter is known by its definition, the type it applies to and its code; the rest is
+/// compiled from those.
+impl PartialEq for SearchParam {
+    fn eq(&self, other: &SearchParam) -> bool {
+        self.url == other.url
+            && self.resource_type == other.resource_type
+            && self.code == other.code
+    }
+}
+
 impl SearchParam {
     /// The resource types a reference parameter can point to, narrowed by `where(resolve() is T)`
     /// in its expression (R4 `Observation.patient` lists Group too, but only matches Patients).

@@ -118,7 +118,7 @@ pub enum StringMatch {
 }
 
 /// One criterion; all criteria of a query must hold (AND).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Criterion {
     /// `_id`.
     Id(Vec<String>),
@@ -147,7 +147,7 @@ pub enum Criterion {
 }
 
 /// One level of chaining.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Chain {
     /// The reference parameter on the searched type.
     pub reference: Arc<SearchParam>,
