@@ -41,15 +41,6 @@ impl SqlValue {
             _ => String::new(),
         }
     }
-
-    /// The text, if this is text.
-    pub fn as_text(&self) -> Option<&str> {
-        match self {
-            SqlValue::Text(t) => Some(t),
-            SqlValue::Shared(t) => Some(t),
-            _ => None,
-        }
-    }
 }
 
 impl From<i64> for SqlValue {

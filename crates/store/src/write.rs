@@ -1370,15 +1370,11 @@ fn import(
             sink.add_indexes(rid, indexes.rows);
             sink.add_compartments(rid, &indexes.patients);
             if hooked {
-                changes.push(Change {
-                    resource_type: resource_type.clone(),
-                    id: id.clone(),
-                    patients: indexes.patients.clone(),
-                    current: Some(CurrentContent {
-                        patients: indexes.patients,
-                        categories,
-                    }),
-                });
+                let current = CurrentContent {
+                    patients: indexes.patients,
+                    categories,
+                };
+                record_change(&mut changes, &resource_type, &id, Vec::new(), Some(current));
             }
             outcomes.push(Some(ImportOutcome::Created));
         }
