@@ -75,12 +75,14 @@ fn json_string(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-/// The page's own link and, when there is a next page, its link.
-struct PageLinks<'a> {
-    base: &'a str,
-    path: &'a str,
-    raw: Option<&'a str>,
-    next: Option<&'a str>,
+/// A page's own link (the base, the path and the raw query it was asked with) and, when
+/// there are such pages, the links of the next and the previous page.
+pub(crate) struct PageLinks<'a> {
+    pub base: &'a str,
+    pub path: &'a str,
+    pub raw: Option<&'a str>,
+    pub next: Option<&'a str>,
+    pub previous: Option<&'a str>,
 }
 
 fn bundle_head(out: &mut String, bundle_type: &str, total: Option<i64>, page: PageLinks) {
@@ -88,6 +90,9 @@ fn bundle_head(out: &mut String, bundle_type: &str, total: Option<i64>, page: Pa
     let mut links = vec![("self", self_url.as_str())];
     if let Some(next) = page.next {
         links.push(("next", next));
+    }
+    if let Some(previous) = page.previous {
+        links.push(("previous", previous));
     }
     let _ = write!(
         out,
@@ -113,12 +118,8 @@ fn bundle_head(out: &mut String, bundle_type: &str, total: Option<i64>, page: Pa
 }
 
 /// A searchset Bundle. Resources are embedded as stored, unless shaping asks for less.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn searchset(
-    base: &str,
-    path: &str,
-    raw: Option<&str>,
-    next: Option<&str>,
+    page: PageLinks,
     total: Option<i64>,
     entries: &[BundleEntry],
     outcome: Option<&Value>,
@@ -130,17 +131,8 @@ pub(crate) fn searchset(
             .map(|e| e.resource.json.len() + 128)
             .sum::<usize>(),
     );
-    bundle_head(
-        &mut out,
-        "searchset",
-        total,
-        PageLinks {
-            base,
-            path,
-            raw,
-            next,
-        },
-    );
+    let base = page.base;
+    bundle_head(&mut out, "searchset", total, page);
     let mut first = true;
     for entry in entries {
         if !first {
@@ -234,30 +226,15 @@ fn shape(json: &str, shaping: Shaping, is_match: bool) -> Option<String> {
 }
 
 /// A history Bundle.
-pub(crate) fn history_bundle(
-    base: &str,
-    path: &str,
-    raw: Option<&str>,
-    next: Option<&str>,
-    entries: &[HistoryEntry],
-) -> String {
+pub(crate) fn history_bundle(page: PageLinks, entries: &[HistoryEntry]) -> String {
     let mut out = String::with_capacity(
         256 + entries
             .iter()
             .map(|e| e.json.as_ref().map_or(0, String::len) + 256)
             .sum::<usize>(),
     );
-    bundle_head(
-        &mut out,
-        "history",
-        None,
-        PageLinks {
-            base,
-            path,
-            raw,
-            next,
-        },
-    );
+    let base = page.base;
+    bundle_head(&mut out, "history", None, page);
     for (i, entry) in entries.iter().enumerate() {
         if i > 0 {
             out.push(',');

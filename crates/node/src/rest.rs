@@ -654,7 +654,16 @@ async fn history(
     let next = page
         .next_before_seq
         .map(|seq| bundle::link_with_cursor(&base, &self_path, &pairs, &format!("r{seq}")));
-    let body = bundle::history_bundle(&base, &self_path, raw, next.as_deref(), &page.entries);
+    let body = bundle::history_bundle(
+        bundle::PageLinks {
+            base: &base,
+            path: &self_path,
+            raw,
+            next: next.as_deref(),
+            previous: None,
+        },
+        &page.entries,
+    );
     Ok(bundle::bundle_response(body))
 }
 
@@ -715,10 +724,13 @@ async fn everything(
         })
         .collect();
     let body = bundle::searchset(
-        &base,
-        &self_path,
-        raw,
-        next.as_deref(),
+        bundle::PageLinks {
+            base: &base,
+            path: &self_path,
+            raw,
+            next: next.as_deref(),
+            previous: None,
+        },
         None,
         &entries,
         None,
@@ -828,10 +840,13 @@ async fn run_search(
     let result = state.store.search(query).await?;
     let base = base_url(state, headers);
     let self_path = resource_type.unwrap_or("").to_string();
-    let next = result
-        .next_cursor
-        .as_deref()
-        .map(|c| bundle::link_with_cursor(&base, &self_path, &pairs, c));
+    let link = |cursor: &Option<String>| {
+        cursor
+            .as_deref()
+            .map(|c| bundle::link_with_cursor(&base, &self_path, &pairs, c))
+    };
+    let next = link(&result.next_cursor);
+    let previous = link(&result.previous_cursor);
     let mut entries: Vec<BundleEntry> = result
         .matches
         .iter()
@@ -846,10 +861,13 @@ async fn run_search(
     }));
     let outcome = (!warnings.is_empty()).then(|| zorgnet_fhir::operation_outcome(&warnings));
     let body = bundle::searchset(
-        &base,
-        &self_path,
-        raw,
-        next.as_deref(),
+        bundle::PageLinks {
+            base: &base,
+            path: &self_path,
+            raw,
+            next: next.as_deref(),
+            previous: previous.as_deref(),
+        },
         result.total,
         &entries,
         outcome.as_ref(),

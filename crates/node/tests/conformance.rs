@@ -540,6 +540,148 @@ async fn paging_neither_repeats_nor_skips_under_concurrent_writes() {
         for id in &created {
             assert!(seen.contains(id), "[{b}] {id} skipped");
         }
+
+        // Back from the last page (created[20..] and the newcomers): the two full pages
+        // before it, whatever was written meanwhile.
+        let mut back = Vec::new();
+        while let Some(previous) = link(&page.body, "previous") {
+            page = node.send(node.client.get(previous)).await;
+            assert_eq!(page.status, 200, "[{b}] {}", page.text);
+            let mut ids = match_ids(&page.body);
+            ids.reverse();
+            back.extend(ids);
+        }
+        back.reverse();
+        assert_eq!(back, created[..20], "[{b}] walking back");
+    }
+}
+
+fn link(bundle: &Value, relation: &str) -> Option<String> {
+    bundle["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == relation)
+        .map(|l| l["url"].as_str().unwrap().to_string())
+}
+
+/// Sorted paging goes from the row a page ended at, not from a position: a resource
+/// created between pages that sorts before the cursor does not push the last row seen onto
+/// the next page (offset paging would repeat it), and `previous` links walk back the same
+/// way. Ties (equal birth dates) and resources without the sort value (sorted last) are
+/// crossed by page boundaries.
+#[tokio::test]
+async fn sorted_paging_follows_next_and_previous_under_concurrent_writes() {
+    for node in nodes().await {
+        let b = node.backend;
+        let mut originals = Vec::new();
+        for i in 0..23 {
+            let mut patient =
+                json!({"resourceType": "Patient", "name": [{"family": format!("Sorter{i:02}")}]});
+            if i % 7 != 3 {
+                patient["birthDate"] = json!(format!("19{:02}-05-01", 50 + i % 6));
+            }
+            let id = node.create(&patient).await;
+            originals.push((
+                patient["birthDate"].as_str().map(str::to_string),
+                format!("Sorter{i:02}"),
+                id,
+            ));
+        }
+        // _sort=birthdate,-family: by birth date, those without one last; ties by family name,
+        // descending.
+        originals.sort_by(|x, y| match (&x.0, &y.0) {
+            (Some(a), Some(c)) => a.cmp(c).then_with(|| y.1.cmp(&x.1)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => y.1.cmp(&x.1),
+        });
+        let expected: Vec<String> = originals.iter().map(|o| o.2.clone()).collect();
+
+        let mut page = node
+            .get("Patient?family=sorter&_sort=birthdate,-family&_count=4")
+            .await;
+        assert_eq!(page.status, 200, "[{b}] {}", page.text);
+        assert_eq!(page.body["total"], 23, "[{b}]");
+        assert_eq!(
+            link(&page.body, "previous"),
+            None,
+            "[{b}] the first page has no previous"
+        );
+        let mut forward = Vec::new();
+        let mut pages = 0;
+        loop {
+            pages += 1;
+            forward.extend(match_ids(&page.body));
+            // Between pages: a newcomer sorting first, and a change to one already seen.
+            node.create(
+                &json!({"resourceType": "Patient", "birthDate": "1901-01-01",
+                "name": [{"family": format!("Sorterearly{pages}")}]}),
+            )
+            .await;
+            let seen = forward[0].clone();
+            let mut changed = node.get(&format!("Patient/{seen}")).await.body;
+            changed["gender"] = json!("unknown");
+            assert_eq!(
+                node.put(&format!("Patient/{seen}"), &changed).await.status,
+                200
+            );
+            let Some(next) = link(&page.body, "next") else {
+                break;
+            };
+            page = node.send(node.client.get(next)).await;
+            assert_eq!(page.status, 200, "[{b}] {}", page.text);
+            assert!(
+                link(&page.body, "previous").is_some(),
+                "[{b}] a later page links back"
+            );
+        }
+        assert_eq!(pages, 6, "[{b}] 23 results in pages of 4");
+        assert_eq!(
+            forward, expected,
+            "[{b}] every original once, in sort order"
+        );
+
+        let mut backward = Vec::new();
+        loop {
+            let mut ids = match_ids(&page.body);
+            ids.reverse();
+            backward.extend(ids);
+            let Some(previous) = link(&page.body, "previous") else {
+                break;
+            };
+            page = node.send(node.client.get(previous)).await;
+            assert_eq!(page.status, 200, "[{b}] {}", page.text);
+            assert!(
+                link(&page.body, "next").is_some(),
+                "[{b}] a previous page links on"
+            );
+        }
+        backward.reverse();
+        let early: Vec<&String> = backward
+            .iter()
+            .filter(|id| !expected.contains(id))
+            .collect();
+        assert_eq!(
+            early.len(),
+            6,
+            "[{b}] walking back reaches the newcomers that sort first"
+        );
+        let originals_back: Vec<String> = backward
+            .iter()
+            .filter(|id| expected.contains(id))
+            .cloned()
+            .collect();
+        assert_eq!(
+            originals_back, expected,
+            "[{b}] back to the start, nothing repeated or lost"
+        );
+
+        let stale = node
+            .get("Patient?family=sorter&_sort=birthdate&_cursor=nWzVd")
+            .await;
+        assert_outcome(&stale, 400, &format!("[{b}] a cursor of another _sort"));
+        let garbage = node.get("Patient?family=sorter&_cursor=n!!!").await;
+        assert_outcome(&garbage, 400, &format!("[{b}] a malformed cursor"));
     }
 }
 

@@ -1,11 +1,13 @@
 //! Reads: read, vread, history, search (criteria → SQL, sorting, paging, includes),
 //! `$everything`, counts.
 //!
-//! Paging is keyset paging on the resource's row id when no `_sort` is given: a `next` page
-//! continues after the last row id it saw, so writes between pages neither repeat nor skip
-//! results. With `_sort`, pages are offsets into the sorted result.
+//! Paging is keyset paging, with or without `_sort`: a `next` page continues after the last
+//! row it saw (by its sort values, then row id), a `previous` page before the first, so
+//! writes between pages neither repeat nor skip results.
 
 use crate::{Inner, ReadOutcome, StoreError, StoredResource};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::collections::HashSet;
 use zorgnet_db::sql::{Conn, Row, SqlBuilder, SqlValue};
 use zorgnet_fhir::search::{
@@ -192,9 +194,13 @@ pub struct SearchResult {
     pub total: Option<i64>,
     /// Cursor for the next page.
     pub next_cursor: Option<String>,
+    /// Cursor for the previous page (pages reached through a cursor).
+    pub previous_cursor: Option<String>,
 }
 
 const SELECT_COLUMNS: &str = "SELECT r.rid, r.res_type, r.id, r.version, r.last_updated, v.content";
+/// Columns of [`SELECT_COLUMNS`].
+const SELECT_COLUMN_COUNT: usize = 6;
 const SELECT_RESOURCE: &str = "SELECT r.rid, r.res_type, r.id, r.version, r.last_updated, v.content FROM resources r JOIN versions v ON v.seq = r.current_seq";
 
 fn to_stored(mut row: Row) -> (i64, StoredResource) {
@@ -210,22 +216,95 @@ fn to_stored(mut row: Row) -> (i64, StoredResource) {
     )
 }
 
-enum Cursor {
-    AfterRid(i64),
-    Offset(i64),
+/// Which way a page runs from its cursor's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// The rows after the cursor's row (a `next` link).
+    After,
+    /// The rows before the cursor's row (a `previous` link).
+    Before,
 }
 
-fn parse_cursor(cursor: Option<&str>) -> Result<Option<Cursor>, StoreError> {
-    let Some(cursor) = cursor else {
-        return Ok(None);
-    };
-    let invalid = || StoreError::Invalid(format!("invalid paging cursor '{cursor}'"));
-    let (kind, number) = cursor.split_at_checked(1).ok_or_else(invalid)?;
-    let number: i64 = number.parse().map_err(|_| invalid())?;
-    match kind {
-        "r" => Ok(Some(Cursor::AfterRid(number))),
-        "o" if number >= 0 => Ok(Some(Cursor::Offset(number))),
-        _ => Err(invalid()),
+/// Where a page starts: the row just outside it, by its sort values and row id. Keyset
+/// paging: a page continues from a row, not from a position, so writes between pages
+/// neither repeat nor skip results.
+///
+/// Written as `n` (after) or `p` (before) followed by the unpadded base64url of a JSON
+/// array of the row's sort values and, last, its row id.
+#[derive(Debug, Clone, PartialEq)]
+struct Cursor {
+    direction: Direction,
+    sort_values: Vec<SqlValue>,
+    rid: i64,
+}
+
+impl Cursor {
+    fn encode(direction: Direction, sort_values: &[SqlValue], rid: i64) -> String {
+        let mut key: Vec<serde_json::Value> = sort_values.iter().map(value_to_json).collect();
+        key.push(rid.into());
+        let prefix = match direction {
+            Direction::After => 'n',
+            Direction::Before => 'p',
+        };
+        format!(
+            "{prefix}{}",
+            URL_SAFE_NO_PAD.encode(serde_json::Value::Array(key).to_string())
+        )
+    }
+
+    /// Reads a cursor made by [`Cursor::encode`] for a search with `sort_keys` sort keys.
+    fn parse(text: &str, sort_keys: usize) -> Result<Cursor, StoreError> {
+        let invalid = || StoreError::Invalid(format!("invalid paging cursor '{text}'"));
+        let (prefix, key) = text.split_at_checked(1).ok_or_else(invalid)?;
+        let direction = match prefix {
+            "n" => Direction::After,
+            "p" => Direction::Before,
+            _ => return Err(invalid()),
+        };
+        let key = URL_SAFE_NO_PAD.decode(key).map_err(|_| invalid())?;
+        let serde_json::Value::Array(mut key) =
+            serde_json::from_slice(&key).map_err(|_| invalid())?
+        else {
+            return Err(invalid());
+        };
+        if key.len() != sort_keys + 1 {
+            return Err(StoreError::Invalid(
+                "paging cursor does not fit this search's _sort".into(),
+            ));
+        }
+        let rid = key.pop().and_then(|v| v.as_i64()).ok_or_else(invalid)?;
+        let sort_values = key
+            .into_iter()
+            .map(json_to_value)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(invalid)?;
+        Ok(Cursor {
+            direction,
+            sort_values,
+            rid,
+        })
+    }
+}
+
+fn value_to_json(value: &SqlValue) -> serde_json::Value {
+    match value {
+        SqlValue::Null => serde_json::Value::Null,
+        SqlValue::Int(i) => (*i).into(),
+        SqlValue::Real(r) => (*r).into(),
+        SqlValue::Text(t) => t.as_str().into(),
+        SqlValue::Shared(t) => (**t).into(),
+    }
+}
+
+fn json_to_value(value: serde_json::Value) -> Option<SqlValue> {
+    match value {
+        serde_json::Value::Null => Some(SqlValue::Null),
+        serde_json::Value::String(t) => Some(SqlValue::Text(t)),
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .map(SqlValue::Int)
+            .or_else(|| n.as_f64().map(SqlValue::Real)),
+        _ => None,
     }
 }
 
@@ -330,7 +409,11 @@ pub(crate) fn search(
     conn: &mut dyn Conn,
     query: &SearchQuery,
 ) -> Result<SearchResult, StoreError> {
-    let cursor = parse_cursor(query.cursor.as_deref())?;
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|c| Cursor::parse(c, query.sort.len()))
+        .transpose()?;
     let mut result = SearchResult::default();
     let count_rows = |conn: &mut dyn Conn| -> Result<Option<i64>, StoreError> {
         let mut b = SqlBuilder::new(conn.dialect());
@@ -343,51 +426,165 @@ pub(crate) fn search(
         result.total = count_rows(conn)?;
         return Ok(result);
     }
-    let mut b = SqlBuilder::new(conn.dialect());
-    b.push(SELECT_COLUMNS);
-    from_where(inner, &mut b, query, true);
-    let offset = match cursor {
-        Some(Cursor::AfterRid(rid)) if query.sort.is_empty() => {
-            b.push(" AND r.rid > ").bind(rid);
-            0
-        }
-        Some(Cursor::Offset(offset)) => offset,
-        None => 0,
-        Some(Cursor::AfterRid(_)) => {
-            return Err(StoreError::Invalid(
-                "paging cursor does not fit a sorted search".into(),
-            ));
-        }
+    let direction = cursor.as_ref().map_or(Direction::After, |c| c.direction);
+    let b = page_sql(inner, conn, query, cursor.as_ref());
+    let mut rows: Vec<(Vec<SqlValue>, i64, StoredResource)> = conn
+        .query(&b.sql, &b.params)?
+        .into_iter()
+        .map(|mut row| {
+            let sort_values = row.split_off(SELECT_COLUMN_COUNT);
+            let (rid, resource) = to_stored(row);
+            (sort_values, rid, resource)
+        })
+        .collect();
+    // One row more than the page was read: whether there is more in the page's direction.
+    let more = rows.len() > query.count;
+    rows.truncate(query.count);
+    if direction == Direction::Before {
+        rows.reverse();
+    }
+    let cursor_at = |direction, row: Option<&(Vec<SqlValue>, i64, StoredResource)>| {
+        row.map(|(values, rid, _)| Cursor::encode(direction, values, *rid))
     };
-    b.push(" ORDER BY ");
-    for key in &query.sort {
-        sort_sql(inner, &mut b, key);
-        b.push(", ");
+    let (next, previous) = match direction {
+        Direction::After => (more, cursor.is_some()),
+        Direction::Before => (true, more),
+    };
+    if next {
+        result.next_cursor = cursor_at(Direction::After, rows.last());
     }
-    b.push("r.rid LIMIT ").count(query.count as u64 + 1);
-    if offset > 0 {
-        b.push(" OFFSET ").count(offset as u64);
-    }
-    let rows = conn.query(&b.sql, &b.params)?;
-    let mut matches: Vec<(i64, StoredResource)> = rows.into_iter().map(to_stored).collect();
-    if matches.len() > query.count {
-        matches.truncate(query.count);
-        result.next_cursor = if query.sort.is_empty() {
-            matches.last().map(|(rid, _)| format!("r{rid}"))
-        } else {
-            Some(format!("o{}", offset + query.count as i64))
-        };
+    if previous {
+        result.previous_cursor = cursor_at(Direction::Before, rows.first());
     }
     if cursor.is_none() {
         // A first page that is not full holds every match: no separate count needed.
         result.total = match result.next_cursor {
-            None => Some(matches.len() as i64),
+            None => Some(rows.len() as i64),
             Some(_) => count_rows(conn)?,
         };
     }
+    let matches: Vec<(i64, StoredResource)> = rows
+        .into_iter()
+        .map(|(_, rid, resource)| (rid, resource))
+        .collect();
     result.included = includes(inner, conn, query, &matches)?;
     result.matches = matches.into_iter().map(|(_, r)| r).collect();
     Ok(result)
+}
+
+/// The statement reading one page (and one row more): the rows after (or before) the
+/// cursor in the search's order, each with its sort values after [`SELECT_COLUMNS`].
+///
+/// Unsorted, the order is the row id's. Sorted, the matches and their sort values are
+/// computed once, in a materialised `q`, and the page is cut from `q` with the keyset
+/// condition of [`keyset_sql`]; only the page's rows are joined to their content.
+fn page_sql(
+    inner: &Inner,
+    conn: &mut dyn Conn,
+    query: &SearchQuery,
+    cursor: Option<&Cursor>,
+) -> SqlBuilder {
+    let direction = cursor.map_or(Direction::After, |c| c.direction);
+    let mut b = SqlBuilder::new(conn.dialect());
+    if query.sort.is_empty() {
+        b.push(SELECT_COLUMNS);
+        from_where(inner, &mut b, query, true);
+        if let Some(cursor) = cursor {
+            b.push(" AND ");
+            keyset_sql(&mut b, &[], cursor, "r.rid");
+        }
+        b.push(match direction {
+            Direction::After => " ORDER BY r.rid",
+            Direction::Before => " ORDER BY r.rid DESC",
+        });
+    } else {
+        b.push("WITH q AS MATERIALIZED (SELECT r.rid AS rid");
+        let mut descending = Vec::with_capacity(query.sort.len());
+        for (i, key) in query.sort.iter().enumerate() {
+            b.push(", ");
+            descending.push(sort_expression(inner, &mut b, key));
+            b.push(&format!(" AS s{i}"));
+        }
+        from_where(inner, &mut b, query, false);
+        b.push(") ");
+        b.push(SELECT_COLUMNS);
+        for i in 0..query.sort.len() {
+            b.push(&format!(", q.s{i}"));
+        }
+        b.push(
+            " FROM q JOIN resources r ON r.rid = q.rid JOIN versions v ON v.seq = r.current_seq",
+        );
+        if let Some(cursor) = cursor {
+            b.push(" WHERE ");
+            keyset_sql(&mut b, &descending, cursor, "q.rid");
+        }
+        b.push(" ORDER BY ");
+        for (i, descending) in descending.iter().enumerate() {
+            // Backwards, every key runs the other way, and NULLs (last going forward) first.
+            let order = match (direction, descending) {
+                (Direction::After, false) => "ASC NULLS LAST",
+                (Direction::After, true) => "DESC NULLS LAST",
+                (Direction::Before, false) => "DESC NULLS FIRST",
+                (Direction::Before, true) => "ASC NULLS FIRST",
+            };
+            b.push(&format!("q.s{i} {order}, "));
+        }
+        b.push(match direction {
+            Direction::After => "q.rid",
+            Direction::Before => "q.rid DESC",
+        });
+    }
+    b.push(" LIMIT ").count(query.count as u64 + 1);
+    b
+}
+
+/// The rows beyond `cursor` in its direction, in the order of sort columns `q.s0`, `q.s1`, …
+/// (`descending[i]` for each; NULLs last) and then `rid_column`: lexicographically, a row is
+/// beyond when it equals the cursor on the first `i` keys and is beyond it on key `i`, for
+/// some `i`, or equals it on every key and is beyond it by row id.
+fn keyset_sql(b: &mut SqlBuilder, descending: &[bool], cursor: &Cursor, rid_column: &str) {
+    let forward = cursor.direction == Direction::After;
+    b.push("(");
+    for i in 0..=descending.len() {
+        if i > 0 {
+            b.push(" OR ");
+        }
+        b.push("(");
+        for (j, value) in cursor.sort_values[..i].iter().enumerate() {
+            match value {
+                SqlValue::Null => b.push(&format!("q.s{j} IS NULL AND ")),
+                value => b
+                    .push(&format!("q.s{j} = "))
+                    .bind(value.clone())
+                    .push(" AND "),
+            };
+        }
+        if i == descending.len() {
+            b.push(&format!(
+                "{rid_column} {} ",
+                if forward { ">" } else { "<" }
+            ))
+            .bind(cursor.rid);
+        } else {
+            let column = format!("q.s{i}");
+            let greater = forward != descending[i];
+            match (&cursor.sort_values[i], forward) {
+                // Nothing comes after a NULL (NULLs sort last) …
+                (SqlValue::Null, true) => b.push("1 = 0"),
+                // … and every value comes before one.
+                (SqlValue::Null, false) => b.push(&format!("{column} IS NOT NULL")),
+                (value, true) => b
+                    .push(&format!("({column} {} ", if greater { ">" } else { "<" }))
+                    .bind(value.clone())
+                    .push(&format!(" OR {column} IS NULL)")),
+                (value, false) => b
+                    .push(&format!("{column} {} ", if greater { ">" } else { "<" }))
+                    .bind(value.clone()),
+            };
+        }
+        b.push(")");
+    }
+    b.push(")");
 }
 
 /// Ids of resources matching `query` (for conditional operations), at most `limit`.
@@ -408,7 +605,8 @@ pub(crate) fn matching_ids(
         .collect())
 }
 
-fn sort_sql(inner: &Inner, b: &mut SqlBuilder, key: &SortKey) {
+/// Pushes the value `key` sorts by (of the resource `r`); returns whether it sorts descending.
+fn sort_expression(inner: &Inner, b: &mut SqlBuilder, key: &SortKey) -> bool {
     let (expression, descending) = match key {
         SortKey::Id { descending } => ("r.id".to_string(), *descending),
         SortKey::LastUpdated { descending } => ("r.last_updated".to_string(), *descending),
@@ -419,7 +617,8 @@ fn sort_sql(inner: &Inner, b: &mut SqlBuilder, key: &SortKey) {
                 ParamType::Token => ("idx_token", "code"),
                 ParamType::Number => ("idx_number", "value"),
                 ParamType::Quantity => ("idx_quantity", "value"),
-                ParamType::Reference | ParamType::Uri => ("idx_uri", "value"),
+                ParamType::Reference => ("idx_reference", "target_id"),
+                ParamType::Uri => ("idx_uri", "value"),
             };
             let aggregate = if *descending { "MAX" } else { "MIN" };
             let param_id = inner
@@ -432,11 +631,7 @@ fn sort_sql(inner: &Inner, b: &mut SqlBuilder, key: &SortKey) {
         }
     };
     b.push(&expression);
-    b.push(if descending {
-        " DESC NULLS LAST"
-    } else {
-        " ASC NULLS LAST"
-    });
+    descending
 }
 
 fn table_of(param_type: ParamType) -> &'static str {
