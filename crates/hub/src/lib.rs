@@ -30,7 +30,8 @@ use axum::routing::get;
 use error::ApiError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use zorgnet_db::{Database, DbError, Migration};
+use zorgnet_db::sql::Conn;
+use zorgnet_db::{BackendKind, Database, DbError, Migration};
 
 /// Largest request body a hub API accepts (a registration batch of
 /// [`MAX_BATCH_ITEMS`] items fits comfortably).
@@ -190,6 +191,23 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(ApiError::internal)?
+}
+
+/// Runs a short read (a few primary-key probes). On SQLite it runs right here on the async
+/// worker: its pages are almost always cached, and a hand-off to the blocking pool costs two
+/// thread wake-ups, more than the read. PostgreSQL waits on the network, so there it goes to
+/// the blocking pool.
+pub(crate) async fn quick_read<T: Send + 'static>(
+    db: &Database,
+    f: impl FnOnce(&mut dyn Conn) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match db.kind() {
+        BackendKind::Sqlite => db.with_reader(f),
+        BackendKind::Postgres => {
+            let db = db.clone();
+            blocking(move || db.with_reader(f)).await
+        }
+    }
 }
 
 /// Creates `dir` (and parents) readable only by the owner.

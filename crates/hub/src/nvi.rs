@@ -292,16 +292,22 @@ async fn lookup(
         ));
     }
     let purpose = request.purpose;
-    // Opening the token is public-key work (about 0.15 ms): it runs on the blocking pool with
-    // the read, so the async workers keep accepting and parsing requests meanwhile.
-    let organisations = crate::blocking(move || {
-        let pseudonym = state
-            .prs
-            .open_referral_index_token(&request.token)?
-            .to_string();
-        Ok(state
-            .db
-            .with_reader(|conn| find_holders(conn, &pseudonym, &categories, &requester, purpose))?)
+    // Opening the token is public-key arithmetic (about 0.1 ms) and runs right here on the
+    // async worker, with as many workers as cores. On the blocking pool it cost more than it
+    // saved: two thread wake-ups per lookup, and under load dozens of threads contending for
+    // the cores (docs/benchmarks.md, session 8).
+    let pseudonym = state
+        .prs
+        .open_referral_index_token(&request.token)?
+        .to_string();
+    let organisations = crate::quick_read(&state.db, move |conn| {
+        Ok(find_holders(
+            conn,
+            &pseudonym,
+            &categories,
+            &requester,
+            purpose,
+        )?)
     })
     .await?;
     metrics::counter!("zorgnet_nvi_lookups_total").increment(1);
