@@ -39,7 +39,7 @@ pub use identifier::{
 };
 pub use jwe::{
     GENERATED_RSA_MODULUS_BITS, KeyAlgorithm, MAX_JWE_BYTES, MAX_JWK_BYTES, MAX_RSA_MODULUS_BITS,
-    MIN_RSA_MODULUS_BITS, RecipientPublicKey,
+    MIN_RSA_MODULUS_BITS, PRECOMPUTED_KEY_BYTES, RecipientPublicKey,
 };
 pub use keystore::MAX_KEY_FILE_BYTES;
 pub use prs::{PRS_KEY_FILE, Prs, PrsKeys, PrsRecipient};
