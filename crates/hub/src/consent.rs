@@ -314,7 +314,22 @@ pub fn decide(
 /// The current version of every directive of one person, oldest first. Blocking; runs on
 /// the caller's connection so a lookup reads registrations and directives consistently.
 pub fn current_directives(conn: &mut dyn Conn, pseudonym: &str) -> Result<Vec<Directive>, DbError> {
-    let versions = directive_versions(conn, pseudonym)?;
+    Ok(current_of(directive_versions(conn, pseudonym)?))
+}
+
+/// The columns of a directive version, in the order [`directive_from_row`] reads them.
+pub(crate) const DIRECTIVE_COLUMNS: &str = "directive_id, version, kind, category, ura, decision, \
+     status, valid_from_ms, valid_until_ms, recorded_at_ms, recorded_by";
+
+/// How many columns [`DIRECTIVE_COLUMNS`] names.
+pub(crate) const DIRECTIVE_COLUMN_COUNT: usize = 11;
+
+/// The current version of each directive among `versions` (every version of a person's
+/// directives, in any order).
+pub(crate) fn current_of(mut versions: Vec<Directive>) -> Vec<Directive> {
+    versions.sort_by(|a, b| {
+        (a.directive_id.as_str(), a.version).cmp(&(b.directive_id.as_str(), b.version))
+    });
     let mut current: Vec<Directive> = Vec::new();
     for directive in versions {
         match current.last_mut() {
@@ -322,14 +337,13 @@ pub fn current_directives(conn: &mut dyn Conn, pseudonym: &str) -> Result<Vec<Di
             _ => current.push(directive),
         }
     }
-    Ok(current)
+    current
 }
 
 /// Every version of every directive of one person, by directive then version.
 fn directive_versions(conn: &mut dyn Conn, pseudonym: &str) -> Result<Vec<Directive>, DbError> {
     let sql = format!(
-        "SELECT directive_id, version, kind, category, ura, decision, status, valid_from_ms, \
-         valid_until_ms, recorded_at_ms, recorded_by FROM consent_directives WHERE pseudonym = {} \
+        "SELECT {DIRECTIVE_COLUMNS} FROM consent_directives WHERE pseudonym = {} \
          ORDER BY directive_id, version",
         conn.dialect().placeholder(1)
     );
@@ -344,7 +358,8 @@ fn optional_text(value: &mut SqlValue) -> Option<String> {
     }
 }
 
-fn directive_from_row(mut row: Vec<SqlValue>) -> Option<Directive> {
+/// A directive version from its [`DIRECTIVE_COLUMNS`]; `None` for an unknown kind.
+pub(crate) fn directive_from_row(mut row: Vec<SqlValue>) -> Option<Directive> {
     let kind = DirectiveKind::from_code(&row[2].take_text())?;
     let decision = if row[5].take_text() == "permit" {
         Decision::Permit

@@ -317,9 +317,11 @@ async fn lookup(
 /// The organisations holding `categories` about `pseudonym` that the person's directives let
 /// `requester` learn about.
 ///
-/// Reads all of the person's registrations (about ten) with the primary key's prefix and
-/// keeps the asked categories here: a `category IN (…)` in the statement would make SQLite
-/// build a temporary b-tree of the list on every lookup.
+/// One statement reads all of the person's registrations (about ten, by the primary key's
+/// prefix) and every version of their consent directives (by `consent_by_pseudonym`, usually
+/// none): one round trip on PostgreSQL, one read transaction on SQLite. The asked categories
+/// are kept here: a `category IN (…)` in the statement would make SQLite build a temporary
+/// b-tree of the list on every lookup.
 pub fn find_holders(
     conn: &mut dyn Conn,
     pseudonym: &str,
@@ -327,24 +329,28 @@ pub fn find_holders(
     requester: &str,
     purpose: Purpose,
 ) -> Result<Vec<Holder>, DbError> {
+    let p = conn.dialect().placeholder(1);
+    let nulls = ["NULL"; consent::DIRECTIVE_COLUMN_COUNT].join(", ");
     let sql = format!(
-        "SELECT ura, category FROM nvi_registrations WHERE pseudonym = {}",
-        conn.dialect().placeholder(1)
+        "SELECT ura, category, {nulls} FROM nvi_registrations WHERE pseudonym = {p} \
+         UNION ALL SELECT NULL, NULL, {columns} FROM consent_directives WHERE pseudonym = {p}",
+        columns = consent::DIRECTIVE_COLUMNS
     );
-    let asked: Vec<(String, DataCategory)> = conn
-        .query(&sql, &[pseudonym.into()])?
-        .into_iter()
-        .filter_map(|mut row| {
-            let category = DataCategory::from_code(&row[1].take_text())?;
-            categories
-                .contains(&category)
-                .then(|| (row[0].take_text(), category))
-        })
-        .collect();
+    let mut asked: Vec<(String, DataCategory)> = Vec::new();
+    let mut versions = Vec::new();
+    for mut row in conn.query(&sql, &[pseudonym.into()])? {
+        if row[0] == SqlValue::Null {
+            versions.extend(consent::directive_from_row(row.split_off(2)));
+        } else if let Some(category) = DataCategory::from_code(&row[1].take_text())
+            && categories.contains(&category)
+        {
+            asked.push((row[0].take_text(), category));
+        }
+    }
     if asked.is_empty() {
         return Ok(Vec::new());
     }
-    let directives = consent::current_directives(conn, pseudonym)?;
+    let directives = consent::current_of(versions);
     let now = zorgnet_db::now_ms();
     let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (ura, category) in asked {
