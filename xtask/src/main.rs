@@ -8,6 +8,7 @@
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Where the generated model lives, relative to the workspace root.
@@ -67,6 +68,14 @@ fn build_model(definitions: &Path) -> Result<Value> {
         .collect();
     files.sort();
 
+    let mut value_set_systems = HashMap::new();
+    for file in files.iter().filter(|f| file_name_starts(f, "ValueSet-")) {
+        let value_set = read_json(file)?;
+        if let (Some(url), Some(system)) = (value_set["url"].as_str(), single_system(&value_set)) {
+            value_set_systems.insert(url.to_string(), system);
+        }
+    }
+
     let mut types = Map::new();
     for file in files
         .iter()
@@ -77,7 +86,7 @@ fn build_model(definitions: &Path) -> Result<Value> {
             .as_str()
             .context("StructureDefinition.id")?
             .to_string();
-        types.insert(name, structure_definition(&sd)?);
+        types.insert(name, structure_definition(&sd, &value_set_systems)?);
     }
 
     let bundle = read_json(&definitions.join("Bundle-searchParams.json"))?;
@@ -108,8 +117,26 @@ fn file_name_starts(path: &Path, prefix: &str) -> bool {
         .is_some_and(|n| n.starts_with(prefix))
 }
 
+/// The one code system a value set takes all its codes from, if it has one (no imported
+/// value sets, every include naming the same system).
+fn single_system(value_set: &Value) -> Option<String> {
+    let includes = value_set["compose"]["include"].as_array()?;
+    let mut systems = includes.iter().map(|i| {
+        if i.get("valueSet").is_some() {
+            None
+        } else {
+            i["system"].as_str()
+        }
+    });
+    let first = systems.next()??;
+    systems.all(|s| s == Some(first)).then(|| first.to_string())
+}
+
 /// One type: its kind, and for complex types and resources every element below the root.
-fn structure_definition(sd: &Value) -> Result<Value> {
+/// An element of type `code` with a required binding to a value set of one code system
+/// carries that system as `codeSystem`: the system its codes implicitly have, which token
+/// search accepts in `system|code`.
+fn structure_definition(sd: &Value, value_set_systems: &HashMap<String, String>) -> Result<Value> {
     let kind = sd["kind"].as_str().context("kind")?;
     let mut out = Map::new();
     out.insert("kind".into(), json!(kind));
@@ -154,6 +181,13 @@ fn structure_definition(sd: &Value) -> Result<Value> {
                 .as_array()
                 .map(|ts| ts.iter().filter_map(element_type_code).collect())
                 .unwrap_or_default();
+            if codes == ["code"] && element["binding"]["strength"].as_str() == Some("required") {
+                let value_set = element["binding"]["valueSet"].as_str().unwrap_or("");
+                let value_set = value_set.split('|').next().unwrap_or(value_set);
+                if let Some(system) = value_set_systems.get(value_set) {
+                    e.insert("codeSystem".into(), json!(system));
+                }
+            }
             e.insert("types".into(), json!(codes));
             let targets: Vec<String> = element["type"]
                 .as_array()

@@ -43,6 +43,9 @@ pub struct ElementRule {
     pub targets: Vec<String>,
     /// Part of the summary view (`_summary=true`).
     pub summary: bool,
+    /// For a `code` bound (required) to a value set of one code system: that system, which
+    /// the element's codes implicitly have.
+    pub code_system: Option<String>,
 }
 
 /// The keys one place in a document accepts.
@@ -122,6 +125,8 @@ struct RawElement {
     content_reference: Option<String>,
     #[serde(default)]
     summary: bool,
+    #[serde(default)]
+    code_system: Option<String>,
 }
 
 /// The compiled R4 model.
@@ -234,6 +239,7 @@ impl Model {
                                 type_name: "BackboneElement".into(),
                                 targets: Vec::new(),
                                 summary: element.summary,
+                                code_system: None,
                             },
                         );
                     }
@@ -262,6 +268,7 @@ impl Model {
                                 type_name: type_code.clone(),
                                 targets: element.targets.clone(),
                                 summary: element.summary,
+                                code_system: element.code_system.clone(),
                             },
                         );
                     }

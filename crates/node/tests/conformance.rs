@@ -324,6 +324,20 @@ async fn search_parameters_of_every_type() {
         let mut expected = vec![jan.clone(), piet.clone()];
         expected.sort();
         assert_eq!(both, expected, "[{b}] OR");
+        let male = node.search_ids("Patient?gender=male").await;
+        assert_eq!(male.len(), 1, "[{b}] one male patient");
+        assert_eq!(
+            node.search_ids("Patient?gender=http://hl7.org/fhir/administrative-gender|male")
+                .await,
+            male,
+            "[{b}] a code's bound system"
+        );
+        assert!(
+            node.search_ids("Patient?gender=http://example.org/other|male")
+                .await
+                .is_empty(),
+            "[{b}] another system"
+        );
         assert_eq!(
             node.search_ids(&format!("Patient?general-practitioner=Organization/{gp}"))
                 .await,

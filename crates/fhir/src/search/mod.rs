@@ -108,6 +108,18 @@ impl SearchParam {
         }
         self.targets.clone()
     }
+
+    /// The code system every value of this token parameter implicitly has: when each of its
+    /// paths ends in a `code` bound to that one system (`Patient.gender`,
+    /// `Observation.status`). Such codes are indexed without a system, so `system|code`
+    /// with this system means the same as `|code`.
+    pub fn implicit_system(&self) -> Option<&str> {
+        let first = self.paths.first()?.leaf_code_system.as_deref()?;
+        self.paths
+            .iter()
+            .all(|p| p.leaf_type == "code" && p.leaf_code_system.as_deref() == Some(first))
+            .then_some(first)
+    }
 }
 
 /// Search parameters handled natively by the store rather than through index rows.

@@ -28,6 +28,9 @@ pub struct CompiledPath {
     pub leaf_type: String,
     /// From `where(resolve() is T)`: only references to this resource type count.
     pub reference_type: Option<String>,
+    /// For a `code` leaf bound to one code system: that system (see
+    /// [`crate::model::ElementRule::code_system`]).
+    pub leaf_code_system: Option<String>,
 }
 
 impl CompiledPath {
@@ -116,8 +119,16 @@ fn compile_branch(model: &Model, resource_type: &str, branch: &str) -> Option<Ve
     }
 
     let context = model.types.get(resource_type)?.context?;
-    let mut partial: Vec<(Vec<Step>, Option<usize>, String)> =
-        vec![(Vec::new(), Some(context), resource_type.to_string())];
+    // Each path so far, with the element context its last step leads into.
+    let mut partial: Vec<(CompiledPath, Option<usize>)> = vec![(
+        CompiledPath {
+            steps: Vec::new(),
+            leaf_type: resource_type.to_string(),
+            reference_type: None,
+            leaf_code_system: None,
+        },
+        Some(context),
+    )];
     let mut reference_type = None;
     let mut i = 0;
     while i < segments.len() {
@@ -131,16 +142,22 @@ fn compile_branch(model: &Model, resource_type: &str, branch: &str) -> Option<Ve
                     _ => None,
                 };
                 let mut next = Vec::new();
-                for (steps, context, _) in &partial {
+                for (path, context) in &partial {
                     let context = &model.contexts[(*context)?];
                     for (key, rule) in alternatives(context, name, cast.as_deref()) {
-                        let mut steps = steps.clone();
+                        let mut steps = path.steps.clone();
                         steps.push(Step { key, filter: None });
                         let next_context = match rule.kind {
                             ElementKind::Complex(id) => Some(id),
                             _ => None,
                         };
-                        next.push((steps, next_context, rule.type_name.clone()));
+                        let path = CompiledPath {
+                            steps,
+                            leaf_type: rule.type_name.clone(),
+                            reference_type: None,
+                            leaf_code_system: rule.code_system.clone(),
+                        };
+                        next.push((path, next_context));
                     }
                 }
                 if next.is_empty() {
@@ -151,8 +168,8 @@ fn compile_branch(model: &Model, resource_type: &str, branch: &str) -> Option<Ve
             Segment::Cast(_) => return None,
             Segment::WhereResolveIs(type_name) => reference_type = Some(type_name.clone()),
             Segment::WhereEquals(field, value) => {
-                for (steps, _, _) in &mut partial {
-                    steps.last_mut()?.filter = Some((field.clone(), value.clone()));
+                for (path, _) in &mut partial {
+                    path.steps.last_mut()?.filter = Some((field.clone(), value.clone()));
                 }
             }
         }
@@ -161,10 +178,9 @@ fn compile_branch(model: &Model, resource_type: &str, branch: &str) -> Option<Ve
     Some(
         partial
             .into_iter()
-            .map(|(steps, _, leaf_type)| CompiledPath {
-                steps,
-                leaf_type,
+            .map(|(path, _)| CompiledPath {
                 reference_type: reference_type.clone(),
+                ..path
             })
             .collect(),
     )

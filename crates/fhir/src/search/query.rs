@@ -541,18 +541,20 @@ fn parse_value(
                     code: Some(unescape(code)),
                 },
                 [system, code] => {
-                    let system = if system.is_empty() {
-                        TokenSystem::None
-                    } else {
-                        TokenSystem::Is(unescape(system))
-                    };
                     let code = (!code.is_empty()).then(|| unescape(code));
-                    if system == TokenSystem::None && code.is_none() {
+                    if system.is_empty() && code.is_none() {
                         return Err(bad(format!(
                             "'{value}' is not a valid token for '{code_name}'",
                             code_name = param.code
                         )));
                     }
+                    let system = match unescape(system) {
+                        s if s.is_empty() => TokenSystem::None,
+                        // Codes of a `code` element are indexed without their implicit
+                        // system (`Patient.gender`): `system|code` with it is `|code`.
+                        s if param.implicit_system() == Some(s.as_str()) => TokenSystem::None,
+                        s => TokenSystem::Is(s),
+                    };
                     CriterionValue::Token { system, code }
                 }
                 _ => return Err(bad(format!("'{value}' is not a valid token for '{code}'"))),
@@ -766,6 +768,62 @@ mod tests {
             Some(resource_type),
             &pairs,
         )
+    }
+
+    /// `Patient.gender` and `Observation.status` are `code`s bound to one code system each:
+    /// that system is implied, other systems are not, and a coded concept keeps its system.
+    #[test]
+    fn codes_have_their_bound_system() {
+        let first_value = |resource_type: &str, name: &str, value: &str| {
+            let q = parse(resource_type, &[(name, value)]).unwrap();
+            let Criterion::Param { values, .. } = &q.criteria[0] else {
+                panic!()
+            };
+            values[0].clone()
+        };
+        for (resource_type, name, value, code) in [
+            (
+                "Patient",
+                "gender",
+                "http://hl7.org/fhir/administrative-gender|male",
+                Some("male"),
+            ),
+            (
+                "Patient",
+                "gender",
+                "http://hl7.org/fhir/administrative-gender|",
+                None,
+            ),
+            (
+                "Observation",
+                "status",
+                "http://hl7.org/fhir/observation-status|final",
+                Some("final"),
+            ),
+        ] {
+            assert_eq!(
+                first_value(resource_type, name, value),
+                CriterionValue::Token {
+                    system: TokenSystem::None,
+                    code: code.map(String::from)
+                },
+                "{resource_type}?{name}={value}"
+            );
+        }
+        assert_eq!(
+            first_value("Patient", "gender", "http://example.org/gender|male"),
+            CriterionValue::Token {
+                system: TokenSystem::Is("http://example.org/gender".into()),
+                code: Some("male".into())
+            }
+        );
+        assert_eq!(
+            first_value("Observation", "code", "http://loinc.org|2339-0"),
+            CriterionValue::Token {
+                system: TokenSystem::Is("http://loinc.org".into()),
+                code: Some("2339-0".into())
+            }
+        );
     }
 
     #[test]
