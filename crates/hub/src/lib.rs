@@ -83,6 +83,8 @@ pub struct HubState {
     pub addressing: addressing::AddressBook,
     /// The signer of organisations' access tokens.
     pub trust: trust::TokenIssuer,
+    /// Admits PostgreSQL reads to the blocking pool; see [`PG_READS_IN_FLIGHT_PER_CORE`].
+    read_slots: tokio::sync::Semaphore,
 }
 
 /// An opened hub.
@@ -124,6 +126,10 @@ impl Hub {
             prs,
             addressing,
             trust,
+            read_slots: tokio::sync::Semaphore::new(
+                PG_READS_IN_FLIGHT_PER_CORE
+                    * std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
         });
         Ok(Hub {
             state,
@@ -193,17 +199,29 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)?
 }
 
+/// PostgreSQL reads of [`quick_read`] running at once, per CPU core. PostgreSQL's backends
+/// share the cores with the hub: more reads at once than that only add backends competing
+/// for time slices, which spreads latency without adding throughput; beyond this, reads wait
+/// in a fair queue.
+pub const PG_READS_IN_FLIGHT_PER_CORE: usize = 2;
+
 /// Runs a short read (a few primary-key probes). On SQLite it runs right here on the async
 /// worker: its pages are almost always cached, and a hand-off to the blocking pool costs two
 /// thread wake-ups, more than the read. PostgreSQL waits on the network, so there it goes to
-/// the blocking pool.
+/// the blocking pool, at most [`PG_READS_IN_FLIGHT_PER_CORE`] per core at once.
 pub(crate) async fn quick_read<T: Send + 'static>(
-    db: &Database,
+    state: &HubState,
     f: impl FnOnce(&mut dyn Conn) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let db = &state.db;
     match db.kind() {
         BackendKind::Sqlite => db.with_reader(f),
         BackendKind::Postgres => {
+            let _slot = state
+                .read_slots
+                .acquire()
+                .await
+                .map_err(ApiError::internal)?;
             let db = db.clone();
             blocking(move || db.with_reader(f)).await
         }

@@ -300,7 +300,7 @@ async fn lookup(
         .prs
         .open_referral_index_token(&request.token)?
         .to_string();
-    let organisations = crate::quick_read(&state.db, move |conn| {
+    let organisations = crate::quick_read(&state, move |conn| {
         Ok(find_holders(
             conn,
             &pseudonym,
