@@ -252,8 +252,11 @@ impl Cursor {
         )
     }
 
-    /// Reads a cursor made by [`Cursor::encode`] for a search with `sort_keys` sort keys.
-    fn parse(text: &str, sort_keys: usize) -> Result<Cursor, StoreError> {
+    /// Reads a cursor made by [`Cursor::encode`] for a search sorted by `sort`: one value per
+    /// key, of the kind the key's column holds (or NULL for a parameter a resource lacks),
+    /// then the row id. Anything else is refused, so no statement ever compares a column
+    /// with a value of another type.
+    fn parse(text: &str, sort: &[SortKey]) -> Result<Cursor, StoreError> {
         let invalid = || StoreError::Invalid(format!("invalid paging cursor '{text}'"));
         let (prefix, key) = text.split_at_checked(1).ok_or_else(invalid)?;
         let direction = match prefix {
@@ -267,17 +270,18 @@ impl Cursor {
         else {
             return Err(invalid());
         };
-        if key.len() != sort_keys + 1 {
-            return Err(StoreError::Invalid(
-                "paging cursor does not fit this search's _sort".into(),
-            ));
+        let misfit =
+            || StoreError::Invalid("paging cursor does not fit this search's _sort".into());
+        if key.len() != sort.len() + 1 {
+            return Err(misfit());
         }
         let rid = key.pop().and_then(|v| v.as_i64()).ok_or_else(invalid)?;
         let sort_values = key
             .into_iter()
-            .map(json_to_value)
+            .zip(sort)
+            .map(|(value, key)| sort_value(value, key))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(invalid)?;
+            .ok_or_else(misfit)?;
         Ok(Cursor {
             direction,
             sort_values,
@@ -296,14 +300,39 @@ fn value_to_json(value: &SqlValue) -> serde_json::Value {
     }
 }
 
-fn json_to_value(value: serde_json::Value) -> Option<SqlValue> {
-    match value {
-        serde_json::Value::Null => Some(SqlValue::Null),
-        serde_json::Value::String(t) => Some(SqlValue::Text(t)),
-        serde_json::Value::Number(n) => n
-            .as_i64()
-            .map(SqlValue::Int)
-            .or_else(|| n.as_f64().map(SqlValue::Real)),
+/// What a sort key's column holds.
+#[derive(Clone, Copy, PartialEq)]
+enum SortColumn {
+    Text,
+    Integer,
+    Real,
+}
+
+fn sort_column(key: &SortKey) -> (SortColumn, bool) {
+    match key {
+        SortKey::Id { .. } => (SortColumn::Text, false),
+        SortKey::LastUpdated { .. } => (SortColumn::Integer, false),
+        SortKey::Param { param, .. } => (
+            match param.param_type {
+                ParamType::Date => SortColumn::Integer,
+                ParamType::Number | ParamType::Quantity => SortColumn::Real,
+                ParamType::String | ParamType::Token | ParamType::Reference | ParamType::Uri => {
+                    SortColumn::Text
+                }
+            },
+            true,
+        ),
+    }
+}
+
+/// A cursor's value for `key`, when it is of the key column's kind.
+fn sort_value(value: serde_json::Value, key: &SortKey) -> Option<SqlValue> {
+    let (column, nullable) = sort_column(key);
+    match (value, column) {
+        (serde_json::Value::Null, _) if nullable => Some(SqlValue::Null),
+        (serde_json::Value::String(t), SortColumn::Text) => Some(SqlValue::Text(t)),
+        (serde_json::Value::Number(n), SortColumn::Integer) => n.as_i64().map(SqlValue::Int),
+        (serde_json::Value::Number(n), SortColumn::Real) => n.as_f64().map(SqlValue::Real),
         _ => None,
     }
 }
@@ -412,7 +441,7 @@ pub(crate) fn search(
     let cursor = query
         .cursor
         .as_deref()
-        .map(|c| Cursor::parse(c, query.sort.len()))
+        .map(|c| Cursor::parse(c, &query.sort))
         .transpose()?;
     let mut result = SearchResult::default();
     let count_rows = |conn: &mut dyn Conn| -> Result<Option<i64>, StoreError> {
@@ -1068,4 +1097,64 @@ pub(crate) fn counts(conn: &mut dyn Conn) -> Result<Vec<(String, i64)>, StoreErr
 /// Parses an `$everything` / history cursor produced by this module.
 pub fn parse_rid_cursor(cursor: &str) -> Option<i64> {
     cursor.strip_prefix('r')?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn keys() -> Vec<SortKey> {
+        vec![
+            SortKey::LastUpdated { descending: true },
+            SortKey::Id { descending: false },
+        ]
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_other_sorts() {
+        let values = [
+            SqlValue::Int(1_700_000_000_000),
+            SqlValue::Text("abc".into()),
+        ];
+        for direction in [Direction::After, Direction::Before] {
+            let text = Cursor::encode(direction, &values, 42);
+            assert_eq!(
+                Cursor::parse(&text, &keys()).unwrap(),
+                Cursor {
+                    direction,
+                    sort_values: values.to_vec(),
+                    rid: 42
+                }
+            );
+            assert!(
+                Cursor::parse(&text, &keys()[..1]).is_err(),
+                "too many values"
+            );
+        }
+        // The right number of values, of the wrong kinds: text for `_lastUpdated`.
+        let swapped = Cursor::encode(
+            Direction::After,
+            &[SqlValue::Text("abc".into()), SqlValue::Int(1)],
+            42,
+        );
+        assert!(Cursor::parse(&swapped, &keys()).is_err());
+        // `_id` and `_lastUpdated` are never NULL.
+        let null = Cursor::encode(Direction::After, &[SqlValue::Null, SqlValue::Null], 42);
+        assert!(Cursor::parse(&null, &keys()).is_err());
+    }
+
+    proptest! {
+        /// Any text is a cursor or a clear error, never a panic.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "\\PC{0,80}") {
+            let _ = Cursor::parse(&text, &keys());
+        }
+
+        /// Any bytes behind a valid prefix, too.
+        #[test]
+        fn any_payload_parses_or_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Cursor::parse(&format!("n{}", URL_SAFE_NO_PAD.encode(&bytes)), &keys());
+        }
+    }
 }
