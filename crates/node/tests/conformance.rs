@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{assert_outcome, match_ids, nodes};
+use support::{Node, Reply, assert_outcome, match_ids, nodes};
 
 const BSN: &str = "http://fhir.nl/fhir/NamingSystem/bsn";
 
@@ -19,6 +19,22 @@ fn patient(bsn: &str, family: &str, given: &str, birth_date: &str, gender: &str)
         "birthDate": birth_date,
         "gender": gender
     })
+}
+
+/// The URL of a Bundle's link with this relation (`next`, `previous`).
+fn link(bundle: &Value, relation: &str) -> Option<String> {
+    bundle["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == relation)
+        .map(|l| l["url"].as_str().unwrap().to_string())
+}
+
+/// Follows a paging link; the page must be there.
+async fn follow(node: &Node, url: String) -> Reply {
+    let page = node.send(node.client.get(url)).await;
+    assert_eq!(page.status, 200, "[{}] {}", node.backend, page.text);
+    page
 }
 
 #[tokio::test]
@@ -537,15 +553,10 @@ async fn paging_neither_repeats_nor_skips_under_concurrent_writes() {
             node.put(&format!("Patient/{first}"), &json!({"resourceType": "Patient", "id": first, "name": [{"family": format!("Pager-updated-{round}")}]})).await;
             node.create(&json!({"resourceType": "Patient", "name": [{"family": format!("Pagerlate{round}")}]})).await;
             round += 1;
-            let next = page.body["link"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|l| l["relation"] == "next")
-                .map(|l| l["url"].as_str().unwrap().to_string());
-            let Some(next) = next else { break };
-            page = node.send(node.client.get(next)).await;
-            assert_eq!(page.status, 200, "[{b}] {}", page.text);
+            let Some(next) = link(&page.body, "next") else {
+                break;
+            };
+            page = follow(&node, next).await;
         }
         let mut unique = seen.clone();
         unique.sort();
@@ -559,8 +570,7 @@ async fn paging_neither_repeats_nor_skips_under_concurrent_writes() {
         // before it, whatever was written meanwhile.
         let mut back = Vec::new();
         while let Some(previous) = link(&page.body, "previous") {
-            page = node.send(node.client.get(previous)).await;
-            assert_eq!(page.status, 200, "[{b}] {}", page.text);
+            page = follow(&node, previous).await;
             let mut ids = match_ids(&page.body);
             ids.reverse();
             back.extend(ids);
@@ -568,14 +578,6 @@ async fn paging_neither_repeats_nor_skips_under_concurrent_writes() {
         back.reverse();
         assert_eq!(back, created[..20], "[{b}] walking back");
     }
-}
-
-fn link(bundle: &Value, relation: &str) -> Option<String> {
-    bundle["link"]
-        .as_array()?
-        .iter()
-        .find(|l| l["relation"] == relation)
-        .map(|l| l["url"].as_str().unwrap().to_string())
 }
 
 /// Sorted paging goes from the row a page ended at, not from a position: a resource
@@ -642,8 +644,7 @@ async fn sorted_paging_follows_next_and_previous_under_concurrent_writes() {
             let Some(next) = link(&page.body, "next") else {
                 break;
             };
-            page = node.send(node.client.get(next)).await;
-            assert_eq!(page.status, 200, "[{b}] {}", page.text);
+            page = follow(&node, next).await;
             assert!(
                 link(&page.body, "previous").is_some(),
                 "[{b}] a later page links back"
@@ -663,8 +664,7 @@ async fn sorted_paging_follows_next_and_previous_under_concurrent_writes() {
             let Some(previous) = link(&page.body, "previous") else {
                 break;
             };
-            page = node.send(node.client.get(previous)).await;
-            assert_eq!(page.status, 200, "[{b}] {}", page.text);
+            page = follow(&node, previous).await;
             assert!(
                 link(&page.body, "next").is_some(),
                 "[{b}] a previous page links on"
@@ -1341,13 +1341,9 @@ async fn history_at_every_level_with_since_and_paging() {
         let mut page = node.get("Organization/_history?_count=2").await;
         loop {
             seen += page.body["entry"].as_array().unwrap().len();
-            let next = page.body["link"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|l| l["relation"] == "next")
-                .map(|l| l["url"].as_str().unwrap().to_string());
-            let Some(next) = next else { break };
+            let Some(next) = link(&page.body, "next") else {
+                break;
+            };
             page = node.send(node.client.get(next)).await;
         }
         assert_eq!(seen, 5, "[{b}] history paging");
