@@ -24,8 +24,8 @@ use axum::routing::post;
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use zorgnet_db::sql::{Conn, SqlValue};
+use std::sync::{Arc, LazyLock};
+use zorgnet_db::sql::{Conn, Dialect, SqlValue};
 use zorgnet_db::{DbError, Migration};
 use zorgnet_fhir::categories::{DataCategory, parse_categories};
 use zorgnet_pseudonym::ExchangeToken;
@@ -329,16 +329,15 @@ pub fn find_holders(
     requester: &str,
     purpose: Purpose,
 ) -> Result<Vec<Holder>, DbError> {
-    let p = conn.dialect().placeholder(1);
-    let nulls = ["NULL"; consent::DIRECTIVE_COLUMN_COUNT].join(", ");
-    let sql = format!(
-        "SELECT ura, category, {nulls} FROM nvi_registrations WHERE pseudonym = {p} \
-         UNION ALL SELECT NULL, NULL, {columns} FROM consent_directives WHERE pseudonym = {p}",
-        columns = consent::DIRECTIVE_COLUMNS
-    );
+    static SQL: LazyLock<[String; 2]> =
+        LazyLock::new(|| [Dialect::Sqlite, Dialect::Postgres].map(holders_sql));
+    let sql = match conn.dialect() {
+        Dialect::Sqlite => &SQL[0],
+        Dialect::Postgres => &SQL[1],
+    };
     let mut asked: Vec<(String, DataCategory)> = Vec::new();
     let mut versions = Vec::new();
-    for mut row in conn.query(&sql, &[pseudonym.into()])? {
+    for mut row in conn.query(sql, &[pseudonym.into()])? {
         if row[0] == SqlValue::Null {
             versions.extend(consent::directive_from_row(row.split_off(2)));
         } else if let Some(category) = DataCategory::from_code(&row[1].take_text())
@@ -375,6 +374,17 @@ pub fn find_holders(
             Holder { ura, categories }
         })
         .collect())
+}
+
+/// The statement of [`find_holders`], written once per dialect (it runs on every lookup).
+fn holders_sql(dialect: Dialect) -> String {
+    let p = dialect.placeholder(1);
+    let nulls = ["NULL"; consent::DIRECTIVE_COLUMN_COUNT].join(", ");
+    format!(
+        "SELECT ura, category, {nulls} FROM nvi_registrations WHERE pseudonym = {p} \
+         UNION ALL SELECT NULL, NULL, {columns} FROM consent_directives WHERE pseudonym = {p}",
+        columns = consent::DIRECTIVE_COLUMNS
+    )
 }
 
 /// A listing page request.
