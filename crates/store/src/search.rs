@@ -301,33 +301,37 @@ fn value_to_json(value: &SqlValue) -> serde_json::Value {
 }
 
 /// What a sort key's column holds.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum SortColumn {
     Text,
     Integer,
     Real,
 }
 
-fn sort_column(key: &SortKey) -> (SortColumn, bool) {
-    match key {
-        SortKey::Id { .. } => (SortColumn::Text, false),
-        SortKey::LastUpdated { .. } => (SortColumn::Integer, false),
-        SortKey::Param { param, .. } => (
-            match param.param_type {
-                ParamType::Date => SortColumn::Integer,
-                ParamType::Number | ParamType::Quantity => SortColumn::Real,
-                ParamType::String | ParamType::Token | ParamType::Reference | ParamType::Uri => {
-                    SortColumn::Text
-                }
-            },
-            true,
-        ),
+/// The column of a parameter's index table ([`table_of`]) that it sorts by, and what the
+/// column holds. Dates sort by the start of their range going up, by its end going down.
+fn sort_column(param_type: ParamType, descending: bool) -> (&'static str, SortColumn) {
+    match param_type {
+        ParamType::String => ("normalized", SortColumn::Text),
+        ParamType::Date if descending => ("high_ms", SortColumn::Integer),
+        ParamType::Date => ("low_ms", SortColumn::Integer),
+        ParamType::Token => ("code", SortColumn::Text),
+        ParamType::Number | ParamType::Quantity => ("value", SortColumn::Real),
+        ParamType::Reference => ("target_id", SortColumn::Text),
+        ParamType::Uri => ("value", SortColumn::Text),
     }
 }
 
 /// A cursor's value for `key`, when it is of the key column's kind.
 fn sort_value(value: serde_json::Value, key: &SortKey) -> Option<SqlValue> {
-    let (column, nullable) = sort_column(key);
+    // A resource may lack a parameter, never an id or a last-updated time.
+    let (column, nullable) = match key {
+        SortKey::Id { .. } => (SortColumn::Text, false),
+        SortKey::LastUpdated { .. } => (SortColumn::Integer, false),
+        SortKey::Param { param, descending } => {
+            (sort_column(param.param_type, *descending).1, true)
+        }
+    };
     match (value, column) {
         (serde_json::Value::Null, _) if nullable => Some(SqlValue::Null),
         (serde_json::Value::String(t), SortColumn::Text) => Some(SqlValue::Text(t)),
@@ -636,19 +640,18 @@ pub(crate) fn matching_ids(
 
 /// Pushes the value `key` sorts by (of the resource `r`); returns whether it sorts descending.
 fn sort_expression(inner: &Inner, b: &mut SqlBuilder, key: &SortKey) -> bool {
-    let (expression, descending) = match key {
-        SortKey::Id { descending } => ("r.id".to_string(), *descending),
-        SortKey::LastUpdated { descending } => ("r.last_updated".to_string(), *descending),
+    match key {
+        SortKey::Id { descending } => {
+            b.push("r.id");
+            *descending
+        }
+        SortKey::LastUpdated { descending } => {
+            b.push("r.last_updated");
+            *descending
+        }
         SortKey::Param { param, descending } => {
-            let (table, column) = match param.param_type {
-                ParamType::String => ("idx_string", "normalized"),
-                ParamType::Date => ("idx_date", if *descending { "high_ms" } else { "low_ms" }),
-                ParamType::Token => ("idx_token", "code"),
-                ParamType::Number => ("idx_number", "value"),
-                ParamType::Quantity => ("idx_quantity", "value"),
-                ParamType::Reference => ("idx_reference", "target_id"),
-                ParamType::Uri => ("idx_uri", "value"),
-            };
+            let table = table_of(param.param_type);
+            let (column, _) = sort_column(param.param_type, *descending);
             let aggregate = if *descending { "MAX" } else { "MIN" };
             let param_id = inner
                 .param_id(&param.resource_type, &param.code)
@@ -656,11 +659,9 @@ fn sort_expression(inner: &Inner, b: &mut SqlBuilder, key: &SortKey) -> bool {
             b.push(&format!("(SELECT {aggregate}(s.{column}) FROM {table} s WHERE s.rid = r.rid AND s.param_id = "))
                 .bind(param_id)
                 .push(")");
-            (String::new(), *descending)
+            *descending
         }
-    };
-    b.push(&expression);
-    descending
+    }
 }
 
 fn table_of(param_type: ParamType) -> &'static str {
