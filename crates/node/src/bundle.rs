@@ -56,13 +56,8 @@ fn self_link(base: &str, path: &str, raw: Option<&str>) -> String {
     }
 }
 
-/// The link for the next page: the same query with a new cursor.
-pub(crate) fn link_with_cursor(
-    base: &str,
-    path: &str,
-    pairs: &[(String, String)],
-    cursor: &str,
-) -> String {
+/// The link for another page: the same query with that page's cursor.
+fn link_with_cursor(base: &str, path: &str, pairs: &[(String, String)], cursor: &str) -> String {
     let mut serializer = form_urlencoded::Serializer::new(String::new());
     for (name, value) in pairs.iter().filter(|(n, _)| n != "_cursor") {
         serializer.append_pair(name, value);
@@ -75,24 +70,26 @@ fn json_string(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-/// A page's own link (the base, the path and the raw query it was asked with) and, when
-/// there are such pages, the links of the next and the previous page.
+/// A page's own link (the base, the path and the query it was asked with, raw and as
+/// pairs) and, when there are such pages, the cursors of the next and the previous page.
 pub(crate) struct PageLinks<'a> {
     pub base: &'a str,
     pub path: &'a str,
     pub raw: Option<&'a str>,
+    pub pairs: &'a [(String, String)],
     pub next: Option<&'a str>,
     pub previous: Option<&'a str>,
 }
 
 fn bundle_head(out: &mut String, bundle_type: &str, total: Option<i64>, page: PageLinks) {
-    let self_url = self_link(page.base, page.path, page.raw);
-    let mut links = vec![("self", self_url.as_str())];
-    if let Some(next) = page.next {
-        links.push(("next", next));
-    }
-    if let Some(previous) = page.previous {
-        links.push(("previous", previous));
+    let mut links = vec![("self", self_link(page.base, page.path, page.raw))];
+    for (relation, cursor) in [("next", page.next), ("previous", page.previous)] {
+        if let Some(cursor) = cursor {
+            links.push((
+                relation,
+                link_with_cursor(page.base, page.path, page.pairs, cursor),
+            ));
+        }
     }
     let _ = write!(
         out,

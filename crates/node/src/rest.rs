@@ -620,17 +620,12 @@ async fn history(
     let pairs = query_pairs(raw);
     let mut since = None;
     let mut count = DEFAULT_HISTORY_PAGE_SIZE;
-    let mut before = None;
+    let mut cursor = None;
     for (name, value) in &pairs {
         match name.as_str() {
             "_since" => since = Some(parse_instant_param("_since", value)?),
             "_count" => count = parse_count(value, MAX_HISTORY_PAGE_SIZE)?,
-            "_cursor" => {
-                before = Some(
-                    zorgnet_store::parse_rid_cursor(value)
-                        .ok_or_else(|| FhirError::bad_request("invalid paging cursor"))?,
-                )
-            }
+            "_cursor" => cursor = Some(value.clone()),
             "_format" | "_pretty" => {}
             other => {
                 if strict_handling(headers) {
@@ -643,7 +638,7 @@ async fn history(
     }
     let page = state
         .store
-        .history(scope.clone(), since, count, before)
+        .history(scope.clone(), since, count, cursor)
         .await?;
     let base = base_url(state, headers);
     let self_path = match &scope {
@@ -651,16 +646,14 @@ async fn history(
         HistoryScope::Type(t) => format!("{t}/_history"),
         HistoryScope::Instance(t, id) => format!("{t}/{id}/_history"),
     };
-    let next = page
-        .next_before_seq
-        .map(|seq| bundle::link_with_cursor(&base, &self_path, &pairs, &format!("r{seq}")));
     let body = bundle::history_bundle(
         bundle::PageLinks {
             base: &base,
             path: &self_path,
             raw,
-            next: next.as_deref(),
-            previous: None,
+            pairs: &pairs,
+            next: page.next_cursor.as_deref(),
+            previous: page.previous_cursor.as_deref(),
         },
         &page.entries,
     );
@@ -677,7 +670,7 @@ async fn everything(
     let mut since = None;
     let mut types = Vec::new();
     let mut count = zorgnet_fhir::search::MAX_PAGE_SIZE;
-    let mut after = None;
+    let mut cursor = None;
     for (name, value) in &pairs {
         match name.as_str() {
             "_since" => since = Some(parse_instant_param("_since", value)?),
@@ -690,12 +683,7 @@ async fn everything(
                 }
             }
             "_count" => count = parse_count(value, zorgnet_fhir::search::MAX_PAGE_SIZE)?,
-            "_cursor" => {
-                after = Some(
-                    zorgnet_store::parse_rid_cursor(value)
-                        .ok_or_else(|| FhirError::bad_request("invalid paging cursor"))?,
-                )
-            }
+            "_cursor" => cursor = Some(value.clone()),
             _ => {}
         }
     }
@@ -707,14 +695,10 @@ async fn everything(
     }
     let result = state
         .store
-        .everything(id, since, types, count, after)
+        .everything(id, since, types, count, cursor)
         .await?;
     let base = base_url(state, headers);
     let self_path = format!("Patient/{id}/$everything");
-    let next = result
-        .next_cursor
-        .as_deref()
-        .map(|c| bundle::link_with_cursor(&base, &self_path, &pairs, c));
     let entries: Vec<BundleEntry> = result
         .matches
         .iter()
@@ -728,8 +712,9 @@ async fn everything(
             base: &base,
             path: &self_path,
             raw,
-            next: next.as_deref(),
-            previous: None,
+            pairs: &pairs,
+            next: result.next_cursor.as_deref(),
+            previous: result.previous_cursor.as_deref(),
         },
         None,
         &entries,
@@ -840,13 +825,6 @@ async fn run_search(
     let result = state.store.search(query).await?;
     let base = base_url(state, headers);
     let self_path = resource_type.unwrap_or("").to_string();
-    let link = |cursor: &Option<String>| {
-        cursor
-            .as_deref()
-            .map(|c| bundle::link_with_cursor(&base, &self_path, &pairs, c))
-    };
-    let next = link(&result.next_cursor);
-    let previous = link(&result.previous_cursor);
     let mut entries: Vec<BundleEntry> = result
         .matches
         .iter()
@@ -865,8 +843,9 @@ async fn run_search(
             base: &base,
             path: &self_path,
             raw,
-            next: next.as_deref(),
-            previous: previous.as_deref(),
+            pairs: &pairs,
+            next: result.next_cursor.as_deref(),
+            previous: result.previous_cursor.as_deref(),
         },
         result.total,
         &entries,

@@ -1337,21 +1337,71 @@ async fn history_at_every_level_with_since_and_paging() {
             5,
             "[{b}] type level"
         );
-        let mut seen = 0;
-        let mut page = node.get("Organization/_history?_count=2").await;
-        loop {
-            seen += page.body["entry"].as_array().unwrap().len();
-            let Some(next) = link(&page.body, "next") else {
-                break;
-            };
-            page = node.send(node.client.get(next)).await;
-        }
-        assert_eq!(seen, 5, "[{b}] history paging");
         assert_outcome(
             &node.get("_history?_since=notadate").await,
             400,
             "bad _since",
         );
+        assert_outcome(
+            &node.get("Organization/_history?_cursor=x12").await,
+            400,
+            "bad history cursor",
+        );
+    }
+}
+
+/// The ids of a page's resources, in the Bundle's order.
+fn entry_ids(page: &Reply) -> Vec<String> {
+    page.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Pages from `page` through its `relation` links to the end: the ids of every page in
+/// turn, and the last page.
+async fn walk(node: &Node, mut page: Reply, relation: &str) -> (Vec<Vec<String>>, Reply) {
+    let mut pages = vec![entry_ids(&page)];
+    while let Some(url) = link(&page.body, relation) {
+        page = follow(node, url).await;
+        pages.push(entry_ids(&page));
+    }
+    (pages, page)
+}
+
+#[tokio::test]
+async fn history_pages_run_both_ways_and_stay_put_under_writes() {
+    for node in nodes().await {
+        let b = node.backend;
+        let mut created = Vec::new();
+        for i in 0..5 {
+            created.push(
+                node.create(&json!({"resourceType": "Location", "name": format!("Room {i}")}))
+                    .await,
+            );
+        }
+        let newest_first: Vec<String> = created.iter().rev().cloned().collect();
+        let first = node.get("Location/_history?_count=2").await;
+        assert_eq!(link(&first.body, "previous"), None, "[{b}] first page");
+        // A write after the first page: newer than everything paged, so onwards it is not
+        // seen and nothing shifts; going back, it is the newest page.
+        let late = node
+            .create(&json!({"resourceType": "Location", "name": "Late room"}))
+            .await;
+        let (forward, last) = walk(&node, first, "next").await;
+        assert_eq!(
+            forward.concat(),
+            newest_first,
+            "[{b}] onwards, newest first"
+        );
+        assert_eq!(forward.len(), 3, "[{b}] pages of two");
+        let (mut back, _) = walk(&node, last, "previous").await;
+        back.reverse();
+        let mut expected = vec![late];
+        expected.extend(newest_first);
+        assert_eq!(back.concat(), expected, "[{b}] back, with the late write");
     }
 }
 
@@ -1404,6 +1454,24 @@ async fn patient_everything_returns_the_compartment() {
             404,
             "unknown patient",
         );
+        assert_outcome(
+            &node
+                .get(&format!("Patient/{p}/$everything?_cursor=n1x"))
+                .await,
+            400,
+            "bad $everything cursor",
+        );
+        for i in 0..4 {
+            node.create(&json!({"resourceType": "Condition", "subject": subject(&p), "note": [{"text": format!("{i}")}]}))
+                .await;
+        }
+        let first = node.get(&format!("Patient/{p}/$everything?_count=2")).await;
+        let (forward, last) = walk(&node, first, "next").await;
+        assert_eq!(forward.len(), 4, "[{b}] seven resources in pages of two");
+        let (mut back, first_again) = walk(&node, last, "previous").await;
+        back.reverse();
+        assert_eq!(back, forward, "[{b}] the same pages back");
+        assert_eq!(link(&first_again.body, "previous"), None, "[{b}]");
     }
 }
 

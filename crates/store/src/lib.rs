@@ -14,7 +14,7 @@ mod schema;
 mod search;
 mod write;
 
-pub use search::{HistoryEntry, HistoryPage, HistoryScope, SearchResult, parse_rid_cursor};
+pub use search::{HistoryEntry, HistoryPage, HistoryScope, SearchResult};
 pub use write::{ImportBatch, ImportFailure, ImportOutcome, WriteOp, WriteOutcome};
 
 use serde_json::Value;
@@ -355,16 +355,19 @@ impl Store {
         .await
     }
 
-    /// History, newest first, one page.
+    /// History, newest first, one page: the first, or the one a cursor from an earlier
+    /// page's links points at.
     pub async fn history(
         &self,
         scope: HistoryScope,
         since_ms: Option<i64>,
         count: usize,
-        before_seq: Option<i64>,
+        cursor: Option<String>,
     ) -> Result<HistoryPage, StoreError> {
         self.reading(move |inner| {
-            inner.with_reader(|conn| search::history(conn, &scope, since_ms, count, before_seq))
+            inner.with_reader(|conn| {
+                search::history(conn, &scope, since_ms, count, cursor.as_deref())
+            })
         })
         .await
     }
@@ -375,19 +378,27 @@ impl Store {
             .await
     }
 
-    /// Resources of one Patient's compartment (the Patient included), one page.
+    /// Resources of one Patient's compartment (the Patient included), one page: the first,
+    /// or the one a cursor from an earlier page's links points at.
     pub async fn everything(
         &self,
         patient_id: &str,
         since_ms: Option<i64>,
         types: Vec<String>,
         count: usize,
-        after_rid: Option<i64>,
+        cursor: Option<String>,
     ) -> Result<SearchResult, StoreError> {
         let patient_id = patient_id.to_string();
         self.reading(move |inner| {
             inner.with_reader(|conn| {
-                search::everything(conn, &patient_id, since_ms, &types, count, after_rid)
+                search::everything(
+                    conn,
+                    &patient_id,
+                    since_ms,
+                    &types,
+                    count,
+                    cursor.as_deref(),
+                )
             })
         })
         .await

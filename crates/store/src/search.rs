@@ -122,8 +122,10 @@ pub struct HistoryEntry {
 pub struct HistoryPage {
     /// Entries, newest first.
     pub entries: Vec<HistoryEntry>,
-    /// Pass as `before_seq` for the next (older) page.
-    pub next_before_seq: Option<i64>,
+    /// Cursor for the next (older) page.
+    pub next_cursor: Option<String>,
+    /// Cursor for the previous (newer) page (pages reached through a cursor).
+    pub previous_cursor: Option<String>,
 }
 
 pub(crate) fn history(
@@ -131,8 +133,10 @@ pub(crate) fn history(
     scope: &HistoryScope,
     since_ms: Option<i64>,
     count: usize,
-    before_seq: Option<i64>,
+    cursor: Option<&str>,
 ) -> Result<HistoryPage, StoreError> {
+    let cursor = cursor.map(KeyCursor::parse).transpose()?;
+    let direction = cursor.map_or(Direction::After, |c| c.direction);
     let mut b = SqlBuilder::new(conn.dialect());
     b.push("SELECT seq, res_type, id, version, last_updated, method, content FROM versions WHERE 1 = 1");
     match scope {
@@ -151,10 +155,19 @@ pub(crate) fn history(
     if let Some(since) = since_ms {
         b.push(" AND last_updated >= ").bind(since);
     }
-    if let Some(before) = before_seq {
-        b.push(" AND seq < ").bind(before);
+    // Newest first: onwards (`next`) is older, back (`previous`) is newer.
+    if let Some(cursor) = cursor {
+        b.push(match direction {
+            Direction::After => " AND seq < ",
+            Direction::Before => " AND seq > ",
+        })
+        .bind(cursor.key);
     }
-    b.push(" ORDER BY seq DESC LIMIT ").count(count as u64 + 1);
+    b.push(match direction {
+        Direction::After => " ORDER BY seq DESC LIMIT ",
+        Direction::Before => " ORDER BY seq LIMIT ",
+    })
+    .count(count as u64 + 1);
     let rows = conn.query(&b.sql, &b.params)?;
     let mut entries: Vec<HistoryEntry> = rows
         .into_iter()
@@ -171,15 +184,18 @@ pub(crate) fn history(
             },
         })
         .collect();
-    let next_before_seq = if entries.len() > count {
-        entries.truncate(count);
-        entries.last().map(|e| e.seq)
-    } else {
-        None
+    let (next, previous) = cut_page(&mut entries, count, direction, cursor.is_some());
+    let cursor_at = |direction, entry: Option<&HistoryEntry>| {
+        entry.map(|e| KeyCursor::encode(direction, e.seq))
     };
     Ok(HistoryPage {
+        next_cursor: next
+            .then(|| cursor_at(Direction::After, entries.last()))
+            .flatten(),
+        previous_cursor: previous
+            .then(|| cursor_at(Direction::Before, entries.first()))
+            .flatten(),
         entries,
-        next_before_seq,
     })
 }
 
@@ -225,6 +241,71 @@ enum Direction {
     Before,
 }
 
+impl Direction {
+    fn prefix(self) -> char {
+        match self {
+            Direction::After => 'n',
+            Direction::Before => 'p',
+        }
+    }
+
+    fn from_prefix(prefix: &str) -> Option<Direction> {
+        match prefix {
+            "n" => Some(Direction::After),
+            "p" => Some(Direction::Before),
+            _ => None,
+        }
+    }
+}
+
+/// Cuts a page from `rows`, read in `direction` from the cursor (if any) with one row more
+/// than `count`, and puts it in page order. Returns which links the page gets:
+/// `(next, previous)`. A page read forwards has a `next` when a row beyond it was read and a
+/// `previous` when it was reached through a cursor; a page read backwards always has a
+/// `next` (the page it came from) and a `previous` when a row before it was read.
+fn cut_page<T>(
+    rows: &mut Vec<T>,
+    count: usize,
+    direction: Direction,
+    from_cursor: bool,
+) -> (bool, bool) {
+    let more = rows.len() > count;
+    rows.truncate(count);
+    match direction {
+        Direction::After => (more, from_cursor),
+        Direction::Before => {
+            rows.reverse();
+            (true, more)
+        }
+    }
+}
+
+/// A cursor for pages in the order of one integer key: the change sequence for history
+/// (newest first), the row id for `$everything`. Written as `n` (after) or `p` (before)
+/// followed by the key of the row just outside the page.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct KeyCursor {
+    direction: Direction,
+    key: i64,
+}
+
+impl KeyCursor {
+    fn encode(direction: Direction, key: i64) -> String {
+        format!("{}{key}", direction.prefix())
+    }
+
+    fn parse(text: &str) -> Result<KeyCursor, StoreError> {
+        text.split_at_checked(1)
+            .and_then(|(prefix, key)| {
+                Some(KeyCursor {
+                    direction: Direction::from_prefix(prefix)?,
+                    key: key.parse().ok()?,
+                })
+            })
+            .ok_or_else(|| StoreError::Invalid(format!("invalid paging cursor '{text}'")))
+    }
+}
+
 /// Where a page starts: the row just outside it, by its sort values and row id. Keyset
 /// paging: a page continues from a row, not from a position, so writes between pages
 /// neither repeat nor skip results.
@@ -242,12 +323,9 @@ impl Cursor {
     fn encode(direction: Direction, sort_values: &[SqlValue], rid: i64) -> String {
         let mut key: Vec<serde_json::Value> = sort_values.iter().map(value_to_json).collect();
         key.push(rid.into());
-        let prefix = match direction {
-            Direction::After => 'n',
-            Direction::Before => 'p',
-        };
         format!(
-            "{prefix}{}",
+            "{}{}",
+            direction.prefix(),
             URL_SAFE_NO_PAD.encode(serde_json::Value::Array(key).to_string())
         )
     }
@@ -259,11 +337,7 @@ impl Cursor {
     fn parse(text: &str, sort: &[SortKey]) -> Result<Cursor, StoreError> {
         let invalid = || StoreError::Invalid(format!("invalid paging cursor '{text}'"));
         let (prefix, key) = text.split_at_checked(1).ok_or_else(invalid)?;
-        let direction = match prefix {
-            "n" => Direction::After,
-            "p" => Direction::Before,
-            _ => return Err(invalid()),
-        };
+        let direction = Direction::from_prefix(prefix).ok_or_else(invalid)?;
         let key = URL_SAFE_NO_PAD.decode(key).map_err(|_| invalid())?;
         let serde_json::Value::Array(mut key) =
             serde_json::from_slice(&key).map_err(|_| invalid())?
@@ -470,18 +544,9 @@ pub(crate) fn search(
             (sort_values, rid, resource)
         })
         .collect();
-    // One row more than the page was read: whether there is more in the page's direction.
-    let more = rows.len() > query.count;
-    rows.truncate(query.count);
-    if direction == Direction::Before {
-        rows.reverse();
-    }
+    let (next, previous) = cut_page(&mut rows, query.count, direction, cursor.is_some());
     let cursor_at = |direction, row: Option<&(Vec<SqlValue>, i64, StoredResource)>| {
         row.map(|(values, rid, _)| Cursor::encode(direction, values, *rid))
-    };
-    let (next, previous) = match direction {
-        Direction::After => (more, cursor.is_some()),
-        Direction::Before => (true, more),
     };
     if next {
         result.next_cursor = cursor_at(Direction::After, rows.last());
@@ -1055,8 +1120,10 @@ pub(crate) fn everything(
     since_ms: Option<i64>,
     types: &[String],
     count: usize,
-    after_rid: Option<i64>,
+    cursor: Option<&str>,
 ) -> Result<SearchResult, StoreError> {
+    let cursor = cursor.map(KeyCursor::parse).transpose()?;
+    let direction = cursor.map_or(Direction::After, |c| c.direction);
     let mut b = SqlBuilder::new(conn.dialect());
     b.push(SELECT_RESOURCE)
         .push(" JOIN compartment c ON c.rid = r.rid WHERE c.patient_id = ")
@@ -1069,16 +1136,30 @@ pub(crate) fn everything(
         b.push(" AND r.res_type IN ");
         bind_list(&mut b, types.iter().map(|t| SqlValue::Text(t.clone())));
     }
-    if let Some(after) = after_rid {
-        b.push(" AND r.rid > ").bind(after);
+    if let Some(cursor) = cursor {
+        b.push(match direction {
+            Direction::After => " AND r.rid > ",
+            Direction::Before => " AND r.rid < ",
+        })
+        .bind(cursor.key);
     }
-    b.push(" ORDER BY r.rid LIMIT ").count(count as u64 + 1);
+    b.push(match direction {
+        Direction::After => " ORDER BY r.rid LIMIT ",
+        Direction::Before => " ORDER BY r.rid DESC LIMIT ",
+    })
+    .count(count as u64 + 1);
     let rows = conn.query(&b.sql, &b.params)?;
     let mut matches: Vec<(i64, StoredResource)> = rows.into_iter().map(to_stored).collect();
+    let (next, previous) = cut_page(&mut matches, count, direction, cursor.is_some());
+    let cursor_at = |direction, row: Option<&(i64, StoredResource)>| {
+        row.map(|(rid, _)| KeyCursor::encode(direction, *rid))
+    };
     let mut result = SearchResult::default();
-    if matches.len() > count {
-        matches.truncate(count);
-        result.next_cursor = matches.last().map(|(rid, _)| format!("r{rid}"));
+    if next {
+        result.next_cursor = cursor_at(Direction::After, matches.last());
+    }
+    if previous {
+        result.previous_cursor = cursor_at(Direction::Before, matches.first());
     }
     result.matches = matches.into_iter().map(|(_, r)| r).collect();
     Ok(result)
@@ -1093,11 +1174,6 @@ pub(crate) fn counts(conn: &mut dyn Conn) -> Result<Vec<(String, i64)>, StoreErr
         .into_iter()
         .map(|mut r| (r[0].take_text(), r[1].int()))
         .collect())
-}
-
-/// Parses an `$everything` / history cursor produced by this module.
-pub fn parse_rid_cursor(cursor: &str) -> Option<i64> {
-    cursor.strip_prefix('r')?.parse().ok()
 }
 
 #[cfg(test)]
@@ -1145,11 +1221,63 @@ mod tests {
         assert!(Cursor::parse(&null, &keys()).is_err());
     }
 
+    #[test]
+    fn key_cursors_round_trip_and_refuse_the_rest() {
+        for direction in [Direction::After, Direction::Before] {
+            let text = KeyCursor::encode(direction, -7);
+            assert_eq!(
+                KeyCursor::parse(&text).unwrap(),
+                KeyCursor { direction, key: -7 }
+            );
+        }
+        for bad in ["", "n", "r12", "n1x", "p 1", "n99999999999999999999", "é1"] {
+            assert!(KeyCursor::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cut_pages_get_the_links_of_their_direction() {
+        // (rows read, direction, through a cursor) -> (page, next, previous)
+        let cases = [
+            (
+                vec![1, 2, 3],
+                Direction::After,
+                false,
+                vec![1, 2],
+                true,
+                false,
+            ),
+            (
+                vec![1, 2],
+                Direction::After,
+                false,
+                vec![1, 2],
+                false,
+                false,
+            ),
+            (vec![1, 2], Direction::After, true, vec![1, 2], false, true),
+            (
+                vec![3, 2, 1],
+                Direction::Before,
+                true,
+                vec![2, 3],
+                true,
+                true,
+            ),
+            (vec![2], Direction::Before, true, vec![2], true, false),
+        ];
+        for (mut rows, direction, from_cursor, page, next, previous) in cases {
+            let links = cut_page(&mut rows, 2, direction, from_cursor);
+            assert_eq!((rows, links), (page, (next, previous)));
+        }
+    }
+
     proptest! {
         /// Any text is a cursor or a clear error, never a panic.
         #[test]
         fn any_text_parses_or_is_refused(text in "\\PC{0,80}") {
             let _ = Cursor::parse(&text, &keys());
+            let _ = KeyCursor::parse(&text);
         }
 
         /// Any bytes behind a valid prefix, too.
