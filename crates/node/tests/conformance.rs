@@ -1307,6 +1307,165 @@ async fn concurrent_conditional_creates_make_one_resource() {
     }
 }
 
+/// Parameters that repeat others (`Observation.patient` is `subject` narrowed to Patients,
+/// `combo-code` is `code` and `component-code`, `Encounter.practitioner` is `participant`
+/// narrowed to Practitioners) search, sort, include and test `:missing` exactly as their own
+/// definitions say, though they read the rows of the parameters they repeat.
+#[tokio::test]
+async fn parameters_that_repeat_others_find_what_their_definitions_say() {
+    for node in nodes().await {
+        let b = node.backend;
+        let patient = node
+            .create(&patient(
+                "123456782",
+                "Visser",
+                "Eva",
+                "1980-02-02",
+                "female",
+            ))
+            .await;
+        let group = node
+            .create(&json!({"resourceType": "Group", "type": "person", "actual": true}))
+            .await;
+        let loinc = |code: &str| json!({"coding": [{"system": "http://loinc.org", "code": code}]});
+        let observation = |subject: String, code: &str, component: &str| {
+            json!({"resourceType": "Observation", "status": "final", "code": loinc(code),
+                "subject": {"reference": subject},
+                "component": [{"code": loinc(component), "valueQuantity": {"value": 1}}]})
+        };
+        let of_patient = node
+            .create(&observation(
+                format!("Patient/{patient}"),
+                "85354-9",
+                "8480-6",
+            ))
+            .await;
+        let of_group = node
+            .create(&observation(format!("Group/{group}"), "8480-6", "8462-4"))
+            .await;
+        assert_eq!(
+            node.search_ids(&format!("Observation?patient={patient}"))
+                .await,
+            [of_patient.clone()],
+            "[{b}] patient"
+        );
+        assert_eq!(
+            node.search_ids(&format!("Observation?patient={group}"))
+                .await,
+            Vec::<String>::new(),
+            "[{b}] a Group subject is no patient"
+        );
+        assert_eq!(
+            node.search_ids(&format!("Observation?subject={group}"))
+                .await,
+            [of_group.clone()],
+            "[{b}] subject"
+        );
+        assert_eq!(
+            node.search_ids("Observation?patient:missing=true").await,
+            [of_group.clone()],
+            "[{b}] patient:missing"
+        );
+        assert_eq!(
+            node.search_ids("Observation?patient:missing=false").await,
+            [of_patient.clone()],
+            "[{b}] patient:missing=false"
+        );
+        assert_eq!(
+            node.search_ids("Observation?combo-code=http://loinc.org|8480-6&_sort=_id")
+                .await,
+            {
+                let mut both = vec![of_patient.clone(), of_group.clone()];
+                both.sort();
+                both
+            },
+            "[{b}] combo-code: code of one, component code of the other"
+        );
+        assert_eq!(
+            node.search_ids("Observation?combo-code=8462-4").await,
+            [of_group.clone()],
+            "[{b}] combo-code"
+        );
+        assert_eq!(
+            node.search_ids("Observation?code=8462-4").await,
+            Vec::<String>::new(),
+            "[{b}] code is not combo-code"
+        );
+        assert_eq!(
+            node.search_ids(&format!("Observation?patient.identifier={BSN}|123456782"))
+                .await,
+            [of_patient.clone()],
+            "[{b}] chained"
+        );
+        let included = node
+            .get(&format!(
+                "Observation?_id={of_patient},{of_group}&_include=Observation:patient"
+            ))
+            .await;
+        let included: Vec<&str> = included.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["search"]["mode"] == "include")
+            .map(|e| e["resource"]["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(included, [patient.as_str()], "[{b}] _include:patient");
+        for (target, expected) in [
+            (format!("Group?_id={group}"), 0),
+            (format!("Patient?_id={patient}"), 1),
+        ] {
+            let reply = node
+                .get(&format!("{target}&_revinclude=Observation:patient"))
+                .await;
+            let revincluded = reply.body["entry"].as_array().map_or(0, |e| {
+                e.iter()
+                    .filter(|e| e["search"]["mode"] == "include")
+                    .count()
+            });
+            assert_eq!(
+                revincluded, expected,
+                "[{b}] _revinclude:patient of {target}"
+            );
+        }
+
+        let doctor = node
+            .create(&json!({"resourceType": "Practitioner", "name": [{"family": "Smit"}]}))
+            .await;
+        let relative = node
+            .create(&json!({"resourceType": "RelatedPerson", "patient": {"reference": format!("Patient/{patient}")}}))
+            .await;
+        let encounter = |individual: String| {
+            json!({"resourceType": "Encounter", "status": "finished",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                "participant": [{"individual": {"reference": individual}}]})
+        };
+        let with_doctor = node
+            .create(&encounter(format!("Practitioner/{doctor}")))
+            .await;
+        let with_relative = node
+            .create(&encounter(format!("RelatedPerson/{relative}")))
+            .await;
+        assert_eq!(
+            node.search_ids(&format!("Encounter?practitioner={doctor}"))
+                .await,
+            [with_doctor.clone()],
+            "[{b}] practitioner"
+        );
+        assert_eq!(
+            node.search_ids(&format!("Encounter?practitioner={relative}"))
+                .await,
+            Vec::<String>::new(),
+            "[{b}] a RelatedPerson is no practitioner"
+        );
+        assert_eq!(
+            node.search_ids(&format!("Encounter?participant={relative}"))
+                .await,
+            [with_relative],
+            "[{b}] participant"
+        );
+    }
+}
+
 #[tokio::test]
 async fn history_at_every_level_with_since_and_paging() {
     for node in nodes().await {

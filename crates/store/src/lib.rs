@@ -12,6 +12,7 @@
 
 mod schema;
 mod search;
+mod shared;
 mod write;
 
 pub use search::{HistoryEntry, HistoryPage, HistoryScope, SearchResult};
@@ -104,10 +105,13 @@ pub enum ReadOutcome {
 pub(crate) struct Inner {
     db: Database,
     pub(crate) registry: SearchRegistry,
-    /// (resource type, parameter code) → param_id, for every parameter in the registry.
-    /// Keyed by type, then code, so a lookup borrows its `&str`s instead of allocating a key
-    /// (it runs per index row on import and per criterion on search).
+    /// (resource type, parameter code) → param_id, for every parameter with index rows of
+    /// its own (not those that share others' rows, see [`shared`]). Keyed by type, then
+    /// code, so a lookup borrows its `&str`s instead of allocating a key (it runs per index
+    /// row on import).
     pub(crate) param_ids: HashMap<String, HashMap<String, i64>>,
+    /// (resource type, parameter code) → the rows a search on it reads, for every parameter.
+    pub(crate) param_rows: HashMap<String, HashMap<String, ParamRows>>,
     /// Runs inside every write transaction, after its operations.
     pub(crate) hook: OnceLock<Arc<dyn WriteHook>>,
     /// The writer's multi-row statements for this database's dialect.
@@ -154,9 +158,31 @@ pub trait WriteHook: Send + Sync {
     fn after_write(&self, conn: &mut dyn Conn, changes: &[Change]) -> Result<(), StoreError>;
 }
 
+/// Where a search parameter's values are in its index table: the rows of these param_ids
+/// and, when set, of them only the references to `target_type` (see [`shared`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ParamRows {
+    pub ids: Vec<i64>,
+    pub target_type: Option<String>,
+}
+
 impl Inner {
+    /// The param_id of the index rows `code` writes; `None` for a parameter that writes none
+    /// (unknown, or sharing another's rows).
     pub(crate) fn param_id(&self, resource_type: &str, code: &str) -> Option<i64> {
         self.param_ids.get(resource_type)?.get(code).copied()
+    }
+
+    /// The rows a search on `code` reads; none at all for an unknown parameter.
+    pub(crate) fn param_rows(&self, resource_type: &str, code: &str) -> ParamRows {
+        self.param_rows
+            .get(resource_type)
+            .and_then(|m| m.get(code))
+            .cloned()
+            .unwrap_or(ParamRows {
+                ids: Vec::new(),
+                target_type: None,
+            })
     }
 
     pub(crate) fn with_writer<T>(
@@ -204,6 +230,7 @@ impl Store {
             db,
             registry,
             param_ids: HashMap::new(),
+            param_rows: HashMap::new(),
             hook: OnceLock::new(),
             bulk_sql,
             read_slots: tokio::sync::Semaphore::new(
@@ -216,13 +243,35 @@ impl Store {
             .all_params()
             .map(|p| (p.resource_type.clone(), p.code.clone()))
             .collect();
-        let param_ids = inner.with_writer(|conn| write::ensure_param_ids(conn, &wanted))?;
-        for ((resource_type, code), id) in param_ids {
+        let ids = inner.with_writer(|conn| write::ensure_param_ids(conn, &wanted))?;
+        let sharing = shared::sharing(&inner.registry);
+        for ((resource_type, code), id) in &ids {
+            let rows = match sharing.get(resource_type).and_then(|m| m.get(code)) {
+                Some(sharing) => ParamRows {
+                    ids: sharing
+                        .codes
+                        .iter()
+                        .filter_map(|c| ids.get(&(resource_type.clone(), c.clone())).copied())
+                        .collect(),
+                    target_type: sharing.target_type.clone(),
+                },
+                None => {
+                    inner
+                        .param_ids
+                        .entry(resource_type.clone())
+                        .or_default()
+                        .insert(code.clone(), *id);
+                    ParamRows {
+                        ids: vec![*id],
+                        target_type: None,
+                    }
+                }
+            };
             inner
-                .param_ids
-                .entry(resource_type)
+                .param_rows
+                .entry(resource_type.clone())
                 .or_default()
-                .insert(code, id);
+                .insert(code.clone(), rows);
         }
         Ok(Store {
             inner: Arc::new(inner),

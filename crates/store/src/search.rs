@@ -5,7 +5,7 @@
 //! row it saw (by its sort values, then row id), a `previous` page before the first, so
 //! writes between pages neither repeat nor skip results.
 
-use crate::{Inner, ReadOutcome, StoreError, StoredResource};
+use crate::{Inner, ParamRows, ReadOutcome, StoreError, StoredResource};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::collections::HashSet;
@@ -431,12 +431,9 @@ fn from_where(inner: &Inner, b: &mut SqlBuilder, query: &SearchQuery, with_conte
     }) = driver.map(|i| &query.criteria[i])
     {
         let table = table_of(param.param_type);
-        let param_id = inner.param_id(resource_type, &param.code).unwrap_or(-1);
-        b.push(&format!(
-            "(SELECT DISTINCT rid FROM {table} WHERE param_id = "
-        ))
-        .bind(param_id)
-        .push(" AND (");
+        b.push(&format!("(SELECT DISTINCT rid FROM {table} WHERE "));
+        rows_sql(b, &inner.param_rows(resource_type, &param.code), "");
+        b.push(" AND (");
         values_sql(b, values, *string_match);
         b.push(")) d CROSS JOIN resources r");
     } else {
@@ -718,12 +715,15 @@ fn sort_expression(inner: &Inner, b: &mut SqlBuilder, key: &SortKey) -> bool {
             let table = table_of(param.param_type);
             let (column, _) = sort_column(param.param_type, *descending);
             let aggregate = if *descending { "MAX" } else { "MIN" };
-            let param_id = inner
-                .param_id(&param.resource_type, &param.code)
-                .unwrap_or(-1);
-            b.push(&format!("(SELECT {aggregate}(s.{column}) FROM {table} s WHERE s.rid = r.rid AND s.param_id = "))
-                .bind(param_id)
-                .push(")");
+            b.push(&format!(
+                "(SELECT {aggregate}(s.{column}) FROM {table} s WHERE s.rid = r.rid AND "
+            ));
+            rows_sql(
+                b,
+                &inner.param_rows(&param.resource_type, &param.code),
+                "s.",
+            );
+            b.push(")");
             *descending
         }
     }
@@ -772,13 +772,12 @@ fn criterion_sql(
         }
         Criterion::Missing { param, missing } => {
             let table = table_of(param.param_type);
-            let param_id = inner.param_id(resource_type, &param.code).unwrap_or(-1);
             b.push(if *missing { "NOT EXISTS" } else { "EXISTS" });
             b.push(&format!(
-                " (SELECT 1 FROM {table} m WHERE m.rid = {alias}.rid AND m.param_id = "
-            ))
-            .bind(param_id)
-            .push(")");
+                " (SELECT 1 FROM {table} m WHERE m.rid = {alias}.rid AND "
+            ));
+            rows_sql(b, &inner.param_rows(resource_type, &param.code), "m.");
+            b.push(")");
         }
         Criterion::Param {
             param,
@@ -787,24 +786,25 @@ fn criterion_sql(
             values,
         } => {
             let table = table_of(param.param_type);
-            let param_id = inner.param_id(resource_type, &param.code).unwrap_or(-1);
             b.push(&format!(
-                "{}EXISTS (SELECT 1 FROM {table} x WHERE x.rid = {alias}.rid AND x.param_id = ",
+                "{}EXISTS (SELECT 1 FROM {table} x WHERE x.rid = {alias}.rid AND ",
                 if *negate { "NOT " } else { "" }
             ));
-            b.bind(param_id).push(" AND (");
+            rows_sql(b, &inner.param_rows(resource_type, &param.code), "x.");
+            b.push(" AND (");
             values_sql(b, values, *string_match);
             b.push("))");
         }
         Criterion::Chain(chain) => {
-            let param_id = inner
-                .param_id(resource_type, &chain.reference.code)
-                .unwrap_or(-1);
             b.push(&format!(
-                "{alias}.rid IN (SELECT ref.rid FROM idx_reference ref JOIN resources t ON t.res_type = ref.target_type AND t.id = ref.target_id WHERE ref.param_id = "
-            ))
-            .bind(param_id)
-            .push(" AND t.deleted = 0 AND (");
+                "{alias}.rid IN (SELECT ref.rid FROM idx_reference ref JOIN resources t ON t.res_type = ref.target_type AND t.id = ref.target_id WHERE "
+            ));
+            rows_sql(
+                b,
+                &inner.param_rows(resource_type, &chain.reference.code),
+                "ref.",
+            );
+            b.push(" AND t.deleted = 0 AND (");
             for (i, (target_type, inner_criterion)) in chain.targets.iter().enumerate() {
                 if i > 0 {
                     b.push(" OR ");
@@ -974,13 +974,44 @@ fn number_condition(
     };
 }
 
-fn reference_param_ids(inner: &Inner, source_type: &str, code: &str) -> Vec<i64> {
-    inner
+/// Pushes the condition that picks `rows` out of their index table, whose columns are
+/// written with `prefix` (`x.`, or nothing).
+fn rows_sql(b: &mut SqlBuilder, rows: &ParamRows, prefix: &str) {
+    match rows.ids.as_slice() {
+        [] => {
+            b.push(&format!("{prefix}param_id = -1"));
+        }
+        [id] => {
+            b.push(&format!("{prefix}param_id = ")).bind(*id);
+        }
+        ids => {
+            b.push(&format!("{prefix}param_id IN "));
+            bind_list(b, ids.iter().map(|id| SqlValue::Int(*id)));
+        }
+    }
+    if let Some(target_type) = &rows.target_type {
+        b.push(&format!(" AND {prefix}target_type = "))
+            .bind(target_type.as_str());
+    }
+}
+
+/// The reference rows an `_include`/`_revinclude` of `code` follows: one parameter's, or for
+/// `*` every reference parameter's (the rows a sharing parameter reads are among those).
+fn include_rows(inner: &Inner, source_type: &str, code: &str) -> ParamRows {
+    if code != "*" {
+        return inner.param_rows(source_type, code);
+    }
+    let mut ids: Vec<i64> = inner
         .registry
         .params(source_type)
-        .filter(|p| p.param_type == ParamType::Reference && (code == "*" || p.code == code))
+        .filter(|p| p.param_type == ParamType::Reference)
         .filter_map(|p| inner.param_id(source_type, &p.code))
-        .collect()
+        .collect();
+    ids.sort_unstable();
+    ParamRows {
+        ids,
+        target_type: None,
+    }
 }
 
 fn bind_list(b: &mut SqlBuilder, values: impl IntoIterator<Item = SqlValue>) {
@@ -1048,8 +1079,8 @@ fn forward_include(
         if include.source_type != "*" && include.source_type != source_type {
             continue;
         }
-        let param_ids = reference_param_ids(inner, source_type, &include.param);
-        if param_ids.is_empty() {
+        let param_rows = include_rows(inner, source_type, &include.param);
+        if param_rows.ids.is_empty() {
             continue;
         }
         let rids = sources
@@ -1059,8 +1090,8 @@ fn forward_include(
         let mut b = SqlBuilder::new(conn.dialect());
         b.push("SELECT DISTINCT r.rid, r.res_type, r.id, r.version, r.last_updated, v.content FROM idx_reference ref JOIN resources r ON r.res_type = ref.target_type AND r.id = ref.target_id JOIN versions v ON v.seq = r.current_seq WHERE r.deleted = 0 AND ref.rid IN ");
         bind_list(&mut b, rids);
-        b.push(" AND ref.param_id IN ");
-        bind_list(&mut b, param_ids.into_iter().map(SqlValue::Int));
+        b.push(" AND ");
+        rows_sql(&mut b, &param_rows, "ref.");
         if let Some(target) = &include.target_type {
             b.push(" AND r.res_type = ").bind(target.as_str());
         }
@@ -1079,8 +1110,8 @@ fn reverse_include(
     if include.source_type == "*" {
         return Ok(Vec::new());
     }
-    let param_ids = reference_param_ids(inner, &include.source_type, &include.param);
-    if param_ids.is_empty() {
+    let param_rows = include_rows(inner, &include.source_type, &include.param);
+    if param_rows.ids.is_empty() {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
@@ -1102,8 +1133,8 @@ fn reverse_include(
         let mut b = SqlBuilder::new(conn.dialect());
         b.push("SELECT DISTINCT r.rid, r.res_type, r.id, r.version, r.last_updated, v.content FROM idx_reference ref JOIN resources r ON r.rid = ref.rid JOIN versions v ON v.seq = r.current_seq WHERE r.deleted = 0 AND r.res_type = ")
             .bind(include.source_type.as_str())
-            .push(" AND ref.param_id IN ");
-        bind_list(&mut b, param_ids.iter().map(|p| SqlValue::Int(*p)));
+            .push(" AND ");
+        rows_sql(&mut b, &param_rows, "ref.");
         b.push(" AND ref.target_type = ")
             .bind(target_type)
             .push(" AND ref.target_id IN ");

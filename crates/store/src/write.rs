@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use zorgnet_db::sql::{Conn, Dialect, SqlBuilder, SqlValue};
 use zorgnet_fhir::categories::{DataCategory, categories_of};
-use zorgnet_fhir::search::{Criterion, IndexValue, SearchQuery};
+use zorgnet_fhir::search::{Criterion, IndexValue, SearchParam, SearchQuery};
 
 /// One write.
 #[derive(Debug, Clone)]
@@ -918,7 +918,8 @@ pub(crate) struct Indexes {
 /// Extracts the index rows and compartments of a resource. Needs no database.
 fn indexes(inner: &Inner, resource_type: &str, resource: &Value) -> Indexes {
     let mut out = Indexes::default();
-    for entry in inner.registry.extract(resource) {
+    let owns_rows = |p: &SearchParam| inner.param_id(resource_type, &p.code).is_some();
+    for entry in inner.registry.extract_where(resource, owns_rows) {
         let Some(param_id) = inner.param_id(resource_type, &entry.code) else {
             continue;
         };

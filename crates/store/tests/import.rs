@@ -235,3 +235,63 @@ async fn import_stores_new_resources_in_bulk_and_updates_the_rest() {
             .unwrap();
     }
 }
+
+/// The reference index rows of a resource, as (parameter code, target type, target id).
+async fn reference_rows(store: &Store, resource_type: &str, id: &str) -> Vec<(String, String)> {
+    let store = store.clone();
+    let (resource_type, id) = (resource_type.to_string(), id.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut b = zorgnet_db::sql::SqlBuilder::new(store.database().dialect());
+        b.push("SELECT p.code, x.target_type FROM idx_reference x JOIN search_params p ON p.param_id = x.param_id JOIN resources r ON r.rid = x.rid WHERE r.res_type = ")
+            .bind(resource_type.as_str())
+            .push(" AND r.id = ")
+            .bind(id.as_str())
+            .push(" ORDER BY p.code");
+        store
+            .database()
+            .with_reader(|conn| -> Result<_, StoreError> { Ok(conn.query(&b.sql, &b.params)?) })
+            .unwrap()
+            .into_iter()
+            .map(|mut row| (row[0].take_text(), row[1].take_text()))
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// `Observation.patient` repeats `subject` narrowed to Patients: an Observation writes its
+/// subject once, by import and by an ordinary write alike, and is still found by both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parameter_that_repeats_another_writes_no_rows_of_its_own() {
+    for (store, _dir) in stores().await {
+        let backend = format!("{:?}", store.backend_kind());
+        import(
+            &store,
+            vec![
+                patient("p1", "999911120"),
+                observation("o1", "p1", "2339-0"),
+            ],
+        )
+        .await;
+        store
+            .write(WriteOp::Create {
+                resource: observation("o2", "p1", "8310-5"),
+                id: Some("o2".into()),
+                if_none_exist: None,
+            })
+            .await
+            .unwrap();
+        for id in ["o1", "o2"] {
+            assert_eq!(
+                reference_rows(&store, "Observation", id).await,
+                [("subject".to_string(), "Patient".to_string())],
+                "{backend} {id}"
+            );
+        }
+        for query in ["patient=p1", "subject=Patient/p1", "patient=Patient/p1"] {
+            let mut found = search(&store, "Observation", query).await;
+            found.sort();
+            assert_eq!(found, ["o1", "o2"], "{backend} {query}");
+        }
+    }
+}

@@ -235,11 +235,20 @@ impl SearchRegistry {
 
     /// The index entries of a resource: one per parameter value.
     pub fn extract(&self, resource: &serde_json::Value) -> Vec<IndexEntry> {
+        self.extract_where(resource, |_| true)
+    }
+
+    /// The index entries of a resource for the parameters `keep` accepts.
+    pub fn extract_where(
+        &self,
+        resource: &serde_json::Value,
+        keep: impl Fn(&SearchParam) -> bool,
+    ) -> Vec<IndexEntry> {
         let Some(resource_type) = resource.get("resourceType").and_then(|t| t.as_str()) else {
             return Vec::new();
         };
         let mut entries = Vec::new();
-        for param in self.params(resource_type) {
+        for param in self.params(resource_type).filter(|p| keep(p)) {
             extract::extract_param(param, resource, &mut entries);
         }
         entries.sort_by(|a, b| a.code.cmp(&b.code));

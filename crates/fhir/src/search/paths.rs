@@ -11,7 +11,7 @@ use crate::model::{ElementKind, Model, capitalise};
 use serde_json::Value;
 
 /// One step through a JSON document.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Step {
     /// The JSON key.
     pub key: String,
@@ -20,7 +20,7 @@ pub struct Step {
 }
 
 /// A path from a resource root to values of one FHIR type.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CompiledPath {
     /// Steps from the root.
     pub steps: Vec<Step>,
