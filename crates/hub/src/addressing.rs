@@ -37,7 +37,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use zorgnet_db::sql::SqlValue;
 use zorgnet_db::{Database, DbError, Migration};
@@ -467,15 +467,17 @@ pub async fn sync_once(state: &Arc<HubState>) -> SyncReport {
         }
     };
     let permits = Arc::new(Semaphore::new(MAX_SUPPLIERS_IN_FLIGHT));
+    let (applier, committer) = Applier::start(state.addressing.store.clone());
     let mut tasks = JoinSet::new();
     for supplier in suppliers {
         let supplier_marks = marks.remove(&supplier.ura).unwrap_or_default();
-        let (state, permits) = (state.clone(), permits.clone());
+        let (state, permits, applier) = (state.clone(), permits.clone(), applier.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            sync_supplier(&state, supplier, supplier_marks).await
+            sync_supplier(&state, &applier, supplier, supplier_marks).await
         });
     }
+    drop(applier);
     let mut report = SyncReport::default();
     let mut progress = Vec::new();
     while let Some(joined) = tasks.join_next().await {
@@ -490,6 +492,9 @@ pub async fn sync_once(state: &Arc<HubState>) -> SyncReport {
             }
             Err(e) => tracing::error!(error = %e, "address book sync task failed"),
         }
+    }
+    if let Err(e) = committer.await {
+        tracing::error!(error = %e, "address book committer failed");
     }
     // One transaction for every supplier's marks and status: a commit per supplier would cost
     // more than the polls. A crash before it only means the next sync reads the changes again.
@@ -537,6 +542,7 @@ enum SupplierError {
 /// Polls one supplier; returns its report and the new marks of the types read completely.
 async fn sync_supplier(
     state: &Arc<HubState>,
+    applier: &Applier,
     supplier: Supplier,
     marks: HashMap<String, i64>,
 ) -> (SupplierReport, Vec<(String, i64)>) {
@@ -548,7 +554,15 @@ async fn sync_supplier(
         rejected: 0,
     };
     let mut new_marks = Vec::new();
-    let result = poll_supplier(state, &supplier, &marks, &mut report, &mut new_marks).await;
+    let result = poll_supplier(
+        state,
+        applier,
+        &supplier,
+        &marks,
+        &mut report,
+        &mut new_marks,
+    )
+    .await;
     if let Err(e) = &result {
         tracing::warn!(ura = %supplier.ura, error = %e, "mCSD update supplier failed");
         report.ok = false;
@@ -561,6 +575,7 @@ async fn sync_supplier(
 /// all of its pages were read.
 async fn poll_supplier(
     state: &Arc<HubState>,
+    applier: &Applier,
     supplier: &Supplier,
     marks: &HashMap<String, i64>,
     report: &mut SupplierReport,
@@ -588,14 +603,14 @@ async fn poll_supplier(
                 }
             }
             if ops.len() >= APPLY_BATCH_RESOURCES {
-                report.applied += apply(&book.store, std::mem::take(&mut ops)).await?;
+                report.applied += applier.apply(std::mem::take(&mut ops)).await?;
             }
         }
         if let Some(newest) = pager.newest_ms() {
             new_marks.push((resource_type.to_string(), newest.max(mark.unwrap_or(0))));
         }
     }
-    report.applied += apply(&book.store, ops).await?;
+    report.applied += applier.apply(ops).await?;
     Ok(())
 }
 
@@ -643,22 +658,99 @@ fn to_op(change: Change, resource_type: &str, supplier: &Supplier) -> Result<Wri
     }
 }
 
-/// Applies writes in one transaction; returns how many changed something. Writes that would
-/// change nothing (the overlap of `_since` reads changes again) are dropped first by a read,
-/// so that a quiet supplier costs the single writer nothing.
-async fn apply(store: &Store, ops: Vec<WriteOp>) -> Result<usize, StoreError> {
-    let mut changing = Vec::with_capacity(ops.len());
-    for op in ops {
-        if !already_applied(store, &op).await? {
-            changing.push(op);
+/// Applies the suppliers' writes to the address book. Each supplier's writes stay one
+/// all-or-nothing unit, but the units waiting together commit in one transaction (group
+/// commit): a sync of 1,000 suppliers with two resources each would otherwise be 1,000
+/// commits through the single writer, each waiting for its flush to disk.
+#[derive(Clone)]
+struct Applier {
+    store: Store,
+    queue: mpsc::Sender<Unit>,
+}
+
+/// One supplier's writes, and where to say how many changed something.
+struct Unit {
+    ops: Vec<WriteOp>,
+    done: oneshot::Sender<Result<usize, StoreError>>,
+}
+
+impl Applier {
+    /// The applier and its committer task, which ends when every clone of the applier is gone.
+    fn start(store: Store) -> (Applier, JoinHandle<()>) {
+        let (queue, waiting) = mpsc::channel(MAX_SUPPLIERS_IN_FLIGHT);
+        let committer = tokio::spawn(commit_units(store.clone(), waiting));
+        (Applier { store, queue }, committer)
+    }
+
+    /// Applies `ops` as one unit; returns how many changed something. Writes that would
+    /// change nothing (the overlap of `_since` reads changes again) are dropped first by a
+    /// read, here on the supplier's task, so that a quiet supplier costs the writer nothing.
+    async fn apply(&self, ops: Vec<WriteOp>) -> Result<usize, StoreError> {
+        let mut changing = Vec::with_capacity(ops.len());
+        for op in ops {
+            if !already_applied(&self.store, &op).await? {
+                changing.push(op);
+            }
+        }
+        if changing.is_empty() {
+            return Ok(0);
+        }
+        let (done, result) = oneshot::channel();
+        let stopped = || StoreError::Invalid("the address book committer stopped".into());
+        self.queue
+            .send(Unit {
+                ops: changing,
+                done,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        result.await.map_err(|_| stopped())?
+    }
+}
+
+/// Commits the units that wait together, up to [`APPLY_BATCH_RESOURCES`] writes, in one
+/// transaction. When that transaction fails, each of its units is tried on its own, so one
+/// supplier's bad write never fails another's.
+async fn commit_units(store: Store, mut waiting: mpsc::Receiver<Unit>) {
+    while let Some(first) = waiting.recv().await {
+        let mut units = vec![first];
+        let mut writes = units[0].ops.len();
+        while writes < APPLY_BATCH_RESOURCES {
+            match waiting.try_recv() {
+                Ok(unit) => {
+                    writes += unit.ops.len();
+                    units.push(unit);
+                }
+                Err(_) => break,
+            }
+        }
+        let sizes: Vec<usize> = units.iter().map(|u| u.ops.len()).collect();
+        let all: Vec<WriteOp> = units.iter().flat_map(|u| u.ops.iter().cloned()).collect();
+        match store.transaction(all).await {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.as_slice();
+                for (unit, size) in units.into_iter().zip(sizes) {
+                    let (own, rest) = outcomes.split_at(size.min(outcomes.len()));
+                    outcomes = rest;
+                    let _ = unit.done.send(Ok(changed(own)));
+                }
+            }
+            Err(e) if units.len() == 1 => {
+                let _ = units.remove(0).done.send(Err(e));
+            }
+            Err(_) => {
+                for unit in units {
+                    let result = store.transaction(unit.ops).await.map(|o| changed(&o));
+                    let _ = unit.done.send(result);
+                }
+            }
         }
     }
-    let ops = changing;
-    if ops.is_empty() {
-        return Ok(0);
-    }
-    let outcomes = store.transaction(ops).await?;
-    Ok(outcomes
+}
+
+/// How many of a transaction's outcomes changed something.
+fn changed(outcomes: &[WriteOutcome]) -> usize {
+    outcomes
         .iter()
         .filter(|o| {
             matches!(
@@ -668,7 +760,7 @@ async fn apply(store: &Store, ops: Vec<WriteOp>) -> Result<usize, StoreError> {
                     | WriteOutcome::Deleted(Some(_))
             )
         })
-        .count())
+        .count()
 }
 
 /// Whether the address book already holds what `op` would write (the store's own test for
@@ -755,6 +847,49 @@ fn save_progress(db: &Database, progress: &[Progress]) -> Result<(), DbError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Units that wait together commit together; a unit whose write fails fails alone.
+    #[tokio::test]
+    async fn units_commit_together_and_a_failing_unit_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open_sqlite(&dir.path().join("book.sqlite"), SearchRegistry::r4()).unwrap();
+        let update = |id: &str, if_match| WriteOp::Update {
+            resource: json!({"resourceType": "Organization", "id": id, "name": id}),
+            id: id.to_string(),
+            if_match,
+        };
+        let organisation = |id: &str| update(id, None);
+        // Version 7 of an organisation that does not exist yet: refused.
+        let stale = update("c", Some(7));
+        let (queue, waiting) = mpsc::channel(8);
+        let mut results = Vec::new();
+        for ops in [
+            vec![organisation("a")],
+            vec![stale, organisation("d")],
+            vec![organisation("b")],
+        ] {
+            let (done, result) = oneshot::channel();
+            queue.send(Unit { ops, done }).await.unwrap();
+            results.push(result);
+        }
+        drop(queue);
+        commit_units(store.clone(), waiting).await;
+        let mut outcomes = Vec::new();
+        for result in results {
+            outcomes.push(result.await.unwrap().map_err(|e| e.to_string()));
+        }
+        assert_eq!(outcomes[0], Ok(1));
+        assert!(outcomes[1].is_err(), "{:?}", outcomes[1]);
+        assert_eq!(outcomes[2], Ok(1));
+        for (id, stored) in [("a", true), ("b", true), ("c", false), ("d", false)] {
+            let found = matches!(
+                store.read("Organization", id).await.unwrap(),
+                ReadOutcome::Found(_)
+            );
+            assert_eq!(found, stored, "Organization/{id}");
+        }
+    }
 
     #[test]
     fn ids_are_namespaced_deterministically_and_stay_valid() {
