@@ -1343,60 +1343,73 @@ async fn parameters_that_repeat_others_find_what_their_definitions_say() {
         let of_group = node
             .create(&observation(format!("Group/{group}"), "8480-6", "8462-4"))
             .await;
-        assert_eq!(
-            node.search_ids(&format!("Observation?patient={patient}"))
-                .await,
-            [of_patient.clone()],
-            "[{b}] patient"
-        );
-        assert_eq!(
-            node.search_ids(&format!("Observation?patient={group}"))
-                .await,
-            Vec::<String>::new(),
-            "[{b}] a Group subject is no patient"
-        );
-        assert_eq!(
-            node.search_ids(&format!("Observation?subject={group}"))
-                .await,
-            [of_group.clone()],
-            "[{b}] subject"
-        );
-        assert_eq!(
-            node.search_ids("Observation?patient:missing=true").await,
-            [of_group.clone()],
-            "[{b}] patient:missing"
-        );
-        assert_eq!(
-            node.search_ids("Observation?patient:missing=false").await,
-            [of_patient.clone()],
-            "[{b}] patient:missing=false"
-        );
-        assert_eq!(
-            node.search_ids("Observation?combo-code=http://loinc.org|8480-6&_sort=_id")
-                .await,
-            {
-                let mut both = vec![of_patient.clone(), of_group.clone()];
-                both.sort();
-                both
-            },
-            "[{b}] combo-code: code of one, component code of the other"
-        );
-        assert_eq!(
-            node.search_ids("Observation?combo-code=8462-4").await,
-            [of_group.clone()],
-            "[{b}] combo-code"
-        );
-        assert_eq!(
-            node.search_ids("Observation?code=8462-4").await,
-            Vec::<String>::new(),
-            "[{b}] code is not combo-code"
-        );
-        assert_eq!(
-            node.search_ids(&format!("Observation?patient.identifier={BSN}|123456782"))
-                .await,
-            [of_patient.clone()],
-            "[{b}] chained"
-        );
+        let doctor = node
+            .create(&json!({"resourceType": "Practitioner", "name": [{"family": "Smit"}]}))
+            .await;
+        let relative = node
+            .create(&json!({"resourceType": "RelatedPerson", "patient": {"reference": format!("Patient/{patient}")}}))
+            .await;
+        let encounter = |individual: String| {
+            json!({"resourceType": "Encounter", "status": "finished",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                "participant": [{"individual": {"reference": individual}}]})
+        };
+        let with_doctor = node
+            .create(&encounter(format!("Practitioner/{doctor}")))
+            .await;
+        let with_relative = node
+            .create(&encounter(format!("RelatedPerson/{relative}")))
+            .await;
+        let mut both = vec![of_patient.clone(), of_group.clone()];
+        both.sort();
+        let none = Vec::new();
+        let expectations = [
+            (
+                format!("Observation?patient={patient}"),
+                vec![of_patient.clone()],
+            ),
+            // A Group subject is no patient.
+            (format!("Observation?patient={group}"), none.clone()),
+            (
+                format!("Observation?subject={group}"),
+                vec![of_group.clone()],
+            ),
+            (
+                "Observation?patient:missing=true".into(),
+                vec![of_group.clone()],
+            ),
+            (
+                "Observation?patient:missing=false".into(),
+                vec![of_patient.clone()],
+            ),
+            // The code of one, the component code of the other.
+            (
+                "Observation?combo-code=http://loinc.org|8480-6&_sort=_id".into(),
+                both,
+            ),
+            (
+                "Observation?combo-code=8462-4".into(),
+                vec![of_group.clone()],
+            ),
+            ("Observation?code=8462-4".into(), none.clone()),
+            (
+                format!("Observation?patient.identifier={BSN}|123456782"),
+                vec![of_patient.clone()],
+            ),
+            (
+                format!("Encounter?practitioner={doctor}"),
+                vec![with_doctor],
+            ),
+            // A RelatedPerson is no practitioner.
+            (format!("Encounter?practitioner={relative}"), none),
+            (
+                format!("Encounter?participant={relative}"),
+                vec![with_relative],
+            ),
+        ];
+        for (query, expected) in expectations {
+            assert_eq!(node.search_ids(&query).await, expected, "[{b}] {query}");
+        }
         let included = node
             .get(&format!(
                 "Observation?_id={of_patient},{of_group}&_include=Observation:patient"
@@ -1427,42 +1440,6 @@ async fn parameters_that_repeat_others_find_what_their_definitions_say() {
                 "[{b}] _revinclude:patient of {target}"
             );
         }
-
-        let doctor = node
-            .create(&json!({"resourceType": "Practitioner", "name": [{"family": "Smit"}]}))
-            .await;
-        let relative = node
-            .create(&json!({"resourceType": "RelatedPerson", "patient": {"reference": format!("Patient/{patient}")}}))
-            .await;
-        let encounter = |individual: String| {
-            json!({"resourceType": "Encounter", "status": "finished",
-                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-                "participant": [{"individual": {"reference": individual}}]})
-        };
-        let with_doctor = node
-            .create(&encounter(format!("Practitioner/{doctor}")))
-            .await;
-        let with_relative = node
-            .create(&encounter(format!("RelatedPerson/{relative}")))
-            .await;
-        assert_eq!(
-            node.search_ids(&format!("Encounter?practitioner={doctor}"))
-                .await,
-            [with_doctor.clone()],
-            "[{b}] practitioner"
-        );
-        assert_eq!(
-            node.search_ids(&format!("Encounter?practitioner={relative}"))
-                .await,
-            Vec::<String>::new(),
-            "[{b}] a RelatedPerson is no practitioner"
-        );
-        assert_eq!(
-            node.search_ids(&format!("Encounter?participant={relative}"))
-                .await,
-            [with_relative],
-            "[{b}] participant"
-        );
     }
 }
 

@@ -156,18 +156,7 @@ pub(crate) fn history(
         b.push(" AND last_updated >= ").bind(since);
     }
     // Newest first: onwards (`next`) is older, back (`previous`) is newer.
-    if let Some(cursor) = cursor {
-        b.push(match direction {
-            Direction::After => " AND seq < ",
-            Direction::Before => " AND seq > ",
-        })
-        .bind(cursor.key);
-    }
-    b.push(match direction {
-        Direction::After => " ORDER BY seq DESC LIMIT ",
-        Direction::Before => " ORDER BY seq LIMIT ",
-    })
-    .count(count as u64 + 1);
+    key_page_sql(&mut b, "seq", true, cursor, count);
     let rows = conn.query(&b.sql, &b.params)?;
     let mut entries: Vec<HistoryEntry> = rows
         .into_iter()
@@ -278,6 +267,30 @@ fn cut_page<T>(
             (true, more)
         }
     }
+}
+
+/// Ends a statement whose pages run along the integer `column` (`descending`: from high to
+/// low): the keyset condition when paging from `cursor`, the order to read in, and a limit
+/// of one row more than `count` (see [`cut_page`]).
+fn key_page_sql(
+    b: &mut SqlBuilder,
+    column: &str,
+    descending: bool,
+    cursor: Option<KeyCursor>,
+    count: usize,
+) {
+    let backwards = cursor.is_some_and(|c| c.direction == Direction::Before);
+    if let Some(cursor) = cursor {
+        let beyond = if descending != backwards { "<" } else { ">" };
+        b.push(&format!(" AND {column} {beyond} ")).bind(cursor.key);
+    }
+    let order = if descending != backwards {
+        "DESC"
+    } else {
+        "ASC"
+    };
+    b.push(&format!(" ORDER BY {column} {order} LIMIT "))
+        .count(count as u64 + 1);
 }
 
 /// A cursor for pages in the order of one integer key: the change sequence for history
@@ -1167,18 +1180,7 @@ pub(crate) fn everything(
         b.push(" AND r.res_type IN ");
         bind_list(&mut b, types.iter().map(|t| SqlValue::Text(t.clone())));
     }
-    if let Some(cursor) = cursor {
-        b.push(match direction {
-            Direction::After => " AND r.rid > ",
-            Direction::Before => " AND r.rid < ",
-        })
-        .bind(cursor.key);
-    }
-    b.push(match direction {
-        Direction::After => " ORDER BY r.rid LIMIT ",
-        Direction::Before => " ORDER BY r.rid DESC LIMIT ",
-    })
-    .count(count as u64 + 1);
+    key_page_sql(&mut b, "r.rid", false, cursor, count);
     let rows = conn.query(&b.sql, &b.params)?;
     let mut matches: Vec<(i64, StoredResource)> = rows.into_iter().map(to_stored).collect();
     let (next, previous) = cut_page(&mut matches, count, direction, cursor.is_some());
