@@ -15,7 +15,9 @@ use serde_json::Value;
 use std::sync::Arc;
 use zorgnet_fhir::search::{SearchQuery, parse_search_query};
 use zorgnet_fhir::{Issue, IssueCode, validate_resource};
-use zorgnet_store::{HistoryScope, ReadOutcome, StoredResource, WriteOp, WriteOutcome};
+use zorgnet_store::{
+    HistoryScope, ReadOutcome, SearchResult, StoredResource, WriteOp, WriteOutcome,
+};
 
 type AppResult = Result<Response, FhirError>;
 type AppStateRef = State<Arc<AppState>>;
@@ -699,14 +701,6 @@ async fn everything(
         .await?;
     let base = base_url(state, headers);
     let self_path = format!("Patient/{id}/$everything");
-    let entries: Vec<BundleEntry> = result
-        .matches
-        .iter()
-        .map(|r| BundleEntry {
-            resource: r,
-            mode: EntryMode::Match,
-        })
-        .collect();
     let body = bundle::searchset(
         bundle::PageLinks {
             base: &base,
@@ -717,11 +711,24 @@ async fn everything(
             previous: result.previous_cursor.as_deref(),
         },
         None,
-        &entries,
+        &page_entries(&result),
         None,
         None,
     );
     Ok(bundle::bundle_response(body))
+}
+
+/// A page's entries: its matches, then the resources included with them.
+fn page_entries(result: &SearchResult) -> Vec<BundleEntry<'_>> {
+    let matches = result.matches.iter().map(|r| BundleEntry {
+        resource: r,
+        mode: EntryMode::Match,
+    });
+    let included = result.included.iter().map(|r| BundleEntry {
+        resource: r,
+        mode: EntryMode::Include,
+    });
+    matches.chain(included).collect()
 }
 
 async fn search_get(
@@ -825,18 +832,7 @@ async fn run_search(
     let result = state.store.search(query).await?;
     let base = base_url(state, headers);
     let self_path = resource_type.unwrap_or("").to_string();
-    let mut entries: Vec<BundleEntry> = result
-        .matches
-        .iter()
-        .map(|r| BundleEntry {
-            resource: r,
-            mode: EntryMode::Match,
-        })
-        .collect();
-    entries.extend(result.included.iter().map(|r| BundleEntry {
-        resource: r,
-        mode: EntryMode::Include,
-    }));
+    let entries = page_entries(&result);
     let outcome = (!warnings.is_empty()).then(|| zorgnet_fhir::operation_outcome(&warnings));
     let body = bundle::searchset(
         bundle::PageLinks {

@@ -1541,6 +1541,95 @@ async fn history_pages_run_both_ways_and_stay_put_under_writes() {
     }
 }
 
+/// Ids of a page's entries in one search mode, sorted.
+fn ids_in_mode(page: &Reply, mode: &str) -> Vec<String> {
+    let mut ids: Vec<String> = page.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == mode)
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `$everything` also brings what the patient's resources refer to outside the compartment
+/// (the GP, the organisation, the medication), once, as `include` entries of the page that
+/// refers to them, filtered by `_type`.
+#[tokio::test]
+async fn patient_everything_brings_what_its_resources_refer_to() {
+    for node in nodes().await {
+        let b = node.backend;
+        let doctor = node
+            .create(&json!({"resourceType": "Practitioner", "name": [{"family": "Bakker"}]}))
+            .await;
+        let practice = node
+            .create(&json!({"resourceType": "Organization", "name": "Praktijk Bakker"}))
+            .await;
+        let medication = node
+            .create(&json!({"resourceType": "Medication", "code": {"text": "metformine 500 mg"}}))
+            .await;
+        node.create(&json!({"resourceType": "Practitioner", "name": [{"family": "Niemand"}]}))
+            .await;
+        let mut person = patient("123456782", "Dekker", "Sara", "1960-06-06", "female");
+        person["generalPractitioner"] = json!([{"reference": format!("Practitioner/{doctor}")}]);
+        person["managingOrganization"] = json!({"reference": format!("Organization/{practice}")});
+        let p = node.create(&person).await;
+        let subject = json!({"reference": format!("Patient/{p}")});
+        let encounter = node
+            .create(&json!({"resourceType": "Encounter", "status": "finished",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                "subject": subject, "serviceProvider": {"reference": format!("Organization/{practice}")}}))
+            .await;
+        let condition = node
+            .create(&json!({"resourceType": "Condition", "subject": subject,
+                "encounter": {"reference": format!("Encounter/{encounter}")},
+                "asserter": {"reference": format!("Practitioner/{doctor}")}}))
+            .await;
+        let request = node
+            .create(&json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+                "subject": subject, "medicationReference": {"reference": format!("Medication/{medication}")}}))
+            .await;
+        let sorted = |mut ids: Vec<String>| {
+            ids.sort();
+            ids
+        };
+
+        let everything = node.get(&format!("Patient/{p}/$everything")).await;
+        assert_eq!(
+            ids_in_mode(&everything, "match"),
+            sorted(vec![p.clone(), encounter, condition.clone(), request]),
+            "[{b}] the compartment"
+        );
+        assert_eq!(
+            ids_in_mode(&everything, "include"),
+            sorted(vec![doctor.clone(), practice.clone(), medication]),
+            "[{b}] what it refers to, once, and not the unreferenced practitioner"
+        );
+
+        let typed = node
+            .get(&format!(
+                "Patient/{p}/$everything?_type=Condition,Practitioner"
+            ))
+            .await;
+        assert_eq!(ids_in_mode(&typed, "match"), [condition], "[{b}] _type");
+        assert_eq!(
+            ids_in_mode(&typed, "include"),
+            [doctor.clone()],
+            "[{b}] _type filters what is referred to"
+        );
+
+        let first = node.get(&format!("Patient/{p}/$everything?_count=1")).await;
+        assert_eq!(ids_in_mode(&first, "match"), [p.clone()], "[{b}]");
+        assert_eq!(
+            ids_in_mode(&first, "include"),
+            sorted(vec![doctor, practice]),
+            "[{b}] a page brings what its own resources refer to"
+        );
+    }
+}
+
 #[tokio::test]
 async fn patient_everything_returns_the_compartment() {
     for node in nodes().await {

@@ -1194,8 +1194,45 @@ pub(crate) fn everything(
     if previous {
         result.previous_cursor = cursor_at(Direction::Before, matches.first());
     }
+    result.included = referenced_outside(conn, patient_id, since_ms, types, &matches)?;
     result.matches = matches.into_iter().map(|(_, r)| r).collect();
     Ok(result)
+}
+
+/// The resources an `$everything` page's resources refer to that are not in the patient's
+/// compartment themselves (the GP, the organisations, the medications, the locations), of
+/// `types` when given and changed since `since_ms` when given; at most
+/// [`MAX_INCLUDED_RESOURCES`]. Resources of the compartment come as matches on their own page.
+fn referenced_outside(
+    conn: &mut dyn Conn,
+    patient_id: &str,
+    since_ms: Option<i64>,
+    types: &[String],
+    page: &[(i64, StoredResource)],
+) -> Result<Vec<StoredResource>, StoreError> {
+    if page.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut b = SqlBuilder::new(conn.dialect());
+    b.push("SELECT DISTINCT r.rid, r.res_type, r.id, r.version, r.last_updated, v.content FROM idx_reference ref JOIN resources r ON r.res_type = ref.target_type AND r.id = ref.target_id JOIN versions v ON v.seq = r.current_seq WHERE r.deleted = 0 AND ref.rid IN ");
+    bind_list(&mut b, page.iter().map(|(rid, _)| SqlValue::Int(*rid)));
+    b.push(" AND NOT EXISTS (SELECT 1 FROM compartment c WHERE c.rid = r.rid AND c.patient_id = ")
+        .bind(patient_id)
+        .push(")");
+    if let Some(since) = since_ms {
+        b.push(" AND r.last_updated >= ").bind(since);
+    }
+    if !types.is_empty() {
+        b.push(" AND r.res_type IN ");
+        bind_list(&mut b, types.iter().map(|t| SqlValue::Text(t.clone())));
+    }
+    b.push(" ORDER BY r.rid LIMIT ")
+        .count(MAX_INCLUDED_RESOURCES as u64);
+    Ok(conn
+        .query(&b.sql, &b.params)?
+        .into_iter()
+        .map(|row| to_stored(row).1)
+        .collect())
 }
 
 pub(crate) fn counts(conn: &mut dyn Conn) -> Result<Vec<(String, i64)>, StoreError> {
