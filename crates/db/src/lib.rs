@@ -13,7 +13,8 @@ mod postgres;
 pub mod sql;
 mod sqlite;
 
-use sql::{Conn, Dialect};
+pub use postgres::{ASYNC_READERS_PER_CORE, PgAsyncReaders};
+use sql::{Conn, Dialect, Row, SqlValue};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -125,6 +126,17 @@ impl Database {
         match &*self.pool {
             Pool::Sqlite(pool) => pool.with_reader(f),
             Pool::Postgres(pool) => pool.with_reader(f),
+        }
+    }
+
+    /// Runs one short read statement from async code without a blocking thread: on SQLite
+    /// on a reader connection right here (a keyed read of a few cached pages costs less than
+    /// a hand-off to another thread), on PostgreSQL over pipelined async connections
+    /// ([`PgAsyncReaders`]). Not for long reads: on SQLite it holds up the async worker.
+    pub async fn read_async(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
+        match &*self.pool {
+            Pool::Sqlite(pool) => pool.with_reader(|conn| conn.query(sql, params)),
+            Pool::Postgres(pool) => pool.async_readers.query(sql, params).await,
         }
     }
 

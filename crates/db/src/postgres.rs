@@ -1,11 +1,13 @@
 //! PostgreSQL backend: a pool of synchronous `postgres` connections used from the blocking
-//! thread pool, with prepared statements cached per connection.
+//! thread pool, with prepared statements cached per connection; and, for short reads from
+//! async code, a few `tokio-postgres` connections that pipeline them ([`PgAsyncReaders`]).
 
 use crate::sql::{Conn, Dialect, Row, SqlValue};
 use crate::{DbError, Migration};
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Connections kept open for reuse.
 const MAX_IDLE_CONNECTIONS: usize = 16;
@@ -116,6 +118,115 @@ fn bind(values: &[SqlValue]) -> Vec<Param<'_>> {
     values.iter().map(Param).collect()
 }
 
+fn to_rows(rows: Vec<postgres::Row>) -> Vec<Row> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut values = Vec::with_capacity(row.len());
+        for (i, column) in row.columns().iter().enumerate() {
+            let value = match *column.type_() {
+                Type::INT8 => row.get::<_, Option<i64>>(i).map(SqlValue::Int),
+                Type::INT4 => row
+                    .get::<_, Option<i32>>(i)
+                    .map(|v| SqlValue::Int(v.into())),
+                Type::INT2 => row
+                    .get::<_, Option<i16>>(i)
+                    .map(|v| SqlValue::Int(v.into())),
+                Type::FLOAT8 => row.get::<_, Option<f64>>(i).map(SqlValue::Real),
+                Type::BOOL => row
+                    .get::<_, Option<bool>>(i)
+                    .map(|b| SqlValue::Int(b.into())),
+                _ => row.get::<_, Option<String>>(i).map(SqlValue::Text),
+            };
+            values.push(value.unwrap_or(SqlValue::Null));
+        }
+        out.push(values);
+    }
+    out
+}
+
+/// `tokio-postgres` connections for short reads from async code, per CPU core.
+pub const ASYNC_READERS_PER_CORE: usize = 2;
+
+/// A few `tokio-postgres` connections on the caller's runtime for short reads from async
+/// code (the referral index's lookup). Each connection pipelines the queries sent to it, so a
+/// read needs neither a blocking thread nor a hand-off between threads, and PostgreSQL runs
+/// at most [`ASYNC_READERS_PER_CORE`] backends per core for them. Connections are made on
+/// first use and again when one has closed (its runtime ended, the server went away).
+pub struct PgAsyncReaders {
+    url: String,
+    slots: Vec<Mutex<Option<Arc<AsyncReader>>>>,
+    next: AtomicUsize,
+}
+
+struct AsyncReader {
+    client: tokio_postgres::Client,
+    statements: Mutex<HashMap<String, tokio_postgres::Statement>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PgAsyncReaders {
+    fn new(url: &str) -> PgAsyncReaders {
+        let count =
+            ASYNC_READERS_PER_CORE * std::thread::available_parallelism().map_or(1, |n| n.get());
+        PgAsyncReaders {
+            url: url.to_string(),
+            slots: (0..count).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next connection in turn, connecting it when it is not open.
+    async fn reader(&self) -> Result<Arc<AsyncReader>, DbError> {
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        if let Some(reader) = locked(slot).as_ref().filter(|r| !r.client.is_closed()) {
+            return Ok(reader.clone());
+        }
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .map_err(backend)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "a PostgreSQL reader connection ended");
+            }
+        });
+        let reader = Arc::new(AsyncReader {
+            client,
+            statements: Mutex::new(HashMap::new()),
+        });
+        *locked(slot) = Some(reader.clone());
+        Ok(reader)
+    }
+
+    /// Runs one read statement.
+    pub async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
+        let reader = self.reader().await?;
+        let cached = locked(&reader.statements).get(sql).cloned();
+        let statement = match cached {
+            Some(statement) => statement,
+            None => {
+                let statement = reader.client.prepare(sql).await.map_err(backend)?;
+                let mut statements = locked(&reader.statements);
+                if statements.len() >= MAX_CACHED_STATEMENTS {
+                    statements.clear();
+                }
+                statements.insert(sql.to_string(), statement.clone());
+                statement
+            }
+        };
+        let bound = bind(params);
+        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|p| p as _).collect();
+        let rows = reader
+            .client
+            .query(&statement, &refs)
+            .await
+            .map_err(backend)?;
+        Ok(to_rows(rows))
+    }
+}
+
 impl Conn for PgConn {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
@@ -126,29 +237,7 @@ impl Conn for PgConn {
         let bound = bind(params);
         let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|p| p as _).collect();
         let rows = self.client.query(&statement, &refs).map_err(backend)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let mut values = Vec::with_capacity(row.len());
-            for (i, column) in row.columns().iter().enumerate() {
-                let value = match *column.type_() {
-                    Type::INT8 => row.get::<_, Option<i64>>(i).map(SqlValue::Int),
-                    Type::INT4 => row
-                        .get::<_, Option<i32>>(i)
-                        .map(|v| SqlValue::Int(v.into())),
-                    Type::INT2 => row
-                        .get::<_, Option<i16>>(i)
-                        .map(|v| SqlValue::Int(v.into())),
-                    Type::FLOAT8 => row.get::<_, Option<f64>>(i).map(SqlValue::Real),
-                    Type::BOOL => row
-                        .get::<_, Option<bool>>(i)
-                        .map(|b| SqlValue::Int(b.into())),
-                    _ => row.get::<_, Option<String>>(i).map(SqlValue::Text),
-                };
-                values.push(value.unwrap_or(SqlValue::Null));
-            }
-            out.push(values);
-        }
-        Ok(out)
+        Ok(to_rows(rows))
     }
 
     fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, DbError> {
@@ -179,6 +268,8 @@ impl Conn for PgConn {
 pub struct PgPool {
     url: String,
     idle: Mutex<Vec<PgConn>>,
+    /// Short reads from async code.
+    pub(crate) async_readers: PgAsyncReaders,
     /// Serialises writers: resource versions and search indexes are kept consistent by one
     /// writer at a time per node, as on SQLite (PostgreSQL nodes are single-organisation).
     writer: Mutex<()>,
@@ -208,6 +299,7 @@ impl PgPool {
         let pool = PgPool {
             url: url.to_string(),
             idle: Mutex::new(Vec::new()),
+            async_readers: PgAsyncReaders::new(url),
             writer: Mutex::new(()),
         };
         pool.migrate(migrations)?;

@@ -30,8 +30,7 @@ use axum::routing::get;
 use error::ApiError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use zorgnet_db::sql::Conn;
-use zorgnet_db::{BackendKind, Database, DbError, Migration};
+use zorgnet_db::{Database, DbError, Migration};
 
 /// Largest request body a hub API accepts (a registration batch of
 /// [`MAX_BATCH_ITEMS`] items fits comfortably).
@@ -83,8 +82,6 @@ pub struct HubState {
     pub addressing: addressing::AddressBook,
     /// The signer of organisations' access tokens.
     pub trust: trust::TokenIssuer,
-    /// Admits PostgreSQL reads to the blocking pool; see [`PG_READS_IN_FLIGHT_PER_CORE`].
-    read_slots: tokio::sync::Semaphore,
 }
 
 /// An opened hub.
@@ -126,10 +123,6 @@ impl Hub {
             prs,
             addressing,
             trust,
-            read_slots: tokio::sync::Semaphore::new(
-                PG_READS_IN_FLIGHT_PER_CORE
-                    * std::thread::available_parallelism().map_or(1, |n| n.get()),
-            ),
         });
         Ok(Hub {
             state,
@@ -197,35 +190,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(ApiError::internal)?
-}
-
-/// PostgreSQL reads of [`quick_read`] running at once, per CPU core. PostgreSQL's backends
-/// share the cores with the hub: more reads at once than that only add backends competing
-/// for time slices, which spreads latency without adding throughput; beyond this, reads wait
-/// in a fair queue.
-pub const PG_READS_IN_FLIGHT_PER_CORE: usize = 2;
-
-/// Runs a short read (a few primary-key probes). On SQLite it runs right here on the async
-/// worker: its pages are almost always cached, and a hand-off to the blocking pool costs two
-/// thread wake-ups, more than the read. PostgreSQL waits on the network, so there it goes to
-/// the blocking pool, at most [`PG_READS_IN_FLIGHT_PER_CORE`] per core at once.
-pub(crate) async fn quick_read<T: Send + 'static>(
-    state: &HubState,
-    f: impl FnOnce(&mut dyn Conn) -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let db = &state.db;
-    match db.kind() {
-        BackendKind::Sqlite => db.with_reader(f),
-        BackendKind::Postgres => {
-            let _slot = state
-                .read_slots
-                .acquire()
-                .await
-                .map_err(ApiError::internal)?;
-            let db = db.clone();
-            blocking(move || db.with_reader(f)).await
-        }
-    }
 }
 
 /// Creates `dir` (and parents) readable only by the owner.

@@ -25,7 +25,7 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
-use zorgnet_db::sql::{Conn, Dialect, SqlValue};
+use zorgnet_db::sql::{Conn, Dialect, Row, SqlValue};
 use zorgnet_db::{DbError, Migration};
 use zorgnet_fhir::categories::{DataCategory, parse_categories};
 use zorgnet_pseudonym::ExchangeToken;
@@ -300,44 +300,33 @@ async fn lookup(
         .prs
         .open_referral_index_token(&request.token)?
         .to_string();
-    let organisations = crate::quick_read(&state, move |conn| {
-        Ok(find_holders(
-            conn,
-            &pseudonym,
-            &categories,
-            &requester,
-            purpose,
-        )?)
-    })
-    .await?;
+    let rows = state
+        .db
+        .read_async(holders_sql(state.db.dialect()), &[pseudonym.into()])
+        .await?;
+    let organisations = holders_from_rows(rows, &categories, &requester, purpose);
     metrics::counter!("zorgnet_nvi_lookups_total").increment(1);
     Ok(Json(LookupResponse { organisations }))
 }
 
-/// The organisations holding `categories` about `pseudonym` that the person's directives let
+/// The organisations holding `categories` about the person whose registrations and consent
+/// directives are `rows` (read by [`holders_sql`]) that the person's directives let
 /// `requester` learn about.
 ///
 /// One statement reads all of the person's registrations (about ten, by the primary key's
 /// prefix) and every version of their consent directives (by `consent_by_pseudonym`, usually
-/// none): one round trip on PostgreSQL, one read transaction on SQLite. The asked categories
-/// are kept here: a `category IN (…)` in the statement would make SQLite build a temporary
-/// b-tree of the list on every lookup.
-pub fn find_holders(
-    conn: &mut dyn Conn,
-    pseudonym: &str,
+/// none): one round trip on PostgreSQL, one read on SQLite. The asked categories are kept
+/// here: a `category IN (…)` in the statement would make SQLite build a temporary b-tree of
+/// the list on every lookup.
+pub fn holders_from_rows(
+    rows: Vec<Row>,
     categories: &[DataCategory],
     requester: &str,
     purpose: Purpose,
-) -> Result<Vec<Holder>, DbError> {
-    static SQL: LazyLock<[String; 2]> =
-        LazyLock::new(|| [Dialect::Sqlite, Dialect::Postgres].map(holders_sql));
-    let sql = match conn.dialect() {
-        Dialect::Sqlite => &SQL[0],
-        Dialect::Postgres => &SQL[1],
-    };
+) -> Vec<Holder> {
     let mut asked: Vec<(String, DataCategory)> = Vec::new();
     let mut versions = Vec::new();
-    for mut row in conn.query(sql, &[pseudonym.into()])? {
+    for mut row in rows {
         if row[0] == SqlValue::Null {
             versions.extend(consent::directive_from_row(row.split_off(2)));
         } else if let Some(category) = DataCategory::from_code(&row[1].take_text())
@@ -347,7 +336,7 @@ pub fn find_holders(
         }
     }
     if asked.is_empty() {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     let directives = consent::current_of(versions);
     let now = zorgnet_db::now_ms();
@@ -367,17 +356,28 @@ pub fn find_holders(
                 .push(category.code().to_string());
         }
     }
-    Ok(holders
+    holders
         .into_iter()
         .map(|(ura, mut categories)| {
             categories.sort_unstable();
             Holder { ura, categories }
         })
-        .collect())
+        .collect()
 }
 
-/// The statement of [`find_holders`], written once per dialect (it runs on every lookup).
-fn holders_sql(dialect: Dialect) -> String {
+/// The statement [`holders_from_rows`] reads: a person's registrations and consent
+/// directives by pseudonym (the one parameter). Written once per dialect; it runs on every
+/// lookup.
+pub fn holders_sql(dialect: Dialect) -> &'static str {
+    static SQL: LazyLock<[String; 2]> =
+        LazyLock::new(|| [Dialect::Sqlite, Dialect::Postgres].map(write_holders_sql));
+    match dialect {
+        Dialect::Sqlite => &SQL[0],
+        Dialect::Postgres => &SQL[1],
+    }
+}
+
+fn write_holders_sql(dialect: Dialect) -> String {
     let p = dialect.placeholder(1);
     let nulls = ["NULL"; consent::DIRECTIVE_COLUMN_COUNT].join(", ");
     format!(
