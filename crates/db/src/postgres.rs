@@ -178,12 +178,21 @@ impl PgAsyncReaders {
         }
     }
 
-    /// The next connection in turn, connecting it when it is not open.
-    async fn reader(&self) -> Result<Arc<AsyncReader>, DbError> {
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
-        if let Some(reader) = locked(slot).as_ref().filter(|r| !r.client.is_closed()) {
-            return Ok(reader.clone());
+    /// The next connection in turn (its slot and itself), connecting it when it is not open.
+    async fn reader(&self) -> Result<(usize, Arc<AsyncReader>), DbError> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let open = locked(&self.slots[index])
+            .as_ref()
+            .filter(|r| !r.client.is_closed())
+            .cloned();
+        match open {
+            Some(reader) => Ok((index, reader)),
+            None => Ok((index, self.connect(index).await?)),
         }
+    }
+
+    /// A new connection in slot `index`, replacing whatever was there.
+    async fn connect(&self, index: usize) -> Result<Arc<AsyncReader>, DbError> {
         let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
             .await
             .map_err(backend)?;
@@ -196,18 +205,34 @@ impl PgAsyncReaders {
             client,
             statements: Mutex::new(HashMap::new()),
         });
-        *locked(slot) = Some(reader.clone());
+        *locked(&self.slots[index]) = Some(reader.clone());
         Ok(reader)
     }
 
-    /// Runs one read statement.
+    /// Runs one read statement. When the statement finds its connection lost (the server
+    /// restarted, the backend was terminated), the slot gets a new connection and the
+    /// statement is tried once more on it.
     pub async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
-        let reader = self.reader().await?;
+        let (index, reader) = self.reader().await?;
+        match Self::query_on(&reader, sql, params).await {
+            Err(e) if connection_lost(&e) || reader.client.is_closed() => {
+                let reader = self.connect(index).await?;
+                Self::query_on(&reader, sql, params).await.map_err(backend)
+            }
+            result => result.map_err(backend),
+        }
+    }
+
+    async fn query_on(
+        reader: &AsyncReader,
+        sql: &str,
+        params: &[SqlValue],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
         let cached = locked(&reader.statements).get(sql).cloned();
         let statement = match cached {
             Some(statement) => statement,
             None => {
-                let statement = reader.client.prepare(sql).await.map_err(backend)?;
+                let statement = reader.client.prepare(sql).await?;
                 let mut statements = locked(&reader.statements);
                 if statements.len() >= MAX_CACHED_STATEMENTS {
                     statements.clear();
@@ -218,13 +243,14 @@ impl PgAsyncReaders {
         };
         let bound = bind(params);
         let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|p| p as _).collect();
-        let rows = reader
-            .client
-            .query(&statement, &refs)
-            .await
-            .map_err(backend)?;
-        Ok(to_rows(rows))
+        Ok(to_rows(reader.client.query(&statement, &refs).await?))
     }
+}
+
+/// Whether an error says the connection is gone: closed, or ended by the server (SQLSTATE
+/// class 57, operator intervention: `admin_shutdown`, `crash_shutdown`, …).
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    e.is_closed() || e.code().is_some_and(|code| code.code().starts_with("57"))
 }
 
 impl Conn for PgConn {
