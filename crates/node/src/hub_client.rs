@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use zorgnet_fhir::categories::DataCategory;
 use zorgnet_fhir::identifiers::{BSN_SYSTEM, SEDULA_SYSTEM};
-use zorgnet_pseudonym::{Bsn, ExchangeToken, PersonalId, RecipientId, Zvn, blind};
+use zorgnet_pseudonym::{BlindFactor, Bsn, ExchangeToken, PersonalId, RecipientId, Zvn, blind};
 
 /// How long one call to the hub may take before it counts as failed.
 pub const HUB_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,6 +83,25 @@ pub struct Holder {
 #[derive(Deserialize)]
 struct Evaluations {
     evaluations: Vec<String>,
+}
+
+/// People blinded for the pseudonym service, in order: the blinding factors the holder keeps
+/// for the exchange tokens and the base64url inputs it sends.
+pub struct BlindedBatch {
+    factors: Vec<BlindFactor>,
+    inputs: Vec<String>,
+}
+
+/// Blinds each person locally (the first half of [`HubClient::exchange_tokens`]).
+pub fn blind_all(people: &[PersonalId]) -> Result<BlindedBatch, HubClientError> {
+    let mut factors = Vec::with_capacity(people.len());
+    let mut inputs = Vec::with_capacity(people.len());
+    for person in people {
+        let (factor, input) = blind(person).map_err(|e| HubClientError::Invalid(e.to_string()))?;
+        factors.push(factor);
+        inputs.push(input.to_base64());
+    }
+    Ok(BlindedBatch { factors, inputs })
 }
 
 #[derive(Deserialize)]
@@ -222,18 +241,22 @@ impl HubClient {
         people: &[PersonalId],
         recipient: &RecipientId,
     ) -> Result<Vec<ExchangeToken>, HubClientError> {
-        let mut blinds = Vec::with_capacity(people.len());
-        let mut blinded = Vec::with_capacity(people.len());
-        for person in people {
-            let (factor, input) =
-                blind(person).map_err(|e| HubClientError::Invalid(e.to_string()))?;
-            blinds.push(factor);
-            blinded.push(input.to_base64());
-        }
+        self.evaluate_blinded(blind_all(people)?, recipient).await
+    }
+
+    /// The second half of [`HubClient::exchange_tokens`], for inputs blinded earlier with
+    /// [`blind_all`]: asks the pseudonym service to evaluate them for `recipient` and pairs
+    /// each answer with its blinding factor.
+    pub async fn evaluate_blinded(
+        &self,
+        blinded: BlindedBatch,
+        recipient: &RecipientId,
+    ) -> Result<Vec<ExchangeToken>, HubClientError> {
+        let BlindedBatch { factors, inputs } = blinded;
         let answer = self
             .post(
                 "/prs/evaluate",
-                &json!({"recipient": recipient.as_str(), "blinded": blinded}),
+                &json!({"recipient": recipient.as_str(), "blinded": inputs}),
             )
             .await?;
         let evaluations: Evaluations =
@@ -241,7 +264,7 @@ impl HubClient {
                 status: 200,
                 detail: format!("unreadable evaluations: {e}"),
             })?;
-        if evaluations.evaluations.len() != blinds.len() {
+        if evaluations.evaluations.len() != factors.len() {
             return Err(HubClientError::Refused {
                 status: 200,
                 detail: "the pseudonym service answered a different number of evaluations".into(),
@@ -250,7 +273,7 @@ impl HubClient {
         Ok(evaluations
             .evaluations
             .into_iter()
-            .zip(blinds)
+            .zip(factors)
             .map(|(jwe, factor)| ExchangeToken::new(jwe, factor))
             .collect())
     }

@@ -4,8 +4,8 @@
 //! benchmark can make), then measures over HTTP: registration batches with real tokens,
 //! lookups with `wrk` over many distinct tokens, PRS evaluations, the hub's share of a
 //! conversion (PRS evaluate → referral index open, inputs blinded by the holder before) and
-//! the full conversion (holder blind → PRS evaluate → referral index open). Prints a Markdown table for
-//! `docs/benchmarks.md`.
+//! the full conversion (holder blind → PRS evaluate → referral index open). Prints a
+//! Markdown table for `docs/benchmarks.md`.
 
 use crate::bench::{WrkResult, memory_kib, run_wrk};
 use anyhow::{Context, Result, bail};
@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use zorgnet_fhir::categories::DataCategory;
 use zorgnet_hub::{Hub, HubConfig, HubState};
-use zorgnet_node::hub_client::{HubClient, token_value};
-use zorgnet_pseudonym::{BlindFactor, Bsn, ExchangeToken, PersonalId, RecipientId};
+use zorgnet_node::hub_client::{BlindedBatch, HubClient, blind_all, token_value};
+use zorgnet_pseudonym::{Bsn, ExchangeToken, PersonalId, RecipientId};
 
 /// Registrations per person in the bulk load (SYSTEM.md: about ten).
 const REGISTRATIONS_PER_PERSON: usize = 10;
@@ -236,20 +236,26 @@ pub async fn run(args: BenchHubArgs) -> Result<()> {
         value: format!("{:.0}; {:.0}", evaluations.per_s, evaluations.cpu_us),
         target: "≥ 10,000/s",
     });
-    let conversions =
-        measure_conversions(&base, &keys, &state, &evaluation_people, Blinding::Ahead).await?;
-    figures.push(Figure {
-        what: "PRS token + conversion: evaluate over HTTP + open, inputs blinded before (per s; CPU µs/conversion)",
-        value: format!("{:.0}; {:.0}", conversions.per_s, conversions.cpu_us),
-        target: "≥ 10,000/s",
-    });
-    let conversions =
-        measure_conversions(&base, &keys, &state, &evaluation_people, Blinding::Timed).await?;
-    figures.push(Figure {
-        what: "full conversion: blind + evaluate over HTTP + open (per s; CPU µs/conversion)",
-        value: format!("{:.0}; {:.0}", conversions.per_s, conversions.cpu_us),
-        target: "(the holder's blinding runs on the nodes)",
-    });
+    for (blinding, what, target) in [
+        (
+            Blinding::Ahead,
+            "PRS token + conversion: evaluate over HTTP + open, inputs blinded before (per s; CPU µs/conversion)",
+            "≥ 10,000/s",
+        ),
+        (
+            Blinding::Timed,
+            "full conversion: blind + evaluate over HTTP + open (per s; CPU µs/conversion)",
+            "(the holder's blinding runs on the nodes)",
+        ),
+    ] {
+        let conversions =
+            measure_conversions(&base, &keys, &state, &evaluation_people, blinding).await?;
+        figures.push(Figure {
+            what,
+            value: format!("{:.0}; {:.0}", conversions.per_s, conversions.cpu_us),
+            target,
+        });
+    }
 
     let size = database_size(&state, &data).await?;
     figures.push(Figure {
@@ -729,13 +735,13 @@ async fn measure_conversions(
     for (i, bsn) in people.iter().enumerate() {
         shares[i % BATCH_CLIENTS].push(PersonalId::from(bsn.clone()));
     }
-    let blinded_ahead: Vec<Vec<Vec<(BlindFactor, String)>>> = if blinding == Blinding::Ahead {
+    let blinded_ahead: Vec<Vec<BlindedBatch>> = if blinding == Blinding::Ahead {
         let shares = shares.clone();
         tokio::task::spawn_blocking(move || {
             shares
                 .iter()
                 .map(|share| share.chunks(HTTP_BATCH_ITEMS).map(blind_all).collect())
-                .collect::<Result<_>>()
+                .collect::<Result<_, _>>()
         })
         .await??
     } else {
@@ -748,16 +754,13 @@ async fn measure_conversions(
         let client = HubClient::new(base, &keys[1 + n])?;
         let state = state.clone();
         let mut ahead = blinded_ahead.next().unwrap_or_default().into_iter();
+        let nvi = RecipientId::referral_index();
         tasks.push(tokio::spawn(async move {
             let mut converted = 0;
             for batch in share.chunks(HTTP_BATCH_ITEMS) {
                 let tokens = match ahead.next() {
-                    Some(blinded) => evaluate_blinded(&client, blinded).await?,
-                    None => {
-                        client
-                            .exchange_tokens(batch, &RecipientId::referral_index())
-                            .await?
-                    }
+                    Some(blinded) => client.evaluate_blinded(blinded, &nvi).await?,
+                    None => client.exchange_tokens(batch, &nvi).await?,
                 };
                 converted += open_all(&state, tokens).await?.len();
             }
@@ -772,50 +775,6 @@ async fn measure_conversions(
         bail!("{converted} conversions for {} people", people.len());
     }
     Ok(clock.rate(converted))
-}
-
-/// The holder's blinding of a batch: each person's blinding factor and blinded input.
-fn blind_all(people: &[PersonalId]) -> Result<Vec<(BlindFactor, String)>> {
-    people
-        .iter()
-        .map(|person| {
-            let (factor, input) = zorgnet_pseudonym::blind(person)?;
-            Ok((factor, input.to_base64()))
-        })
-        .collect()
-}
-
-/// `POST /prs/evaluate` for inputs blinded earlier; the answers paired with their blinding
-/// factors into exchange tokens for the referral index.
-async fn evaluate_blinded(
-    client: &HubClient,
-    blinded: Vec<(BlindFactor, String)>,
-) -> Result<Vec<ExchangeToken>> {
-    let (factors, inputs): (Vec<BlindFactor>, Vec<String>) = blinded.into_iter().unzip();
-    let answer = client
-        .post(
-            "/prs/evaluate",
-            &json!({"recipient": "nvi", "blinded": inputs}),
-        )
-        .await?;
-    let evaluations = answer["evaluations"]
-        .as_array()
-        .context("evaluations missing from the PRS's answer")?;
-    if evaluations.len() != factors.len() {
-        bail!(
-            "{} evaluations for {} inputs",
-            evaluations.len(),
-            factors.len()
-        );
-    }
-    evaluations
-        .iter()
-        .zip(factors)
-        .map(|(jwe, factor)| {
-            let jwe = jwe.as_str().context("an evaluation is not a string")?;
-            Ok(ExchangeToken::new(jwe.to_string(), factor))
-        })
-        .collect()
 }
 
 /// Bytes the hub's tables take: the SQLite files, or PostgreSQL's relations with indexes.
