@@ -583,6 +583,10 @@ async fn poll_supplier(
 ) -> Result<(), SupplierError> {
     let book = &state.addressing;
     let mut ops = Vec::new();
+    // Refusals are summed up in one line per poll: a supplier whose store holds other
+    // organisations' entries (a record system's copies of its patients' GP practices)
+    // would otherwise log a line for each of them on every poll.
+    let mut first_refusal: Option<String> = None;
     for resource_type in DIRECTORY_TYPES {
         let mark = marks.get(resource_type).copied();
         let mut pager = HistoryPager::new(
@@ -597,7 +601,8 @@ async fn poll_supplier(
                 match to_op(change, resource_type, supplier) {
                     Ok(op) => ops.push(op),
                     Err(reason) => {
-                        tracing::warn!(ura = %supplier.ura, %resource_type, %reason, "refused a directory entry");
+                        tracing::debug!(ura = %supplier.ura, %resource_type, %reason, "refused a directory entry");
+                        first_refusal.get_or_insert(reason);
                         report.rejected += 1;
                     }
                 }
@@ -611,6 +616,14 @@ async fn poll_supplier(
         }
     }
     report.applied += applier.apply(ops).await?;
+    if let Some(first) = first_refusal {
+        tracing::warn!(
+            ura = %supplier.ura,
+            refused = report.rejected,
+            %first,
+            "refused directory entries of an mCSD update supplier"
+        );
+    }
     Ok(())
 }
 

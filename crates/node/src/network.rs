@@ -39,6 +39,11 @@ pub const FETCH_PAGE_SIZE: usize = 1_000;
 pub const ACCESS_TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(30);
 /// Most access tokens kept (one per role and purpose asked for).
 pub const MAX_CACHED_ACCESS_TOKENS: usize = 64;
+/// Shortest time between two refreshes of the address book copy caused by a lookup that
+/// named an organisation the copy does not know: a new organisation is found within one
+/// lookup, and a referral index naming an organisation that is in no address book cannot
+/// make every lookup wait for the hub.
+pub const ADDRESS_MISS_SYNC_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What a node needs to reach the rest of the network.
 pub struct Network {
@@ -49,6 +54,8 @@ pub struct Network {
     http: reqwest::Client,
     access: AccessControl,
     tokens: Mutex<HashMap<(Option<String>, Purpose), CachedToken>>,
+    /// When a lookup last refreshed the address book copy because it missed an organisation.
+    last_miss_sync: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// An access token of this organisation and when to stop using it.
@@ -76,6 +83,7 @@ impl Network {
             http,
             access: AccessControl::new(AccessConfig::default()),
             tokens: Mutex::default(),
+            last_miss_sync: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -200,17 +208,10 @@ pub async fn localize(
         })?;
     let mut sources = Vec::with_capacity(holders.len());
     for holder in holders {
-        let address = network
-            .addresses
-            .endpoint_for(&holder.ura)
-            .await
-            .map_err(|e| {
-                FhirError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    IssueCode::Exception,
-                    format!("address book: {e}"),
-                )
-            })?;
+        let mut address = endpoint_for(network, &holder.ura).await?;
+        if address.is_none() && network.refresh_addresses_after_miss().await {
+            address = endpoint_for(network, &holder.ura).await?;
+        }
         sources.push(Source {
             name: address.as_ref().map(|a| a.name.clone()).unwrap_or_default(),
             fhir_base_url: address.and_then(|a| a.fhir_base_urls.into_iter().next()),
@@ -219,6 +220,39 @@ pub async fn localize(
         });
     }
     Ok(sources)
+}
+
+async fn endpoint_for(
+    network: &Network,
+    ura: &str,
+) -> Result<Option<crate::addressing::OrganisationAddress>, FhirError> {
+    network.addresses.endpoint_for(ura).await.map_err(|e| {
+        FhirError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            IssueCode::Exception,
+            format!("address book: {e}"),
+        )
+    })
+}
+
+impl Network {
+    /// Refreshes the address book copy from the hub because a lookup named an organisation
+    /// it does not know, at most once per [`ADDRESS_MISS_SYNC_INTERVAL`]; concurrent misses
+    /// wait for one refresh. True when a refresh ran and succeeded (worth looking again).
+    async fn refresh_addresses_after_miss(&self) -> bool {
+        let mut last = self.last_miss_sync.lock().await;
+        if last.is_some_and(|at| at.elapsed() < ADDRESS_MISS_SYNC_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        match self.addresses.sync(self.hub.base(), self.hub.key()).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "address book refresh after a miss failed; using the cached copy");
+                false
+            }
+        }
+    }
 }
 
 fn fhir_response(body: Value) -> Response {

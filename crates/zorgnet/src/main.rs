@@ -7,8 +7,10 @@
 mod bench;
 mod bench_hub;
 mod config;
+mod consent_cli;
 mod import;
 mod network_cli;
+mod registry_cli;
 
 /// mimalloc instead of glibc's allocator: request handling allocates from many threads, and
 /// glibc's arenas showed up as lock contention and a tenth of CPU time under load.
@@ -50,6 +52,10 @@ enum Command {
     Localize(network_cli::LocalizeArgs),
     /// Have a running node fetch a patient's data from every organisation holding it, as one Bundle.
     Fetch(network_cli::FetchArgs),
+    /// Register an organisation at the hub (the operator), or list the registered ones.
+    Organisation(registry_cli::OrganisationArgs),
+    /// Record, list or revoke a person's consent directives at the hub (opt-outs, consent).
+    Consent(consent_cli::ConsentArgs),
     /// Measure import, read, search and `$everything` on synthetic data (needs `wrk`).
     Bench(bench::BenchArgs),
     /// Measure the hub's referral index and pseudonym service on bulk-loaded registrations (needs `wrk`).
@@ -139,6 +145,8 @@ fn main() -> Result<()> {
             Command::Generate(args) => generate(args),
             Command::Import(args) => import::run(args).await,
             Command::Localize(args) => network_cli::localize(args).await,
+            Command::Consent(args) => consent_cli::run(args).await,
+            Command::Organisation(args) => registry_cli::run(args).await,
             Command::Fetch(args) => network_cli::fetch(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchHub(args) => bench_hub::run(args).await,
