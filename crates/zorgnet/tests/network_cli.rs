@@ -432,3 +432,51 @@ async fn an_import_into_a_stopped_node_registers_once_the_node_runs_with_a_hub()
     assert_eq!(found, categories, "every imported category is registered");
     drop((node, hub));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_finds_the_endpoint_of_an_organisation_that_joined_after_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start_hub(&dir.path().join("hub"));
+    let admin_key = std::fs::read_to_string(dir.path().join("hub/admin.key")).unwrap();
+    let admin_key = admin_key.trim();
+    let gp_key = register(&hub.url, admin_key, GP).await;
+    let hospital_key = register(&hub.url, admin_key, HOSPITAL).await;
+    // The hospital starts first: its copy of the address book has no GP.
+    let hospital = start_node(
+        &dir.path().join("hospital"),
+        HOSPITAL,
+        Some((&hub.url, &hospital_key)),
+    );
+    wait_for_address(&hub.url, admin_key, &hospital.url).await;
+    let gp_dir = dir.path().join("gp");
+    let gp = start_node(&gp_dir, GP, Some((&hub.url, &gp_key)));
+    let patient = post(
+        &gp.url,
+        json!({"resourceType": "Patient",
+        "identifier": [{"system": BSN_SYSTEM, "value": BSN}]}),
+    )
+    .await;
+    post(
+        &gp.url,
+        json!({"resourceType": "AllergyIntolerance", "patient": {"reference": format!("Patient/{}", patient["id"].as_str().unwrap())},
+        "code": {"text": "penicilline"}}),
+    )
+    .await;
+    wait_until_delivered(&gp_dir);
+    wait_for_address(&hub.url, admin_key, &gp.url).await;
+    // One question, no retries: the referral index names the GP, the copy does not know it,
+    // and the node refreshes its copy instead of answering without an endpoint for a minute.
+    let (table, _) = succeeded(&[
+        "localize",
+        "--node",
+        &hospital.url,
+        "--bsn",
+        BSN,
+        "--category",
+        "allergies",
+    ]);
+    assert!(
+        line_with(&table, GP, &gp.url).is_some(),
+        "the GP's endpoint: {table}"
+    );
+}
