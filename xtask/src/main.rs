@@ -2,13 +2,15 @@
 //!
 //! `codegen` reads the official FHIR R4 definitions in `../shared/testdata/fhir-r4/definitions/`
 //! and writes the compact model that `zorgnet-fhir` embeds: element definitions per type,
-//! the search parameters and the Patient compartment.
+//! the search parameters, the Patient compartment, and the codes of every value set that an
+//! element binds as required (expanded from the ValueSets and CodeSystems of the definitions;
+//! bindings whose codes cannot be listed from them are reported and left out).
 //! `codegen --check` fails when the committed model is out of date.
 //! This is not a FHIR tool in its own right: it keeps only what the server uses.
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Where the generated model lives, relative to the workspace root.
@@ -20,6 +22,8 @@ const FHIR_TYPE_EXTENSION: &str =
     "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type";
 /// Extension that carries the regular expression of a primitive's value.
 const REGEX_EXTENSION: &str = "http://hl7.org/fhir/StructureDefinition/regex";
+/// Element types whose required bindings the validator checks.
+const BOUND_TYPES: [&str; 3] = ["code", "Coding", "CodeableConcept"];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -68,14 +72,23 @@ fn build_model(definitions: &Path) -> Result<Value> {
         .collect();
     files.sort();
 
-    let mut value_set_systems = HashMap::new();
+    let mut terminology = Terminology::default();
     for file in files.iter().filter(|f| file_name_starts(f, "ValueSet-")) {
         let value_set = read_json(file)?;
-        if let (Some(url), Some(system)) = (value_set["url"].as_str(), single_system(&value_set)) {
-            value_set_systems.insert(url.to_string(), system);
+        if let Some(url) = value_set["url"].as_str() {
+            terminology.value_sets.insert(url.to_string(), value_set);
+        }
+    }
+    for file in files.iter().filter(|f| file_name_starts(f, "CodeSystem-")) {
+        let code_system = read_json(file)?;
+        if let Some(url) = code_system["url"].as_str() {
+            terminology
+                .code_systems
+                .insert(url.to_string(), code_system);
         }
     }
 
+    let mut bindings = Bindings::default();
     let mut types = Map::new();
     for file in files
         .iter()
@@ -86,8 +99,12 @@ fn build_model(definitions: &Path) -> Result<Value> {
             .as_str()
             .context("StructureDefinition.id")?
             .to_string();
-        types.insert(name, structure_definition(&sd, &value_set_systems)?);
+        types.insert(
+            name,
+            structure_definition(&sd, &terminology, &mut bindings)?,
+        );
     }
+    bindings.report();
 
     let bundle = read_json(&definitions.join("Bundle-searchParams.json"))?;
     let mut search_params = Vec::new();
@@ -108,6 +125,7 @@ fn build_model(definitions: &Path) -> Result<Value> {
         "types": types,
         "searchParameters": search_params,
         "patientCompartment": patient_compartment,
+        "valueSets": bindings.value_sets,
     }))
 }
 
@@ -135,8 +153,14 @@ fn single_system(value_set: &Value) -> Option<String> {
 /// One type: its kind, and for complex types and resources every element below the root.
 /// An element of type `code` with a required binding to a value set of one code system
 /// carries that system as `codeSystem`: the system its codes implicitly have, which token
-/// search accepts in `system|code`.
-fn structure_definition(sd: &Value, value_set_systems: &HashMap<String, String>) -> Result<Value> {
+/// search accepts in `system|code`. An element of type `code`, `Coding` or `CodeableConcept`
+/// with a required binding to a value set that can be expanded carries `valueSet`, the index
+/// of the expansion in the model's `valueSets`.
+fn structure_definition(
+    sd: &Value,
+    terminology: &Terminology,
+    bindings: &mut Bindings,
+) -> Result<Value> {
     let kind = sd["kind"].as_str().context("kind")?;
     let mut out = Map::new();
     out.insert("kind".into(), json!(kind));
@@ -181,12 +205,24 @@ fn structure_definition(sd: &Value, value_set_systems: &HashMap<String, String>)
                 .as_array()
                 .map(|ts| ts.iter().filter_map(element_type_code).collect())
                 .unwrap_or_default();
-            if codes == ["code"] && element["binding"]["strength"].as_str() == Some("required") {
-                let value_set = element["binding"]["valueSet"].as_str().unwrap_or("");
-                let value_set = value_set.split('|').next().unwrap_or(value_set);
-                if let Some(system) = value_set_systems.get(value_set) {
+            let required = element["binding"]["strength"].as_str() == Some("required");
+            let value_set = element["binding"]["valueSet"].as_str().unwrap_or("");
+            let value_set = value_set.split('|').next().unwrap_or(value_set);
+            if required && codes == ["code"] {
+                let system = terminology
+                    .value_sets
+                    .get(value_set)
+                    .and_then(single_system);
+                if let Some(system) = system {
                     e.insert("codeSystem".into(), json!(system));
                 }
+            }
+            let bound_type = matches!(codes.as_slice(), [c] if BOUND_TYPES.contains(&c.as_str()));
+            if required
+                && bound_type
+                && let Some(index) = bindings.bind(path, value_set, terminology)
+            {
+                e.insert("valueSet".into(), json!(index));
             }
             e.insert("types".into(), json!(codes));
             let targets: Vec<String> = element["type"]
@@ -224,6 +260,171 @@ fn type_extension<'a>(t: &'a Value, url: &str) -> Option<&'a str> {
             .then(|| ext["valueUrl"].as_str().or(ext["valueString"].as_str()))
             .flatten()
     })
+}
+
+/// The ValueSets and CodeSystems of the definitions, by canonical URL.
+#[derive(Default)]
+struct Terminology {
+    value_sets: HashMap<String, Value>,
+    code_systems: HashMap<String, Value>,
+}
+
+/// A value set's codes: code system → codes.
+type Expansion = BTreeMap<String, BTreeSet<String>>;
+
+impl Terminology {
+    /// Every code of the value set at `url`, or why it cannot be listed from the definitions
+    /// alone. `stack` holds the value sets being expanded, to stop a value set including itself.
+    fn expand(&self, url: &str, stack: &mut Vec<String>) -> Result<Expansion, String> {
+        if stack.iter().any(|u| u == url) {
+            return Err(format!("value set {url} includes itself"));
+        }
+        let value_set = self
+            .value_sets
+            .get(url)
+            .ok_or_else(|| format!("value set {url} is not in the definitions"))?;
+        let compose = value_set
+            .get("compose")
+            .ok_or_else(|| format!("value set {url} has no compose"))?;
+        stack.push(url.to_string());
+        let expansion = self.compose(compose, stack);
+        stack.pop();
+        let expansion = expansion?;
+        if expansion.values().all(BTreeSet::is_empty) {
+            return Err(format!("value set {url} has no codes"));
+        }
+        Ok(expansion)
+    }
+
+    /// The includes, less the excludes.
+    fn compose(&self, compose: &Value, stack: &mut Vec<String>) -> Result<Expansion, String> {
+        let mut codes = Expansion::new();
+        for include in compose["include"].as_array().into_iter().flatten() {
+            for (system, more) in self.part(include, stack)? {
+                codes.entry(system).or_default().extend(more);
+            }
+        }
+        for exclude in compose["exclude"].as_array().into_iter().flatten() {
+            for (system, less) in self.part(exclude, stack)? {
+                if let Some(kept) = codes.get_mut(&system) {
+                    kept.retain(|code| !less.contains(code));
+                }
+            }
+        }
+        codes.retain(|_, kept| !kept.is_empty());
+        Ok(codes)
+    }
+
+    /// One `include` or `exclude`: the codes of its system (all of them, or the listed
+    /// concepts) that are also in each of its value sets.
+    fn part(&self, part: &Value, stack: &mut Vec<String>) -> Result<Expansion, String> {
+        let system = part["system"].as_str();
+        if part.get("filter").is_some() {
+            return Err(format!("a filter on {}", system.unwrap_or("(no system)")));
+        }
+        let mut sets = Vec::new();
+        if let Some(system) = system {
+            let codes = match part["concept"].as_array() {
+                Some(concepts) => concepts
+                    .iter()
+                    .filter_map(|c| c["code"].as_str().map(String::from))
+                    .collect(),
+                None => self.all_codes(system)?,
+            };
+            sets.push(Expansion::from([(system.to_string(), codes)]));
+        }
+        for nested in part["valueSet"].as_array().into_iter().flatten() {
+            let url = nested.as_str().unwrap_or_default();
+            sets.push(self.expand(url.split('|').next().unwrap_or(url), stack)?);
+        }
+        let mut sets = sets.into_iter();
+        let first = sets
+            .next()
+            .ok_or("an include names neither a system nor a value set")?;
+        Ok(sets.fold(first, |kept, other| {
+            kept.into_iter()
+                .filter_map(|(system, codes)| {
+                    let also = other.get(&system)?;
+                    Some((system, codes.intersection(also).cloned().collect()))
+                })
+                .collect()
+        }))
+    }
+
+    /// Every concept of a code system the definitions hold completely, nested ones included.
+    fn all_codes(&self, system: &str) -> Result<BTreeSet<String>, String> {
+        let code_system = self
+            .code_systems
+            .get(system)
+            .ok_or_else(|| format!("code system {system} is not in the definitions"))?;
+        if code_system["content"].as_str() != Some("complete") {
+            return Err(format!(
+                "code system {system} is not complete in the definitions ({})",
+                code_system["content"]
+            ));
+        }
+        fn collect(concepts: &Value, out: &mut BTreeSet<String>) {
+            for concept in concepts.as_array().into_iter().flatten() {
+                if let Some(code) = concept["code"].as_str() {
+                    out.insert(code.to_string());
+                }
+                collect(&concept["concept"], out);
+            }
+        }
+        let mut codes = BTreeSet::new();
+        collect(&code_system["concept"], &mut codes);
+        Ok(codes)
+    }
+}
+
+/// The required bindings met so far: the expanded value sets (each stored once, elements
+/// refer to them by index) and what could not be checked.
+#[derive(Default)]
+struct Bindings {
+    /// `{"url", "codes": {system: [code]}}` in the order first bound.
+    value_sets: Vec<Value>,
+    /// Value set URL → its index in `value_sets`, or why it cannot be expanded.
+    expanded: HashMap<String, Result<usize, String>>,
+    checked: usize,
+    /// `(element path, reason)` of every binding left unchecked.
+    skipped: Vec<(String, String)>,
+}
+
+impl Bindings {
+    /// The index of the expansion of `url` for the element at `path`, or `None` (noted) when
+    /// the definitions cannot list its codes.
+    fn bind(&mut self, path: &str, url: &str, terminology: &Terminology) -> Option<usize> {
+        if !self.expanded.contains_key(url) {
+            let expansion = terminology.expand(url, &mut Vec::new()).map(|codes| {
+                self.value_sets.push(json!({"url": url, "codes": codes}));
+                self.value_sets.len() - 1
+            });
+            self.expanded.insert(url.to_string(), expansion);
+        }
+        match &self.expanded[url] {
+            Ok(index) => {
+                self.checked += 1;
+                Some(*index)
+            }
+            Err(reason) => {
+                self.skipped.push((path.to_string(), reason.clone()));
+                None
+            }
+        }
+    }
+
+    /// Says how many required bindings the model checks and which it leaves unchecked.
+    fn report(&self) {
+        println!(
+            "required bindings: {} checked ({} value sets), {} not checked:",
+            self.checked,
+            self.value_sets.len(),
+            self.skipped.len()
+        );
+        for (path, reason) in &self.skipped {
+            println!("  {path}: {reason}");
+        }
+    }
 }
 
 /// A search parameter, keeping only what search needs.

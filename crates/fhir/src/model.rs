@@ -6,7 +6,7 @@
 //! This module knows nothing about search or storage.
 
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 /// The generated model, produced by `cargo xtask codegen` from the official R4 definitions.
@@ -46,6 +46,35 @@ pub struct ElementRule {
     /// For a `code` bound (required) to a value set of one code system: that system, which
     /// the element's codes implicitly have.
     pub code_system: Option<String>,
+    /// For a `code`, `Coding` or `CodeableConcept` bound (required) to a value set whose codes
+    /// the definitions list: that value set, in [`Model::value_sets`].
+    pub value_set: Option<ValueSetId>,
+}
+
+/// Index of a value set in [`Model::value_sets`].
+pub type ValueSetId = usize;
+
+/// The codes of a value set, expanded from the definitions.
+#[derive(Debug, Deserialize)]
+pub struct ValueSet {
+    /// Canonical URL.
+    pub url: String,
+    /// Code system → the codes of that system in the value set.
+    pub codes: HashMap<String, HashSet<String>>,
+}
+
+impl ValueSet {
+    /// Whether `code` is in the value set, from any of its systems (how a `code` element,
+    /// which carries no system, is bound).
+    pub fn contains(&self, code: &str) -> bool {
+        self.codes.values().any(|codes| codes.contains(code))
+    }
+
+    /// Whether `code` of `system` is in the value set; `None` when the value set takes no codes
+    /// from `system` at all.
+    pub fn contains_in(&self, system: &str, code: &str) -> Option<bool> {
+        self.codes.get(system).map(|codes| codes.contains(code))
+    }
 }
 
 /// The keys one place in a document accepts.
@@ -98,6 +127,7 @@ struct RawModel {
     types: HashMap<String, RawType>,
     search_parameters: Vec<SearchParameterDefinition>,
     patient_compartment: HashMap<String, Vec<String>>,
+    value_sets: Vec<ValueSet>,
 }
 
 #[derive(Deserialize)]
@@ -127,6 +157,8 @@ struct RawElement {
     summary: bool,
     #[serde(default)]
     code_system: Option<String>,
+    #[serde(default)]
+    value_set: Option<ValueSetId>,
 }
 
 /// The compiled R4 model.
@@ -140,6 +172,23 @@ pub struct Model {
     pub search_parameters: Vec<SearchParameterDefinition>,
     /// Resource type → the reference parameters that put it in a Patient's compartment.
     pub patient_compartment: HashMap<String, Vec<String>>,
+    /// The value sets of the required bindings the validator checks, each stored once.
+    ///
+    /// `cargo xtask codegen` expands them from the ValueSets and CodeSystems of the
+    /// definitions (all concepts of a complete code system, nested ones included, or the
+    /// listed concepts; value sets within value sets; excludes). Of the 366 required bindings
+    /// on `code`, `Coding` and `CodeableConcept` elements in R4, 349 are checked (220 value
+    /// sets) and 17 are not, because the definitions cannot list their codes:
+    /// 12 bind MIME types (`urn:ietf:bcp:13`: `Attachment.contentType`, `Binary.contentType`,
+    /// `CapabilityStatement.format` and `.patchFormat`, `ElementDefinition.mapping.language`,
+    /// `Endpoint.payloadMimeType`, `Signature.targetFormat` and `.sigFormat`,
+    /// `Subscription.channel.payload`, and three in `TestScript.setup.action`), 3 bind UCUM
+    /// units (`…EvidenceSynthesis…unitOfMeasure` twice,
+    /// `ResearchElementDefinition.characteristic.unitOfMeasure`), 1 binds ISO 4217 currencies
+    /// (`Money.currency`), and 1 binds a LOINC answer list that is not in the definitions
+    /// (`MolecularSequence.structureVariant.variantType`). A value set with a `filter` would
+    /// be skipped too; no required binding in R4 has one.
+    pub value_sets: Vec<ValueSet>,
 }
 
 /// The process-wide R4 model, built on first use (a few tens of milliseconds).
@@ -240,6 +289,7 @@ impl Model {
                                 targets: Vec::new(),
                                 summary: element.summary,
                                 code_system: None,
+                                value_set: None,
                             },
                         );
                     }
@@ -269,6 +319,7 @@ impl Model {
                                 targets: element.targets.clone(),
                                 summary: element.summary,
                                 code_system: element.code_system.clone(),
+                                value_set: element.value_set,
                             },
                         );
                     }
@@ -301,6 +352,7 @@ impl Model {
             contexts,
             search_parameters: raw.search_parameters,
             patient_compartment: raw.patient_compartment,
+            value_sets: raw.value_sets,
         }
     }
 }
@@ -384,6 +436,42 @@ mod tests {
             panic!("item.item is complex")
         };
         assert_eq!(item, nested);
+    }
+
+    #[test]
+    fn required_bindings_carry_their_value_sets() {
+        let model = r4();
+        let gender = &model.type_context("Patient").unwrap().keys["gender"];
+        let value_set = &model.value_sets[gender.value_set.unwrap()];
+        assert_eq!(
+            value_set.url,
+            "http://hl7.org/fhir/ValueSet/administrative-gender"
+        );
+        assert!(value_set.contains("female") && !value_set.contains("x"));
+        assert_eq!(
+            value_set.contains_in("http://hl7.org/fhir/administrative-gender", "male"),
+            Some(true)
+        );
+        assert_eq!(
+            value_set.contains_in("http://snomed.info/sct", "male"),
+            None
+        );
+        // Stored once, however many elements bind it.
+        let contact_gender = model
+            .contexts
+            .iter()
+            .find(|c| c.path == "Patient.contact")
+            .unwrap()
+            .keys["gender"]
+            .value_set;
+        assert_eq!(contact_gender, gender.value_set);
+        let urls: HashSet<&str> = model.value_sets.iter().map(|v| v.url.as_str()).collect();
+        assert_eq!(urls.len(), model.value_sets.len());
+        assert_eq!(model.value_sets.len(), 220);
+        // A CodeableConcept bound as required, and one bound only by example.
+        let condition = model.type_context("Condition").unwrap();
+        assert!(condition.keys["clinicalStatus"].value_set.is_some());
+        assert!(condition.keys["code"].value_set.is_none());
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum IssueCode {
     Required,
     /// A value is not valid for its type.
     Value,
+    /// A code is not in the value set its element is bound to.
+    CodeInvalid,
     /// Content is invalid for a business rule.
     Invariant,
     /// Something is not supported by this server.
@@ -57,6 +59,7 @@ impl IssueCode {
             IssueCode::Structure => "structure",
             IssueCode::Required => "required",
             IssueCode::Value => "value",
+            IssueCode::CodeInvalid => "code-invalid",
             IssueCode::Invariant => "invariant",
             IssueCode::NotSupported => "not-supported",
             IssueCode::TooCostly => "too-costly",

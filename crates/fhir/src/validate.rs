@@ -2,11 +2,19 @@
 //!
 //! Checks: known elements per type, required elements, cardinality (arrays exactly where an
 //! element repeats), JSON types and the official regular expressions of primitives, no empty
-//! values, contained and nested resources, and Dutch rules (a BSN must pass the 11-check).
-//! It does not check invariants (FHIRPath constraints), terminology bindings or profiles.
+//! values, no control characters in strings, contained and nested resources, required
+//! bindings whose value sets the definitions list (see [`crate::model::Model::value_sets`]),
+//! and Dutch rules (a BSN must pass the 11-check).
+//! It does not check invariants (FHIRPath constraints), other binding strengths, bindings to
+//! terminologies outside the definitions (SNOMED CT, UCUM, MIME types, …) or profiles.
+//!
+//! Under a required binding, a `code` must be one of the value set's codes. A `Coding` (alone
+//! or in a `CodeableConcept`) whose system is one of the value set's systems must carry a code
+//! of that system in the value set; a `Coding` of another system is left alone (it may be a
+//! translation, and a `CodeableConcept` may also hold only `text`).
 
 use crate::identifiers::{BSN_SYSTEM, bsn_is_valid};
-use crate::model::{Context, ElementKind, ElementRule, Model, r4};
+use crate::model::{Context, ElementKind, ElementRule, Model, ValueSetId, r4};
 use crate::outcome::{Issue, IssueCode};
 use serde_json::{Map, Value};
 use std::fmt::Write;
@@ -219,12 +227,21 @@ impl Validator {
 
     fn single(&mut self, value: &Value, rule: &ElementRule, depth: usize) {
         match &rule.kind {
-            ElementKind::Primitive(type_name) => self.primitive(value, type_name),
+            ElementKind::Primitive(type_name) => {
+                if self.primitive(value, type_name)
+                    && let (Some(value_set), Some(code)) = (rule.value_set, value.as_str())
+                {
+                    self.bound_code(value_set, code);
+                }
+            }
             ElementKind::Complex(context_id) => match value.as_object() {
                 Some(object) => {
                     self.object(object, *context_id, depth + 1, false);
                     if rule.type_name == "Identifier" {
                         self.dutch_identifier(object);
+                    }
+                    if let Some(value_set) = rule.value_set {
+                        self.bound_concept(&rule.type_name, object, value_set);
                     }
                 }
                 None => self.push(
@@ -272,7 +289,9 @@ impl Validator {
             .expect("Extension has a context");
         for (key, value) in object {
             match (key.as_str(), value) {
-                ("id", Value::String(_)) => {}
+                ("id", Value::String(_)) => self.at_key("id", |v| {
+                    v.primitive(value, "string");
+                }),
                 ("extension", Value::Array(items)) if !items.is_empty() => {
                     self.at_key("extension", |v| {
                         for (i, item) in items.iter().enumerate() {
@@ -298,7 +317,19 @@ impl Validator {
         }
     }
 
-    fn primitive(&mut self, value: &Value, type_name: &str) {
+    /// Checks a primitive value against its type; true when it is valid.
+    fn primitive(&mut self, value: &Value, type_name: &str) -> bool {
+        if let Some(c) = value.as_str().and_then(control_character) {
+            self.push(
+                IssueCode::Value,
+                format!(
+                    "a {type_name} may not contain the control character U+{:04X} (below U+0020 \
+                     only tab, CR and LF are allowed)",
+                    u32::from(c)
+                ),
+            );
+            return false;
+        }
         let ok = match type_name {
             "boolean" => value.is_boolean(),
             "integer" => value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
@@ -322,6 +353,86 @@ impl Validator {
                 IssueCode::Value,
                 format!("{} is not a valid {type_name}", short(value)),
             );
+        }
+        ok
+    }
+
+    /// A `code` under a required binding.
+    fn bound_code(&mut self, value_set: ValueSetId, code: &str) {
+        let Some(value_set) = self.model.value_sets.get(value_set) else {
+            return;
+        };
+        if !value_set.contains(code) {
+            self.push(
+                IssueCode::CodeInvalid,
+                format!(
+                    "'{code}' is not a code of the value set {} (a required binding)",
+                    value_set.url
+                ),
+            );
+        }
+    }
+
+    /// A `Coding` or `CodeableConcept` under a required binding: each Coding of one of the
+    /// value set's systems must carry a code of it.
+    fn bound_concept(
+        &mut self,
+        type_name: &str,
+        object: &Map<String, Value>,
+        value_set: ValueSetId,
+    ) {
+        match type_name {
+            "Coding" => self.bound_coding(object, value_set),
+            "CodeableConcept" => {
+                let Some(codings) = object.get("coding").and_then(Value::as_array) else {
+                    return;
+                };
+                self.at_key("coding", |v| {
+                    for (i, coding) in codings.iter().enumerate() {
+                        if let Some(coding) = coding.as_object() {
+                            v.at_index(i, |v| v.bound_coding(coding, value_set));
+                        }
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn bound_coding(&mut self, coding: &Map<String, Value>, value_set: ValueSetId) {
+        let Some(value_set) = self.model.value_sets.get(value_set) else {
+            return;
+        };
+        let Some(system) = coding.get("system").and_then(Value::as_str) else {
+            return;
+        };
+        match coding.get("code").and_then(Value::as_str) {
+            Some(code) => {
+                if value_set.contains_in(system, code) == Some(false) {
+                    self.at_key("code", |v| {
+                        v.push(
+                            IssueCode::CodeInvalid,
+                            format!(
+                                "'{code}' is not a code of {system} in the value set {} \
+                                 (a required binding)",
+                                value_set.url
+                            ),
+                        )
+                    });
+                }
+            }
+            None => {
+                if value_set.codes.contains_key(system) {
+                    self.push(
+                        IssueCode::CodeInvalid,
+                        format!(
+                            "a Coding of {system} needs a code from the value set {} \
+                             (a required binding)",
+                            value_set.url
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -365,6 +476,13 @@ fn has_primitive_extension(object: &Map<String, Value>, key: &str) -> bool {
     object.keys().any(|k| k.strip_prefix('_') == Some(key))
 }
 
+/// The first character below U+0020 other than tab, LF and CR: FHIR strings may not hold one
+/// (R4 datatypes, `string`), and PostgreSQL cannot store U+0000 in text at all.
+fn control_character(s: &str) -> Option<char> {
+    s.chars()
+        .find(|c| *c < ' ' && !matches!(c, '\t' | '\n' | '\r'))
+}
+
 /// A FHIR id: 1–64 characters from `[A-Za-z0-9\-\.]`.
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
@@ -388,6 +506,7 @@ fn short(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::Severity;
     use serde_json::json;
 
     fn messages(resource: Value) -> Vec<String> {
@@ -483,6 +602,205 @@ mod tests {
             "resourceType": "Patient", "deceasedBoolean": true, "deceasedDateTime": "2020-01-01"
         }));
         assert_eq!(issues.len(), 1, "{issues:?}");
+    }
+
+    fn issues_of(resource: Value) -> Vec<Issue> {
+        validate_resource(&resource)
+    }
+
+    #[test]
+    fn refuses_codes_outside_a_required_value_set() {
+        let issues = issues_of(json!({"resourceType": "Patient", "gender": "x"}));
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].code, IssueCode::CodeInvalid);
+        assert_eq!(issues[0].expression.as_deref(), Some("Patient.gender"));
+        assert!(
+            issues[0].diagnostics.contains("'x'")
+                && issues[0]
+                    .diagnostics
+                    .contains("http://hl7.org/fhir/ValueSet/administrative-gender"),
+            "{issues:?}"
+        );
+        let issues = issues_of(json!({
+            "resourceType": "Observation", "status": "bogus", "code": {"text": "x"}
+        }));
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].code, IssueCode::CodeInvalid);
+        assert_eq!(issues[0].expression.as_deref(), Some("Observation.status"));
+        // In a datatype, in a repeating element, in a backbone element.
+        let issues = messages(json!({
+            "resourceType": "Patient",
+            "name": [{"use": "official"}, {"use": "nickname", "family": "X"}, {"use": "bijnaam", "family": "Y"}],
+            "telecom": [{"system": "fax", "value": "1"}, {"system": "pigeon", "value": "2"}],
+            "contact": [{"gender": "unknown"}, {"gender": "M"}]
+        }));
+        assert_eq!(issues.len(), 3, "{issues:?}");
+        let text = issues.join("\n");
+        for path in [
+            "Patient.name[2].use",
+            "Patient.telecom[1].system",
+            "Patient.contact[1].gender",
+        ] {
+            assert!(text.contains(path), "{path} in {text}");
+        }
+    }
+
+    #[test]
+    fn accepts_every_code_of_a_required_value_set() {
+        for gender in ["male", "female", "other", "unknown"] {
+            assert_eq!(
+                issues_of(json!({"resourceType": "Patient", "gender": gender})),
+                []
+            );
+        }
+        // Nested concepts of the code system count: `corrected` sits under `amended`,
+        // `maiden` under `old`.
+        for status in [
+            "registered",
+            "final",
+            "amended",
+            "corrected",
+            "entered-in-error",
+        ] {
+            let observation =
+                json!({"resourceType": "Observation", "status": status, "code": {"text": "x"}});
+            assert_eq!(issues_of(observation), [], "{status}");
+        }
+        let patient =
+            json!({"resourceType": "Patient", "name": [{"use": "maiden", "family": "X"}]});
+        assert_eq!(issues_of(patient), []);
+        // units-of-time lists its UCUM codes itself, so it is checked although UCUM is not
+        // in the definitions.
+        let timing = |unit: &str| {
+            json!({
+                "resourceType": "MedicationRequest", "status": "active", "intent": "order",
+                "medicationCodeableConcept": {"text": "x"}, "subject": {"reference": "Patient/1"},
+                "dosageInstruction": [{"timing": {"repeat": {"duration": 1, "durationUnit": unit}}}]
+            })
+        };
+        assert_eq!(issues_of(timing("h")), []);
+        let issues = issues_of(timing("hour"));
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].code, IssueCode::CodeInvalid);
+    }
+
+    #[test]
+    fn leaves_bindings_to_outside_terminologies_unchecked() {
+        // MIME types (BCP 13) and currencies (ISO 4217) are not in the definitions.
+        let issues = issues_of(json!({
+            "resourceType": "DocumentReference", "status": "current",
+            "content": [{"attachment": {"contentType": "application/x-zorgnet"}}]
+        }));
+        assert_eq!(issues, []);
+        let issues = issues_of(json!({
+            "resourceType": "Invoice", "status": "issued",
+            "totalNet": {"value": 1, "currency": "XZZ"}
+        }));
+        assert_eq!(issues, []);
+        let model = r4();
+        let attachment = model.type_context("Attachment").unwrap();
+        assert_eq!(attachment.keys["contentType"].value_set, None);
+    }
+
+    #[test]
+    fn checks_codings_of_the_bound_system_only() {
+        const CLINICAL: &str = "http://terminology.hl7.org/CodeSystem/condition-clinical";
+        let condition = |coding: Value| {
+            json!({
+                "resourceType": "Condition", "subject": {"reference": "Patient/1"},
+                "clinicalStatus": {"coding": coding}
+            })
+        };
+        assert_eq!(
+            issues_of(condition(json!([{"system": CLINICAL, "code": "active"}]))),
+            []
+        );
+        assert_eq!(
+            issues_of(condition(
+                json!([{"system": CLINICAL, "code": "remission"}])
+            )),
+            []
+        );
+        let issues = issues_of(condition(json!([
+            {"system": "http://snomed.info/sct", "code": "55561003"},
+            {"system": CLINICAL, "code": "bogus"}
+        ])));
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].code, IssueCode::CodeInvalid);
+        assert_eq!(
+            issues[0].expression.as_deref(),
+            Some("Condition.clinicalStatus.coding[1].code")
+        );
+        assert!(issues[0].diagnostics.contains("'bogus'"), "{issues:?}");
+        let issues = issues_of(condition(
+            json!([{"system": CLINICAL, "display": "Active"}]),
+        ));
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].code, IssueCode::CodeInvalid);
+        // Another system, or text alone, is not judged.
+        assert_eq!(
+            issues_of(condition(
+                json!([{"system": "http://snomed.info/sct", "code": "55561003"}])
+            )),
+            []
+        );
+        let text_only = json!({
+            "resourceType": "Condition", "subject": {"reference": "Patient/1"},
+            "clinicalStatus": {"text": "active"}
+        });
+        assert_eq!(issues_of(text_only), []);
+    }
+
+    #[test]
+    fn refuses_control_characters_in_every_string() {
+        let refused = [
+            json!({"resourceType": "Patient", "name": [{"family": "Jan\u{0}sen"}]}),
+            json!({"resourceType": "Patient", "name": [{"given": ["a", "b\u{1}"]}]}),
+            json!({"resourceType": "Patient", "gender": "male\u{0}"}),
+            json!({"resourceType": "Patient", "birthDate": "1970\u{0}"}),
+            json!({"resourceType": "Patient", "implicitRules": "http://x/\u{1f}"}),
+            json!({"resourceType": "Patient", "text": {"status": "generated", "div": "<div>\u{0}</div>"}}),
+            json!({"resourceType": "Patient", "extension": [{"url": "http://x", "valueString": "\u{7}"}]}),
+            json!({"resourceType": "Patient", "extension": [{"url": "http://x", "valueMarkdown": "a\u{0}"}]}),
+            json!({"resourceType": "Patient", "name": [{"id": "n\u{0}", "family": "X"}]}),
+            json!({"resourceType": "Patient", "name": [{"family": "X", "_family": {"id": "\u{0}"}}]}),
+            json!({"resourceType": "Patient", "name": [{"family": "X", "_family": {"extension": [{"url": "http://x", "valueCode": "a\u{b}"}]}}]}),
+            json!({"resourceType": "Patient", "name\u{0}": [{"family": "X"}]}),
+            json!({"resourceType": "Patient\u{0}"}),
+            json!({
+                "resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                "contained": [{"resourceType": "Patient", "id": "p", "name": [{"text": "\u{0}"}]}]
+            }),
+            json!({
+                "resourceType": "Bundle", "type": "collection",
+                "entry": [{"resource": {"resourceType": "Patient", "name": [{"text": "\u{c}"}]}}]
+            }),
+        ];
+        for resource in refused {
+            let issues = issues_of(resource.clone());
+            assert!(
+                !issues.is_empty() && issues.iter().all(|i| i.severity == Severity::Error),
+                "{resource}: {issues:?}"
+            );
+        }
+        let issues =
+            messages(json!({"resourceType": "Patient", "name": [{"family": "Jan\u{0}sen"}]}));
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert!(
+            issues[0].contains("Patient.name[0].family") && issues[0].contains("U+0000"),
+            "{issues:?}"
+        );
+    }
+
+    #[test]
+    fn accepts_tab_cr_and_lf() {
+        let patient = json!({
+            "resourceType": "Patient",
+            "name": [{"text": "Jan\tJansen\r\nAmsterdam\n"}],
+            "extension": [{"url": "http://x", "valueMarkdown": "# a\n\n* b\r\n"}],
+            "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">\n\t<p>x</p>\r\n</div>"}
+        });
+        assert_eq!(issues_of(patient), []);
     }
 
     #[test]
