@@ -154,8 +154,8 @@ fn the_operator_registers_organisations_and_an_organisation_records_and_revokes_
         args.extend_from_slice(&person);
         args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
     };
-    assert_eq!(succeeded(&&consent(&["list"])).trim(), "no directives");
-    let recorded = succeeded(&&consent(&["opt-out", "--category", "lab-results"]));
+    assert_eq!(succeeded(&consent(&["list"])).trim(), "no directives");
+    let recorded = succeeded(&consent(&["opt-out", "--category", "lab-results"]));
     let id = recorded.split_whitespace().next().unwrap().to_string();
     assert!(
         uuid_like(&id),
@@ -165,18 +165,18 @@ fn the_operator_registers_organisations_and_an_organisation_records_and_revokes_
         recorded.contains("active  opt-out deny  lab-results") && recorded.contains("00000011"),
         "{recorded}"
     );
-    let listed = succeeded(&&consent(&["list"]));
+    let listed = succeeded(&consent(&["list"]));
     assert_eq!(listed, recorded, "list shows the one directive");
     assert!(!listed.contains(BSN), "the BSN is never printed back");
 
-    let revoked = succeeded(&&consent(&["revoke", &id]));
+    let revoked = succeeded(&consent(&["revoke", &id]));
     assert!(
         revoked.starts_with(&format!("{id}  revoked  opt-out")),
         "{revoked}"
     );
-    let listed = succeeded(&&consent(&["list"]));
+    let listed = succeeded(&consent(&["list"]));
     assert!(listed.contains("revoked"), "{listed}");
-    let twice = failed(&&consent(&["revoke", &id]));
+    let twice = failed(&consent(&["revoke", &id]));
     assert!(twice.contains("already revoked"), "{twice}");
 
     // Refusals: a BSN failing the 11-check never reaches the hub; a wrong key is refused.
@@ -202,7 +202,7 @@ fn the_operator_registers_organisations_and_an_organisation_records_and_revokes_
         BSN,
     ]);
     assert!(wrong_key.contains("401"), "{wrong_key}");
-    let not_an_id = failed(&&consent(&["revoke", "../../registry"]));
+    let not_an_id = failed(&consent(&["revoke", "../../registry"]));
     assert!(not_an_id.contains("UUID"), "{not_an_id}");
 }
 
