@@ -295,7 +295,7 @@ async fn lookup(
     // Opening the token is public-key arithmetic (about 0.1 ms) and runs right here on the
     // async worker, with as many workers as cores. On the blocking pool it cost more than it
     // saved: two thread wake-ups per lookup, and under load dozens of threads contending for
-    // the cores (docs/benchmarks.md, session 8).
+    // the cores (docs/benchmarks.md, "Hub: referral index and pseudonym service").
     let pseudonym = state
         .prs
         .open_referral_index_token(&request.token)?
