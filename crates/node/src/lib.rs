@@ -6,8 +6,8 @@
 //! or FHIR knowledge (that is `zorgnet-fhir`).
 //!
 //! A request's path: `serve` accepts the connection → tower layers (trace, request id, body
-//! limit, metrics, and for a node in a network the access policy towards other
-//! organisations, [`access`]) → axum route → handler in `rest` parses and validates →
+//! limit, metrics, media types (`format`), and for a node in a network the access policy
+//! towards other organisations, [`access`]) → axum route → handler in `rest` parses and validates →
 //! `Store` runs one transaction on the blocking pool → handler renders the stored JSON into
 //! the response.
 #![deny(missing_docs)]
@@ -17,8 +17,10 @@ pub mod addressing;
 mod bundle;
 mod capability;
 pub mod error;
+mod format;
 pub mod hub_client;
 pub mod network;
+mod operation;
 pub mod outbox;
 mod rest;
 
@@ -101,8 +103,14 @@ pub fn router_in_network(
         metrics: prometheus(),
     });
     Router::new()
-        .route("/fhir/$localize", get(network::localize_operation))
-        .route("/fhir/$fetch", get(network::fetch_operation))
+        .route(
+            "/fhir/$localize",
+            get(network::localize_operation).post(network::localize_operation),
+        )
+        .route(
+            "/fhir/$fetch",
+            get(network::fetch_operation).post(network::fetch_operation),
+        )
         .merge(rest::routes())
         .route("/metrics", get(render_metrics))
         .route("/health", get(|| async { "UP" }))
@@ -110,6 +118,7 @@ pub fn router_in_network(
             state.clone(),
             access::enforce,
         ))
+        .layer(middleware::from_fn(format::negotiate))
         .layer(middleware::from_fn(track_metrics))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
@@ -117,14 +126,16 @@ pub fn router_in_network(
         .with_state(state)
 }
 
-/// The span of one request: method and path, never the query string, which carries BSNs
-/// (`Patient?identifier=…|BSN`, `$localize?patient.identifier=…`).
+/// The span of one request: method and matched route (`/fhir/{resource_type}/{id}`), never
+/// the path or the query string, which carry BSNs (`Patient?identifier=…|BSN`,
+/// `$localize?patient.identifier=…`, and a BSN a client chose as an id,
+/// `PUT /fhir/Patient/123456782`). A request that matches no route is `unmatched`.
 pub fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path()
-    )
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::info_span!("request", method = %request.method(), route)
 }
 
 async fn render_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
