@@ -5,6 +5,7 @@
 //! - A response format other than JSON — asked by `_format` (which wins over `Accept`, as
 //!   FHIR says) or by an `Accept` list without any JSON type, `*/*` or `application/*` —
 //!   is a 406 with an OperationOutcome (in JSON, the one format there is).
+//! - A query parameter holding a NUL character (`%00`) is a 400.
 //! - A request body must be FHIR JSON; `POST …/_search` takes
 //!   `application/x-www-form-urlencoded` instead (FHIR defines form bodies for `_search`
 //!   only, so an operation's POST takes a `Parameters` resource). Anything else, XML
@@ -36,6 +37,7 @@ pub(crate) async fn negotiate(request: Request, next: Next) -> Response {
         return next.run(request).await;
     }
     let checked = check_body(request.method(), path, request.headers())
+        .and_then(|()| check_query_text(request.uri().query()))
         .and_then(|()| check_response_format(request.uri().query(), request.headers()));
     match checked {
         Ok(()) => next.run(request).await,
@@ -81,6 +83,21 @@ fn check_body(method: &Method, path: &str, headers: &HeaderMap) -> Result<(), Fh
         (false, m) => Err(unsupported_media_type(&format!(
             "unsupported media type '{m}'; send application/fhir+json"
         ))),
+    }
+}
+
+/// A NUL character (`%00`) in a query parameter: no FHIR value holds one, and PostgreSQL
+/// could not compare it, so it is the client's mistake, not a storage failure.
+fn check_query_text(query: Option<&str>) -> Result<(), FhirError> {
+    let has_nul = crate::rest::query_pairs(query)
+        .iter()
+        .any(|(name, value)| name.contains('\0') || value.contains('\0'));
+    if has_nul {
+        Err(FhirError::bad_request(
+            "a query parameter holds a NUL character (%00)",
+        ))
+    } else {
+        Ok(())
     }
 }
 

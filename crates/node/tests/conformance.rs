@@ -2201,3 +2201,61 @@ async fn xml_is_refused_with_406_or_415_everywhere_and_json_is_served() {
         assert_eq!(metrics.status(), 200, "[{b}] /metrics is not FHIR");
     }
 }
+
+#[tokio::test]
+async fn a_nul_character_is_the_clients_mistake_not_a_storage_failure() {
+    for node in nodes().await {
+        let b = node.backend;
+        let body = r#"{"resourceType": "Patient", "id": "nul", "name": [{"family": "a\u0000b"}]}"#;
+        let stored = node
+            .send(
+                node.client
+                    .put(node.url("Patient/nul"))
+                    .header("content-type", "application/fhir+json")
+                    .body(body),
+            )
+            .await;
+        assert_outcome(&stored, 422, &format!("[{b}] a NUL in a string"));
+        assert_outcome(
+            &node.get("Patient/nul").await,
+            404,
+            &format!("[{b}] nothing stored"),
+        );
+        let transaction = format!(
+            r#"{{"resourceType": "Bundle", "type": "transaction", "entry": [{{"resource": {body},
+                "request": {{"method": "PUT", "url": "Patient/nul"}}}}]}}"#
+        );
+        let refused = node
+            .send(
+                node.client
+                    .post(node.url(""))
+                    .header("content-type", "application/fhir+json")
+                    .body(transaction),
+            )
+            .await;
+        assert_outcome(&refused, 422, &format!("[{b}] in a transaction"));
+        for query in [
+            "Patient?family=a%00b",
+            "Patient?a%00b=x",
+            "Patient/x?_format=%00",
+        ] {
+            assert_outcome(&node.get(query).await, 400, &format!("[{b}] {query}"));
+        }
+        let escaped =
+            r#"{"resourceType": "Patient", "id": "text", "name": [{"family": "a\\u0000b"}]}"#;
+        let reply = node
+            .send(
+                node.client
+                    .put(node.url("Patient/text"))
+                    .header("content-type", "application/fhir+json")
+                    .body(escaped),
+            )
+            .await;
+        assert_eq!(
+            reply.status, 201,
+            "[{b}] a backslash before u0000 is text: {}",
+            reply.text
+        );
+        assert_eq!(reply.body["name"][0]["family"], "a\\u0000b", "[{b}]");
+    }
+}

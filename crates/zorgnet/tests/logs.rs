@@ -262,6 +262,7 @@ async fn no_bsn_and_no_error_in_any_log(postgres: Option<String>) {
         (400, format!("Patient/{BSN}/$everything?_count=x{BSN}")),
         (404, BSN.to_string()),
         (406, format!("Patient/{BSN}?_format=xml")),
+        (400, format!("Patient?identifier={BSN}%00")),
     ] {
         expect(status, client.get(at_gp(&path)), &path).await;
     }
@@ -304,6 +305,14 @@ async fn no_bsn_and_no_error_in_any_log(postgres: Option<String>) {
             fhir_json,
             format!("{{\"id\": \"{BSN}"),
             "malformed JSON",
+        ),
+        (
+            422,
+            fhir_json,
+            format!(
+                r#"{{"resourceType": "Patient", "id": "{BSN}", "name": [{{"family": "\u0000"}}]}}"#
+            ),
+            "a NUL character",
         ),
         (
             415,
@@ -421,6 +430,15 @@ async fn no_bsn_and_no_error_in_any_log(postgres: Option<String>) {
                 .bearer_auth(&hospital_key)
                 .json(&json!({"token": BSN, "categories": [BSN]})),
             "a lookup that is no lookup",
+        ),
+        (
+            400,
+            client
+                .post(at_hub("registry/organisations"))
+                .bearer_auth(admin_key)
+                .header("content-type", "application/json")
+                .body(r#"{"ura": "00000055", "name": "a\u0000b"}"#),
+            "a NUL character",
         ),
         (
             403,
