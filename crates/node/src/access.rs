@@ -447,6 +447,10 @@ fn classify(
     {
         return everything(id, pairs);
     }
+    let operation = segments.last().is_some_and(|s| s.starts_with('$'));
+    if *method == Method::POST && operation {
+        return Err(not_available());
+    }
     if matches!(
         *method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
