@@ -160,6 +160,7 @@ impl Hub {
             .nest("/trust", trust::routes())
             .route("/health", get(|| async { "UP" }))
             .route("/openapi.json", get(openapi))
+            .layer(middleware::from_fn(refuse_nul_text))
             .layer(middleware::from_fn_with_state(
                 self.state.clone(),
                 auth::authenticate,
@@ -171,6 +172,32 @@ impl Hub {
             )
             .with_state(self.state.clone())
     }
+}
+
+/// Refuses a body holding a NUL character (`\u0000`) with a 400: the hub's text columns
+/// cannot store one on PostgreSQL, and a client's mistake must not become a storage failure.
+async fn refuse_nul_text(
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, REQUEST_BODY_LIMIT_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body larger than {REQUEST_BODY_LIMIT_BYTES} bytes"),
+            )
+            .into_response();
+        }
+    };
+    if zorgnet_node::json_has_nul(&bytes) {
+        return ApiError::bad_request("text may not contain a NUL character (\\u0000)")
+            .into_response();
+    }
+    next.run(axum::extract::Request::from_parts(parts, bytes.into()))
+        .await
 }
 
 /// The hub's API description (OpenAPI 3.1), kept beside the code in `api/openapi.json`.

@@ -550,3 +550,228 @@ async fn the_hub_issues_tokens_to_organisations_and_publishes_its_key() {
         }
     }
 }
+
+/// `POST`s `body` as `content_type` with an optional `Authorization` value.
+async fn post_as(
+    url: &str,
+    authorization: Option<String>,
+    content_type: &str,
+    body: String,
+) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn parameters(list: &[Value]) -> String {
+    if list.is_empty() {
+        // FHIR forbids empty arrays: no parameters is no `parameter`.
+        return json!({"resourceType": "Parameters"}).to_string();
+    }
+    json!({"resourceType": "Parameters", "parameter": list}).to_string()
+}
+
+/// `type/id` of every resource of a Bundle but OperationOutcomes, sorted.
+fn references(bundle: &Value) -> Vec<String> {
+    let mut found: Vec<String> = resources(bundle)
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap(),
+                r["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn a_posted_everything_is_scoped_and_filtered_exactly_like_a_get() {
+    for hub in support::hubs().await {
+        let gp_key = hub.organisation(GP, "Huisarts").await;
+        let hospital_key = hub.organisation(HOSPITAL, "Ziekenhuis").await;
+        let ask_every_time = AccessConfig {
+            decision_ttl: Duration::ZERO,
+        };
+        let gp = node_with_access(&hub, GP, &gp_key, true, ask_every_time).await;
+        let named = patient(&gp.base).await;
+        statement(&gp.base, &named, "metformine 500 mg").await;
+        prescription(&gp.base, &named, "metformine 500 mg 2dd").await;
+        let other = create(
+            &gp.base,
+            json!({"resourceType": "Patient",
+                "identifier": [{"system": BSN_SYSTEM, "value": "111222333"}]}),
+        )
+        .await;
+        prescription(&gp.base, &other, "insuline").await;
+        create(
+            &gp.base,
+            json!({"resourceType": "Encounter", "status": "finished",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                "subject": {"reference": format!("Patient/{named}")}}),
+        )
+        .await;
+        let token = bearer(&access_token(&hub, &hospital_key, None).await);
+        let everything = |id: &str| format!("{}/Patient/{id}/$everything", gp.base);
+        let fhir_json = "application/fhir+json";
+        let by_get = |query: &str| {
+            let url = format!("{}{query}", everything(&named));
+            let token = token.clone();
+            async move { call(Method::GET, &url, token, None).await }
+        };
+
+        let (status, got) = by_get("").await;
+        assert_eq!(status, StatusCode::OK, "{got}");
+        let baseline = references(&got);
+        assert_eq!(
+            baseline.len(),
+            3,
+            "the patient, the statement and the prescription; no Encounter (no category): {got}"
+        );
+        assert!(!got.to_string().contains("insuline"), "{got}");
+
+        // The body may not widen what the path names: another patient in any parameter
+        // changes nothing, and the answer is filtered as the GET's.
+        for body in [
+            String::new(),
+            parameters(&[]),
+            parameters(&[
+                json!({"name": "patient", "valueReference": {"reference": format!("Patient/{other}")}}),
+            ]),
+            parameters(&[json!({"name": "_id", "valueId": other})]),
+            parameters(&[json!({"name": "patient.identifier", "valueIdentifier":
+                    {"system": BSN_SYSTEM, "value": "111222333"}})]),
+        ] {
+            let (status, posted) =
+                post_as(&everything(&named), token.clone(), fhir_json, body.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{body}: {posted}");
+            assert_eq!(references(&posted), baseline, "{}: {body}", hub.backend);
+            assert!(!posted.to_string().contains("insuline"), "{posted}");
+        }
+        let (status, posted) = post_as(
+            &everything(&other),
+            token.clone(),
+            fhir_json,
+            parameters(&[
+                json!({"name": "patient", "valueReference": {"reference": format!("Patient/{named}")}}),
+            ]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{posted}");
+        let theirs = references(&posted);
+        assert_eq!(theirs.len(), 2, "{posted}");
+        assert!(
+            theirs.contains(&format!("Patient/{other}")) && posted.to_string().contains("insuline"),
+            "{posted}"
+        );
+        assert!(
+            !posted.to_string().contains("metformine"),
+            "the other patient's $everything is theirs alone: {posted}"
+        );
+
+        // `_type` in the body scopes and refuses exactly as in the query.
+        let (_, typed_get) = by_get("?_type=MedicationRequest").await;
+        let (status, typed_post) = post_as(
+            &everything(&named),
+            token.clone(),
+            fhir_json,
+            parameters(&[json!({"name": "_type", "valueCode": "MedicationRequest"})]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{typed_post}");
+        assert_eq!(references(&typed_post), references(&typed_get));
+        assert_eq!(
+            medicines(&typed_post),
+            ["MedicationRequest: metformine 500 mg 2dd"]
+        );
+        let (get_status, _) = by_get("?_type=Encounter").await;
+        assert_eq!(get_status, StatusCode::FORBIDDEN);
+        for body in [
+            parameters(&[json!({"name": "_type", "valueCode": "Encounter"})]),
+            parameters(&[
+                json!({"name": "_type", "valueCode": "Encounter"}),
+                json!({"name": "_type", "valueCode": "Encounter"}),
+            ]),
+        ] {
+            let (status, refused) =
+                post_as(&everything(&named), token.clone(), fhir_json, body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+            assert_eq!(refused["resourceType"], "OperationOutcome");
+        }
+
+        // Bodies the handler would refuse are refused before anything is asked or read.
+        for (body, content_type, expected) in [
+            (
+                json!({"resourceType": "Patient"}).to_string(),
+                fhir_json,
+                StatusCode::BAD_REQUEST,
+            ),
+            ("{".to_string(), fhir_json, StatusCode::BAD_REQUEST),
+            (
+                "_type=MedicationRequest".to_string(),
+                "application/x-www-form-urlencoded",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            (
+                "<Parameters/>".to_string(),
+                "application/fhir+xml",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+        ] {
+            let (status, refused) = post_as(
+                &everything(&named),
+                token.clone(),
+                content_type,
+                body.clone(),
+            )
+            .await;
+            assert_eq!(status, expected, "{body}: {refused}");
+            assert_eq!(refused["resourceType"], "OperationOutcome", "{refused}");
+        }
+
+        // Other operations and POSTs stay closed to other organisations.
+        for url in [
+            format!("{}/$localize?patient.identifier={BSN}", gp.base),
+            format!("{}/$fetch?patient.identifier={BSN}", gp.base),
+            format!("{}/Patient/{named}/$nothing", gp.base),
+            format!("{}/Patient/{named}/_history", gp.base),
+            format!("{}/Patient/$everything", gp.base),
+        ] {
+            let (status, refused) = post_as(&url, token.clone(), fhir_json, parameters(&[])).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{url}: {refused}");
+        }
+
+        // After an opt-out, both withhold the same.
+        record_directive(
+            &hub,
+            &hospital_key,
+            json!({"kind": "opt-out", "category": "patient-summary"}),
+        )
+        .await;
+        let (_, got) = by_get("").await;
+        let (status, posted) =
+            post_as(&everything(&named), token.clone(), fhir_json, String::new()).await;
+        assert_eq!(status, StatusCode::OK, "{posted}");
+        assert_eq!(
+            medicines(&posted),
+            ["MedicationRequest: metformine 500 mg 2dd"]
+        );
+        assert_eq!(references(&posted), references(&got));
+        assert!(posted.to_string().contains("entries withheld"), "{posted}");
+        assert!(posted.get("total").is_none(), "{posted}");
+        drop(gp);
+    }
+}

@@ -34,6 +34,46 @@ async fn get(url: &str) -> (u16, Value) {
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+/// `POST`s `body` as `content_type` to an operation's URL.
+async fn invoke(url: &str, content_type: &str, body: String) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+fn parameters(list: &[Value]) -> String {
+    if list.is_empty() {
+        // FHIR forbids empty arrays: no parameters is no `parameter`.
+        return json!({"resourceType": "Parameters"}).to_string();
+    }
+    json!({"resourceType": "Parameters", "parameter": list}).to_string()
+}
+
+fn bsn_parameter() -> Value {
+    json!({"name": "patient.identifier", "valueIdentifier":
+        {"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": BSN}})
+}
+
+/// The medicines of a `$fetch` Bundle, sorted.
+fn fetched_medicines(bundle: &Value) -> Vec<String> {
+    let mut medicines: Vec<String> = bundle["entry"].as_array().unwrap()[1..]
+        .iter()
+        .map(|e| {
+            e["resource"]["medicationCodeableConcept"]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    medicines.sort();
+    medicines
+}
+
 async fn patient_with_medication(base: &str, medicine: &str) {
     let patient = post(
         base,
@@ -127,6 +167,98 @@ async fn a_node_localises_and_fetches_from_every_source_and_reports_the_silent_o
                 (GP.to_string(), gp.base.clone()),
                 (PHARMACY.to_string(), pharmacy.base.clone())
             ]
+        );
+
+        // The same by POST: the parameters in a Parameters body, or split between the
+        // query and the body; a category may repeat.
+        let fhir_json = "application/fhir+json";
+        let operation = |name: &str| format!("{}/${name}", hospital.base);
+        for (url, body) in [
+            (
+                operation("localize"),
+                parameters(&[
+                    bsn_parameter(),
+                    json!({"name": "category", "valueCode": "medication"}),
+                ]),
+            ),
+            (
+                format!("{}?category=medication", operation("localize")),
+                parameters(&[bsn_parameter()]),
+            ),
+            (
+                format!("{}?patient.identifier={BSN}", operation("localize")),
+                parameters(&[
+                    json!({"name": "category", "valueCode": "allergies"}),
+                    json!({"name": "category", "valueCode": "medication"}),
+                ]),
+            ),
+            (
+                format!(
+                    "{}?patient.identifier={BSN}&category=medication",
+                    operation("localize")
+                ),
+                String::new(),
+            ),
+        ] {
+            let (status, parameters) = invoke(&url, fhir_json, body.clone()).await;
+            assert_eq!(status, 200, "{url} {body}: {parameters}");
+            assert_eq!(sources(&parameters), found, "{url} {body}");
+        }
+        let (status, bundle) = invoke(
+            &operation("fetch"),
+            fhir_json,
+            parameters(&[
+                bsn_parameter(),
+                json!({"name": "category", "valueCode": "medication"}),
+                json!({"name": "role", "valueCode": "01.015"}),
+            ]),
+        )
+        .await;
+        assert_eq!(status, 200, "{bundle}");
+        assert_eq!(
+            fetched_medicines(&bundle),
+            ["metformine 500 mg", "metformine 500 mg, 90 stuks"]
+        );
+        for (body, content_type, expected) in [
+            (
+                json!({"resourceType": "Patient"}).to_string(),
+                fhir_json,
+                400,
+            ),
+            (
+                parameters(&[bsn_parameter(), bsn_parameter()]),
+                fhir_json,
+                400,
+            ),
+            (
+                parameters(&[json!({"name": "patient.identifier", "valueString": "123456789"})]),
+                fhir_json,
+                400,
+            ),
+            (parameters(&[]), fhir_json, 400),
+            (
+                format!("patient.identifier={BSN}"),
+                "application/x-www-form-urlencoded",
+                415,
+            ),
+            ("<Parameters/>".to_string(), "application/fhir+xml", 415),
+        ] {
+            for name in ["localize", "fetch"] {
+                let (status, refused) = invoke(&operation(name), content_type, body.clone()).await;
+                assert_eq!(status, expected, "${name} {body}: {refused}");
+                assert_eq!(refused["resourceType"], "OperationOutcome", "{refused}");
+            }
+        }
+
+        // In a network, the CapabilityStatement lists both operations.
+        let (status, capability) = get(&format!("{}/metadata", hospital.base)).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            capability["rest"][0]["operation"],
+            json!([
+                {"name": "localize", "definition": "http://zorgnet.nl/fhir/OperationDefinition/localize"},
+                {"name": "fetch", "definition": "http://zorgnet.nl/fhir/OperationDefinition/fetch"}
+            ])
         );
 
         let fetch = format!(

@@ -23,7 +23,8 @@
 //! - Only reads of one named patient's data are served: `GET /fhir/{type}?patient=…` (also
 //!   `subject=Patient/…`, `patient.identifier=system|value`, `subject.identifier=…`, and for
 //!   `Patient` itself `_id=…` or `identifier=…`; the same as `POST /fhir/{type}/_search`),
-//!   `GET /fhir/Patient/{id}` and `GET /fhir/Patient/{id}/$everything`, for resource types
+//!   `GET /fhir/Patient/{id}` and `Patient/{id}/$everything` (by `GET`, or by `POST` with a
+//!   `Parameters` body, read here exactly as the handler reads it), for resource types
 //!   that belong to a data category (the Patient resource counts as `patient-summary`).
 //!   `GET /fhir/metadata` and `/health` are open. Everything else is a 403: writes, history,
 //!   reads by id of other types, searches that do not name exactly one patient, and the
@@ -211,7 +212,7 @@ impl IntoResponse for AccessError {
             }
             AccessError::HubRefused(m) => (StatusCode::BAD_GATEWAY, IssueCode::Exception, m),
             AccessError::Internal(detail) => {
-                tracing::error!(error = %detail, "access layer failed");
+                tracing::error!(error = %crate::error::loggable(&detail), "access layer failed");
                 return FhirError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     IssueCode::Exception,
@@ -324,21 +325,46 @@ async fn serve_other_organisation(
     filter_response(response, state.store.registry(), &allowed, &verdicts).await
 }
 
-/// Reads a `POST …/_search` body's form parameters (putting the body back for the
-/// handler) and the query string's, as the search handlers combine them.
+/// Reads the parameters of a request as its handler will: the query string's, then a
+/// `POST …/_search` body's form parameters or a `POST …/$operation` body's `Parameters`
+/// (putting the body back for the handler).
 async fn with_search_pairs(
     request: Request,
 ) -> Result<(Request, Vec<(String, String)>), AccessError> {
     let mut pairs = crate::rest::query_pairs(request.uri().query());
-    if request.method() == Method::POST && request.uri().path().ends_with("/_search") {
-        let (parts, body) = request.into_parts();
-        let bytes = axum::body::to_bytes(body, crate::REQUEST_BODY_LIMIT_BYTES)
-            .await
-            .map_err(|_| AccessError::Invalid("search body too large or unreadable".into()))?;
-        pairs.extend(form_urlencoded::parse(&bytes).into_owned());
-        return Ok((Request::from_parts(parts, Body::from(bytes)), pairs));
+    if request.method() != Method::POST {
+        return Ok((request, pairs));
     }
-    Ok((request, pairs))
+    let last_segment = request.uri().path().rsplit('/').next().unwrap_or("");
+    let search = last_segment == "_search";
+    let operation = last_segment.starts_with('$') || last_segment.starts_with("%24");
+    if !(search || operation) {
+        return Ok((request, pairs));
+    }
+    let limit = if search {
+        crate::REQUEST_BODY_LIMIT_BYTES
+    } else {
+        crate::operation::OPERATION_BODY_LIMIT_BYTES
+    };
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| AccessError::Invalid("request body too large or unreadable".into()))?;
+    if search {
+        pairs.extend(form_urlencoded::parse(&bytes).into_owned());
+    } else {
+        let parameters = crate::operation::body_parameters(&bytes).map_err(|e| {
+            AccessError::Invalid(
+                e.issues
+                    .iter()
+                    .map(|i| i.diagnostics.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        pairs.extend(parameters);
+    }
+    Ok((Request::from_parts(parts, Body::from(bytes)), pairs))
 }
 
 /// What a request of another organisation asks for.
@@ -416,6 +442,15 @@ fn classify(
     {
         return search(resource_type, pairs);
     }
+    if matches!(*method, Method::GET | Method::POST)
+        && let ["fhir", "Patient", id, "$everything"] = segments.as_slice()
+    {
+        return everything(id, pairs);
+    }
+    let operation = segments.last().is_some_and(|s| s.starts_with('$'));
+    if *method == Method::POST && operation {
+        return Err(not_available());
+    }
     if matches!(
         *method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
@@ -432,25 +467,30 @@ fn classify(
             types: vec!["Patient".into()],
             wide: false,
         })),
-        ["fhir", "Patient", id, "$everything"] => {
-            let types = match pairs.iter().find(|(name, _)| name == "_type") {
-                Some((_, list)) => list
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(String::from)
-                    .collect(),
-                None => shareable_types(),
-            };
-            Ok(Target::Patient(PatientScope {
-                patient: PatientRef::Id(valid_id(id)?),
-                types,
-                wide: true,
-            }))
-        }
         ["fhir", resource_type] if !resource_type.starts_with('$') => search(resource_type, pairs),
         _ => Err(not_available()),
     }
+}
+
+/// `Patient/{id}/$everything`: the patient of the path (whatever the parameters say), the
+/// types of every `_type` parameter or else every shareable type.
+fn everything(id: &str, pairs: &[(String, String)]) -> Result<Target, AccessError> {
+    let mut types: Vec<String> = pairs
+        .iter()
+        .filter(|(name, _)| name == "_type")
+        .flat_map(|(_, list)| list.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect();
+    if types.is_empty() {
+        types = shareable_types();
+    }
+    Ok(Target::Patient(PatientScope {
+        patient: PatientRef::Id(valid_id(id)?),
+        types,
+        wide: true,
+    }))
 }
 
 fn valid_id(id: &str) -> Result<String, AccessError> {
@@ -1384,6 +1424,14 @@ mod tests {
             "patient=p1",
             scope(Id("p1".into()), &["AllergyIntolerance"], false),
         );
+        check(
+            Method::POST,
+            "/fhir/Patient/p1/$everything",
+            "_type=Condition&_type=Encounter&patient=p2",
+            scope(Id("p1".into()), &["Condition", "Encounter"], true),
+        );
+        check(Method::POST, "/fhir/Patient/p1/$other", "", forbidden());
+        check(Method::POST, "/fhir/$localize", "", forbidden());
         check(Method::GET, "/fhir/Observation", "code=x", forbidden());
         check(
             Method::GET,

@@ -380,7 +380,7 @@ pub(crate) async fn transaction_or_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, FhirError> {
-    let bundle = rest::read_json_body(&headers, body).await?;
+    let bundle = rest::read_json_body(body).await?;
     let (bundle_type, planned) = plan(&bundle)?;
     let base = rest::base_url(&state, &headers);
     let body = if bundle_type == "transaction" {

@@ -1,6 +1,7 @@
 //! The CapabilityStatement: generated from what the server actually does — the resource
 //! types the model knows, the search parameters the registry can evaluate for each, and the
-//! interactions the router serves. Nothing is listed that does not work.
+//! interactions and operations the router serves. Nothing is listed that does not work:
+//! `$localize` and `$fetch` only when the node runs in a network, and JSON as the one format.
 
 use crate::AppState;
 use crate::error::FHIR_JSON;
@@ -59,6 +60,22 @@ pub(crate) async fn metadata(State(state): State<Arc<AppState>>, headers: Header
             resource
         })
         .collect();
+    let mut rest = json!({
+        "mode": "server",
+        "resource": resources,
+        "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}, {"code": "search-system"}],
+        "searchParam": [
+            {"name": "_id", "type": "token"},
+            {"name": "_lastUpdated", "type": "date"},
+            {"name": "_type", "type": "token"}
+        ]
+    });
+    if state.network.is_some() {
+        rest["operation"] = json!([
+            {"name": "localize", "definition": crate::network::LOCALIZE_DEFINITION},
+            {"name": "fetch", "definition": crate::network::FETCH_DEFINITION}
+        ]);
+    }
     let capability = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -69,16 +86,7 @@ pub(crate) async fn metadata(State(state): State<Arc<AppState>>, headers: Header
         "implementation": {"description": format!("zorgnet node of {} (URA {})", state.identity.name, state.identity.ura), "url": base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "application/json"],
-        "rest": [{
-            "mode": "server",
-            "resource": resources,
-            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}, {"code": "search-system"}],
-            "searchParam": [
-                {"name": "_id", "type": "token"},
-                {"name": "_lastUpdated", "type": "date"},
-                {"name": "_type", "type": "token"}
-            ]
-        }]
+        "rest": [rest]
     });
     let mut response = (StatusCode::OK, capability.to_string()).into_response();
     response

@@ -1,5 +1,7 @@
 //! The one place where failures become HTTP responses: every error is an OperationOutcome
-//! with a status that tells the client what to do next.
+//! with a status that tells the client what to do next. A client's mistake (4xx) is not
+//! logged; a server failure (5xx) is logged at ERROR, its text passed through
+//! [`loggable`] first, since an error text may quote an id or a value from the request.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -78,7 +80,7 @@ impl From<StoreError> for FhirError {
             StoreError::Conflict(_) => (StatusCode::CONFLICT, IssueCode::Conflict),
             _ => {
                 metrics::counter!("zorgnet_storage_errors_total").increment(1);
-                tracing::error!(error = %e, "storage failure");
+                tracing::error!(error = %loggable(&e.to_string()), "storage failure");
                 return FhirError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     IssueCode::Exception,
@@ -98,5 +100,57 @@ impl IntoResponse for FhirError {
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
         response
+    }
+}
+
+/// How many digits a BSN has.
+const BSN_DIGITS: usize = 9;
+
+/// `text` fit for a log line: every run of exactly nine digits — the shape of a BSN,
+/// whether or not it passes the 11-check, also when a client chose it as a resource id — is
+/// replaced by `*********`. For error texts, which may quote input; never a reason to log
+/// input on purpose.
+pub fn loggable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        if digits.len() == BSN_DIGITS {
+            out.push_str(&"*".repeat(BSN_DIGITS));
+        } else {
+            out.push_str(digits);
+        }
+        digits.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut digits, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nine_digit_numbers_are_masked_in_log_text() {
+        assert_eq!(
+            loggable("Patient/123456782 matched but cannot be read"),
+            "Patient/********* matched but cannot be read"
+        );
+        assert_eq!(
+            loggable("bsn|123456789,999999999"),
+            "bsn|*********,*********"
+        );
+        assert_eq!(
+            loggable("URA 00000011, 1234567890 rows, 12345678, v2"),
+            "URA 00000011, 1234567890 rows, 12345678, v2"
+        );
+        assert_eq!(loggable(""), "");
     }
 }

@@ -6,8 +6,8 @@
 //! or FHIR knowledge (that is `zorgnet-fhir`).
 //!
 //! A request's path: `serve` accepts the connection → tower layers (trace, request id, body
-//! limit, metrics, and for a node in a network the access policy towards other
-//! organisations, [`access`]) → axum route → handler in `rest` parses and validates →
+//! limit, metrics, media types (`format`), and for a node in a network the access policy
+//! towards other organisations, [`access`]) → axum route → handler in `rest` parses and validates →
 //! `Store` runs one transaction on the blocking pool → handler renders the stored JSON into
 //! the response.
 #![deny(missing_docs)]
@@ -17,8 +17,10 @@ pub mod addressing;
 mod bundle;
 mod capability;
 pub mod error;
+mod format;
 pub mod hub_client;
 pub mod network;
+mod operation;
 pub mod outbox;
 mod rest;
 
@@ -37,6 +39,21 @@ use zorgnet_store::Store;
 
 /// Largest request body accepted (a transaction Bundle of a few thousand resources).
 pub const REQUEST_BODY_LIMIT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Whether JSON text holds the escape of U+0000 (a NUL character can appear in JSON only as
+/// `\u0000`; an escaped backslash before `u0000` is text, not the escape). No FHIR string may
+/// hold it and PostgreSQL's text cannot store it, so bodies holding it are refused up front
+/// as the client's mistake instead of failing in storage.
+pub fn json_has_nul(json: &[u8]) -> bool {
+    const ESCAPE: &[u8] = b"u0000";
+    json.windows(ESCAPE.len())
+        .enumerate()
+        .filter(|(_, window)| *window == ESCAPE)
+        .any(|(at, _)| {
+            let backslashes = json[..at].iter().rev().take_while(|b| **b == b'\\').count();
+            backslashes % 2 == 1
+        })
+}
 
 /// Who runs this node.
 #[derive(Debug, Clone)]
@@ -101,8 +118,14 @@ pub fn router_in_network(
         metrics: prometheus(),
     });
     Router::new()
-        .route("/fhir/$localize", get(network::localize_operation))
-        .route("/fhir/$fetch", get(network::fetch_operation))
+        .route(
+            "/fhir/$localize",
+            get(network::localize_operation).post(network::localize_operation),
+        )
+        .route(
+            "/fhir/$fetch",
+            get(network::fetch_operation).post(network::fetch_operation),
+        )
         .merge(rest::routes())
         .route("/metrics", get(render_metrics))
         .route("/health", get(|| async { "UP" }))
@@ -110,6 +133,7 @@ pub fn router_in_network(
             state.clone(),
             access::enforce,
         ))
+        .layer(middleware::from_fn(format::negotiate))
         .layer(middleware::from_fn(track_metrics))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
@@ -117,14 +141,16 @@ pub fn router_in_network(
         .with_state(state)
 }
 
-/// The span of one request: method and path, never the query string, which carries BSNs
-/// (`Patient?identifier=…|BSN`, `$localize?patient.identifier=…`).
+/// The span of one request: method and matched route (`/fhir/{resource_type}/{id}`), never
+/// the path or the query string, which carry BSNs (`Patient?identifier=…|BSN`,
+/// `$localize?patient.identifier=…`, and a BSN a client chose as an id,
+/// `PUT /fhir/Patient/123456782`). A request that matches no route is `unmatched`.
 pub fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path()
-    )
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::info_span!("request", method = %request.method(), route)
 }
 
 async fn render_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -159,4 +185,22 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_nul_escape_counts_as_a_nul() {
+        assert!(json_has_nul(br#"{"a":"x\u0000"}"#));
+        assert!(json_has_nul(br#"{"a":"\u0000"}"#));
+        assert!(json_has_nul(br#"{"a":"\\\u0000"}"#));
+        assert!(
+            !json_has_nul(br#"{"a":"\\u0000"}"#),
+            "a backslash, then text"
+        );
+        assert!(!json_has_nul(br#"{"a":"u0000 \u0001"}"#));
+        assert!(!json_has_nul(b""));
+    }
 }

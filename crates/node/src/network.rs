@@ -1,5 +1,6 @@
 //! The node as a member of the network: localising a patient's data at other organisations
-//! (`GET /fhir/$localize`) and fetching it from all of them at once (`GET /fhir/$fetch`).
+//! (`/fhir/$localize`) and fetching it from all of them at once (`/fhir/$fetch`), each by
+//! `GET` with query parameters or by `POST` with a `Parameters` body (or both).
 //!
 //! `$localize` asks the hub's referral index which organisations hold data of the asked
 //! categories (consent filtering happens there) and answers each with its FHIR endpoint from
@@ -18,8 +19,9 @@ use crate::access::{AccessConfig, AccessControl, is_role_code};
 use crate::addressing::AddressBookCache;
 use crate::error::{FHIR_JSON, FhirError};
 use crate::hub_client::{HubClient, HubClientError};
-use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -157,12 +159,24 @@ fn network(state: &AppState) -> Result<Arc<Network>, FhirError> {
     })
 }
 
-/// Reads `patient.identifier` (a BSN, with or without the BSN system) and `category`.
-fn question(
-    params: &HashMap<String, String>,
-) -> Result<(PersonalId, Vec<DataCategory>, bool), FhirError> {
-    let identifier = params
-        .get("patient.identifier")
+/// The canonical URL of the definition of `$localize`.
+pub const LOCALIZE_DEFINITION: &str = "http://zorgnet.nl/fhir/OperationDefinition/localize";
+/// The canonical URL of the definition of `$fetch`.
+pub const FETCH_DEFINITION: &str = "http://zorgnet.nl/fhir/OperationDefinition/fetch";
+
+/// The one value of parameter `name`, if given; a second one is a 400.
+fn single<'a>(params: &'a [(String, String)], name: &str) -> Result<Option<&'a str>, FhirError> {
+    let mut values = params.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
+    match (values.next(), values.next()) {
+        (Some(_), Some(_)) => Err(FhirError::bad_request(format!("{name} may be given once"))),
+        (first, _) => Ok(first.map(String::as_str)),
+    }
+}
+
+/// The person's BSN in `patient.identifier` (with or without the BSN system), parsed and as
+/// its nine digits.
+fn bsn_of(params: &[(String, String)]) -> Result<(Bsn, String), FhirError> {
+    let identifier = single(params, "patient.identifier")?
         .ok_or_else(|| FhirError::bad_request("patient.identifier is required (a BSN)"))?;
     let bsn = match identifier.split_once('|') {
         Some((system, value)) if system == BSN_SYSTEM => value,
@@ -171,18 +185,36 @@ fn question(
                 "patient.identifier must be a BSN ({BSN_SYSTEM}), not {system}"
             )));
         }
-        None => identifier.as_str(),
+        None => identifier,
     };
-    let bsn = Bsn::parse(bsn)
+    let parsed = Bsn::parse(bsn)
         .map_err(|_| FhirError::bad_request("patient.identifier is not a valid BSN (11-check)"))?;
-    let categories = match params.get("category") {
-        Some(list) => parse_categories(list.split(',')).map_err(FhirError::bad_request)?,
-        None => DataCategory::ALL.to_vec(),
+    Ok((parsed, bsn.trim().to_string()))
+}
+
+/// Reads `patient.identifier` (a BSN), `category` (repeated or comma-separated; all when
+/// absent) and `purpose`.
+fn question(
+    params: &[(String, String)],
+) -> Result<(PersonalId, Vec<DataCategory>, bool), FhirError> {
+    let (bsn, _) = bsn_of(params)?;
+    let asked: Vec<&str> = params
+        .iter()
+        .filter(|(name, _)| name == "category")
+        .flat_map(|(_, list)| list.split(','))
+        .collect();
+    let categories = if asked.is_empty() {
+        DataCategory::ALL.to_vec()
+    } else {
+        let mut categories = parse_categories(asked).map_err(FhirError::bad_request)?;
+        categories.sort_unstable();
+        categories.dedup();
+        categories
     };
     if categories.is_empty() {
         return Err(FhirError::bad_request("category names no category"));
     }
-    let emergency = params.get("purpose").is_some_and(|p| p == "emergency");
+    let emergency = single(params, "purpose")? == Some("emergency");
     Ok((PersonalId::from(bsn), categories, emergency))
 }
 
@@ -263,13 +295,17 @@ fn fhir_response(body: Value) -> Response {
     response
 }
 
-/// `GET /fhir/$localize?patient.identifier=BSN&category=medication`: a Parameters resource
-/// with one `source` per organisation (URA, name, endpoint, categories).
+/// `GET /fhir/$localize?patient.identifier=BSN&category=medication` (or `POST` with these
+/// as a Parameters body): a Parameters resource with one `source` per organisation (URA,
+/// name, endpoint, categories).
 pub(crate) async fn localize_operation(
     State(state): State<Arc<AppState>>,
-    Query(params): Query<HashMap<String, String>>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    body: Body,
 ) -> Result<Response, FhirError> {
     let network = network(&state)?;
+    let params = crate::operation::parameters(&method, query.as_deref(), body).await?;
     let (person, categories, emergency) = question(&params)?;
     let sources = localize(&network, &person, &categories, emergency).await?;
     let parameters: Vec<Value> = sources
@@ -513,14 +549,17 @@ pub async fn fetch(
 
 /// `GET /fhir/$fetch?patient.identifier=BSN&category=medication`, optionally with
 /// `role=<UZI role code>` (the professional's role, shown to the sources in the access
-/// token) and `purpose=emergency`.
+/// token) and `purpose=emergency`; or `POST` with these as a Parameters body.
 pub(crate) async fn fetch_operation(
     State(state): State<Arc<AppState>>,
-    Query(params): Query<HashMap<String, String>>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    body: Body,
 ) -> Result<Response, FhirError> {
     let network = network(&state)?;
+    let params = crate::operation::parameters(&method, query.as_deref(), body).await?;
     let (person, categories, emergency) = question(&params)?;
-    let role = params.get("role").map(String::as_str);
+    let role = single(&params, "role")?;
     if let Some(role) = role
         && !is_role_code(role)
     {
@@ -528,10 +567,7 @@ pub(crate) async fn fetch_operation(
             "role {role:?} is not a UZI role code (like 01.015)"
         )));
     }
-    let bsn = params
-        .get("patient.identifier")
-        .map(|i| i.rsplit('|').next().unwrap_or(i).to_string())
-        .unwrap_or_default();
+    let (_, bsn) = bsn_of(&params)?;
     Ok(fhir_response(
         fetch(network, &person, &bsn, &categories, emergency, role).await?,
     ))

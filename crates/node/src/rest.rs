@@ -1,5 +1,7 @@
 //! FHIR REST interactions: create, read, vread, update, delete, search, history,
-//! `$everything`. Each handler parses and validates, asks the store, and renders.
+//! `$everything` (by `GET`, or by `POST` with a `Parameters` body). Each handler parses and
+//! validates, asks the store, and renders. Media types are checked before any handler runs
+//! (`crate::format`).
 
 use crate::AppState;
 use crate::bundle::{self, BundleEntry, EntryMode};
@@ -8,7 +10,7 @@ use crate::error::{FHIR_JSON, FhirError};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::Value;
@@ -50,21 +52,15 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/fhir/{resource_type}/_history", get(type_history))
         .route(
             "/fhir/{resource_type}/{id}",
-            get(read).put(update).delete(delete),
+            get(read).put(update).delete(delete).post(type_operation),
         )
         .route(
             "/fhir/{resource_type}/{id}/{operation}",
-            get(instance_operation),
+            get(instance_operation).post(instance_operation),
         )
         .route("/fhir/{resource_type}/{id}/_history/{version}", get(vread))
         .fallback(|| async { FhirError::not_found("no such endpoint") })
-        .method_not_allowed_fallback(|| async {
-            FhirError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                IssueCode::NotSupported,
-                "method not allowed on this endpoint",
-            )
-        })
+        .method_not_allowed_fallback(|| async { method_not_allowed() })
 }
 
 /// The base URL for links and `fullUrl`s.
@@ -101,28 +97,9 @@ fn check_id(id: &str) -> Result<(), FhirError> {
     }
 }
 
-/// Reads the body, refusing other media types and oversized bodies.
-pub(crate) async fn read_json_body(headers: &HeaderMap, body: Body) -> Result<Value, FhirError> {
-    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-        let media = content_type
-            .to_str()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !matches!(
-            media.as_str(),
-            "application/fhir+json" | "application/json" | "application/json+fhir" | ""
-        ) {
-            return Err(FhirError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                IssueCode::NotSupported,
-                format!("unsupported media type '{media}'; send application/fhir+json"),
-            ));
-        }
-    }
+/// Reads a JSON body (its media type was checked by `crate::format`), refusing oversized
+/// and empty bodies.
+pub(crate) async fn read_json_body(body: Body) -> Result<Value, FhirError> {
     let bytes = axum::body::to_bytes(body, crate::REQUEST_BODY_LIMIT_BYTES)
         .await
         .map_err(|_| {
@@ -137,6 +114,13 @@ pub(crate) async fn read_json_body(headers: &HeaderMap, body: Body) -> Result<Va
         })?;
     if bytes.is_empty() {
         return Err(FhirError::bad_request("request body is empty"));
+    }
+    if crate::json_has_nul(&bytes) {
+        return Err(FhirError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            IssueCode::Value,
+            "a string holds U+0000, which FHIR strings may not contain",
+        ));
     }
     serde_json::from_slice(&bytes).map_err(|e| {
         FhirError::new(
@@ -319,7 +303,7 @@ async fn create(
     body: Body,
 ) -> AppResult {
     check_type(&resource_type)?;
-    let resource = read_json_body(&headers, body).await?;
+    let resource = read_json_body(body).await?;
     validate_for(&resource, &resource_type)?;
     let if_none_exist = match headers.get("if-none-exist").and_then(|v| v.to_str().ok()) {
         Some(condition) => Some(Box::new(conditional_query(
@@ -346,9 +330,10 @@ async fn create(
         WriteOutcome::Unchanged(stored) => {
             write_response(StatusCode::OK, &stored, &base, preference, false)
         }
-        other => {
+        // The outcome is not quoted: it holds the resource, and this text goes to the log.
+        _ => {
             return Err(FhirError::from(zorgnet_store::StoreError::Backend(
-                format!("unexpected create outcome {other:?}"),
+                "a create reported an update or a delete".into(),
             )));
         }
     })
@@ -373,7 +358,7 @@ async fn update(
 ) -> AppResult {
     check_type(&resource_type)?;
     check_id(&id)?;
-    let resource = read_json_body(&headers, body).await?;
+    let resource = read_json_body(body).await?;
     validate_for(&resource, &resource_type)?;
     match resource.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id == id => {}
@@ -429,7 +414,7 @@ async fn conditional_update(
 ) -> AppResult {
     check_type(&resource_type)?;
     let condition = url_condition(&state, &resource_type, raw.as_deref(), "update")?;
-    let resource = read_json_body(&headers, body).await?;
+    let resource = read_json_body(body).await?;
     validate_for(&resource, &resource_type)?;
     if let Some(id) = resource.get("id").and_then(Value::as_str) {
         check_id(id)?;
@@ -520,6 +505,9 @@ async fn read(
     headers: HeaderMap,
 ) -> AppResult {
     check_type(&resource_type)?;
+    if id.starts_with('$') {
+        return Err(unsupported_operation(&id, &resource_type));
+    }
     check_id(&id)?;
     let outcome = state.store.read(&resource_type, &id).await?;
     read_response(outcome, &resource_type, &id, &base_url(&state, &headers))
@@ -544,15 +532,19 @@ async fn vread(
     read_response(outcome, &resource_type, &id, &base_url(&state, &headers))
 }
 
+/// `GET` or `POST` on `/fhir/Type/id/$operation` (and `GET` on `_history`).
 async fn instance_operation(
     State(state): AppStateRef,
     Path((resource_type, id, operation)): Path<(String, String, String)>,
+    method: Method,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
+    body: Body,
 ) -> AppResult {
     check_type(&resource_type)?;
     check_id(&id)?;
     match operation.as_str() {
+        "_history" if method != Method::GET => Err(method_not_allowed()),
         "_history" => {
             history(
                 &state,
@@ -563,14 +555,42 @@ async fn instance_operation(
             .await
         }
         "$everything" if resource_type == "Patient" => {
-            everything(&state, &headers, &id, raw.as_deref()).await
+            let pairs = crate::operation::parameters(&method, raw.as_deref(), body).await?;
+            let links_query = match method {
+                Method::GET => raw,
+                _ => Some(crate::operation::as_query(&pairs)),
+            };
+            everything(&state, &headers, &id, pairs, links_query.as_deref()).await
         }
-        other => Err(FhirError::new(
-            StatusCode::NOT_FOUND,
-            IssueCode::NotSupported,
-            format!("operation '{other}' is not supported on {resource_type}"),
-        )),
+        other => Err(unsupported_operation(other, &resource_type)),
     }
+}
+
+/// `POST /fhir/Type/$operation`: no type-level operation is served (`$everything` is
+/// served per Patient only); a `POST` on `Type/id` is not an interaction.
+async fn type_operation(Path((resource_type, id)): Path<(String, String)>) -> AppResult {
+    check_type(&resource_type)?;
+    if id.starts_with('$') {
+        Err(unsupported_operation(&id, &resource_type))
+    } else {
+        Err(method_not_allowed())
+    }
+}
+
+fn unsupported_operation(operation: &str, resource_type: &str) -> FhirError {
+    FhirError::new(
+        StatusCode::NOT_FOUND,
+        IssueCode::NotSupported,
+        format!("operation '{operation}' is not supported on {resource_type}"),
+    )
+}
+
+fn method_not_allowed() -> FhirError {
+    FhirError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        IssueCode::NotSupported,
+        "method not allowed on this endpoint",
+    )
 }
 
 async fn system_history(
@@ -662,13 +682,15 @@ async fn history(
     Ok(bundle::bundle_response(body))
 }
 
+/// `Patient/id/$everything` with its parameters (`pairs`); `raw` is their query text for
+/// the paging links.
 async fn everything(
     state: &AppState,
     headers: &HeaderMap,
     id: &str,
+    pairs: Vec<(String, String)>,
     raw: Option<&str>,
 ) -> AppResult {
-    let pairs = query_pairs(raw);
     let mut since = None;
     let mut types = Vec::new();
     let mut count = zorgnet_fhir::search::MAX_PAGE_SIZE;
@@ -757,17 +779,6 @@ async fn search_post(
     body: Body,
 ) -> AppResult {
     check_type(&resource_type)?;
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !media.starts_with("application/x-www-form-urlencoded") {
-        return Err(FhirError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            IssueCode::NotSupported,
-            "_search takes an application/x-www-form-urlencoded body",
-        ));
-    }
     let bytes = axum::body::to_bytes(body, crate::REQUEST_BODY_LIMIT_BYTES)
         .await
         .map_err(|_| {

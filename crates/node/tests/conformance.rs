@@ -1735,6 +1735,28 @@ async fn capability_statement_lists_what_works() {
     assert_eq!(patient["conditionalUpdate"], true);
     assert_eq!(patient["conditionalDelete"], "single");
     assert_eq!(patient["conditionalRead"], "not-supported");
+    assert_eq!(
+        patient["operation"],
+        json!([{"name": "everything",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}])
+    );
+    assert!(
+        reply.body["rest"][0].get("operation").is_none(),
+        "$localize and $fetch are served only in a network: {}",
+        reply.body["rest"][0]["operation"]
+    );
+    assert_eq!(
+        node.get("$localize?patient.identifier=123456782")
+            .await
+            .status,
+        501,
+        "and are indeed not served here"
+    );
+    assert_eq!(
+        reply.body["format"],
+        json!(["application/fhir+json", "application/json"]),
+        "JSON only"
+    );
     // `deceased` uses FHIRPath (`exists()`) that the server does not evaluate: not offered.
     assert!(!params.contains(&"deceased"));
     let search = node.get("Patient?deceased=true").await;
@@ -1753,4 +1775,487 @@ async fn capability_statement_lists_what_works() {
         .await
         .unwrap();
     assert!(metrics.contains("zorgnet_http_requests_total"), "{metrics}");
+}
+
+/// Ids of a Bundle's entries of every mode, sorted.
+fn all_ids(page: &Reply) -> Vec<String> {
+    let mut ids: Vec<String> = page.body["entry"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Posts `body` (with `content_type`, when given) to `path`.
+async fn post_raw(node: &Node, path: &str, content_type: Option<&str>, body: String) -> Reply {
+    let mut request = node.client.post(node.url(path)).body(body);
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    node.send(request).await
+}
+
+fn parameters(list: &[Value]) -> String {
+    if list.is_empty() {
+        // FHIR forbids empty arrays: no parameters is no `parameter`.
+        return json!({"resourceType": "Parameters"}).to_string();
+    }
+    json!({"resourceType": "Parameters", "parameter": list}).to_string()
+}
+
+#[tokio::test]
+async fn operations_are_invoked_by_post_with_a_parameters_body() {
+    for node in nodes().await {
+        let b = node.backend;
+        let p = node
+            .create(&patient(
+                "123456782",
+                "Dekker",
+                "Sara",
+                "1960-06-06",
+                "female",
+            ))
+            .await;
+        let other = node
+            .create(&patient("111222333", "Mulder", "Tom", "1961-06-06", "male"))
+            .await;
+        let subject = |id: &str| json!({"reference": format!("Patient/{id}")});
+        let condition = node
+            .create(&json!({"resourceType": "Condition", "subject": subject(&p)}))
+            .await;
+        let allergy = node
+            .create(&json!({"resourceType": "AllergyIntolerance", "patient": subject(&p)}))
+            .await;
+        node.create(&json!({"resourceType": "Condition", "subject": subject(&other)}))
+            .await;
+        let everything = format!("Patient/{p}/$everything");
+        let fhir_json = Some("application/fhir+json");
+
+        let by_get = node.get(&everything).await;
+        assert_eq!(by_get.status, 200, "[{b}] {}", by_get.text);
+        let mut expected = vec![p.clone(), condition.clone(), allergy.clone()];
+        expected.sort();
+        assert_eq!(all_ids(&by_get), expected, "[{b}]");
+        for (body, content_type) in [
+            (String::new(), None),
+            (String::new(), fhir_json),
+            (parameters(&[]), fhir_json),
+            (parameters(&[]), Some("application/json")),
+        ] {
+            let by_post = post_raw(&node, &everything, content_type, body.clone()).await;
+            assert_eq!(by_post.status, 200, "[{b}] {body:?}: {}", by_post.text);
+            assert_eq!(
+                all_ids(&by_post),
+                expected,
+                "[{b}] {body:?} is the GET's answer"
+            );
+        }
+
+        let typed = post_raw(
+            &node,
+            &everything,
+            fhir_json,
+            parameters(&[json!({"name": "_type", "valueCode": "Condition"})]),
+        )
+        .await;
+        assert_eq!(
+            all_ids(&typed),
+            [condition.clone()],
+            "[{b}] _type in the body"
+        );
+        let repeated = post_raw(
+            &node,
+            &everything,
+            fhir_json,
+            parameters(&[
+                json!({"name": "_type", "valueCode": "Condition"}),
+                json!({"name": "_type", "valueString": "AllergyIntolerance"}),
+            ]),
+        )
+        .await;
+        let mut both = vec![condition.clone(), allergy.clone()];
+        both.sort();
+        assert_eq!(all_ids(&repeated), both, "[{b}] a repeated parameter");
+        let combined = post_raw(
+            &node,
+            &format!("{everything}?_type=AllergyIntolerance"),
+            fhir_json,
+            parameters(&[json!({"name": "_type", "valueCode": "Condition"})]),
+        )
+        .await;
+        assert_eq!(all_ids(&combined), both, "[{b}] query and body combine");
+        let another_patient = post_raw(
+            &node,
+            &everything,
+            fhir_json,
+            parameters(&[json!({"name": "patient", "valueReference":
+                {"reference": format!("Patient/{other}")}})]),
+        )
+        .await;
+        assert_eq!(
+            all_ids(&another_patient),
+            expected,
+            "[{b}] the path names the patient, not the body"
+        );
+
+        // A page of a POSTed $everything links to the next by GET, with the body's
+        // parameters in the URL.
+        let first = post_raw(
+            &node,
+            &everything,
+            fhir_json,
+            parameters(&[json!({"name": "_count", "valueInteger": 1})]),
+        )
+        .await;
+        assert_eq!(first.status, 200, "[{b}] {}", first.text);
+        let mut seen = ids_in_mode(&first, "match");
+        let mut next = link(&first.body, "next");
+        while let Some(url) = next {
+            assert!(url.contains("_count=1"), "[{b}] {url}");
+            let page = follow(&node, url).await;
+            seen.extend(ids_in_mode(&page, "match"));
+            next = link(&page.body, "next");
+        }
+        seen.sort();
+        assert_eq!(seen, expected, "[{b}] every page by GET");
+
+        for (body, content_type, status, context) in [
+            (
+                node_patient_json(),
+                fhir_json,
+                400,
+                "a resource that is not Parameters",
+            ),
+            (
+                "{\"resourceType\": ".to_string(),
+                fhir_json,
+                400,
+                "malformed JSON",
+            ),
+            (
+                parameters(&[json!({"name": "_type"})]),
+                fhir_json,
+                400,
+                "a parameter without a value",
+            ),
+            (
+                parameters(&[json!({"name": "_type", "valueCode": "Condition", "extra": 1})]),
+                fhir_json,
+                400,
+                "an unknown element",
+            ),
+            (
+                parameters(&[json!({"name": "_count", "valueInteger": "x"})]),
+                fhir_json,
+                400,
+                "a value of the wrong JSON type",
+            ),
+            (
+                "_type=Condition".to_string(),
+                Some("application/x-www-form-urlencoded"),
+                415,
+                "a form body (FHIR defines those for _search only)",
+            ),
+            (
+                "<Parameters xmlns=\"http://hl7.org/fhir\"/>".to_string(),
+                Some("application/fhir+xml"),
+                415,
+                "XML",
+            ),
+            (
+                parameters(&[json!({"name": "_since", "valueInstant": "yesterday"})]),
+                fhir_json,
+                400,
+                "a _since that is no instant",
+            ),
+        ] {
+            let reply = post_raw(&node, &everything, content_type, body).await;
+            assert_outcome(&reply, status, &format!("[{b}] {context}"));
+        }
+        assert_outcome(
+            &post_raw(&node, "Patient/nobody/$everything", None, String::new()).await,
+            404,
+            &format!("[{b}] unknown patient"),
+        );
+        assert_outcome(
+            &post_raw(&node, &format!("Patient/{p}/$nothing"), None, String::new()).await,
+            404,
+            &format!("[{b}] unknown operation"),
+        );
+        assert_outcome(
+            &post_raw(&node, &format!("Patient/{p}/_history"), None, String::new()).await,
+            405,
+            &format!("[{b}] history is read by GET"),
+        );
+        assert_outcome(
+            &post_raw(&node, &format!("Patient/{p}"), None, String::new()).await,
+            405,
+            &format!("[{b}] no POST on a resource"),
+        );
+        for method in [reqwest::Method::GET, reqwest::Method::POST] {
+            let reply = node
+                .send(
+                    node.client
+                        .request(method.clone(), node.url("Patient/$everything")),
+                )
+                .await;
+            assert_outcome(
+                &reply,
+                404,
+                &format!("[{b}] {method} type-level $everything"),
+            );
+            assert_eq!(reply.body["issue"][0]["code"], "not-supported", "[{b}]");
+        }
+    }
+}
+
+fn node_patient_json() -> String {
+    patient("123456782", "Dekker", "Sara", "1960-06-06", "female").to_string()
+}
+
+#[tokio::test]
+async fn xml_is_refused_with_406_or_415_everywhere_and_json_is_served() {
+    for node in nodes().await {
+        let b = node.backend;
+        let p = node
+            .create(&patient(
+                "123456782",
+                "Dekker",
+                "Sara",
+                "1960-06-06",
+                "female",
+            ))
+            .await;
+        let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Condition", "subject": {"reference": format!("Patient/{p}")}},
+             "request": {"method": "POST", "url": "Condition"}}]})
+        .to_string();
+        let reads = [
+            format!("Patient/{p}"),
+            format!("Patient/{p}/_history/1"),
+            "Patient?family=Dekker".to_string(),
+            "Patient".to_string(),
+            format!("Patient/{p}/_history"),
+            "Patient/_history".to_string(),
+            "_history".to_string(),
+            format!("Patient/{p}/$everything"),
+            "metadata".to_string(),
+        ];
+        let with_query = |path: &str, query: &str| {
+            let separator = if path.contains('?') { '&' } else { '?' };
+            format!("{path}{separator}{query}")
+        };
+        for path in &reads {
+            for format in ["xml", "application/fhir%2Bxml", "text/xml", "ttl"] {
+                let reply = node
+                    .get(&with_query(path, &format!("_format={format}")))
+                    .await;
+                assert_outcome(&reply, 406, &format!("[{b}] {path} _format={format}"));
+                assert!(
+                    reply
+                        .header("content-type")
+                        .unwrap()
+                        .starts_with("application/fhir+json"),
+                    "[{b}] the refusal is JSON"
+                );
+            }
+            for accept in [
+                "application/fhir+xml",
+                "text/xml",
+                "application/xml",
+                "application/fhir+json;q=0",
+            ] {
+                let reply = node
+                    .send(node.client.get(node.url(path)).header("accept", accept))
+                    .await;
+                assert_outcome(&reply, 406, &format!("[{b}] {path} Accept: {accept}"));
+            }
+            for accept in [
+                "application/fhir+json",
+                "application/json",
+                "*/*",
+                "application/*",
+                "application/fhir+xml;q=1, application/fhir+json;q=0.1",
+                "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            ] {
+                let reply = node
+                    .send(node.client.get(node.url(path)).header("accept", accept))
+                    .await;
+                assert_eq!(
+                    reply.status, 200,
+                    "[{b}] {path} Accept: {accept}: {}",
+                    reply.text
+                );
+                assert!(reply.body.is_object(), "[{b}] JSON");
+            }
+            for format in [
+                "json",
+                "application/json",
+                "application/fhir%2Bjson",
+                "application/fhir+json",
+            ] {
+                let reply = node
+                    .send(
+                        node.client
+                            .get(node.url(&with_query(path, &format!("_format={format}"))))
+                            .header("accept", "application/fhir+xml"),
+                    )
+                    .await;
+                assert_eq!(
+                    reply.status, 200,
+                    "[{b}] {path} _format={format} wins over Accept: {}",
+                    reply.text
+                );
+            }
+        }
+
+        // Request bodies in XML are 415, whatever the response format; nothing is stored.
+        let conditions = node.count("Condition").await;
+        for (method, path, content_type) in [
+            (reqwest::Method::POST, "", "application/fhir+xml"),
+            (reqwest::Method::POST, "", "text/xml"),
+            (reqwest::Method::POST, "Condition", "application/xml"),
+            (
+                reqwest::Method::PUT,
+                "Patient/123456782",
+                "application/fhir+xml",
+            ),
+            (
+                reqwest::Method::POST,
+                "Patient/_search",
+                "application/fhir+json",
+            ),
+            (
+                reqwest::Method::POST,
+                "Condition",
+                "application/x-www-form-urlencoded",
+            ),
+        ] {
+            let reply = node
+                .send(
+                    node.client
+                        .request(method.clone(), node.url(path))
+                        .header("content-type", content_type)
+                        .body(transaction.clone()),
+                )
+                .await;
+            assert_outcome(
+                &reply,
+                415,
+                &format!("[{b}] {method} /{path} as {content_type}"),
+            );
+        }
+        let refused = node
+            .send(
+                node.client
+                    .post(node.url("?_format=xml"))
+                    .header("content-type", "application/fhir+json")
+                    .body(transaction.clone()),
+            )
+            .await;
+        assert_outcome(
+            &refused,
+            406,
+            &format!("[{b}] a transaction answered in XML"),
+        );
+        assert_eq!(
+            node.count("Condition").await,
+            conditions,
+            "[{b}] nothing stored"
+        );
+        assert_outcome(
+            &node.get("Patient/123456782").await,
+            404,
+            &format!("[{b}] the XML PUT stored nothing"),
+        );
+        let stored = node
+            .send(
+                node.client
+                    .post(node.url("?_format=json"))
+                    .header("content-type", "application/fhir+json")
+                    .header("accept", "application/fhir+json")
+                    .body(transaction),
+            )
+            .await;
+        assert_eq!(stored.status, 200, "[{b}] {}", stored.text);
+        let searched = node
+            .send(
+                node.client
+                    .post(node.url("Patient/_search"))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body("family=Dekker"),
+            )
+            .await;
+        assert_eq!(match_ids(&searched.body), [p.clone()], "[{b}] form _search");
+        let metrics = node
+            .client
+            .get(node.base.replace("/fhir", "/metrics"))
+            .header("accept", "text/plain")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(metrics.status(), 200, "[{b}] /metrics is not FHIR");
+    }
+}
+
+#[tokio::test]
+async fn a_nul_character_is_the_clients_mistake_not_a_storage_failure() {
+    for node in nodes().await {
+        let b = node.backend;
+        let body = r#"{"resourceType": "Patient", "id": "nul", "name": [{"family": "a\u0000b"}]}"#;
+        let stored = node
+            .send(
+                node.client
+                    .put(node.url("Patient/nul"))
+                    .header("content-type", "application/fhir+json")
+                    .body(body),
+            )
+            .await;
+        assert_outcome(&stored, 422, &format!("[{b}] a NUL in a string"));
+        assert_outcome(
+            &node.get("Patient/nul").await,
+            404,
+            &format!("[{b}] nothing stored"),
+        );
+        let transaction = format!(
+            r#"{{"resourceType": "Bundle", "type": "transaction", "entry": [{{"resource": {body},
+                "request": {{"method": "PUT", "url": "Patient/nul"}}}}]}}"#
+        );
+        let refused = node
+            .send(
+                node.client
+                    .post(node.url(""))
+                    .header("content-type", "application/fhir+json")
+                    .body(transaction),
+            )
+            .await;
+        assert_outcome(&refused, 422, &format!("[{b}] in a transaction"));
+        for query in [
+            "Patient?family=a%00b",
+            "Patient?a%00b=x",
+            "Patient/x?_format=%00",
+        ] {
+            assert_outcome(&node.get(query).await, 400, &format!("[{b}] {query}"));
+        }
+        let escaped =
+            r#"{"resourceType": "Patient", "id": "text", "name": [{"family": "a\\u0000b"}]}"#;
+        let reply = node
+            .send(
+                node.client
+                    .put(node.url("Patient/text"))
+                    .header("content-type", "application/fhir+json")
+                    .body(escaped),
+            )
+            .await;
+        assert_eq!(
+            reply.status, 201,
+            "[{b}] a backslash before u0000 is text: {}",
+            reply.text
+        );
+        assert_eq!(reply.body["name"][0]["family"], "a\\u0000b", "[{b}]");
+    }
 }

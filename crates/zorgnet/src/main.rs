@@ -123,7 +123,10 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"))
+                // At debug, tokio-postgres logs every statement's parameters: BSNs and whole
+                // resources. Capped whatever RUST_LOG says.
+                .add_directive("tokio_postgres=info".parse()?),
         )
         .with_writer(std::io::stderr)
         .init();
