@@ -2,7 +2,7 @@
 //! thread pool, with prepared statements cached per connection; and, for short reads from
 //! async code, a few `tokio-postgres` connections that pipeline them ([`PgAsyncReaders`]).
 
-use crate::sql::{Conn, Dialect, Row, SqlValue};
+use crate::sql::{Conn, Dialect, MAX_CACHED_SQL_BYTES, Row, SqlValue, cacheable};
 use crate::{DbError, Migration};
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use std::collections::HashMap;
@@ -11,13 +11,17 @@ use std::sync::{Arc, Mutex};
 
 /// Connections kept open for reuse.
 const MAX_IDLE_CONNECTIONS: usize = 16;
-/// Statements cached per connection before the cache is cleared.
+/// Statements cached per connection before the cache is cleared; each at most
+/// [`crate::sql::MAX_CACHED_STATEMENT_BYTES`] of SQL text, together at most
+/// [`MAX_CACHED_SQL_BYTES`].
 const MAX_CACHED_STATEMENTS: usize = 512;
 
 /// A PostgreSQL connection.
 pub struct PgConn {
     client: postgres::Client,
     statements: HashMap<String, postgres::Statement>,
+    /// Total length of the texts in `statements`.
+    statement_bytes: usize,
 }
 
 fn backend(e: postgres::Error) -> DbError {
@@ -44,6 +48,7 @@ impl PgConn {
         Ok(PgConn {
             client,
             statements: HashMap::new(),
+            statement_bytes: 0,
         })
     }
 
@@ -51,11 +56,19 @@ impl PgConn {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
-        if self.statements.len() >= MAX_CACHED_STATEMENTS {
+        if !cacheable(sql) {
+            // Closed on the server when the caller drops it, after its one use.
+            return self.client.prepare(sql).map_err(backend);
+        }
+        if self.statements.len() >= MAX_CACHED_STATEMENTS
+            || self.statement_bytes + sql.len() > MAX_CACHED_SQL_BYTES
+        {
             self.statements.clear();
+            self.statement_bytes = 0;
         }
         let statement = self.client.prepare(sql).map_err(backend)?;
         self.statements.insert(sql.to_string(), statement.clone());
+        self.statement_bytes += sql.len();
         Ok(statement)
     }
 }
@@ -233,10 +246,14 @@ impl PgAsyncReaders {
         let cached = locked(&reader.statements).get(sql).cloned();
         let statement = match cached {
             Some(statement) => statement,
+            None if !cacheable(sql) => reader.client.prepare(sql).await?,
             None => {
                 let statement = reader.client.prepare(sql).await?;
                 let mut statements = locked(&reader.statements);
-                if statements.len() >= MAX_CACHED_STATEMENTS {
+                let bytes: usize = statements.keys().map(String::len).sum();
+                if statements.len() >= MAX_CACHED_STATEMENTS
+                    || bytes + sql.len() > MAX_CACHED_SQL_BYTES
+                {
                     statements.clear();
                 }
                 statements.insert(sql.to_string(), statement.clone());
@@ -382,5 +399,42 @@ impl PgPool {
         let result = f(&mut conn);
         self.checkin(conn);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As on SQLite: statements of ever new shapes never hold more than
+    /// [`MAX_CACHED_SQL_BYTES`] of text, nor more than [`MAX_CACHED_STATEMENTS`] statements,
+    /// in a connection's cache, and one too long to keep never enters it.
+    #[test]
+    fn the_statement_cache_stays_within_its_bytes() {
+        let Ok(url) = std::env::var("ZORGNET_TEST_POSTGRES_URL") else {
+            eprintln!("\n*** SKIPPED: PostgreSQL (ZORGNET_TEST_POSTGRES_URL is not set) ***\n");
+            return;
+        };
+        let mut conn = PgConn::connect(&url).unwrap();
+        let shape = |n: usize| {
+            let list: Vec<String> = (1..=n).map(|i| format!("${i}::bigint")).collect();
+            format!("SELECT 1::bigint WHERE 1 IN ({})", list.join(", "))
+        };
+        let mut largest = 0;
+        for n in 1..1_200 {
+            let sql = shape(n);
+            let params: Vec<SqlValue> = (1..=n as i64).map(SqlValue::Int).collect();
+            assert_eq!(
+                conn.query(&sql, &params).unwrap(),
+                vec![vec![SqlValue::Int(1)]]
+            );
+            assert_eq!(conn.statements.contains_key(&sql), cacheable(&sql), "{n}");
+            let bytes: usize = conn.statements.keys().map(String::len).sum();
+            assert_eq!(bytes, conn.statement_bytes);
+            assert!(bytes <= MAX_CACHED_SQL_BYTES);
+            assert!(conn.statements.len() <= MAX_CACHED_STATEMENTS);
+            largest = largest.max(bytes);
+        }
+        assert!(largest > MAX_CACHED_SQL_BYTES / 2, "the budget was reached");
     }
 }

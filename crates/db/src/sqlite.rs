@@ -5,9 +5,10 @@
 //! commit survive power loss as well as `kill -9`. The log is copied back into the database
 //! file (checkpointed) by a thread of its own, beside the writer instead of inside its commits.
 
-use crate::sql::{Conn, Dialect, Row, SqlValue};
+use crate::sql::{Conn, Dialect, MAX_CACHED_SQL_BYTES, Row, SqlValue, cacheable};
 use crate::{DbError, Migration};
 use rusqlite::types::{ToSqlOutput, Value as RValue, ValueRef};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -38,9 +39,20 @@ const CHECKPOINT_PAUSE: Duration = Duration::from_millis(100);
 /// every request beyond them pays for opening a connection (and parsing the schema).
 const MAX_IDLE_READERS: usize = 32;
 
+/// Prepared statements each connection keeps (least recently used first out), each at
+/// most [`crate::sql::MAX_CACHED_STATEMENT_BYTES`] of SQL text, together at most
+/// [`MAX_CACHED_SQL_BYTES`].
+const MAX_CACHED_STATEMENTS: usize = 256;
+
 /// A SQLite connection.
 pub struct SqliteConn {
     conn: rusqlite::Connection,
+    /// The texts of the statements put in `conn`'s cache since it was last emptied, and
+    /// their total length: the cache is emptied before it would pass
+    /// [`MAX_CACHED_SQL_BYTES`]. (Statements the cache dropped on its own still count, so
+    /// it is emptied early at worst.)
+    cached_texts: HashSet<String>,
+    cached_bytes: usize,
 }
 
 impl SqliteConn {
@@ -62,8 +74,37 @@ impl SqliteConn {
              PRAGMA wal_autocheckpoint={autocheckpoint_pages};"
         ))
         .map_err(backend)?;
-        conn.set_prepared_statement_cache_capacity(256);
-        Ok(SqliteConn { conn })
+        conn.set_prepared_statement_cache_capacity(MAX_CACHED_STATEMENTS);
+        Ok(SqliteConn {
+            conn,
+            cached_texts: HashSet::new(),
+            cached_bytes: 0,
+        })
+    }
+}
+
+impl SqliteConn {
+    /// Runs `f` on the prepared statement for `sql`: from the connection's cache when the
+    /// text is short enough to keep ([`cacheable`]), else prepared for this one use. The
+    /// cache holds at most [`MAX_CACHED_SQL_BYTES`] of text.
+    fn with_statement<T>(
+        &mut self,
+        sql: &str,
+        f: impl FnOnce(&mut rusqlite::Statement<'_>) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        if !cacheable(sql) {
+            return f(&mut self.conn.prepare(sql).map_err(backend)?);
+        }
+        if !self.cached_texts.contains(sql) {
+            if self.cached_bytes + sql.len() > MAX_CACHED_SQL_BYTES {
+                self.conn.flush_prepared_statement_cache();
+                self.cached_texts.clear();
+                self.cached_bytes = 0;
+            }
+            self.cached_texts.insert(sql.to_string());
+            self.cached_bytes += sql.len();
+        }
+        f(&mut *self.conn.prepare_cached(sql).map_err(backend)?)
     }
 }
 
@@ -88,34 +129,41 @@ impl rusqlite::ToSql for Param<'_> {
     }
 }
 
+/// Runs a prepared statement and reads all its rows.
+fn query_rows(
+    statement: &mut rusqlite::Statement<'_>,
+    params: &[SqlValue],
+) -> Result<Vec<Row>, DbError> {
+    let columns = statement.column_count();
+    let bound: Vec<Param> = params.iter().map(Param).collect();
+    let mut rows = statement
+        .query(rusqlite::params_from_iter(bound.iter()))
+        .map_err(backend)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(backend)? {
+        let mut values = Vec::with_capacity(columns);
+        for i in 0..columns {
+            values.push(match row.get_ref(i).map_err(backend)? {
+                ValueRef::Null => SqlValue::Null,
+                ValueRef::Integer(v) => SqlValue::Int(v),
+                ValueRef::Real(v) => SqlValue::Real(v),
+                ValueRef::Text(t) | ValueRef::Blob(t) => {
+                    SqlValue::Text(String::from_utf8_lossy(t).into_owned())
+                }
+            });
+        }
+        out.push(values);
+    }
+    Ok(out)
+}
+
 impl Conn for SqliteConn {
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
     }
 
     fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
-        let mut statement = self.conn.prepare_cached(sql).map_err(backend)?;
-        let columns = statement.column_count();
-        let bound: Vec<Param> = params.iter().map(Param).collect();
-        let mut rows = statement
-            .query(rusqlite::params_from_iter(bound.iter()))
-            .map_err(backend)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(backend)? {
-            let mut values = Vec::with_capacity(columns);
-            for i in 0..columns {
-                values.push(match row.get_ref(i).map_err(backend)? {
-                    ValueRef::Null => SqlValue::Null,
-                    ValueRef::Integer(v) => SqlValue::Int(v),
-                    ValueRef::Real(v) => SqlValue::Real(v),
-                    ValueRef::Text(t) | ValueRef::Blob(t) => {
-                        SqlValue::Text(String::from_utf8_lossy(t).into_owned())
-                    }
-                });
-            }
-            out.push(values);
-        }
-        Ok(out)
+        self.with_statement(sql, |statement| query_rows(statement, params))
     }
 
     fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, DbError> {
@@ -123,12 +171,13 @@ impl Conn for SqliteConn {
             self.conn.execute_batch(sql).map_err(backend)?;
             return Ok(0);
         }
-        let mut statement = self.conn.prepare_cached(sql).map_err(backend)?;
-        let bound: Vec<Param> = params.iter().map(Param).collect();
-        let n = statement
-            .execute(rusqlite::params_from_iter(bound.iter()))
-            .map_err(backend)?;
-        Ok(n as u64)
+        self.with_statement(sql, |statement| {
+            let bound: Vec<Param> = params.iter().map(Param).collect();
+            let n = statement
+                .execute(rusqlite::params_from_iter(bound.iter()))
+                .map_err(backend)?;
+            Ok(n as u64)
+        })
     }
 
     fn begin(&mut self) -> Result<(), DbError> {
@@ -344,5 +393,36 @@ mod tests {
             .with_reader(|conn| conn.query("SELECT COUNT(*) FROM items", &[]))
             .unwrap();
         assert_eq!(rows, vec![vec![4_000_i64.into()]]);
+    }
+    /// Statements of ever new shapes never hold more than [`MAX_CACHED_SQL_BYTES`] of text
+    /// in a connection's cache, and a statement too long to keep never enters it.
+    #[test]
+    fn the_statement_cache_stays_within_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = SqliteConn::open(&dir.path().join("db.sqlite"), 1_024).unwrap();
+        let shape = |n: usize| {
+            let list: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+            format!("SELECT 1 WHERE 1 IN ({})", list.join(", "))
+        };
+        let mut largest = 0;
+        for n in 1..2_000 {
+            let sql = shape(n);
+            let params: Vec<SqlValue> = (1..=n as i64).map(SqlValue::Int).collect();
+            assert_eq!(
+                conn.query(&sql, &params).unwrap(),
+                vec![vec![SqlValue::Int(1)]]
+            );
+            assert_eq!(conn.cached_texts.contains(&sql), cacheable(&sql), "{n}");
+            largest = largest.max(conn.cached_bytes);
+            assert!(conn.cached_bytes <= MAX_CACHED_SQL_BYTES);
+        }
+        assert!(largest > MAX_CACHED_SQL_BYTES / 2, "the budget was reached");
+        // A repeated statement is not counted twice.
+        let before = conn.cached_bytes;
+        conn.query("SELECT 1 WHERE 1 IN (?1)", &[SqlValue::Int(1)])
+            .unwrap();
+        conn.query("SELECT 1 WHERE 1 IN (?1)", &[SqlValue::Int(1)])
+            .unwrap();
+        assert!(conn.cached_bytes <= before + shape(1).len());
     }
 }

@@ -27,27 +27,23 @@ pub fn parse_date_range(text: &str) -> Option<DateRange> {
     let bytes = text.as_bytes();
     let year: i32 = digits(bytes, 0, 4)?;
     if bytes.len() == 4 {
-        let start = Date::from_calendar_date(year, Month::January, 1).ok()?;
-        let end = Date::from_calendar_date(year + 1, Month::January, 1).ok()?;
-        return Some(day_span(start, end));
+        let first = Date::from_calendar_date(year, Month::January, 1).ok()?;
+        let last = Date::from_calendar_date(year, Month::December, 31).ok()?;
+        return Some(day_span(first, last));
     }
     expect(bytes, 4, b'-')?;
     let month_number: u8 = digits(bytes, 5, 2)?;
     let month = Month::try_from(month_number).ok()?;
     if bytes.len() == 7 {
-        let start = Date::from_calendar_date(year, month, 1).ok()?;
-        let end = if month == Month::December {
-            Date::from_calendar_date(year + 1, Month::January, 1).ok()?
-        } else {
-            Date::from_calendar_date(year, month.next(), 1).ok()?
-        };
-        return Some(day_span(start, end));
+        let first = Date::from_calendar_date(year, month, 1).ok()?;
+        let last = Date::from_calendar_date(year, month, month.length(year)).ok()?;
+        return Some(day_span(first, last));
     }
     expect(bytes, 7, b'-')?;
     let day: u8 = digits(bytes, 8, 2)?;
     let date = Date::from_calendar_date(year, month, day).ok()?;
     if bytes.len() == 10 {
-        return Some(day_span(date, date.next_day()?));
+        return Some(day_span(date, date));
     }
     expect(bytes, 10, b'T')?;
     let hour: u8 = digits(bytes, 11, 2)?;
@@ -123,11 +119,14 @@ pub fn format_instant(epoch_ms: i64) -> String {
     )
 }
 
-fn day_span(start: Date, end_exclusive: Date) -> DateRange {
+/// The days `first` to `last`, both included. Computed from `last` itself, not from the day
+/// after it, which does not exist for 9999-12-31.
+fn day_span(first: Date, last: Date) -> DateRange {
+    const DAY_MS: i64 = 86_400_000;
     let to_ms = |d: Date| d.midnight().assume_utc().unix_timestamp() * 1_000;
     DateRange {
-        low_ms: to_ms(start),
-        high_ms: to_ms(end_exclusive) - 1,
+        low_ms: to_ms(first),
+        high_ms: to_ms(last) + DAY_MS - 1,
     }
 }
 
@@ -215,7 +214,46 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_edges_of_the_calendar_parse() {
+        assert_eq!(
+            range("9999"),
+            (
+                "9999-01-01T00:00:00.000Z".into(),
+                "9999-12-31T23:59:59.999Z".into()
+            )
+        );
+        assert_eq!(range("9999-12").1, "9999-12-31T23:59:59.999Z");
+        assert_eq!(range("9999-12-31").1, "9999-12-31T23:59:59.999Z");
+        assert_eq!(range("0000").0, "0000-01-01T00:00:00.000Z");
+        // A leap second counts as the second before it; an offset may reach past the year.
+        assert_eq!(
+            range("9999-12-31T23:59:60+14:00").0,
+            "9999-12-31T09:59:59.000Z"
+        );
+        for text in [
+            "9999-12-31T23:59:59.999-14:00",
+            "0000-01-01T00:00:00+14:00",
+            "0000-01-01T00:00:00.000000001-14:00",
+        ] {
+            let r = parse_date_range(text).unwrap();
+            assert!(r.low_ms <= r.high_ms, "{text}");
+        }
+    }
+
     proptest! {
+        /// Every day of the calendar's span, and every partial form of it, covers itself.
+        #[test]
+        fn days_cover_themselves(year in 0i32..=9999, month in 1u8..=12, day in 1u8..=28) {
+            let day_text = format!("{year:04}-{month:02}-{day:02}");
+            let day_range = parse_date_range(&day_text).unwrap();
+            let month_range = parse_date_range(&day_text[..7]).unwrap();
+            let year_range = parse_date_range(&day_text[..4]).unwrap();
+            prop_assert_eq!(day_range.high_ms - day_range.low_ms, 86_400_000 - 1);
+            prop_assert!(year_range.low_ms <= month_range.low_ms && month_range.low_ms <= day_range.low_ms);
+            prop_assert!(day_range.high_ms <= month_range.high_ms && month_range.high_ms <= year_range.high_ms);
+        }
+
         #[test]
         fn never_panics(text in "\\PC{0,40}") {
             let _ = parse_date_range(&text);

@@ -11,8 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::collections::HashSet;
 use zorgnet_db::sql::{Conn, Row, SqlBuilder, SqlValue};
 use zorgnet_fhir::search::{
-    Criterion, CriterionValue, Include, ParamType, Prefix, SearchQuery, SortKey, Summary,
-    TokenSystem,
+    Criterion, CriterionValue, Include, MAX_BOUND_PARAMETERS, MAX_CURSOR_BYTES, ParamType, Prefix,
+    SearchQuery, SortKey, Summary, TokenSystem, is_search_text_char,
 };
 
 /// Most resources `_include`/`_revinclude` add to one page.
@@ -348,6 +348,11 @@ impl Cursor {
     /// then the row id. Anything else is refused, so no statement ever compares a column
     /// with a value of another type.
     fn parse(text: &str, sort: &[SortKey]) -> Result<Cursor, StoreError> {
+        if text.len() > MAX_CURSOR_BYTES {
+            return Err(StoreError::Invalid(format!(
+                "paging cursor longer than MAX_CURSOR_BYTES ({MAX_CURSOR_BYTES})"
+            )));
+        }
         let invalid = || StoreError::Invalid(format!("invalid paging cursor '{text}'"));
         let (prefix, key) = text.split_at_checked(1).ok_or_else(invalid)?;
         let direction = Direction::from_prefix(prefix).ok_or_else(invalid)?;
@@ -421,11 +426,31 @@ fn sort_value(value: serde_json::Value, key: &SortKey) -> Option<SqlValue> {
     };
     match (value, column) {
         (serde_json::Value::Null, _) if nullable => Some(SqlValue::Null),
-        (serde_json::Value::String(t), SortColumn::Text) => Some(SqlValue::Text(t)),
+        // Control characters are refused in search text, so none reaches SQL this way
+        // either (PostgreSQL refuses NUL in text as a failure of the statement).
+        (serde_json::Value::String(t), SortColumn::Text) => t
+            .chars()
+            .all(is_search_text_char)
+            .then_some(SqlValue::Text(t)),
         (serde_json::Value::Number(n), SortColumn::Integer) => n.as_i64().map(SqlValue::Int),
         (serde_json::Value::Number(n), SortColumn::Real) => n.as_f64().map(SqlValue::Real),
         _ => None,
     }
+}
+
+/// Refuses a statement binding more than [`MAX_BOUND_PARAMETERS`] values. The parser
+/// refuses such searches from an estimate before any SQL is built; this holds the estimate
+/// to what the statements really bind, so a search never meets the database's own limit
+/// (SQLite 32,766, PostgreSQL 65,535) as a storage failure.
+fn check_bound_parameters(b: &SqlBuilder) -> Result<(), StoreError> {
+    if b.params.len() > MAX_BOUND_PARAMETERS {
+        return Err(StoreError::Invalid(format!(
+            "this search needs {} bound values, more than MAX_BOUND_PARAMETERS \
+             ({MAX_BOUND_PARAMETERS}); use fewer values or criteria",
+            b.params.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Appends `FROM … WHERE …` for a search. The driving criterion (see [`driving_criterion`])
@@ -536,6 +561,7 @@ pub(crate) fn search(
         let mut b = SqlBuilder::new(conn.dialect());
         b.push("SELECT COUNT(*)");
         from_where(inner, &mut b, query, false);
+        check_bound_parameters(&b)?;
         let rows = conn.query(&b.sql, &b.params)?;
         Ok(rows.first().and_then(|r| r.first()).map(SqlValue::int))
     };
@@ -545,6 +571,7 @@ pub(crate) fn search(
     }
     let direction = cursor.as_ref().map_or(Direction::After, |c| c.direction);
     let b = page_sql(inner, conn, query, cursor.as_ref());
+    check_bound_parameters(&b)?;
     let mut rows: Vec<(Vec<SqlValue>, i64, StoredResource)> = conn
         .query(&b.sql, &b.params)?
         .into_iter()
@@ -706,6 +733,7 @@ pub(crate) fn matching_ids(
     b.push("SELECT r.id");
     from_where(inner, &mut b, query, false);
     b.push(" ORDER BY r.rid LIMIT ").count(limit as u64);
+    check_bound_parameters(&b)?;
     Ok(conn
         .query(&b.sql, &b.params)?
         .into_iter()
@@ -1054,23 +1082,33 @@ fn includes(
         .map(|(rid, r)| (*rid, r.resource_type.clone(), r.id.clone()))
         .collect();
     for round in 0..MAX_INCLUDE_ITERATIONS {
-        let mut found = Vec::new();
-        for include in query.include.iter().filter(|i| round == 0 || i.iterate) {
-            found.extend(forward_include(inner, conn, include, &frontier)?);
-        }
-        for include in query.revinclude.iter().filter(|i| round == 0 || i.iterate) {
-            found.extend(reverse_include(inner, conn, include, &frontier)?);
-        }
-        frontier.clear();
-        for (rid, resource) in found {
+        let forward = query.include.iter().map(|i| (false, i));
+        let reverse = query.revinclude.iter().map(|i| (true, i));
+        let mut next_frontier = Vec::new();
+        for (reverse, include) in forward
+            .chain(reverse)
+            .filter(|(_, i)| round == 0 || i.iterate)
+        {
+            // Once the page has all it may include, no more statements run.
             if included.len() >= MAX_INCLUDED_RESOURCES {
                 break;
             }
-            if seen.insert(rid) {
-                frontier.push((rid, resource.resource_type.clone(), resource.id.clone()));
-                included.push((rid, resource));
+            let found = if reverse {
+                reverse_include(inner, conn, include, &frontier)?
+            } else {
+                forward_include(inner, conn, include, &frontier)?
+            };
+            for (rid, resource) in found {
+                if included.len() >= MAX_INCLUDED_RESOURCES {
+                    break;
+                }
+                if seen.insert(rid) {
+                    next_frontier.push((rid, resource.resource_type.clone(), resource.id.clone()));
+                    included.push((rid, resource));
+                }
             }
         }
+        frontier = next_frontier;
         if frontier.is_empty() {
             break;
         }
@@ -1108,7 +1146,9 @@ fn forward_include(
         if let Some(target) = &include.target_type {
             b.push(" AND r.res_type = ").bind(target.as_str());
         }
-        b.push(" ORDER BY r.rid");
+        // No statement reads more than a page may include, however many rows refer.
+        b.push(" ORDER BY r.rid LIMIT ")
+            .count(MAX_INCLUDED_RESOURCES as u64);
         out.extend(conn.query(&b.sql, &b.params)?.into_iter().map(to_stored));
     }
     Ok(out)
@@ -1152,7 +1192,8 @@ fn reverse_include(
             .bind(target_type)
             .push(" AND ref.target_id IN ");
         bind_list(&mut b, ids);
-        b.push(" ORDER BY r.rid");
+        b.push(" ORDER BY r.rid LIMIT ")
+            .count(MAX_INCLUDED_RESOURCES as u64);
         out.extend(conn.query(&b.sql, &b.params)?.into_iter().map(to_stored));
     }
     Ok(out)

@@ -8,8 +8,11 @@ mod query;
 pub use extract::{IndexEntry, IndexValue, normalize_string};
 pub use paths::{CompiledPath, Step, compile_expression};
 pub use query::{
-    Chain, Criterion, CriterionValue, DEFAULT_PAGE_SIZE, Include, MAX_PAGE_SIZE, Prefix,
-    SearchQuery, SortKey, StringMatch, Summary, TokenSystem, parse_search_query,
+    Chain, Criterion, CriterionValue, DEFAULT_PAGE_SIZE, Include, MAX_BOUND_PARAMETERS,
+    MAX_CHAIN_EXPANSION, MAX_CRITERIA, MAX_CURSOR_BYTES, MAX_INCLUDES, MAX_NUMBER_CHARS,
+    MAX_OR_VALUES, MAX_PAGE_SIZE, MAX_QUERY_BYTES, MAX_SORT_KEYS, PARAMETERS_PER_INDEX_ROWS,
+    Prefix, SearchQuery, SortKey, StringMatch, Summary, TokenSystem, check_search_text,
+    is_search_text_char, parse_search_query,
 };
 
 use crate::model::{Model, SearchParameterDefinition, r4};

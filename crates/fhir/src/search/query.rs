@@ -20,6 +20,40 @@ pub const DEFAULT_PAGE_SIZE: usize = 20;
 pub const MAX_OR_VALUES: usize = 100;
 /// Most criteria one query may carry.
 pub const MAX_CRITERIA: usize = 40;
+/// Most bytes of decoded search text (every name and value together). A hundred OR-ed BSN
+/// identifiers with their system take 5 KiB; the URL itself is capped near 64 KiB by the
+/// HTTP layer, but a `_search` body or an `If-None-Exist` header is not.
+pub const MAX_QUERY_BYTES: usize = 32 * 1024;
+/// Most keys in `_sort`. Paging a sorted search compares the cursor's row on every prefix of
+/// the keys, so that condition grows with the square of their number (eight keys: 45 bound
+/// values); no real ordering needs more.
+pub const MAX_SORT_KEYS: usize = 8;
+/// Most `_include` and `_revinclude` items together: each runs a statement per source type
+/// in each `:iterate` round.
+pub const MAX_INCLUDES: usize = 10;
+/// Most (target type, value) pairs one chained parameter expands to: a chain through a
+/// reference that may point at any resource type (`Observation?focus.identifier=…`) repeats
+/// its inner criterion for every one of the ~150 types. 1,000 admits a chain over all types
+/// with six values, or over one type with the full [`MAX_OR_VALUES`].
+pub const MAX_CHAIN_EXPANSION: usize = 1_000;
+/// Most values one search statement may bind, by the estimate of
+/// [`SearchQuery::bound_parameters`]. Well below SQLite's limit (32,766) and PostgreSQL's
+/// (65,535), and low enough that planning a statement (PostgreSQL plans every execution with
+/// its values) stays cheap; a search of 40 criteria of 50 values each still fits.
+pub const MAX_BOUND_PARAMETERS: usize = 8_192;
+/// Most bytes of a `_cursor`: eight sort values and a row id, base64-encoded JSON. Only a
+/// sort value of kilobytes (a long indexed string) comes near it.
+pub const MAX_CURSOR_BYTES: usize = 8 * 1024;
+/// Most characters of a number or quantity value: an `f64` keeps 17 significant digits, so
+/// more digits only cost parsing.
+pub const MAX_NUMBER_CHARS: usize = 64;
+/// Largest decimal exponent of a search number, in magnitude: an `f64` spans about
+/// 1e-324 to 1e308, so larger exponents only ever mean zero or infinity.
+const MAX_DECIMAL_EXPONENT: i32 = 400;
+/// Values the store binds for the index rows a criterion or sort key reads (the parameter
+/// ids, a few for a parameter that reads others' rows, and a target type), an upper bound
+/// that the store checks against its parameters.
+pub const PARAMETERS_PER_INDEX_ROWS: usize = 4;
 
 /// Comparison prefix for ordered values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,12 +273,51 @@ fn bad(message: impl Into<String>) -> Issue {
     Issue::error(IssueCode::Invalid, message)
 }
 
+fn too_costly(message: impl Into<String>) -> Issue {
+    Issue::error(IssueCode::TooCostly, message)
+}
+
+/// Whether `c` may appear in search text: anything but control characters, except tab, CR
+/// and LF. PostgreSQL refuses NUL in text outright, and no FHIR value holds the others.
+pub fn is_search_text_char(c: char) -> bool {
+    !c.is_control() || matches!(c, '\t' | '\r' | '\n')
+}
+
+/// Refuses text holding a character [`is_search_text_char`] rejects, naming `what` it is.
+pub fn check_search_text(what: &str, text: &str) -> Result<(), Issue> {
+    match text.chars().find(|c| !is_search_text_char(*c)) {
+        None => Ok(()),
+        Some(c) => Err(bad(format!(
+            "{what} holds control character U+{:04X}, which search values may not contain",
+            u32::from(c)
+        ))),
+    }
+}
+
+/// The limits every search is held to before any of it is parsed further: its size and the
+/// characters it is written in.
+fn check_text(pairs: &[(String, String)]) -> Result<(), Issue> {
+    let bytes: usize = pairs.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if bytes > MAX_QUERY_BYTES {
+        return Err(too_costly(format!(
+            "search text of {bytes} bytes is longer than MAX_QUERY_BYTES ({MAX_QUERY_BYTES})"
+        )));
+    }
+    for (name, value) in pairs {
+        let shown: String = name.chars().filter(|c| is_search_text_char(*c)).collect();
+        check_search_text(&format!("search parameter '{shown}'"), name)?;
+        check_search_text(&format!("the value of search parameter '{shown}'"), value)?;
+    }
+    Ok(())
+}
+
 /// Parses decoded `(name, value)` pairs for a search on `resource_type` (or on all types).
 pub fn parse_search_query(
     registry: &SearchRegistry,
     resource_type: Option<&str>,
     pairs: &[(String, String)],
 ) -> Result<SearchQuery, Issue> {
+    check_text(pairs)?;
     let mut query = SearchQuery {
         resource_type: resource_type.map(String::from),
         count: DEFAULT_PAGE_SIZE,
@@ -262,15 +335,36 @@ pub fn parse_search_query(
             }
             "_sort" => {
                 for item in value.split(',').filter(|s| !s.is_empty()) {
+                    if query.sort.len() >= MAX_SORT_KEYS {
+                        return Err(too_costly(format!(
+                            "_sort has more than MAX_SORT_KEYS ({MAX_SORT_KEYS}) keys"
+                        )));
+                    }
                     query.sort.push(parse_sort(registry, resource_type, item)?);
                 }
             }
-            "_include" | "_include:iterate" | "_include:recurse" => query
-                .include
-                .push(parse_include(value, name != "_include")?),
-            "_revinclude" | "_revinclude:iterate" | "_revinclude:recurse" => query
-                .revinclude
-                .push(parse_include(value, name != "_revinclude")?),
+            "_include"
+            | "_include:iterate"
+            | "_include:recurse"
+            | "_revinclude"
+            | "_revinclude:iterate"
+            | "_revinclude:recurse" => {
+                if query.include.len() + query.revinclude.len() >= MAX_INCLUDES {
+                    return Err(too_costly(format!(
+                        "more than MAX_INCLUDES ({MAX_INCLUDES}) _include and _revinclude items"
+                    )));
+                }
+                let (reverse, modifier) = match name.split_once(':') {
+                    Some((base, modifier)) => (base == "_revinclude", Some(modifier)),
+                    None => (name == "_revinclude", None),
+                };
+                let include = parse_include(value, modifier.is_some())?;
+                if reverse {
+                    query.revinclude.push(include);
+                } else {
+                    query.include.push(include);
+                }
+            }
             "_summary" => {
                 query.summary = Some(match value.as_str() {
                     "count" => Summary::Count,
@@ -290,7 +384,14 @@ pub fn parse_search_query(
                         .collect(),
                 )
             }
-            "_cursor" => query.cursor = Some(value.clone()),
+            "_cursor" => {
+                if value.len() > MAX_CURSOR_BYTES {
+                    return Err(too_costly(format!(
+                        "_cursor is longer than MAX_CURSOR_BYTES ({MAX_CURSOR_BYTES})"
+                    )));
+                }
+                query.cursor = Some(value.clone())
+            }
             "_type" if resource_type.is_none() => query.types.extend(
                 value
                     .split(',')
@@ -301,10 +402,9 @@ pub fn parse_search_query(
             _ => match parse_criterion(registry, resource_type, name, value)? {
                 Some(criterion) => {
                     if query.criteria.len() >= MAX_CRITERIA {
-                        return Err(Issue::error(
-                            IssueCode::TooCostly,
-                            format!("at most {MAX_CRITERIA} search criteria"),
-                        ));
+                        return Err(too_costly(format!(
+                            "more than MAX_CRITERIA ({MAX_CRITERIA}) search criteria"
+                        )));
                     }
                     query.criteria.push(criterion);
                 }
@@ -312,7 +412,64 @@ pub fn parse_search_query(
             },
         }
     }
+    let parameters = query.bound_parameters();
+    if parameters > MAX_BOUND_PARAMETERS {
+        return Err(too_costly(format!(
+            "this search needs {parameters} bound values, more than MAX_BOUND_PARAMETERS \
+             ({MAX_BOUND_PARAMETERS}); use fewer values or criteria"
+        )));
+    }
     Ok(query)
+}
+
+impl SearchQuery {
+    /// An upper bound on the values the store binds to one statement of this search: the
+    /// type, every criterion's values and index rows, the sort keys' index rows and the
+    /// keyset condition of a page after a cursor (one comparison per prefix of the keys).
+    pub fn bound_parameters(&self) -> usize {
+        let types = self.types.len().max(1);
+        let criteria: usize = self.criteria.iter().map(Criterion::bound_parameters).sum();
+        let keys = self.sort.len();
+        let sort = keys * PARAMETERS_PER_INDEX_ROWS + keys * (keys + 1) / 2 + 1;
+        types + criteria + sort
+    }
+}
+
+impl Criterion {
+    /// An upper bound on the values the store binds for this criterion.
+    pub fn bound_parameters(&self) -> usize {
+        match self {
+            Criterion::Id(ids) => ids.len(),
+            Criterion::LastUpdated(ranges) => 2 * ranges.len(),
+            Criterion::Missing { .. } => PARAMETERS_PER_INDEX_ROWS,
+            Criterion::Param { values, .. } => {
+                PARAMETERS_PER_INDEX_ROWS
+                    + values
+                        .iter()
+                        .map(CriterionValue::bound_parameters)
+                        .sum::<usize>()
+            }
+            Criterion::Chain(chain) => {
+                PARAMETERS_PER_INDEX_ROWS
+                    + chain
+                        .targets
+                        .iter()
+                        .map(|(_, inner)| 1 + inner.bound_parameters())
+                        .sum::<usize>()
+            }
+        }
+    }
+}
+
+impl CriterionValue {
+    /// The most values the store binds to compare with this one.
+    pub fn bound_parameters(&self) -> usize {
+        match self {
+            CriterionValue::Uri(_) => 1,
+            CriterionValue::Quantity { .. } => 4,
+            _ => 2,
+        }
+    }
 }
 
 fn parse_sort(
@@ -357,6 +514,16 @@ fn parse_include(value: &str, iterate: bool) -> Result<Include, Issue> {
     let source_type = parts.next().filter(|s| !s.is_empty());
     let param = parts.next().filter(|s| !s.is_empty());
     let target_type = parts.next().map(String::from);
+    let known = |t: &str| t == "*" || crate::model::r4().is_resource_type(t);
+    if let Some(t) = [source_type, target_type.as_deref()]
+        .into_iter()
+        .flatten()
+        .find(|t| !known(t))
+    {
+        return Err(bad(format!(
+            "_include/_revinclude names '{t}', which is not a resource type"
+        )));
+    }
     match (source_type, param, parts.next()) {
         (Some(source_type), Some(param), None) => Ok(Include {
             source_type: source_type.to_string(),
@@ -385,10 +552,9 @@ fn parse_criterion(
     };
     let values = split_or(value);
     if values.len() > MAX_OR_VALUES {
-        return Err(Issue::error(
-            IssueCode::TooCostly,
-            format!("at most {MAX_OR_VALUES} values per parameter"),
-        ));
+        return Err(too_costly(format!(
+            "'{name}' has more than MAX_OR_VALUES ({MAX_OR_VALUES}) values"
+        )));
     }
     match code {
         "_id" => {
@@ -505,6 +671,17 @@ fn parse_chain(
         Some(t) => vec![t.to_string()],
         None => reference.effective_targets(),
     };
+    // Counted before the inner criterion is parsed once per target type.
+    let expansion = candidates.len() * split_unescaped(value, ',').len();
+    if expansion > MAX_CHAIN_EXPANSION {
+        return Err(too_costly(format!(
+            "chained parameter '{head}.{inner_name}' expands to {} target types × {} values, \
+             more than MAX_CHAIN_EXPANSION ({MAX_CHAIN_EXPANSION}); name the target type \
+             ('{code}:Patient.{inner_name}') or use fewer values",
+            candidates.len(),
+            split_unescaped(value, ',').len()
+        )));
+    }
     let mut targets = Vec::new();
     for target in candidates {
         if let Some(inner) = parse_criterion(registry, Some(&target), inner_name, value)? {
@@ -684,19 +861,30 @@ fn split_prefix(value: &str) -> (Prefix, &str) {
     (Prefix::Eq, value)
 }
 
-/// A decimal with the range its precision implies: `100` → [99.5, 100.5).
+/// A decimal with the range its precision implies: `100` → [99.5, 100.5). `None` for
+/// anything that is not a decimal (`NaN`, `inf`, `0x10`), longer than [`MAX_NUMBER_CHARS`],
+/// with an exponent beyond [`MAX_DECIMAL_EXPONENT`] or a value beyond `f64`. A precision
+/// finer than an `f64` holds at that magnitude is widened to the neighbouring `f64`s, so the
+/// range never collapses to nothing.
 fn parse_number(text: &str) -> Option<(f64, f64, f64)> {
-    let bytes = text.as_bytes();
+    if text.len() > MAX_NUMBER_CHARS {
+        return None;
+    }
     let body = text.strip_prefix('-').unwrap_or(text);
     let (mantissa, exponent) = match body.split_once(['e', 'E']) {
-        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        Some((m, e)) => {
+            let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            (m, e.parse::<i32>().ok()?)
+        }
         None => (body, 0),
     };
-    let valid = !mantissa.is_empty()
-        && mantissa.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    let valid = mantissa.bytes().all(|b| b.is_ascii_digit() || b == b'.')
         && mantissa.bytes().filter(|b| *b == b'.').count() <= 1
         && mantissa.bytes().any(|b| b.is_ascii_digit())
-        && !bytes.is_empty();
+        && (-MAX_DECIMAL_EXPONENT..=MAX_DECIMAL_EXPONENT).contains(&exponent);
     if !valid {
         return None;
     }
@@ -704,9 +892,12 @@ fn parse_number(text: &str) -> Option<(f64, f64, f64)> {
     if !value.is_finite() {
         return None;
     }
-    let decimals = mantissa.split_once('.').map_or(0, |(_, f)| f.len() as i32) - exponent;
-    let half_step = 0.5 * 10f64.powi(-decimals);
-    Some((value, value - half_step, value + half_step))
+    // Both terms are bounded (by the text's length and the exponent's limit): no overflow.
+    let fraction_digits = mantissa.split_once('.').map_or(0, |(_, f)| f.len() as i32);
+    let half_step = 0.5 * 10f64.powi(exponent - fraction_digits);
+    let low = (value - half_step).min(value.next_down());
+    let high = (value + half_step).max(value.next_up()).min(f64::MAX);
+    Some((value, low.max(f64::MIN), high))
 }
 
 /// Splits an OR list on unescaped commas.
@@ -987,7 +1178,205 @@ mod tests {
         assert!(parse("Patient", &[("_include", "garbage")]).is_err());
     }
 
+    fn refused(resource_type: &str, query: &[(&str, &str)]) -> Issue {
+        match parse(resource_type, query) {
+            Ok(q) => panic!("{query:?} parsed: {q:?}"),
+            Err(issue) => issue,
+        }
+    }
+
+    fn or_values(n: usize) -> String {
+        (0..n)
+            .map(|i| format!("v{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    #[test]
+    fn control_characters_are_refused_except_tab_cr_lf() {
+        for c in ['\u{0}', '\u{1}', '\u{1b}', '\u{7f}', '\u{85}', '\u{9f}'] {
+            let text = format!("a{c}b");
+            for query in [
+                [("name", text.as_str())],
+                [(text.as_str(), "x")],
+                [("_id", text.as_str())],
+                [("_cursor", text.as_str())],
+                [("_include", text.as_str())],
+                [("_sort", text.as_str())],
+                [("identifier", text.as_str())],
+            ] {
+                let issue = refused("Patient", &query);
+                assert_eq!(issue.code, IssueCode::Invalid, "{query:?}");
+                assert!(
+                    issue
+                        .diagnostics
+                        .contains(&format!("U+{:04X}", u32::from(c))),
+                    "{}",
+                    issue.diagnostics
+                );
+                assert!(
+                    !issue.diagnostics.contains(c),
+                    "the message does not repeat the character"
+                );
+            }
+        }
+        for c in ['\t', '\r', '\n'] {
+            assert!(parse("Patient", &[("name", &format!("a{c}b"))]).is_ok());
+        }
+    }
+
+    #[test]
+    fn every_limit_is_named_when_exceeded() {
+        let long = "a".repeat(MAX_QUERY_BYTES);
+        let nine_keys = ["_id"; MAX_SORT_KEYS + 1].join(",");
+        let eight_keys = ["_id"; MAX_SORT_KEYS].join(",");
+        let cursor = "n".repeat(MAX_CURSOR_BYTES + 1);
+        let many = or_values(MAX_OR_VALUES);
+        let too_many = or_values(MAX_OR_VALUES + 1);
+        let includes = vec![("_include", "Patient:organization"); MAX_INCLUDES + 1];
+        let criteria = vec![("gender", "female"); MAX_CRITERIA + 1];
+        let subject_chains = vec![("subject.identifier", many.as_str()); 10];
+        for (resource_type, query, limit) in [
+            ("Patient", vec![("name", long.as_str())], "MAX_QUERY_BYTES"),
+            (
+                "Patient",
+                vec![("_sort", nine_keys.as_str())],
+                "MAX_SORT_KEYS",
+            ),
+            (
+                "Patient",
+                vec![("_cursor", cursor.as_str())],
+                "MAX_CURSOR_BYTES",
+            ),
+            (
+                "Patient",
+                vec![("name", too_many.as_str())],
+                "MAX_OR_VALUES",
+            ),
+            ("Patient", includes, "MAX_INCLUDES"),
+            ("Patient", criteria, "MAX_CRITERIA"),
+            (
+                "Observation",
+                vec![("focus.identifier", many.as_str())],
+                "MAX_CHAIN_EXPANSION",
+            ),
+            ("Observation", subject_chains, "MAX_BOUND_PARAMETERS"),
+        ] {
+            let issue = refused(resource_type, &query);
+            assert_eq!(issue.code, IssueCode::TooCostly, "{limit}");
+            assert!(issue.diagnostics.contains(limit), "{}", issue.diagnostics);
+        }
+        // At the limits themselves, searches parse.
+        let at_limits = parse(
+            "Observation",
+            &[
+                ("_sort", eight_keys.as_str()),
+                ("code", many.as_str()),
+                ("focus:Patient.identifier", many.as_str()),
+                ("focus.identifier", &or_values(MAX_CHAIN_EXPANSION / 200)),
+            ],
+        )
+        .unwrap();
+        assert!(at_limits.bound_parameters() <= MAX_BOUND_PARAMETERS);
+    }
+
+    #[test]
+    fn includes_name_resource_types() {
+        assert!(
+            parse(
+                "Patient",
+                &[("_include", "Patient:organization:Organization")]
+            )
+            .is_ok()
+        );
+        assert!(parse("Patient", &[("_revinclude", "*:*")]).is_ok());
+        for bad in [
+            "Nonsense:subject",
+            "Patient:organization:nonsense",
+            "patient:x",
+        ] {
+            let issue = refused("Patient", &[("_include", bad)]);
+            assert_eq!(issue.code, IssueCode::Invalid, "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers_at_the_edges_of_f64_are_bounded_or_refused() {
+        for bad in [
+            "0.0e-2147483647",
+            "1e-2147483648",
+            "1e2147483647",
+            "1e999999999",
+            "1e401",
+            "1e309",
+            "-1e309",
+            "NaN",
+            "inf",
+            "-infinity",
+            "1e",
+            "1e+",
+            "e5",
+            "1e+-5",
+            "0x10",
+            "",
+            "-",
+            ".",
+            &format!("1.{}", "3".repeat(400)),
+            &"9".repeat(400),
+        ] {
+            assert_eq!(parse_number(bad), None, "{bad}");
+        }
+        // One significant digit: the precision is in the hundreds.
+        assert_eq!(parse_number("1e2"), Some((100.0, 50.0, 150.0)));
+        assert_eq!(parse_number("1.00E+2"), Some((100.0, 99.5, 100.5)));
+        let (value, low, high) = parse_number("2.5e-1").unwrap();
+        assert_eq!(value, 0.25);
+        assert!((low - 0.245).abs() < 1e-12 && (high - 0.255).abs() < 1e-12);
+        // Finer than an f64: widened to the neighbours instead of collapsing.
+        let (value, low, high) = parse_number("0.1234567890123456789").unwrap();
+        assert!(low < value && value < high);
+        let (value, low, high) = parse_number("1.7976931348623157e308").unwrap();
+        assert_eq!((value, high), (f64::MAX, f64::MAX));
+        assert!(low < value);
+        let (value, low, high) = parse_number("4.9e-324").unwrap();
+        assert!(low <= value && value < high && low.is_finite());
+    }
+
     proptest! {
+        /// Whatever the text, a number is finite with a range around it, or refused.
+        #[test]
+        fn numbers_are_finite_ranges(text in "-?[0-9.]{0,30}([eE][+-]?[0-9]{1,12})?") {
+            if let Some((value, low, high)) = parse_number(&text) {
+                prop_assert!(value.is_finite() && low.is_finite() && high.is_finite());
+                prop_assert!(low <= value && value <= high && low < high, "{text}: {low} {value} {high}");
+            }
+        }
+
+        /// Anything that parses holds every limit.
+        #[test]
+        fn parsed_searches_hold_the_limits(
+            pairs in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "focus.identifier", "subject.identifier", "code", "_sort", "_include",
+                        "_revinclude:iterate", "value-quantity", "date", "_id", "_cursor",
+                        "subject:Patient.name", "_lastUpdated", "patient",
+                    ]),
+                    "[a-z0-9,|.\\-]{0,40}",
+                ),
+                0..60,
+            )
+        ) {
+            let pairs: Vec<(&str, &str)> =
+                pairs.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            if let Ok(q) = parse("Observation", &pairs) {
+                prop_assert!(q.bound_parameters() <= MAX_BOUND_PARAMETERS);
+                prop_assert!(q.sort.len() <= MAX_SORT_KEYS);
+                prop_assert!(q.criteria.len() <= MAX_CRITERIA);
+                prop_assert!(q.include.len() + q.revinclude.len() <= MAX_INCLUDES);
+            }
+        }
+
         #[test]
         fn parsing_never_panics(name in "[a-z_:.\\-]{1,20}", value in "\\PC{0,30}") {
             let _ = parse("Observation", &[(name.as_str(), value.as_str())]);
