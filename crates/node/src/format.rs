@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use zorgnet_fhir::IssueCode;
+use zorgnet_fhir::search::check_search_text;
 
 /// The JSON media types of FHIR (R4's, the generic one, and the DSTU2 name clients still send).
 const JSON_MEDIA_TYPES: [&str; 3] = [
@@ -86,19 +87,22 @@ fn check_body(method: &Method, path: &str, headers: &HeaderMap) -> Result<(), Fh
     }
 }
 
-/// A NUL character (`%00`) in a query parameter: no FHIR value holds one, and PostgreSQL
-/// could not compare it, so it is the client's mistake, not a storage failure.
+/// A control character (`%00`, `%1B`, …) in a query parameter's name or value: no FHIR value
+/// holds one, and PostgreSQL cannot compare a NUL, so it is the client's mistake, not a
+/// storage failure. Checked here for every interaction, searches or not.
 fn check_query_text(query: Option<&str>) -> Result<(), FhirError> {
-    let has_nul = crate::rest::query_pairs(query)
-        .iter()
-        .any(|(name, value)| name.contains('\0') || value.contains('\0'));
-    if has_nul {
-        Err(FhirError::bad_request(
-            "a query parameter holds a NUL character (%00)",
-        ))
-    } else {
-        Ok(())
+    for (name, value) in crate::rest::query_pairs(query) {
+        let shown: String = name
+            .chars()
+            .filter(|c| zorgnet_fhir::search::is_search_text_char(*c))
+            .collect();
+        check_search_text(&format!("query parameter '{shown}'"), &name)
+            .and_then(|()| {
+                check_search_text(&format!("the value of query parameter '{shown}'"), &value)
+            })
+            .map_err(FhirError::from_issue)?;
     }
+    Ok(())
 }
 
 fn unsupported_media_type(message: &str) -> FhirError {

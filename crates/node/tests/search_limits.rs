@@ -427,7 +427,9 @@ async fn control_characters_from_the_url_never_reach_sql() {
         let history_cursor = "n1%00";
 
         let mut gets: Vec<String> = Vec::new();
-        for c in ["%00", "%01", "%1F", "%7F", "%C2%85"] {
+        // Below U+0020 but for tab, CR and LF: what no FHIR string may hold. DEL and the C1
+        // controls (U+007F–U+009F) are allowed in FHIR strings, so they are searchable.
+        for c in ["%00", "%01", "%1F"] {
             gets.extend([
                 format!("Patient?name=a{c}b"),
                 format!("Patient?family:exact={c}"),
@@ -464,6 +466,10 @@ async fn control_characters_from_the_url_never_reach_sql() {
             format!("Patient/_history?_cursor={history_cursor}"),
             "_history?_cursor=n%001".to_string(),
         ]);
+        for path in ["Patient?name=a%7Fb", "Patient?name=a%C2%85b"] {
+            let reply = node.get(path).await;
+            assert_eq!(reply.status, 200, "[{b}] GET {path}: {}", reply.text);
+        }
         for path in &gets {
             let reply = node.get(path).await;
             assert_eq!(reply.status, 400, "[{b}] GET {path}: {}", reply.text);
