@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::time::Duration;
 use zorgnet_fhir::categories::DataCategory;
-use zorgnet_fhir::identifiers::{BSN_SYSTEM, SEDULA_SYSTEM};
 use zorgnet_pseudonym::{BlindFactor, Bsn, ExchangeToken, PersonalId, RecipientId, Zvn, blind};
+use zorgnet_store::PersonIdentity;
 
 /// How long one call to the hub may take before it counts as failed.
 pub const HUB_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -399,23 +399,22 @@ impl HubClient {
         &self,
         patient: &Value,
     ) -> Result<Option<PersonalId>, HubClientError> {
-        let identifier = |system: &str| {
-            patient
-                .get("identifier")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|i| i.get("system").and_then(Value::as_str) == Some(system))
-                .and_then(|i| i.get("value").and_then(Value::as_str))
-        };
-        if let Some(bsn) = identifier(BSN_SYSTEM).and_then(|b| Bsn::parse(b).ok()) {
-            return Ok(Some(PersonalId::from(bsn)));
+        match PersonIdentity::of_patient(patient) {
+            Some(identity) => self.person_of(&identity).await,
+            None => Ok(None),
         }
-        let (Some(sedula), Some(birth_date)) = (
-            identifier(SEDULA_SYSTEM),
-            patient.get("birthDate").and_then(Value::as_str),
-        ) else {
-            return Ok(None);
+    }
+
+    /// The person an identity names: the BSN as it is, a sédula number and birth date as the
+    /// zorgverificatienummer the hub derives from them; `None` when the hub will not derive
+    /// one (a malformed sédula number or birth date).
+    pub async fn person_of(
+        &self,
+        identity: &PersonIdentity,
+    ) -> Result<Option<PersonalId>, HubClientError> {
+        let (sedula, birth_date) = match identity {
+            PersonIdentity::Bsn(bsn) => return Ok(Bsn::parse(bsn).ok().map(PersonalId::from)),
+            PersonIdentity::Sedula { number, birth_date } => (number, birth_date),
         };
         match self
             .post(

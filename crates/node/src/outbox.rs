@@ -1,36 +1,57 @@
 //! The node's durable outbox of referral-index registrations.
 //!
 //! What it is: a [`WriteHook`] that, inside every write transaction, keeps track of which
-//! (patient, data category) pairs this node holds data for, and queues a `register` when a
-//! pair appears and a `deregister` when its last resource goes, in the same transaction as
-//! the data write; and a delivery task that sends the queue to the hub's referral index in
-//! order, with retries and backoff, deleting an entry only after the hub confirmed it.
-//! Registration is idempotent at the hub, so a delivery repeated after a crash changes
-//! nothing: exactly once in effect. Writes never wait for the hub.
-//! What it is not: a general message queue, or a place where a BSN is stored twice: the
-//! queue names patients by their local id; the BSN is read from the Patient at delivery.
+//! (patient, data category) pairs this node holds data for and under which identity each is
+//! registered, and queues a `register` when a pair appears and a `deregister` when its last
+//! resource goes, in the same transaction as the data write; and a delivery task that sends
+//! the queue to the hub's referral index in order, with retries and backoff, deleting an
+//! entry only after the hub confirmed it. Registration is idempotent at the hub, so a
+//! delivery repeated after a crash changes nothing: exactly once in effect. Writes never
+//! wait for the hub.
+//!
+//! Identity: the referral index knows a person by a pseudonym of the BSN (or of the
+//! zorgverificatienummer the pseudonym service derives from a sédula number and birth date),
+//! so a registration made under one identity must be withdrawn under that same identity.
+//! Every registered pair and every queue entry therefore names the Patient *version* whose
+//! identifier it is made under, and delivery reads the identifier from that version (the
+//! store's `versions` table keeps every version, also after a delete). A change of a
+//! Patient's identity — BSN or sédula number (or the birth date under it) added, changed or
+//! removed, or the Patient deleted — queues a `deregister` under the old version and, when
+//! there is a new identity, a `register` under the new version; a resource that moves to
+//! another patient moves its pairs the same way. Entries queued earlier keep the version
+//! they were queued with, so a delivery that is behind still acts on the identity each
+//! entry was meant for. A Patient edit that keeps the identity keeps the registered version
+//! and queues nothing. Pairs of a patient without an identity (no Patient yet, or one
+//! without a usable identifier) are held but not registered, until the identity appears.
+//!
+//! What it is not: a general message queue, or a second store of BSNs: the tables hold
+//! local ids and version numbers only; the BSN stays in the Patient's own versions.
+//! Neither does it merge two local Patients that name the same person: each registers and
+//! deregisters its own pairs.
 //!
 //! Tables (component `outbox`): `outbox_holdings` (resource → patient, category),
-//! `outbox_registered` (pairs the hub has been asked to hold), `outbox` (the queue, in
-//! order) and `outbox_failed` (entries the hub refused for good, kept for the operator).
+//! `outbox_registered` (pairs the hub has been asked to hold, with the Patient version they
+//! were registered under), `outbox` (the queue, in order) and `outbox_failed` (entries the
+//! hub refused for good, kept for the operator).
 
 use crate::hub_client::{HubClient, HubClientError};
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use zorgnet_db::sql::{Conn, SqlValue};
+use zorgnet_db::sql::{Conn, Dialect, SqlValue};
 use zorgnet_db::{Database, DbError, Migration};
 use zorgnet_fhir::categories::DataCategory;
 use zorgnet_pseudonym::{PersonalId, RecipientId};
-use zorgnet_store::{Change, HistoryScope, ReadOutcome, Store, StoreError, WriteHook};
+use zorgnet_store::{Change, PersonIdentity, ReadOutcome, Store, StoreError, WriteHook};
 
 /// The outbox's migrations.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    component: "outbox",
-    version: 1,
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "outbox",
+        version: 1,
+        sql: "
 CREATE TABLE outbox_holdings (
     resource {text} NOT NULL,
     patient_id {text} NOT NULL,
@@ -59,7 +80,27 @@ CREATE TABLE outbox_failed (
     failed_at_ms {int} NOT NULL,
     reason {text} NOT NULL
 )",
-}];
+    },
+    // Registrations and queue entries name the Patient version whose identifier they are
+    // made under. Until now delivery read the Patient's latest version, so that is what
+    // existing rows get; a registered pair without any Patient version was never delivered
+    // (delivery set it aside), so it is dropped and registers once a Patient appears.
+    Migration {
+        component: "outbox",
+        version: 2,
+        sql: "
+ALTER TABLE outbox ADD COLUMN patient_version {int};
+ALTER TABLE outbox_failed ADD COLUMN patient_version {int};
+ALTER TABLE outbox_registered ADD COLUMN patient_version {int};
+UPDATE outbox_registered SET patient_version = (
+    SELECT MAX(v.version) FROM resources r JOIN versions v ON v.rid = r.rid
+    WHERE r.res_type = 'Patient' AND r.id = outbox_registered.patient_id AND v.content IS NOT NULL);
+UPDATE outbox SET patient_version = (
+    SELECT MAX(v.version) FROM resources r JOIN versions v ON v.rid = r.rid
+    WHERE r.res_type = 'Patient' AND r.id = outbox.patient_id AND v.content IS NOT NULL);
+DELETE FROM outbox_registered WHERE patient_version IS NULL",
+    },
+];
 
 /// Queue entries sent to the hub in one round.
 pub const DELIVERY_BATCH_ENTRIES: usize = 500;
@@ -72,9 +113,10 @@ pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
 
 const REGISTER: &str = "register";
 const DEREGISTER: &str = "deregister";
+const PATIENT: &str = "Patient";
 
-/// The resource types that can belong to some data category; writes of other types (a
-/// Patient, an Organization) cost the outbox nothing.
+/// The resource types that can belong to some data category; writes of other types (an
+/// Organization) cost the outbox nothing. A Patient is looked at for its identity.
 fn may_have_categories(resource_type: &str) -> bool {
     DataCategory::ALL
         .iter()
@@ -94,97 +136,268 @@ impl RegistrationHook {
     }
 }
 
-impl WriteHook for RegistrationHook {
-    fn after_write(&self, conn: &mut dyn Conn, changes: &[Change]) -> Result<(), StoreError> {
-        let d = conn.dialect();
-        let (p1, p2, p3, p4) = (
+/// The hook's statements, in one dialect.
+struct Statements {
+    release: String,
+    hold: String,
+    still_held: String,
+    registered: String,
+    mark_registered: String,
+    unmark_registered: String,
+    enqueue: String,
+    version_content: String,
+    current_content: String,
+}
+
+impl Statements {
+    fn new(d: Dialect) -> Statements {
+        let (p1, p2, p3, p4, p5) = (
             d.placeholder(1),
             d.placeholder(2),
             d.placeholder(3),
             d.placeholder(4),
+            d.placeholder(5),
         );
-        let release = format!(
-            "DELETE FROM outbox_holdings WHERE resource = {p1} RETURNING patient_id, category"
-        );
-        let hold = format!(
-            "INSERT INTO outbox_holdings (resource, patient_id, category) VALUES ({p1}, {p2}, {p3}) ON CONFLICT DO NOTHING"
-        );
-        let still_held = format!(
-            "SELECT 1 FROM outbox_holdings WHERE patient_id = {p1} AND category = {p2} LIMIT 1"
-        );
-        let is_registered =
-            format!("SELECT 1 FROM outbox_registered WHERE patient_id = {p1} AND category = {p2}");
-        let mark_registered =
-            format!("INSERT INTO outbox_registered (patient_id, category) VALUES ({p1}, {p2})");
-        let unmark_registered =
-            format!("DELETE FROM outbox_registered WHERE patient_id = {p1} AND category = {p2}");
-        let enqueue = format!(
-            "INSERT INTO outbox (patient_id, category, action, enqueued_at_ms) VALUES ({p1}, {p2}, {p3}, {p4})"
-        );
-        let mut affected: BTreeSet<(String, String)> = BTreeSet::new();
+        Statements {
+            release: format!(
+                "DELETE FROM outbox_holdings WHERE resource = {p1} RETURNING patient_id, category"
+            ),
+            hold: format!(
+                "INSERT INTO outbox_holdings (resource, patient_id, category) VALUES ({p1}, {p2}, {p3}) ON CONFLICT DO NOTHING"
+            ),
+            still_held: format!(
+                "SELECT 1 FROM outbox_holdings WHERE patient_id = {p1} AND category = {p2} LIMIT 1"
+            ),
+            registered: format!(
+                "SELECT category, patient_version FROM outbox_registered WHERE patient_id = {p1}"
+            ),
+            mark_registered: format!(
+                "INSERT INTO outbox_registered (patient_id, category, patient_version) VALUES ({p1}, {p2}, {p3})"
+            ),
+            unmark_registered: format!(
+                "DELETE FROM outbox_registered WHERE patient_id = {p1} AND category = {p2}"
+            ),
+            enqueue: format!(
+                "INSERT INTO outbox (patient_id, category, action, patient_version, enqueued_at_ms) VALUES ({p1}, {p2}, {p3}, {p4}, {p5})"
+            ),
+            version_content: format!(
+                "SELECT v.content FROM resources r JOIN versions v ON v.rid = r.rid \
+                 WHERE r.res_type = '{PATIENT}' AND r.id = {p1} AND v.version = {p2}"
+            ),
+            current_content: format!(
+                "SELECT r.version, v.content FROM resources r JOIN versions v ON v.seq = r.current_seq \
+                 WHERE r.res_type = '{PATIENT}' AND r.id = {p1} AND r.deleted = 0"
+            ),
+        }
+    }
+}
+
+/// One queue entry the hook is about to write: a pair and the Patient version whose
+/// identity it acts under.
+struct Queued {
+    patient: String,
+    category: String,
+    version: i64,
+}
+
+/// What a transaction changes about one patient's registrations.
+#[derive(Default)]
+struct Plan {
+    deregister: Vec<Queued>,
+    register: Vec<Queued>,
+}
+
+impl WriteHook for RegistrationHook {
+    fn after_write(&self, conn: &mut dyn Conn, changes: &[Change]) -> Result<(), StoreError> {
+        let sql = Statements::new(conn.dialect());
+        let mut touched: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut reidentified: BTreeMap<String, (i64, Option<PersonIdentity>)> = BTreeMap::new();
         for change in changes {
+            if change.resource_type == PATIENT {
+                // A later write of the same Patient in the transaction supersedes an earlier.
+                let identity = change.current.as_ref().and_then(|c| c.identity.clone());
+                reidentified.insert(change.id.clone(), (change.version, identity));
+                continue;
+            }
             if !may_have_categories(&change.resource_type) {
                 continue;
             }
             let resource = format!("{}/{}", change.resource_type, change.id);
-            let released = conn.query(&release, &[resource.as_str().into()])?;
-            affected.extend(
-                released
-                    .into_iter()
-                    .map(|mut row| (row[0].take_text(), row[1].take_text())),
-            );
+            for mut row in conn.query(&sql.release, &[resource.as_str().into()])? {
+                touched
+                    .entry(row[0].take_text())
+                    .or_default()
+                    .insert(row[1].take_text());
+            }
             let Some(current) = &change.current else {
                 continue;
             };
             for patient in &current.patients {
                 for category in &current.categories {
                     conn.execute(
-                        &hold,
+                        &sql.hold,
                         &[
                             resource.as_str().into(),
                             patient.as_str().into(),
                             category.code().into(),
                         ],
                     )?;
-                    affected.insert((patient.clone(), category.code().to_string()));
+                    touched
+                        .entry(patient.clone())
+                        .or_default()
+                        .insert(category.code().to_string());
                 }
             }
         }
-        let mut queued = false;
-        for (patient, category) in affected {
-            let pair = [
-                SqlValue::from(patient.as_str()),
-                SqlValue::from(category.as_str()),
-            ];
-            let held = !conn.query(&still_held, &pair)?.is_empty();
-            let registered = !conn.query(&is_registered, &pair)?.is_empty();
-            let action = match (held, registered) {
-                (true, false) => {
-                    conn.execute(&mark_registered, &pair)?;
-                    REGISTER
-                }
-                (false, true) => {
-                    conn.execute(&unmark_registered, &pair)?;
-                    DEREGISTER
-                }
-                _ => continue,
-            };
-            conn.execute(
-                &enqueue,
-                &[
-                    patient.as_str().into(),
-                    category.as_str().into(),
-                    action.into(),
-                    zorgnet_db::now_ms().into(),
-                ],
+        let patients: BTreeSet<&String> = touched.keys().chain(reidentified.keys()).collect();
+        let mut plan = Plan::default();
+        for patient in patients {
+            reconcile(
+                conn,
+                &sql,
+                patient,
+                touched.get(patient),
+                reidentified.get(patient),
+                &mut plan,
             )?;
-            queued = true;
+        }
+        // Every deregistration of the transaction before its registrations: a pair that
+        // changes identity is withdrawn under the old one before it appears under the new,
+        // and delivery sends each action's run in one request.
+        let now = zorgnet_db::now_ms();
+        let queued = !plan.deregister.is_empty() || !plan.register.is_empty();
+        for (action, entries) in [(DEREGISTER, plan.deregister), (REGISTER, plan.register)] {
+            for entry in entries {
+                conn.execute(
+                    &sql.enqueue,
+                    &[
+                        entry.patient.into(),
+                        entry.category.into(),
+                        action.into(),
+                        entry.version.into(),
+                        now.into(),
+                    ],
+                )?;
+            }
         }
         if queued {
             self.wake.notify_one();
         }
         Ok(())
     }
+}
+
+/// Brings one patient's registered pairs in line with what the node holds and who the
+/// Patient now names. `touched`: the categories this transaction's resources added or took
+/// away; `reidentified`: the Patient's last version in this transaction and its identity,
+/// when the transaction wrote the Patient.
+fn reconcile(
+    conn: &mut dyn Conn,
+    sql: &Statements,
+    patient: &str,
+    touched: Option<&BTreeSet<String>>,
+    reidentified: Option<&(i64, Option<PersonIdentity>)>,
+    plan: &mut Plan,
+) -> Result<(), StoreError> {
+    let registered: BTreeMap<String, i64> = conn
+        .query(&sql.registered, &[patient.into()])?
+        .into_iter()
+        .map(|mut row| (row[0].take_text(), row[1].int()))
+        .collect();
+    // Registered versions that name nobody were never delivered (set aside as failed), so
+    // there is nothing at the hub to withdraw.
+    let mut undeliverable: BTreeSet<i64> = BTreeSet::new();
+    let (target, candidates): (Option<i64>, BTreeSet<String>) = match reidentified {
+        Some((version, identity)) => {
+            let mut kept = None;
+            for registered_version in registered.values().collect::<BTreeSet<_>>() {
+                let named = identity_at(conn, sql, patient, *registered_version)?;
+                if named.is_none() {
+                    undeliverable.insert(*registered_version);
+                } else if named.as_ref() == identity.as_ref() {
+                    kept = Some(*registered_version);
+                }
+            }
+            let target = identity.as_ref().map(|_| kept.unwrap_or(*version));
+            let mut candidates: BTreeSet<String> = registered.keys().cloned().collect();
+            if target.is_some() {
+                candidates.extend(DataCategory::ALL.map(|c| c.code().to_string()));
+            }
+            (target, candidates)
+        }
+        None => {
+            let target = match registered.values().max() {
+                Some(version) => Some(*version),
+                None => current_identity_version(conn, sql, patient)?,
+            };
+            (target, touched.cloned().unwrap_or_default())
+        }
+    };
+    for category in candidates {
+        let pair = [SqlValue::from(patient), SqlValue::from(category.as_str())];
+        let wanted = match target {
+            Some(version) if !conn.query(&sql.still_held, &pair)?.is_empty() => Some(version),
+            _ => None,
+        };
+        let have = registered.get(&category).copied();
+        if have == wanted {
+            continue;
+        }
+        if let Some(version) = have {
+            conn.execute(&sql.unmark_registered, &pair)?;
+            if !undeliverable.contains(&version) {
+                plan.deregister.push(Queued {
+                    patient: patient.to_string(),
+                    category: category.clone(),
+                    version,
+                });
+            }
+        }
+        if let Some(version) = wanted {
+            conn.execute(
+                &sql.mark_registered,
+                &[patient.into(), category.as_str().into(), version.into()],
+            )?;
+            plan.register.push(Queued {
+                patient: patient.to_string(),
+                category,
+                version,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The person a stored Patient version names.
+fn identity_at(
+    conn: &mut dyn Conn,
+    sql: &Statements,
+    patient: &str,
+    version: i64,
+) -> Result<Option<PersonIdentity>, StoreError> {
+    let mut rows = conn.query(&sql.version_content, &[patient.into(), version.into()])?;
+    Ok(rows
+        .pop()
+        .and_then(|mut row| identity_in(&row[0].take_text())))
+}
+
+/// The current Patient version, when it exists and names a person.
+fn current_identity_version(
+    conn: &mut dyn Conn,
+    sql: &Statements,
+    patient: &str,
+) -> Result<Option<i64>, StoreError> {
+    let mut rows = conn.query(&sql.current_content, &[patient.into()])?;
+    Ok(rows
+        .pop()
+        .and_then(|mut row| identity_in(&row[1].take_text()).map(|_| row[0].int())))
+}
+
+fn identity_in(json: &str) -> Option<PersonIdentity> {
+    serde_json::from_str::<Value>(json)
+        .ok()
+        .as_ref()
+        .and_then(PersonIdentity::of_patient)
 }
 
 /// Sets the outbox up in a node's store: its tables, and the hook on every write. Blocking.
@@ -234,6 +447,16 @@ struct Entry {
     patient_id: String,
     category: String,
     action: String,
+    /// The Patient version whose identifier the entry acts under; `None` only for an entry
+    /// queued before versions were recorded whose Patient never existed.
+    patient_version: Option<i64>,
+}
+
+impl Entry {
+    /// Who the entry is about: the patient as one of its versions named them.
+    fn named(&self) -> (&str, Option<i64>) {
+        (&self.patient_id, self.patient_version)
+    }
 }
 
 /// Why a delivery round stopped.
@@ -256,7 +479,7 @@ pub async fn deliver(store: &Store, hub: &HubClient) -> Result<usize, DeliveryEr
         let db = store.database().clone();
         let entries = tokio::task::spawn_blocking(move || -> Result<Vec<Entry>, StoreError> {
             let sql = format!(
-                "SELECT seq, patient_id, category, action FROM outbox ORDER BY seq LIMIT {DELIVERY_BATCH_ENTRIES}"
+                "SELECT seq, patient_id, category, action, patient_version FROM outbox ORDER BY seq LIMIT {DELIVERY_BATCH_ENTRIES}"
             );
             Ok(db
                 .with_reader(|conn| conn.query(&sql, &[]))?
@@ -266,6 +489,10 @@ pub async fn deliver(store: &Store, hub: &HubClient) -> Result<usize, DeliveryEr
                     patient_id: row[1].take_text(),
                     category: row[2].take_text(),
                     action: row[3].take_text(),
+                    patient_version: match row[4] {
+                        SqlValue::Null => None,
+                        ref v => Some(v.int()),
+                    },
                 })
                 .collect())
         })
@@ -289,26 +516,28 @@ async fn deliver_run(
     run: &[Entry],
 ) -> Result<usize, DeliveryError> {
     let register = run[0].action == REGISTER;
-    let mut patients: Vec<String> = run.iter().map(|e| e.patient_id.clone()).collect();
-    patients.sort();
-    patients.dedup();
+    let named: BTreeSet<(&str, Option<i64>)> = run.iter().map(Entry::named).collect();
     let mut people = Vec::new();
-    let mut unidentified = Vec::new();
-    for patient in &patients {
-        match person_of(store, hub, patient).await? {
-            Some(person) => people.push((patient.clone(), person)),
-            None => unidentified.push(patient.clone()),
+    let mut unidentified = BTreeSet::new();
+    for (patient, version) in named {
+        match person_at(store, hub, patient, version).await? {
+            Some(person) => people.push(((patient, version), person)),
+            None => {
+                unidentified.insert((patient, version));
+            }
         }
     }
     let mut failed: Vec<(i64, String)> = run
         .iter()
-        .filter(|e| unidentified.contains(&e.patient_id))
+        .filter(|e| unidentified.contains(&e.named()))
         .map(|e| {
             (
                 e.seq,
                 format!(
-                    "Patient/{} has no BSN and no sédula number with a birth date",
-                    e.patient_id
+                    "Patient/{} version {} has no BSN and no sédula number with a birth date",
+                    e.patient_id,
+                    e.patient_version
+                        .map_or_else(|| "(none)".to_string(), |v| v.to_string())
                 ),
             )
         })
@@ -322,10 +551,10 @@ async fn deliver_run(
             let items: Vec<_> = people
                 .iter()
                 .zip(tokens)
-                .map(|((patient, _), token)| {
+                .map(|((named, _), token)| {
                     let categories: Vec<String> = run
                         .iter()
-                        .filter(|e| &e.patient_id == patient)
+                        .filter(|e| e.named() == *named)
                         .map(|e| e.category.clone())
                         .collect();
                     (token, categories)
@@ -341,7 +570,7 @@ async fn deliver_run(
                 tracing::error!(error = %e, entries = run.len(), "the hub refused outbox entries; set aside");
                 failed.extend(
                     run.iter()
-                        .filter(|e| !unidentified.contains(&e.patient_id))
+                        .filter(|e| !unidentified.contains(&e.named()))
                         .map(|entry| (entry.seq, e.to_string())),
                 );
             }
@@ -357,8 +586,8 @@ async fn deliver_run(
             for (seq, reason) in &failed {
                 conn.execute(
                     &format!(
-                        "INSERT INTO outbox_failed (seq, patient_id, category, action, enqueued_at_ms, failed_at_ms, reason) \
-                         SELECT seq, patient_id, category, action, enqueued_at_ms, {}, {} FROM outbox WHERE seq = {}",
+                        "INSERT INTO outbox_failed (seq, patient_id, category, action, patient_version, enqueued_at_ms, failed_at_ms, reason) \
+                         SELECT seq, patient_id, category, action, patient_version, enqueued_at_ms, {}, {} FROM outbox WHERE seq = {}",
                         d.placeholder(1),
                         d.placeholder(2),
                         d.placeholder(3)
@@ -379,32 +608,26 @@ async fn deliver_run(
     Ok(run.len())
 }
 
-/// The person behind a local Patient: the BSN, or for a patient without one a
-/// zorgverificatienummer from the hub (sédula number and birth date). A deleted Patient
-/// is identified by its last stored version, so its deregistrations still go out.
-async fn person_of(
+/// The person a Patient version names: the BSN, or for a patient without one a
+/// zorgverificatienummer from the hub (sédula number and birth date). Versions stay stored
+/// after the Patient changes or is deleted, so an entry always acts on the identity it was
+/// queued under.
+async fn person_at(
     store: &Store,
     hub: &HubClient,
     patient_id: &str,
+    version: Option<i64>,
 ) -> Result<Option<PersonalId>, DeliveryError> {
-    let json = match store.read("Patient", patient_id).await? {
-        ReadOutcome::Found(stored) => Some(stored.json),
-        _ => {
-            let history = store
-                .history(
-                    HistoryScope::Instance("Patient".into(), patient_id.into()),
-                    None,
-                    100,
-                    None,
-                )
-                .await?;
-            history.entries.into_iter().find_map(|entry| entry.json)
-        }
-    };
-    let Some(patient) = json.and_then(|j| serde_json::from_str::<Value>(&j).ok()) else {
+    let Some(version) = version else {
         return Ok(None);
     };
-    Ok(hub.person_of_patient(&patient).await?)
+    let ReadOutcome::Found(stored) = store.vread(PATIENT, patient_id, version).await? else {
+        return Ok(None);
+    };
+    let Some(identity) = identity_in(&stored.json) else {
+        return Ok(None);
+    };
+    Ok(hub.person_of(&identity).await?)
 }
 
 /// Runs delivery until `shutdown` resolves: wakes when the hook queued something or every
@@ -438,5 +661,381 @@ pub async fn run_delivery(
             () = wake.notified(), if backoff == FIRST_RETRY_BACKOFF => {}
             () = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use zorgnet_fhir::search::SearchRegistry;
+    use zorgnet_store::WriteOp;
+
+    const BSN_A: &str = "123456782";
+    const BSN_B: &str = "111222333";
+    const BSN_C: &str = "999999990";
+
+    /// A queue entry as the tests compare it: action, patient, category, Patient version.
+    type Queued = (String, String, String, i64);
+
+    /// Runs `case` against a fresh store with the outbox installed, on SQLite and, when
+    /// `ZORGNET_TEST_POSTGRES_URL` is set, on PostgreSQL. The stores are dropped outside
+    /// the runtime: a PostgreSQL client may not be dropped on an async worker.
+    fn on_both_backends<F: std::future::Future<Output = ()>>(case: impl Fn(Store) -> F) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut stores = vec![
+            Store::open_sqlite(&dir.path().join("node.sqlite"), SearchRegistry::r4()).unwrap(),
+        ];
+        match std::env::var("ZORGNET_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => {
+                let schema = format!(
+                    "zorgnet_test_outbox_{}_{}",
+                    std::process::id(),
+                    uuid::Uuid::now_v7().simple()
+                );
+                let url = zorgnet_db::postgres_fresh_schema(&url, &schema).unwrap();
+                stores.push(Store::open_postgres(&url, SearchRegistry::r4()).unwrap());
+            }
+            _ => eprintln!(
+                "\n*** SKIPPED: PostgreSQL half of this test (ZORGNET_TEST_POSTGRES_URL is not set) ***\n"
+            ),
+        }
+        for store in &stores {
+            install(store).unwrap();
+            runtime.block_on(case(store.clone()));
+        }
+        drop(runtime);
+        drop(stores);
+    }
+
+    fn patient(id: &str, bsn: Option<&str>) -> Value {
+        let mut patient =
+            json!({"resourceType": "Patient", "id": id, "name": [{"family": "Jansen"}]});
+        if let Some(bsn) = bsn {
+            patient["identifier"] =
+                json!([{"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": bsn}]);
+        }
+        patient
+    }
+
+    fn sedula_patient(id: &str, sedula: &str, birth_date: &str) -> Value {
+        json!({"resourceType": "Patient", "id": id, "birthDate": birth_date,
+            "identifier": [{"system": "http://zorgnet.nl/fhir/NamingSystem/sedula", "value": sedula}]})
+    }
+
+    fn medication(id: &str, patient_id: &str) -> Value {
+        json!({"resourceType": "MedicationStatement", "id": id, "status": "active",
+            "medicationCodeableConcept": {"text": "metformine 500 mg"},
+            "subject": {"reference": format!("Patient/{patient_id}")}})
+    }
+
+    fn put(resource: Value) -> WriteOp {
+        WriteOp::Update {
+            id: resource["id"].as_str().unwrap().to_string(),
+            resource,
+            if_match: None,
+        }
+    }
+
+    async fn write(store: &Store, resource: Value) {
+        store.write(put(resource)).await.unwrap();
+    }
+
+    async fn delete(store: &Store, resource_type: &str, id: &str) {
+        store
+            .write(WriteOp::Delete {
+                resource_type: resource_type.into(),
+                id: id.into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn query(store: &Store, sql: &'static str) -> Vec<Vec<SqlValue>> {
+        let db = store.database().clone();
+        tokio::task::spawn_blocking(move || db.with_reader(|conn| conn.query(sql, &[])))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The queue, in order, and emptied, so a test can look at what each write added.
+    async fn take_queue(store: &Store) -> Vec<Queued> {
+        let queue = query(
+            store,
+            "SELECT action, patient_id, category, patient_version FROM outbox ORDER BY seq",
+        )
+        .await
+        .into_iter()
+        .map(|mut row| {
+            (
+                row[0].take_text(),
+                row[1].take_text(),
+                row[2].take_text(),
+                row[3].int(),
+            )
+        })
+        .collect();
+        let db = store.database().clone();
+        tokio::task::spawn_blocking(move || {
+            db.write_transaction(|conn| conn.execute("DELETE FROM outbox", &[]))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        queue
+    }
+
+    /// The entries a MedicationStatement's two categories give one action.
+    fn both(action: &str, patient: &str, version: i64) -> Vec<Queued> {
+        ["medication", "patient-summary"]
+            .into_iter()
+            .map(|c| (action.into(), patient.into(), c.into(), version))
+            .collect()
+    }
+
+    fn then(mut first: Vec<Queued>, second: Vec<Queued>) -> Vec<Queued> {
+        first.extend(second);
+        first
+    }
+
+    #[test]
+    fn a_bsn_change_deregisters_under_the_old_version_and_registers_under_the_new() {
+        on_both_backends(|store| async move {
+            write(&store, patient("p", Some(BSN_A))).await;
+            write(&store, medication("m", "p")).await;
+            assert_eq!(take_queue(&store).await, both(REGISTER, "p", 1));
+
+            write(&store, patient("p", Some(BSN_B))).await;
+            assert_eq!(
+                take_queue(&store).await,
+                then(both(DEREGISTER, "p", 1), both(REGISTER, "p", 2))
+            );
+            let registered = query(
+                &store,
+                "SELECT category, patient_version FROM outbox_registered ORDER BY category",
+            )
+            .await;
+            assert_eq!(
+                registered,
+                vec![
+                    vec![SqlValue::Text("medication".into()), SqlValue::Int(2)],
+                    vec![SqlValue::Text("patient-summary".into()), SqlValue::Int(2)],
+                ]
+            );
+        });
+    }
+
+    #[test]
+    fn changes_before_delivery_queue_each_step_in_order() {
+        on_both_backends(|store| async move {
+            write(&store, patient("p", Some(BSN_A))).await;
+            write(&store, medication("m", "p")).await;
+            write(&store, patient("p", Some(BSN_B))).await;
+            write(&store, patient("p", Some(BSN_C))).await;
+            assert_eq!(
+                take_queue(&store).await,
+                [
+                    both(REGISTER, "p", 1),
+                    both(DEREGISTER, "p", 1),
+                    both(REGISTER, "p", 2),
+                    both(DEREGISTER, "p", 2),
+                    both(REGISTER, "p", 3),
+                ]
+                .concat()
+            );
+            // A → none → A: withdrawn, nothing registered while there is no identity, then
+            // registered again under the version that brought the BSN back.
+            write(&store, patient("p", None)).await;
+            assert_eq!(take_queue(&store).await, both(DEREGISTER, "p", 3));
+            write(&store, medication("m2", "p")).await;
+            assert_eq!(take_queue(&store).await, vec![]);
+            write(&store, patient("p", Some(BSN_C))).await;
+            assert_eq!(take_queue(&store).await, both(REGISTER, "p", 5));
+        });
+    }
+
+    #[test]
+    fn an_edit_that_keeps_the_identity_queues_nothing_and_keeps_the_registered_version() {
+        on_both_backends(|store| async move {
+            write(&store, patient("p", Some(BSN_A))).await;
+            write(&store, medication("m", "p")).await;
+            take_queue(&store).await;
+            let mut renamed = patient("p", Some(BSN_A));
+            renamed["name"] = json!([{"family": "de Vries"}]);
+            write(&store, renamed).await;
+            assert_eq!(take_queue(&store).await, vec![]);
+            write(&store, patient("p", Some(BSN_B))).await;
+            assert_eq!(
+                take_queue(&store).await,
+                then(both(DEREGISTER, "p", 1), both(REGISTER, "p", 3))
+            );
+        });
+    }
+
+    #[test]
+    fn a_patient_created_after_its_resources_registers_when_its_identity_appears() {
+        on_both_backends(|store| async move {
+            write(&store, medication("m", "p")).await;
+            assert_eq!(take_queue(&store).await, vec![]);
+            write(&store, patient("p", None)).await;
+            assert_eq!(take_queue(&store).await, vec![]);
+            write(&store, patient("p", Some(BSN_A))).await;
+            assert_eq!(take_queue(&store).await, both(REGISTER, "p", 2));
+            delete(&store, "MedicationStatement", "m").await;
+            assert_eq!(take_queue(&store).await, both(DEREGISTER, "p", 2));
+        });
+    }
+
+    #[test]
+    fn a_deleted_patient_deregisters_and_registers_again_when_recreated() {
+        on_both_backends(|store| async move {
+            write(&store, patient("p", Some(BSN_A))).await;
+            write(&store, medication("m", "p")).await;
+            take_queue(&store).await;
+            delete(&store, "Patient", "p").await;
+            assert_eq!(take_queue(&store).await, both(DEREGISTER, "p", 1));
+            write(&store, patient("p", Some(BSN_A))).await;
+            assert_eq!(take_queue(&store).await, both(REGISTER, "p", 3));
+        });
+    }
+
+    #[test]
+    fn a_resource_moved_to_another_patient_moves_its_registrations() {
+        on_both_backends(|store| async move {
+            write(&store, patient("p1", Some(BSN_A))).await;
+            write(&store, patient("p2", Some(BSN_B))).await;
+            write(&store, medication("m", "p1")).await;
+            take_queue(&store).await;
+            write(&store, medication("m", "p2")).await;
+            assert_eq!(
+                take_queue(&store).await,
+                then(both(DEREGISTER, "p1", 1), both(REGISTER, "p2", 1))
+            );
+        });
+    }
+
+    #[test]
+    fn a_sedula_or_birth_date_change_is_an_identity_change() {
+        on_both_backends(|store| async move {
+            write(&store, sedula_patient("p", "196104120123", "1961-04-12")).await;
+            write(&store, medication("m", "p")).await;
+            assert_eq!(take_queue(&store).await, both(REGISTER, "p", 1));
+            write(&store, sedula_patient("p", "196104120123", "1961-04-13")).await;
+            assert_eq!(
+                take_queue(&store).await,
+                then(both(DEREGISTER, "p", 1), both(REGISTER, "p", 2))
+            );
+            // A BSN outranks the sédula number: another identity.
+            let mut with_bsn = sedula_patient("p", "196104120123", "1961-04-13");
+            with_bsn["identifier"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"system": "http://fhir.nl/fhir/NamingSystem/bsn", "value": BSN_A}));
+            write(&store, with_bsn).await;
+            assert_eq!(
+                take_queue(&store).await,
+                then(both(DEREGISTER, "p", 2), both(REGISTER, "p", 3))
+            );
+        });
+    }
+
+    #[test]
+    fn one_transaction_changing_patient_and_resources_deregisters_first() {
+        on_both_backends(|store| async move {
+            write(&store, patient("p", Some(BSN_A))).await;
+            write(&store, medication("m", "p")).await;
+            take_queue(&store).await;
+            let lab = json!({"resourceType": "Observation", "id": "o", "status": "final",
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+                "code": {"text": "HbA1c"}, "subject": {"reference": "Patient/p"}});
+            store
+                .transaction(vec![put(lab), put(patient("p", Some(BSN_B)))])
+                .await
+                .unwrap();
+            assert_eq!(
+                take_queue(&store).await,
+                vec![
+                    (DEREGISTER.into(), "p".into(), "medication".into(), 1),
+                    (DEREGISTER.into(), "p".into(), "patient-summary".into(), 1),
+                    (REGISTER.into(), "p".into(), "lab-results".into(), 2),
+                    (REGISTER.into(), "p".into(), "medication".into(), 2),
+                    (REGISTER.into(), "p".into(), "patient-summary".into(), 2),
+                ]
+            );
+        });
+    }
+
+    #[test]
+    fn an_import_queues_like_a_write() {
+        on_both_backends(|store| async move {
+            let mut batch = store.import_batch();
+            batch.push(medication("m", "p")).unwrap();
+            batch.push(patient("p", Some(BSN_A))).unwrap();
+            store.import(batch).await.unwrap();
+            assert_eq!(take_queue(&store).await, both(REGISTER, "p", 1));
+            let mut batch = store.import_batch();
+            batch.push(patient("p", Some(BSN_B))).unwrap();
+            store.import(batch).await.unwrap();
+            assert_eq!(
+                take_queue(&store).await,
+                then(both(DEREGISTER, "p", 1), both(REGISTER, "p", 2))
+            );
+        });
+    }
+
+    #[test]
+    fn an_outbox_from_before_versions_upgrades() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open_sqlite(&dir.path().join("node.sqlite"), SearchRegistry::r4()).unwrap();
+        store.database().migrate(&MIGRATIONS[..1]).unwrap();
+        runtime.block_on(async {
+            write(&store, patient("p", Some(BSN_A))).await;
+            let mut renamed = patient("p", Some(BSN_A));
+            renamed["name"] = json!([{"family": "de Vries"}]);
+            write(&store, renamed).await;
+            write(&store, medication("m", "p")).await;
+        });
+        store
+            .database()
+            .write_transaction(|conn| -> Result<(), DbError> {
+                for sql in [
+                    "INSERT INTO outbox_holdings VALUES ('MedicationStatement/m', 'p', 'medication')",
+                    "INSERT INTO outbox_registered VALUES ('p', 'medication')",
+                    "INSERT INTO outbox_registered VALUES ('ghost', 'medication')",
+                    "INSERT INTO outbox (patient_id, category, action, enqueued_at_ms) VALUES ('p', 'medication', 'register', 1)",
+                ] {
+                    conn.execute(sql, &[])?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        install(&store).unwrap();
+        runtime.block_on(async {
+            let registered = query(
+                &store,
+                "SELECT patient_id, patient_version FROM outbox_registered",
+            )
+            .await;
+            assert_eq!(
+                registered,
+                vec![vec![SqlValue::Text("p".into()), SqlValue::Int(2)]]
+            );
+            assert_eq!(
+                take_queue(&store).await,
+                vec![(REGISTER.into(), "p".into(), "medication".into(), 2)]
+            );
+            write(&store, patient("p", Some(BSN_B))).await;
+            assert_eq!(
+                take_queue(&store).await,
+                vec![
+                    (DEREGISTER.into(), "p".into(), "medication".into(), 2),
+                    (REGISTER.into(), "p".into(), "medication".into(), 3),
+                ]
+            );
+        });
     }
 }

@@ -26,6 +26,7 @@ use zorgnet_db::sql::Conn;
 pub use zorgnet_db::{BackendKind, now_ms};
 use zorgnet_db::{Database, DbError};
 use zorgnet_fhir::categories::DataCategory;
+use zorgnet_fhir::identifiers::{BSN_SYSTEM, SEDULA_SYSTEM, bsn_is_valid};
 use zorgnet_fhir::search::{SearchQuery, SearchRegistry};
 
 /// Storage errors, one variant per decision a caller makes.
@@ -133,6 +134,8 @@ pub struct Change {
     pub resource_type: String,
     /// Logical id.
     pub id: String,
+    /// The version the write made (for a delete, the version that records the deletion).
+    pub version: i64,
     /// Patients whose compartment held the resource before or holds it after the write.
     pub patients: Vec<String>,
     /// The resource after the write; `None` when the write deleted it.
@@ -148,6 +151,68 @@ pub struct CurrentContent {
     pub patients: Vec<String>,
     /// Its data categories ([`zorgnet_fhir::categories::categories_of`]).
     pub categories: Vec<DataCategory>,
+    /// For a Patient, the person it names ([`PersonIdentity::of_patient`]); `None` for every
+    /// other resource and for a Patient without a usable identifier.
+    pub identity: Option<PersonIdentity>,
+}
+
+/// The person a Patient resource names, by the identifiers the referral index can key a
+/// person by: the BSN, or for a patient without one (Caribbean Netherlands) the sédula number
+/// and birth date the pseudonym service derives a zorgverificatienummer from. Two Patient
+/// versions name the same person when their identities are equal.
+///
+/// It identifies a person, so `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PersonIdentity {
+    /// A BSN that passes the 11-check.
+    Bsn(String),
+    /// A sédula number with the birth date, as written in the Patient.
+    Sedula {
+        /// The sédula number.
+        number: String,
+        /// `Patient.birthDate`.
+        birth_date: String,
+    },
+}
+
+impl std::fmt::Debug for PersonIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PersonIdentity::Bsn(_) => f.write_str("Bsn(..)"),
+            PersonIdentity::Sedula { .. } => f.write_str("Sedula(..)"),
+        }
+    }
+}
+
+impl PersonIdentity {
+    /// The identity a Patient resource names: its first valid BSN; without one, its sédula
+    /// number when it has a birth date; otherwise (or for any other resource) `None`.
+    pub fn of_patient(resource: &Value) -> Option<PersonIdentity> {
+        if resource.get("resourceType").and_then(Value::as_str) != Some("Patient") {
+            return None;
+        }
+        let identifiers = || {
+            resource
+                .get("identifier")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        };
+        let value_in = |system: &'static str| {
+            identifiers()
+                .filter(move |i| i.get("system").and_then(Value::as_str) == Some(system))
+                .filter_map(|i| i.get("value").and_then(Value::as_str))
+        };
+        if let Some(bsn) = value_in(BSN_SYSTEM).find(|b| bsn_is_valid(b)) {
+            return Some(PersonIdentity::Bsn(bsn.to_string()));
+        }
+        let sedula = value_in(SEDULA_SYSTEM).next()?;
+        let birth_date = resource.get("birthDate").and_then(Value::as_str)?;
+        Some(PersonIdentity::Sedula {
+            number: sedula.to_string(),
+            birth_date: birth_date.to_string(),
+        })
+    }
 }
 
 /// Work that must commit or roll back together with resource writes: the node's outbox of
@@ -480,4 +545,52 @@ pub fn stamp(resource: &mut Value, id: &str, version: i64, last_updated_ms: i64)
         }
     }
     resource.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn patient(identifiers: Value, birth_date: Option<&str>) -> Value {
+        let mut patient = json!({"resourceType": "Patient", "identifier": identifiers});
+        if let Some(date) = birth_date {
+            patient["birthDate"] = json!(date);
+        }
+        patient
+    }
+
+    #[test]
+    fn a_patient_is_named_by_its_first_valid_bsn_else_its_sedula_number_and_birth_date() {
+        let bsn = |value: &str| json!({"system": BSN_SYSTEM, "value": value});
+        let sedula = json!({"system": SEDULA_SYSTEM, "value": "196104120123"});
+        assert_eq!(
+            PersonIdentity::of_patient(&patient(json!([bsn("123456789"), bsn("123456782")]), None)),
+            Some(PersonIdentity::Bsn("123456782".into()))
+        );
+        assert_eq!(
+            PersonIdentity::of_patient(&patient(
+                json!([bsn("123456789"), sedula]),
+                Some("1961-04-12")
+            )),
+            Some(PersonIdentity::Sedula {
+                number: "196104120123".into(),
+                birth_date: "1961-04-12".into()
+            })
+        );
+        assert_eq!(
+            PersonIdentity::of_patient(&patient(json!([sedula]), None)),
+            None
+        );
+        assert_eq!(PersonIdentity::of_patient(&patient(json!([]), None)), None);
+        let mut practitioner = patient(json!([bsn("123456782")]), None);
+        practitioner["resourceType"] = json!("Practitioner");
+        assert_eq!(PersonIdentity::of_patient(&practitioner), None);
+    }
+
+    #[test]
+    fn debug_does_not_show_who_it_is() {
+        let shown = format!("{:?}", PersonIdentity::Bsn("123456782".into()));
+        assert!(!shown.contains("123456782"), "{shown}");
+    }
 }

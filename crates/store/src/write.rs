@@ -2,7 +2,9 @@
 //! operations of one call in one database transaction.
 
 use crate::search::{self, current_row};
-use crate::{Change, CurrentContent, Inner, StoreError, StoredResource, now_ms, stamp};
+use crate::{
+    Change, CurrentContent, Inner, PersonIdentity, StoreError, StoredResource, now_ms, stamp,
+};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -185,6 +187,7 @@ fn record_change(
     changes: &mut Vec<Change>,
     resource_type: &str,
     id: &str,
+    version: i64,
     before: Vec<String>,
     current: Option<CurrentContent>,
 ) {
@@ -197,6 +200,7 @@ fn record_change(
     changes.push(Change {
         resource_type: resource_type.to_string(),
         id: id.to_string(),
+        version,
         patients,
         current,
     });
@@ -520,8 +524,9 @@ fn put(
         let current = CurrentContent {
             patients: indexes.patients.clone(),
             categories: categories_of(&resource),
+            identity: PersonIdentity::of_patient(&resource),
         };
-        record_change(changes, &resource_type, id, before, Some(current));
+        record_change(changes, &resource_type, id, version, before, Some(current));
     }
     write_indexes(inner, conn, rid, indexes)?;
     let stored = StoredResource {
@@ -566,7 +571,7 @@ fn delete(
     set_current(conn, row.rid, version, now, true, seq)?;
     if inner.hook.get().is_some() {
         let before = compartment_patients(conn, row.rid)?;
-        record_change(changes, resource_type, id, before, None);
+        record_change(changes, resource_type, id, version, before, None);
     }
     clear_indexes(conn, row.rid)?;
     Ok(WriteOutcome::Deleted(Some(version)))
@@ -1128,6 +1133,7 @@ struct ImportItem {
     json: Arc<str>,
     indexes: Indexes,
     categories: Vec<DataCategory>,
+    identity: Option<PersonIdentity>,
 }
 
 /// What an import did with one resource.
@@ -1187,12 +1193,14 @@ impl ImportBatch {
         let json = Arc::from(stamp(&mut resource, &id, 1, self.now));
         let indexes = indexes(&self.store.inner, &resource_type, &resource);
         let categories = categories_of(&resource);
+        let identity = PersonIdentity::of_patient(&resource);
         self.items.push(ImportItem {
             resource_type,
             id,
             json,
             indexes,
             categories,
+            identity,
         });
         Ok(())
     }
@@ -1348,6 +1356,7 @@ fn import(
                 json,
                 indexes,
                 categories,
+                identity,
             } = item;
             sink.resources.push([
                 rid.into(),
@@ -1374,8 +1383,16 @@ fn import(
                 let current = CurrentContent {
                     patients: indexes.patients,
                     categories,
+                    identity,
                 };
-                record_change(&mut changes, &resource_type, &id, Vec::new(), Some(current));
+                record_change(
+                    &mut changes,
+                    &resource_type,
+                    &id,
+                    1,
+                    Vec::new(),
+                    Some(current),
+                );
             }
             outcomes.push(Some(ImportOutcome::Created));
         }
