@@ -29,14 +29,14 @@ use zorgnet_store::{ImportOutcome, Store};
 /// resources: 4,000 per transaction 15,689/s, 16,000 per transaction 21,555/s, peak RSS 175
 /// → 261 MiB; docs/benchmarks.md).
 pub const STORE_BATCH_RESOURCES: usize = 16_000;
-/// Resources per batch Bundle when importing into a node over HTTP (below the node's
-/// `MAX_BUNDLE_ENTRIES`). The node writes a batch's updates in one transaction, so bigger
-/// batches commit less often; smaller ones keep the node's memory and the progress steps
-/// small (docs/benchmarks.md, "Import over HTTP").
-pub const HTTP_BATCH_RESOURCES: usize = 4_000;
+/// Resources per batch Bundle when importing into a node over HTTP: the node's
+/// `MAX_BUNDLE_ENTRIES`. The node writes a batch's updates in one transaction, and, as with
+/// `STORE_BATCH_RESOURCES`, fewer and larger transactions are faster: 4,000 per Bundle ran
+/// at about half the rate of `--data` (docs/benchmarks.md, "Import over HTTP").
+pub const HTTP_BATCH_RESOURCES: usize = 10_000;
 /// Batch Bundles sent before the first is answered: the node validates and indexes one
-/// while it writes another, and the importer serialises the next meanwhile.
-pub const HTTP_BATCHES_IN_FLIGHT: usize = 3;
+/// while it writes another, and the importer reads the next meanwhile.
+pub const HTTP_BATCHES_IN_FLIGHT: usize = 2;
 /// How long one batch Bundle may take at the node.
 const HTTP_BATCH_TIMEOUT: Duration = Duration::from_secs(600);
 /// Failures shown individually at the end (all are counted).
@@ -106,9 +106,14 @@ pub async fn run(args: ImportArgs) -> Result<()> {
         }
     };
     for file in &args.files {
-        let mut resources = ResourceReader::open(file)?;
+        let mut resources = ResourceReader::open(file, matches!(target, Target::Http(..)))?;
         let part = match &target {
-            Target::Store(store) => load_weighted(store, &mut resources, Some(&progress)).await?,
+            Target::Store(store) => {
+                let mut parsed = resources
+                    .by_ref()
+                    .map(|(resource, bytes)| (resource.into_value(), bytes));
+                load_weighted(store, &mut parsed, Some(&progress)).await?
+            }
             Target::Http(client, url) => {
                 load_over_http(client, url, &mut resources, &progress).await?
             }
@@ -204,6 +209,52 @@ enum Target {
     Http(reqwest::Client, String),
 }
 
+/// A resource as the reader hands it on.
+enum Resource {
+    /// Parsed: what the store path validates and writes, and what a Bundle's entries become.
+    Parsed(Value),
+    /// A line holding one resource, as read: over HTTP the node parses it, so the importer
+    /// only checks that it is JSON and takes its type and id.
+    Text {
+        text: String,
+        resource_type: String,
+        id: Option<Value>,
+    },
+}
+
+impl Resource {
+    fn into_value(self) -> Value {
+        match self {
+            Resource::Parsed(value) => value,
+            // Read as JSON already; were it not to parse now, `null` is refused on its own as
+            // a resource without a known type.
+            Resource::Text { text, .. } => serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+
+    /// `Type/id`, for messages and update URLs.
+    fn name(&self) -> String {
+        match self {
+            Resource::Parsed(value) => describe(value),
+            Resource::Text {
+                resource_type, id, ..
+            } => format!(
+                "{resource_type}/{}",
+                id.as_ref().and_then(Value::as_str).unwrap_or("(no id)")
+            ),
+        }
+    }
+}
+
+/// What the importer reads of a line when it passes the line on as text: parsing it into
+/// this checks that the whole line is JSON but allocates only these two members.
+#[derive(serde::Deserialize)]
+struct Head {
+    #[serde(rename = "resourceType")]
+    resource_type: Option<String>,
+    id: Option<Value>,
+}
+
 /// Counts the bytes read from a file, before any decompression.
 struct Counting<R> {
     inner: R,
@@ -234,7 +285,9 @@ struct ResourceReader {
     handed_out: u64,
     /// Resources of the last line read (a Bundle's entries) not yet handed out, with their
     /// shares of the file's bytes.
-    pending: VecDeque<(Value, u64)>,
+    pending: VecDeque<(Resource, u64)>,
+    /// Whether lines holding one resource are handed on as text (over HTTP).
+    keep_text: bool,
     done: bool,
     failures: Vec<(String, String)>,
 }
@@ -243,7 +296,7 @@ impl ResourceReader {
     /// Opens `path`, decompressing when it starts like gzip. A file whose first line is not a
     /// JSON value is one JSON document (a Bundle written over several lines): that one is read
     /// whole.
-    fn open(path: &std::path::Path) -> Result<ResourceReader> {
+    fn open(path: &std::path::Path, keep_text: bool) -> Result<ResourceReader> {
         let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
         let read = Arc::new(AtomicU64::new(0));
         let mut raw = BufReader::with_capacity(
@@ -273,6 +326,7 @@ impl ResourceReader {
             read,
             handed_out: 0,
             pending: VecDeque::new(),
+            keep_text,
             done: false,
             failures: Vec::new(),
         };
@@ -292,7 +346,7 @@ impl ResourceReader {
             })?;
             let mut resources = Vec::new();
             expand(document, &reader.name, &mut resources);
-            reader.queue(resources);
+            reader.queue(resources.into_iter().map(Resource::Parsed).collect());
             reader.done = true;
         }
         Ok(reader)
@@ -307,7 +361,7 @@ impl ResourceReader {
 
     /// Queues the resources of one line or document, sharing out the bytes read since the
     /// last resources were queued.
-    fn queue(&mut self, resources: Vec<Value>) {
+    fn queue(&mut self, resources: Vec<Resource>) {
         if resources.is_empty() {
             return;
         }
@@ -321,12 +375,34 @@ impl ResourceReader {
             self.pending.push_back((resource, share + extra));
         }
     }
+
+    /// The resources of the line just read: the line itself when it holds one resource and
+    /// text is kept, else what parsing and expanding it gives.
+    fn take_line(&mut self, location: &str) -> Result<Vec<Resource>, String> {
+        let line = self.line.trim_end();
+        if self.keep_text {
+            let head: Head =
+                serde_json::from_str(line).map_err(|e| format!("malformed JSON: {e}"))?;
+            if let Some(resource_type) = head.resource_type.filter(|t| t != "Bundle") {
+                return Ok(vec![Resource::Text {
+                    text: line.to_string(),
+                    resource_type,
+                    id: head.id,
+                }]);
+            }
+        }
+        let value: Value =
+            serde_json::from_str(line).map_err(|e| format!("malformed JSON: {e}"))?;
+        let mut resources = Vec::new();
+        expand(value, location, &mut resources);
+        Ok(resources.into_iter().map(Resource::Parsed).collect())
+    }
 }
 
 impl Iterator for ResourceReader {
-    type Item = (Value, u64);
+    type Item = (Resource, u64);
 
-    fn next(&mut self) -> Option<(Value, u64)> {
+    fn next(&mut self) -> Option<(Resource, u64)> {
         loop {
             if let Some(resource) = self.pending.pop_front() {
                 return Some(resource);
@@ -336,15 +412,9 @@ impl Iterator for ResourceReader {
             }
             let location = format!("{}:{}", self.name, self.number);
             if !self.line.trim().is_empty() {
-                match serde_json::from_str::<Value>(&self.line) {
-                    Ok(value) => {
-                        let mut resources = Vec::new();
-                        expand(value, &location, &mut resources);
-                        self.queue(resources);
-                    }
-                    Err(e) => self
-                        .failures
-                        .push((location.clone(), format!("malformed JSON: {e}"))),
+                match self.take_line(&location) {
+                    Ok(resources) => self.queue(resources),
+                    Err(reason) => self.failures.push((location.clone(), reason)),
                 }
             }
             match self.read_line() {
@@ -582,7 +652,7 @@ enum BatchAnswer {
 async fn load_over_http(
     client: &reqwest::Client,
     base: &str,
-    resources: &mut impl Iterator<Item = (Value, u64)>,
+    resources: &mut impl Iterator<Item = (Resource, u64)>,
     progress: &indicatif::ProgressBar,
 ) -> Result<ImportReport> {
     let mut report = ImportReport::default();
@@ -590,7 +660,8 @@ async fn load_over_http(
     let mut exhausted = false;
     loop {
         while !exhausted && in_flight.len() < HTTP_BATCHES_IN_FLIGHT {
-            let chunk: Vec<(Value, u64)> = resources.by_ref().take(HTTP_BATCH_RESOURCES).collect();
+            let chunk: Vec<(Resource, u64)> =
+                resources.by_ref().take(HTTP_BATCH_RESOURCES).collect();
             if chunk.is_empty() {
                 exhausted = true;
                 break;
@@ -637,26 +708,45 @@ async fn load_over_http(
 }
 
 /// Starts sending one batch Bundle. Resources with an id are updates (idempotent), others
-/// creates. The node is asked for `return=minimal`: the importer needs each entry's status,
-/// not the resources back.
-fn send_batch(client: &reqwest::Client, base: &str, chunk: Vec<(Value, u64)>) -> Result<HttpBatch> {
+/// creates. The Bundle is written as text around each resource's text: a line read as text
+/// goes out as read. The node is asked for `return=minimal`: the importer needs each entry's
+/// status, not the resources back.
+fn send_batch(
+    client: &reqwest::Client,
+    base: &str,
+    chunk: Vec<(Resource, u64)>,
+) -> Result<HttpBatch> {
     let mut names = Vec::with_capacity(chunk.len());
     let mut bytes = 0;
-    let entries: Vec<Value> = chunk
-        .into_iter()
-        .map(|(resource, weight)| {
-            bytes += weight;
-            let name = describe(&resource);
-            let request = match resource.get("id") {
-                Some(_) => json!({"method": "PUT", "url": name}),
-                None => json!({"method": "POST", "url": resource["resourceType"]}),
-            };
-            names.push(name);
-            json!({"resource": resource, "request": request})
-        })
-        .collect();
-    let body =
-        serde_json::to_vec(&json!({"resourceType": "Bundle", "type": "batch", "entry": entries}))?;
+    let mut body = String::from(r#"{"resourceType":"Bundle","type":"batch","entry":["#);
+    for (i, (resource, weight)) in chunk.into_iter().enumerate() {
+        bytes += weight;
+        let name = resource.name();
+        let request = match &resource {
+            Resource::Parsed(value) if value.get("id").is_none() => {
+                json!({"method": "POST", "url": value["resourceType"]})
+            }
+            Resource::Text {
+                resource_type,
+                id: None,
+                ..
+            } => json!({"method": "POST", "url": resource_type}),
+            _ => json!({"method": "PUT", "url": name}),
+        };
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(r#"{"resource":"#);
+        match resource {
+            Resource::Parsed(value) => body.push_str(&value.to_string()),
+            Resource::Text { text, .. } => body.push_str(&text),
+        }
+        body.push_str(r#","request":"#);
+        body.push_str(&request.to_string());
+        body.push('}');
+        names.push(name);
+    }
+    body.push_str("]}");
     let request = client
         .post(base)
         .header("content-type", "application/fhir+json")

@@ -98,18 +98,31 @@ struct GenerateArgs {
     out: PathBuf,
 }
 
-/// Log filter when `RUST_LOG` says nothing.
-const DEFAULT_LOG_FILTER: &str = "info,tower_http=warn";
+/// Log filter of the services (`node`, `hub`, `demo`) when `RUST_LOG` says nothing.
+const SERVICE_LOG_FILTER: &str = "info,tower_http=warn";
+/// Log filter of the one-off bulk commands when `RUST_LOG` says nothing: they report on
+/// stdout, and the servers they run in-process would otherwise log an INFO line per
+/// organisation registered (`bench-hub`: thousands) or per schema migration.
+const BULK_LOG_FILTER: &str = "warn";
 
 /// Logs go to stderr, coloured only when stderr is a terminal and `NO_COLOR` is unset or
 /// empty (<https://no-color.org>): a log file or a journal must not fill with escape codes.
-fn init_logging() {
+fn init_logging(command: &Command) {
     use std::io::IsTerminal as _;
+    let default_filter = match command {
+        Command::Node(_) | Command::Hub(_) | Command::Demo(_) => SERVICE_LOG_FILTER,
+        Command::Generate(_)
+        | Command::Import(_)
+        | Command::Localize(_)
+        | Command::Fetch(_)
+        | Command::Bench(_)
+        | Command::BenchHub(_) => BULK_LOG_FILTER,
+    };
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr)
@@ -117,9 +130,9 @@ fn init_logging() {
 }
 
 fn main() -> Result<()> {
-    init_logging();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    init_logging(&cli.command);
     // Settings with defaults need to know whether a value came from clap's default (a
     // settings file may override it) or from the command line or environment.
     let (_, command_matches) = matches.subcommand().context("no command given")?;
@@ -432,7 +445,11 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let format = zorgnet_synth::OutputFormat::from_path(&args.out);
     let file = std::fs::File::create(&args.out)
         .with_context(|| format!("create {}", args.out.display()))?;
-    let progress = indicatif::ProgressBar::new_spinner();
+    let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     progress.set_style(indicatif::ProgressStyle::with_template(
         "{spinner} {pos} resources written ({per_sec})",
     )?);

@@ -3,7 +3,8 @@
 //! repeatable without duplicating data and exit non-zero when a resource failed; `node status`
 //! never creates a database; settings come from TOML files with the long options as keys and
 //! from `ZORGNET_*` variables; `--help` shows defaults; subcommands refuse options they do not
-//! use; logs carry no colour codes when stderr is not a terminal.
+//! use; logs carry no colour codes when stderr is not a terminal, and bulk commands log no
+//! INFO lines unless asked.
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -279,7 +280,7 @@ async fn import_over_http_into_a_running_node() {
     let broken = dir.path().join("broken.ndjson.gz");
     write_gzip(
         &broken,
-        "{\"resourceType\":\"Patient\",\"id\":\"http-ok\"}\n{\"resourceType\":\"Patient\",\"id\":\"http-bad\",\"gender\":42}\n",
+        "{\"resourceType\":\"Patient\",\"id\":\"http-ok\"}\nnot json\n{\"resourceType\":\"Patient\",\"id\":\"http-bad\",\"gender\":42}\n",
     );
     let path = broken.to_str().unwrap().to_string();
     let import_base = base.clone();
@@ -288,9 +289,35 @@ async fn import_over_http_into_a_running_node() {
             .await
             .unwrap();
     assert_eq!(number_before(&report, "created"), 1, "{report}");
-    assert_eq!(number_before(&report, "failed"), 1, "{report}");
+    assert_eq!(number_before(&report, "failed"), 2, "{report}");
     assert!(report.contains("Patient/http-bad"), "{report}");
-    assert!(error.contains("1 of 2 resources failed"), "{error}");
+    assert!(
+        report.contains("broken.ndjson.gz:2") && report.contains("malformed JSON"),
+        "{report}"
+    );
+    assert!(error.contains("2 of 3 resources failed"), "{error}");
+
+    let bundles = dir.path().join("p.json");
+    run(&[
+        "generate",
+        "--patients",
+        "5",
+        "--seed",
+        "9",
+        "--out",
+        bundles.to_str().unwrap(),
+    ]);
+    let path = bundles.to_str().unwrap().to_string();
+    let import_base = base.clone();
+    let from_bundles =
+        tokio::task::spawn_blocking(move || run(&["import", &path, "--to", &import_base]))
+            .await
+            .unwrap();
+    assert_eq!(
+        number_before(&from_bundles, "updated"),
+        lines,
+        "the same data as transaction Bundles: {from_bundles}"
+    );
     assert_eq!(
         reqwest::get(format!("{base}/Patient/http-ok"))
             .await
@@ -553,6 +580,19 @@ fn logs_have_no_colour_codes_when_piped() {
     assert!(
         !stderr.contains('\u{1b}'),
         "escape codes in piped logs: {stderr:?}"
+    );
+
+    let quiet = Command::new(BINARY)
+        .args(["import", ndjson.to_str().unwrap(), "--data"])
+        .arg(dir.path().join("another-node"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(quiet.status.success());
+    let stderr = String::from_utf8(quiet.stderr).unwrap();
+    assert!(
+        !stderr.contains("INFO"),
+        "a bulk command logs warnings only, unless RUST_LOG asks: {stderr}"
     );
 }
 
