@@ -86,7 +86,7 @@ pub async fn run(args: ImportArgs) -> Result<()> {
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
         .sum();
-    let progress = progress_bar(total_bytes)?;
+    let progress = Progress::new(total_bytes)?;
     let mut report = ImportReport::default();
     let target = match (&args.to, &args.postgres, &args.data) {
         (Some(url), _, _) => Target::Http(
@@ -125,7 +125,7 @@ pub async fn run(args: ImportArgs) -> Result<()> {
     }
     let mut outbox = None;
     if let Target::Store(store) = &target {
-        progress.set_message("refreshing planner statistics");
+        progress.bar.set_message("refreshing planner statistics");
         store
             .analyze()
             .await
@@ -140,10 +140,10 @@ pub async fn run(args: ImportArgs) -> Result<()> {
     if let Target::Store(store) = target {
         // A PostgreSQL client must not be dropped on an async worker thread.
         tokio::task::spawn_blocking(move || drop(store)).await?;
-        progress.finish_and_clear();
+        progress.bar.finish_and_clear();
         print_summary(&report, started, "stored", "unchanged");
     } else {
-        progress.finish_and_clear();
+        progress.bar.finish_and_clear();
         print_summary(&report, started, "created", "updated or unchanged");
     }
     if let Some(outbox) = outbox {
@@ -190,18 +190,42 @@ fn print_summary(
 
 /// A bar over the input's bytes that moves as batches are confirmed; hidden unless stderr is
 /// a terminal (a log or a pipe gets the summary only).
-fn progress_bar(total_bytes: u64) -> Result<indicatif::ProgressBar> {
-    use std::io::IsTerminal as _;
-    if !std::io::stderr().is_terminal() {
-        return Ok(indicatif::ProgressBar::hidden());
+pub struct Progress {
+    bar: indicatif::ProgressBar,
+    /// The style with an ETA, shown from the first confirmed batch on: before it there is no
+    /// rate to estimate from, and indicatif would say "0s left".
+    with_eta: indicatif::ProgressStyle,
+}
+
+impl Progress {
+    fn new(total_bytes: u64) -> Result<Progress> {
+        use std::io::IsTerminal as _;
+        let bar = if std::io::stderr().is_terminal() {
+            indicatif::ProgressBar::new(total_bytes)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_style(indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} written, {msg} ({elapsed})",
+        )?);
+        bar.set_message("waiting for the first batch");
+        bar.enable_steady_tick(PROGRESS_TICK);
+        Ok(Progress {
+            bar,
+            with_eta: indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} written, {msg} ({elapsed}, {eta} left)",
+            )?,
+        })
     }
-    let progress = indicatif::ProgressBar::new(total_bytes);
-    progress.set_style(indicatif::ProgressStyle::with_template(
-        "{bar:40} {bytes}/{total_bytes} written, {msg} ({elapsed}, {eta} left)",
-    )?);
-    progress.set_message("0 resources");
-    progress.enable_steady_tick(PROGRESS_TICK);
-    Ok(progress)
+
+    /// A batch was confirmed written: its input bytes count, and `resources` are done so far.
+    fn confirmed(&self, bytes: u64, resources: u64) {
+        if self.bar.position() == 0 && bytes > 0 {
+            self.bar.set_style(self.with_eta.clone());
+        }
+        self.bar.inc(bytes);
+        self.bar.set_message(format!("{resources} resources"));
+    }
 }
 
 enum Target {
@@ -506,7 +530,7 @@ fn describe(resource: &Value) -> String {
 pub async fn load_into_store(
     store: &Store,
     resources: impl Iterator<Item = Value>,
-    progress: Option<&indicatif::ProgressBar>,
+    progress: Option<&Progress>,
 ) -> Result<ImportReport> {
     load_weighted(store, &mut resources.map(|r| (r, 0)), progress).await
 }
@@ -519,7 +543,7 @@ pub async fn load_into_store(
 async fn load_weighted(
     store: &Store,
     resources: &mut impl Iterator<Item = (Value, u64)>,
-    progress: Option<&indicatif::ProgressBar>,
+    progress: Option<&Progress>,
 ) -> Result<ImportReport> {
     let mut report = ImportReport::default();
     let mut in_flight: Option<tokio::task::JoinHandle<BatchResult>> = None;
@@ -601,7 +625,7 @@ async fn collect(
     store: &Store,
     (names, bytes, result): BatchResult,
     report: &mut ImportReport,
-    progress: Option<&indicatif::ProgressBar>,
+    progress: Option<&Progress>,
 ) {
     let outcomes = match result {
         Ok(outcomes) => outcomes.into_iter().map(Ok).collect::<Vec<_>>(),
@@ -624,8 +648,7 @@ async fn collect(
         }
     }
     if let Some(progress) = progress {
-        progress.inc(bytes);
-        progress.set_message(format!("{} resources", report.stored + report.unchanged));
+        progress.confirmed(bytes, report.stored + report.unchanged);
     }
 }
 
@@ -653,7 +676,7 @@ async fn load_over_http(
     client: &reqwest::Client,
     base: &str,
     resources: &mut impl Iterator<Item = (Resource, u64)>,
-    progress: &indicatif::ProgressBar,
+    progress: &Progress,
 ) -> Result<ImportReport> {
     let mut report = ImportReport::default();
     let mut in_flight: VecDeque<HttpBatch> = VecDeque::new();
@@ -701,8 +724,7 @@ async fn load_over_http(
                 .failures
                 .extend(batch.names.into_iter().map(|name| (name, reason.clone()))),
         }
-        progress.inc(batch.bytes);
-        progress.set_message(format!("{} resources", report.stored + report.unchanged));
+        progress.confirmed(batch.bytes, report.stored + report.unchanged);
     }
     Ok(report)
 }
