@@ -28,6 +28,10 @@ pub enum DbError {
     /// A concurrent transaction got in the way; retrying may succeed.
     #[error("{0}")]
     Conflict(String),
+    /// The database, or a component's tables in it, is not there (only from
+    /// [`Database::open_existing_sqlite`] and [`Database::open_existing_postgres`]).
+    #[error("{0}")]
+    Missing(String),
 }
 
 /// One numbered schema change of one component. Released migrations are never edited; a new
@@ -78,6 +82,34 @@ impl Database {
     pub fn open_postgres(url: &str, migrations: &[Migration]) -> Result<Database, DbError> {
         Ok(Database {
             pool: Arc::new(Pool::Postgres(postgres::PgPool::open(url, migrations)?)),
+        })
+    }
+
+    /// Opens a SQLite file that exists already, creating and migrating nothing: for commands
+    /// that only look (`zorgnet node status`). Fails with [`DbError::Missing`] unless the file
+    /// is there and records every component of `migrations`, and unless each is at the version
+    /// this build knows.
+    pub fn open_existing_sqlite(
+        path: &Path,
+        migrations: &[Migration],
+    ) -> Result<Database, DbError> {
+        let pool = sqlite::SqlitePool::open_existing(path)?;
+        pool.with_reader(|conn| check_schema(conn, migrations))?;
+        Ok(Database {
+            pool: Arc::new(Pool::Sqlite(pool)),
+        })
+    }
+
+    /// Connects to a PostgreSQL database without creating or migrating anything; like
+    /// [`Database::open_existing_sqlite`], every component of `migrations` must be there.
+    pub fn open_existing_postgres(
+        url: &str,
+        migrations: &[Migration],
+    ) -> Result<Database, DbError> {
+        let pool = postgres::PgPool::open_existing(url);
+        pool.with_reader(|conn| check_schema(conn, migrations))?;
+        Ok(Database {
+            pool: Arc::new(Pool::Postgres(pool)),
         })
     }
 
@@ -201,6 +233,63 @@ fn render(sql: &str, dialect: Dialect) -> String {
         .replace("{text}", text)
         .replace("{real}", real)
         .replace("{without_rowid}", without_rowid)
+}
+
+/// Checks, reading only, that the database records every component of `migrations` at the
+/// newest version this build knows.
+fn check_schema(conn: &mut dyn Conn, migrations: &[Migration]) -> Result<(), DbError> {
+    let exists = match conn.dialect() {
+        Dialect::Sqlite => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        }
+        Dialect::Postgres => {
+            "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 ELSE 1 END::BIGINT"
+        }
+    };
+    let found = conn.query(exists, &[])?;
+    if found
+        .first()
+        .and_then(|r| r.first())
+        .map_or(0, SqlValue::int)
+        == 0
+    {
+        return Err(DbError::Missing(
+            "no zorgnet tables in this database (no schema_migrations)".into(),
+        ));
+    }
+    let select = format!(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = {}",
+        conn.dialect().placeholder(1)
+    );
+    for migration in migrations {
+        let known = migrations
+            .iter()
+            .filter(|m| m.component == migration.component)
+            .map(|m| m.version)
+            .max()
+            .unwrap_or(0);
+        if migration.version != known {
+            continue;
+        }
+        let rows = conn.query(&select, &[migration.component.into()])?;
+        let current = rows
+            .first()
+            .and_then(|r| r.first())
+            .map_or(0, SqlValue::int);
+        if current == 0 {
+            return Err(DbError::Missing(format!(
+                "the database has no {} tables",
+                migration.component
+            )));
+        }
+        if current != known {
+            return Err(DbError::Backend(format!(
+                "the database's {} schema is at version {current}, this build's at {known}",
+                migration.component
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Applies every migration newer than what the database records, each in its own

@@ -341,14 +341,19 @@ impl Drop for PgPool {
 impl PgPool {
     /// Connects and runs migrations.
     pub fn open(url: &str, migrations: &[Migration]) -> Result<PgPool, DbError> {
-        let pool = PgPool {
+        let pool = PgPool::open_existing(url);
+        pool.migrate(migrations)?;
+        Ok(pool)
+    }
+
+    /// A pool that connects lazily and migrates nothing.
+    pub fn open_existing(url: &str) -> PgPool {
+        PgPool {
             url: url.to_string(),
             idle: Mutex::new(Vec::new()),
             async_readers: PgAsyncReaders::new(url),
             writer: Mutex::new(()),
-        };
-        pool.migrate(migrations)?;
-        Ok(pool)
+        }
     }
 
     /// Applies migrations under an advisory lock, so that processes starting together do not

@@ -218,6 +218,22 @@ impl SqlitePool {
         })
     }
 
+    /// Opens a database file that exists already, without creating or migrating anything.
+    pub fn open_existing(path: &Path) -> Result<SqlitePool, DbError> {
+        if !path.is_file() {
+            return Err(DbError::Missing(format!(
+                "no database file at {}",
+                path.display()
+            )));
+        }
+        Ok(SqlitePool {
+            path: path.to_path_buf(),
+            writer: Mutex::new(SqliteConn::open(path, WRITER_CACHE_SIZE_KIB)?),
+            readers: Mutex::new(Vec::new()),
+            checkpointer: Checkpointer::start(path)?,
+        })
+    }
+
     /// Runs `f` on the writer connection, then tells the checkpointer the log may have grown.
     pub fn with_writer<T, E: From<DbError>>(
         &self,

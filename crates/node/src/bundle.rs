@@ -1,9 +1,16 @@
 //! Bundles: rendering searchset and history Bundles around stored JSON, and processing
 //! `transaction` (all-or-nothing) and `batch` Bundles.
+//!
+//! A batch's plain updates (`PUT Type/id` without `ifMatch`: what `zorgnet import` sends, and
+//! independent of each other as every batch entry must be) are written together, in one
+//! store call on the store's bulk path ([`zorgnet_store::Store::import`]); each still gets its
+//! own outcome, and when that one transaction fails they are written one by one, so one bad
+//! entry never sinks the others. `Prefer: return=minimal` leaves the resources out of the
+//! response's write entries.
 
 use crate::AppState;
 use crate::error::{FHIR_JSON, FhirError};
-use crate::rest;
+use crate::rest::{self, ReturnPreference};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -16,7 +23,8 @@ use zorgnet_fhir::datetime::format_instant;
 use zorgnet_fhir::search::{SearchQuery, Summary};
 use zorgnet_fhir::{IssueCode, operation_outcome};
 use zorgnet_store::{
-    HistoryEntry, ReadOutcome, StoreError, StoredResource, WriteOp, WriteOutcome, now_ms,
+    HistoryEntry, ImportBatch, ImportOutcome, ReadOutcome, StoreError, StoredResource, WriteOp,
+    WriteOutcome, now_ms,
 };
 
 /// Most entries one transaction or batch Bundle may carry.
@@ -306,7 +314,7 @@ fn entry_error(index: usize, error: FhirError) -> FhirError {
     }
 }
 
-fn plan(bundle: &Value) -> Result<(String, Vec<Planned>), FhirError> {
+fn plan(mut bundle: Value) -> Result<(String, Vec<Planned>), FhirError> {
     let bundle_type = bundle
         .get("type")
         .and_then(Value::as_str)
@@ -319,9 +327,9 @@ fn plan(bundle: &Value) -> Result<(String, Vec<Planned>), FhirError> {
             "POST to the base takes a Bundle of type transaction or batch",
         ));
     }
-    let entries = match bundle.get("entry") {
+    let entries = match bundle.get_mut("entry").map(Value::take) {
         None => Vec::new(),
-        Some(Value::Array(entries)) => entries.clone(),
+        Some(Value::Array(entries)) => entries,
         Some(_) => return Err(FhirError::bad_request("Bundle.entry must be an array")),
     };
     if entries.len() > MAX_BUNDLE_ENTRIES {
@@ -335,7 +343,8 @@ fn plan(bundle: &Value) -> Result<(String, Vec<Planned>), FhirError> {
         ));
     }
     let mut planned = Vec::with_capacity(entries.len());
-    for (index, entry) in entries.into_iter().enumerate() {
+    for (index, mut entry) in entries.into_iter().enumerate() {
+        let resource = entry.get_mut("resource").map(Value::take);
         let request = entry.get("request").ok_or_else(|| {
             entry_error(index, FhirError::bad_request("entry.request is missing"))
         })?;
@@ -366,7 +375,7 @@ fn plan(bundle: &Value) -> Result<(String, Vec<Planned>), FhirError> {
                 .get("fullUrl")
                 .and_then(Value::as_str)
                 .map(String::from),
-            resource: entry.get("resource").cloned(),
+            resource,
             if_none_exist: text("ifNoneExist"),
             if_match: text("ifMatch"),
         });
@@ -381,14 +390,35 @@ pub(crate) async fn transaction_or_batch(
     body: Body,
 ) -> Result<Response, FhirError> {
     let bundle = rest::read_json_body(body).await?;
-    let (bundle_type, planned) = plan(&bundle)?;
+    let (bundle_type, planned) = plan(bundle)?;
     let base = rest::base_url(&state, &headers);
-    let body = if bundle_type == "transaction" {
+    let reads: Vec<bool> = planned.iter().map(|p| p.method == "GET").collect();
+    let mut body = if bundle_type == "transaction" {
         transaction(&state, &base, planned).await?
     } else {
-        batch(&state, &base, planned).await
+        batch(&state, &base, planned, rest::return_preference(&headers)).await
     };
+    if rest::return_preference(&headers) == ReturnPreference::Minimal {
+        leave_out_written_resources(&mut body, &reads);
+    }
     Ok(bundle_response(body.to_string()))
+}
+
+/// `Prefer: return=minimal`: the entries of writes keep their `response` but not the resource
+/// (reads keep theirs: the resource is what was asked).
+fn leave_out_written_resources(response: &mut Value, reads: &[bool]) {
+    let Some(entries) = response.get_mut("entry").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for (entry, _) in entries
+        .iter_mut()
+        .zip(reads)
+        .filter(|(_, is_read)| !**is_read)
+    {
+        if let Some(entry) = entry.as_object_mut() {
+            entry.remove("resource");
+        }
+    }
 }
 
 fn split_url(url: &str) -> (&str, Option<&str>, Option<&str>) {
@@ -727,16 +757,162 @@ async fn read_entry(state: &AppState, base: &str, url: &str) -> Value {
     }
 }
 
-async fn batch(state: &AppState, base: &str, planned: Vec<Planned>) -> Value {
-    let mut responses = Vec::with_capacity(planned.len());
-    for p in &planned {
-        let response = match batch_entry(state, base, p).await {
+async fn batch(
+    state: &Arc<AppState>,
+    base: &str,
+    planned: Vec<Planned>,
+    preference: ReturnPreference,
+) -> Value {
+    let mut responses = vec![Value::Null; planned.len()];
+    let (updates, others): (Vec<Planned>, Vec<Planned>) =
+        planned.into_iter().partition(is_plain_update);
+    if !updates.is_empty() {
+        for (index, response) in write_updates(state, base, updates, preference).await {
+            responses[index] = response;
+        }
+    }
+    for p in &others {
+        responses[p.index] = match batch_entry(state, base, p).await {
             Ok(v) => v,
             Err(e) => error_entry(e),
         };
-        responses.push(response);
     }
     json!({"resourceType": "Bundle", "id": uuid::Uuid::new_v4().to_string(), "type": "batch-response", "entry": responses})
+}
+
+/// A `PUT Type/id` entry without `ifMatch`: an update that depends on nothing but its own
+/// resource, so it can be written together with others of its kind.
+fn is_plain_update(p: &Planned) -> bool {
+    p.method == "PUT" && p.if_match.is_none() && matches!(split_url(&p.url), (_, Some(_), None))
+}
+
+/// Updates made ready for one store call, and the entries refused on the way.
+struct PreparedUpdates {
+    batch: ImportBatch,
+    /// (entry index, resource type, id) of each resource in `batch`, in order.
+    written: Vec<(usize, String, String)>,
+    refused: Vec<(usize, Value)>,
+}
+
+/// Validates plain updates and adds them to an import batch: CPU work (validating, stamping,
+/// indexing), run on the blocking pool so a batch of thousands does not hold up an async
+/// worker.
+fn prepare_updates(state: &AppState, updates: Vec<Planned>) -> PreparedUpdates {
+    let mut prepared = PreparedUpdates {
+        batch: state.store.import_batch(),
+        written: Vec::with_capacity(updates.len()),
+        refused: Vec::new(),
+    };
+    for mut p in updates {
+        let (resource_type, id, _) = split_url(&p.url);
+        let (resource_type, id) = (resource_type.to_string(), id.unwrap_or("").to_string());
+        let op = rest::check_type(&resource_type).and_then(|()| {
+            let resource = p
+                .resource
+                .take()
+                .ok_or_else(|| FhirError::bad_request("entry.resource is missing"))?;
+            put_op(state, &p, resource, None)
+        });
+        let pushed = match op {
+            Ok(WriteOp::Update { resource, .. }) => {
+                prepared.batch.push(resource).map_err(FhirError::from)
+            }
+            Ok(_) => Err(FhirError::bad_request("PUT needs Type/id")),
+            Err(e) => Err(e),
+        };
+        match pushed {
+            Ok(()) => prepared.written.push((p.index, resource_type, id)),
+            Err(e) => prepared.refused.push((p.index, error_entry(e))),
+        }
+    }
+    prepared
+}
+
+/// Writes a batch's plain updates in one store call and answers each entry on its own.
+async fn write_updates(
+    state: &Arc<AppState>,
+    base: &str,
+    updates: Vec<Planned>,
+    preference: ReturnPreference,
+) -> Vec<(usize, Value)> {
+    let indexes: Vec<usize> = updates.iter().map(|p| p.index).collect();
+    let prepared = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || prepare_updates(&state, updates)).await
+    };
+    let Ok(PreparedUpdates {
+        batch,
+        written,
+        mut refused,
+    }) = prepared
+    else {
+        let failed = || FhirError::from(StoreError::Backend("preparing the batch failed".into()));
+        return indexes
+            .into_iter()
+            .map(|index| (index, error_entry(failed())))
+            .collect();
+    };
+    let mut responses = std::mem::take(&mut refused);
+    if batch.is_empty() {
+        return responses;
+    }
+    match state.store.import(batch).await {
+        Ok(outcomes) => {
+            for ((index, resource_type, id), outcome) in written.into_iter().zip(outcomes) {
+                let entry = imported_entry(state, base, &resource_type, &id, outcome, preference);
+                responses.push((index, entry.await));
+            }
+        }
+        Err(failure) if failure.ops.len() == written.len() => {
+            tracing::debug!(error = %failure.error, "batch updates failed together; writing them one by one");
+            for ((index, _, _), op) in written.into_iter().zip(failure.ops) {
+                let entry = match state.store.write(op).await {
+                    Ok(outcome) => outcome_entry(base, &outcome),
+                    Err(e) => error_entry(FhirError::from(e)),
+                };
+                responses.push((index, entry));
+            }
+        }
+        Err(failure) => {
+            let reason = failure.error.to_string();
+            responses.extend(written.into_iter().map(|(index, _, _)| {
+                let failed = FhirError::from(StoreError::Backend(reason.clone()));
+                (index, error_entry(failed))
+            }));
+        }
+    }
+    responses
+}
+
+/// The response entry of an update written on the bulk path. Without `return=minimal` the
+/// resource is read back as stored (a write that came in since shows as its newer version).
+async fn imported_entry(
+    state: &AppState,
+    base: &str,
+    resource_type: &str,
+    id: &str,
+    outcome: ImportOutcome,
+    preference: ReturnPreference,
+) -> Value {
+    let (status, version) = match outcome {
+        ImportOutcome::Created => ("201 Created", 1),
+        ImportOutcome::Updated { version } | ImportOutcome::Unchanged { version } => {
+            ("200 OK", version)
+        }
+    };
+    if preference != ReturnPreference::Minimal
+        && let Ok(ReadOutcome::Found(stored)) = state.store.read(resource_type, id).await
+    {
+        return stored_entry(base, &stored, status);
+    }
+    json!({
+        "fullUrl": format!("{base}/{resource_type}/{id}"),
+        "response": {
+            "status": status,
+            "location": format!("{resource_type}/{id}/_history/{version}"),
+            "etag": format!("W/\"{version}\""),
+        }
+    })
 }
 
 async fn batch_entry(state: &AppState, base: &str, p: &Planned) -> Result<Value, FhirError> {

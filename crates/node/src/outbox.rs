@@ -420,9 +420,9 @@ pub struct OutboxStatus {
     pub oldest_pending_ms: Option<i64>,
 }
 
-/// Reads the outbox's depth. Blocking.
+/// Reads the outbox's depth, writing nothing: the outbox's tables must be there ([`install`],
+/// or a database opened with [`MIGRATIONS`] checked). Blocking.
 pub fn status(db: &Database) -> Result<OutboxStatus, DbError> {
-    db.migrate(MIGRATIONS)?;
     db.with_reader(|conn| {
         let pending = conn.query("SELECT COUNT(*), MIN(enqueued_at_ms) FROM outbox", &[])?;
         let failed = conn.query("SELECT COUNT(*) FROM outbox_failed", &[])?;

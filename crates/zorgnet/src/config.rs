@@ -1,33 +1,62 @@
-//! Node settings: defaults < TOML file < `ZORGNET_*` environment variables < command line.
+//! Settings of the commands that run a service (`node`, `node status`, `hub`, `demo`):
+//! defaults < TOML file (`--config`) < `ZORGNET_*` environment variables < command line.
+//!
+//! A TOML key is the long option as written on the command line (`base-url = "…"`); the
+//! snake_case spelling (`base_url`) is accepted too, as files written before keys were
+//! documented used it. Unknown keys are refused, so a misspelt setting is never ignored.
+//! `--help` shows every default, because clap holds them: whether a value came from clap's
+//! default or from the command line or environment ([`clap::parser::ValueSource`]) decides
+//! whether the file may override it.
+//! One-off commands (`generate`, `import`, `bench`, …) take arguments, not settings: they
+//! have no environment variables and no file.
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Command-line (and environment) arguments of `zorgnet node`.
-#[derive(Args, Debug, Default)]
-pub struct NodeArgs {
-    /// TOML settings file (keys as the long options, `data`, `listen`, `ura`, …).
+/// Where a node keeps its SQLite database when nothing says otherwise.
+pub const DEFAULT_NODE_DATA: &str = "zorgnet-data";
+/// A node's listen address when nothing says otherwise.
+pub const DEFAULT_NODE_LISTEN: &str = "127.0.0.1:8080";
+/// Where a hub keeps its keys and SQLite database when nothing says otherwise.
+pub const DEFAULT_HUB_DATA: &str = "zorgnet-data/hub";
+/// A hub's listen address when nothing says otherwise.
+pub const DEFAULT_HUB_LISTEN: &str = "127.0.0.1:7000";
+/// Seconds between a hub's polls of its mCSD update suppliers when nothing says otherwise.
+pub const DEFAULT_HUB_SYNC_INTERVAL_S: u64 = 60;
+
+/// Where a node's data is: all that `zorgnet node status` needs, and part of `zorgnet node`.
+#[derive(Args, Debug)]
+pub struct NodeStorageArgs {
+    /// TOML settings file; keys as the long options (`data`, `listen`, `base-url`, …).
     #[arg(long, env = "ZORGNET_CONFIG")]
     config: Option<PathBuf>,
     /// Directory for the SQLite database (ignored with --postgres).
-    #[arg(long, env = "ZORGNET_DATA")]
-    data: Option<PathBuf>,
-    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
-    #[arg(long, env = "ZORGNET_LISTEN")]
-    listen: Option<String>,
-    /// URA number of the organisation running this node.
+    #[arg(long, env = "ZORGNET_DATA", default_value = DEFAULT_NODE_DATA)]
+    data: PathBuf,
+    /// PostgreSQL URL; when set, PostgreSQL is used instead of SQLite.
+    #[arg(long, env = "ZORGNET_POSTGRES", hide_env_values = true)]
+    postgres: Option<String>,
+}
+
+/// Command-line (and environment) arguments of `zorgnet node`.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    storage: NodeStorageArgs,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "ZORGNET_LISTEN", default_value = DEFAULT_NODE_LISTEN)]
+    listen: String,
+    /// URA number of the organisation running this node (required).
     #[arg(long, env = "ZORGNET_URA")]
     ura: Option<String>,
-    /// Name of the organisation.
+    /// Name of the organisation [default: organisation <URA>].
     #[arg(long, env = "ZORGNET_NAME")]
     name: Option<String>,
-    /// PostgreSQL URL; when set, PostgreSQL is used instead of SQLite.
-    #[arg(long, env = "ZORGNET_POSTGRES")]
-    postgres: Option<String>,
-    /// Public base URL of the FHIR API (default: from the request's Host header).
+    /// Public base URL of the FHIR API [default: from the request's Host header].
     #[arg(long, env = "ZORGNET_BASE_URL")]
     base_url: Option<String>,
     /// Base URL of the hub whose referral index this node registers at (e.g.
@@ -39,32 +68,58 @@ pub struct NodeArgs {
     hub_key: Option<String>,
     /// How long (milliseconds) a consent decision of the hub is reused before other
     /// organisations' reads ask again; a citizen's change takes effect within this time.
-    #[arg(long, env = "ZORGNET_CONSENT_CACHE_TTL_MS")]
+    #[arg(long, env = "ZORGNET_CONSENT_CACHE_TTL_MS",
+        default_value_t = zorgnet_node::access::DEFAULT_DECISION_TTL.as_millis() as u64)]
+    consent_cache_ttl_ms: u64,
+}
+
+/// Command-line (and environment) arguments of `zorgnet hub`.
+#[derive(Args, Debug)]
+pub struct HubArgs {
+    /// TOML settings file; keys as the long options (`data`, `listen`, `sync-interval-s`, …).
+    #[arg(long, env = "ZORGNET_HUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for keys (and the SQLite database unless --postgres is given).
+    #[arg(long, env = "ZORGNET_HUB_DATA", default_value = DEFAULT_HUB_DATA)]
+    data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "ZORGNET_HUB_LISTEN", default_value = DEFAULT_HUB_LISTEN)]
+    listen: String,
+    /// PostgreSQL URL; when set, the hub's tables live there.
+    #[arg(long, env = "ZORGNET_HUB_POSTGRES", hide_env_values = true)]
+    postgres: Option<String>,
+    /// Seconds between polls of the mCSD update suppliers (at least 1).
+    #[arg(long, env = "ZORGNET_HUB_SYNC_INTERVAL_S", default_value_t = DEFAULT_HUB_SYNC_INTERVAL_S)]
+    sync_interval_s: u64,
+}
+
+/// A node's settings file.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct NodeFile {
+    data: Option<PathBuf>,
+    listen: Option<String>,
+    ura: Option<String>,
+    name: Option<String>,
+    postgres: Option<String>,
+    #[serde(alias = "base_url")]
+    base_url: Option<String>,
+    hub: Option<String>,
+    #[serde(alias = "hub_key")]
+    hub_key: Option<String>,
+    #[serde(alias = "consent_cache_ttl_ms")]
     consent_cache_ttl_ms: Option<u64>,
 }
 
-/// The settings file.
+/// A hub's settings file.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileSettings {
-    /// See [`NodeArgs::data`].
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct HubFile {
     data: Option<PathBuf>,
-    /// See [`NodeArgs::listen`].
     listen: Option<String>,
-    /// See [`NodeArgs::ura`].
-    ura: Option<String>,
-    /// See [`NodeArgs::name`].
-    name: Option<String>,
-    /// See [`NodeArgs::postgres`].
     postgres: Option<String>,
-    /// See [`NodeArgs::base_url`].
-    base_url: Option<String>,
-    /// See [`NodeArgs::hub`].
-    hub: Option<String>,
-    /// See [`NodeArgs::hub_key`].
-    hub_key: Option<String>,
-    /// See [`NodeArgs::consent_cache_ttl_ms`].
-    consent_cache_ttl_ms: Option<u64>,
+    #[serde(alias = "sync_interval_s")]
+    sync_interval_s: Option<u64>,
 }
 
 /// Resolved settings of a node.
@@ -88,10 +143,75 @@ pub struct NodeSettings {
     pub access: zorgnet_node::access::AccessConfig,
 }
 
+/// Where a node's data is.
+#[derive(Debug)]
+pub struct NodeStorage {
+    /// SQLite directory (unused with `postgres`).
+    pub data: PathBuf,
+    /// PostgreSQL URL.
+    pub postgres: Option<String>,
+}
+
+/// Resolved settings of a hub.
+#[derive(Debug)]
+pub struct HubSettings {
+    /// Key (and SQLite) directory.
+    pub data: PathBuf,
+    /// Listen address.
+    pub listen: String,
+    /// PostgreSQL URL.
+    pub postgres: Option<String>,
+    /// Time between polls of the mCSD update suppliers.
+    pub sync_interval: Duration,
+}
+
+/// Whether the command line or the environment set `id`, rather than clap's default.
+fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches
+        .value_source(id)
+        .is_some_and(|source| source != ValueSource::DefaultValue)
+}
+
+/// A setting with a default in clap: the command line's or the environment's value, else
+/// the file's, else the default.
+fn layered<T>(matches: &ArgMatches, id: &str, value: T, file: Option<T>) -> T {
+    match file {
+        Some(from_file) if !given(matches, id) => from_file,
+        _ => value,
+    }
+}
+
+fn read_file<T: serde::de::DeserializeOwned + Default>(path: Option<&Path>) -> Result<T> {
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read settings file {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parse settings file {}", path.display()))
+        }
+        None => Ok(T::default()),
+    }
+}
+
+impl NodeStorage {
+    /// Merges `node status`'s command line, environment and file over the defaults.
+    pub fn resolve(args: NodeStorageArgs, matches: &ArgMatches) -> Result<NodeStorage> {
+        let file: NodeFile = read_file(args.config.as_deref())?;
+        Ok(NodeStorage::merge(args, &file, matches))
+    }
+
+    fn merge(args: NodeStorageArgs, file: &NodeFile, matches: &ArgMatches) -> NodeStorage {
+        NodeStorage {
+            data: layered(matches, "data", args.data, file.data.clone()),
+            postgres: args.postgres.or_else(|| file.postgres.clone()),
+        }
+    }
+}
+
 impl NodeSettings {
     /// Merges command line, environment and file over the defaults.
-    pub fn resolve(args: NodeArgs) -> Result<NodeSettings> {
-        let file = FileSettings::read(&args)?;
+    pub fn resolve(args: NodeArgs, matches: &ArgMatches) -> Result<NodeSettings> {
+        let file: NodeFile = read_file(args.storage.config.as_deref())?;
+        let storage = NodeStorage::merge(args.storage, &file, matches);
         let hub = match (args.hub.or(file.hub), args.hub_key.or(file.hub_key)) {
             (Some(url), Some(key)) => Some((url.trim_end_matches('/').to_string(), key)),
             (None, None) => None,
@@ -105,107 +225,166 @@ impl NodeSettings {
         if ura.len() != 8 || !ura.bytes().all(|b| b.is_ascii_digit()) {
             anyhow::bail!("URA must be 8 digits, not '{ura}'");
         }
+        let decision_ttl_ms = layered(
+            matches,
+            "consent_cache_ttl_ms",
+            args.consent_cache_ttl_ms,
+            file.consent_cache_ttl_ms,
+        );
         Ok(NodeSettings {
-            data: args
-                .data
-                .or(file.data)
-                .unwrap_or_else(|| PathBuf::from("zorgnet-data")),
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            data: storage.data,
+            postgres: storage.postgres,
+            listen: layered(matches, "listen", args.listen, file.listen),
             name: args
                 .name
                 .or(file.name)
                 .unwrap_or_else(|| format!("organisation {ura}")),
             ura,
-            postgres: args.postgres.or(file.postgres),
             base_url: args
                 .base_url
                 .or(file.base_url)
                 .map(|b| b.trim_end_matches('/').to_string()),
             hub,
             access: zorgnet_node::access::AccessConfig {
-                decision_ttl: args
-                    .consent_cache_ttl_ms
-                    .or(file.consent_cache_ttl_ms)
-                    .map_or(
-                        zorgnet_node::access::DEFAULT_DECISION_TTL,
-                        Duration::from_millis,
-                    ),
+                decision_ttl: Duration::from_millis(decision_ttl_ms),
             },
         })
     }
-
-    /// Only where the node's data is (`data`, `postgres`): enough for `zorgnet node status`.
-    pub fn storage(args: NodeArgs) -> Result<(PathBuf, Option<String>)> {
-        let file = FileSettings::read(&args)?;
-        Ok((
-            args.data
-                .or(file.data)
-                .unwrap_or_else(|| PathBuf::from("zorgnet-data")),
-            args.postgres.or(file.postgres),
-        ))
-    }
 }
 
-impl FileSettings {
-    fn read(args: &NodeArgs) -> Result<FileSettings> {
-        match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("read settings file {}", path.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("parse settings file {}", path.display()))
-            }
-            None => Ok(FileSettings::default()),
+impl HubSettings {
+    /// Merges command line, environment and file over the defaults.
+    pub fn resolve(args: HubArgs, matches: &ArgMatches) -> Result<HubSettings> {
+        let file: HubFile = read_file(args.config.as_deref())?;
+        let sync_interval_s = layered(
+            matches,
+            "sync_interval_s",
+            args.sync_interval_s,
+            file.sync_interval_s,
+        );
+        if sync_interval_s == 0 {
+            anyhow::bail!("--sync-interval-s must be at least 1");
         }
+        Ok(HubSettings {
+            data: layered(matches, "data", args.data, file.data),
+            listen: layered(matches, "listen", args.listen, file.listen),
+            postgres: args.postgres.or(file.postgres),
+            sync_interval: Duration::from_secs(sync_interval_s),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    #[derive(Parser)]
+    struct NodeCli {
+        #[command(flatten)]
+        args: NodeArgs,
+    }
+
+    #[derive(Parser)]
+    struct HubCli {
+        #[command(flatten)]
+        args: HubArgs,
+    }
+
+    fn node(argv: &[&str]) -> Result<NodeSettings> {
+        let matches = NodeCli::command()
+            .try_get_matches_from(std::iter::once("node").chain(argv.iter().copied()))?;
+        let cli = NodeCli::from_arg_matches(&matches)?;
+        NodeSettings::resolve(cli.args, &matches)
+    }
+
+    fn hub(argv: &[&str]) -> Result<HubSettings> {
+        let matches = HubCli::command()
+            .try_get_matches_from(std::iter::once("hub").chain(argv.iter().copied()))?;
+        let cli = HubCli::from_arg_matches(&matches)?;
+        HubSettings::resolve(cli.args, &matches)
+    }
+
+    fn settings_file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.toml");
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        (dir, path)
+    }
 
     #[test]
     fn command_line_beats_file_and_file_beats_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("node.toml");
-        std::fs::write(
-            &path,
+        let (_dir, path) = settings_file(
             "ura = \"12345678\"\nname = \"From file\"\nlisten = \"127.0.0.1:9999\"\n",
-        )
-        .unwrap();
-        let settings = NodeSettings::resolve(NodeArgs {
-            config: Some(path.clone()),
-            name: Some("From CLI".into()),
-            ..NodeArgs::default()
-        })
-        .unwrap();
+        );
+        let settings = node(&["--config", &path, "--name", "From CLI"]).unwrap();
         assert_eq!(settings.name, "From CLI");
         assert_eq!(settings.listen, "127.0.0.1:9999");
         assert_eq!(settings.ura, "12345678");
-        assert_eq!(settings.data, PathBuf::from("zorgnet-data"));
+        assert_eq!(settings.data, PathBuf::from(DEFAULT_NODE_DATA));
+        let settings = node(&["--config", &path, "--listen", "127.0.0.1:1"]).unwrap();
+        assert_eq!(
+            settings.listen, "127.0.0.1:1",
+            "the command line beats the file"
+        );
+    }
+
+    #[test]
+    fn file_keys_are_the_long_options_and_snake_case_is_accepted() {
+        let (_dir, path) = settings_file(
+            "ura = \"12345678\"\nbase-url = \"https://node.example/fhir/\"\nhub = \"http://hub:7000\"\n\
+             hub-key = \"secret\"\nconsent-cache-ttl-ms = 1234\n",
+        );
+        let settings = node(&["--config", &path]).unwrap();
+        assert_eq!(
+            settings.base_url.as_deref(),
+            Some("https://node.example/fhir")
+        );
+        assert_eq!(
+            settings.hub,
+            Some(("http://hub:7000".to_string(), "secret".to_string()))
+        );
+        assert_eq!(settings.access.decision_ttl, Duration::from_millis(1234));
+        let (_dir, path) = settings_file(
+            "ura = \"12345678\"\nbase_url = \"https://old.example/fhir\"\nconsent_cache_ttl_ms = 5\n",
+        );
+        let settings = node(&["--config", &path]).unwrap();
+        assert_eq!(
+            settings.base_url.as_deref(),
+            Some("https://old.example/fhir")
+        );
+        assert_eq!(settings.access.decision_ttl, Duration::from_millis(5));
+        let settings = node(&["--config", &path, "--consent-cache-ttl-ms", "7"]).unwrap();
+        assert_eq!(settings.access.decision_ttl, Duration::from_millis(7));
+    }
+
+    #[test]
+    fn hub_reads_its_settings_file() {
+        let (_dir, path) =
+            settings_file("data = \"/srv/hub\"\nlisten = \"0.0.0.0:7001\"\nsync-interval-s = 5\n");
+        let settings = hub(&["--config", &path]).unwrap();
+        assert_eq!(settings.data, PathBuf::from("/srv/hub"));
+        assert_eq!(settings.listen, "0.0.0.0:7001");
+        assert_eq!(settings.sync_interval, Duration::from_secs(5));
+        let settings = hub(&["--config", &path, "--sync-interval-s", "9"]).unwrap();
+        assert_eq!(settings.sync_interval, Duration::from_secs(9));
+        let defaults = hub(&[]).unwrap();
+        assert_eq!(defaults.listen, DEFAULT_HUB_LISTEN);
+        assert_eq!(
+            defaults.sync_interval,
+            Duration::from_secs(DEFAULT_HUB_SYNC_INTERVAL_S)
+        );
+        assert!(hub(&["--sync-interval-s", "0"]).is_err());
+        let (_dir, path) = settings_file("sync-intervall-s = 5\n");
+        assert!(hub(&["--config", &path]).is_err());
     }
 
     #[test]
     fn unknown_keys_and_bad_ura_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("node.toml");
-        std::fs::write(&path, "ura = \"12345678\"\nlisten_adress = \"x\"\n").unwrap();
-        assert!(
-            NodeSettings::resolve(NodeArgs {
-                config: Some(path),
-                ..NodeArgs::default()
-            })
-            .is_err()
-        );
-        assert!(
-            NodeSettings::resolve(NodeArgs {
-                ura: Some("123".into()),
-                ..NodeArgs::default()
-            })
-            .is_err()
-        );
+        let (_dir, path) = settings_file("ura = \"12345678\"\nlisten_adress = \"x\"\n");
+        assert!(node(&["--config", &path]).is_err());
+        assert!(node(&["--ura", "123"]).is_err());
+        assert!(node(&[]).is_err(), "the URA is required");
     }
 }

@@ -18,7 +18,7 @@ mod registry_cli;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::io::Write as _;
 use std::path::PathBuf;
 use zorgnet_fhir::search::SearchRegistry;
@@ -41,7 +41,7 @@ enum Command {
     /// Run a node: the FHIR R4 server of one care organisation (`node status`: its outbox).
     Node(Box<NodeCommand>),
     /// Run a hub: pseudonym service, referral index, consent register, addressing, registry.
-    Hub(HubArgs),
+    Hub(config::HubArgs),
     /// Run a node on a local SQLite database, filled with synthetic Dutch patients on first start.
     Demo(DemoArgs),
     /// Write deterministic synthetic Dutch FHIR data (NDJSON, or transaction Bundles for .json).
@@ -73,36 +73,21 @@ struct NodeCommand {
 
 #[derive(Subcommand)]
 enum NodeAction {
-    /// Show the node's outbox: registrations waiting for the hub, and refused ones.
-    Status(config::NodeArgs),
-}
-
-#[derive(Args)]
-struct HubArgs {
-    /// Directory for keys (and the SQLite database unless --postgres is given).
-    #[arg(long, env = "ZORGNET_HUB_DATA", default_value = "zorgnet-data/hub")]
-    data: PathBuf,
-    /// Address to listen on.
-    #[arg(long, env = "ZORGNET_HUB_LISTEN", default_value = "127.0.0.1:7000")]
-    listen: String,
-    /// PostgreSQL URL; when set, the hub's tables live there.
-    #[arg(long, env = "ZORGNET_HUB_POSTGRES")]
-    postgres: Option<String>,
-    /// Seconds between polls of the mCSD update suppliers.
-    #[arg(long, default_value_t = 60)]
-    sync_interval_s: u64,
+    /// Show the node's outbox: registrations waiting for the hub, and refused ones. Reads an
+    /// existing database and never creates one.
+    Status(config::NodeStorageArgs),
 }
 
 #[derive(Args)]
 struct DemoArgs {
     /// Directory for the SQLite database.
-    #[arg(long, default_value = "zorgnet-data/demo")]
+    #[arg(long, env = "ZORGNET_DEMO_DATA", default_value = "zorgnet-data/demo")]
     data: PathBuf,
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "ZORGNET_DEMO_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
     /// Synthetic patients loaded on first start.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = "ZORGNET_DEMO_PATIENTS", default_value_t = 100)]
     patients: usize,
 }
 
@@ -119,31 +104,70 @@ struct GenerateArgs {
     out: PathBuf,
 }
 
-fn main() -> Result<()> {
+/// Log filter of the services (`node`, `hub`, `demo`) when `RUST_LOG` says nothing.
+const SERVICE_LOG_FILTER: &str = "info,tower_http=warn";
+/// Log filter of the one-off bulk commands when `RUST_LOG` says nothing: they report on
+/// stdout, and the servers they run in-process would otherwise log an INFO line per
+/// organisation registered (`bench-hub`: thousands) or per schema migration.
+const BULK_LOG_FILTER: &str = "warn";
+
+/// Logs go to stderr, coloured only when stderr is a terminal and `NO_COLOR` is unset or
+/// empty (<https://no-color.org>): a log file or a journal must not fill with escape codes.
+fn init_logging(command: &Command) {
+    use std::io::IsTerminal as _;
+    let default_filter = match command {
+        Command::Node(_) | Command::Hub(_) | Command::Demo(_) => SERVICE_LOG_FILTER,
+        Command::Generate(_)
+        | Command::Import(_)
+        | Command::Localize(_)
+        | Command::Fetch(_)
+        | Command::Bench(_)
+        | Command::BenchHub(_)
+        | Command::Consent(_)
+        | Command::Organisation(_) => BULK_LOG_FILTER,
+    };
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"))
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter))
                 // At debug, tokio-postgres logs every statement's parameters: BSNs and whole
                 // resources. Capped whatever RUST_LOG says.
-                .add_directive("tokio_postgres=info".parse()?),
+                .add_directive(
+                    "tokio_postgres=info"
+                        .parse()
+                        .expect("a constant, valid directive"),
+                ),
         )
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+}
+
+fn main() -> Result<()> {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    init_logging(&cli.command);
+    // Settings with defaults need to know whether a value came from clap's default (a
+    // settings file may override it) or from the command line or environment.
+    let (_, command_matches) = matches.subcommand().context("no command given")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Node(node) => match *node {
-                NodeCommand {
-                    action: Some(NodeAction::Status(args)),
-                    ..
-                } => node_status(args).await,
-                NodeCommand { args, .. } => run_node(config::NodeSettings::resolve(args)?).await,
+            Command::Node(node) => match node.action {
+                Some(NodeAction::Status(args)) => {
+                    let (_, status_matches) = command_matches
+                        .subcommand()
+                        .context("no node subcommand given")?;
+                    node_status(config::NodeStorage::resolve(args, status_matches)?).await
+                }
+                None => run_node(config::NodeSettings::resolve(node.args, command_matches)?).await,
             },
-            Command::Hub(args) => run_hub(args).await,
+            Command::Hub(args) => {
+                run_hub(config::HubSettings::resolve(args, command_matches)?).await
+            }
             Command::Demo(args) => demo(args).await,
             Command::Generate(args) => generate(args),
             Command::Import(args) => import::run(args).await,
@@ -157,6 +181,9 @@ fn main() -> Result<()> {
     })
 }
 
+/// The node's SQLite file in its data directory.
+const NODE_DATABASE_FILE: &str = "node.sqlite";
+
 /// Opens the store a node's settings name. Opening connects and migrates with blocking
 /// clients, so it runs on the blocking pool, never on an async worker thread.
 async fn open_store(data: &std::path::Path, postgres: Option<&str>) -> Result<Store> {
@@ -167,7 +194,7 @@ async fn open_store(data: &std::path::Path, postgres: Option<&str>) -> Result<St
         match postgres {
             Some(url) => Store::open_postgres(&url, registry).context("open PostgreSQL storage"),
             None => {
-                let path = data.join("node.sqlite");
+                let path = data.join(NODE_DATABASE_FILE);
                 Store::open_sqlite(&path, registry)
                     .with_context(|| format!("open SQLite storage at {}", path.display()))
             }
@@ -324,10 +351,33 @@ async fn serve(
     .context("serve HTTP")
 }
 
-async fn node_status(args: config::NodeArgs) -> Result<()> {
-    let (data, postgres) = config::NodeSettings::storage(args)?;
-    let store = open_store(&data, postgres.as_deref()).await?;
-    let db = store.database().clone();
+/// Reads a node's outbox. Opening checks, without writing, that the database is there and
+/// holds the outbox's tables: a mistyped `--data` must not create an empty database and
+/// report "0 pending".
+async fn node_status(storage: config::NodeStorage) -> Result<()> {
+    let db = tokio::task::spawn_blocking(move || {
+        let migrations = zorgnet_node::outbox::MIGRATIONS;
+        let (opened, place) = match &storage.postgres {
+            Some(url) => (
+                zorgnet_db::Database::open_existing_postgres(url, migrations),
+                "the PostgreSQL database given (--postgres)".to_string(),
+            ),
+            None => (
+                zorgnet_db::Database::open_existing_sqlite(
+                    &storage.data.join(NODE_DATABASE_FILE),
+                    migrations,
+                ),
+                format!("{} (is --data right?)", storage.data.display()),
+            ),
+        };
+        opened.map_err(|e| match e {
+            zorgnet_db::DbError::Missing(_) => anyhow::anyhow!(e).context(format!(
+                "no node database in {place}; `node status` never creates one"
+            )),
+            other => anyhow::anyhow!(other).context(format!("open the node database in {place}")),
+        })
+    })
+    .await??;
     let status = tokio::task::spawn_blocking(move || zorgnet_node::outbox::status(&db))
         .await?
         .context("read the outbox")?;
@@ -344,20 +394,19 @@ async fn node_status(args: config::NodeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn run_hub(args: HubArgs) -> Result<()> {
+async fn run_hub(settings: config::HubSettings) -> Result<()> {
     let config = zorgnet_hub::HubConfig {
-        data_dir: args.data.clone(),
-        postgres: args.postgres.clone(),
+        data_dir: settings.data.clone(),
+        postgres: settings.postgres.clone(),
     };
     let hub = tokio::task::spawn_blocking(move || zorgnet_hub::Hub::open(&config))
         .await?
         .context("open the hub")?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
-        .with_context(|| format!("listen on {}", args.listen))?;
+        .with_context(|| format!("listen on {}", settings.listen))?;
     let address = listener.local_addr()?;
-    let _consumer =
-        hub.spawn_addressing_consumer(std::time::Duration::from_secs(args.sync_interval_s));
+    let _consumer = hub.spawn_addressing_consumer(settings.sync_interval);
     tracing::info!(%address, "hub listening");
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(
@@ -413,7 +462,11 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let format = zorgnet_synth::OutputFormat::from_path(&args.out);
     let file = std::fs::File::create(&args.out)
         .with_context(|| format!("create {}", args.out.display()))?;
-    let progress = indicatif::ProgressBar::new_spinner();
+    let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     progress.set_style(indicatif::ProgressStyle::with_template(
         "{spinner} {pos} resources written ({per_sec})",
     )?);

@@ -1,6 +1,10 @@
 //! End-to-end tests of the `zorgnet` binary: a node killed with SIGKILL loses no acknowledged
-//! write; `generate` and `import` (into a database and over HTTP) are repeatable without
-//! duplicating data.
+//! write; `generate` and `import` (into a database and over HTTP, plain and gzip input) are
+//! repeatable without duplicating data and exit non-zero when a resource failed; `node status`
+//! never creates a database; settings come from TOML files with the long options as keys and
+//! from `ZORGNET_*` variables; `--help` shows defaults; subcommands refuse options they do not
+//! use; logs carry no colour codes when stderr is not a terminal, and bulk commands log no
+//! INFO lines unless asked.
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -119,6 +123,34 @@ fn run(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Runs a command that must fail (exit code 1, not a usage error); returns stdout and stderr.
+fn run_failing(args: &[&str]) -> (String, String) {
+    let output = Command::new(BINARY)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "zorgnet {args:?} should fail: {stdout} {stderr}"
+    );
+    (stdout, stderr)
+}
+
+/// Writes `text` gzip-compressed to `path`.
+fn write_gzip(path: &std::path::Path, text: &str) {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::default(),
+    );
+    encoder.write_all(text.as_bytes()).unwrap();
+    encoder.finish().unwrap();
+}
+
 fn number_before(text: &str, word: &str) -> u64 {
     let words: Vec<&str> = text.split_whitespace().collect();
     let position = words
@@ -189,12 +221,13 @@ fn generate_and_import_twice_without_duplicates() {
         "{\"resourceType\":\"Patient\",\"id\":\"ok-1\"}\nnot json\n{\"resourceType\":\"Patient\",\"id\":\"bad-1\",\"gender\":42}\n",
     )
     .unwrap();
-    let report = run(&[
+    let (report, error) = run_failing(&[
         "import",
         broken.to_str().unwrap(),
         "--data",
         data.to_str().unwrap(),
     ]);
+    assert!(error.contains("2 of 3 resources failed"), "{error}");
     assert_eq!(number_before(&report, "stored"), 1, "{report}");
     assert_eq!(number_before(&report, "failed"), 2, "{report}");
     assert!(
@@ -223,12 +256,19 @@ async fn import_over_http_into_a_running_node() {
     let lines = std::fs::read_to_string(&ndjson).unwrap().lines().count() as u64;
     let (mut child, base) = start_node(&dir.path().join("node"));
     let path = ndjson.to_str().unwrap().to_string();
-    let base_for_import = base.clone();
-    let output =
-        tokio::task::spawn_blocking(move || run(&["import", &path, "--to", &base_for_import]))
-            .await
-            .unwrap();
-    assert_eq!(number_before(&output, "stored"), lines, "{output}");
+    let import_base = base.clone();
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        (
+            run(&["import", &path, "--to", &import_base]),
+            run(&["import", &path, "--to", &import_base]),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(number_before(&first, "created"), lines, "{first}");
+    assert_eq!(number_before(&first, "failed"), 0, "{first}");
+    assert_eq!(number_before(&second, "created"), 0, "{second}");
+    assert_eq!(number_before(&second, "updated"), lines, "{second}");
     let count: Value = reqwest::get(format!("{base}/Patient?_summary=count"))
         .await
         .unwrap()
@@ -236,8 +276,324 @@ async fn import_over_http_into_a_running_node() {
         .await
         .unwrap();
     assert_eq!(count["total"], 5);
+
+    let broken = dir.path().join("broken.ndjson.gz");
+    write_gzip(
+        &broken,
+        "{\"resourceType\":\"Patient\",\"id\":\"http-ok\"}\nnot json\n{\"resourceType\":\"Patient\",\"id\":\"http-bad\",\"gender\":42}\n",
+    );
+    let path = broken.to_str().unwrap().to_string();
+    let import_base = base.clone();
+    let (report, error) =
+        tokio::task::spawn_blocking(move || run_failing(&["import", &path, "--to", &import_base]))
+            .await
+            .unwrap();
+    assert_eq!(number_before(&report, "created"), 1, "{report}");
+    assert_eq!(number_before(&report, "failed"), 2, "{report}");
+    assert!(report.contains("Patient/http-bad"), "{report}");
+    assert!(
+        report.contains("broken.ndjson.gz:2") && report.contains("malformed JSON"),
+        "{report}"
+    );
+    assert!(error.contains("2 of 3 resources failed"), "{error}");
+
+    let bundles = dir.path().join("p.json");
+    run(&[
+        "generate",
+        "--patients",
+        "5",
+        "--seed",
+        "9",
+        "--out",
+        bundles.to_str().unwrap(),
+    ]);
+    let path = bundles.to_str().unwrap().to_string();
+    let import_base = base.clone();
+    let from_bundles =
+        tokio::task::spawn_blocking(move || run(&["import", &path, "--to", &import_base]))
+            .await
+            .unwrap();
+    assert_eq!(
+        number_before(&from_bundles, "updated"),
+        lines,
+        "the same data as transaction Bundles: {from_bundles}"
+    );
+    assert_eq!(
+        reqwest::get(format!("{base}/Patient/http-ok"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn import_reads_gzip_compressed_ndjson_and_bundles() {
+    let dir = tempfile::tempdir().unwrap();
+    let ndjson = dir.path().join("p.ndjson");
+    let bundles = dir.path().join("p.json");
+    for out in [&ndjson, &bundles] {
+        run(&[
+            "generate",
+            "--patients",
+            "4",
+            "--seed",
+            "5",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+    }
+    let text = std::fs::read_to_string(&ndjson).unwrap();
+    let lines = text.lines().count() as u64;
+    let ndjson_gz = dir.path().join("p.ndjson.gz");
+    write_gzip(&ndjson_gz, &text);
+    let bundles_gz = dir.path().join("p.json.gz");
+    write_gzip(&bundles_gz, &std::fs::read_to_string(&bundles).unwrap());
+    let data = dir.path().join("node");
+    let data = data.to_str().unwrap();
+    let first = run(&["import", ndjson_gz.to_str().unwrap(), "--data", data]);
+    assert_eq!(number_before(&first, "stored"), lines, "{first}");
+    assert_eq!(number_before(&first, "failed"), 0, "{first}");
+    let second = run(&["import", bundles_gz.to_str().unwrap(), "--data", data]);
+    assert_eq!(
+        number_before(&second, "unchanged"),
+        lines,
+        "the same data as gzip-compressed transaction Bundles: {second}"
+    );
+}
+
+#[test]
+fn node_status_never_creates_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-node");
+    let (_, error) = run_failing(&["node", "status", "--data", missing.to_str().unwrap()]);
+    assert!(error.contains("no node database"), "{error}");
+    assert!(
+        !missing.exists(),
+        "node status created {}",
+        missing.display()
+    );
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    run_failing(&["node", "status", "--data", empty.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_dir(&empty).unwrap().count(),
+        0,
+        "node status wrote into an empty directory"
+    );
+
+    let ndjson = dir.path().join("p.ndjson");
+    run(&[
+        "generate",
+        "--patients",
+        "2",
+        "--out",
+        ndjson.to_str().unwrap(),
+    ]);
+    let data = dir.path().join("node");
+    run(&[
+        "import",
+        ndjson.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let status = run(&["node", "status", "--data", data.to_str().unwrap()]);
+    assert!(
+        status.contains("outbox: ") && number_before(&status, "pending") > 0,
+        "{status}"
+    );
+}
+
+#[test]
+fn node_status_refuses_a_postgres_database_without_the_nodes_tables() {
+    let Ok(url) = std::env::var("ZORGNET_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "\n*** SKIPPED: node_status_refuses_a_postgres_database_without_the_nodes_tables (ZORGNET_TEST_POSTGRES_URL is not set; .ci/run sets it) ***\n"
+        );
+        return;
+    };
+    let schema = format!(
+        "zorgnet_test_status_{}_{}",
+        std::process::id(),
+        zorgnet_store::now_ms()
+    );
+    let schema_url = zorgnet_db::postgres_fresh_schema(&url, &schema).unwrap();
+    let (_, error) = run_failing(&["node", "status", "--postgres", &schema_url]);
+    assert!(error.contains("no node database"), "{error}");
+    assert!(
+        zorgnet_db::Database::open_existing_postgres(&schema_url, &[]).is_err(),
+        "node status created tables in an empty schema"
+    );
+}
+
+/// Starts `zorgnet node` with `args` and `env`, and returns its first line of output.
+fn first_line_of_node(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = Command::new(BINARY);
+    command
+        .arg("node")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut first_line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    first_line
+}
+
+#[test]
+fn settings_come_from_dashed_toml_keys_and_environment_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("node.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "ura = \"87654321\"\nname = \"From the file\"\nlisten = \"127.0.0.1:0\"\n\
+             base-url = \"https://node.example/fhir/\"\nconsent-cache-ttl-ms = 1000\n\
+             data = {:?}\n",
+            dir.path().join("node").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let line = first_line_of_node(&["--config", settings.to_str().unwrap()], &[]);
+    assert!(
+        line.contains("'From the file' (URA 87654321)")
+            && line.contains("at https://node.example/fhir"),
+        "{line}"
+    );
+    let line = first_line_of_node(
+        &[],
+        &[
+            ("ZORGNET_CONFIG", settings.to_str().unwrap()),
+            ("ZORGNET_NAME", "From the environment"),
+            ("ZORGNET_URA", "11223344"),
+        ],
+    );
+    assert!(
+        line.contains("'From the environment' (URA 11223344)"),
+        "the environment beats the file: {line}"
+    );
+    let line = first_line_of_node(
+        &["--name", "From the command line"],
+        &[
+            ("ZORGNET_CONFIG", settings.to_str().unwrap()),
+            ("ZORGNET_NAME", "From the environment"),
+        ],
+    );
+    assert!(line.contains("'From the command line'"), "{line}");
+
+    let output = Command::new(BINARY)
+        .args(["hub", "--data", dir.path().join("hub").to_str().unwrap()])
+        .env("ZORGNET_HUB_SYNC_INTERVAL_S", "0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("--sync-interval-s must be at least 1"),
+        "{error}"
+    );
+}
+
+fn help(args: &[&str]) -> String {
+    let output = Command::new(BINARY)
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{args:?} --help");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn help_shows_defaults_and_each_command_only_its_options() {
+    let node = help(&["node"]);
+    for expected in [
+        "[default: 127.0.0.1:8080]",
+        "[default: zorgnet-data]",
+        "[env: ZORGNET_CONSENT_CACHE_TTL_MS=]",
+        "--consent-cache-ttl-ms",
+        "[default: organisation <URA>]",
+    ] {
+        assert!(
+            node.contains(expected),
+            "`node --help` lacks {expected}: {node}"
+        );
+    }
+    let hub = help(&["hub"]);
+    for expected in [
+        "[default: 60]",
+        "[env: ZORGNET_HUB_SYNC_INTERVAL_S=]",
+        "[default: 127.0.0.1:7000]",
+        "--config",
+    ] {
+        assert!(
+            hub.contains(expected),
+            "`hub --help` lacks {expected}: {hub}"
+        );
+    }
+    let demo = help(&["demo"]);
+    assert!(demo.contains("[default: 100]"), "{demo}");
+    let status = help(&["node", "status"]);
+    assert!(
+        status.contains("--data") && status.contains("--postgres"),
+        "{status}"
+    );
+    for foreign in ["--listen", "--hub-key", "--ura", "--consent-cache-ttl-ms"] {
+        assert!(
+            !status.contains(foreign),
+            "`node status` lists {foreign}: {status}"
+        );
+    }
+    let output = Command::new(BINARY)
+        .args(["node", "status", "--listen", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--listen"));
+}
+
+#[test]
+fn logs_have_no_colour_codes_when_piped() {
+    let dir = tempfile::tempdir().unwrap();
+    let ndjson = dir.path().join("p.ndjson");
+    std::fs::write(&ndjson, "{\"resourceType\":\"Patient\",\"id\":\"p\"}\n").unwrap();
+    let output = Command::new(BINARY)
+        .args(["import", ndjson.to_str().unwrap(), "--data"])
+        .arg(dir.path().join("node"))
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("INFO"), "an INFO line to look at: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "escape codes in piped logs: {stderr:?}"
+    );
+
+    let quiet = Command::new(BINARY)
+        .args(["import", ndjson.to_str().unwrap(), "--data"])
+        .arg(dir.path().join("another-node"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(quiet.status.success());
+    let stderr = String::from_utf8(quiet.stderr).unwrap();
+    assert!(
+        !stderr.contains("INFO"),
+        "a bulk command logs warnings only, unless RUST_LOG asks: {stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
