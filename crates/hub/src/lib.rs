@@ -192,12 +192,27 @@ async fn refuse_nul_text(
             .into_response();
         }
     };
-    if zorgnet_node::json_has_nul(&bytes) {
+    if json_has_nul(&bytes) {
         return ApiError::bad_request("text may not contain a NUL character (\\u0000)")
             .into_response();
     }
     next.run(axum::extract::Request::from_parts(parts, bytes.into()))
         .await
+}
+
+/// Whether JSON text holds the escape of U+0000 (a NUL character can appear in JSON only as
+/// `\u0000`; an escaped backslash before `u0000` is text, not the escape). PostgreSQL's text cannot
+/// store it, so the hub refuses bodies holding it up front as the client's mistake instead of
+/// failing in storage.
+fn json_has_nul(json: &[u8]) -> bool {
+    const ESCAPE: &[u8] = b"u0000";
+    json.windows(ESCAPE.len())
+        .enumerate()
+        .filter(|(_, window)| *window == ESCAPE)
+        .any(|(at, _)| {
+            let backslashes = json[..at].iter().rev().take_while(|b| **b == b'\\').count();
+            backslashes % 2 == 1
+        })
 }
 
 /// The hub's API description (OpenAPI 3.1), kept beside the code in `api/openapi.json`.
@@ -259,5 +274,23 @@ fn read_or_create_secret(path: &Path, make: impl FnOnce() -> String) -> Result<S
             Ok(secret)
         }
         Err(e) => Err(io(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_nul_escape_counts_as_a_nul() {
+        assert!(json_has_nul(br#"{"a":"x\u0000"}"#));
+        assert!(json_has_nul(br#"{"a":"\u0000"}"#));
+        assert!(json_has_nul(br#"{"a":"\\\u0000"}"#));
+        assert!(
+            !json_has_nul(br#"{"a":"\\u0000"}"#),
+            "a backslash, then text"
+        );
+        assert!(!json_has_nul(br#"{"a":"u0000 \u0001"}"#));
+        assert!(!json_has_nul(b""));
     }
 }

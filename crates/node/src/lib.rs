@@ -40,21 +40,6 @@ use zorgnet_store::Store;
 /// Largest request body accepted (a transaction Bundle of a few thousand resources).
 pub const REQUEST_BODY_LIMIT_BYTES: usize = 64 * 1024 * 1024;
 
-/// Whether JSON text holds the escape of U+0000 (a NUL character can appear in JSON only as
-/// `\u0000`; an escaped backslash before `u0000` is text, not the escape). No FHIR string may
-/// hold it and PostgreSQL's text cannot store it, so bodies holding it are refused up front
-/// as the client's mistake instead of failing in storage.
-pub fn json_has_nul(json: &[u8]) -> bool {
-    const ESCAPE: &[u8] = b"u0000";
-    json.windows(ESCAPE.len())
-        .enumerate()
-        .filter(|(_, window)| *window == ESCAPE)
-        .any(|(at, _)| {
-            let backslashes = json[..at].iter().rev().take_while(|b| **b == b'\\').count();
-            backslashes % 2 == 1
-        })
-}
-
 /// Who runs this node.
 #[derive(Debug, Clone)]
 pub struct NodeIdentity {
@@ -185,22 +170,4 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_nul_escape_counts_as_a_nul() {
-        assert!(json_has_nul(br#"{"a":"x\u0000"}"#));
-        assert!(json_has_nul(br#"{"a":"\u0000"}"#));
-        assert!(json_has_nul(br#"{"a":"\\\u0000"}"#));
-        assert!(
-            !json_has_nul(br#"{"a":"\\u0000"}"#),
-            "a backslash, then text"
-        );
-        assert!(!json_has_nul(br#"{"a":"u0000 \u0001"}"#));
-        assert!(!json_has_nul(b""));
-    }
 }

@@ -115,13 +115,6 @@ pub(crate) async fn read_json_body(body: Body) -> Result<Value, FhirError> {
     if bytes.is_empty() {
         return Err(FhirError::bad_request("request body is empty"));
     }
-    if crate::json_has_nul(&bytes) {
-        return Err(FhirError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            IssueCode::Value,
-            "a string holds U+0000, which FHIR strings may not contain",
-        ));
-    }
     serde_json::from_slice(&bytes).map_err(|e| {
         FhirError::new(
             StatusCode::BAD_REQUEST,

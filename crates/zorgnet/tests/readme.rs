@@ -233,3 +233,49 @@ fn the_script_follows_the_rules() {
     assert!(script(&blocks, true).contains("\ncreatedb -h 127.0.0.1 zorgnet\n"));
     assert_eq!(listen_address("zorgnet hub --data x"), "127.0.0.1:7000");
 }
+
+/// Every `ZORGNET_*` variable a command reads (as its `--help` shows it) is in the README.
+#[test]
+fn the_readme_lists_every_environment_variable_the_commands_read() {
+    let readme = std::fs::read_to_string(README).expect("read README.md");
+    let commands: &[&[&str]] = &[
+        &["node"],
+        &["node", "status"],
+        &["hub"],
+        &["demo"],
+        &["generate"],
+        &["import"],
+        &["localize"],
+        &["fetch"],
+        &["consent", "opt-out"],
+        &["consent", "list"],
+        &["organisation", "add"],
+        &["bench"],
+        &["bench-hub"],
+    ];
+    let mut seen = 0;
+    for command in commands {
+        let output = Command::new(BINARY)
+            .args(*command)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "zorgnet {command:?} --help");
+        let help = String::from_utf8(output.stdout).unwrap();
+        for variable in help.split("[env: ").skip(1) {
+            let name: String = variable
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "zorgnet {command:?} reads {name}, which README.md does not list"
+            );
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 20,
+        "the commands' help shows their variables ({seen})"
+    );
+}
