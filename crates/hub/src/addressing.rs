@@ -509,12 +509,21 @@ pub async fn sync_once(state: &Arc<HubState>) -> SyncReport {
     let failed = report.suppliers.iter().filter(|s| !s.ok).count();
     metrics::counter!("zorgnet_hub_addressing_syncs_total").increment(1);
     metrics::counter!("zorgnet_hub_addressing_supplier_failures_total").increment(failed as u64);
-    tracing::info!(
-        suppliers = report.suppliers.len(),
-        failed,
-        applied = report.suppliers.iter().map(|s| s.applied).sum::<usize>(),
-        "address book sync finished"
-    );
+    let applied = report.suppliers.iter().map(|s| s.applied).sum::<usize>();
+    // A sync that changed nothing is the usual case, every interval: not worth a line.
+    if applied > 0 || failed > 0 {
+        tracing::info!(
+            suppliers = report.suppliers.len(),
+            failed,
+            applied,
+            "address book sync finished"
+        );
+    } else {
+        tracing::debug!(
+            suppliers = report.suppliers.len(),
+            "address book sync found no changes"
+        );
+    }
     report
 }
 

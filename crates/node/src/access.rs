@@ -774,16 +774,28 @@ fn combine(
 fn trace_decision(key: &DecisionKey, verdict: &Verdict, cached: bool) {
     let decision = if verdict.permit { "permit" } else { "deny" };
     metrics::counter!("zorgnet_access_decisions_total", "decision" => decision).increment(1);
-    tracing::info!(
-        requester = %key.requester,
-        role = key.role.as_deref().unwrap_or("-"),
-        category = %key.category,
-        purpose = key.purpose.code(),
-        decision,
-        cached,
-        reason = %verdict.reason,
-        "consent decision"
-    );
+    // A decision the hub made is logged once; its reuses from the cache only at debug, or
+    // every read of another organisation would add a line.
+    macro_rules! decision_event {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                requester = %key.requester,
+                role = key.role.as_deref().unwrap_or("-"),
+                category = %key.category,
+                purpose = key.purpose.code(),
+                decision,
+                cached,
+                reason = %verdict.reason,
+                "consent decision"
+            )
+        };
+    }
+    if cached {
+        decision_event!(tracing::Level::DEBUG);
+    } else {
+        decision_event!(tracing::Level::INFO);
+    }
 }
 
 /// Withholds from a successful answer what the requester may not see.

@@ -3,45 +3,22 @@
 //! records, lists and revokes a person's directives; and each refusal (a wrong key, a BSN
 //! failing the 11-check, a duplicate registration) is a non-zero exit with the reason.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+mod support;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_zorgnet");
+use std::path::Path;
+use std::process::{Command, Output};
+use support::{BINARY, Running};
+
 const BSN: &str = "123456782";
 
-/// A hub process, killed when the test ends.
-struct Hub {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_hub(data: &Path) -> Hub {
-    let mut child = Command::new(BINARY)
-        .args(["hub", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the hub");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first_line = String::new();
-    stdout.read_line(&mut first_line).unwrap();
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    let url = first_line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {first_line:?}"))
-        .to_string();
-    Hub { child, url }
+fn start_hub(data: &Path) -> Running {
+    Running::start(&[
+        "hub",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        data.to_str().unwrap(),
+    ])
 }
 
 fn zorgnet<S: AsRef<str>>(args: &[S]) -> Output {

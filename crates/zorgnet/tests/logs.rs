@@ -6,20 +6,16 @@
 //! Afterwards no log line holds a BSN, and none is an ERROR.
 //! Deadlines only guard against hangs; nothing here measures time.
 
-// Only `register` is needed here.
-#[allow(dead_code)]
 mod support;
 
 use serde_json::{Value, json};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use support::register;
+use support::{BINARY, Running, register};
 use zorgnet_fhir::identifiers::BSN_SYSTEM;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_zorgnet");
 const GP: &str = "00000011";
 const HOSPITAL: &str = "00000022";
 /// The patient's BSN, also the id a client gives the Patient.
@@ -37,48 +33,31 @@ const POSTGRES_URL_VARIABLE: &str = "ZORGNET_TEST_POSTGRES_URL";
 
 /// A zorgnet process whose stderr goes to a file; killed when dropped.
 struct Process {
-    child: Child,
+    running: Running,
     url: String,
     log: PathBuf,
 }
 
 impl Process {
     fn start(args: &[&str], log: PathBuf) -> Process {
-        let mut child = Command::new(BINARY)
+        let mut command = Command::new(BINARY);
+        command
             .args(args)
             .env("RUST_LOG", LOG_FILTER)
             .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("start zorgnet");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut first_line = String::new();
-        stdout.read_line(&mut first_line).unwrap();
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let url = first_line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in {first_line:?}"))
-            .to_string();
-        Process { child, url, log }
+            .stderr(File::create(&log).unwrap());
+        let running = Running::spawn(command);
+        Process {
+            url: running.url.clone(),
+            running,
+            log,
+        }
     }
 
     /// Stops the process and answers what it logged.
-    fn stop(mut self) -> String {
-        self.kill();
+    fn stop(self) -> String {
+        self.running.stop();
         std::fs::read_to_string(&self.log).unwrap()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

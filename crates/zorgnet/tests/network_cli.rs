@@ -7,69 +7,22 @@ mod support;
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use zorgnet_fhir::categories::categories_of;
 use zorgnet_fhir::identifiers::BSN_SYSTEM;
 use zorgnet_node::hub_client::HubClient;
 use zorgnet_pseudonym::{Bsn, PersonalId};
 
-use support::{post, register};
+use support::{BINARY, Running, post, register};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_zorgnet");
 const GP: &str = "00000011";
 const HOSPITAL: &str = "00000022";
 const BSN: &str = "123456782";
 /// Longest wait for something the processes do in the background (delivery, sync).
 const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(200);
-
-/// A zorgnet process, killed when the test ends, also when it fails.
-struct Running {
-    child: Child,
-    /// The first `http://` word it printed.
-    url: String,
-}
-
-impl Running {
-    fn start(args: &[&str]) -> Running {
-        let mut child = Command::new(BINARY)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start zorgnet");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut first_line = String::new();
-        stdout.read_line(&mut first_line).unwrap();
-        // Keep draining stdout: a closed pipe would make the process's next print fail.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let url = first_line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in {first_line:?}"))
-            .to_string();
-        Running { child, url }
-    }
-
-    fn stop(mut self) {
-        self.kill();
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn start_hub(data: &Path) -> Running {
     Running::start(&[
