@@ -511,10 +511,13 @@ fn url_condition(
 fn delete_op(state: &AppState, p: &Planned) -> Result<WriteOp, FhirError> {
     let (resource_type, id, query) = split_url(&p.url);
     match (id, url_condition(state, resource_type, query)?) {
-        (Some(id), None) => Ok(WriteOp::Delete {
-            resource_type: resource_type.to_string(),
-            id: id.to_string(),
-        }),
+        (Some(id), None) => {
+            rest::check_id(id)?;
+            Ok(WriteOp::Delete {
+                resource_type: resource_type.to_string(),
+                id: id.to_string(),
+            })
+        }
         (None, Some(condition)) => Ok(WriteOp::DeleteWhere {
             resource_type: resource_type.to_string(),
             condition,
@@ -643,6 +646,11 @@ async fn transaction(
     });
     let mut ops = Vec::new();
     let mut op_entries = Vec::new();
+    // A transaction succeeds or fails as a whole: a read it cannot make fails it before
+    // anything is written.
+    for p in order.iter().filter(|p| p.method == "GET") {
+        read_target(&p.url).map_err(|e| entry_error(p.index, e))?;
+    }
     for p in order.iter().filter(|p| p.method != "GET") {
         let (resource_type, _, _) = split_url(&p.url);
         rest::check_type(resource_type).map_err(|e| entry_error(p.index, e))?;
@@ -733,16 +741,24 @@ fn error_entry(error: FhirError) -> Value {
     }})
 }
 
-async fn read_entry(state: &AppState, base: &str, url: &str) -> Value {
+/// The `Type/id` a GET entry reads: a known type and a valid id, nothing else.
+fn read_target(url: &str) -> Result<(&str, &str), FhirError> {
     let (resource_type, id, _) = split_url(url);
     let Some(id) = id.filter(|id| !id.contains('/')) else {
-        return error_entry(FhirError::bad_request(
+        return Err(FhirError::bad_request(
             "GET in a bundle supports Type/id reads only",
         ));
     };
-    if let Err(e) = rest::check_type(resource_type) {
-        return error_entry(e);
-    }
+    rest::check_type(resource_type)?;
+    rest::check_id(id)?;
+    Ok((resource_type, id))
+}
+
+async fn read_entry(state: &AppState, base: &str, url: &str) -> Value {
+    let (resource_type, id) = match read_target(url) {
+        Ok(target) => target,
+        Err(e) => return error_entry(e),
+    };
     match state.store.read(resource_type, id).await {
         Ok(ReadOutcome::Found(stored)) => stored_entry(base, &stored, "200 OK"),
         Ok(ReadOutcome::Deleted { .. }) => error_entry(FhirError::new(

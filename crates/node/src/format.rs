@@ -6,10 +6,14 @@
 //!   FHIR says) or by an `Accept` list without any JSON type, `*/*` or `application/*` —
 //!   is a 406 with an OperationOutcome (in JSON, the one format there is).
 //! - A query parameter holding a NUL character (`%00`) is a 400.
+//! - A `_format` sent in a `POST …/_search` form body or an operation's `Parameters` body
+//!   counts as one in the URL: the handlers that read those bodies ask
+//!   [`check_format_parameters`], the one rule, once the body is read.
 //! - A request body must be FHIR JSON; `POST …/_search` takes
 //!   `application/x-www-form-urlencoded` instead (FHIR defines form bodies for `_search`
 //!   only, so an operation's POST takes a `Parameters` resource). Anything else, XML
-//!   included, is a 415.
+//!   included, is a 415; so is a body declared in a `charset` other than UTF-8, the one
+//!   encoding FHIR JSON and form bodies are read in.
 //!
 //! What it is not: a converter. XML and Turtle are not supported at all; when they are,
 //! this is the one place that learns to tell them apart.
@@ -56,6 +60,16 @@ fn media_type(value: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// The `charset` parameter of a header value, unquoted.
+fn charset(value: &str) -> Option<&str> {
+    value
+        .split(';')
+        .skip(1)
+        .filter_map(|p| p.split_once('='))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("charset"))
+        .map(|(_, v)| v.trim().trim_matches('"'))
+}
+
 fn check_body(method: &Method, path: &str, headers: &HeaderMap) -> Result<(), FhirError> {
     if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
         return Ok(());
@@ -70,7 +84,13 @@ fn check_body(method: &Method, path: &str, headers: &HeaderMap) -> Result<(), Fh
             Ok(())
         };
     };
-    let media = media_type(value.to_str().unwrap_or(""));
+    let value = value.to_str().unwrap_or("");
+    if let Some(charset) = charset(value).filter(|c| !c.eq_ignore_ascii_case("utf-8")) {
+        return Err(unsupported_media_type(&format!(
+            "bodies are read as UTF-8 only, not charset={charset}"
+        )));
+    }
+    let media = media_type(value);
     match (search, media.as_str()) {
         (true, FORM_MEDIA_TYPE) => Ok(()),
         (true, _) => Err(unsupported_media_type(
@@ -128,10 +148,7 @@ fn check_response_format(query: Option<&str>, headers: &HeaderMap) -> Result<(),
         .map(|(_, value)| value)
         .collect();
     if !formats.is_empty() {
-        return match formats.iter().find(|f| !is_json_format(f)) {
-            Some(other) => Err(not_acceptable(&format!("_format={other}"))),
-            None => Ok(()),
-        };
+        return check_formats(formats.iter().map(String::as_str));
     }
     let accept: Vec<&str> = headers
         .get_all(header::ACCEPT)
@@ -143,6 +160,25 @@ fn check_response_format(query: Option<&str>, headers: &HeaderMap) -> Result<(),
         Ok(())
     } else {
         Err(not_acceptable(&format!("Accept: {accept}")))
+    }
+}
+
+/// Refuses with 406 a `_format` among a request's parameters that does not name JSON: for
+/// the parameters a `_search` form or an operation's `Parameters` body carries, which this
+/// layer does not read.
+pub(crate) fn check_format_parameters(pairs: &[(String, String)]) -> Result<(), FhirError> {
+    check_formats(
+        pairs
+            .iter()
+            .filter(|(name, _)| name == "_format")
+            .map(|(_, value)| value.as_str()),
+    )
+}
+
+fn check_formats<'a>(mut formats: impl Iterator<Item = &'a str>) -> Result<(), FhirError> {
+    match formats.find(|f| !is_json_format(f)) {
+        Some(other) => Err(not_acceptable(&format!("_format={other}"))),
+        None => Ok(()),
     }
 }
 

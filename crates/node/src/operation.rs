@@ -63,6 +63,7 @@ pub(crate) async fn parameters(
                 )
             })?;
         pairs.extend(body_parameters(&bytes)?);
+        crate::format::check_format_parameters(&pairs)?;
     }
     Ok(pairs)
 }

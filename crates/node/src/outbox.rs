@@ -24,10 +24,14 @@
 //! and queues nothing. Pairs of a patient without an identity (no Patient yet, or one
 //! without a usable identifier) are held but not registered, until the identity appears.
 //!
+//! Several local Patients may name one person (duplicate records, or a BSN corrected to one
+//! another Patient already has), while the hub keys a registration by person, category and
+//! organisation only. Each Patient registers its own pairs (the hub takes a repeated
+//! registration as one), and delivery withdraws a pair only when no other local Patient
+//! naming the same person still has that category registered ([`NAMESAKES_LOOKED_AT`]).
+//!
 //! What it is not: a general message queue, or a second store of BSNs: the tables hold
 //! local ids and version numbers only; the BSN stays in the Patient's own versions.
-//! Neither does it merge two local Patients that name the same person: each registers and
-//! deregisters its own pairs.
 //!
 //! Tables (component `outbox`): `outbox_holdings` (resource → patient, category),
 //! `outbox_registered` (pairs the hub has been asked to hold, with the Patient version they
@@ -43,6 +47,8 @@ use tokio::sync::Notify;
 use zorgnet_db::sql::{Conn, Dialect, SqlValue};
 use zorgnet_db::{Database, DbError, Migration};
 use zorgnet_fhir::categories::DataCategory;
+use zorgnet_fhir::identifiers::{BSN_SYSTEM, SEDULA_SYSTEM};
+use zorgnet_fhir::search::parse_search_query;
 use zorgnet_pseudonym::{PersonalId, RecipientId};
 use zorgnet_store::{Change, PersonIdentity, ReadOutcome, Store, StoreError, WriteHook};
 
@@ -110,6 +116,10 @@ pub const IDLE_POLL_INTERVAL: Duration = Duration::from_secs(2);
 pub const FIRST_RETRY_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest wait between delivery attempts while the hub is unreachable.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Most local Patients naming one person that delivery looks at before withdrawing a
+/// registration of that person: duplicate records of one person are a handful.
+pub const NAMESAKES_LOOKED_AT: usize = 100;
 
 const REGISTER: &str = "register";
 const DEREGISTER: &str = "deregister";
@@ -519,8 +529,30 @@ async fn deliver_run(
     let named: BTreeSet<(&str, Option<i64>)> = run.iter().map(Entry::named).collect();
     let mut people = Vec::new();
     let mut unidentified = BTreeSet::new();
+    // Withdrawals of a person's category that another local Patient of the same person still
+    // holds: done without asking the hub, which would withdraw that Patient's data too.
+    let mut still_held: BTreeSet<i64> = BTreeSet::new();
     for (patient, version) in named {
-        match person_at(store, hub, patient, version).await? {
+        let Some(identity) = identity_of_version(store, patient, version).await? else {
+            unidentified.insert((patient, version));
+            continue;
+        };
+        if !register {
+            let kept = registered_by_namesakes(store, patient, &identity).await?;
+            still_held.extend(
+                run.iter()
+                    .filter(|e| e.named() == (patient, version) && kept.contains(&e.category))
+                    .map(|e| e.seq),
+            );
+            if run
+                .iter()
+                .filter(|e| e.named() == (patient, version))
+                .all(|e| still_held.contains(&e.seq))
+            {
+                continue;
+            }
+        }
+        match hub.person_of(&identity).await? {
             Some(person) => people.push(((patient, version), person)),
             None => {
                 unidentified.insert((patient, version));
@@ -554,7 +586,7 @@ async fn deliver_run(
                 .map(|((named, _), token)| {
                     let categories: Vec<String> = run
                         .iter()
-                        .filter(|e| e.named() == *named)
+                        .filter(|e| e.named() == *named && !still_held.contains(&e.seq))
                         .map(|e| e.category.clone())
                         .collect();
                     (token, categories)
@@ -608,26 +640,88 @@ async fn deliver_run(
     Ok(run.len())
 }
 
-/// The person a Patient version names: the BSN, or for a patient without one a
-/// zorgverificatienummer from the hub (sédula number and birth date). Versions stay stored
-/// after the Patient changes or is deleted, so an entry always acts on the identity it was
-/// queued under.
-async fn person_at(
+/// The identity a Patient version names (the hub turns it into the person: the BSN, or a
+/// zorgverificatienummer for a sédula number and birth date). Versions stay stored after
+/// the Patient changes or is deleted, so an entry always acts on the identity it was queued
+/// under.
+async fn identity_of_version(
     store: &Store,
-    hub: &HubClient,
     patient_id: &str,
     version: Option<i64>,
-) -> Result<Option<PersonalId>, DeliveryError> {
+) -> Result<Option<PersonIdentity>, StoreError> {
     let Some(version) = version else {
         return Ok(None);
     };
     let ReadOutcome::Found(stored) = store.vread(PATIENT, patient_id, version).await? else {
         return Ok(None);
     };
-    let Some(identity) = identity_in(&stored.json) else {
-        return Ok(None);
+    Ok(identity_in(&stored.json))
+}
+
+/// The categories that other local Patients now naming `identity` have registered: the
+/// hub holds them for the person as long as any of them does. A Patient's registered pairs
+/// always name its current identity (the hook moves them in the transaction that changes
+/// it), so the Patients to look at are those whose current version names the person.
+async fn registered_by_namesakes(
+    store: &Store,
+    patient_id: &str,
+    identity: &PersonIdentity,
+) -> Result<BTreeSet<String>, StoreError> {
+    let (system, value) = match identity {
+        PersonIdentity::Bsn(bsn) => (BSN_SYSTEM, bsn),
+        PersonIdentity::Sedula { number, .. } => (SEDULA_SYSTEM, number),
     };
-    Ok(hub.person_of(&identity).await?)
+    let pairs = [
+        (
+            "identifier".to_string(),
+            format!("{system}|{}", search_escaped(value)),
+        ),
+        ("_count".to_string(), NAMESAKES_LOOKED_AT.to_string()),
+    ];
+    let query = parse_search_query(store.registry(), Some(PATIENT), &pairs)
+        .map_err(|issue| StoreError::Invalid(issue.diagnostics))?;
+    let namesakes: Vec<String> = store
+        .search(query)
+        .await?
+        .matches
+        .into_iter()
+        .filter(|s| s.id != patient_id && identity_in(&s.json).as_ref() == Some(identity))
+        .map(|s| s.id)
+        .collect();
+    if namesakes.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let db = store.database().clone();
+    tokio::task::spawn_blocking(move || {
+        db.with_reader(|conn| {
+            let sql = format!(
+                "SELECT category FROM outbox_registered WHERE patient_id = {}",
+                conn.dialect().placeholder(1)
+            );
+            let mut categories = BTreeSet::new();
+            for patient in &namesakes {
+                for mut row in conn.query(&sql, &[patient.as_str().into()])? {
+                    categories.insert(row[0].take_text());
+                }
+            }
+            Ok::<_, DbError>(categories)
+        })
+    })
+    .await
+    .map_err(|e| StoreError::Backend(format!("outbox task failed: {e}")))?
+    .map_err(StoreError::from)
+}
+
+/// A value as a token search takes it literally (FHIR search escaping).
+fn search_escaped(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '\\' | ',' | '$' | '|') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 /// Runs delivery until `shutdown` resolves: wakes when the hook queued something or every

@@ -87,7 +87,7 @@ pub(crate) fn check_type(resource_type: &str) -> Result<(), FhirError> {
     }
 }
 
-fn check_id(id: &str) -> Result<(), FhirError> {
+pub(crate) fn check_id(id: &str) -> Result<(), FhirError> {
     if zorgnet_fhir::validate::is_valid_id(id) {
         Ok(())
     } else {
@@ -696,7 +696,11 @@ async fn everything(
                     check_type(t).map_err(|_| {
                         FhirError::bad_request(format!("unknown resource type '{t}' in _type"))
                     })?;
-                    types.push(t.to_string());
+                    // Each distinct type once: a type repeated (tens of thousands of times
+                    // fit in a body) would otherwise become as many bound values.
+                    if !types.iter().any(|known| known == t) {
+                        types.push(t.to_string());
+                    }
                 }
             }
             "_count" => count = parse_count(value, zorgnet_fhir::search::MAX_PAGE_SIZE)?,
@@ -785,6 +789,7 @@ async fn search_post(
         .map_err(|_| FhirError::bad_request("search body is not UTF-8"))?;
     let mut pairs = query_pairs(raw.as_deref());
     pairs.extend(query_pairs(Some(&form)));
+    crate::format::check_format_parameters(&pairs)?;
     let combined: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs.iter())
         .finish();
