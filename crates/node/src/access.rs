@@ -342,7 +342,7 @@ async fn with_search_pairs(
         return Ok((request, pairs));
     }
     let limit = if search {
-        crate::REQUEST_BODY_LIMIT_BYTES
+        crate::rest::SEARCH_BODY_LIMIT_BYTES
     } else {
         crate::operation::OPERATION_BODY_LIMIT_BYTES
     };
@@ -475,12 +475,16 @@ fn classify(
 /// `Patient/{id}/$everything`: the patient of the path (whatever the parameters say), the
 /// types of every `_type` parameter or else every shareable type.
 fn everything(id: &str, pairs: &[(String, String)]) -> Result<Target, AccessError> {
+    // Each type once, however often a request repeats it: the decision work per request
+    // is bounded by the number of resource types, not by the request's size.
     let mut types: Vec<String> = pairs
         .iter()
         .filter(|(name, _)| name == "_type")
         .flat_map(|(_, list)| list.split(','))
         .map(str::trim)
         .filter(|t| !t.is_empty())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .map(String::from)
         .collect();
     if types.is_empty() {

@@ -97,6 +97,11 @@ pub(crate) fn check_id(id: &str) -> Result<(), FhirError> {
     }
 }
 
+/// Largest `POST …/_search` body read: a search's decoded text may not exceed
+/// `MAX_QUERY_BYTES`, and percent-encoding at most triples it, so a larger body can only be
+/// refused; reading 64 MiB first would only cost memory.
+pub(crate) const SEARCH_BODY_LIMIT_BYTES: usize = 3 * zorgnet_fhir::search::MAX_QUERY_BYTES;
+
 /// Reads a JSON body (its media type was checked by `crate::format`), refusing oversized
 /// and empty bodies.
 pub(crate) async fn read_json_body(body: Body) -> Result<Value, FhirError> {
@@ -776,13 +781,13 @@ async fn search_post(
     body: Body,
 ) -> AppResult {
     check_type(&resource_type)?;
-    let bytes = axum::body::to_bytes(body, crate::REQUEST_BODY_LIMIT_BYTES)
+    let bytes = axum::body::to_bytes(body, SEARCH_BODY_LIMIT_BYTES)
         .await
         .map_err(|_| {
             FhirError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 IssueCode::TooCostly,
-                "search body too large",
+                format!("a _search body may be at most {SEARCH_BODY_LIMIT_BYTES} bytes"),
             )
         })?;
     let form = String::from_utf8(bytes.to_vec())

@@ -285,6 +285,17 @@ async fn query_text_beyond_its_limit_is_refused() {
             )
             .await;
         assert_eq!(reply.status, 200, "[{b}] {}", reply.text);
+        // A body that could only decode to more than the limit is not read to its end.
+        let reply = node
+            .send(
+                node.client
+                    .post(node.url("Patient/_search"))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(format!("name={}", "%41".repeat(MAX_QUERY_BYTES))),
+            )
+            .await;
+        assert_eq!(reply.status, 413, "[{b}] {}", reply.text);
+        assert_eq!(reply.body["resourceType"], "OperationOutcome", "[{b}]");
     }
 }
 
