@@ -52,7 +52,15 @@ async fn sqlite_reads_from_async_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_reads_from_async_code_and_reconnects() {
     let Ok(url) = std::env::var("ZORGNET_TEST_POSTGRES_URL") else {
-        eprintln!("\n*** SKIPPED: PostgreSQL (ZORGNET_TEST_POSTGRES_URL is not set) ***\n");
+        {
+            // Written to the process's stderr, not through the test harness's capture, so
+            // that a skip shows in every run.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** SKIPPED: PostgreSQL (ZORGNET_TEST_POSTGRES_URL is not set) ***\n"
+            );
+        };
         return;
     };
     let schema = format!(

@@ -101,7 +101,12 @@ fn corpus(relative: &str) -> Option<PathBuf> {
     if std::env::var(REQUIRE_TESTDATA_VARIABLE).is_ok_and(|value| value == "1") {
         panic!("{message} ({REQUIRE_TESTDATA_VARIABLE}=1 requires it)");
     }
-    eprintln!("\n*** SKIPPED: {message} ***\n");
+    {
+        // Written to the process's stderr, not through the test harness's capture, so
+        // that a skip shows in every run.
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {message} ***\n");
+    };
     None
 }
 

@@ -409,9 +409,15 @@ fn node_status_never_creates_a_database() {
 #[test]
 fn node_status_refuses_a_postgres_database_without_the_nodes_tables() {
     let Ok(url) = std::env::var("ZORGNET_TEST_POSTGRES_URL") else {
-        eprintln!(
-            "\n*** SKIPPED: node_status_refuses_a_postgres_database_without_the_nodes_tables (ZORGNET_TEST_POSTGRES_URL is not set; .ci/run sets it) ***\n"
-        );
+        {
+            // Written to the process's stderr, not through the test harness's capture, so
+            // that a skip shows in every run.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** SKIPPED: node_status_refuses_a_postgres_database_without_the_nodes_tables (ZORGNET_TEST_POSTGRES_URL is not set; .ci/run sets it) ***\n"
+            );
+        };
         return;
     };
     let schema = format!(
@@ -599,9 +605,15 @@ fn logs_have_no_colour_codes_when_piped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_runs_on_postgres_from_the_command_line() {
     let Ok(url) = std::env::var("ZORGNET_TEST_POSTGRES_URL") else {
-        eprintln!(
-            "\n*** SKIPPED: node_runs_on_postgres_from_the_command_line (ZORGNET_TEST_POSTGRES_URL is not set; .ci/run sets it) ***\n"
-        );
+        {
+            // Written to the process's stderr, not through the test harness's capture, so
+            // that a skip shows in every run.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** SKIPPED: node_runs_on_postgres_from_the_command_line (ZORGNET_TEST_POSTGRES_URL is not set; .ci/run sets it) ***\n"
+            );
+        };
         return;
     };
     let schema = format!(

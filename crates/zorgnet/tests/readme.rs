@@ -161,9 +161,15 @@ fn every_sh_block_of_the_readme_runs_as_written() {
     if postgres {
         drop_readme_databases(&blocks);
     } else {
-        eprintln!(
-            "*** ZORGNET_TEST_POSTGRES_URL is not set: the README's PostgreSQL lines are SKIPPED ***"
-        );
+        {
+            // Written to the process's stderr, not through the test harness's capture, so
+            // that a skip shows in every run.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "*** ZORGNET_TEST_POSTGRES_URL is not set: the README's PostgreSQL lines are SKIPPED ***"
+            );
+        };
     }
     let scratch = tempfile::tempdir().unwrap();
     let script_path = scratch.path().join("readme.sh");

@@ -32,9 +32,15 @@ pub async fn nodes() -> Vec<Node> {
     let mut nodes = vec![sqlite_node().await];
     match std::env::var(POSTGRES_URL_VARIABLE) {
         Ok(url) if !url.is_empty() => nodes.push(postgres_node(&url).await),
-        _ => eprintln!(
-            "\n*** SKIPPED: PostgreSQL half of this test ({POSTGRES_URL_VARIABLE} is not set; .ci/run sets it) ***\n"
-        ),
+        _ => {
+            // Written to the process's stderr, not through the test harness's capture, so
+            // that a skip shows in every run.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** SKIPPED: PostgreSQL half of this test ({POSTGRES_URL_VARIABLE} is not set; .ci/run sets it) ***\n"
+            );
+        }
     }
     nodes
 }
@@ -68,9 +74,15 @@ pub async fn postgres_pair() -> Option<(Node, Node)> {
     let url = match std::env::var(POSTGRES_URL_VARIABLE) {
         Ok(url) if !url.is_empty() => url,
         _ => {
-            eprintln!(
-                "\n*** SKIPPED: two nodes on one PostgreSQL database ({POSTGRES_URL_VARIABLE} is not set) ***\n"
-            );
+            {
+                // Written to the process's stderr, not through the test harness's capture, so
+                // that a skip shows in every run.
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\n*** SKIPPED: two nodes on one PostgreSQL database ({POSTGRES_URL_VARIABLE} is not set) ***\n"
+                );
+            };
             return None;
         }
     };
