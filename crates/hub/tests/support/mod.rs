@@ -1,6 +1,8 @@
 //! A real hub on port 0, on SQLite or PostgreSQL, and helpers to talk to it.
 #![allow(dead_code)]
 
+pub mod outbox_node;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
