@@ -27,7 +27,7 @@ struct HubAccess {
     /// An organisation's API key at the hub, or the operator's key (the hub's `admin.key`).
     #[arg(long, env = "ZORGNET_HUB_KEY", hide_env_values = true)]
     hub_key: String,
-    /// The person's BSN.
+    /// The person's BSN: `123456782` or `http://fhir.nl/fhir/NamingSystem/bsn|123456782`.
     #[arg(long)]
     bsn: String,
 }
@@ -152,9 +152,8 @@ async fn record(access: &HubAccess, mut body: Value) -> Result<()> {
 
 /// A hub client and an exchange token for the referral index naming the person.
 async fn person_token(access: &HubAccess) -> Result<(HubClient, Value)> {
-    let bsn = access.bsn.rsplit('|').next().unwrap_or(&access.bsn).trim();
-    let Ok(bsn) = Bsn::parse(bsn) else {
-        bail!("--bsn must be 9 digits that pass the 11-check");
+    let Ok(bsn) = Bsn::parse(crate::network_cli::bsn(&access.bsn)?) else {
+        bail!("--bsn is not a valid BSN (nine digits that pass the 11-check)");
     };
     let client = HubClient::new(&access.hub, access.hub_key.trim())
         .context("the hub's URL or key is not usable")?;

@@ -378,7 +378,7 @@ fn asked_categories(question: &Question) -> String {
 /// The BSN the node is asked about: nine digits passing the 11-check, given bare or with the
 /// BSN system. The node's `$localize` takes nothing else (no sédula or other identifiers).
 /// Messages never repeat the number: it is personal data.
-fn bsn(given: &str) -> Result<&str> {
+pub(crate) fn bsn(given: &str) -> Result<&str> {
     let value = match given.split_once('|') {
         Some((system, value)) if system == BSN_SYSTEM => value,
         Some((system, _)) => bail!(
