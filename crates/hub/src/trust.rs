@@ -8,7 +8,7 @@
 //! the token as `Authorization: Bearer` to another node, which checks it with the hub's
 //! public key from `GET /trust/keys` (a JWK set; no credentials needed) and then asks the
 //! consent register before serving (`zorgnet_node::access`). The token's format (a JWT
-//! signed with Ed25519, `alg: EdDSA`) is `zorgnet_node::access::token`, one definition for
+//! signed with Ed25519, `alg: EdDSA`) is `zorgnet_trust::token`, one definition for
 //! the issuer and the verifiers. Tokens live [`ACCESS_TOKEN_LIFETIME`]: short enough that
 //! none needs revoking.
 //!
@@ -37,8 +37,8 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use zorgnet_node::access::is_role_code;
-use zorgnet_node::access::token::{self, AccessClaims};
+use zorgnet_trust::is_role_code;
+use zorgnet_trust::token::{self, AccessClaims};
 
 /// How long an access token is valid.
 pub const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(5 * 60);

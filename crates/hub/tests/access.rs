@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use support::{TestHub, node, node_with_access};
 use zorgnet_node::access::AccessConfig;
-use zorgnet_node::access::token::{AccessClaims, Purpose};
 use zorgnet_node::hub_client::token_value;
 use zorgnet_pseudonym::{Bsn, PersonalId};
+use zorgnet_trust::token::{AccessClaims, Purpose};
 
 const GP: &str = "00000011";
 const HOSPITAL: &str = "00000022";
@@ -492,17 +492,13 @@ async fn the_hub_issues_tokens_to_organisations_and_publishes_its_key() {
         let (status, set) =
             call(Method::GET, &format!("{}/trust/keys", hub.base), None, None).await;
         assert_eq!(status, StatusCode::OK, "no credentials needed");
-        let keys = zorgnet_node::access::token::parse_key_set(&set);
+        let keys = zorgnet_trust::token::parse_key_set(&set);
         assert_eq!(keys.len(), 1, "{set}");
         let token = issued["access_token"].as_str().unwrap();
-        let key_id = zorgnet_node::access::token::key_id_of(token).unwrap();
-        let claims = zorgnet_node::access::token::verify(
-            token,
-            &keys[&key_id],
-            GP,
-            zorgnet_db::now_ms() / 1000,
-        )
-        .unwrap();
+        let key_id = zorgnet_trust::token::key_id_of(token).unwrap();
+        let claims =
+            zorgnet_trust::token::verify(token, &keys[&key_id], GP, zorgnet_db::now_ms() / 1000)
+                .unwrap();
         assert_eq!(claims.ura, HOSPITAL);
         assert_eq!(claims.role.as_deref(), Some("01.015"));
         assert_eq!(claims.purpose, Purpose::Emergency);

@@ -9,13 +9,13 @@
 //! policy's).
 
 use crate::access::Verdict;
-use crate::access::token::Purpose;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::time::Duration;
 use zorgnet_fhir::categories::DataCategory;
 use zorgnet_pseudonym::{BlindFactor, Bsn, ExchangeToken, PersonalId, RecipientId, Zvn, blind};
 use zorgnet_store::PersonIdentity;
+use zorgnet_trust::token::Purpose;
 
 /// How long one call to the hub may take before it counts as failed.
 pub const HUB_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

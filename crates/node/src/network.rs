@@ -14,8 +14,7 @@
 //! [`crate::access`]), or a viewer that de-duplicates across sources.
 
 use crate::AppState;
-use crate::access::token::Purpose;
-use crate::access::{AccessConfig, AccessControl, is_role_code};
+use crate::access::{AccessConfig, AccessControl};
 use crate::addressing::AddressBookCache;
 use crate::error::{FHIR_JSON, FhirError};
 use crate::hub_client::{HubClient, HubClientError};
@@ -31,6 +30,8 @@ use zorgnet_fhir::IssueCode;
 use zorgnet_fhir::categories::{DataCategory, categories_of, parse_categories};
 use zorgnet_fhir::identifiers::BSN_SYSTEM;
 use zorgnet_pseudonym::{Bsn, PersonalId};
+use zorgnet_trust::is_role_code;
+use zorgnet_trust::token::Purpose;
 
 /// How long one source may take to answer a fetch.
 pub const FETCH_SOURCE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,0 +1,39 @@
+//! Identity and trust in a zorgnet network: who a caller is, and how that is proven.
+//!
+//! What it is: the access-token format the hub issues and the nodes verify ([`token`]), the
+//! shape of UZI role codes ([`is_role_code`]), and (as the network PKI arrives) the
+//! network's certificates and their verification. One definition for the issuer and every
+//! verifier, used by the node, the hub and the command line.
+//! What it is not: a policy (who may see what is decided by the node's access layer and
+//! the hub's consent register), an HTTP server or a store.
+#![deny(missing_docs)]
+
+pub mod token;
+
+/// Whether `role` has the shape of a UZI role code (`01.015`: two digits, a dot, three).
+pub fn is_role_code(role: &str) -> bool {
+    let bytes = role.as_bytes();
+    bytes.len() == 6
+        && bytes[2] == b'.'
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| i == 2 || b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_codes_have_the_uzi_shape() {
+        for good in ["01.015", "17.000", "30.000"] {
+            assert!(is_role_code(good), "{good}");
+        }
+        for bad in [
+            "", "01015", "1.015", "01.01", "01.0155", "ab.cde", "01-015", "01.01ä",
+        ] {
+            assert!(!is_role_code(bad), "{bad}");
+        }
+    }
+}
