@@ -43,9 +43,9 @@ use zorgnet_db::sql::SqlValue;
 use zorgnet_db::{Database, DbError, Migration};
 use zorgnet_fhir::IssueCode;
 use zorgnet_fhir::search::SearchRegistry;
-use zorgnet_node::NodeIdentity;
-use zorgnet_node::addressing::{Change, HistoryPager, PollError, ura_of};
-use zorgnet_node::error::FhirError;
+use zorgnet_rest::NodeIdentity;
+use zorgnet_rest::error::FhirError;
+use zorgnet_rest::mcsd::{Change, HistoryPager, PollError, ura_of};
 use zorgnet_store::{ReadOutcome, Store, StoreError, WriteOp, WriteOutcome};
 
 /// The addressing directory's migrations.
@@ -182,7 +182,7 @@ pub fn routes(state: &Arc<HubState>) -> Router<Arc<HubState>> {
         name: "zorgnet hub address book".into(),
     };
     let fhir: Router<Arc<HubState>> =
-        zorgnet_node::router(state.addressing.store.clone(), identity, None)
+        zorgnet_rest::router(state.addressing.store.clone(), identity, None)
             .layer(middleware::from_fn(read_only))
             .with_state(());
     Router::new()

@@ -64,7 +64,7 @@ impl ApiError {
     /// 500: the hub failed; the details go to the log, not to the caller.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(
-            error = %zorgnet_node::error::loggable(&detail.to_string()),
+            error = %zorgnet_rest::error::loggable(&detail.to_string()),
             "hub request failed"
         );
         metrics::counter!("zorgnet_hub_internal_errors_total").increment(1);

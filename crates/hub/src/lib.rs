@@ -168,7 +168,7 @@ impl Hub {
             .layer(DefaultBodyLimit::max(REQUEST_BODY_LIMIT_BYTES))
             .layer(
                 tower_http::trace::TraceLayer::new_for_http()
-                    .make_span_with(zorgnet_node::request_span),
+                    .make_span_with(zorgnet_rest::request_span),
             )
             .with_state(self.state.clone())
     }

@@ -59,7 +59,6 @@
 //! lets everything through there, as before.
 
 use crate::AppState;
-use crate::error::FhirError;
 use crate::hub_client::{ConsentQuestion, HubClient, HubClientError};
 use crate::network::Network;
 use axum::body::Body;
@@ -75,6 +74,7 @@ use std::time::{Duration, Instant};
 use zorgnet_fhir::IssueCode;
 use zorgnet_fhir::categories::{DataCategory, categories_of};
 use zorgnet_fhir::search::{SearchRegistry, parse_search_query};
+use zorgnet_rest::error::FhirError;
 use zorgnet_store::{ReadOutcome, StoreError};
 use zorgnet_trust::token::{self, AccessClaims, Purpose};
 
@@ -201,7 +201,7 @@ impl IntoResponse for AccessError {
             }
             AccessError::HubRefused(m) => (StatusCode::BAD_GATEWAY, IssueCode::Exception, m),
             AccessError::Internal(detail) => {
-                tracing::error!(error = %crate::error::loggable(&detail), "access layer failed");
+                tracing::error!(error = %zorgnet_rest::error::loggable(&detail), "access layer failed");
                 return FhirError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     IssueCode::Exception,
@@ -320,7 +320,7 @@ async fn serve_other_organisation(
 async fn with_search_pairs(
     request: Request,
 ) -> Result<(Request, Vec<(String, String)>), AccessError> {
-    let mut pairs = crate::rest::query_pairs(request.uri().query());
+    let mut pairs = zorgnet_rest::interactions::query_pairs(request.uri().query());
     if request.method() != Method::POST {
         return Ok((request, pairs));
     }
@@ -331,9 +331,9 @@ async fn with_search_pairs(
         return Ok((request, pairs));
     }
     let limit = if search {
-        crate::rest::SEARCH_BODY_LIMIT_BYTES
+        zorgnet_rest::interactions::SEARCH_BODY_LIMIT_BYTES
     } else {
-        crate::operation::OPERATION_BODY_LIMIT_BYTES
+        zorgnet_rest::operation::OPERATION_BODY_LIMIT_BYTES
     };
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, limit)
@@ -342,7 +342,7 @@ async fn with_search_pairs(
     if search {
         pairs.extend(form_urlencoded::parse(&bytes).into_owned());
     } else {
-        let parameters = crate::operation::body_parameters(&bytes).map_err(|e| {
+        let parameters = zorgnet_rest::operation::body_parameters(&bytes).map_err(|e| {
             AccessError::Invalid(
                 e.issues
                     .iter()
@@ -1035,7 +1035,7 @@ mod tests {
     use super::*;
 
     fn pairs(query: &str) -> Vec<(String, String)> {
-        crate::rest::query_pairs(Some(query))
+        zorgnet_rest::interactions::query_pairs(Some(query))
     }
 
     fn scope(patient: PatientRef, types: &[&str], wide: bool) -> Result<Target, AccessError> {

@@ -16,7 +16,6 @@
 use crate::AppState;
 use crate::access::{AccessConfig, AccessControl};
 use crate::addressing::AddressBookCache;
-use crate::error::{FHIR_JSON, FhirError};
 use crate::hub_client::{HubClient, HubClientError};
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -30,6 +29,7 @@ use zorgnet_fhir::IssueCode;
 use zorgnet_fhir::categories::{DataCategory, categories_of, parse_categories};
 use zorgnet_fhir::identifiers::BSN_SYSTEM;
 use zorgnet_pseudonym::{Bsn, PersonalId};
+use zorgnet_rest::error::{FHIR_JSON, FhirError};
 use zorgnet_trust::is_role_code;
 use zorgnet_trust::token::Purpose;
 
@@ -306,7 +306,7 @@ pub(crate) async fn localize_operation(
     body: Body,
 ) -> Result<Response, FhirError> {
     let network = network(&state)?;
-    let params = crate::operation::parameters(&method, query.as_deref(), body).await?;
+    let params = zorgnet_rest::operation::parameters(&method, query.as_deref(), body).await?;
     let (person, categories, emergency) = question(&params)?;
     let sources = localize(&network, &person, &categories, emergency).await?;
     let parameters: Vec<Value> = sources
@@ -558,7 +558,7 @@ pub(crate) async fn fetch_operation(
     body: Body,
 ) -> Result<Response, FhirError> {
     let network = network(&state)?;
-    let params = crate::operation::parameters(&method, query.as_deref(), body).await?;
+    let params = zorgnet_rest::operation::parameters(&method, query.as_deref(), body).await?;
     let (person, categories, emergency) = question(&params)?;
     let role = single(&params, "role")?;
     if let Some(role) = role

@@ -10,7 +10,7 @@
 
 use crate::AppState;
 use crate::error::{FHIR_JSON, FhirError};
-use crate::rest::{self, ReturnPreference};
+use crate::interactions::{self, ReturnPreference};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -389,16 +389,22 @@ pub(crate) async fn transaction_or_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, FhirError> {
-    let bundle = rest::read_json_body(body).await?;
+    let bundle = interactions::read_json_body(body).await?;
     let (bundle_type, planned) = plan(bundle)?;
-    let base = rest::base_url(&state, &headers);
+    let base = interactions::base_url(&state, &headers);
     let reads: Vec<bool> = planned.iter().map(|p| p.method == "GET").collect();
     let mut body = if bundle_type == "transaction" {
         transaction(&state, &base, planned).await?
     } else {
-        batch(&state, &base, planned, rest::return_preference(&headers)).await
+        batch(
+            &state,
+            &base,
+            planned,
+            interactions::return_preference(&headers),
+        )
+        .await
     };
-    if rest::return_preference(&headers) == ReturnPreference::Minimal {
+    if interactions::return_preference(&headers) == ReturnPreference::Minimal {
         leave_out_written_resources(&mut body, &reads);
     }
     Ok(bundle_response(body.to_string()))
@@ -480,7 +486,7 @@ async fn resolve_condition(
     resource_type: &str,
     condition: &str,
 ) -> Result<Option<String>, FhirError> {
-    let query: SearchQuery = rest::conditional_query(state, resource_type, condition)?;
+    let query: SearchQuery = interactions::conditional_query(state, resource_type, condition)?;
     let result = state
         .store
         .search(SearchQuery { count: 2, ..query })
@@ -503,7 +509,9 @@ fn url_condition(
     query: Option<&str>,
 ) -> Result<Option<Box<SearchQuery>>, FhirError> {
     query
-        .map(|condition| rest::conditional_query(state, resource_type, condition).map(Box::new))
+        .map(|condition| {
+            interactions::conditional_query(state, resource_type, condition).map(Box::new)
+        })
         .transpose()
 }
 
@@ -512,7 +520,7 @@ fn delete_op(state: &AppState, p: &Planned) -> Result<WriteOp, FhirError> {
     let (resource_type, id, query) = split_url(&p.url);
     match (id, url_condition(state, resource_type, query)?) {
         (Some(id), None) => {
-            rest::check_id(id)?;
+            interactions::check_id(id)?;
             Ok(WriteOp::Delete {
                 resource_type: resource_type.to_string(),
                 id: id.to_string(),
@@ -545,7 +553,7 @@ fn put_op(
                     "resource id does not match the request url",
                 ));
             }
-            rest::validate_for(&resource, resource_type)?;
+            interactions::validate_for(&resource, resource_type)?;
             Ok(WriteOp::Update {
                 resource,
                 id: id.to_string(),
@@ -559,7 +567,7 @@ fn put_op(
             }) {
                 return Err(FhirError::bad_request("resource id is not a valid FHIR id"));
             }
-            rest::validate_for(&resource, resource_type)?;
+            interactions::validate_for(&resource, resource_type)?;
             Ok(WriteOp::UpdateWhere {
                 resource,
                 condition,
@@ -588,7 +596,7 @@ async fn transaction(
         .filter(|p| matches!(p.method.as_str(), "POST" | "PUT"))
     {
         let (resource_type, id, query) = split_url(&p.url);
-        rest::check_type(resource_type).map_err(|e| entry_error(p.index, e))?;
+        interactions::check_type(resource_type).map_err(|e| entry_error(p.index, e))?;
         let target = match (p.method.as_str(), id, query) {
             ("POST", _, _) => {
                 let fresh = uuid::Uuid::now_v7().to_string();
@@ -622,7 +630,7 @@ async fn transaction(
             continue;
         }
         let (resource_type, condition) = reference.split_once('?').unwrap_or((&reference, ""));
-        rest::check_type(resource_type)?;
+        interactions::check_type(resource_type)?;
         match resolve_condition(state, resource_type, condition).await? {
             Some(id) => {
                 references.insert(reference.clone(), format!("{resource_type}/{id}"));
@@ -653,7 +661,7 @@ async fn transaction(
     }
     for p in order.iter().filter(|p| p.method != "GET") {
         let (resource_type, _, _) = split_url(&p.url);
-        rest::check_type(resource_type).map_err(|e| entry_error(p.index, e))?;
+        interactions::check_type(resource_type).map_err(|e| entry_error(p.index, e))?;
         let op = match p.method.as_str() {
             "DELETE" => delete_op(state, p),
             method => {
@@ -698,11 +706,11 @@ fn create_op(
     if let Some(object) = resource.as_object_mut() {
         object.remove("id");
     }
-    rest::validate_for(&resource, resource_type)?;
+    interactions::validate_for(&resource, resource_type)?;
     let if_none_exist = p
         .if_none_exist
         .as_deref()
-        .map(|c| rest::conditional_query(state, resource_type, c).map(Box::new))
+        .map(|c| interactions::conditional_query(state, resource_type, c).map(Box::new))
         .transpose()?;
     Ok(WriteOp::Create {
         resource,
@@ -749,8 +757,8 @@ fn read_target(url: &str) -> Result<(&str, &str), FhirError> {
             "GET in a bundle supports Type/id reads only",
         ));
     };
-    rest::check_type(resource_type)?;
-    rest::check_id(id)?;
+    interactions::check_type(resource_type)?;
+    interactions::check_id(id)?;
     Ok((resource_type, id))
 }
 
@@ -822,7 +830,7 @@ fn prepare_updates(state: &AppState, updates: Vec<Planned>) -> PreparedUpdates {
     for mut p in updates {
         let (resource_type, id, _) = split_url(&p.url);
         let (resource_type, id) = (resource_type.to_string(), id.unwrap_or("").to_string());
-        let op = rest::check_type(&resource_type).and_then(|()| {
+        let op = interactions::check_type(&resource_type).and_then(|()| {
             let resource = p
                 .resource
                 .take()
@@ -936,7 +944,7 @@ async fn batch_entry(state: &AppState, base: &str, p: &Planned) -> Result<Value,
     if p.method == "GET" {
         return Ok(read_entry(state, base, &p.url).await);
     }
-    rest::check_type(resource_type)?;
+    interactions::check_type(resource_type)?;
     let op = match p.method.as_str() {
         "DELETE" => delete_op(state, p)?,
         method => {

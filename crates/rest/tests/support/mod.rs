@@ -8,7 +8,7 @@
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use zorgnet_fhir::search::SearchRegistry;
-use zorgnet_node::NodeIdentity;
+use zorgnet_rest::NodeIdentity;
 use zorgnet_store::Store;
 
 /// The environment variable naming the PostgreSQL server for tests.
@@ -110,7 +110,7 @@ pub async fn postgres_pair() -> Option<(Node, Node)> {
 async fn start(backend: &'static str, store: Store, dir: Option<tempfile::TempDir>) -> Node {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let router = zorgnet_node::router(
+    let router = zorgnet_rest::router(
         store,
         NodeIdentity {
             ura: "12345678".into(),
@@ -118,7 +118,7 @@ async fn start(backend: &'static str, store: Store, dir: Option<tempfile::TempDi
         },
         None,
     );
-    tokio::spawn(zorgnet_node::serve(
+    tokio::spawn(zorgnet_rest::serve(
         listener,
         router,
         std::future::pending(),

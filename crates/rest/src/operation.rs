@@ -44,12 +44,12 @@ const SCALAR_VALUE_TYPES: [&str; 5] = [
 ];
 
 /// The operation's parameters: the query's, then (for `POST`) the body's.
-pub(crate) async fn parameters(
+pub async fn parameters(
     method: &Method,
     query: Option<&str>,
     body: Body,
 ) -> Result<Vec<(String, String)>, FhirError> {
-    let mut pairs = crate::rest::query_pairs(query);
+    let mut pairs = crate::interactions::query_pairs(query);
     if *method == Method::POST {
         let bytes = axum::body::to_bytes(body, OPERATION_BODY_LIMIT_BYTES)
             .await
@@ -70,7 +70,7 @@ pub(crate) async fn parameters(
 
 /// The parameters of a `POST`ed operation body: none for an empty body, else those of the
 /// `Parameters` resource it must be.
-pub(crate) fn body_parameters(bytes: &[u8]) -> Result<Vec<(String, String)>, FhirError> {
+pub fn body_parameters(bytes: &[u8]) -> Result<Vec<(String, String)>, FhirError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }

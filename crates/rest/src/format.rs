@@ -111,7 +111,7 @@ fn check_body(method: &Method, path: &str, headers: &HeaderMap) -> Result<(), Fh
 /// holds one, and PostgreSQL cannot compare a NUL, so it is the client's mistake, not a
 /// storage failure. Checked here for every interaction, searches or not.
 fn check_query_text(query: Option<&str>) -> Result<(), FhirError> {
-    for (name, value) in crate::rest::query_pairs(query) {
+    for (name, value) in crate::interactions::query_pairs(query) {
         let shown: String = name
             .chars()
             .filter(|c| zorgnet_fhir::search::is_search_text_char(*c))
@@ -142,7 +142,7 @@ fn not_acceptable(asked: &str) -> FhirError {
 }
 
 fn check_response_format(query: Option<&str>, headers: &HeaderMap) -> Result<(), FhirError> {
-    let formats: Vec<String> = crate::rest::query_pairs(query)
+    let formats: Vec<String> = crate::interactions::query_pairs(query)
         .into_iter()
         .filter(|(name, _)| name == "_format")
         .map(|(_, value)| value)

@@ -100,7 +100,7 @@ pub(crate) fn check_id(id: &str) -> Result<(), FhirError> {
 /// Largest `POST …/_search` body read: a search's decoded text may not exceed
 /// `MAX_QUERY_BYTES`, and percent-encoding at most triples it, so a larger body can only be
 /// refused; reading 64 MiB first would only cost memory.
-pub(crate) const SEARCH_BODY_LIMIT_BYTES: usize = 3 * zorgnet_fhir::search::MAX_QUERY_BYTES;
+pub const SEARCH_BODY_LIMIT_BYTES: usize = 3 * zorgnet_fhir::search::MAX_QUERY_BYTES;
 
 /// Reads a JSON body (its media type was checked by `crate::format`), refusing oversized
 /// and empty bodies.
@@ -238,7 +238,7 @@ pub(crate) fn write_response(
 }
 
 /// Decodes `a=b&c=d` into pairs.
-pub(crate) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
     raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default()
 }

@@ -244,7 +244,7 @@ async fn bad_input_gets_an_operation_outcome_and_stores_nothing() {
         assert_outcome(&node.get("Patient?_count=many").await, 400, "bad _count");
         let big = format!(
             "{{\"resourceType\":\"Patient\",\"text\":\"{}\"}}",
-            "x".repeat(zorgnet_node::REQUEST_BODY_LIMIT_BYTES + 10)
+            "x".repeat(zorgnet_rest::REQUEST_BODY_LIMIT_BYTES + 10)
         );
         assert_outcome(
             &node.send(send_raw("application/fhir+json", big)).await,

@@ -23,7 +23,7 @@ const TYPE_INTERACTIONS: [&str; 7] = [
 ];
 
 pub(crate) async fn metadata(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let base = crate::rest::base_url(&state, &headers);
+    let base = crate::interactions::base_url(&state, &headers);
     let registry = state.store.registry();
     let resources: Vec<Value> = r4()
         .resource_types()
@@ -70,11 +70,12 @@ pub(crate) async fn metadata(State(state): State<Arc<AppState>>, headers: Header
             {"name": "_type", "type": "token"}
         ]
     });
-    if state.network.is_some() {
-        rest["operation"] = json!([
-            {"name": "localize", "definition": crate::network::LOCALIZE_DEFINITION},
-            {"name": "fetch", "definition": crate::network::FETCH_DEFINITION}
-        ]);
+    if !state.operations.is_empty() {
+        rest["operation"] = state
+            .operations
+            .iter()
+            .map(|op| json!({"name": op.name, "definition": op.definition}))
+            .collect();
     }
     let capability = json!({
         "resourceType": "CapabilityStatement",
