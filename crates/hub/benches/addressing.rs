@@ -96,7 +96,7 @@ async fn start_node(dir: &std::path::Path, i: usize) -> Supplier {
     publish_own_entries(&store, &identity, &base)
         .await
         .expect("publish");
-    let router = zorgnet_node::router(store, identity, None);
+    let router = zorgnet_rest::router(store, identity, base.clone());
     tokio::spawn(zorgnet_node::serve(
         listener,
         router,

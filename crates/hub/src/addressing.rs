@@ -176,15 +176,18 @@ pub struct SyncReport {
 }
 
 /// The directory's routes, under `/addressing`.
-pub fn routes(state: &Arc<HubState>) -> Router<Arc<HubState>> {
+pub fn routes(state: &Arc<HubState>, public_url: &str) -> Router<Arc<HubState>> {
     let identity = NodeIdentity {
         ura: String::new(),
         name: "zorgnet hub address book".into(),
     };
-    let fhir: Router<Arc<HubState>> =
-        zorgnet_rest::router(state.addressing.store.clone(), identity, None)
-            .layer(middleware::from_fn(read_only))
-            .with_state(());
+    let fhir: Router<Arc<HubState>> = zorgnet_rest::router(
+        state.addressing.store.clone(),
+        identity,
+        format!("{}/addressing/fhir", public_url.trim_end_matches('/')),
+    )
+    .layer(middleware::from_fn(read_only))
+    .with_state(());
     Router::new()
         .route("/suppliers", get(list_suppliers))
         .route("/suppliers/{ura}", put(put_supplier))

@@ -149,14 +149,15 @@ impl Hub {
         addressing::spawn_consumer(self.state.clone(), interval)
     }
 
-    /// The hub's HTTP API.
-    pub fn router(&self) -> Router {
+    /// The hub's HTTP API, reached by others at `public_url` (`https://hub.example`, no
+    /// trailing slash): the base of the address book's links, never taken from a request.
+    pub fn router(&self, public_url: &str) -> Router {
         Router::new()
             .nest("/registry", registry::routes())
             .nest("/prs", prs::routes())
             .nest("/nvi", nvi::routes())
             .nest("/consent", consent::routes())
-            .nest("/addressing", addressing::routes(&self.state))
+            .nest("/addressing", addressing::routes(&self.state, public_url))
             .nest("/trust", trust::routes())
             .route("/health", get(|| async { "UP" }))
             .route("/openapi.json", get(openapi))

@@ -40,7 +40,7 @@ async fn node(ura: &str, name: &str) -> TestNode {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/fhir", listener.local_addr().unwrap());
-    let router = zorgnet_node::router(store.clone(), identity.clone(), None);
+    let router = zorgnet_rest::router(store.clone(), identity.clone(), base.clone());
     tokio::spawn(zorgnet_node::serve(
         listener,
         router,

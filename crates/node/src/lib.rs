@@ -16,6 +16,7 @@
 
 pub mod access;
 pub mod addressing;
+pub mod authn;
 pub mod hub_client;
 pub mod network;
 pub mod outbox;
@@ -39,19 +40,20 @@ pub struct AppState {
     pub network: Option<Arc<network::Network>>,
 }
 
-/// Builds the router of a node outside any network: the FHIR server alone.
-pub fn router(store: Store, identity: NodeIdentity, base_url: Option<String>) -> Router {
-    zorgnet_rest::router(store, identity, base_url)
-}
-
-/// Builds the router of a node that is part of a network: `$localize` and `$fetch` use it,
-/// and every request passes the access policy towards other organisations ([`access`]).
+/// Builds the node's router: every request passes [`authn`] (no anonymous caller, unless
+/// `local` is [`authn::LocalClients::InsecureDev`]) and then the access policy towards other
+/// organisations ([`access`]); with a `network`, `$localize` and `$fetch` are served too.
 pub fn router_in_network(
     store: Store,
     identity: NodeIdentity,
-    base_url: Option<String>,
+    base_url: String,
     network: Option<Arc<network::Network>>,
+    local: authn::LocalClients,
 ) -> Router {
+    let authentication = Arc::new(authn::Authentication {
+        local,
+        in_network: network.is_some(),
+    });
     let operations = if network.is_some() {
         vec![
             OperationRef {
@@ -85,6 +87,10 @@ pub fn router_in_network(
     zorgnet_rest::finish(
         zorgnet_rest::routes(fhir)
             .merge(own)
-            .layer(middleware::from_fn_with_state(state, access::enforce)),
+            .layer(middleware::from_fn_with_state(state, access::enforce))
+            .layer(middleware::from_fn_with_state(
+                authentication,
+                authn::authenticate,
+            )),
     )
 }

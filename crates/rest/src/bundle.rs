@@ -391,7 +391,7 @@ pub(crate) async fn transaction_or_batch(
 ) -> Result<Response, FhirError> {
     let bundle = interactions::read_json_body(body).await?;
     let (bundle_type, planned) = plan(bundle)?;
-    let base = interactions::base_url(&state, &headers);
+    let base = state.base_url.clone();
     let reads: Vec<bool> = planned.iter().map(|p| p.method == "GET").collect();
     let mut body = if bundle_type == "transaction" {
         transaction(&state, &base, planned).await?

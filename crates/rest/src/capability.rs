@@ -6,7 +6,7 @@
 use crate::AppState;
 use crate::error::FHIR_JSON;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -22,8 +22,8 @@ const TYPE_INTERACTIONS: [&str; 7] = [
     "create",
 ];
 
-pub(crate) async fn metadata(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let base = crate::interactions::base_url(&state, &headers);
+pub(crate) async fn metadata(State(state): State<Arc<AppState>>) -> Response {
+    let base = state.base_url.clone();
     let registry = state.store.registry();
     let resources: Vec<Value> = r4()
         .resource_types()

@@ -63,18 +63,6 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .method_not_allowed_fallback(|| async { method_not_allowed() })
 }
 
-/// The base URL for links and `fullUrl`s.
-pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(base) = &state.base_url {
-        return base.clone();
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    format!("http://{host}/fhir")
-}
-
 pub(crate) fn check_type(resource_type: &str) -> Result<(), FhirError> {
     if zorgnet_fhir::model::r4().is_resource_type(resource_type) {
         Ok(())
@@ -311,7 +299,7 @@ async fn create(
         )?)),
         None => None,
     };
-    let base = base_url(&state, &headers);
+    let base = state.base_url.clone();
     let outcome = state
         .store
         .write(WriteOp::Create {
@@ -372,7 +360,7 @@ async fn update(
         }
     }
     let if_match = parse_if_match(&headers)?;
-    let base = base_url(&state, &headers);
+    let base = state.base_url.clone();
     let outcome = state
         .store
         .write(WriteOp::Update {
@@ -418,7 +406,7 @@ async fn conditional_update(
         check_id(id)?;
     }
     let if_match = parse_if_match(&headers)?;
-    let base = base_url(&state, &headers);
+    let base = state.base_url.clone();
     let outcome = state
         .store
         .write(WriteOp::UpdateWhere {
@@ -500,7 +488,6 @@ fn read_response(outcome: ReadOutcome, resource_type: &str, id: &str, base: &str
 async fn read(
     State(state): AppStateRef,
     Path((resource_type, id)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> AppResult {
     check_type(&resource_type)?;
     if id.starts_with('$') {
@@ -508,13 +495,12 @@ async fn read(
     }
     check_id(&id)?;
     let outcome = state.store.read(&resource_type, &id).await?;
-    read_response(outcome, &resource_type, &id, &base_url(&state, &headers))
+    read_response(outcome, &resource_type, &id, &state.base_url)
 }
 
 async fn vread(
     State(state): AppStateRef,
     Path((resource_type, id, version)): Path<(String, String, String)>,
-    headers: HeaderMap,
 ) -> AppResult {
     check_type(&resource_type)?;
     check_id(&id)?;
@@ -527,7 +513,7 @@ async fn vread(
             "{resource_type}/{id} has no version {version}"
         )));
     }
-    read_response(outcome, &resource_type, &id, &base_url(&state, &headers))
+    read_response(outcome, &resource_type, &id, &state.base_url)
 }
 
 /// `GET` or `POST` on `/fhir/Type/id/$operation` (and `GET` on `_history`).
@@ -558,7 +544,7 @@ async fn instance_operation(
                 Method::GET => raw,
                 _ => Some(crate::operation::as_query(&pairs)),
             };
-            everything(&state, &headers, &id, pairs, links_query.as_deref()).await
+            everything(&state, &id, pairs, links_query.as_deref()).await
         }
         other => Err(unsupported_operation(other, &resource_type)),
     }
@@ -660,7 +646,7 @@ async fn history(
         .store
         .history(scope.clone(), since, count, cursor)
         .await?;
-    let base = base_url(state, headers);
+    let base = state.base_url.clone();
     let self_path = match &scope {
         HistoryScope::System => "_history".to_string(),
         HistoryScope::Type(t) => format!("{t}/_history"),
@@ -684,7 +670,6 @@ async fn history(
 /// the paging links.
 async fn everything(
     state: &AppState,
-    headers: &HeaderMap,
     id: &str,
     pairs: Vec<(String, String)>,
     raw: Option<&str>,
@@ -723,7 +708,7 @@ async fn everything(
         .store
         .everything(id, since, types, count, cursor)
         .await?;
-    let base = base_url(state, headers);
+    let base = state.base_url.clone();
     let self_path = format!("Patient/{id}/$everything");
     let body = bundle::searchset(
         bundle::PageLinks {
@@ -844,7 +829,7 @@ async fn run_search(
     let summary = query.summary;
     let elements = query.elements.clone();
     let result = state.store.search(query).await?;
-    let base = base_url(state, headers);
+    let base = state.base_url.clone();
     let self_path = resource_type.unwrap_or("").to_string();
     let entries = page_entries(&result);
     let outcome = (!warnings.is_empty()).then(|| zorgnet_fhir::operation_outcome(&warnings));

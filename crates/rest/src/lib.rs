@@ -64,8 +64,9 @@ pub struct AppState {
     pub store: Store,
     /// Whose server this is.
     pub identity: NodeIdentity,
-    /// Fixed public base URL (`https://host/fhir`); when `None`, taken from the Host header.
-    pub base_url: Option<String>,
+    /// The public base URL (`https://host/fhir`) of links and `fullUrl`s. Always configured,
+    /// never taken from a request's `Host` header, which the client chooses.
+    pub base_url: String,
     /// Operations served beside the REST interactions (by the embedder's own routes).
     pub operations: Vec<OperationRef>,
     metrics: PrometheusHandle,
@@ -76,7 +77,7 @@ impl AppState {
     pub fn new(
         store: Store,
         identity: NodeIdentity,
-        base_url: Option<String>,
+        base_url: String,
         operations: Vec<OperationRef>,
     ) -> Arc<AppState> {
         Arc::new(AppState {
@@ -111,7 +112,7 @@ fn prometheus() -> PrometheusHandle {
 
 /// A plain FHIR server over `store`: [`routes`] with [`finish`]'s layers and no access
 /// control (the hub's read-only address book, a node outside a network).
-pub fn router(store: Store, identity: NodeIdentity, base_url: Option<String>) -> Router {
+pub fn router(store: Store, identity: NodeIdentity, base_url: String) -> Router {
     finish(routes(AppState::new(store, identity, base_url, Vec::new())))
 }
 

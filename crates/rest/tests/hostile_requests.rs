@@ -232,3 +232,61 @@ async fn bodies_in_a_character_set_other_than_utf8_are_refused_with_415() {
         );
     }
 }
+
+/// A client chooses the `Host` header: echoing it into `fullUrl`, `Location` and paging links
+/// would let anyone who can make a victim's client follow a link point it elsewhere. Every
+/// URL the server writes starts with its configured base, whatever `Host` says.
+#[tokio::test]
+async fn a_forged_host_header_never_reaches_a_link() {
+    for node in nodes().await {
+        let patient = patient_with_observation(&node).await;
+        let forged = "attacker.example:8443";
+        let send = |path: String| {
+            node.client
+                .get(node.url(&path))
+                .header(reqwest::header::HOST, forged)
+        };
+        for path in [
+            format!("Observation?patient={patient}&_count=1"),
+            format!("Patient/{patient}/$everything?_count=1"),
+            format!("Patient/{patient}/_history"),
+            "metadata".to_string(),
+        ] {
+            let reply = node.send(send(path.clone())).await;
+            assert_eq!(
+                reply.status, 200,
+                "[{}] {path}: {}",
+                node.backend, reply.text
+            );
+            assert!(
+                !reply.text.contains("attacker.example"),
+                "[{}] {path} echoes the Host header: {}",
+                node.backend,
+                reply.text
+            );
+            assert!(
+                reply.text.contains(&node.base),
+                "[{}] {path} names the configured base {}: {}",
+                node.backend,
+                node.base,
+                reply.text
+            );
+        }
+        let created = node
+            .send(
+                node.client
+                    .post(node.url("Patient"))
+                    .header(reqwest::header::HOST, forged)
+                    .header("content-type", "application/fhir+json")
+                    .body(r#"{"resourceType":"Patient"}"#),
+            )
+            .await;
+        assert_eq!(created.status, 201, "[{}] {}", node.backend, created.text);
+        let location = created.header("location").unwrap();
+        assert!(
+            location.starts_with(&node.base),
+            "[{}] Location {location}",
+            node.backend
+        );
+    }
+}

@@ -262,13 +262,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let _ = writeln!(report, "|---|---|---|---|---|---|---|---|---|---|---|");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?.to_string();
-    let router = zorgnet_node::router(
+    let router = zorgnet_rest::router(
         store.clone(),
         NodeIdentity {
             ura: "00000002".into(),
             name: "bench".into(),
         },
-        None,
+        format!("http://{address}/fhir"),
     );
     tokio::spawn(zorgnet_node::serve(
         listener,

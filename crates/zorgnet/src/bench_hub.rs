@@ -161,7 +161,7 @@ pub async fn run(args: BenchHubArgs) -> Result<()> {
     let address = listener.local_addr()?.to_string();
     let base = format!("http://{address}");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(zorgnet_node::serve(listener, hub.router(), async {
+    let server = tokio::spawn(zorgnet_node::serve(listener, hub.router(&base), async {
         let _ = stopped.await;
     }));
 

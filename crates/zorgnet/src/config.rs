@@ -56,7 +56,7 @@ pub struct NodeArgs {
     /// Name of the organisation [default: organisation <URA>].
     #[arg(long, env = "ZORGNET_NAME")]
     name: Option<String>,
-    /// Public base URL of the FHIR API [default: from the request's Host header].
+    /// Public base URL of the FHIR API [default: http://<listen address>/fhir].
     #[arg(long, env = "ZORGNET_BASE_URL")]
     base_url: Option<String>,
     /// Base URL of the hub whose referral index this node registers at (e.g.
@@ -71,6 +71,10 @@ pub struct NodeArgs {
     #[arg(long, env = "ZORGNET_CONSENT_CACHE_TTL_MS",
         default_value_t = zorgnet_node::access::DEFAULT_DECISION_TTL.as_millis() as u64)]
     consent_cache_ttl_ms: u64,
+    /// Development only: serve requests without credentials as the node's administrator.
+    /// Accepted only on a loopback listen address; warns at every start.
+    #[arg(long, env = "ZORGNET_INSECURE_DEV")]
+    insecure_dev: bool,
 }
 
 /// Command-line (and environment) arguments of `zorgnet hub`.
@@ -109,6 +113,8 @@ struct NodeFile {
     hub_key: Option<String>,
     #[serde(alias = "consent_cache_ttl_ms")]
     consent_cache_ttl_ms: Option<u64>,
+    #[serde(alias = "insecure_dev")]
+    insecure_dev: Option<bool>,
 }
 
 /// A hub's settings file.
@@ -141,6 +147,8 @@ pub struct NodeSettings {
     pub hub: Option<(String, String)>,
     /// How other organisations' reads are checked against the consent register.
     pub access: zorgnet_node::access::AccessConfig,
+    /// Serve requests without credentials as the administrator (development only).
+    pub insecure_dev: bool,
 }
 
 /// Where a node's data is.
@@ -248,6 +256,7 @@ impl NodeSettings {
             access: zorgnet_node::access::AccessConfig {
                 decision_ttl: Duration::from_millis(decision_ttl_ms),
             },
+            insecure_dev: args.insecure_dev || file.insecure_dev.unwrap_or(false),
         })
     }
 }

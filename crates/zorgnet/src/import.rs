@@ -58,6 +58,15 @@ pub struct ImportArgs {
     /// Base URL of a running node (`http://127.0.0.1:8080/fhir`).
     #[arg(long, conflicts_with_all = ["data", "postgres"])]
     to: Option<String>,
+    /// With --to: the node's key (its data directory's `node-admin.key`); a node started
+    /// with --insecure-dev needs none.
+    #[arg(
+        long,
+        env = "ZORGNET_NODE_KEY",
+        hide_env_values = true,
+        requires = "to"
+    )]
+    node_key: Option<String>,
     /// SQLite directory of a node that is not running.
     #[arg(long, conflicts_with = "postgres")]
     data: Option<PathBuf>,
@@ -90,9 +99,10 @@ pub async fn run(args: ImportArgs) -> Result<()> {
     let mut report = ImportReport::default();
     let target = match (&args.to, &args.postgres, &args.data) {
         (Some(url), _, _) => Target::Http(
-            reqwest::Client::builder()
-                .timeout(HTTP_BATCH_TIMEOUT)
-                .build()?,
+            crate::node_client(
+                reqwest::Client::builder().timeout(HTTP_BATCH_TIMEOUT),
+                args.node_key.as_deref(),
+            )?,
             url.trim_end_matches('/').to_string(),
         ),
         (None, Some(url), _) => Target::Store(

@@ -181,6 +181,22 @@ fn main() -> Result<()> {
     })
 }
 
+/// An HTTP client for a node's own systems: it sends the node key, when there is one, with
+/// every request.
+fn node_client(builder: reqwest::ClientBuilder, key: Option<&str>) -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.trim()))
+            .context("the node key is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    builder
+        .default_headers(headers)
+        .build()
+        .context("set up the HTTP client")
+}
+
 /// The node's SQLite file in its data directory.
 const NODE_DATABASE_FILE: &str = "node.sqlite";
 
@@ -237,8 +253,51 @@ async fn run_node(settings: config::NodeSettings) -> Result<()> {
         },
         settings.base_url,
         hub.map(|client| (client, wake, settings.access)),
+        local_clients(&settings.data, &settings.listen, settings.insecure_dev)?,
     )
     .await
+}
+
+/// How the node's own systems authenticate, and the file holding the node key, if any.
+struct LocalAccess {
+    clients: zorgnet_node::authn::LocalClients,
+    key_file: Option<std::path::PathBuf>,
+}
+
+/// How the node's own systems authenticate: with the node key in `data` (created at first
+/// start), or, with `--insecure-dev` on a loopback address only, without credentials.
+fn local_clients(data: &std::path::Path, listen: &str, insecure_dev: bool) -> Result<LocalAccess> {
+    if insecure_dev {
+        let loopback = listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|address| address.ip().is_loopback())
+            || listen
+                .rsplit_once(':')
+                .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"));
+        if !loopback {
+            anyhow::bail!(
+                "--insecure-dev serves anyone without credentials and is accepted only on a loopback address (127.0.0.1 or [::1]), not on {listen}"
+            );
+        }
+        eprintln!(
+            "WARNING: --insecure-dev: every request without credentials to {listen} acts as this node's administrator. For development only; never with real data."
+        );
+        tracing::warn!(%listen, "insecure development mode: requests without credentials are served");
+        return Ok(LocalAccess {
+            clients: zorgnet_node::authn::LocalClients::InsecureDev,
+            key_file: None,
+        });
+    }
+    std::fs::create_dir_all(data).with_context(|| format!("create {}", data.display()))?;
+    let path = data.join(zorgnet_node::authn::NODE_KEY_FILE);
+    let key = zorgnet_trust::secret::read_or_create(&path, || {
+        zorgnet_trust::secret::new_key(zorgnet_node::authn::NODE_KEY_PREFIX)
+    })
+    .with_context(|| format!("read or create the node key {}", path.display()))?;
+    Ok(LocalAccess {
+        clients: zorgnet_node::authn::LocalClients::key(&key),
+        key_file: Some(path),
+    })
 }
 
 /// How often a node refreshes its copy of the hub's address book.
@@ -315,14 +374,13 @@ async fn serve(
         std::sync::Arc<tokio::sync::Notify>,
         zorgnet_node::access::AccessConfig,
     )>,
+    local: LocalAccess,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listen on {listen}"))?;
     let address = listener.local_addr()?;
-    let shown_base = base_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{address}/fhir"));
+    let shown_base = base_url.unwrap_or_else(|| format!("http://{address}/fhir"));
     tracing::info!(%address, ura = %identity.ura, "node listening");
     // A supervisor may close stdout; the node must keep serving, so print errors are ignored.
     let mut stdout = std::io::stdout().lock();
@@ -333,7 +391,11 @@ async fn serve(
     );
     let _ = writeln!(
         stdout,
-        "  try: curl {shown_base}/metadata   |   curl '{shown_base}/Patient?_count=5'"
+        "  try: curl {shown_base}/metadata   |   curl{} '{shown_base}/Patient?_count=5'",
+        match &local.key_file {
+            None => String::new(),
+            Some(path) => format!(" -H \"Authorization: Bearer $(cat {})\"", path.display()),
+        }
     );
     let _ = stdout.flush();
     drop(stdout);
@@ -343,7 +405,8 @@ async fn serve(
         }
         None => None,
     };
-    let router = zorgnet_node::router_in_network(store, identity, base_url, network);
+    let router =
+        zorgnet_node::router_in_network(store, identity, shown_base, network, local.clients);
     zorgnet_node::serve(listener, router, async {
         let _ = tokio::signal::ctrl_c().await;
     })
@@ -420,7 +483,8 @@ async fn run_hub(settings: config::HubSettings) -> Result<()> {
     );
     let _ = stdout.flush();
     drop(stdout);
-    zorgnet_node::serve(listener, hub.router(), async {
+    let router = hub.router(&format!("http://{address}"));
+    zorgnet_node::serve(listener, router, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await
@@ -451,7 +515,8 @@ async fn demo(args: DemoArgs) -> Result<()> {
         ura: "00000001".into(),
         name: "zorgnet demo huisartsenpraktijk".into(),
     };
-    serve(store, &args.listen, identity, None, None).await
+    let local = local_clients(&args.data, &args.listen, false)?;
+    serve(store, &args.listen, identity, None, None, local).await
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {

@@ -52,6 +52,10 @@ struct NodeUrl {
     /// FHIR base URL of a running node that was started with --hub.
     #[arg(long = "node", env = "ZORGNET_NODE", default_value = DEFAULT_NODE_URL)]
     url: String,
+    /// The node's key (its data directory's `node-admin.key`); a node started with
+    /// --insecure-dev needs none.
+    #[arg(long = "node-key", env = "ZORGNET_NODE_KEY", hide_env_values = true)]
+    key: Option<String>,
 }
 
 /// Whose data, of which categories.
@@ -100,7 +104,7 @@ pub struct FetchArgs {
 
 /// `zorgnet localize`: who holds the patient's data, and where to reach them.
 pub async fn localize(args: LocalizeArgs) -> Result<()> {
-    let parameters = ask(&args.node.url, "$localize", &args.question, "Parameters").await?;
+    let parameters = ask(&args.node, "$localize", &args.question, "Parameters").await?;
     let mut stdout = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut stdout, &parameters)?;
@@ -142,7 +146,7 @@ pub async fn localize(args: LocalizeArgs) -> Result<()> {
 
 /// `zorgnet fetch`: the patient's data from every source, as one Bundle.
 pub async fn fetch(args: FetchArgs) -> Result<()> {
-    let bundle = ask(&args.node.url, "$fetch", &args.question, "Bundle").await?;
+    let bundle = ask(&args.node, "$fetch", &args.question, "Bundle").await?;
     let mut text = serde_json::to_string_pretty(&bundle)?;
     text.push('\n');
     match &args.out {
@@ -395,7 +399,13 @@ pub(crate) fn bsn(given: &str) -> Result<&str> {
 
 /// Asks `operation` of the node at `node` and returns its answer, which must be a
 /// `expected` resource; an OperationOutcome or any other answer is an error naming the node.
-async fn ask(node: &str, operation: &str, question: &Question, expected: &str) -> Result<Value> {
+async fn ask(
+    node_url: &NodeUrl,
+    operation: &str,
+    question: &Question,
+    expected: &str,
+) -> Result<Value> {
+    let node = node_url.url.as_str();
     let base = node.trim_end_matches('/');
     let mut url = Url::parse(&format!("{base}/{operation}"))
         .with_context(|| format!("--node '{node}' is not a URL like {DEFAULT_NODE_URL}"))?;
@@ -412,11 +422,12 @@ async fn ask(node: &str, operation: &str, question: &Question, expected: &str) -
             query.append_pair("purpose", "emergency");
         }
     }
-    let client = reqwest::Client::builder()
-        .connect_timeout(NODE_CONNECT_TIMEOUT)
-        .timeout(NODE_ANSWER_TIMEOUT)
-        .build()
-        .context("set up the HTTP client")?;
+    let client = crate::node_client(
+        reqwest::Client::builder()
+            .connect_timeout(NODE_CONNECT_TIMEOUT)
+            .timeout(NODE_ANSWER_TIMEOUT),
+        node_url.key.as_deref(),
+    )?;
     let response = client
         .get(url)
         .header(reqwest::header::ACCEPT, "application/fhir+json")

@@ -111,7 +111,7 @@ pub async fn start_at(dir: tempfile::TempDir, postgres: Option<String>, address:
     let listener = tokio::net::TcpListener::bind(address).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let router = hub.router();
+    let router = hub.router(&base);
     let task = tokio::spawn(async move {
         zorgnet_node::serve(listener, router, async {
             let _ = rx.await;
@@ -213,7 +213,13 @@ pub async fn node_with_access(
     } else {
         (None, None)
     };
-    let router = zorgnet_node::router_in_network(store.clone(), identity, None, network);
+    let router = zorgnet_node::router_in_network(
+        store.clone(),
+        identity,
+        base.clone(),
+        network,
+        zorgnet_node::authn::LocalClients::InsecureDev,
+    );
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut serve_stop = stop.subscribe();
     tokio::spawn(async move {

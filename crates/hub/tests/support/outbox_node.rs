@@ -59,7 +59,7 @@ pub async fn start_node(hub: &TestHub, key: &str) -> Node {
         ura: GP.into(),
         name: "Huisartsenpraktijk".into(),
     };
-    let router = zorgnet_node::router(store.clone(), identity, None);
+    let router = zorgnet_rest::router(store.clone(), identity, base.clone());
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut serve_stop = stop.subscribe();
     tokio::spawn(async move {

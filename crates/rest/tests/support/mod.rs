@@ -116,7 +116,7 @@ async fn start(backend: &'static str, store: Store, dir: Option<tempfile::TempDi
             ura: "12345678".into(),
             name: "Test practice".into(),
         },
-        None,
+        format!("http://{address}/fhir"),
     );
     tokio::spawn(zorgnet_rest::serve(
         listener,

@@ -1,0 +1,126 @@
+//! Who may call the node at all: the layer in front of the access policy that refuses every
+//! request without credentials.
+//!
+//! A node serves nobody anonymously. A request is let through to the access layer
+//! ([`crate::access`]) only when it is
+//! - from the node's own systems: `Authorization: Bearer <node key>`, the key the node created
+//!   in its data directory at first start ([`NODE_KEY_FILE`], mode 0600, stored here only as
+//!   its SHA-256). It acts as the organisation's administrator (the record system, the
+//!   import, the operator's tools). The header is removed before the request goes on, so that
+//!   no later layer or log sees the key;
+//! - from another organisation or a professional: any other `Authorization`, which the access
+//!   layer verifies (and refuses with 401 when it is not a valid token). On a node outside a
+//!   network there is nobody to verify such a token with, so it is refused here;
+//! - for what carries no patient data: `GET /health` and the CapabilityStatement
+//!   (`GET /fhir/metadata`), which FHIR clients read before they authenticate;
+//! - on a node started with `--insecure-dev` ([`LocalClients::InsecureDev`], accepted only on
+//!   a loopback address, with a warning at every start): a request without credentials acts
+//!   as the administrator. For development, benchmarks and tests of the FHIR layer alone.
+//!
+//! Everything else is a 401 OperationOutcome with `WWW-Authenticate: Bearer`.
+//! What it is not: the policy (what a caller may see is [`crate::access`]'s), or TLS client
+//! authentication (certificates arrive with the network PKI).
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use zorgnet_fhir::IssueCode;
+use zorgnet_rest::error::FhirError;
+
+/// File in the node's data directory that holds its key.
+pub const NODE_KEY_FILE: &str = "node-admin.key";
+/// Prefix of a node key, so that a leaked one is recognisable.
+pub const NODE_KEY_PREFIX: &str = "zn_node_";
+
+/// How the node's own systems prove who they are.
+#[derive(Clone)]
+pub enum LocalClients {
+    /// With the node key, checked against its SHA-256.
+    Key {
+        /// `zorgnet_trust::secret::key_hash` of the key.
+        hash: String,
+    },
+    /// Without credentials (`--insecure-dev`): anyone who reaches the port is the
+    /// administrator. Never in a network that holds real data.
+    InsecureDev,
+}
+
+impl std::fmt::Debug for LocalClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LocalClients::Key { .. } => f.write_str("LocalClients::Key"),
+            LocalClients::InsecureDev => f.write_str("LocalClients::InsecureDev"),
+        }
+    }
+}
+
+impl LocalClients {
+    /// Clients holding `key`.
+    pub fn key(key: &str) -> LocalClients {
+        LocalClients::Key {
+            hash: zorgnet_trust::secret::key_hash(key.trim()),
+        }
+    }
+}
+
+/// What the layer needs: the local clients' proof and whether tokens can be verified.
+pub(crate) struct Authentication {
+    pub(crate) local: LocalClients,
+    pub(crate) in_network: bool,
+}
+
+/// The layer.
+pub(crate) async fn authenticate(
+    State(auth): State<Arc<Authentication>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|value| bearer(value).map(|token| zorgnet_trust::secret::key_hash(&token)));
+    match presented {
+        Some(Some(hash)) if matches!(&auth.local, LocalClients::Key { hash: own } if *own == hash) =>
+        {
+            request.headers_mut().remove(header::AUTHORIZATION);
+            next.run(request).await
+        }
+        Some(_) if auth.in_network => next.run(request).await,
+        Some(_) => {
+            metrics::counter!("zorgnet_node_rejected_credentials_total").increment(1);
+            unauthenticated("unknown credentials: send Authorization: Bearer <node key>")
+        }
+        None if open_without_credentials(&request) => next.run(request).await,
+        None if matches!(auth.local, LocalClients::InsecureDev) => next.run(request).await,
+        None => unauthenticated(
+            "this node serves no one anonymously: send Authorization: Bearer <node key or access token>",
+        ),
+    }
+}
+
+/// What any client may read before authenticating: no patient data.
+fn open_without_credentials(request: &Request) -> bool {
+    request.method() == Method::GET
+        && matches!(
+            request.uri().path(),
+            "/health" | "/fhir/metadata" | "/fhir/metadata/"
+        )
+}
+
+fn bearer(value: &HeaderValue) -> Option<String> {
+    let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_string())
+}
+
+fn unauthenticated(message: &str) -> Response {
+    let mut response =
+        FhirError::new(StatusCode::UNAUTHORIZED, IssueCode::Forbidden, message).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"zorgnet\""),
+    );
+    response
+}
