@@ -97,7 +97,7 @@ pub struct Confirmation {
 
 /// What an organisation asks the hub's `POST /trust/token` for; the node sends it, the hub
 /// reads it (one definition for both).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// The one organisation (URA) the token is for: required.
@@ -279,6 +279,24 @@ pub fn verify(
 /// DER encoding, as `cnf.x5t#S256` carries it.
 pub fn certificate_thumbprint(der: &[u8]) -> String {
     b64(Sha256::digest(der))
+}
+
+/// The client certificate a request arrived with, as the TLS layer puts it in the request's
+/// extensions: the hub binds the tokens it issues to it, a node checks a token's binding
+/// against it ([`check_binding`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate {
+    /// [`certificate_thumbprint`] of the certificate.
+    pub thumbprint: String,
+}
+
+impl PeerCertificate {
+    /// The peer certificate whose DER encoding is `der`.
+    pub fn from_der(der: &[u8]) -> PeerCertificate {
+        PeerCertificate {
+            thumbprint: certificate_thumbprint(der),
+        }
+    }
 }
 
 /// Checks a verified token's certificate binding against the client certificate of the

@@ -398,6 +398,7 @@ async fn run_hub(settings: config::HubSettings) -> Result<()> {
     let config = zorgnet_hub::HubConfig {
         data_dir: settings.data.clone(),
         postgres: settings.postgres.clone(),
+        allow_insecure_endpoints: settings.allow_insecure_endpoints,
     };
     let hub = tokio::task::spawn_blocking(move || zorgnet_hub::Hub::open(&config))
         .await?
@@ -406,6 +407,10 @@ async fn run_hub(settings: config::HubSettings) -> Result<()> {
         .await
         .with_context(|| format!("listen on {}", settings.listen))?;
     let address = listener.local_addr()?;
+    hub.serving_at(address);
+    if settings.allow_insecure_endpoints {
+        tracing::warn!("development mode: the address book accepts plain-http and local addresses");
+    }
     let _consumer = hub.spawn_addressing_consumer(settings.sync_interval);
     tracing::info!(%address, "hub listening");
     let mut stdout = std::io::stdout().lock();
