@@ -174,10 +174,8 @@ impl AddressBook {
             .map_err(|e| HubError::Setup(format!("address book store: {e}")))?;
         let mut marker = [0u8; POLL_MARKER_BYTES];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut marker);
-        let poll_marker = base64::Engine::encode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            marker,
-        );
+        let poll_marker =
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, marker);
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
             POLL_MARKER_HEADER,
@@ -224,7 +222,10 @@ impl AddressBook {
     pub fn check_address(&self, url: &str) -> Result<Url, String> {
         let parsed = check_address(url, self.allow_insecure)?;
         let own = self.own_addresses.read().unwrap_or_else(|p| p.into_inner());
-        if own.iter().any(|address| is_listen_address(&parsed, address)) {
+        if own
+            .iter()
+            .any(|address| is_listen_address(&parsed, address))
+        {
             return Err("is the hub's own address".into());
         }
         Ok(parsed)
@@ -1014,12 +1015,18 @@ fn binding_refusal(
                     .is_some_and(|rest| rest.starts_with(['-', '.']))
             });
             if !own {
-                return Some(format!("{element} is not one of the supplier's Organizations"));
+                return Some(format!(
+                    "{element} is not one of the supplier's Organizations"
+                ));
             }
         }
         let identifier = reference.get("identifier");
-        let system = identifier.and_then(|i| i.get("system")).and_then(Value::as_str);
-        let value = identifier.and_then(|i| i.get("value")).and_then(Value::as_str);
+        let system = identifier
+            .and_then(|i| i.get("system"))
+            .and_then(Value::as_str);
+        let value = identifier
+            .and_then(|i| i.get("value"))
+            .and_then(Value::as_str);
         if system == Some(URA_SYSTEM) && value != Some(supplier.ura.as_str()) {
             return Some(format!("{element} names another organisation's URA"));
         }
@@ -1274,7 +1281,10 @@ fn save_progress(db: &Database, progress: &[Progress]) -> Result<(), DbError> {
                     &[ura.into(), resource_type.as_str().into(), (*mark).into()],
                 )?;
             }
-            let error = supplier.error.as_deref().map_or(SqlValue::Null, SqlValue::from);
+            let error = supplier
+                .error
+                .as_deref()
+                .map_or(SqlValue::Null, SqlValue::from);
             let refused = i64::try_from(supplier.refused).unwrap_or(i64::MAX);
             conn.execute(&status, &[now.into(), error, refused.into(), ura.into()])?;
         }
@@ -1443,7 +1453,10 @@ mod tests {
         assert!(is_listen_address(&url("http://10.1.2.3:7000"), &everywhere));
         assert!(!is_listen_address(&url("http://10.1.2.3:7000"), &loopback));
         assert!(!is_listen_address(&url("http://127.0.0.1:7001"), &loopback));
-        assert!(!is_listen_address(&url("https://hub.example:7000"), &loopback));
+        assert!(!is_listen_address(
+            &url("https://hub.example:7000"),
+            &loopback
+        ));
         let https: SocketAddr = "127.0.0.1:443".parse().unwrap();
         assert!(is_listen_address(&url("https://localhost/"), &https));
     }
@@ -1463,7 +1476,10 @@ mod tests {
     fn backoff_doubles_per_failure_up_to_its_maximum() {
         let now = Instant::now();
         let first = Backoff::after_failure(None, now);
-        assert_eq!((first.failures, first.retry_at), (1, now + POLL_BACKOFF_FIRST));
+        assert_eq!(
+            (first.failures, first.retry_at),
+            (1, now + POLL_BACKOFF_FIRST)
+        );
         let second = Backoff::after_failure(Some(first), now);
         assert_eq!(second.retry_at, now + 2 * POLL_BACKOFF_FIRST);
         let mut many = second;
@@ -1473,5 +1489,4 @@ mod tests {
         assert_eq!(many.retry_at, now + POLL_BACKOFF_MAX);
         assert_eq!(many.failures, 102);
     }
-
 }

@@ -160,8 +160,8 @@ async fn show(
     let organisation = visible_to(&caller)?;
     check_uzi(&uzi)?;
     let db = state.db.clone();
-    let found = crate::blocking(move || Ok(professional(&db, &uzi, organisation.as_deref())?))
-        .await?;
+    let found =
+        crate::blocking(move || Ok(professional(&db, &uzi, organisation.as_deref())?)).await?;
     found
         .map(Json)
         .ok_or_else(|| ApiError::not_found("no such professional"))
@@ -211,7 +211,11 @@ async fn put_professional(
     };
     let writing = stored.clone();
     let created = crate::blocking(move || write(&db, &writing)).await?;
-    tracing::info!(roles = stored.roles.len(), created, "set a professional's roles");
+    tracing::info!(
+        roles = stored.roles.len(),
+        created,
+        "set a professional's roles"
+    );
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -272,7 +276,10 @@ fn write(db: &Database, professional: &Professional) -> Result<bool, ApiError> {
         let uzi = SqlValue::from(professional.uzi.as_str());
         let created = conn
             .query(
-                &format!("SELECT 1 FROM professionals WHERE uzi = {}", d.placeholder(1)),
+                &format!(
+                    "SELECT 1 FROM professionals WHERE uzi = {}",
+                    d.placeholder(1)
+                ),
                 std::slice::from_ref(&uzi),
             )?
             .is_empty();

@@ -145,9 +145,7 @@ async fn issue_token(
     let (audience_known, role_held) = crate::blocking(move || {
         let audience_known = crate::registry::organisation(&db, &audience)?.is_some();
         let role_held = match &asked {
-            Some((uzi, role)) => {
-                crate::professionals::holds_role(&db, uzi, &caller_ura, role)?
-            }
+            Some((uzi, role)) => crate::professionals::holds_role(&db, uzi, &caller_ura, role)?,
             None => true,
         };
         Ok((audience_known, role_held))

@@ -177,7 +177,11 @@ async fn professional(hub: &TestHub, uzi: &str, roles: &[(&str, &str)]) {
         .send()
         .await
         .unwrap();
-    assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap()
+    );
 }
 
 async fn record_directive(hub: &TestHub, key: &str, directive: Value) {
@@ -385,13 +389,8 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
         // A pharmacist may not see the patient summary: a MedicationStatement (medication
         // and patient summary) is refused, a MedicationRequest (medication only) is not.
         professional(&hub, PHARMACIST_UZI, &[(HOSPITAL, "17.000")]).await;
-        let pharmacist = access_token(
-            &hub,
-            &hospital_key,
-            GP,
-            Some((PHARMACIST_UZI, "17.000")),
-        )
-        .await;
+        let pharmacist =
+            access_token(&hub, &hospital_key, GP, Some((PHARMACIST_UZI, "17.000"))).await;
         let (status, refused) = call(Method::GET, &statements, bearer(&pharmacist), None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
         assert!(diagnostics(&refused).contains("17.000"), "{refused}");

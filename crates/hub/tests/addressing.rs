@@ -274,8 +274,14 @@ async fn nodes_publish_the_hub_syncs_iti90_finds_and_the_cache_answers_offline()
         )
         .await;
         let as_operator = as_operator.body.as_array().unwrap().clone();
-        assert!(as_operator[2]["last_sync_error"].is_string(), "{as_operator:?}");
-        assert!(as_operator[0]["last_sync_error"].is_null(), "{as_operator:?}");
+        assert!(
+            as_operator[2]["last_sync_error"].is_string(),
+            "{as_operator:?}"
+        );
+        assert!(
+            as_operator[0]["last_sync_error"].is_null(),
+            "{as_operator:?}"
+        );
 
         // ITI-90: find A's Organization by URA, with its Endpoint by _revinclude.
         let found = fhir_get(

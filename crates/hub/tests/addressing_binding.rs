@@ -34,10 +34,11 @@ struct Supplier {
 async fn supplier(ura: &str) -> Supplier {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.sqlite");
-    let store =
-        tokio::task::spawn_blocking(move || Store::open_sqlite(&path, SearchRegistry::r4()).unwrap())
-            .await
-            .unwrap();
+    let store = tokio::task::spawn_blocking(move || {
+        Store::open_sqlite(&path, SearchRegistry::r4()).unwrap()
+    })
+    .await
+    .unwrap();
     let identity = NodeIdentity {
         ura: ura.into(),
         name: format!("Organisatie {ura}"),
@@ -45,7 +46,11 @@ async fn supplier(ura: &str) -> Supplier {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/fhir", listener.local_addr().unwrap());
     let router = zorgnet_node::router(store.clone(), identity.clone(), None);
-    tokio::spawn(zorgnet_node::serve(listener, router, std::future::pending()));
+    tokio::spawn(zorgnet_node::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
     publish_own_entries(&store, &identity, &base).await.unwrap();
     Supplier { base, _dir: dir }
 }
@@ -157,20 +162,44 @@ async fn a_supplier_publishes_only_for_its_own_organisation_and_to_addresses_it_
         for refused in [
             json!({"resourceType": "Organization", "id": "impostor", "name": "De Linde",
                 "identifier": [{"system": URA_SYSTEM, "value": GP}]}),
-            endpoint("to-gp", &format!("{}/Patient", gp.base), json!({"reference": own})),
+            endpoint(
+                "to-gp",
+                &format!("{}/Patient", gp.base),
+                json!({"reference": own}),
+            ),
             endpoint("to-hub", &hub.base, json!({"reference": own})),
-            endpoint("to-hub-alias", &hub.base.replace("127.0.0.1", "localhost"), json!({"reference": own})),
-            endpoint("for-gp", "https://attacker.example/fhir", gp_by_identifier.clone()),
-            endpoint("under-gp", "https://attacker.example/fhir", json!({"reference": format!("{}/Organization/ura-{GP}", gp.base)})),
+            endpoint(
+                "to-hub-alias",
+                &hub.base.replace("127.0.0.1", "localhost"),
+                json!({"reference": own}),
+            ),
+            endpoint(
+                "for-gp",
+                "https://attacker.example/fhir",
+                gp_by_identifier.clone(),
+            ),
+            endpoint(
+                "under-gp",
+                "https://attacker.example/fhir",
+                json!({"reference": format!("{}/Organization/ura-{GP}", gp.base)}),
+            ),
             json!({"resourceType": "Location", "id": "gp-room", "name": "Spreekkamer",
                 "managingOrganization": {"reference": format!("{}/Organization/ura-{GP}", gp.base)}}),
             json!({"resourceType": "HealthcareService", "id": "gp-care", "providedBy": gp_by_identifier}),
-            endpoint("ftp", "ftp://attacker.example/fhir", json!({"reference": own})),
+            endpoint(
+                "ftp",
+                "ftp://attacker.example/fhir",
+                json!({"reference": own}),
+            ),
         ] {
             attacker.put(refused).await;
         }
         for accepted in [
-            endpoint("second", "https://attacker.example/fhir", json!({"reference": own})),
+            endpoint(
+                "second",
+                "https://attacker.example/fhir",
+                json!({"reference": own}),
+            ),
             json!({"resourceType": "PractitionerRole", "id": "nurse", "organization": {"reference": own}}),
         ] {
             attacker.put(accepted).await;
@@ -191,8 +220,14 @@ async fn a_supplier_publishes_only_for_its_own_organisation_and_to_addresses_it_
         assert_eq!(report_of(&report, GP)["rejected"], 0);
 
         // The count is the attacker's to see, and the operator's; not the GP's.
-        assert_eq!(listed(&hub.base, &attacker_key, ATTACKER).await["last_sync_refused"], 9);
-        assert_eq!(listed(&hub.base, &hub.admin_key, ATTACKER).await["last_sync_refused"], 9);
+        assert_eq!(
+            listed(&hub.base, &attacker_key, ATTACKER).await["last_sync_refused"],
+            9
+        );
+        assert_eq!(
+            listed(&hub.base, &hub.admin_key, ATTACKER).await["last_sync_refused"],
+            9
+        );
         assert!(listed(&hub.base, &gp_key, ATTACKER).await["last_sync_refused"].is_null());
 
         // The GP is still reached at its own node only; the attacker's own address stands.
@@ -205,13 +240,18 @@ async fn a_supplier_publishes_only_for_its_own_organisation_and_to_addresses_it_
         .unwrap();
         cache.sync(&hub.base, &gp_key).await.unwrap();
         let gp_address = cache.endpoint_for(GP).await.unwrap().unwrap();
-        assert_eq!(gp_address.fhir_base_urls, [gp.base.clone()], "[{backend}]");
+        assert_eq!(gp_address.fhir_base_urls, [gp.base.as_str()], "[{backend}]");
         let attacker_address = cache.endpoint_for(ATTACKER).await.unwrap().unwrap();
         assert_eq!(
             attacker_address.fhir_base_urls,
-            [attacker.base.clone(), "https://attacker.example/fhir".to_string()]
+            [
+                attacker.base.clone(),
+                "https://attacker.example/fhir".to_string()
+            ]
         );
-        tokio::task::spawn_blocking(move || drop(cache)).await.unwrap();
+        tokio::task::spawn_blocking(move || drop(cache))
+            .await
+            .unwrap();
 
         // The attacker's base URL may not be the hub, nor be set for the GP.
         let hub_port = hub.base.rsplit(':').next().unwrap().to_string();
@@ -223,11 +263,18 @@ async fn a_supplier_publishes_only_for_its_own_organisation_and_to_addresses_it_
             format!("http://0.0.0.0:{hub_port}"),
         ] {
             let (status, problem) = put_supplier(&hub.base, &attacker_key, ATTACKER, &url).await;
-            assert_eq!(status, StatusCode::BAD_REQUEST, "[{backend}] {url}: {problem}");
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "[{backend}] {url}: {problem}"
+            );
         }
         let (status, _) = put_supplier(&hub.base, &attacker_key, GP, &attacker.base).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        assert_eq!(listed(&hub.base, &gp_key, GP).await["fhir_base_url"], gp.base.as_str());
+        assert_eq!(
+            listed(&hub.base, &gp_key, GP).await["fhir_base_url"],
+            gp.base.as_str()
+        );
         hub.stop().await;
     }
 }
@@ -255,7 +302,11 @@ async fn hub_with_consumer(
     hub.serving_at(listener.local_addr().unwrap());
     let base = format!("http://{}", listener.local_addr().unwrap());
     std::mem::drop(hub.spawn_addressing_consumer(interval));
-    tokio::spawn(zorgnet_node::serve(listener, hub.router(), std::future::pending()));
+    tokio::spawn(zorgnet_node::serve(
+        listener,
+        hub.router(),
+        std::future::pending(),
+    ));
     (base, admin_key, dir)
 }
 
@@ -288,8 +339,13 @@ async fn a_production_hub_takes_only_https_addresses_away_from_local_hosts() {
         let (status, problem) = put_supplier(&base, &attacker_key, ATTACKER, url).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {problem}");
     }
-    let (status, _) =
-        put_supplier(&base, &attacker_key, ATTACKER, "https://attacker.example/fhir").await;
+    let (status, _) = put_supplier(
+        &base,
+        &attacker_key,
+        ATTACKER,
+        "https://attacker.example/fhir",
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED);
 }
 
@@ -339,7 +395,8 @@ async fn the_hub_never_polls_itself_backs_off_and_tells_only_the_supplier_why() 
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let polls = connections.load(Ordering::SeqCst);
     assert_eq!(
-        polls, 1,
+        polls,
+        1,
         "15 ticks of 100 ms, but one poll: the next waits {:?}",
         zorgnet_hub::addressing::POLL_BACKOFF_FIRST
     );
@@ -347,13 +404,22 @@ async fn the_hub_never_polls_itself_backs_off_and_tells_only_the_supplier_why() 
     let error = own["last_sync_error"].as_str().unwrap().to_string();
     assert_eq!(error, "the connection to the supplier failed");
     assert!(!error.contains("127.0.0.1"), "generic: {error}");
-    assert_eq!(listed(&base, &admin_key, ATTACKER).await["last_sync_error"], error);
+    assert_eq!(
+        listed(&base, &admin_key, ATTACKER).await["last_sync_error"],
+        error
+    );
     assert!(
         listed(&base, &gp_key, ATTACKER).await["last_sync_error"].is_null(),
         "not the GP's to see"
     );
     // The operator's sync polls at once, backoff or not.
-    let (status, _) = send(reqwest::Method::POST, format!("{base}/addressing/sync"), &admin_key, None).await;
+    let (status, _) = send(
+        reqwest::Method::POST,
+        format!("{base}/addressing/sync"),
+        &admin_key,
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(connections.load(Ordering::SeqCst), polls + 1);
 
@@ -362,7 +428,13 @@ async fn the_hub_never_polls_itself_backs_off_and_tells_only_the_supplier_why() 
     let alias = forwarder(hub_address).await;
     let (status, _) = put_supplier(&base, &attacker_key, ATTACKER, &alias).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, report) = send(reqwest::Method::POST, format!("{base}/addressing/sync"), &admin_key, None).await;
+    let (status, report) = send(
+        reqwest::Method::POST,
+        format!("{base}/addressing/sync"),
+        &admin_key,
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let attacked = report_of(&report, ATTACKER);
     assert_eq!(attacked["ok"], false, "{report}");
@@ -386,7 +458,10 @@ async fn registrations_are_bound_to_the_registering_organisation() {
         // The attacker withdraws the GP's registration: it can only withdraw its own (none).
         let attacker_token = attacker.referral_index_token(&person).await.unwrap();
         let withdrawn = attacker
-            .update_registrations(&[(attacker_token.clone(), vec!["medication".into()])], false)
+            .update_registrations(
+                &[(attacker_token.clone(), vec!["medication".into()])],
+                false,
+            )
             .await
             .unwrap();
         assert_eq!(withdrawn.changed, 0, "[{backend}]");
@@ -403,7 +478,11 @@ async fn registrations_are_bound_to_the_registering_organisation() {
                     Some(body.clone()),
                 )
                 .await;
-                assert_eq!(status, StatusCode::BAD_REQUEST, "[{backend}] {path} {body}: {problem}");
+                assert_eq!(
+                    status,
+                    StatusCode::BAD_REQUEST,
+                    "[{backend}] {path} {body}: {problem}"
+                );
             }
         }
         let (status, _) = send(
@@ -413,7 +492,11 @@ async fn registrations_are_bound_to_the_registering_organisation() {
             Some(json!({"registrations": [{"token": token_json, "categories": ["medication"]}]})),
         )
         .await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "the operator registers for nobody");
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "the operator registers for nobody"
+        );
 
         // What the attacker registers is its own: listed under its URA, beside the GP's.
         attacker
@@ -424,10 +507,8 @@ async fn registrations_are_bound_to_the_registering_organisation() {
             .lookup(&person, &["medication".into(), "allergies".into()], false)
             .await
             .unwrap();
-        let found: Vec<(String, Vec<String>)> = holders
-            .into_iter()
-            .map(|h| (h.ura, h.categories))
-            .collect();
+        let found: Vec<(String, Vec<String>)> =
+            holders.into_iter().map(|h| (h.ura, h.categories)).collect();
         assert_eq!(
             found,
             [

@@ -96,15 +96,21 @@ async fn only_the_operator_writes_the_register_and_organisations_see_their_own_s
             StatusCode::OK,
             "[{backend}] a second PUT replaces"
         );
-        let nurse = json!({"name": "Verpleegkundige", "roles": [{"ura": ATTACKER, "role": "30.000"}]});
+        let nurse =
+            json!({"name": "Verpleegkundige", "roles": [{"ura": ATTACKER, "role": "30.000"}]});
         assert_eq!(
             put_professional(&hub, &hub.admin_key, NURSE, nurse).await,
             StatusCode::CREATED
         );
 
         // The attacker tries to give itself, or its nurse, roles: refused, nothing changes.
-        let self_promotion = json!({"name": "Dr. Jansen", "roles": [{"ura": ATTACKER, "role": "01.015"}]});
-        for (key, uzi) in [(&attacker_key, INTERNIST), (&attacker_key, NURSE), (&gp_key, NURSE)] {
+        let self_promotion =
+            json!({"name": "Dr. Jansen", "roles": [{"ura": ATTACKER, "role": "01.015"}]});
+        for (key, uzi) in [
+            (&attacker_key, INTERNIST),
+            (&attacker_key, NURSE),
+            (&gp_key, NURSE),
+        ] {
             assert_eq!(
                 put_professional(&hub, key, uzi, self_promotion.clone()).await,
                 StatusCode::FORBIDDEN,
@@ -130,12 +136,36 @@ async fn only_the_operator_writes_the_register_and_organisations_see_their_own_s
 
         // Bad input from the operator is refused whole.
         for (uzi, body, expected) in [
-            ("12345", json!({"name": "x", "roles": []}), StatusCode::BAD_REQUEST),
-            (INTERNIST, json!({"name": "", "roles": []}), StatusCode::BAD_REQUEST),
-            (INTERNIST, json!({"name": "x", "roles": [{"ura": GP, "role": "huisarts"}]}), StatusCode::BAD_REQUEST),
-            (INTERNIST, json!({"name": "x", "roles": [{"ura": "1", "role": "01.015"}]}), StatusCode::BAD_REQUEST),
-            (INTERNIST, json!({"name": "x", "roles": [{"ura": UNREGISTERED, "role": "01.015"}]}), StatusCode::UNPROCESSABLE_ENTITY),
-            (INTERNIST, json!({"name": "x", "roles": [], "extra": 1}), StatusCode::BAD_REQUEST),
+            (
+                "12345",
+                json!({"name": "x", "roles": []}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                INTERNIST,
+                json!({"name": "", "roles": []}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                INTERNIST,
+                json!({"name": "x", "roles": [{"ura": GP, "role": "huisarts"}]}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                INTERNIST,
+                json!({"name": "x", "roles": [{"ura": "1", "role": "01.015"}]}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                INTERNIST,
+                json!({"name": "x", "roles": [{"ura": UNREGISTERED, "role": "01.015"}]}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                INTERNIST,
+                json!({"name": "x", "roles": [], "extra": 1}),
+                StatusCode::BAD_REQUEST,
+            ),
         ] {
             assert_eq!(
                 put_professional(&hub, &hub.admin_key, uzi, body.clone()).await,
@@ -157,10 +187,17 @@ async fn only_the_operator_writes_the_register_and_organisations_see_their_own_s
             "[{backend}] deduplicated, sorted"
         );
         let (_, at_hospital) = show(hospital_key.clone(), INTERNIST).await;
-        assert_eq!(at_hospital["roles"], json!([{"ura": HOSPITAL, "role": "01.018"}]));
+        assert_eq!(
+            at_hospital["roles"],
+            json!([{"ura": HOSPITAL, "role": "01.018"}])
+        );
         assert_eq!(at_hospital["name"], "Dr. Jansen");
         let (status, _) = show(attacker_key.clone(), INTERNIST).await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "[{backend}] not the attacker's staff");
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "[{backend}] not the attacker's staff"
+        );
         let (status, _) = show(hospital_key.clone(), NURSE).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         let list = |key: String, query: &'static str| {
@@ -175,11 +212,17 @@ async fn only_the_operator_writes_the_register_and_organisations_see_their_own_s
                 .map(|p| p["uzi"].as_str().unwrap().to_string())
                 .collect()
         };
-        assert_eq!(uzis(&list(hub.admin_key.clone(), "").await), [INTERNIST, NURSE]);
+        assert_eq!(
+            uzis(&list(hub.admin_key.clone(), "").await),
+            [INTERNIST, NURSE]
+        );
         assert_eq!(uzis(&list(attacker_key.clone(), "").await), [NURSE]);
         let gp_page = list(gp_key.clone(), "").await;
         assert_eq!(uzis(&gp_page), [INTERNIST]);
-        assert_eq!(gp_page["professionals"][0]["roles"], json!([{"ura": GP, "role": "01.015"}]));
+        assert_eq!(
+            gp_page["professionals"][0]["roles"],
+            json!([{"ura": GP, "role": "01.015"}])
+        );
         let first = list(hub.admin_key.clone(), "?limit=1").await;
         assert_eq!(uzis(&first), [INTERNIST]);
         assert_eq!(first["next"], INTERNIST);
@@ -218,7 +261,8 @@ async fn a_token_names_only_what_the_register_gives_and_one_registered_audience(
         let attacker_key = hub.organisation(ATTACKER, "Kwaadwillend").await;
         let internist = json!({"name": "Dr. Jansen", "roles": [{"ura": HOSPITAL, "role": "01.018"}, {"ura": GP, "role": "01.015"}]});
         put_professional(&hub, &hub.admin_key, INTERNIST, internist).await;
-        let nurse = json!({"name": "Verpleegkundige", "roles": [{"ura": ATTACKER, "role": "30.000"}]});
+        let nurse =
+            json!({"name": "Verpleegkundige", "roles": [{"ura": ATTACKER, "role": "30.000"}]});
         put_professional(&hub, &hub.admin_key, NURSE, nurse).await;
 
         // What the register gives: a token naming it, for one audience.
@@ -231,7 +275,11 @@ async fn a_token_names_only_what_the_register_gives_and_one_registered_audience(
         assert_eq!(status, StatusCode::OK, "[{backend}] {issued}");
         let granted = claims(&hub, &issued, GP).await;
         assert_eq!(
-            (granted.ura.as_str(), granted.uzi.as_deref(), granted.role.as_deref()),
+            (
+                granted.ura.as_str(),
+                granted.uzi.as_deref(),
+                granted.role.as_deref()
+            ),
             (HOSPITAL, Some(INTERNIST), Some("01.018"))
         );
         assert_eq!(granted.aud, GP);
@@ -244,24 +292,92 @@ async fn a_token_names_only_what_the_register_gives_and_one_registered_audience(
         // The attacker, holding a valid key, asks for more than it may.
         let reason = "r".repeat(token::MAX_REASON_CHARS + 1);
         for (body, expected, what) in [
-            (json!({"audience": GP, "uzi": INTERNIST, "role": "01.018"}), StatusCode::FORBIDDEN, "another organisation's professional"),
-            (json!({"audience": GP, "uzi": INTERNIST, "role": "01.015"}), StatusCode::FORBIDDEN, "a role held elsewhere"),
-            (json!({"audience": GP, "uzi": NURSE, "role": "01.015"}), StatusCode::FORBIDDEN, "a role its nurse does not hold"),
-            (json!({"audience": GP, "uzi": "900000031", "role": "01.015"}), StatusCode::FORBIDDEN, "a professional not in the register"),
-            (json!({"audience": GP, "role": "01.015"}), StatusCode::BAD_REQUEST, "a role without a professional"),
-            (json!({"audience": GP, "uzi": NURSE}), StatusCode::BAD_REQUEST, "a professional without a role"),
-            (json!({"audience": GP, "uzi": NURSE, "role": "30.000", "purpose": "emergency"}), StatusCode::BAD_REQUEST, "emergency without a reason"),
-            (json!({"audience": GP, "uzi": NURSE, "role": "30.000", "purpose": "emergency", "reason": "  "}), StatusCode::BAD_REQUEST, "a blank reason"),
-            (json!({"audience": GP, "uzi": NURSE, "role": "30.000", "purpose": "emergency", "reason": reason}), StatusCode::BAD_REQUEST, "a reason too long"),
-            (json!({"audience": GP, "uzi": NURSE, "role": "30.000", "purpose": "emergency", "reason": "a\u{7}b"}), StatusCode::BAD_REQUEST, "a control character"),
-            (json!({"audience": GP, "purpose": "emergency", "reason": "system"}), StatusCode::BAD_REQUEST, "a system breaking the glass"),
-            (json!({"audience": GP, "uzi": NURSE, "role": "30.000", "reason": "why not"}), StatusCode::BAD_REQUEST, "a reason without an emergency"),
+            (
+                json!({"audience": GP, "uzi": INTERNIST, "role": "01.018"}),
+                StatusCode::FORBIDDEN,
+                "another organisation's professional",
+            ),
+            (
+                json!({"audience": GP, "uzi": INTERNIST, "role": "01.015"}),
+                StatusCode::FORBIDDEN,
+                "a role held elsewhere",
+            ),
+            (
+                json!({"audience": GP, "uzi": NURSE, "role": "01.015"}),
+                StatusCode::FORBIDDEN,
+                "a role its nurse does not hold",
+            ),
+            (
+                json!({"audience": GP, "uzi": "900000031", "role": "01.015"}),
+                StatusCode::FORBIDDEN,
+                "a professional not in the register",
+            ),
+            (
+                json!({"audience": GP, "role": "01.015"}),
+                StatusCode::BAD_REQUEST,
+                "a role without a professional",
+            ),
+            (
+                json!({"audience": GP, "uzi": NURSE}),
+                StatusCode::BAD_REQUEST,
+                "a professional without a role",
+            ),
+            (
+                json!({"audience": GP, "uzi": NURSE, "role": "30.000", "purpose": "emergency"}),
+                StatusCode::BAD_REQUEST,
+                "emergency without a reason",
+            ),
+            (
+                json!({"audience": GP, "uzi": NURSE, "role": "30.000", "purpose": "emergency", "reason": "  "}),
+                StatusCode::BAD_REQUEST,
+                "a blank reason",
+            ),
+            (
+                json!({"audience": GP, "uzi": NURSE, "role": "30.000", "purpose": "emergency", "reason": reason}),
+                StatusCode::BAD_REQUEST,
+                "a reason too long",
+            ),
+            (
+                json!({"audience": GP, "uzi": NURSE, "role": "30.000", "purpose": "emergency", "reason": "a\u{7}b"}),
+                StatusCode::BAD_REQUEST,
+                "a control character",
+            ),
+            (
+                json!({"audience": GP, "purpose": "emergency", "reason": "system"}),
+                StatusCode::BAD_REQUEST,
+                "a system breaking the glass",
+            ),
+            (
+                json!({"audience": GP, "uzi": NURSE, "role": "30.000", "reason": "why not"}),
+                StatusCode::BAD_REQUEST,
+                "a reason without an emergency",
+            ),
             (json!({}), StatusCode::BAD_REQUEST, "no audience"),
-            (json!({"audience": ""}), StatusCode::BAD_REQUEST, "an empty audience"),
-            (json!({"audience": "*"}), StatusCode::BAD_REQUEST, "a wildcard audience"),
-            (json!({"audience": UNREGISTERED}), StatusCode::UNPROCESSABLE_ENTITY, "an unregistered audience"),
-            (json!({"audience": GP, "ura": HOSPITAL}), StatusCode::BAD_REQUEST, "another organisation's URA"),
-            (json!({"audience": GP, "cnf": {"x5t#S256": "x"}}), StatusCode::BAD_REQUEST, "a binding of its choosing"),
+            (
+                json!({"audience": ""}),
+                StatusCode::BAD_REQUEST,
+                "an empty audience",
+            ),
+            (
+                json!({"audience": "*"}),
+                StatusCode::BAD_REQUEST,
+                "a wildcard audience",
+            ),
+            (
+                json!({"audience": UNREGISTERED}),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "an unregistered audience",
+            ),
+            (
+                json!({"audience": GP, "ura": HOSPITAL}),
+                StatusCode::BAD_REQUEST,
+                "another organisation's URA",
+            ),
+            (
+                json!({"audience": GP, "cnf": {"x5t#S256": "x"}}),
+                StatusCode::BAD_REQUEST,
+                "a binding of its choosing",
+            ),
         ] {
             let (status, problem) = token(&hub, &attacker_key, body.clone()).await;
             assert_eq!(status, expected, "[{backend}] {what}: {body}: {problem}");
@@ -276,7 +392,10 @@ async fn a_token_names_only_what_the_register_gives_and_one_registered_audience(
         assert_eq!(status, StatusCode::OK, "{emergency}");
         let emergency = claims(&hub, &emergency, GP).await;
         assert_eq!(emergency.purpose, Purpose::Emergency);
-        assert_eq!(emergency.reason.as_deref(), Some("bewusteloos binnengebracht"));
+        assert_eq!(
+            emergency.reason.as_deref(),
+            Some("bewusteloos binnengebracht")
+        );
 
         // The register is the source of truth: a removed role stops new tokens at once.
         put_professional(
@@ -311,12 +430,14 @@ async fn a_token_asked_over_a_client_certificate_is_bound_to_it() {
     let admin_key = std::fs::read_to_string(hub.admin_key_path()).unwrap();
     // What the TLS layer will put in each request: the client certificate's thumbprint.
     let certificate = PeerCertificate::from_der(b"the hospital's certificate");
-    let router = hub
-        .router()
-        .layer(axum::Extension(certificate.clone()));
+    let router = hub.router().layer(axum::Extension(certificate.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(zorgnet_node::serve(listener, router, std::future::pending()));
+    tokio::spawn(zorgnet_node::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
     let mut keys = Vec::new();
     for ura in [GP, HOSPITAL] {
         let (status, issued) = send(
@@ -337,7 +458,13 @@ async fn a_token_asked_over_a_client_certificate_is_bound_to_it() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{issued}");
-    let (_, set) = send(reqwest::Method::GET, format!("{base}/trust/keys"), None, None).await;
+    let (_, set) = send(
+        reqwest::Method::GET,
+        format!("{base}/trust/keys"),
+        None,
+        None,
+    )
+    .await;
     let keys = token::parse_key_set(&set);
     let access_token = issued["access_token"].as_str().unwrap();
     let key = &keys[&token::key_id_of(access_token).unwrap()];
@@ -453,14 +580,24 @@ async fn fetch_shows_each_source_a_token_for_it_alone() {
             .unwrap();
         assert_eq!(bundle["resourceType"], "Bundle", "{bundle}");
     }
-    let (_, set) = send(reqwest::Method::GET, format!("{}/trust/keys", hub.base), None, None).await;
+    let (_, set) = send(
+        reqwest::Method::GET,
+        format!("{}/trust/keys", hub.base),
+        None,
+        None,
+    )
+    .await;
     let keys = token::parse_key_set(&set);
     let now = zorgnet_db::now_ms() / 1000;
     for (ura, recorded) in sources.iter().zip(&seen) {
         let recorded = recorded.lock().unwrap().clone();
         assert!(!recorded.is_empty(), "{ura} was asked");
         let distinct: std::collections::BTreeSet<&String> = recorded.iter().collect();
-        assert_eq!(distinct.len(), 1, "one token per source, cached: {recorded:?}");
+        assert_eq!(
+            distinct.len(),
+            1,
+            "one token per source, cached: {recorded:?}"
+        );
         let shown = recorded[0].strip_prefix("Bearer ").unwrap();
         let key = &keys[&token::key_id_of(shown).unwrap()];
         let claims = token::verify(shown, key, ura, now).unwrap();

@@ -346,7 +346,8 @@ impl HubClient {
         &self,
         request: &TokenRequest,
     ) -> Result<IssuedToken, HubClientError> {
-        let body = serde_json::to_value(request).map_err(|e| HubClientError::Invalid(e.to_string()))?;
+        let body =
+            serde_json::to_value(request).map_err(|e| HubClientError::Invalid(e.to_string()))?;
         let answer = self.post("/trust/token", &body).await?;
         serde_json::from_value(answer).map_err(|e| HubClientError::Refused {
             status: 200,

@@ -632,9 +632,7 @@ fn asker(params: &[(String, String)], emergency: bool) -> Result<Asker, FhirErro
                 "only a professional breaks the glass: name them (uzi, role)",
             ));
         }
-        (true, Some(reason))
-            if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS =>
-        {
+        (true, Some(reason)) if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS => {
             return Err(FhirError::bad_request(format!(
                 "reason must be 1 to {MAX_REASON_CHARS} characters"
             )));

@@ -96,11 +96,28 @@ pub struct FetchArgs {
     /// Write the Bundle to this file instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The UZI number of the professional the fetch is for (with --role); without it the
+    /// sources are shown a system token.
+    #[arg(long, requires = "role")]
+    uzi: Option<String>,
+    /// The professional's UZI role code here, as the hub's professional register gives it.
+    #[arg(long, requires = "uzi")]
+    role: Option<String>,
+    /// The professional's break-the-glass reason (with --emergency).
+    #[arg(long, requires = "emergency")]
+    reason: Option<String>,
 }
 
 /// `zorgnet localize`: who holds the patient's data, and where to reach them.
 pub async fn localize(args: LocalizeArgs) -> Result<()> {
-    let parameters = ask(&args.node.url, "$localize", &args.question, "Parameters").await?;
+    let parameters = ask(
+        &args.node.url,
+        "$localize",
+        &args.question,
+        &[],
+        "Parameters",
+    )
+    .await?;
     let mut stdout = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut stdout, &parameters)?;
@@ -142,7 +159,15 @@ pub async fn localize(args: LocalizeArgs) -> Result<()> {
 
 /// `zorgnet fetch`: the patient's data from every source, as one Bundle.
 pub async fn fetch(args: FetchArgs) -> Result<()> {
-    let bundle = ask(&args.node.url, "$fetch", &args.question, "Bundle").await?;
+    let asker: Vec<(&str, &str)> = [
+        ("uzi", args.uzi.as_deref()),
+        ("role", args.role.as_deref()),
+        ("reason", args.reason.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((name, value?)))
+    .collect();
+    let bundle = ask(&args.node.url, "$fetch", &args.question, &asker, "Bundle").await?;
     let mut text = serde_json::to_string_pretty(&bundle)?;
     text.push('\n');
     match &args.out {
@@ -395,7 +420,13 @@ pub(crate) fn bsn(given: &str) -> Result<&str> {
 
 /// Asks `operation` of the node at `node` and returns its answer, which must be a
 /// `expected` resource; an OperationOutcome or any other answer is an error naming the node.
-async fn ask(node: &str, operation: &str, question: &Question, expected: &str) -> Result<Value> {
+async fn ask(
+    node: &str,
+    operation: &str,
+    question: &Question,
+    asker: &[(&str, &str)],
+    expected: &str,
+) -> Result<Value> {
     let base = node.trim_end_matches('/');
     let mut url = Url::parse(&format!("{base}/{operation}"))
         .with_context(|| format!("--node '{node}' is not a URL like {DEFAULT_NODE_URL}"))?;
@@ -410,6 +441,9 @@ async fn ask(node: &str, operation: &str, question: &Question, expected: &str) -
         }
         if question.emergency {
             query.append_pair("purpose", "emergency");
+        }
+        for (name, value) in asker {
+            query.append_pair(name, value);
         }
     }
     let client = reqwest::Client::builder()
