@@ -110,6 +110,7 @@ async fn bench_hub(backend: &str, postgres: Option<String>, suppliers: &Arc<Vec<
     let config = HubConfig {
         data_dir: dir.path().to_path_buf(),
         postgres,
+        allow_insecure_endpoints: true,
     };
     let hub = tokio::task::spawn_blocking(move || Hub::open(&config))
         .await

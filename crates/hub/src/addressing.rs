@@ -10,13 +10,29 @@
 //! - The update consumer ([`sync_once`], [`spawn_consumer`]): polls every supplier's
 //!   `{base}/{Type}/_history?_since=` and applies the changes. Ids are namespaced per supplier
 //!   ([`namespaced_id`]) and references rewritten to match, so two suppliers' `Organization/1`
-//!   never collide and `_include` works inside one supplier's entries. An Organization that
-//!   carries another organisation's URA is refused: a supplier speaks only for itself.
+//!   never collide and `_include` works inside one supplier's entries.
+//!
+//! Binding: a supplier speaks only for the organisation it is listed for (the LRZa model: one
+//! supplier per URA, set by that organisation or the operator). An Organization carrying
+//! another URA, and an entry whose organisation (`managingOrganization`, `providedBy`,
+//! `organization`) is not one of the supplier's own Organizations, are refused and counted
+//! ([`SupplierReport::rejected`], `zorgnet_hub_addressing_refused_entries_total`). Addresses
+//! the hub polls or nodes call (the supplier's base URL, an Endpoint's `address`) must be
+//! absolute `https` URLs ([`check_address`]; plain `http`, loopback and link-local hosts only
+//! with [`crate::HubConfig::allow_insecure_endpoints`]), never the hub's own address, and an
+//! Endpoint never lies under another supplier's base URL. The consumer's requests carry a
+//! per-process marker that the hub refuses when it arrives at itself ([`refuse_own_polls`]),
+//! so no alias of the hub's address makes it poll itself. A failing supplier is polled again
+//! only after a backoff that doubles per failure ([`POLL_BACKOFF_FIRST`] to
+//! [`POLL_BACKOFF_MAX`]); the operator's `POST /addressing/sync` polls every supplier at once.
+//! Why a poll failed is shown only to the operator and to that supplier, in a generic form
+//! ([`SupplierError::generic`]); the details go to the hub's log.
 //!
 //! What it is not: an authority on organisations (that is the registry) or a general FHIR
 //! server; references between two suppliers' entries are not resolved.
 //!
-//! Tables (component `addressing`): `addressing_suppliers`, `addressing_marks`; the address
+//! Tables (component `addressing`): `addressing_suppliers` (with the last poll's outcome),
+//! `addressing_marks`; the address
 //! book's resources live in the store's tables in the same database.
 
 use crate::auth::Caller;
@@ -35,8 +51,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use zorgnet_db::sql::SqlValue;
@@ -45,14 +62,17 @@ use zorgnet_fhir::IssueCode;
 use zorgnet_fhir::search::SearchRegistry;
 use zorgnet_rest::NodeIdentity;
 use zorgnet_rest::error::FhirError;
-use zorgnet_rest::mcsd::{Change, HistoryPager, PollError, ura_of};
+use zorgnet_rest::mcsd::{
+    Change, HistoryPager, MAX_HISTORY_PAGE_BYTES, MAX_HISTORY_PAGES, PollError, URA_SYSTEM, ura_of,
+};
 use zorgnet_store::{ReadOutcome, Store, StoreError, WriteOp, WriteOutcome};
 
 /// The addressing directory's migrations.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    component: "addressing",
-    version: 1,
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "addressing",
+        version: 1,
+        sql: "
 CREATE TABLE addressing_suppliers (
     ura {text} PRIMARY KEY,
     name {text} NOT NULL,
@@ -67,7 +87,13 @@ CREATE TABLE addressing_marks (
     mark_ms {int} NOT NULL,
     PRIMARY KEY (ura, res_type)
 )",
-}];
+    },
+    Migration {
+        component: "addressing",
+        version: 2,
+        sql: "ALTER TABLE addressing_suppliers ADD COLUMN last_sync_refused {int}",
+    },
+];
 
 /// The mCSD resource types the consumer copies from each supplier.
 pub const DIRECTORY_TYPES: [&str; 7] = [
@@ -94,35 +120,213 @@ pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(300);
 pub const MAX_URL_CHARS: usize = 2_000;
 /// Longest namespaced id (the FHIR limit).
 const MAX_ID_CHARS: usize = 64;
+/// How long the consumer waits before polling a supplier again after its first failure;
+/// each further failure doubles it, up to [`POLL_BACKOFF_MAX`].
+pub const POLL_BACKOFF_FIRST: Duration = Duration::from_secs(5);
+/// The longest wait between two polls of a failing supplier.
+pub const POLL_BACKOFF_MAX: Duration = Duration::from_secs(60 * 60);
+/// Header carrying the consumer's per-process marker on every poll, so that the hub
+/// recognises (and refuses) a poll that reached itself.
+pub const POLL_MARKER_HEADER: &str = "zorgnet-hub-poll";
+/// Status with which the hub refuses a poll of its own consumer (508 Loop Detected).
+const OWN_POLL_STATUS: StatusCode = StatusCode::LOOP_DETECTED;
+/// Bytes of randomness in the consumer's poll marker.
+const POLL_MARKER_BYTES: usize = 16;
 
-/// The address book: its store, the HTTP client of the consumer, and the lock that keeps two
-/// syncs from running at once.
+/// The address book: its store, the HTTP client of the consumer, the lock that keeps two
+/// syncs from running at once, and what binds suppliers' addresses.
 pub struct AddressBook {
     store: Store,
     client: reqwest::Client,
     sync_lock: tokio::sync::Mutex<()>,
+    allow_insecure: bool,
+    poll_marker: String,
+    own_addresses: std::sync::RwLock<Vec<SocketAddr>>,
+    backoff: std::sync::Mutex<HashMap<String, Backoff>>,
+}
+
+/// A failing supplier's backoff: how many polls failed in a row, and when to poll again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Backoff {
+    failures: u32,
+    retry_at: Instant,
+}
+
+impl Backoff {
+    /// The backoff after one more failure at `now`.
+    fn after_failure(previous: Option<Backoff>, now: Instant) -> Backoff {
+        let failures = previous.map_or(1, |b| b.failures.saturating_add(1));
+        let wait = POLL_BACKOFF_FIRST
+            .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(31)))
+            .min(POLL_BACKOFF_MAX);
+        Backoff {
+            failures,
+            retry_at: now + wait,
+        }
+    }
 }
 
 impl AddressBook {
-    /// Opens the address book's store inside the hub's database. Blocking.
-    pub fn open(db: Database) -> Result<AddressBook, HubError> {
+    /// Opens the address book's store inside the hub's database; with `allow_insecure`
+    /// (development only), plain `http` and loopback addresses are accepted. Blocking.
+    pub fn open(db: Database, allow_insecure: bool) -> Result<AddressBook, HubError> {
         let store = Store::open_in(db, SearchRegistry::r4())
             .map_err(|e| HubError::Setup(format!("address book store: {e}")))?;
+        let mut marker = [0u8; POLL_MARKER_BYTES];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut marker);
+        let poll_marker =
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, marker);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            POLL_MARKER_HEADER,
+            reqwest::header::HeaderValue::from_str(&poll_marker)
+                .map_err(|e| HubError::Setup(format!("poll marker: {e}")))?,
+        );
         let client = reqwest::Client::builder()
             .timeout(SUPPLIER_REQUEST_TIMEOUT)
             .connect_timeout(SUPPLIER_CONNECT_TIMEOUT)
+            .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| HubError::Setup(format!("address book HTTP client: {e}")))?;
         Ok(AddressBook {
             store,
             client,
             sync_lock: tokio::sync::Mutex::new(()),
+            allow_insecure,
+            poll_marker,
+            own_addresses: std::sync::RwLock::default(),
+            backoff: std::sync::Mutex::default(),
         })
     }
 
     /// The address book's store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Tells the address book where the hub listens, so that no supplier or Endpoint can
+    /// point there.
+    pub fn serving_at(&self, address: SocketAddr) {
+        let mut own = self
+            .own_addresses
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if !own.contains(&address) {
+            own.push(address);
+        }
+    }
+
+    /// Checks an address the hub polls or a node calls: see [`check_address`], and not the
+    /// hub's own listen address.
+    pub fn check_address(&self, url: &str) -> Result<Url, String> {
+        let parsed = check_address(url, self.allow_insecure)?;
+        let own = self.own_addresses.read().unwrap_or_else(|p| p.into_inner());
+        if own
+            .iter()
+            .any(|address| is_listen_address(&parsed, address))
+        {
+            return Err("is the hub's own address".into());
+        }
+        Ok(parsed)
+    }
+
+    /// Whether `ura` waits out a backoff at `now`.
+    fn backing_off(&self, ura: &str, now: Instant) -> bool {
+        let backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        backoff.get(ura).is_some_and(|b| now < b.retry_at)
+    }
+
+    /// Records one poll's outcome in the backoff.
+    fn record_poll(&self, ura: &str, failed: bool, now: Instant) {
+        let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        if failed {
+            let next = Backoff::after_failure(backoff.get(ura).copied(), now);
+            backoff.insert(ura.to_string(), next);
+        } else {
+            backoff.remove(ura);
+        }
+    }
+
+    /// Forgets a supplier's backoff (its entry changed: the next tick tries it).
+    fn forget_backoff(&self, ura: &str) {
+        let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        backoff.remove(ura);
+    }
+}
+
+/// Middleware in front of every hub route: refuses a request carrying this hub's own poll
+/// marker (508), which means a supplier's address led the consumer back to the hub.
+pub async fn refuse_own_polls(
+    State(state): State<Arc<HubState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let own = request
+        .headers()
+        .get(POLL_MARKER_HEADER)
+        .is_some_and(|m| m.as_bytes() == state.addressing.poll_marker.as_bytes());
+    if own {
+        return ApiError::new(OWN_POLL_STATUS, "this is the hub itself").into_response();
+    }
+    next.run(request).await
+}
+
+/// A URL's host: an IP address or a name.
+enum Host<'a> {
+    Ip(IpAddr),
+    Name(&'a str),
+}
+
+fn host_of(url: &Url) -> Option<Host<'_>> {
+    let host = url.host_str()?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    Some(match bare.parse::<IpAddr>() {
+        // `::ffff:127.0.0.1` is 127.0.0.1.
+        Ok(ip) => Host::Ip(ip.to_canonical()),
+        Err(_) => Host::Name(host),
+    })
+}
+
+/// Whether `url` names the listen address `address`: the same port, and the same IP, or a
+/// loopback host for a loopback listen IP, or any local or unspecified host, or any IP at
+/// all for an unspecified listen IP.
+fn is_listen_address(url: &Url, address: &SocketAddr) -> bool {
+    if url.port_or_known_default() != Some(address.port()) {
+        return false;
+    }
+    let listen = address.ip();
+    let local_listen = listen.is_loopback() || listen.is_unspecified();
+    match host_of(url) {
+        Some(Host::Name(name)) => is_loopback_name(name) && local_listen,
+        Some(Host::Ip(ip)) => {
+            ip == listen
+                || listen.is_unspecified()
+                || ip.is_unspecified()
+                || (ip.is_loopback() && local_listen)
+        }
+        None => false,
+    }
+}
+
+/// Whether a host name is the local machine's (`localhost` and names under it).
+fn is_loopback_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
+}
+
+/// Whether a URL's host is the local machine, unspecified or link-local (cloud metadata
+/// services live there): never an address outside development.
+fn is_local_host(url: &Url) -> bool {
+    match host_of(url) {
+        Some(Host::Name(name)) => is_loopback_name(name),
+        Some(Host::Ip(IpAddr::V4(ip))) => {
+            ip.is_loopback() || ip.is_unspecified() || ip.is_link_local()
+        }
+        Some(Host::Ip(IpAddr::V6(ip))) => {
+            ip.is_loopback() || ip.is_unspecified() || ip.is_unicast_link_local()
+        }
+        None => true,
     }
 }
 
@@ -138,9 +342,14 @@ pub struct Supplier {
     /// When the consumer last finished polling it (epoch ms).
     #[serde(default)]
     pub last_sync_at_ms: Option<i64>,
-    /// Why the last poll failed; `None` when it succeeded.
+    /// Why the last poll failed, in a generic form; `None` when it succeeded. Shown only to
+    /// the operator and to the supplier's own organisation.
     #[serde(default)]
     pub last_sync_error: Option<String>,
+    /// How many entries the last poll refused (another organisation's, or a refused
+    /// address). Shown only to the operator and to the supplier's own organisation.
+    #[serde(default)]
+    pub last_sync_refused: Option<i64>,
 }
 
 /// Body of `PUT /addressing/suppliers/{ura}`.
@@ -149,7 +358,7 @@ pub struct Supplier {
 pub struct SupplierInput {
     /// Organisation name.
     pub name: String,
-    /// FHIR base URL (http or https).
+    /// FHIR base URL (`https`; `http` only on a hub in development mode).
     pub fhir_base_url: String,
 }
 
@@ -160,18 +369,19 @@ pub struct SupplierReport {
     pub ura: String,
     /// Whether every resource type was read completely.
     pub ok: bool,
-    /// Why not.
+    /// Why not, in a generic form (the details are in the hub's log).
     pub error: Option<String>,
     /// Resources created, updated or deleted in the address book.
     pub applied: usize,
-    /// Resources refused (invalid, or claiming another organisation's URA).
+    /// Resources refused (invalid, another organisation's, or a refused address).
     pub rejected: usize,
 }
 
 /// What one sync did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncReport {
-    /// One report per supplier, in URA order.
+    /// One report per supplier polled, in URA order (the consumer skips a supplier that
+    /// waits out its backoff; the operator's sync polls all).
     pub suppliers: Vec<SupplierReport>,
 }
 
@@ -244,7 +454,14 @@ async fn list_suppliers(
 ) -> Result<Json<Vec<Supplier>>, ApiError> {
     caller.authenticated()?;
     let db = state.db.clone();
-    Ok(Json(crate::blocking(move || Ok(suppliers(&db)?)).await?))
+    let mut listed = crate::blocking(move || Ok(suppliers(&db)?)).await?;
+    if let Caller::Organisation(own) = &caller {
+        for supplier in listed.iter_mut().filter(|s| s.ura != *own) {
+            supplier.last_sync_error = None;
+            supplier.last_sync_refused = None;
+        }
+    }
+    Ok(Json(listed))
 }
 
 async fn put_supplier(
@@ -265,7 +482,7 @@ async fn put_supplier(
             "name must be 1 to {MAX_NAME_CHARS} characters"
         )));
     }
-    let url = check_base_url(&input.fhir_base_url)?;
+    let url = check_base_url(&state.addressing, &input.fhir_base_url)?;
     let db = state.db.clone();
     let supplier = Supplier {
         ura: ura.clone(),
@@ -273,6 +490,7 @@ async fn put_supplier(
         fhir_base_url: url,
         last_sync_at_ms: None,
         last_sync_error: None,
+        last_sync_refused: None,
     };
     let stored = supplier.clone();
     let created = crate::blocking(move || {
@@ -307,6 +525,7 @@ async fn put_supplier(
         })
     })
     .await?;
+    state.addressing.forget_backoff(&ura);
     tracing::info!(%ura, url = %supplier.fhir_base_url, created, "set mCSD update supplier");
     let status = if created {
         StatusCode::CREATED
@@ -324,36 +543,68 @@ async fn sync_now(
     Ok(Json(sync_once(&state).await))
 }
 
-/// Checks a supplier's FHIR base URL: absolute http(s) with a host, no credentials, query or
-/// fragment. Returns it without a trailing slash.
-pub fn check_base_url(url: &str) -> Result<String, ApiError> {
-    let trimmed = url.trim().trim_end_matches('/');
-    let bad = |why: &str| ApiError::bad_request(format!("fhir_base_url {url:?} {why}"));
-    if trimmed.chars().count() > MAX_URL_CHARS {
-        return Err(bad(&format!("is longer than {MAX_URL_CHARS} characters")));
+/// Checks a supplier's FHIR base URL for the LRZa list ([`AddressBook::check_address`]).
+/// Returns it without a trailing slash.
+fn check_base_url(book: &AddressBook, url: &str) -> Result<String, ApiError> {
+    if url.trim().chars().count() > MAX_URL_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "fhir_base_url is longer than {MAX_URL_CHARS} characters"
+        )));
     }
-    let parsed = Url::parse(trimmed).map_err(|e| bad(&format!("is not a URL ({e})")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(bad("must use http or https"));
+    book.check_address(url)
+        .map(|_| url.trim().trim_end_matches('/').to_string())
+        .map_err(|why| ApiError::bad_request(format!("fhir_base_url {url:?} {why}")))
+}
+
+/// Checks an address the hub polls or a node calls (a supplier's base URL, an Endpoint's
+/// `address`): an absolute `https` URL with a host, no credentials, query or fragment, and
+/// not a loopback, unspecified or link-local host. With `allow_insecure` (development), plain
+/// `http` and local hosts pass too. Answers the parsed URL or why not.
+pub fn check_address(url: &str, allow_insecure: bool) -> Result<Url, String> {
+    let trimmed = url.trim().trim_end_matches('/');
+    if trimmed.chars().count() > MAX_URL_CHARS {
+        return Err(format!("is longer than {MAX_URL_CHARS} characters"));
+    }
+    let parsed = Url::parse(trimmed).map_err(|e| format!("is not an absolute URL ({e})"))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if allow_insecure => {}
+        "http" => return Err("must use https".into()),
+        _ if allow_insecure => return Err("must use http or https".into()),
+        _ => return Err("must use https".into()),
     }
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(bad("has no host"));
+        return Err("has no host".into());
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(bad("must not carry credentials"));
+        return Err("must not carry credentials".into());
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(bad("must not have a query or fragment"));
+        return Err("must not have a query or fragment".into());
     }
-    Ok(trimmed.to_string())
+    if !allow_insecure && is_local_host(&parsed) {
+        return Err("names a local or link-local host".into());
+    }
+    Ok(parsed)
+}
+
+/// Whether `address` is `base` or lies under it (by whole path segments).
+fn lies_under(address: &str, base: &str) -> bool {
+    let address = address.trim_end_matches('/');
+    let base = base.trim_end_matches('/');
+    address.eq_ignore_ascii_case(base)
+        || address
+            .get(..base.len())
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(base))
+            && address[base.len()..].starts_with('/')
 }
 
 /// The LRZa list, in URA order. Blocking.
 pub fn suppliers(db: &Database) -> Result<Vec<Supplier>, DbError> {
     let rows = db.with_reader(|conn| {
         conn.query(
-            "SELECT ura, name, fhir_base_url, last_sync_at_ms, last_sync_error \
-             FROM addressing_suppliers ORDER BY ura",
+            "SELECT ura, name, fhir_base_url, last_sync_at_ms, last_sync_error, \
+             last_sync_refused FROM addressing_suppliers ORDER BY ura",
             &[],
         )
     })?;
@@ -370,6 +621,10 @@ pub fn suppliers(db: &Database) -> Result<Vec<Supplier>, DbError> {
             last_sync_error: match row[4] {
                 SqlValue::Null => None,
                 _ => Some(row[4].take_text()),
+            },
+            last_sync_refused: match row[5] {
+                SqlValue::Null => None,
+                ref v => Some(v.int()),
             },
         })
         .collect())
@@ -455,10 +710,16 @@ fn rewrite_reference(reference: &str, ura: &str, base: &str) -> Option<String> {
     known.then(|| format!("{resource_type}/{}", namespaced_id(ura, id)))
 }
 
-/// Polls every supplier once (at most [`MAX_SUPPLIERS_IN_FLIGHT`] at a time) and applies
-/// their changes to the address book. A failing supplier is reported and does not stop the
-/// others. Only one sync runs at a time; a second caller waits for the first.
+/// Polls every supplier once (at most [`MAX_SUPPLIERS_IN_FLIGHT`] at a time), backoff or
+/// not, and applies their changes to the address book. A failing supplier is reported and
+/// does not stop the others. Only one sync runs at a time; a second caller waits for the
+/// first.
 pub async fn sync_once(state: &Arc<HubState>) -> SyncReport {
+    sync(state, false).await
+}
+
+/// [`sync_once`] for the suppliers that do not wait out a backoff (`only_due`) or for all.
+async fn sync(state: &Arc<HubState>, only_due: bool) -> SyncReport {
     let _running = state.addressing.sync_lock.lock().await;
     let db = state.db.clone();
     let loaded = crate::blocking(move || Ok((suppliers(&db)?, marks(&db)?))).await;
@@ -471,13 +732,24 @@ pub async fn sync_once(state: &Arc<HubState>) -> SyncReport {
     };
     let permits = Arc::new(Semaphore::new(MAX_SUPPLIERS_IN_FLIGHT));
     let (applier, committer) = Applier::start(state.addressing.store.clone());
+    let bases: Arc<Vec<(String, String)>> = Arc::new(
+        suppliers
+            .iter()
+            .map(|s| (s.ura.clone(), s.fhir_base_url.clone()))
+            .collect(),
+    );
+    let started = Instant::now();
     let mut tasks = JoinSet::new();
     for supplier in suppliers {
+        if only_due && state.addressing.backing_off(&supplier.ura, started) {
+            continue;
+        }
         let supplier_marks = marks.remove(&supplier.ura).unwrap_or_default();
         let (state, permits, applier) = (state.clone(), permits.clone(), applier.clone());
+        let bases = bases.clone();
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            sync_supplier(&state, &applier, supplier, supplier_marks).await
+            sync_supplier(&state, &applier, supplier, supplier_marks, &bases).await
         });
     }
     drop(applier);
@@ -486,11 +758,17 @@ pub async fn sync_once(state: &Arc<HubState>) -> SyncReport {
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok((supplier_report, new_marks)) => {
-                progress.push((
-                    supplier_report.ura.clone(),
-                    new_marks,
-                    supplier_report.error.clone(),
-                ));
+                state.addressing.record_poll(
+                    &supplier_report.ura,
+                    !supplier_report.ok,
+                    Instant::now(),
+                );
+                progress.push(Progress {
+                    ura: supplier_report.ura.clone(),
+                    marks: new_marks,
+                    error: supplier_report.error.clone(),
+                    refused: supplier_report.rejected,
+                });
                 report.suppliers.push(supplier_report);
             }
             Err(e) => tracing::error!(error = %e, "address book sync task failed"),
@@ -505,13 +783,16 @@ pub async fn sync_once(state: &Arc<HubState>) -> SyncReport {
     if let Err(e) = crate::blocking(move || Ok(save_progress(&db, &progress)?)).await {
         for supplier in &mut report.suppliers {
             supplier.ok = false;
-            supplier.error = Some(format!("saving sync progress: {}", e.detail));
+            supplier.error = Some("the hub could not save the poll's progress".into());
+            tracing::error!(error = %e.detail, "address book sync could not save its progress");
         }
     }
     report.suppliers.sort_by(|a, b| a.ura.cmp(&b.ura));
     let failed = report.suppliers.iter().filter(|s| !s.ok).count();
+    let refused = report.suppliers.iter().map(|s| s.rejected).sum::<usize>();
     metrics::counter!("zorgnet_hub_addressing_syncs_total").increment(1);
     metrics::counter!("zorgnet_hub_addressing_supplier_failures_total").increment(failed as u64);
+    metrics::counter!("zorgnet_hub_addressing_refused_entries_total").increment(refused as u64);
     let applied = report.suppliers.iter().map(|s| s.applied).sum::<usize>();
     // A sync that changed nothing is the usual case, every interval: not worth a line.
     if applied > 0 || failed > 0 {
@@ -530,25 +811,75 @@ pub async fn sync_once(state: &Arc<HubState>) -> SyncReport {
     report
 }
 
-/// Starts the update consumer: [`sync_once`] now and then every `interval`.
+/// Starts the update consumer: polls every supplier now and then every `interval`, except
+/// those waiting out the backoff of a failure.
 pub fn spawn_consumer(state: Arc<HubState>, interval: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            sync_once(&state).await;
+            sync(&state, true).await;
         }
     })
 }
 
 /// Why polling one supplier stopped.
 #[derive(Debug, thiserror::Error)]
-enum SupplierError {
+pub enum SupplierError {
+    /// Reading the supplier's `_history` failed.
     #[error("{0}")]
     Poll(#[from] PollError),
+    /// The address book could not store the changes.
     #[error("address book: {0}")]
     Store(#[from] StoreError),
+    /// The supplier's base URL is no longer accepted.
+    #[error("base URL {url:?} {why}")]
+    Address {
+        /// The base URL.
+        url: String,
+        /// Why it is refused.
+        why: String,
+    },
+}
+
+impl SupplierError {
+    /// What the operator and the supplier are shown: the kind of failure, without the
+    /// answer's text, the URL or the connection's error (those go to the hub's log only),
+    /// so a supplier's address cannot make the hub an oracle for what answers where.
+    pub fn generic(&self) -> String {
+        match self {
+            SupplierError::Poll(PollError::Request { source, .. }) if source.is_timeout() => {
+                "the supplier did not answer in time".into()
+            }
+            SupplierError::Poll(PollError::Request { source, .. }) if source.is_connect() => {
+                "could not connect to the supplier".into()
+            }
+            SupplierError::Poll(PollError::Request { .. }) => {
+                "the connection to the supplier failed".into()
+            }
+            SupplierError::Poll(PollError::Status { status, .. })
+                if *status == OWN_POLL_STATUS.as_u16() =>
+            {
+                "the supplier's address is the hub's own".into()
+            }
+            SupplierError::Poll(PollError::Status { status, .. }) => {
+                format!("the supplier answered HTTP {status}")
+            }
+            SupplierError::Poll(PollError::TooLarge { .. }) => {
+                format!("a history page is larger than {MAX_HISTORY_PAGE_BYTES} bytes")
+            }
+            SupplierError::Poll(PollError::ForeignLink { .. }) => {
+                "a next link leaves the supplier's base URL".into()
+            }
+            SupplierError::Poll(PollError::TooManyPages { .. }) => {
+                format!("more than {MAX_HISTORY_PAGES} history pages")
+            }
+            SupplierError::Poll(_) => "the answer is not a readable FHIR history Bundle".into(),
+            SupplierError::Store(_) => "the hub could not store the changes".into(),
+            SupplierError::Address { why, .. } => format!("the base URL {why}"),
+        }
+    }
 }
 
 /// Polls one supplier; returns its report and the new marks of the types read completely.
@@ -557,6 +888,7 @@ async fn sync_supplier(
     applier: &Applier,
     supplier: Supplier,
     marks: HashMap<String, i64>,
+    bases: &[(String, String)],
 ) -> (SupplierReport, Vec<(String, i64)>) {
     let mut report = SupplierReport {
         ura: supplier.ura.clone(),
@@ -566,19 +898,28 @@ async fn sync_supplier(
         rejected: 0,
     };
     let mut new_marks = Vec::new();
-    let result = poll_supplier(
-        state,
-        applier,
-        &supplier,
-        &marks,
-        &mut report,
-        &mut new_marks,
-    )
-    .await;
+    let result = match state.addressing.check_address(&supplier.fhir_base_url) {
+        Err(why) => Err(SupplierError::Address {
+            url: supplier.fhir_base_url.clone(),
+            why,
+        }),
+        Ok(_) => {
+            poll_supplier(
+                state,
+                applier,
+                &supplier,
+                &marks,
+                bases,
+                &mut report,
+                &mut new_marks,
+            )
+            .await
+        }
+    };
     if let Err(e) = &result {
         tracing::warn!(ura = %supplier.ura, error = %e, "mCSD update supplier failed");
         report.ok = false;
-        report.error = Some(e.to_string());
+        report.error = Some(e.generic());
     }
     (report, new_marks)
 }
@@ -590,6 +931,7 @@ async fn poll_supplier(
     applier: &Applier,
     supplier: &Supplier,
     marks: &HashMap<String, i64>,
+    bases: &[(String, String)],
     report: &mut SupplierReport,
     new_marks: &mut Vec<(String, i64)>,
 ) -> Result<(), SupplierError> {
@@ -610,7 +952,7 @@ async fn poll_supplier(
         )?;
         while let Some(changes) = pager.next_page().await? {
             for change in changes {
-                match to_op(change, resource_type, supplier) {
+                match to_op(change, resource_type, supplier, book, bases) {
                     Ok(op) => ops.push(op),
                     Err(reason) => {
                         tracing::debug!(ura = %supplier.ura, %resource_type, %reason, "refused a directory entry");
@@ -639,8 +981,83 @@ async fn poll_supplier(
     Ok(())
 }
 
+/// The elements through which a directory entry names the organisation it belongs to.
+const ORGANISATION_ELEMENTS: [(&str, &str); 5] = [
+    ("Endpoint", "managingOrganization"),
+    ("Location", "managingOrganization"),
+    ("HealthcareService", "providedBy"),
+    ("PractitionerRole", "organization"),
+    ("OrganizationAffiliation", "organization"),
+];
+
+/// Why a (rewritten) entry is not the supplier's to publish, if it is not: it names another
+/// organisation, or an Endpoint's address is refused.
+fn binding_refusal(
+    resource: &Value,
+    resource_type: &str,
+    supplier: &Supplier,
+    book: &AddressBook,
+    bases: &[(String, String)],
+) -> Option<String> {
+    if resource_type == "Organization"
+        && let Some(claimed) = ura_of(resource)
+        && claimed != supplier.ura
+    {
+        return Some(format!("claims URA {claimed}"));
+    }
+    for (owner_type, element) in ORGANISATION_ELEMENTS {
+        if owner_type != resource_type {
+            continue;
+        }
+        let Some(reference) = resource.get(element) else {
+            continue;
+        };
+        if let Some(literal) = reference.get("reference").and_then(Value::as_str) {
+            let own = literal.strip_prefix("Organization/").is_some_and(|id| {
+                id.strip_prefix(supplier.ura.as_str())
+                    .is_some_and(|rest| rest.starts_with(['-', '.']))
+            });
+            if !own {
+                return Some(format!(
+                    "{element} is not one of the supplier's Organizations"
+                ));
+            }
+        }
+        let identifier = reference.get("identifier");
+        let system = identifier
+            .and_then(|i| i.get("system"))
+            .and_then(Value::as_str);
+        let value = identifier
+            .and_then(|i| i.get("value"))
+            .and_then(Value::as_str);
+        if system == Some(URA_SYSTEM) && value != Some(supplier.ura.as_str()) {
+            return Some(format!("{element} names another organisation's URA"));
+        }
+    }
+    if resource_type == "Endpoint"
+        && let Some(address) = resource.get("address").and_then(Value::as_str)
+    {
+        if let Err(why) = book.check_address(address) {
+            return Some(format!("address {why}"));
+        }
+        if let Some((other, _)) = bases
+            .iter()
+            .find(|(ura, base)| *ura != supplier.ura && lies_under(address, base))
+        {
+            return Some(format!("address lies at organisation {other}'s supplier"));
+        }
+    }
+    None
+}
+
 /// Turns a supplier's change into an address-book write, or says why it is refused.
-fn to_op(change: Change, resource_type: &str, supplier: &Supplier) -> Result<WriteOp, String> {
+fn to_op(
+    change: Change,
+    resource_type: &str,
+    supplier: &Supplier,
+    book: &AddressBook,
+    bases: &[(String, String)],
+) -> Result<WriteOp, String> {
     match change {
         Change::Delete { id } => Ok(WriteOp::Delete {
             resource_type: resource_type.to_string(),
@@ -652,16 +1069,13 @@ fn to_op(change: Change, resource_type: &str, supplier: &Supplier) -> Result<Wri
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            if resource_type == "Organization"
-                && let Some(claimed) = ura_of(&resource)
-                && claimed != supplier.ura
-            {
+            rewrite_resource(&mut resource, &supplier.ura, &supplier.fhir_base_url);
+            if let Some(why) = binding_refusal(&resource, resource_type, supplier, book, bases) {
                 return Err(format!(
-                    "Organization/{original_id} claims URA {claimed}, but the supplier is {}",
+                    "{resource_type}/{original_id} {why}; the supplier is {}",
                     supplier.ura
                 ));
             }
-            rewrite_resource(&mut resource, &supplier.ura, &supplier.fhir_base_url);
             let issues = zorgnet_fhir::validate_resource(&resource);
             if let Some(issue) = issues.first() {
                 return Err(format!(
@@ -833,8 +1247,14 @@ fn marks(db: &Database) -> Result<HashMap<String, HashMap<String, i64>>, DbError
     Ok(marks)
 }
 
-/// Supplier progress to record: URA, new marks per type, and the error of its poll.
-type Progress = (String, Vec<(String, i64)>, Option<String>);
+/// Supplier progress to record: URA, new marks per type, the error of its poll and how many
+/// entries it refused.
+struct Progress {
+    ura: String,
+    marks: Vec<(String, i64)>,
+    error: Option<String>,
+    refused: usize,
+}
 
 /// Records every polled supplier's new marks and outcome in one transaction. Blocking.
 fn save_progress(db: &Database, progress: &[Progress]) -> Result<(), DbError> {
@@ -848,21 +1268,28 @@ fn save_progress(db: &Database, progress: &[Progress]) -> Result<(), DbError> {
             d.placeholder(3)
         );
         let status = format!(
-            "UPDATE addressing_suppliers SET last_sync_at_ms = {}, last_sync_error = {} WHERE ura = {}",
+            "UPDATE addressing_suppliers SET last_sync_at_ms = {}, last_sync_error = {}, \
+             last_sync_refused = {} WHERE ura = {}",
             d.placeholder(1),
             d.placeholder(2),
-            d.placeholder(3)
+            d.placeholder(3),
+            d.placeholder(4)
         );
         let now = zorgnet_db::now_ms();
-        for (ura, new_marks, error) in progress {
-            for (resource_type, mark) in new_marks {
+        for supplier in progress {
+            let ura = supplier.ura.as_str();
+            for (resource_type, mark) in &supplier.marks {
                 conn.execute(
                     &upsert,
-                    &[ura.as_str().into(), resource_type.as_str().into(), (*mark).into()],
+                    &[ura.into(), resource_type.as_str().into(), (*mark).into()],
                 )?;
             }
-            let error = error.as_deref().map_or(SqlValue::Null, SqlValue::from);
-            conn.execute(&status, &[now.into(), error, ura.as_str().into()])?;
+            let error = supplier
+                .error
+                .as_deref()
+                .map_or(SqlValue::Null, SqlValue::from);
+            let refused = i64::try_from(supplier.refused).unwrap_or(i64::MAX);
+            conn.execute(&status, &[now.into(), error, refused.into(), ura.into()])?;
         }
         Ok(())
     })
@@ -973,20 +1400,96 @@ mod tests {
     }
 
     #[test]
-    fn base_urls_are_checked() {
+    fn addresses_are_https_absolute_and_not_local_outside_development() {
         assert_eq!(
-            check_base_url("https://node.example/fhir/").unwrap(),
+            check_address("https://node.example/fhir/", false)
+                .unwrap()
+                .as_str(),
             "https://node.example/fhir"
         );
         for bad in [
             "",
             "node.example/fhir",
             "ftp://node.example/fhir",
+            "http://node.example/fhir",
             "https://user:pw@node.example/fhir",
             "https://node.example/fhir?x=1",
+            "https://node.example/fhir#x",
             "https://",
+            "https://localhost/fhir",
+            "https://LOCALHOST./fhir",
+            "https://api.localhost/fhir",
+            "https://127.0.0.1/fhir",
+            "https://127.1.2.3:8443/fhir",
+            "https://0.0.0.0/fhir",
+            "https://[::1]/fhir",
+            "https://[::ffff:127.0.0.1]/fhir",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[fe80::1]/fhir",
         ] {
-            assert!(check_base_url(bad).is_err(), "{bad:?} accepted");
+            assert!(check_address(bad, false).is_err(), "{bad:?} accepted");
         }
+        let long = format!("https://node.example/{}", "a".repeat(MAX_URL_CHARS));
+        assert!(check_address(&long, true).is_err());
+        for development in ["http://127.0.0.1:8080/fhir", "http://localhost/fhir"] {
+            assert!(check_address(development, true).is_ok(), "{development}");
+        }
+        assert!(check_address("ftp://node.example", true).is_err());
+    }
+
+    #[test]
+    fn the_hubs_own_listen_address_is_recognised_under_its_aliases() {
+        let url = |u: &str| Url::parse(u).unwrap();
+        let loopback: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let everywhere: SocketAddr = "0.0.0.0:7000".parse().unwrap();
+        for own in [
+            "http://127.0.0.1:7000/fhir",
+            "http://127.0.0.2:7000/fhir",
+            "http://localhost:7000",
+            "http://[::1]:7000",
+            "http://[::ffff:127.0.0.1]:7000",
+            "http://0.0.0.0:7000",
+        ] {
+            assert!(is_listen_address(&url(own), &loopback), "{own}");
+            assert!(is_listen_address(&url(own), &everywhere), "{own}");
+        }
+        assert!(is_listen_address(&url("http://10.1.2.3:7000"), &everywhere));
+        assert!(!is_listen_address(&url("http://10.1.2.3:7000"), &loopback));
+        assert!(!is_listen_address(&url("http://127.0.0.1:7001"), &loopback));
+        assert!(!is_listen_address(
+            &url("https://hub.example:7000"),
+            &loopback
+        ));
+        let https: SocketAddr = "127.0.0.1:443".parse().unwrap();
+        assert!(is_listen_address(&url("https://localhost/"), &https));
+    }
+
+    #[test]
+    fn an_address_lies_under_a_base_by_whole_segments() {
+        let base = "https://gp.example/fhir";
+        assert!(lies_under("https://gp.example/fhir", base));
+        assert!(lies_under("https://GP.example/fhir/", base));
+        assert!(lies_under("https://gp.example/fhir/other", base));
+        assert!(!lies_under("https://gp.example/fhir2", base));
+        assert!(!lies_under("https://gp.example", base));
+        assert!(!lies_under("https://gp.example.evil/fhir", base));
+    }
+
+    #[test]
+    fn backoff_doubles_per_failure_up_to_its_maximum() {
+        let now = Instant::now();
+        let first = Backoff::after_failure(None, now);
+        assert_eq!(
+            (first.failures, first.retry_at),
+            (1, now + POLL_BACKOFF_FIRST)
+        );
+        let second = Backoff::after_failure(Some(first), now);
+        assert_eq!(second.retry_at, now + 2 * POLL_BACKOFF_FIRST);
+        let mut many = second;
+        for _ in 0..100 {
+            many = Backoff::after_failure(Some(many), now);
+        }
+        assert_eq!(many.retry_at, now + POLL_BACKOFF_MAX);
+        assert_eq!(many.failures, 102);
     }
 }

@@ -4,8 +4,9 @@
 //! `zorgnet-db` database, migrations per component) and its own HTTP API under its own path:
 //! `/registry` (organisations and their keys), `/prs` (pseudonym service), `/nvi` (referral
 //! index), `/consent` (consent register), `/addressing` (IHE mCSD address book fed by the
-//! nodes) and `/trust` (signed access tokens organisations show to each other's nodes). The
-//! API is described in `/openapi.json`.
+//! nodes), `/professionals` (which professional holds which role where) and `/trust` (signed
+//! access tokens organisations show to each other's nodes). The API is described in
+//! `/openapi.json`.
 //! What it is not: a store of patient data. The hub never sees a BSN in clear and keeps no
 //! clinical resources; data stays at the nodes.
 //!
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod consent;
 pub mod error;
 pub mod nvi;
+pub mod professionals;
 pub mod prs;
 pub mod registry;
 pub mod trust;
@@ -66,6 +68,9 @@ pub struct HubConfig {
     pub data_dir: PathBuf,
     /// PostgreSQL URL; `None` means SQLite in `data_dir/hub.sqlite`.
     pub postgres: Option<String>,
+    /// Development only: accept plain `http` supplier and Endpoint addresses in the address
+    /// book (otherwise only `https`).
+    pub allow_insecure_endpoints: bool,
 }
 
 /// Shared state of the hub's handlers.
@@ -98,6 +103,7 @@ fn migrations() -> Vec<Migration> {
         nvi::MIGRATIONS,
         consent::MIGRATIONS,
         addressing::MIGRATIONS,
+        professionals::MIGRATIONS,
     ]
     .concat()
 }
@@ -114,7 +120,8 @@ impl Hub {
         let admin_key_path = config.data_dir.join(ADMIN_KEY_FILE);
         let admin_key = read_or_create_secret(&admin_key_path, auth::new_key)?;
         let prs = prs::PseudonymService::open(&config.data_dir, &db)?;
-        let addressing = addressing::AddressBook::open(db.clone())?;
+        let addressing =
+            addressing::AddressBook::open(db.clone(), config.allow_insecure_endpoints)?;
         let trust = trust::TokenIssuer::open(&config.data_dir)?;
         let state = Arc::new(HubState {
             db,
@@ -140,6 +147,12 @@ impl Hub {
         self.state.clone()
     }
 
+    /// Tells the hub the address it listens on, so that the address book refuses suppliers
+    /// and Endpoints pointing there.
+    pub fn serving_at(&self, address: std::net::SocketAddr) {
+        self.state.addressing.serving_at(address);
+    }
+
     /// Starts the addressing directory's update consumer (needs a tokio runtime): it polls
     /// every mCSD update supplier now and then every `interval`.
     pub fn spawn_addressing_consumer(
@@ -158,10 +171,15 @@ impl Hub {
             .nest("/nvi", nvi::routes())
             .nest("/consent", consent::routes())
             .nest("/addressing", addressing::routes(&self.state, public_url))
+            .nest("/professionals", professionals::routes())
             .nest("/trust", trust::routes())
             .route("/health", get(|| async { "UP" }))
             .route("/openapi.json", get(openapi))
             .layer(middleware::from_fn(refuse_nul_text))
+            .layer(middleware::from_fn_with_state(
+                self.state.clone(),
+                addressing::refuse_own_polls,
+            ))
             .layer(middleware::from_fn_with_state(
                 self.state.clone(),
                 auth::authenticate,

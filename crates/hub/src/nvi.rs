@@ -10,6 +10,15 @@
 //! What it is not: a store of the data itself, or of where an organisation's server is (that
 //! is the addressing directory).
 //!
+//! Binding: a registration is keyed by the authenticated caller's URA ([`Caller::organisation`];
+//! today its API key, with the trust issue its certificate), never by anything in the body
+//! (the bodies deny unknown fields, so a `ura` there is a 400), and a deregistration removes
+//! only the caller's own rows: no organisation can register or withdraw for another, and the
+//! operator registers for nobody. The hub cannot know whether a node really holds the data
+//! it registers: a registration is that organisation's claim, bound to its authenticated
+//! identity, so a false one names the organisation that made it (and a lookup can only lead
+//! a requester to that organisation's own endpoint, with a token valid there alone).
+//!
 //! Tables (component `nvi`): `nvi_registrations`, keyed by (pseudonym, category, URA), so a
 //! registration is idempotent and a lookup is one index range.
 

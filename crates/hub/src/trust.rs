@@ -2,26 +2,34 @@
 //! tokens that an organisation presents to other organisations' nodes, and publishes the key
 //! that verifies them.
 //!
-//! An organisation authenticated with its API key asks `POST /trust/token` for a token
-//! asserting its URA and, optionally, the professional's UZI role and the purpose
-//! (treatment or emergency, as the consent register's purposes) and one audience. It sends
-//! the token as `Authorization: Bearer` to another node, which checks it with the hub's
-//! public key from `GET /trust/keys` (a JWK set; no credentials needed) and then asks the
-//! consent register before serving (`zorgnet_node::access`). The token's format (a JWT
-//! signed with Ed25519, `alg: EdDSA`) is `zorgnet_trust::token`, one definition for
-//! the issuer and the verifiers. Tokens live [`ACCESS_TOKEN_LIFETIME`]: short enough that
-//! none needs revoking.
+//! An organisation authenticated with its API key asks `POST /trust/token` for a token for
+//! one audience (the URA of the one node that may accept it; required, and a registered
+//! organisation), naming the professional it acts for (`uzi`), the role the professional
+//! holds at the organisation, the purpose (treatment or emergency, as the consent register's
+//! purposes) and, for an emergency, the professional's break-the-glass `reason`. The role
+//! must be one the professional register ([`crate::professionals`]) gives that professional
+//! at the calling organisation, or the request is refused (403). A token without a
+//! professional is a system token: it carries no role, cannot break the glass, and the
+//! nodes' policy lets it read no patient data. The node that receives the token checks it
+//! with the hub's public key from `GET /trust/keys` (a JWK set; no credentials needed) and
+//! then asks the consent register before serving (the node's access layer). The token's
+//! format (a JWT signed with Ed25519, `alg: EdDSA`) is `zorgnet_trust::token`, one
+//! definition for the issuer and the verifiers. Tokens live [`ACCESS_TOKEN_LIFETIME`]: short
+//! enough that none needs revoking.
+//!
+//! When the request arrived with a client certificate (a [`PeerCertificate`] in its
+//! extensions, put there by the TLS layer), the token is bound to it (RFC 8705 `cnf` with
+//! `x5t#S256`): a token stolen from the organisation is useless over another's connection.
 //!
 //! The signing key is generated at first start and kept in the data directory
 //! ([`SIGNING_KEY_FILE`], mode 0600, like the operator's key); it is never logged. There is
 //! one key: replacing the file and restarting the hub rotates it, and nodes fetch the new
 //! key set when a token names a key id they have not seen.
-//! What it is not: the network CA (organisation certificates come with the trust issue),
-//! authentication of professionals (the role is the organisation's claim), or a register of
-//! issued tokens.
+//! What it is not: the network CA, authentication of professionals (the organisation
+//! authenticates its staff; the hub checks only that the register gives them the role), or
+//! a register of issued tokens.
 
 use crate::auth::Caller;
-use crate::consent::Purpose;
 use crate::error::ApiError;
 use crate::{HubError, HubState};
 use axum::extract::State;
@@ -37,8 +45,10 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use zorgnet_trust::is_role_code;
-use zorgnet_trust::token::{self, AccessClaims};
+use zorgnet_trust::token::{
+    self, AccessClaims, Confirmation, MAX_REASON_CHARS, PeerCertificate, Purpose, TokenRequest,
+};
+use zorgnet_trust::{is_role_code, is_uzi_number};
 
 /// How long an access token is valid.
 pub const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(5 * 60);
@@ -109,19 +119,6 @@ pub fn routes() -> Router<Arc<HubState>> {
         .route("/keys", get(keys))
 }
 
-/// What an organisation asks a token for.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenRequest {
-    /// The professional's UZI role code (`01.015`), when the organisation names one.
-    pub role: Option<String>,
-    /// Why; default treatment.
-    #[serde(default)]
-    pub purpose: Purpose,
-    /// The one organisation (URA) the token is for; absent for any.
-    pub audience: Option<String>,
-}
-
 /// An issued token, in the shape of an OAuth 2.0 token response.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TokenResponse {
@@ -136,40 +133,61 @@ pub struct TokenResponse {
 async fn issue_token(
     State(state): State<Arc<HubState>>,
     Extension(caller): Extension<Caller>,
+    certificate: Option<Extension<PeerCertificate>>,
     body: Result<Json<TokenRequest>, JsonRejection>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let ura = caller.organisation()?.to_string();
     let Json(request) = body?;
-    if let Some(role) = &request.role
-        && !is_role_code(role)
-    {
-        return Err(ApiError::bad_request(format!(
-            "role {role:?} is not a UZI role code (like 01.015)"
+    let professional = check_request(&request)?;
+    let db = state.db.clone();
+    let (audience, asked) = (request.audience.clone(), professional.clone());
+    let caller_ura = ura.clone();
+    let (audience_known, role_held) = crate::blocking(move || {
+        let audience_known = crate::registry::organisation(&db, &audience)?.is_some();
+        let role_held = match &asked {
+            Some((uzi, role)) => crate::professionals::holds_role(&db, uzi, &caller_ura, role)?,
+            None => true,
+        };
+        Ok((audience_known, role_held))
+    })
+    .await?;
+    if !audience_known {
+        return Err(ApiError::unprocessable(format!(
+            "audience {} is not a registered organisation",
+            request.audience
         )));
     }
-    if let Some(audience) = &request.audience {
-        crate::registry::check_ura(audience)?;
+    if !role_held {
+        metrics::counter!("zorgnet_trust_tokens_refused_total").increment(1);
+        return Err(ApiError::forbidden(
+            "the professional register does not give this professional that role at your organisation",
+        ));
     }
-    let purpose = match request.purpose {
-        Purpose::Treatment => token::Purpose::Treatment,
-        Purpose::Emergency => token::Purpose::Emergency,
-    };
     let issued_at = zorgnet_db::now_ms() / 1000;
     let lifetime = ACCESS_TOKEN_LIFETIME.as_secs();
+    let (uzi, role) = professional.unzip();
     let claims = AccessClaims {
         ura,
-        role: request.role,
-        purpose,
+        uzi,
+        role,
+        purpose: request.purpose,
+        reason: request.reason.map(|r| r.trim().to_string()),
         iat: issued_at,
         exp: issued_at.saturating_add_unsigned(lifetime),
         aud: request.audience,
+        cnf: certificate.map(|Extension(c)| Confirmation {
+            x5t_s256: c.thumbprint,
+        }),
     };
     let access_token = state.trust.issue(&claims);
     metrics::counter!("zorgnet_trust_tokens_issued_total").increment(1);
     tracing::info!(
         ura = %claims.ura,
+        audience = %claims.aud,
+        professional = claims.uzi.is_some(),
         role = claims.role.as_deref().unwrap_or("-"),
-        purpose = purpose.code(),
+        purpose = claims.purpose.code(),
+        bound = claims.cnf.is_some(),
         "issued an access token"
     );
     Ok(Json(TokenResponse {
@@ -177,6 +195,64 @@ async fn issue_token(
         token_type: "Bearer".into(),
         expires_in: lifetime,
     }))
+}
+
+/// Checks a token request's form; answers the professional and role it names, if any.
+fn check_request(request: &TokenRequest) -> Result<Option<(String, String)>, ApiError> {
+    crate::registry::check_ura(&request.audience)
+        .map_err(|e| ApiError::bad_request(format!("audience: {}", e.detail)))?;
+    let professional = match (&request.uzi, &request.role) {
+        (None, None) => None,
+        (Some(uzi), Some(role)) => {
+            if !is_uzi_number(uzi) {
+                return Err(ApiError::bad_request(format!(
+                    "uzi {uzi:?} is not a UZI number (9 digits)"
+                )));
+            }
+            if !is_role_code(role) {
+                return Err(ApiError::bad_request(format!(
+                    "role {role:?} is not a UZI role code (like 01.015)"
+                )));
+            }
+            Some((uzi.clone(), role.clone()))
+        }
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "a professional's token names their role (role)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "a role belongs to a professional: name them (uzi); a system token has no role",
+            ));
+        }
+    };
+    match (request.purpose, &request.reason) {
+        (Purpose::Emergency, None) => Err(ApiError::bad_request(
+            "purpose emergency needs the professional's break-the-glass reason (reason)",
+        )),
+        (Purpose::Emergency, Some(_)) if professional.is_none() => Err(ApiError::bad_request(
+            "only a professional breaks the glass: name them (uzi, role)",
+        )),
+        (Purpose::Emergency, Some(reason)) => {
+            let reason = reason.trim();
+            if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+                return Err(ApiError::bad_request(format!(
+                    "reason must be 1 to {MAX_REASON_CHARS} characters"
+                )));
+            }
+            if reason.chars().any(char::is_control) {
+                return Err(ApiError::bad_request(
+                    "reason may not contain control characters",
+                ));
+            }
+            Ok(professional)
+        }
+        (Purpose::Treatment, Some(_)) => Err(ApiError::bad_request(
+            "a reason is given only for purpose emergency (break-the-glass)",
+        )),
+        (Purpose::Treatment, None) => Ok(professional),
+    }
 }
 
 async fn keys(State(state): State<Arc<HubState>>) -> Json<Value> {
@@ -211,11 +287,14 @@ mod tests {
 
         let claims = AccessClaims {
             ura: "00000022".into(),
+            uzi: None,
             role: None,
-            purpose: token::Purpose::Treatment,
+            purpose: Purpose::Treatment,
+            reason: None,
             iat: 1_800_000_000,
             exp: 1_800_000_300,
-            aud: None,
+            aud: "00000011".into(),
+            cnf: None,
         };
         let keys = token::parse_key_set(&first.key_set());
         let key = keys.get(first.key_id()).unwrap();

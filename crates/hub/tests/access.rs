@@ -15,13 +15,15 @@ use support::{TestHub, node, node_with_access};
 use zorgnet_node::access::AccessConfig;
 use zorgnet_node::hub_client::token_value;
 use zorgnet_pseudonym::{Bsn, PersonalId};
-use zorgnet_trust::token::{AccessClaims, Purpose};
+use zorgnet_trust::token::{AccessClaims, Purpose, TokenRequest};
 
 const GP: &str = "00000011";
 const HOSPITAL: &str = "00000022";
 const PHARMACY: &str = "00000033";
 const BSN: &str = "123456782";
 const BSN_SYSTEM: &str = "http://fhir.nl/fhir/NamingSystem/bsn";
+/// A pharmacist at the hospital, in the hub's professional register.
+const PHARMACIST_UZI: &str = "900000017";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Sends a request with an optional `Authorization` value; answers status and JSON body.
@@ -141,12 +143,45 @@ fn diagnostics(outcome: &Value) -> String {
         .to_string()
 }
 
-async fn access_token(hub: &TestHub, key: &str, role: Option<&str>) -> String {
+/// A token for `audience`: a system token, or one naming the professional `(uzi, role)`.
+async fn access_token(
+    hub: &TestHub,
+    key: &str,
+    audience: &str,
+    professional: Option<(&str, &str)>,
+) -> String {
+    let request = TokenRequest {
+        audience: audience.into(),
+        uzi: professional.map(|(uzi, _)| uzi.into()),
+        role: professional.map(|(_, role)| role.into()),
+        purpose: Purpose::Treatment,
+        reason: None,
+    };
     hub.client(key)
-        .access_token(role, Purpose::Treatment)
+        .access_token(&request)
         .await
         .unwrap()
         .access_token
+}
+
+/// Puts a professional in the hub's register with `roles` as (URA, role code).
+async fn professional(hub: &TestHub, uzi: &str, roles: &[(&str, &str)]) {
+    let roles: Vec<Value> = roles
+        .iter()
+        .map(|(ura, role)| json!({"ura": ura, "role": role}))
+        .collect();
+    let response = reqwest::Client::new()
+        .put(format!("{}/professionals/{uzi}", hub.base))
+        .bearer_auth(&hub.admin_key)
+        .json(&json!({"name": "Zorgverlener", "roles": roles}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap()
+    );
 }
 
 async fn record_directive(hub: &TestHub, key: &str, directive: Value) {
@@ -241,7 +276,7 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
         );
 
         // Directly, with the hospital's token: one patient's data, nothing else.
-        let hospital_token = access_token(&hub, &hospital_key, None).await;
+        let hospital_token = access_token(&hub, &hospital_key, GP, None).await;
         let statements = by_bsn(&gp.base, "MedicationStatement");
         let (status, found) = call(Method::GET, &statements, bearer(&hospital_token), None).await;
         assert_eq!(status, StatusCode::OK, "{found}");
@@ -280,7 +315,7 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
         let (status, all) = call(
             Method::GET,
             &format!("{}/MedicationStatement", gp.base),
-            bearer(&access_token(&hub, &gp_key, None).await),
+            bearer(&access_token(&hub, &gp_key, GP, None).await),
             None,
         )
         .await;
@@ -309,30 +344,30 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
         );
         let issuer = zorgnet_hub::trust::TokenIssuer::open(hub.dir.path()).unwrap();
         let now = zorgnet_db::now_ms() / 1000;
-        let expired = issuer.issue(&AccessClaims {
+        let claims_at = |iat: i64, exp: i64, aud: &str| AccessClaims {
             ura: HOSPITAL.into(),
+            uzi: None,
             role: None,
             purpose: Purpose::Treatment,
-            iat: now - 3600,
-            exp: now - 1800,
-            aud: None,
-        });
-        let for_the_pharmacy = issuer.issue(&AccessClaims {
-            ura: HOSPITAL.into(),
-            role: None,
-            purpose: Purpose::Treatment,
-            iat: now,
-            exp: now + 300,
-            aud: Some(PHARMACY.into()),
-        });
+            reason: None,
+            iat,
+            exp,
+            aud: aud.into(),
+            cnf: None,
+        };
+        let expired = issuer.issue(&claims_at(now - 3600, now - 1800, GP));
+        let for_the_pharmacy = issuer.issue(&claims_at(now, now + 300, PHARMACY));
+        let for_anyone = issuer.issue(&claims_at(now, now + 300, ""));
         let mut other_hub = support::start(None).await;
         let other_key = other_hub.organisation(HOSPITAL, "Ziekenhuis").await;
-        let foreign = access_token(&other_hub, &other_key, None).await;
+        other_hub.organisation(GP, "Huisarts").await;
+        let foreign = access_token(&other_hub, &other_key, GP, None).await;
         other_hub.stop().await;
         for authorization in [
             bearer(&impersonating),
             bearer(&expired),
             bearer(&for_the_pharmacy),
+            bearer(&for_anyone),
             bearer(&foreign),
             bearer("not-a-token"),
             bearer(&hospital_key),
@@ -353,7 +388,9 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
 
         // A pharmacist may not see the patient summary: a MedicationStatement (medication
         // and patient summary) is refused, a MedicationRequest (medication only) is not.
-        let pharmacist = access_token(&hub, &hospital_key, Some("17.000")).await;
+        professional(&hub, PHARMACIST_UZI, &[(HOSPITAL, "17.000")]).await;
+        let pharmacist =
+            access_token(&hub, &hospital_key, GP, Some((PHARMACIST_UZI, "17.000"))).await;
         let (status, refused) = call(Method::GET, &statements, bearer(&pharmacist), None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
         assert!(diagnostics(&refused).contains("17.000"), "{refused}");
@@ -443,6 +480,8 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
 
         // The hub goes down. The GP, with no answer in memory, fails closed; the pharmacy
         // serves on its remembered answer; local clients are served as ever.
+        let hospital_token_for_the_pharmacy =
+            access_token(&hub, &hospital_key, PHARMACY, None).await;
         hub.stop().await;
         let (status, unavailable) =
             call(Method::GET, &prescriptions, bearer(&hospital_token), None).await;
@@ -454,7 +493,7 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
         let (status, remembered) = call(
             Method::GET,
             &by_bsn(&pharmacy.base, "MedicationStatement"),
-            bearer(&hospital_token),
+            bearer(&hospital_token_for_the_pharmacy),
             None,
         )
         .await;
@@ -480,9 +519,12 @@ async fn the_hub_issues_tokens_to_organisations_and_publishes_its_key() {
                 (response.status(), response.json::<Value>().await.unwrap())
             }
         };
+        hub.organisation(GP, "Huisarts").await;
+        professional(&hub, "900000015", &[(HOSPITAL, "01.015")]).await;
         let (status, issued) = post(
             bearer(&key),
-            json!({"role": "01.015", "purpose": "emergency", "audience": GP}),
+            json!({"uzi": "900000015", "role": "01.015", "purpose": "emergency",
+                "reason": "unconscious at the ER", "audience": GP}),
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{issued}");
@@ -500,8 +542,11 @@ async fn the_hub_issues_tokens_to_organisations_and_publishes_its_key() {
             zorgnet_trust::token::verify(token, &keys[&key_id], GP, zorgnet_db::now_ms() / 1000)
                 .unwrap();
         assert_eq!(claims.ura, HOSPITAL);
+        assert_eq!(claims.uzi.as_deref(), Some("900000015"));
         assert_eq!(claims.role.as_deref(), Some("01.015"));
         assert_eq!(claims.purpose, Purpose::Emergency);
+        assert_eq!(claims.reason.as_deref(), Some("unconscious at the ER"));
+        assert_eq!(claims.aud, GP);
         assert_eq!(claims.exp - claims.iat, 300);
 
         for (authorization, body, expected) in [
@@ -509,12 +554,12 @@ async fn the_hub_issues_tokens_to_organisations_and_publishes_its_key() {
             (bearer(&hub.admin_key), json!({}), StatusCode::FORBIDDEN),
             (
                 bearer(&key),
-                json!({"role": "huisarts"}),
+                json!({"uzi": "900000015", "role": "huisarts", "audience": GP}),
                 StatusCode::BAD_REQUEST,
             ),
             (
                 bearer(&key),
-                json!({"purpose": "curiosity"}),
+                json!({"purpose": "curiosity", "audience": GP}),
                 StatusCode::BAD_REQUEST,
             ),
             (
@@ -522,7 +567,11 @@ async fn the_hub_issues_tokens_to_organisations_and_publishes_its_key() {
                 json!({"audience": "GP"}),
                 StatusCode::BAD_REQUEST,
             ),
-            (bearer(&key), json!({"ura": GP}), StatusCode::BAD_REQUEST),
+            (
+                bearer(&key),
+                json!({"ura": GP, "audience": GP}),
+                StatusCode::BAD_REQUEST,
+            ),
         ] {
             let (status, problem) = post(authorization, body.clone()).await;
             assert_eq!(status, expected, "{body}: {problem}");
@@ -620,7 +669,7 @@ async fn a_posted_everything_is_scoped_and_filtered_exactly_like_a_get() {
                 "subject": {"reference": format!("Patient/{named}")}}),
         )
         .await;
-        let token = bearer(&access_token(&hub, &hospital_key, None).await);
+        let token = bearer(&access_token(&hub, &hospital_key, GP, None).await);
         let everything = |id: &str| format!("{}/Patient/{id}/$everything", gp.base);
         let fhir_json = "application/fhir+json";
         let by_get = |query: &str| {

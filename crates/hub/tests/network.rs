@@ -125,6 +125,14 @@ async fn a_node_localises_and_fetches_from_every_source_and_reports_the_silent_o
         let gp_key = hub.organisation(GP, "Huisarts").await;
         let pharmacy_key = hub.organisation(PHARMACY, "Apotheek").await;
         let hospital_key = hub.organisation(HOSPITAL, "Ziekenhuis").await;
+        let registered = reqwest::Client::new()
+            .put(format!("{}/professionals/900000015", hub.base))
+            .bearer_auth(&hub.admin_key)
+            .json(&json!({"name": "Internist", "roles": [{"ura": HOSPITAL, "role": "01.015"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(registered.status(), 201);
         let gp = node(&hub, GP, &gp_key, true).await;
         let pharmacy = node(&hub, PHARMACY, &pharmacy_key, true).await;
         let hospital = node(&hub, HOSPITAL, &hospital_key, true).await;
@@ -210,6 +218,7 @@ async fn a_node_localises_and_fetches_from_every_source_and_reports_the_silent_o
             parameters(&[
                 bsn_parameter(),
                 json!({"name": "category", "valueCode": "medication"}),
+                json!({"name": "uzi", "valueString": "900000015"}),
                 json!({"name": "role", "valueCode": "01.015"}),
             ]),
         )

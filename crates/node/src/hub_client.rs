@@ -15,7 +15,7 @@ use std::time::Duration;
 use zorgnet_fhir::categories::DataCategory;
 use zorgnet_pseudonym::{BlindFactor, Bsn, ExchangeToken, PersonalId, RecipientId, Zvn, blind};
 use zorgnet_store::PersonIdentity;
-use zorgnet_trust::token::Purpose;
+use zorgnet_trust::token::{Purpose, TokenRequest};
 
 /// How long one call to the hub may take before it counts as failed.
 pub const HUB_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -340,17 +340,14 @@ impl HubClient {
         Ok(holders.organisations)
     }
 
-    /// A short-lived access token asserting this organisation (and, when given, the
-    /// professional's role) towards other organisations' nodes.
+    /// A short-lived access token asserting this organisation (and, when named, the
+    /// professional and their role) towards one other organisation's node.
     pub async fn access_token(
         &self,
-        role: Option<&str>,
-        purpose: Purpose,
+        request: &TokenRequest,
     ) -> Result<IssuedToken, HubClientError> {
-        let mut body = json!({"purpose": purpose.code()});
-        if let Some(role) = role {
-            body["role"] = Value::from(role);
-        }
+        let body =
+            serde_json::to_value(request).map_err(|e| HubClientError::Invalid(e.to_string()))?;
         let answer = self.post("/trust/token", &body).await?;
         serde_json::from_value(answer).map_err(|e| HubClientError::Refused {
             status: 200,

@@ -5,11 +5,14 @@
 //! `$localize` asks the hub's referral index which organisations hold data of the asked
 //! categories (consent filtering happens there) and answers each with its FHIR endpoint from
 //! the node's cached address book, so addressing works while the hub is unreachable.
-//! `$fetch` then queries every source in parallel with a per-source timeout, presenting a
-//! short-lived access token from the hub (`Authorization: Bearer`, cached until shortly
-//! before it expires) so that each source knows which organisation asks, and merges the
-//! answers into one Bundle whose OperationOutcome says which sources answered, which refused
-//! by consent (a source's 403), and which did not answer.
+//! `$fetch` then queries every source in parallel with a per-source timeout, presenting to
+//! each a short-lived access token from the hub made for that source alone (its URA is the
+//! token's audience, so no source can replay what it was shown at another; `Authorization:
+//! Bearer`, cached per audience and asker until shortly before it expires), naming the
+//! professional the `$fetch` caller acts for (`uzi`, `role`), the purpose and, for an
+//! emergency, the break-the-glass `reason`. It merges the answers into one Bundle whose
+//! OperationOutcome says which sources answered, which refused by consent (a source's 403),
+//! and which did not answer.
 //! What it is not: the access policy at the sources (each source decides for itself, in
 //! [`crate::access`]), or a viewer that de-duplicates across sources.
 
@@ -30,8 +33,8 @@ use zorgnet_fhir::categories::{DataCategory, categories_of, parse_categories};
 use zorgnet_fhir::identifiers::BSN_SYSTEM;
 use zorgnet_pseudonym::{Bsn, PersonalId};
 use zorgnet_rest::error::{FHIR_JSON, FhirError};
-use zorgnet_trust::is_role_code;
-use zorgnet_trust::token::Purpose;
+use zorgnet_trust::token::{MAX_REASON_CHARS, Purpose, TokenRequest};
+use zorgnet_trust::{is_role_code, is_uzi_number};
 
 /// How long one source may take to answer a fetch.
 pub const FETCH_SOURCE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,8 +43,8 @@ pub const FETCH_PAGE_SIZE: usize = 1_000;
 /// How long before its expiry a cached access token is replaced by a new one, so that a
 /// token never expires on its way to a source.
 pub const ACCESS_TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(30);
-/// Most access tokens kept (one per role and purpose asked for).
-pub const MAX_CACHED_ACCESS_TOKENS: usize = 64;
+/// Most access tokens kept (one per source, professional, role, purpose and reason).
+pub const MAX_CACHED_ACCESS_TOKENS: usize = 10_000;
 /// Shortest time between two refreshes of the address book copy caused by a lookup that
 /// named an organisation the copy does not know: a new organisation is found within one
 /// lookup, and a referral index naming an organisation that is in no address book cannot
@@ -56,7 +59,7 @@ pub struct Network {
     pub addresses: AddressBookCache,
     http: reqwest::Client,
     access: AccessControl,
-    tokens: Mutex<HashMap<(Option<String>, Purpose), CachedToken>>,
+    tokens: Mutex<HashMap<TokenRequest, CachedToken>>,
     /// When a lookup last refreshed the address book copy because it missed an organisation.
     last_miss_sync: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -101,21 +104,16 @@ impl Network {
         &self.access
     }
 
-    /// An access token of this organisation for `role` and `purpose`, from the hub or from
-    /// memory while it is valid for at least [`ACCESS_TOKEN_RENEW_MARGIN`].
-    pub async fn access_token(
-        &self,
-        role: Option<&str>,
-        purpose: Purpose,
-    ) -> Result<String, HubClientError> {
-        let key = (role.map(String::from), purpose);
+    /// An access token of this organisation as `request` asks (one audience), from the hub
+    /// or from memory while it is valid for at least [`ACCESS_TOKEN_RENEW_MARGIN`].
+    pub async fn access_token(&self, request: &TokenRequest) -> Result<String, HubClientError> {
         {
             let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(cached) = tokens.get(&key).filter(|c| Instant::now() < c.renew_at) {
+            if let Some(cached) = tokens.get(request).filter(|c| Instant::now() < c.renew_at) {
                 return Ok(cached.token.clone());
             }
         }
-        let issued = self.hub.access_token(role, purpose).await?;
+        let issued = self.hub.access_token(request).await?;
         let now = Instant::now();
         let renew_at =
             now + Duration::from_secs(issued.expires_in).saturating_sub(ACCESS_TOKEN_RENEW_MARGIN);
@@ -127,13 +125,41 @@ impl Network {
             }
         }
         tokens.insert(
-            key,
+            request.clone(),
             CachedToken {
                 token: issued.access_token.clone(),
                 renew_at,
             },
         );
         Ok(issued.access_token)
+    }
+}
+
+/// Who a `$fetch` asks for: the professional (UZI number and role at this organisation) or
+/// nobody (a system request), why, and for an emergency the break-the-glass reason. Each
+/// source gets a token of its own for it ([`Asker::token_request`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Asker {
+    /// The professional's UZI number.
+    pub uzi: Option<String>,
+    /// The professional's UZI role code.
+    pub role: Option<String>,
+    /// Why.
+    pub purpose: Purpose,
+    /// The break-the-glass reason (purpose emergency).
+    pub reason: Option<String>,
+}
+
+impl Asker {
+    /// The token request for showing this asker to the organisation `audience` only.
+    pub fn token_request(&self, audience: &str) -> TokenRequest {
+        TokenRequest {
+            audience: audience.to_string(),
+            uzi: self.uzi.clone(),
+            role: self.role.clone(),
+            purpose: self.purpose,
+            reason: self.reason.clone(),
+        }
     }
 }
 
@@ -449,47 +475,48 @@ async fn fetch_from(
 /// Fetches the person's data of `categories` from every source in parallel, each within
 /// [`FETCH_SOURCE_TIMEOUT`], into one Bundle whose first entry is an OperationOutcome naming
 /// the sources that answered, those that refused by consent, and those that did not answer.
-/// Each source is shown this organisation's access token for `role` (a UZI role code, when
-/// the professional's role is known) and the purpose.
+/// Each source is shown an access token of this organisation for `asker` made for that
+/// source alone; the tokens are got first, together, and a token the hub refuses fails the
+/// fetch.
 pub async fn fetch(
     network: Arc<Network>,
     person: &PersonalId,
     bsn: &str,
     categories: &[DataCategory],
-    emergency: bool,
-    role: Option<&str>,
+    asker: &Asker,
 ) -> Result<Value, FhirError> {
+    let emergency = asker.purpose == Purpose::Emergency;
     let sources = localize(&network, person, categories, emergency).await?;
-    let purpose = if emergency {
-        Purpose::Emergency
-    } else {
-        Purpose::Treatment
-    };
-    let token = if sources.is_empty() {
-        String::new()
-    } else {
-        network.access_token(role, purpose).await.map_err(|e| {
-            let status = if e.is_transient() {
-                StatusCode::BAD_GATEWAY
-            } else {
-                StatusCode::BAD_REQUEST
+    let mut asking = tokio::task::JoinSet::new();
+    for (position, source) in sources.iter().enumerate() {
+        let (network, request) = (network.clone(), asker.token_request(&source.ura));
+        asking.spawn(async move { (position, network.access_token(&request).await) });
+    }
+    let mut tokens = vec![String::new(); sources.len()];
+    for (position, issued) in asking.join_all().await {
+        tokens[position] = issued.map_err(|e| {
+            let status = match &e {
+                _ if e.is_transient() => StatusCode::BAD_GATEWAY,
+                HubClientError::Refused { status: 403, .. } => StatusCode::FORBIDDEN,
+                _ => StatusCode::BAD_REQUEST,
             };
-            FhirError::new(status, IssueCode::Exception, format!("access token: {e}"))
-        })?
-    };
+            let code = if status == StatusCode::FORBIDDEN {
+                IssueCode::Forbidden
+            } else {
+                IssueCode::Exception
+            };
+            FhirError::new(status, code, format!("access token: {e}"))
+        })?;
+    }
     let bsn_query = percent_encoding::utf8_percent_encode(
         &format!("{BSN_SYSTEM}|{bsn}"),
         percent_encoding::NON_ALPHANUMERIC,
     )
     .to_string();
     let mut tasks = tokio::task::JoinSet::new();
-    for (position, source) in sources.into_iter().enumerate() {
-        let (network, bsn_query, categories, token) = (
-            network.clone(),
-            bsn_query.clone(),
-            categories.to_vec(),
-            token.clone(),
-        );
+    for (position, (source, token)) in sources.into_iter().zip(tokens).enumerate() {
+        let (network, bsn_query, categories) =
+            (network.clone(), bsn_query.clone(), categories.to_vec());
         tasks.spawn(async move {
             let answer = match tokio::time::timeout(
                 FETCH_SOURCE_TIMEOUT,
@@ -548,9 +575,11 @@ pub async fn fetch(
     )
 }
 
-/// `GET /fhir/$fetch?patient.identifier=BSN&category=medication`, optionally with
-/// `role=<UZI role code>` (the professional's role, shown to the sources in the access
-/// token) and `purpose=emergency`; or `POST` with these as a Parameters body.
+/// `GET /fhir/$fetch?patient.identifier=BSN&category=medication`, optionally with the
+/// professional the caller acts for (`uzi=<UZI number>&role=<UZI role code>`, shown to the
+/// sources in the access tokens; without them the tokens are system tokens), and
+/// `purpose=emergency&reason=<break-the-glass reason>`; or `POST` with these as a
+/// Parameters body.
 pub(crate) async fn fetch_operation(
     State(state): State<Arc<AppState>>,
     method: Method,
@@ -560,7 +589,26 @@ pub(crate) async fn fetch_operation(
     let network = network(&state)?;
     let params = zorgnet_rest::operation::parameters(&method, query.as_deref(), body).await?;
     let (person, categories, emergency) = question(&params)?;
-    let role = single(&params, "role")?;
+    let asker = asker(&params, emergency)?;
+    let (_, bsn) = bsn_of(&params)?;
+    Ok(fhir_response(
+        fetch(network, &person, &bsn, &categories, &asker).await?,
+    ))
+}
+
+/// The professional, role and reason of a `$fetch`, checked for form (whether the
+/// professional holds the role here is the hub's professional register's to say).
+fn asker(params: &[(String, String)], emergency: bool) -> Result<Asker, FhirError> {
+    let uzi = single(params, "uzi")?;
+    let role = single(params, "role")?;
+    let reason = single(params, "reason")?.map(str::trim);
+    if let Some(uzi) = uzi
+        && !is_uzi_number(uzi)
+    {
+        return Err(FhirError::bad_request(format!(
+            "uzi {uzi:?} is not a UZI number (9 digits)"
+        )));
+    }
     if let Some(role) = role
         && !is_role_code(role)
     {
@@ -568,8 +616,42 @@ pub(crate) async fn fetch_operation(
             "role {role:?} is not a UZI role code (like 01.015)"
         )));
     }
-    let (_, bsn) = bsn_of(&params)?;
-    Ok(fhir_response(
-        fetch(network, &person, &bsn, &categories, emergency, role).await?,
-    ))
+    if uzi.is_some() != role.is_some() {
+        return Err(FhirError::bad_request(
+            "uzi and role go together: the professional and their role here",
+        ));
+    }
+    match (emergency, reason) {
+        (true, None) => {
+            return Err(FhirError::bad_request(
+                "purpose=emergency needs the professional's break-the-glass reason (reason)",
+            ));
+        }
+        (true, Some(_)) if uzi.is_none() => {
+            return Err(FhirError::bad_request(
+                "only a professional breaks the glass: name them (uzi, role)",
+            ));
+        }
+        (true, Some(reason)) if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS => {
+            return Err(FhirError::bad_request(format!(
+                "reason must be 1 to {MAX_REASON_CHARS} characters"
+            )));
+        }
+        (false, Some(_)) => {
+            return Err(FhirError::bad_request(
+                "reason is given only with purpose=emergency",
+            ));
+        }
+        _ => {}
+    }
+    Ok(Asker {
+        uzi: uzi.map(String::from),
+        role: role.map(String::from),
+        purpose: if emergency {
+            Purpose::Emergency
+        } else {
+            Purpose::Treatment
+        },
+        reason: reason.map(String::from),
+    })
 }

@@ -1,7 +1,7 @@
 //! Identity and trust in a zorgnet network: who a caller is, and how that is proven.
 //!
 //! What it is: the access-token format the hub issues and the nodes verify ([`token`]), the
-//! shape of UZI role codes ([`is_role_code`]), and (as the network PKI arrives) the
+//! shape of UZI role codes and numbers ([`is_role_code`], [`is_uzi_number`]), and (as the network PKI arrives) the
 //! network's certificates and their verification. One definition for the issuer and every
 //! verifier, used by the node, the hub and the command line.
 //! What it is not: a policy (who may see what is decided by the node's access layer and
@@ -22,6 +22,11 @@ pub fn is_role_code(role: &str) -> bool {
             .all(|(i, b)| i == 2 || b.is_ascii_digit())
 }
 
+/// Whether `uzi` has the shape of a UZI number of a person: nine digits.
+pub fn is_uzi_number(uzi: &str) -> bool {
+    uzi.len() == 9 && uzi.bytes().all(|b| b.is_ascii_digit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,6 +40,14 @@ mod tests {
             "", "01015", "1.015", "01.01", "01.0155", "ab.cde", "01-015", "01.01ä",
         ] {
             assert!(!is_role_code(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn uzi_numbers_are_nine_digits() {
+        assert!(is_uzi_number("123456789"));
+        for bad in ["", "12345678", "1234567890", "12345678a", "١٢٣٤٥٦٧٨٩"] {
+            assert!(!is_uzi_number(bad), "{bad}");
         }
     }
 }

@@ -149,6 +149,7 @@ pub async fn run(args: BenchHubArgs) -> Result<()> {
     let config = HubConfig {
         data_dir: data.clone(),
         postgres,
+        allow_insecure_endpoints: false,
     };
     let hub = tokio::task::spawn_blocking(move || Hub::open(&config))
         .await?

@@ -95,6 +95,9 @@ pub struct HubArgs {
     /// Seconds between polls of the mCSD update suppliers (at least 1).
     #[arg(long, env = "ZORGNET_HUB_SYNC_INTERVAL_S", default_value_t = DEFAULT_HUB_SYNC_INTERVAL_S)]
     sync_interval_s: u64,
+    /// Development only: accept plain-http and local addresses in the address book.
+    #[arg(long, env = "ZORGNET_HUB_ALLOW_INSECURE_ENDPOINTS")]
+    allow_insecure_endpoints: bool,
 }
 
 /// A node's settings file.
@@ -126,6 +129,8 @@ struct HubFile {
     postgres: Option<String>,
     #[serde(alias = "sync_interval_s")]
     sync_interval_s: Option<u64>,
+    #[serde(alias = "allow_insecure_endpoints")]
+    allow_insecure_endpoints: Option<bool>,
 }
 
 /// Resolved settings of a node.
@@ -171,6 +176,8 @@ pub struct HubSettings {
     pub postgres: Option<String>,
     /// Time between polls of the mCSD update suppliers.
     pub sync_interval: Duration,
+    /// Development only: plain-http and local addresses in the address book.
+    pub allow_insecure_endpoints: bool,
 }
 
 /// Whether the command line or the environment set `id`, rather than clap's default.
@@ -279,6 +286,8 @@ impl HubSettings {
             listen: layered(matches, "listen", args.listen, file.listen),
             postgres: args.postgres.or(file.postgres),
             sync_interval: Duration::from_secs(sync_interval_s),
+            allow_insecure_endpoints: args.allow_insecure_endpoints
+                || file.allow_insecure_endpoints.unwrap_or(false),
         })
     }
 }

@@ -10,6 +10,7 @@ mod config;
 mod consent_cli;
 mod import;
 mod network_cli;
+mod professional_cli;
 mod registry_cli;
 
 /// mimalloc instead of glibc's allocator: request handling allocates from many threads, and
@@ -54,6 +55,8 @@ enum Command {
     Fetch(network_cli::FetchArgs),
     /// Register an organisation at the hub (the operator), or list the registered ones.
     Organisation(registry_cli::OrganisationArgs),
+    /// Keep the hub's professional register (the operator): UZI number, roles per organisation.
+    Professional(professional_cli::ProfessionalArgs),
     /// Record, list or revoke a person's consent directives at the hub (opt-outs, consent).
     Consent(consent_cli::ConsentArgs),
     /// Measure import, read, search and `$everything` on synthetic data (needs `wrk`).
@@ -124,7 +127,8 @@ fn init_logging(command: &Command) {
         | Command::Bench(_)
         | Command::BenchHub(_)
         | Command::Consent(_)
-        | Command::Organisation(_) => BULK_LOG_FILTER,
+        | Command::Organisation(_)
+        | Command::Professional(_) => BULK_LOG_FILTER,
     };
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
@@ -174,6 +178,7 @@ fn main() -> Result<()> {
             Command::Localize(args) => network_cli::localize(args).await,
             Command::Consent(args) => consent_cli::run(args).await,
             Command::Organisation(args) => registry_cli::run(args).await,
+            Command::Professional(args) => professional_cli::run(args).await,
             Command::Fetch(args) => network_cli::fetch(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchHub(args) => bench_hub::run(args).await,
@@ -461,6 +466,7 @@ async fn run_hub(settings: config::HubSettings) -> Result<()> {
     let config = zorgnet_hub::HubConfig {
         data_dir: settings.data.clone(),
         postgres: settings.postgres.clone(),
+        allow_insecure_endpoints: settings.allow_insecure_endpoints,
     };
     let hub = tokio::task::spawn_blocking(move || zorgnet_hub::Hub::open(&config))
         .await?
@@ -469,6 +475,10 @@ async fn run_hub(settings: config::HubSettings) -> Result<()> {
         .await
         .with_context(|| format!("listen on {}", settings.listen))?;
     let address = listener.local_addr()?;
+    hub.serving_at(address);
+    if settings.allow_insecure_endpoints {
+        tracing::warn!("development mode: the address book accepts plain-http and local addresses");
+    }
     let _consumer = hub.spawn_addressing_consumer(settings.sync_interval);
     tracing::info!(%address, "hub listening");
     let mut stdout = std::io::stdout().lock();

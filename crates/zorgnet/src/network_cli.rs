@@ -100,11 +100,21 @@ pub struct FetchArgs {
     /// Write the Bundle to this file instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The UZI number of the professional the fetch is for (with --role); without it the
+    /// sources are shown a system token.
+    #[arg(long, requires = "role")]
+    uzi: Option<String>,
+    /// The professional's UZI role code here, as the hub's professional register gives it.
+    #[arg(long, requires = "uzi")]
+    role: Option<String>,
+    /// The professional's break-the-glass reason (with --emergency).
+    #[arg(long, requires = "emergency")]
+    reason: Option<String>,
 }
 
 /// `zorgnet localize`: who holds the patient's data, and where to reach them.
 pub async fn localize(args: LocalizeArgs) -> Result<()> {
-    let parameters = ask(&args.node, "$localize", &args.question, "Parameters").await?;
+    let parameters = ask(&args.node, "$localize", &args.question, &[], "Parameters").await?;
     let mut stdout = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut stdout, &parameters)?;
@@ -146,7 +156,15 @@ pub async fn localize(args: LocalizeArgs) -> Result<()> {
 
 /// `zorgnet fetch`: the patient's data from every source, as one Bundle.
 pub async fn fetch(args: FetchArgs) -> Result<()> {
-    let bundle = ask(&args.node, "$fetch", &args.question, "Bundle").await?;
+    let asker: Vec<(&str, &str)> = [
+        ("uzi", args.uzi.as_deref()),
+        ("role", args.role.as_deref()),
+        ("reason", args.reason.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((name, value?)))
+    .collect();
+    let bundle = ask(&args.node, "$fetch", &args.question, &asker, "Bundle").await?;
     let mut text = serde_json::to_string_pretty(&bundle)?;
     text.push('\n');
     match &args.out {
@@ -403,6 +421,7 @@ async fn ask(
     node_url: &NodeUrl,
     operation: &str,
     question: &Question,
+    asker: &[(&str, &str)],
     expected: &str,
 ) -> Result<Value> {
     let node = node_url.url.as_str();
@@ -420,6 +439,9 @@ async fn ask(
         }
         if question.emergency {
             query.append_pair("purpose", "emergency");
+        }
+        for (name, value) in asker {
+            query.append_pair(name, value);
         }
     }
     let client = crate::node_client(

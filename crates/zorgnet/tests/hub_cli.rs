@@ -38,7 +38,14 @@ fn start(args: &[&str]) -> (Child, String) {
 }
 
 fn start_hub(data: &std::path::Path, listen: &str) -> (Child, String) {
-    start(&["hub", "--data", data.to_str().unwrap(), "--listen", listen])
+    start(&[
+        "hub",
+        "--allow-insecure-endpoints",
+        "--data",
+        data.to_str().unwrap(),
+        "--listen",
+        listen,
+    ])
 }
 
 fn start_node(data: &std::path::Path, hub: &str, key: &str) -> (Child, String) {

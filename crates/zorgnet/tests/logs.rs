@@ -158,6 +158,7 @@ async fn no_bsn_and_no_error_in_any_log(postgres: Option<String>) {
     let hub = Process::start(
         &[
             "hub",
+            "--allow-insecure-endpoints",
             "--data",
             dir.path().join("hub").to_str().unwrap(),
             "--listen",
@@ -317,7 +318,7 @@ async fn no_bsn_and_no_error_in_any_log(postgres: Option<String>) {
         client
             .post(format!("{}/trust/token", hub.url))
             .bearer_auth(&hospital_key)
-            .json(&json!({})),
+            .json(&json!({"audience": GP})),
         "an access token",
     )
     .await;
