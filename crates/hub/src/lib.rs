@@ -20,6 +20,7 @@ pub mod consent;
 pub mod error;
 pub mod nvi;
 pub mod prs;
+pub mod relations;
 pub mod registry;
 pub mod trust;
 
@@ -97,6 +98,7 @@ fn migrations() -> Vec<Migration> {
         prs::MIGRATIONS,
         nvi::MIGRATIONS,
         consent::MIGRATIONS,
+        relations::MIGRATIONS,
         addressing::MIGRATIONS,
     ]
     .concat()
@@ -156,6 +158,7 @@ impl Hub {
             .nest("/prs", prs::routes())
             .nest("/nvi", nvi::routes())
             .nest("/consent", consent::routes())
+            .nest("/relations", relations::routes())
             .nest("/addressing", addressing::routes(&self.state))
             .nest("/trust", trust::routes())
             .route("/health", get(|| async { "UP" }))
