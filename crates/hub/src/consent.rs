@@ -7,10 +7,36 @@
 //! are versioned and never updated in place: every change (recording, revoking) is a new
 //! version with who made it and when, and each has a validity period.
 //!
+//! Who may do what with directives (enforced here, by `Steward`):
+//! - the operator records, revokes and reads every directive, with its full history;
+//! - an organisation records directives on the citizen's behalf (kept as recorded by its
+//!   URA, and logged as such, without the person), and revokes and reads only the
+//!   directives it recorded itself: a query shows it nothing of others' directives, and a
+//!   revocation of another's directive is the same 404 as one of an unknown id;
+//! - the citizen (when citizen login arrives) will manage every directive of their own.
+//!
 //! [`decide`] is the one policy that answers "may organisation A's professional with role R
-//! see category C of this person, for purpose P?", with the reason. The referral index
-//! applies the same policy to filter lookups; nodes ask `/consent/decision` before serving
-//! other organisations.
+//! see category C of this person, for purpose P?". The referral index applies it to filter
+//! lookups (requester = the caller); nodes ask `/consent/decision` before serving other
+//! organisations, and only about data they hold themselves (holder = the caller, else 403).
+//! A treatment read needs a basis: a treatment relation of the requester
+//! ([`crate::relations`]) or the person's explicit consent for it.
+//!
+//! An answer carries a reason *class*, never the person's choice. The mapping (kept here,
+//! not sent):
+//!
+//! | what decided | class |
+//! |---|---|
+//! | the requester is the holder | `holder` (permit) |
+//! | the role may not see the category ([`role_may_see`]) | `role-not-permitted` |
+//! | treatment without a relation in force and without explicit consent | `no-basis` |
+//! | general opt-out, category opt-out, refused consent for the requester or the holder, emergency opt-out (emergency only) | `not-permitted` |
+//! | break-the-glass, nothing against it | `emergency` (permit) |
+//! | a relation in force, nothing against it | `treatment-relation` (permit) |
+//! | explicit consent, no relation, nothing against it | `consent` (permit) |
+//!
+//! The basis is checked before the choices, so that an organisation without one cannot
+//! tell an opted-out person from any other.
 //!
 //! Tables (component `consent`): `consent_directives`.
 
@@ -327,7 +353,12 @@ pub fn decide(
         }
     };
     let not_permitted = |detail: String, directive: &Directive| {
-        DecisionResult::new(Decision::Deny, Reason::NotPermitted, detail, Some(directive))
+        DecisionResult::new(
+            Decision::Deny,
+            Reason::NotPermitted,
+            detail,
+            Some(directive),
+        )
     };
     if let Some(d) = find(&|d| d.kind == DirectiveKind::OptOut && d.category.is_none()) {
         return not_permitted("the person opted out of all sharing".into(), d);
@@ -754,10 +785,9 @@ async fn query(
         .open_referral_index_token(&request.token)?
         .to_string();
     let db = state.db.clone();
-    let history = crate::blocking(move || {
-        Ok(db.with_reader(|conn| directive_versions(conn, &pseudonym))?)
-    })
-    .await?;
+    let history =
+        crate::blocking(move || Ok(db.with_reader(|conn| directive_versions(conn, &pseudonym))?))
+            .await?;
     let history = managed_by(&steward, history);
     let current = current_of(history.clone());
     Ok(Json(DirectivesResponse { current, history }))

@@ -20,8 +20,8 @@ pub mod consent;
 pub mod error;
 pub mod nvi;
 pub mod prs;
-pub mod relations;
 pub mod registry;
+pub mod relations;
 pub mod trust;
 
 use axum::Router;

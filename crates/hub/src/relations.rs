@@ -175,10 +175,7 @@ pub(crate) const LOOKUP_COLUMNS: &str = "NULL, NULL, NULL, NULL, NULL, NULL, sta
 
 /// Whether a relation read as [`LOOKUP_COLUMNS`] is in force at `now_ms`.
 pub(crate) fn in_force_in_lookup(mut row: Vec<SqlValue>, now_ms: i64) -> bool {
-    row.len() > 8
-        && row[6].take_text() == ACTIVE
-        && row[7].int() <= now_ms
-        && now_ms < row[8].int()
+    row.len() > 8 && row[6].take_text() == ACTIVE && row[7].int() <= now_ms && now_ms < row[8].int()
 }
 
 /// Whether organisation `ura` has a relation in force with the person at `now_ms`. Blocking.
@@ -354,10 +351,9 @@ async fn query(
         .open_referral_index_token(&request.token)?
         .to_string();
     let db = state.db.clone();
-    let relations = crate::blocking(move || {
-        Ok(db.with_reader(|conn| relations_of(conn, &pseudonym, &ura))?)
-    })
-    .await?;
+    let relations =
+        crate::blocking(move || Ok(db.with_reader(|conn| relations_of(conn, &pseudonym, &ura))?))
+            .await?;
     Ok(Json(RelationsResponse {
         relations,
         next: None,
@@ -479,11 +475,17 @@ mod tests {
     #[test]
     fn a_relation_holds_only_while_active_and_valid() {
         assert!(relation(ACTIVE, 1_000, 2_000).in_force(1_000));
-        assert!(!relation(ACTIVE, 1_000, 2_000).in_force(2_000), "end is exclusive");
+        assert!(
+            !relation(ACTIVE, 1_000, 2_000).in_force(2_000),
+            "end is exclusive"
+        );
         assert!(!relation(ACTIVE, 1_000, 2_000).in_force(999), "not yet");
         assert!(!relation(ENDED, 1_000, 2_000).in_force(1_500));
         for kind in ["referral", "consultation", "co-treatment", "own-patient"] {
-            assert_eq!(RelationKind::from_code(kind).map(RelationKind::code), Some(kind));
+            assert_eq!(
+                RelationKind::from_code(kind).map(RelationKind::code),
+                Some(kind)
+            );
         }
     }
 }
