@@ -3,7 +3,7 @@
 //! What it is: one process hosting independent modules, each with its own tables (in one
 //! `zorgnet-db` database, migrations per component) and its own HTTP API under its own path:
 //! `/registry` (organisations and their keys), `/prs` (pseudonym service), `/nvi` (referral
-//! index), `/consent` (consent register), `/addressing` (IHE mCSD address book fed by the
+//! index), `/consent` (consent register), `/relations` (treatment relations), `/addressing` (IHE mCSD address book fed by the
 //! nodes) and `/trust` (signed access tokens organisations show to each other's nodes). The
 //! API is described in `/openapi.json`.
 //! What it is not: a store of patient data. The hub never sees a BSN in clear and keeps no

@@ -611,6 +611,7 @@ async fn a_posted_everything_is_scoped_and_filtered_exactly_like_a_get() {
         };
         let gp = node_with_access(&hub, GP, &gp_key, true, ask_every_time).await;
         support::relation(&hub, &hospital_key, BSN).await;
+        support::relation(&hub, &hospital_key, "111222333").await;
         let named = patient(&gp.base).await;
         statement(&gp.base, &named, "metformine 500 mg").await;
         prescription(&gp.base, &named, "metformine 500 mg 2dd").await;

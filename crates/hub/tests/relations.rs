@@ -31,8 +31,14 @@ async fn lookup(hub: &TestHub, key: &str, purpose: &str) -> Value {
 async fn decision(hub: &TestHub, gp_key: &str, requester: &str) -> Value {
     let body = json!({"token": person_token(hub, gp_key, BSN).await,
         "requester_ura": requester, "category": "medication"});
-    let (status, answer) =
-        call_hub(hub, Method::POST, "/consent/decision", Some(gp_key), Some(body)).await;
+    let (status, answer) = call_hub(
+        hub,
+        Method::POST,
+        "/consent/decision",
+        Some(gp_key),
+        Some(body),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     answer
 }
@@ -57,7 +63,11 @@ async fn a_relation_is_registered_with_a_bounded_validity() {
             (&relation["ura"], &relation["kind"], &relation["status"]),
             (&json!(HOSPITAL), &json!("referral"), &json!("active"))
         );
-        let year = |field: &str| relation[field].as_str().unwrap()[..4].parse::<i32>().unwrap();
+        let year = |field: &str| {
+            relation[field].as_str().unwrap()[..4]
+                .parse::<i32>()
+                .unwrap()
+        };
         assert_eq!(
             year("valid_until") - year("valid_from"),
             1,
@@ -82,7 +92,10 @@ async fn a_relation_is_registered_with_a_bounded_validity() {
                 json!({"kind": "referral", "valid_from": "soon"}),
                 "not a date",
             ),
-            (json!({"kind": "referral", "ura": GP}), "for another organisation"),
+            (
+                json!({"kind": "referral", "ura": GP}),
+                "for another organisation",
+            ),
         ] {
             let (status, refused) = register(&hub, &key, BSN, body).await;
             assert!(
@@ -130,7 +143,8 @@ async fn an_organisation_sees_and_ends_only_its_own_relations() {
         )
         .await;
 
-        let (_, listed) = call_hub(&hub, Method::GET, "/relations", Some(&attacker_key), None).await;
+        let (_, listed) =
+            call_hub(&hub, Method::GET, "/relations", Some(&attacker_key), None).await;
         assert_eq!(listed, json!({"relations": []}), "{backend}");
         let token = person_token(&hub, &attacker_key, BSN).await;
         let (_, queried) = call_hub(
@@ -234,10 +248,7 @@ async fn a_relation_in_force_is_the_basis_of_decisions_and_lookups() {
         );
 
         // A relation that ran out, or has not begun, is none either.
-        for (from, until) in [
-            ("2020-01-01", "2021-01-01"),
-            ("2090-01-01", "2091-01-01"),
-        ] {
+        for (from, until) in [("2020-01-01", "2021-01-01"), ("2090-01-01", "2091-01-01")] {
             let (status, _) = register(
                 &hub,
                 &hospital_key,
@@ -247,12 +258,18 @@ async fn a_relation_in_force_is_the_basis_of_decisions_and_lookups() {
             .await;
             assert_eq!(status, StatusCode::CREATED);
         }
-        assert_eq!(decision(&hub, &gp_key, HOSPITAL).await["reason"], "no-basis");
+        assert_eq!(
+            decision(&hub, &gp_key, HOSPITAL).await["reason"],
+            "no-basis"
+        );
         assert_eq!(lookup(&hub, &hospital_key, "treatment").await, nothing);
 
         // The attacker's own relation is no basis for the hospital, and the other way round.
         register(&hub, &attacker_key, BSN, json!({"kind": "co-treatment"})).await;
-        assert_eq!(decision(&hub, &gp_key, HOSPITAL).await["reason"], "no-basis");
+        assert_eq!(
+            decision(&hub, &gp_key, HOSPITAL).await["reason"],
+            "no-basis"
+        );
         assert_eq!(lookup(&hub, &hospital_key, "treatment").await, nothing);
 
         let (_, relation) = register(&hub, &hospital_key, BSN, json!({"kind": "referral"})).await;
@@ -264,10 +281,16 @@ async fn a_relation_in_force_is_the_basis_of_decisions_and_lookups() {
         assert_eq!(lookup(&hub, &hospital_key, "treatment").await, found);
 
         // Ended: gone at once.
-        let end = format!("/relations/{}/end", relation["relation_id"].as_str().unwrap());
+        let end = format!(
+            "/relations/{}/end",
+            relation["relation_id"].as_str().unwrap()
+        );
         let (status, _) = call_hub(&hub, Method::POST, &end, Some(&hospital_key), None).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(decision(&hub, &gp_key, HOSPITAL).await["reason"], "no-basis");
+        assert_eq!(
+            decision(&hub, &gp_key, HOSPITAL).await["reason"],
+            "no-basis"
+        );
         assert_eq!(lookup(&hub, &hospital_key, "treatment").await, nothing);
 
         // Explicit consent for the hospital is a basis too.

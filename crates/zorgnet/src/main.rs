@@ -11,6 +11,7 @@ mod consent_cli;
 mod import;
 mod network_cli;
 mod registry_cli;
+mod relation_cli;
 
 /// mimalloc instead of glibc's allocator: request handling allocates from many threads, and
 /// glibc's arenas showed up as lock contention and a tenth of CPU time under load.
@@ -56,6 +57,8 @@ enum Command {
     Organisation(registry_cli::OrganisationArgs),
     /// Record, list or revoke a person's consent directives at the hub (opt-outs, consent).
     Consent(consent_cli::ConsentArgs),
+    /// Register, list or end the organisation's treatment relations at the hub.
+    Relation(relation_cli::RelationArgs),
     /// Measure import, read, search and `$everything` on synthetic data (needs `wrk`).
     Bench(bench::BenchArgs),
     /// Measure the hub's referral index and pseudonym service on bulk-loaded registrations (needs `wrk`).
@@ -124,6 +127,7 @@ fn init_logging(command: &Command) {
         | Command::Bench(_)
         | Command::BenchHub(_)
         | Command::Consent(_)
+        | Command::Relation(_)
         | Command::Organisation(_) => BULK_LOG_FILTER,
     };
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
@@ -173,6 +177,7 @@ fn main() -> Result<()> {
             Command::Import(args) => import::run(args).await,
             Command::Localize(args) => network_cli::localize(args).await,
             Command::Consent(args) => consent_cli::run(args).await,
+            Command::Relation(args) => relation_cli::run(args).await,
             Command::Organisation(args) => registry_cli::run(args).await,
             Command::Fetch(args) => network_cli::fetch(args).await,
             Command::Bench(args) => bench::run(args).await,
