@@ -146,12 +146,24 @@ async fn an_organisation_manages_only_the_directives_it_recorded() {
         assert_eq!(own["recorded_by"], ATTACKER);
         let own_id = own["directive_id"].as_str().unwrap().to_string();
         let (_, seen) = register.query(Some(&attacker_key)).await;
-        assert_eq!(ids(&seen["current"]), [own_id.clone()], "{backend}: {seen}");
-        assert_eq!(ids(&seen["history"]), [own_id.clone()], "{backend}: {seen}");
+        assert_eq!(
+            ids(&seen["current"]),
+            std::slice::from_ref(&own_id),
+            "{backend}: {seen}"
+        );
+        assert_eq!(
+            ids(&seen["history"]),
+            std::slice::from_ref(&own_id),
+            "{backend}: {seen}"
+        );
         assert!(!seen.to_string().contains("operator"), "{seen}");
         assert!(!seen.to_string().contains(HOSPITAL), "{seen}");
         let (_, seen) = register.query(Some(&hospital_key)).await;
-        assert_eq!(ids(&seen["current"]), [hospital_id.clone()], "{backend}");
+        assert_eq!(
+            ids(&seen["current"]),
+            std::slice::from_ref(&hospital_id),
+            "{backend}"
+        );
 
         // The operator reads and revokes everything.
         let (_, everything) = register.query(Some(&admin)).await;

@@ -185,7 +185,11 @@ async fn an_organisation_sees_and_ends_only_its_own_relations() {
             Some(json!({"token": token})),
         )
         .await;
-        assert_eq!(ids(&queried), [id.clone()], "{backend}: one person's only");
+        assert_eq!(
+            ids(&queried),
+            std::slice::from_ref(&id),
+            "{backend}: one person's only"
+        );
         let (_, page) = call_hub(
             &hub,
             Method::GET,
