@@ -7,10 +7,36 @@
 //! are versioned and never updated in place: every change (recording, revoking) is a new
 //! version with who made it and when, and each has a validity period.
 //!
+//! Who may do what with directives (enforced here, by `Steward`):
+//! - the operator records, revokes and reads every directive, with its full history;
+//! - an organisation records directives on the citizen's behalf (kept as recorded by its
+//!   URA, and logged as such, without the person), and revokes and reads only the
+//!   directives it recorded itself: a query shows it nothing of others' directives, and a
+//!   revocation of another's directive is the same 404 as one of an unknown id;
+//! - the citizen (when citizen login arrives) will manage every directive of their own.
+//!
 //! [`decide`] is the one policy that answers "may organisation A's professional with role R
-//! see category C of this person, for purpose P?", with the reason. The referral index
-//! applies the same policy to filter lookups; nodes ask `/consent/decision` before serving
-//! other organisations.
+//! see category C of this person, for purpose P?". The referral index applies it to filter
+//! lookups (requester = the caller); nodes ask `/consent/decision` before serving other
+//! organisations, and only about data they hold themselves (holder = the caller, else 403).
+//! A treatment read needs a basis: a treatment relation of the requester
+//! ([`crate::relations`]) or the person's explicit consent for it.
+//!
+//! An answer carries a reason *class*, never the person's choice. The mapping (kept here,
+//! not sent):
+//!
+//! | what decided | class |
+//! |---|---|
+//! | the requester is the holder | `holder` (permit) |
+//! | the role may not see the category ([`role_may_see`]) | `role-not-permitted` |
+//! | treatment without a relation in force and without explicit consent | `no-basis` |
+//! | general opt-out, category opt-out, refused consent for the requester or the holder, emergency opt-out (emergency only) | `not-permitted` |
+//! | break-the-glass, nothing against it | `emergency` (permit) |
+//! | a relation in force, nothing against it | `treatment-relation` (permit) |
+//! | explicit consent, no relation, nothing against it | `consent` (permit) |
+//!
+//! The basis is checked before the choices, so that an organisation without one cannot
+//! tell an opted-out person from any other.
 //!
 //! Tables (component `consent`): `consent_directives`.
 
@@ -154,23 +180,73 @@ impl Directive {
     }
 }
 
-/// The answer of [`decide`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Why [`decide`] answered as it did, as a *class*: what the requester and the holder of
+/// the data learn. A class never tells which choice the person made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// Permit: the requester holds the data itself.
+    Holder,
+    /// Permit: the requester has a treatment relation in force with the person.
+    TreatmentRelation,
+    /// Permit: the person gave the requester explicit consent.
+    Consent,
+    /// Permit: break-the-glass in an emergency.
+    Emergency,
+    /// Deny: the professional's role may not see the category (a rule of the network, not
+    /// of the person).
+    RoleNotPermitted,
+    /// Deny: the requester has no basis (no treatment relation, no explicit consent, no
+    /// emergency).
+    NoBasis,
+    /// Deny: the person's own choices do not allow it (any opt-out, a refusal of consent
+    /// for the requester or the holder, an emergency opt-out; which one is not said).
+    NotPermitted,
+}
+
+impl Reason {
+    /// The class's code, as it appears in answers.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::Holder => "holder",
+            Reason::TreatmentRelation => "treatment-relation",
+            Reason::Consent => "consent",
+            Reason::Emergency => "emergency",
+            Reason::RoleNotPermitted => "role-not-permitted",
+            Reason::NoBasis => "no-basis",
+            Reason::NotPermitted => "not-permitted",
+        }
+    }
+}
+
+/// The answer of [`decide`]. Only `decision` and `reason` (a class) are ever sent; the
+/// detail and the deciding directive stay at the hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DecisionResult {
     /// Permit or deny.
     pub decision: Decision,
-    /// Why, for the professional and the audit log.
-    pub reason: String,
-    /// The directive that decided it, when one did.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Why, as a class.
+    pub reason: Reason,
+    /// Why, in words, for the hub's own log and tests; may name the person's choice, so it
+    /// is never sent.
+    #[serde(skip)]
+    pub detail: String,
+    /// The directive that decided it, when one did; never sent.
+    #[serde(skip)]
     pub directive_id: Option<String>,
 }
 
 impl DecisionResult {
-    fn new(decision: Decision, reason: String, directive: Option<&Directive>) -> Self {
+    fn new(
+        decision: Decision,
+        reason: Reason,
+        detail: impl Into<String>,
+        directive: Option<&Directive>,
+    ) -> Self {
         DecisionResult {
             decision,
             reason,
+            detail: detail.into(),
             directive_id: directive.map(|d| d.directive_id.clone()),
         }
     }
@@ -211,22 +287,45 @@ pub fn role_may_see(role: &str, category: DataCategory) -> bool {
     }
 }
 
-/// The policy: decides `question` against a person's current directives at `now_ms`.
-/// Opt-outs always win (EHDS: a citizen's opt-out holds in emergencies too); an explicit
-/// "no" for the requesting or the holding organisation denies; an emergency read is allowed
-/// unless the person opted out of emergency access; otherwise explicit consent or a
-/// treatment relation (established at the source) is the basis.
+/// The policy: decides `question` against a person's current directives at `now_ms`, given
+/// whether the requester has a treatment relation in force with the person (`related`, from
+/// [`crate::relations::related`]). In this order:
+///
+/// 1. the holder asking about its own data is permitted (`holder`): sharing is what the
+///    rest is about;
+/// 2. a role that may not see the category is denied (`role-not-permitted`);
+/// 3. there must be a basis: for an emergency, break-the-glass itself; for treatment, a
+///    relation of the requester in force ([`crate::relations`]) or the person's explicit
+///    consent for the requester covering the category; else `no-basis`. The basis is
+///    checked before the person's choices so that an organisation without one learns
+///    nothing about them;
+/// 4. the person's choices win over any basis (EHDS: an opt-out holds in emergencies too):
+///    a general or category opt-out, an explicit "no" for the requester or the holder, and
+///    for an emergency an emergency opt-out deny, all as `not-permitted`;
+/// 5. otherwise permit, with the basis as the reason (`emergency`, `treatment-relation`,
+///    `consent`).
 pub fn decide(
     directives: &[Directive],
+    related: bool,
     question: &AccessQuestion<'_>,
     now_ms: i64,
 ) -> DecisionResult {
     let category = question.category;
+    let requester = question.requester_ura;
+    if question.holder_ura == Some(requester) {
+        return DecisionResult::new(
+            Decision::Permit,
+            Reason::Holder,
+            "the requester holds the data",
+            None,
+        );
+    }
     if let Some(role) = question.role
         && !role_may_see(role, category)
     {
         return DecisionResult::new(
             Decision::Deny,
+            Reason::RoleNotPermitted,
             format!("role {role} may not see {category}"),
             None,
         );
@@ -234,19 +333,38 @@ pub fn decide(
     let in_force: Vec<&Directive> = directives.iter().filter(|d| d.in_force(now_ms)).collect();
     let find =
         |predicate: &dyn Fn(&Directive) -> bool| in_force.iter().copied().find(|d| predicate(d));
-    if let Some(d) = find(&|d| d.kind == DirectiveKind::OptOut && d.category.is_none()) {
-        return DecisionResult::new(
+    let consented = find(&|d| {
+        d.kind == DirectiveKind::Consent
+            && d.decision == Decision::Permit
+            && d.ura.as_deref() == Some(requester)
+            && d.covers(category)
+    });
+    let basis = match (question.purpose, related, consented) {
+        (Purpose::Emergency, _, _) => Reason::Emergency,
+        (Purpose::Treatment, true, _) => Reason::TreatmentRelation,
+        (Purpose::Treatment, false, Some(_)) => Reason::Consent,
+        (Purpose::Treatment, false, None) => {
+            return DecisionResult::new(
+                Decision::Deny,
+                Reason::NoBasis,
+                format!("organisation {requester} has no treatment relation and no consent"),
+                None,
+            );
+        }
+    };
+    let not_permitted = |detail: String, directive: &Directive| {
+        DecisionResult::new(
             Decision::Deny,
-            "the person opted out of all sharing".into(),
-            Some(d),
-        );
+            Reason::NotPermitted,
+            detail,
+            Some(directive),
+        )
+    };
+    if let Some(d) = find(&|d| d.kind == DirectiveKind::OptOut && d.category.is_none()) {
+        return not_permitted("the person opted out of all sharing".into(), d);
     }
     if let Some(d) = find(&|d| d.kind == DirectiveKind::OptOut && d.covers(category)) {
-        return DecisionResult::new(
-            Decision::Deny,
-            format!("the person opted out of sharing {category}"),
-            Some(d),
-        );
+        return not_permitted(format!("the person opted out of sharing {category}"), d);
     }
     let refused = |ura: &str| {
         find(&|d| {
@@ -256,59 +374,26 @@ pub fn decide(
                 && d.covers(category)
         })
     };
-    if let Some(d) = refused(question.requester_ura) {
-        return DecisionResult::new(
-            Decision::Deny,
-            format!(
-                "the person refused consent for organisation {}",
-                question.requester_ura
-            ),
-            Some(d),
-        );
-    }
-    if let Some(holder) = question.holder_ura
-        && let Some(d) = refused(holder)
-    {
-        return DecisionResult::new(
-            Decision::Deny,
-            format!("the person refused consent for organisation {holder}"),
-            Some(d),
-        );
-    }
-    if question.purpose == Purpose::Emergency {
-        if let Some(d) = find(&|d| d.kind == DirectiveKind::EmergencyOptOut) {
-            return DecisionResult::new(
-                Decision::Deny,
-                "the person opted out of emergency access".into(),
-                Some(d),
+    for ura in std::iter::once(requester).chain(question.holder_ura) {
+        if let Some(d) = refused(ura) {
+            return not_permitted(
+                format!("the person refused consent for organisation {ura}"),
+                d,
             );
         }
-        return DecisionResult::new(
-            Decision::Permit,
-            "emergency access (break-the-glass); no emergency opt-out".into(),
-            None,
-        );
     }
-    if let Some(d) = find(&|d| {
-        d.kind == DirectiveKind::Consent
-            && d.decision == Decision::Permit
-            && d.ura.as_deref() == Some(question.requester_ura)
-            && d.covers(category)
-    }) {
-        return DecisionResult::new(
-            Decision::Permit,
-            format!(
-                "explicit consent for organisation {}",
-                question.requester_ura
-            ),
-            Some(d),
-        );
+    if question.purpose == Purpose::Emergency
+        && let Some(d) = find(&|d| d.kind == DirectiveKind::EmergencyOptOut)
+    {
+        return not_permitted("the person opted out of emergency access".into(), d);
     }
-    DecisionResult::new(
-        Decision::Permit,
-        "no objection recorded; basis: a treatment relation, established at the source".into(),
-        None,
-    )
+    let detail = match basis {
+        Reason::Emergency => "emergency access (break-the-glass); no emergency opt-out".into(),
+        Reason::TreatmentRelation => format!("a treatment relation of organisation {requester}"),
+        _ => format!("explicit consent for organisation {requester}"),
+    };
+    let directive = consented.filter(|_| basis == Reason::Consent);
+    DecisionResult::new(Decision::Permit, basis, detail, directive)
 }
 
 /// The current version of every directive of one person, oldest first. Blocking; runs on
@@ -454,14 +539,71 @@ pub struct NewDirective {
     pub valid_until: Option<String>,
 }
 
-fn recorded_by(caller: &Caller) -> Result<String, ApiError> {
-    match caller {
-        Caller::Organisation(ura) => Ok(ura.clone()),
-        Caller::Admin => Ok("operator".into()),
-        Caller::Anonymous => Err(ApiError::unauthenticated(
-            "missing credentials: send Authorization: Bearer <key>",
-        )),
+/// Who acts on directives, and over which of them. [`Steward::of`] is the one place that
+/// maps a [`Caller`] to what it may do here: a citizen caller (with their own login, later)
+/// becomes a third steward managing every directive of their own pseudonym, and the match
+/// there will not compile until that is decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Steward {
+    /// The hub's operator: records, revokes and reads every directive.
+    Operator,
+    /// An organisation, acting on the citizen's behalf: records directives (kept as
+    /// recorded by its URA), and revokes and reads only those it recorded.
+    Organisation(String),
+}
+
+impl Steward {
+    fn of(caller: &Caller) -> Result<Steward, ApiError> {
+        match caller {
+            Caller::Admin => Ok(Steward::Operator),
+            Caller::Organisation(ura) => Ok(Steward::Organisation(ura.clone())),
+            Caller::Anonymous => Err(ApiError::unauthenticated(
+                "missing credentials: send Authorization: Bearer <key>",
+            )),
+        }
     }
+
+    /// What `recorded_by` says for a version this steward makes.
+    fn name(&self) -> String {
+        match self {
+            Steward::Operator => OPERATOR.into(),
+            Steward::Organisation(ura) => ura.clone(),
+        }
+    }
+
+    /// Whether this steward may read and change a directive first recorded by `recorder`.
+    fn manages(&self, recorder: &str) -> bool {
+        match self {
+            Steward::Operator => true,
+            Steward::Organisation(ura) => ura == recorder,
+        }
+    }
+}
+
+/// `recorded_by` of what the operator records.
+const OPERATOR: &str = "operator";
+
+/// The versions (every version of a person's directives) of the directives `steward`
+/// manages: those whose first version it recorded.
+fn managed_by(steward: &Steward, versions: Vec<Directive>) -> Vec<Directive> {
+    let mut recorders: std::collections::HashMap<String, (i64, String)> =
+        std::collections::HashMap::new();
+    for d in &versions {
+        let entry = recorders
+            .entry(d.directive_id.clone())
+            .or_insert_with(|| (d.version, d.recorded_by.clone()));
+        if d.version < entry.0 {
+            *entry = (d.version, d.recorded_by.clone());
+        }
+    }
+    versions
+        .into_iter()
+        .filter(|d| {
+            recorders
+                .get(&d.directive_id)
+                .is_some_and(|(_, recorder)| steward.manages(recorder))
+        })
+        .collect()
 }
 
 fn instant(field: &str, text: &str) -> Result<i64, ApiError> {
@@ -477,7 +619,7 @@ async fn record(
     Extension(caller): Extension<Caller>,
     body: Result<Json<NewDirective>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Directive>), ApiError> {
-    let recorded_by = recorded_by(&caller)?;
+    let steward = Steward::of(&caller)?;
     let Json(request) = body?;
     if let Some(category) = &request.category
         && DataCategory::from_code(category).is_none()
@@ -545,7 +687,7 @@ async fn record(
         valid_from: format_instant(valid_from_ms),
         valid_until: valid_until_ms.map(format_instant),
         recorded_at: format_instant(now),
-        recorded_by,
+        recorded_by: steward.name(),
         valid_from_ms,
         valid_until_ms,
     };
@@ -556,7 +698,19 @@ async fn record(
     })
     .await?;
     metrics::counter!("zorgnet_consent_changes_total").increment(1);
-    tracing::info!(directive = %directive.directive_id, kind = directive.kind.code(), "recorded consent directive");
+    match &steward {
+        Steward::Operator => tracing::info!(
+            directive = %directive.directive_id,
+            kind = directive.kind.code(),
+            "the operator recorded a consent directive"
+        ),
+        Steward::Organisation(ura) => tracing::info!(
+            directive = %directive.directive_id,
+            kind = directive.kind.code(),
+            recorded_by = %ura,
+            "an organisation recorded a consent directive on the citizen's behalf"
+        ),
+    }
     Ok((StatusCode::CREATED, Json(directive)))
 }
 
@@ -574,17 +728,20 @@ async fn revoke(
     Path(directive_id): Path<String>,
     body: Result<Json<PersonRequest>, JsonRejection>,
 ) -> Result<Json<Directive>, ApiError> {
-    let recorded_by = recorded_by(&caller)?;
+    let steward = Steward::of(&caller)?;
     let Json(request) = body?;
     let pseudonym = state
         .prs
         .open_referral_index_token(&request.token)?
         .to_string();
     let db = state.db.clone();
-    crate::blocking(move || {
+    let revoked = crate::blocking(move || {
         db.write_transaction(|conn| -> Result<Directive, ApiError> {
-            let current = current_directives(conn, &pseudonym)?;
-            let Some(mut directive) = current.into_iter().find(|d| d.directive_id == directive_id)
+            let versions = managed_by(&steward, directive_versions(conn, &pseudonym)?);
+            // Another's directive answers exactly as one that does not exist.
+            let Some(mut directive) = current_of(versions)
+                .into_iter()
+                .find(|d| d.directive_id == directive_id)
             else {
                 return Err(ApiError::not_found("this person has no such directive"));
             };
@@ -595,17 +752,19 @@ async fn revoke(
             directive.version += 1;
             directive.status = "revoked".into();
             directive.recorded_at = format_instant(now);
-            directive.recorded_by = recorded_by;
+            directive.recorded_by = steward.name();
             insert_version(conn, &pseudonym, &directive, now)?;
-            metrics::counter!("zorgnet_consent_changes_total").increment(1);
             Ok(directive)
         })
     })
-    .await
-    .map(Json)
+    .await?;
+    metrics::counter!("zorgnet_consent_changes_total").increment(1);
+    tracing::info!(directive = %revoked.directive_id, recorded_by = %revoked.recorded_by, "revoked a consent directive");
+    Ok(Json(revoked))
 }
 
-/// A person's directives: current versions and the full history.
+/// A person's directives that the caller manages (all of them for the operator, those it
+/// recorded for an organisation): current versions and their full history.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DirectivesResponse {
     /// Current version of each directive.
@@ -619,22 +778,18 @@ async fn query(
     Extension(caller): Extension<Caller>,
     body: Result<Json<PersonRequest>, JsonRejection>,
 ) -> Result<Json<DirectivesResponse>, ApiError> {
-    caller.authenticated()?;
+    let steward = Steward::of(&caller)?;
     let Json(request) = body?;
     let pseudonym = state
         .prs
         .open_referral_index_token(&request.token)?
         .to_string();
     let db = state.db.clone();
-    let (current, history) = crate::blocking(move || {
-        Ok(db.with_reader(|conn| -> Result<_, DbError> {
-            Ok((
-                current_directives(conn, &pseudonym)?,
-                directive_versions(conn, &pseudonym)?,
-            ))
-        })?)
-    })
-    .await?;
+    let history =
+        crate::blocking(move || Ok(db.with_reader(|conn| directive_versions(conn, &pseudonym))?))
+            .await?;
+    let history = managed_by(&steward, history);
+    let current = current_of(history.clone());
     Ok(Json(DirectivesResponse { current, history }))
 }
 
@@ -646,7 +801,8 @@ pub struct DecisionRequest {
     pub token: TokenJson,
     /// The organisation whose professional wants to read.
     pub requester_ura: String,
-    /// The organisation holding the data.
+    /// The organisation holding the data: the caller itself (a node asks about its own
+    /// data only); absent means the caller.
     pub holder_ura: Option<String>,
     /// UZI role code of the professional; absent when the requester names no professional
     /// (an organisation's own access token without a role), and then the role rule of
@@ -664,11 +820,16 @@ async fn decision(
     Extension(caller): Extension<Caller>,
     body: Result<Json<DecisionRequest>, JsonRejection>,
 ) -> Result<Json<DecisionResult>, ApiError> {
-    caller.organisation()?;
+    let holder = caller.organisation()?.to_string();
     let Json(request) = body?;
     crate::registry::check_ura(&request.requester_ura)?;
-    if let Some(holder) = &request.holder_ura {
-        crate::registry::check_ura(holder)?;
+    if let Some(named) = &request.holder_ura {
+        crate::registry::check_ura(named)?;
+        if *named != holder {
+            return Err(ApiError::forbidden(
+                "a node asks only about the data it holds: holder_ura must be the caller's URA",
+            ));
+        }
     }
     let category = DataCategory::from_code(&request.category).ok_or_else(|| {
         ApiError::bad_request(format!("unknown data category {:?}", request.category))
@@ -678,19 +839,35 @@ async fn decision(
         .open_referral_index_token(&request.token)?
         .to_string();
     let db = state.db.clone();
-    let directives =
-        crate::blocking(move || Ok(db.with_reader(|conn| current_directives(conn, &pseudonym))?))
-            .await?;
+    let requester = request.requester_ura.clone();
+    let now = zorgnet_db::now_ms();
+    let (directives, related) = crate::blocking(move || {
+        Ok(db.with_reader(|conn| -> Result<_, DbError> {
+            Ok((
+                current_directives(conn, &pseudonym)?,
+                crate::relations::related(conn, &pseudonym, &requester, now)?,
+            ))
+        })?)
+    })
+    .await?;
     let result = decide(
         &directives,
+        related,
         &AccessQuestion {
             requester_ura: &request.requester_ura,
-            holder_ura: request.holder_ura.as_deref(),
+            holder_ura: Some(&holder),
             role: request.role.as_deref(),
             category,
             purpose: request.purpose,
         },
-        zorgnet_db::now_ms(),
+        now,
+    );
+    tracing::debug!(
+        requester = %request.requester_ura,
+        holder = %holder,
+        category = %category,
+        reason = result.reason.code(),
+        "consent decision"
     );
     metrics::counter!("zorgnet_consent_decisions_total", "decision" => match result.decision {
         Decision::Permit => "permit",
@@ -742,14 +919,21 @@ mod tests {
     }
 
     #[test]
-    fn the_policy_answers_with_its_reason() {
+    fn the_policy_answers_with_a_reason_class() {
+        let related = true;
         let q = ask(Some("01.015"), DataCategory::Medication, Purpose::Treatment);
-        assert_eq!(decide(&[], &q, 1_500).decision, Decision::Permit);
+        let permitted = decide(&[], related, &q, 1_500);
+        assert_eq!(
+            (permitted.decision, permitted.reason),
+            (Decision::Permit, Reason::TreatmentRelation)
+        );
+        assert_eq!(decide(&[], false, &q, 1_500).reason, Reason::NoBasis);
 
         let pharmacist = ask(Some("17.000"), DataCategory::Imaging, Purpose::Treatment);
-        let denied = decide(&[], &pharmacist, 1_500);
+        let denied = decide(&[], related, &pharmacist, 1_500);
         assert_eq!(denied.decision, Decision::Deny);
-        assert!(denied.reason.contains("17.000"), "{}", denied.reason);
+        assert_eq!(denied.reason, Reason::RoleNotPermitted);
+        assert!(denied.detail.contains("17.000"), "{}", denied.detail);
 
         let category_opt_out = [directive(
             DirectiveKind::OptOut,
@@ -757,29 +941,51 @@ mod tests {
             None,
             Decision::Deny,
         )];
+        let opted_out = decide(&category_opt_out, related, &q, 1_500);
         assert_eq!(
-            decide(&category_opt_out, &q, 1_500).decision,
-            Decision::Deny
+            (opted_out.decision, opted_out.reason),
+            (Decision::Deny, Reason::NotPermitted)
+        );
+        let sent = serde_json::to_value(&opted_out).unwrap();
+        assert_eq!(
+            sent,
+            serde_json::json!({"decision": "deny", "reason": "not-permitted"}),
+            "neither the choice nor the directive leaves the hub"
+        );
+        assert_eq!(
+            decide(&category_opt_out, false, &q, 1_500).reason,
+            Reason::NoBasis,
+            "without a basis an organisation learns nothing of the person's choices"
         );
         let allergies = ask(Some("01.015"), DataCategory::Allergies, Purpose::Treatment);
         assert_eq!(
-            decide(&category_opt_out, &allergies, 1_500).decision,
+            decide(&category_opt_out, related, &allergies, 1_500).decision,
             Decision::Permit
         );
         assert_eq!(
-            decide(&category_opt_out, &q, 2_000).decision,
+            decide(&category_opt_out, related, &q, 2_000).decision,
             Decision::Permit,
-            "validity ends"
+            "the opt-out's validity ends"
         );
         assert_eq!(
-            decide(&category_opt_out, &q, 999).decision,
+            decide(&category_opt_out, related, &q, 999).decision,
             Decision::Permit,
-            "not yet valid"
+            "the opt-out is not yet valid"
         );
 
         let general = [directive(DirectiveKind::OptOut, None, None, Decision::Deny)];
         let emergency = ask(Some("01.015"), DataCategory::Allergies, Purpose::Emergency);
-        assert_eq!(decide(&general, &emergency, 1_500).decision, Decision::Deny);
+        let result = decide(&general, false, &emergency, 1_500);
+        assert_eq!(
+            (result.decision, result.reason),
+            (Decision::Deny, Reason::NotPermitted)
+        );
+        let result = decide(&[], false, &emergency, 1_500);
+        assert_eq!(
+            (result.decision, result.reason),
+            (Decision::Permit, Reason::Emergency),
+            "an emergency needs no relation"
+        );
 
         let no_emergency = [directive(
             DirectiveKind::EmergencyOptOut,
@@ -788,11 +994,11 @@ mod tests {
             Decision::Deny,
         )];
         assert_eq!(
-            decide(&no_emergency, &emergency, 1_500).decision,
-            Decision::Deny
+            decide(&no_emergency, false, &emergency, 1_500).reason,
+            Reason::NotPermitted
         );
         assert_eq!(
-            decide(&no_emergency, &allergies, 1_500).decision,
+            decide(&no_emergency, related, &allergies, 1_500).decision,
             Decision::Permit
         );
 
@@ -802,9 +1008,12 @@ mod tests {
             Some("00000002"),
             Decision::Deny,
         )];
-        let result = decide(&refused_holder, &q, 1_500);
-        assert_eq!(result.decision, Decision::Deny);
-        assert!(result.reason.contains("00000002"));
+        let result = decide(&refused_holder, related, &q, 1_500);
+        assert_eq!(
+            (result.decision, result.reason),
+            (Decision::Deny, Reason::NotPermitted)
+        );
+        assert!(result.detail.contains("00000002"));
 
         let consented = [directive(
             DirectiveKind::Consent,
@@ -812,14 +1021,49 @@ mod tests {
             Some("00000001"),
             Decision::Permit,
         )];
-        assert!(
-            decide(&consented, &q, 1_500)
-                .reason
-                .contains("explicit consent")
+        let result = decide(&consented, false, &q, 1_500);
+        assert_eq!(
+            (result.decision, result.reason),
+            (Decision::Permit, Reason::Consent),
+            "explicit consent is a basis"
+        );
+        assert_eq!(
+            decide(&consented, false, &allergies, 1_500).reason,
+            Reason::NoBasis,
+            "consent for one category is no basis for another"
+        );
+
+        let own = AccessQuestion {
+            holder_ura: Some("00000001"),
+            ..ask(None, DataCategory::Medication, Purpose::Treatment)
+        };
+        assert_eq!(
+            decide(&general, false, &own, 1_500).reason,
+            Reason::Holder,
+            "the holder's own data"
         );
 
         let mut revoked = directive(DirectiveKind::OptOut, None, None, Decision::Deny);
         revoked.status = "revoked".into();
-        assert_eq!(decide(&[revoked], &q, 1_500).decision, Decision::Permit);
+        assert_eq!(
+            decide(&[revoked], related, &q, 1_500).decision,
+            Decision::Permit
+        );
+    }
+
+    #[test]
+    fn an_organisation_manages_only_what_it_recorded() {
+        let mut first = directive(DirectiveKind::OptOut, None, None, Decision::Deny);
+        first.recorded_by = "00000001".into();
+        let mut revoked_by_operator = first.clone();
+        revoked_by_operator.version = 2;
+        revoked_by_operator.recorded_by = OPERATOR.into();
+        let mut others = directive(DirectiveKind::EmergencyOptOut, None, None, Decision::Deny);
+        others.recorded_by = "00000002".into();
+        let versions = vec![revoked_by_operator, others, first];
+        let mine = managed_by(&Steward::Organisation("00000001".into()), versions.clone());
+        assert_eq!(mine.len(), 2, "both versions of its own directive");
+        assert!(mine.iter().all(|d| d.kind == DirectiveKind::OptOut));
+        assert_eq!(managed_by(&Steward::Operator, versions).len(), 3);
     }
 }

@@ -3,10 +3,10 @@
 //! What it is: one process hosting independent modules, each with its own tables (in one
 //! `zorgnet-db` database, migrations per component) and its own HTTP API under its own path:
 //! `/registry` (organisations and their keys), `/prs` (pseudonym service), `/nvi` (referral
-//! index), `/consent` (consent register), `/addressing` (IHE mCSD address book fed by the
-//! nodes), `/professionals` (which professional holds which role where) and `/trust` (signed
-//! access tokens organisations show to each other's nodes). The API is described in
-//! `/openapi.json`.
+//! index), `/consent` (consent register), `/relations` (treatment relations), `/addressing`
+//! (IHE mCSD address book fed by the nodes), `/professionals` (which professional holds
+//! which role where) and `/trust` (signed access tokens organisations show to each other's
+//! nodes). The API is described in `/openapi.json`.
 //! What it is not: a store of patient data. The hub never sees a BSN in clear and keeps no
 //! clinical resources; data stays at the nodes.
 //!
@@ -23,6 +23,7 @@ pub mod nvi;
 pub mod professionals;
 pub mod prs;
 pub mod registry;
+pub mod relations;
 pub mod trust;
 
 use axum::Router;
@@ -102,6 +103,7 @@ fn migrations() -> Vec<Migration> {
         prs::MIGRATIONS,
         nvi::MIGRATIONS,
         consent::MIGRATIONS,
+        relations::MIGRATIONS,
         addressing::MIGRATIONS,
         professionals::MIGRATIONS,
     ]
@@ -170,6 +172,7 @@ impl Hub {
             .nest("/prs", prs::routes())
             .nest("/nvi", nvi::routes())
             .nest("/consent", consent::routes())
+            .nest("/relations", relations::routes())
             .nest("/addressing", addressing::routes(&self.state, public_url))
             .nest("/professionals", professionals::routes())
             .nest("/trust", trust::routes())

@@ -311,20 +311,32 @@ async fn lookup(
         .to_string();
     let rows = state
         .db
-        .read_async(holders_sql(state.db.dialect()), &[pseudonym.into()])
+        .read_async(
+            holders_sql(state.db.dialect()),
+            &[pseudonym.into(), requester.as_str().into()],
+        )
         .await?;
     let organisations = holders_from_rows(rows, &categories, &requester, purpose);
     metrics::counter!("zorgnet_nvi_lookups_total").increment(1);
     Ok(Json(LookupResponse { organisations }))
 }
 
-/// The organisations holding `categories` about the person whose registrations and consent
-/// directives are `rows` (read by [`holders_sql`]) that the person's directives let
-/// `requester` learn about.
+/// The organisations holding `categories` about the person whose registrations, consent
+/// directives and requester's treatment relations are `rows` (read by [`holders_sql`]) that
+/// [`consent::decide`] lets `requester` learn about.
+///
+/// A lookup for treatment needs the same basis as a read at the source: a treatment
+/// relation of the requester (or the person's explicit consent for it). The relation is the
+/// requester's own with the person (a referral received, a patient admitted), so it is
+/// registered before the requester looks for sources, not found through them; without it
+/// the answer is empty, exactly as for a person nobody holds data about, so the referral
+/// index does not tell any key holder where a person receives care. An emergency lookup
+/// needs no relation (but respects the emergency opt-out).
 ///
 /// One statement reads all of the person's registrations (about ten, by the primary key's
-/// prefix) and every version of their consent directives (by `consent_by_pseudonym`, usually
-/// none): one round trip on PostgreSQL, one read on SQLite. The asked categories are kept
+/// prefix), every version of their consent directives (by `consent_by_pseudonym`, usually
+/// none) and the requester's relations with them (by `relations_by_person`, usually one):
+/// one round trip on PostgreSQL, one read on SQLite. The asked categories are kept
 /// here: a `category IN (…)` in the statement would make SQLite build a temporary b-tree of
 /// the list on every lookup.
 pub fn holders_from_rows(
@@ -333,11 +345,15 @@ pub fn holders_from_rows(
     requester: &str,
     purpose: Purpose,
 ) -> Vec<Holder> {
+    let now = zorgnet_db::now_ms();
     let mut asked: Vec<(String, DataCategory)> = Vec::new();
     let mut versions = Vec::new();
+    let mut related = false;
     for mut row in rows {
-        if row[0] == SqlValue::Null {
+        if row[0] == SqlValue::Null && row[1] == SqlValue::Null {
             versions.extend(consent::directive_from_row(row.split_off(2)));
+        } else if row[0] == SqlValue::Null {
+            related |= crate::relations::in_force_in_lookup(row.split_off(2), now);
         } else if let Some(category) = DataCategory::from_code(&row[1].take_text())
             && categories.contains(&category)
         {
@@ -348,7 +364,6 @@ pub fn holders_from_rows(
         return Vec::new();
     }
     let directives = consent::current_of(versions);
-    let now = zorgnet_db::now_ms();
     let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (ura, category) in asked {
         let question = AccessQuestion {
@@ -358,7 +373,7 @@ pub fn holders_from_rows(
             category,
             purpose,
         };
-        if consent::decide(&directives, &question, now).decision == Decision::Permit {
+        if consent::decide(&directives, related, &question, now).decision == Decision::Permit {
             holders
                 .entry(ura)
                 .or_default()
@@ -374,9 +389,9 @@ pub fn holders_from_rows(
         .collect()
 }
 
-/// The statement [`holders_from_rows`] reads: a person's registrations and consent
-/// directives by pseudonym (the one parameter). Written once per dialect; it runs on every
-/// lookup.
+/// The statement [`holders_from_rows`] reads: a person's registrations, consent directives
+/// and relations by pseudonym (the first parameter), the relations only of the requester
+/// (the second). Written once per dialect; it runs on every lookup.
 pub fn holders_sql(dialect: Dialect) -> &'static str {
     static SQL: LazyLock<[String; 2]> =
         LazyLock::new(|| [Dialect::Sqlite, Dialect::Postgres].map(write_holders_sql));
@@ -388,11 +403,15 @@ pub fn holders_sql(dialect: Dialect) -> &'static str {
 
 fn write_holders_sql(dialect: Dialect) -> String {
     let p = dialect.placeholder(1);
+    let requester = dialect.placeholder(2);
     let nulls = ["NULL"; consent::DIRECTIVE_COLUMN_COUNT].join(", ");
     format!(
         "SELECT ura, category, {nulls} FROM nvi_registrations WHERE pseudonym = {p} \
-         UNION ALL SELECT NULL, NULL, {columns} FROM consent_directives WHERE pseudonym = {p}",
-        columns = consent::DIRECTIVE_COLUMNS
+         UNION ALL SELECT NULL, NULL, {columns} FROM consent_directives WHERE pseudonym = {p} \
+         UNION ALL SELECT NULL, 'relation', {relations} FROM treatment_relations \
+         WHERE pseudonym = {p} AND ura = {requester}",
+        columns = consent::DIRECTIVE_COLUMNS,
+        relations = crate::relations::LOOKUP_COLUMNS
     )
 }
 

@@ -245,6 +245,7 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
         let pharmacy =
             node_with_access(&hub, PHARMACY, &pharmacy_key, true, remember_an_hour).await;
         let hospital = node(&hub, HOSPITAL, &hospital_key, true).await;
+        support::relation(&hub, &hospital_key, BSN).await;
         let gp_patient = patient(&gp.base).await;
         statement(&gp.base, &gp_patient, "metformine 500 mg").await;
         prescription(&gp.base, &gp_patient, "metformine 500 mg 2dd").await;
@@ -393,7 +394,10 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
             access_token(&hub, &hospital_key, GP, Some((PHARMACIST_UZI, "17.000"))).await;
         let (status, refused) = call(Method::GET, &statements, bearer(&pharmacist), None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
-        assert!(diagnostics(&refused).contains("17.000"), "{refused}");
+        assert!(
+            diagnostics(&refused).contains("role-not-permitted"),
+            "{refused}"
+        );
         let prescriptions = by_bsn(&gp.base, "MedicationRequest");
         let (status, found) = call(Method::GET, &prescriptions, bearer(&pharmacist), None).await;
         assert_eq!(status, StatusCode::OK, "{found}");
@@ -420,7 +424,9 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
             refusals[0].contains(GP)
                 && refusals[0].contains("refused by consent")
                 && refusals[0].contains("MedicationStatement")
-                && refusals[0].contains("opted out of sharing patient-summary"),
+                && refusals[0].contains("not-permitted")
+                && !refusals[0].contains("opted out")
+                && !refusals[0].contains("patient-summary"),
             "{}",
             refusals[0]
         );
@@ -467,8 +473,9 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
             call(Method::GET, &prescriptions, bearer(&hospital_token), None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
         assert!(
-            diagnostics(&refused).contains("opted out of sharing medication"),
-            "{refused}"
+            diagnostics(&refused).contains("not-permitted")
+                && !diagnostics(&refused).contains("opted out"),
+            "the reason is a class, not the patient's choice: {refused}"
         );
         let (status, local) = call(Method::GET, &prescriptions, None, None).await;
         assert_eq!(
@@ -652,6 +659,8 @@ async fn a_posted_everything_is_scoped_and_filtered_exactly_like_a_get() {
             decision_ttl: Duration::ZERO,
         };
         let gp = node_with_access(&hub, GP, &gp_key, true, ask_every_time).await;
+        support::relation(&hub, &hospital_key, BSN).await;
+        support::relation(&hub, &hospital_key, "111222333").await;
         let named = patient(&gp.base).await;
         statement(&gp.base, &named, "metformine 500 mg").await;
         prescription(&gp.base, &named, "metformine 500 mg 2dd").await;

@@ -136,6 +136,7 @@ async fn a_node_localises_and_fetches_from_every_source_and_reports_the_silent_o
         let gp = node(&hub, GP, &gp_key, true).await;
         let pharmacy = node(&hub, PHARMACY, &pharmacy_key, true).await;
         let hospital = node(&hub, HOSPITAL, &hospital_key, true).await;
+        support::relation(&hub, &hospital_key, BSN).await;
         patient_with_medication(&gp.base, "metformine 500 mg").await;
         patient_with_medication(&pharmacy.base, "metformine 500 mg, 90 stuks").await;
 

@@ -61,8 +61,10 @@ async fn pending(store: &Store) -> i64 {
         .unwrap()
 }
 
-/// Waits until the hospital's lookup answers `expected` holders.
+/// Waits until the hospital's lookup answers `expected` holders (with a treatment relation
+/// of the hospital with the person, the basis a lookup needs).
 async fn await_lookup(hospital: &HubClient, person: &PersonalId, expected: usize) {
+    support::relate(hospital, person).await;
     let started = std::time::Instant::now();
     loop {
         let found = hospital

@@ -12,6 +12,7 @@ mod import;
 mod network_cli;
 mod professional_cli;
 mod registry_cli;
+mod relation_cli;
 
 /// mimalloc instead of glibc's allocator: request handling allocates from many threads, and
 /// glibc's arenas showed up as lock contention and a tenth of CPU time under load.
@@ -59,6 +60,8 @@ enum Command {
     Professional(professional_cli::ProfessionalArgs),
     /// Record, list or revoke a person's consent directives at the hub (opt-outs, consent).
     Consent(consent_cli::ConsentArgs),
+    /// Register, list or end the organisation's treatment relations at the hub.
+    Relation(relation_cli::RelationArgs),
     /// Measure import, read, search and `$everything` on synthetic data (needs `wrk`).
     Bench(bench::BenchArgs),
     /// Measure the hub's referral index and pseudonym service on bulk-loaded registrations (needs `wrk`).
@@ -127,6 +130,7 @@ fn init_logging(command: &Command) {
         | Command::Bench(_)
         | Command::BenchHub(_)
         | Command::Consent(_)
+        | Command::Relation(_)
         | Command::Organisation(_)
         | Command::Professional(_) => BULK_LOG_FILTER,
     };
@@ -177,6 +181,7 @@ fn main() -> Result<()> {
             Command::Import(args) => import::run(args).await,
             Command::Localize(args) => network_cli::localize(args).await,
             Command::Consent(args) => consent_cli::run(args).await,
+            Command::Relation(args) => relation_cli::run(args).await,
             Command::Organisation(args) => registry_cli::run(args).await,
             Command::Professional(args) => professional_cli::run(args).await,
             Command::Fetch(args) => network_cli::fetch(args).await,

@@ -7,7 +7,7 @@ use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{post, register};
+use support::{post, register, relate};
 use zorgnet_node::hub_client::HubClient;
 use zorgnet_pseudonym::{Bsn, PersonalId};
 
@@ -120,6 +120,7 @@ async fn registrations_survive_a_killed_node_and_a_stopped_hub() {
     let (mut node, _) = start_node(node_dir.path(), &hub_url, &gp_key);
     let hospital = HubClient::new(&hub_url, &hospital_key).unwrap();
     let person = PersonalId::from(Bsn::parse("123456782").unwrap());
+    relate(&hub_url, &hospital_key, "123456782").await;
     let started = Instant::now();
     loop {
         let found = hospital

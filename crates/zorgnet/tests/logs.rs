@@ -13,7 +13,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{BINARY, Running, register};
+use support::{BINARY, Running, register, relate};
 use zorgnet_fhir::identifiers::BSN_SYSTEM;
 
 const GP: &str = "00000011";
@@ -172,6 +172,7 @@ async fn no_bsn_and_no_error_in_any_log(postgres: Option<String>) {
     let admin_key = admin_key.trim();
     let gp_key = register(&hub.url, admin_key, GP).await;
     let hospital_key = register(&hub.url, admin_key, HOSPITAL).await;
+    relate(&hub.url, &hospital_key, BSN).await;
     let gp = start_node(
         &dir.path().join("gp"),
         GP,

@@ -15,7 +15,7 @@ use zorgnet_fhir::identifiers::BSN_SYSTEM;
 use zorgnet_node::hub_client::HubClient;
 use zorgnet_pseudonym::{Bsn, PersonalId};
 
-use support::{BINARY, Running, post, register};
+use support::{BINARY, Running, post, register, relate};
 
 const GP: &str = "00000011";
 const HOSPITAL: &str = "00000022";
@@ -160,6 +160,7 @@ async fn localize_and_fetch_through_a_node_say_who_holds_and_who_answered() {
     let admin_key = admin_key.trim();
     let gp_key = register(&hub.url, admin_key, GP).await;
     let hospital_key = register(&hub.url, admin_key, HOSPITAL).await;
+    relate(&hub.url, &hospital_key, BSN).await;
     let gp = start_node(&gp_dir, GP, Some((&hub.url, &gp_key)));
     // The hospital's node copies the address book when it starts: start it once the hub
     // knows the GP's endpoint.
@@ -376,6 +377,7 @@ async fn an_import_into_a_stopped_node_registers_once_the_node_runs_with_a_hub()
     let node = start_node(&node_dir, GP, Some((&hub.url, &gp_key)));
     wait_until_delivered(&node_dir);
 
+    relate(&hub.url, &hospital_key, &bsn).await;
     let hospital = HubClient::new(&hub.url, &hospital_key).unwrap();
     let person = PersonalId::from(Bsn::parse(&bsn).unwrap());
     let asked: Vec<String> = categories.iter().cloned().collect();
@@ -395,6 +397,7 @@ async fn a_node_finds_the_endpoint_of_an_organisation_that_joined_after_it_start
     let admin_key = admin_key.trim();
     let gp_key = register(&hub.url, admin_key, GP).await;
     let hospital_key = register(&hub.url, admin_key, HOSPITAL).await;
+    relate(&hub.url, &hospital_key, BSN).await;
     // The hospital starts first: its copy of the address book has no GP.
     let hospital = start_node(
         &dir.path().join("hospital"),

@@ -54,6 +54,56 @@ impl TestHub {
     }
 }
 
+/// Registers a treatment relation (a referral) of the organisation whose key is `key` with
+/// the person whose BSN is `bsn`: the basis that organisation's lookups and reads of others'
+/// data about the person need. Returns the relation as the hub recorded it.
+pub async fn relation(hub: &TestHub, key: &str, bsn: &str) -> Value {
+    let person = zorgnet_pseudonym::PersonalId::from(zorgnet_pseudonym::Bsn::parse(bsn).unwrap());
+    relate(&hub.client(key), &person).await
+}
+
+/// Registers a treatment relation (a referral) of `client`'s organisation with `person`.
+pub async fn relate(client: &HubClient, person: &zorgnet_pseudonym::PersonalId) -> Value {
+    let token = client.referral_index_token(person).await.unwrap();
+    client
+        .post(
+            "/relations",
+            &json!({"token": zorgnet_node::hub_client::token_value(&token), "kind": "referral"}),
+        )
+        .await
+        .unwrap()
+}
+
+/// Calls a hub path as the holder of `key` (none: anonymously); the status and the JSON
+/// answer (`Null` when there is none).
+pub async fn call_hub(
+    hub: &TestHub,
+    method: reqwest::Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new().request(method, format!("{}{path}", hub.base));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A fresh exchange token for the referral index naming the person with BSN `bsn`, made by
+/// the holder of `key`, as JSON for a request body.
+pub async fn person_token(hub: &TestHub, key: &str, bsn: &str) -> Value {
+    let person = zorgnet_pseudonym::PersonalId::from(zorgnet_pseudonym::Bsn::parse(bsn).unwrap());
+    let token = hub.client(key).referral_index_token(&person).await.unwrap();
+    zorgnet_node::hub_client::token_value(&token)
+}
+
 /// One hub per available backend: SQLite always, PostgreSQL when the variable is set.
 pub async fn hubs() -> Vec<TestHub> {
     let mut hubs = vec![start(None).await];

@@ -209,8 +209,10 @@ pub async fn drained(node: &Node) {
     }
 }
 
-/// The categories the hub says the GP holds about `person`, of those asked for.
+/// The categories the hub says the GP holds about `person`, of those asked for (the
+/// hospital registers a treatment relation with the person first: a lookup needs one).
 pub async fn held(hospital: &HubClient, person: &PersonalId, categories: &[&str]) -> Vec<String> {
+    super::relate(hospital, person).await;
     let categories: Vec<String> = categories.iter().map(|c| c.to_string()).collect();
     let holders = hospital.lookup(person, &categories, false).await.unwrap();
     let mut found: Vec<String> = holders

@@ -78,6 +78,16 @@ pub async fn register(hub: &str, admin_key: &str, ura: &str) -> String {
     body["api_key"].as_str().unwrap().to_string()
 }
 
+/// Registers a treatment relation (a referral) of the organisation whose hub key is `key`
+/// with the person whose BSN is `bsn`: the basis its lookups and reads of others' data need.
+pub async fn relate(hub: &str, key: &str, bsn: &str) {
+    let client = zorgnet_node::hub_client::HubClient::new(hub, key).unwrap();
+    let person = zorgnet_pseudonym::PersonalId::from(zorgnet_pseudonym::Bsn::parse(bsn).unwrap());
+    let token = client.referral_index_token(&person).await.unwrap();
+    let body = json!({"token": zorgnet_node::hub_client::token_value(&token), "kind": "referral"});
+    client.post("/relations", &body).await.unwrap();
+}
+
 /// Creates `resource` at the FHIR base `base`; returns the stored resource.
 pub async fn post(base: &str, resource: Value) -> Value {
     let response = reqwest::Client::new()
