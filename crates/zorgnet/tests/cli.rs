@@ -23,6 +23,7 @@ fn start_node_with(storage: &[&str]) -> (Child, String) {
     let mut child = Command::new(BINARY)
         .args([
             "node",
+            "--insecure-dev",
             "--listen",
             "127.0.0.1:0",
             "--ura",
@@ -645,6 +646,187 @@ async fn node_runs_on_postgres_from_the_command_line() {
         .await
         .unwrap();
     assert_eq!(read.status(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Starts `zorgnet node` on port 0 without `--insecure-dev`: as a node runs in production.
+fn start_secure_node(data: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(BINARY)
+        .args([
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--ura",
+            "12345678",
+            "--data",
+        ])
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .env_remove("ZORGNET_INSECURE_DEV")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start zorgnet node");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first_line = String::new();
+    stdout.read_line(&mut first_line).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let base = first_line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {first_line:?}"))
+        .to_string();
+    (child, base)
+}
+
+/// No node serves anyone anonymously: without credentials only `/health` and the
+/// CapabilityStatement answer; a wrong key, another scheme, or a key sent as a token are
+/// refused; the node key from the data directory (private to its owner) reads and writes,
+/// also through `zorgnet import --to`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serves_no_one_without_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let (mut child, base) = start_secure_node(&data);
+    let key_file = data.join("node-admin.key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the node key is private");
+    }
+    let client = reqwest::Client::new();
+    let root = base.trim_end_matches("/fhir");
+    for open in [format!("{root}/health"), format!("{base}/metadata")] {
+        let response = client.get(&open).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{open}");
+    }
+    let patient = json!({"resourceType": "Patient", "name": [{"family": "Jansen"}]});
+    let refused: Vec<(&str, Option<String>)> = vec![
+        ("no credentials", None),
+        ("a wrong key", Some("Bearer zn_node_not-the-key".into())),
+        ("another scheme", Some(format!("Basic {}", key.trim()))),
+        ("an empty token", Some("Bearer ".into())),
+    ];
+    for (what, authorization) in &refused {
+        for request in [
+            client.get(format!("{base}/Patient")),
+            client.get(format!("{root}/metrics")),
+            client.get(format!("{base}/_history")),
+            client
+                .post(format!("{base}/Patient"))
+                .header("content-type", "application/fhir+json")
+                .body(patient.to_string()),
+        ] {
+            let request = match authorization {
+                Some(value) => request.header("authorization", value),
+                None => request,
+            };
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 401, "{what}");
+            assert!(
+                response.headers().contains_key("www-authenticate"),
+                "{what}"
+            );
+            let outcome: Value = response.json().await.unwrap();
+            assert_eq!(outcome["resourceType"], "OperationOutcome", "{what}");
+        }
+    }
+    let created = client
+        .post(format!("{base}/Patient"))
+        .bearer_auth(key.trim())
+        .header("content-type", "application/fhir+json")
+        .body(patient.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let listed: Value = client
+        .get(format!("{base}/Patient"))
+        .bearer_auth(key.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["total"], 1);
+
+    let ndjson = dir.path().join("one.ndjson");
+    std::fs::write(
+        &ndjson,
+        json!({"resourceType": "Patient", "id": "imported", "name": [{"family": "Bakker"}]})
+            .to_string(),
+    )
+    .unwrap();
+    let (out, error) = run_failing(&["import", ndjson.to_str().unwrap(), "--to", &base]);
+    assert!(
+        out.contains("401 Unauthorized") && out.contains("anonymously"),
+        "{out} {error}"
+    );
+    run(&[
+        "import",
+        ndjson.to_str().unwrap(),
+        "--to",
+        &base,
+        "--node-key",
+        key.trim(),
+    ]);
+    let imported = client
+        .get(format!("{base}/Patient/imported"))
+        .bearer_auth(key.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// `--insecure-dev` serves anyone who reaches the port, so the node refuses it on any address
+/// but loopback, and says what it does at every start.
+#[test]
+fn insecure_development_mode_is_loopback_only_and_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    for listen in ["0.0.0.0:0", "192.0.2.1:0", "[::]:0"] {
+        let (_, error) = run_failing(&[
+            "node",
+            "--insecure-dev",
+            "--listen",
+            listen,
+            "--ura",
+            "12345678",
+            "--data",
+            data.to_str().unwrap(),
+        ]);
+        assert!(error.contains("loopback"), "{listen}: {error}");
+    }
+    let mut child = Command::new(BINARY)
+        .args([
+            "node",
+            "--insecure-dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--ura",
+            "12345678",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut warning = String::new();
+    stderr.read_line(&mut warning).unwrap();
+    assert!(
+        warning.starts_with("WARNING: --insecure-dev"),
+        "{warning:?}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

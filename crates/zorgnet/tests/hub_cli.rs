@@ -51,6 +51,7 @@ fn start_hub(data: &std::path::Path, listen: &str) -> (Child, String) {
 fn start_node(data: &std::path::Path, hub: &str, key: &str) -> (Child, String) {
     start(&[
         "node",
+        "--insecure-dev",
         "--listen",
         "127.0.0.1:0",
         "--ura",

@@ -64,6 +64,7 @@ impl Process {
 fn start_node(data: &Path, ura: &str, hub: &str, key: &str, postgres: Option<&str>) -> Process {
     let mut args = vec![
         "node",
+        "--insecure-dev",
         "--listen",
         "127.0.0.1:0",
         "--ura",

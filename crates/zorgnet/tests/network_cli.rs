@@ -40,6 +40,7 @@ fn start_hub(data: &Path) -> Running {
 fn start_node(data: &Path, ura: &str, hub: Option<(&str, &str)>) -> Running {
     let mut args = vec![
         "node",
+        "--insecure-dev",
         "--listen",
         "127.0.0.1:0",
         "--ura",
