@@ -8,6 +8,7 @@
 //! the hub's consent register), an HTTP server or a store.
 #![deny(missing_docs)]
 
+pub mod roles;
 pub mod token;
 
 /// Whether `role` has the shape of a UZI role code (`01.015`: two digits, a dot, three).
