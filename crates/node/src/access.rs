@@ -65,8 +65,9 @@
 //!   counts nothing.
 //! - **Paging.** A page is filled with permitted entries: the layer reads the handler's
 //!   pages on (each read asks for what is still missing, then twice as many rows, at most
-//!   [`MAX_READS_PER_PAGE`] reads) until the page is full or the search has ended, so a page
-//!   that withheld entries still ends exactly where the search does. Its `next` and
+//!   [`MAX_READS_PER_PAGE`] reads) until the page is full or the search has ended, and a
+//!   full page looks on (within the same reads) for one more permitted match before it gets
+//!   a link onward, so a page ends where the requester's part of the search does. Its `next` and
 //!   `previous` links point past what it read, and their cursors are sealed (AES-256-GCM,
 //!   a key per process, bound to the requester's URA): a store cursor carries the sort
 //!   values of the row it continues from, which may be a withheld one. A cursor from a
@@ -1500,6 +1501,11 @@ async fn serve_pages(
         cursor = onward.clone();
         size = (size.max(room) * 2).min(MAX_PAGE_SIZE);
     }
+    if kept.len() >= want
+        && let Some(from) = onward.clone()
+    {
+        onward = permitted_beyond(&reader, policy, from, backward, want, reads).await?;
+    }
     let Some((mut bundle, base, behind)) = first else {
         return Err(AccessError::Internal("no page was read".into()));
     };
@@ -1551,6 +1557,42 @@ async fn serve_pages(
         HeaderValue::from_static(crate::error::FHIR_JSON),
     );
     Ok(response)
+}
+
+/// `from` when a permitted match lies beyond it (or the reads run out first), `None` when
+/// the search ends with withheld matches only: a full page gets a link onward only when
+/// there is something there for the requester.
+async fn permitted_beyond(
+    reader: &HandlerReader<'_>,
+    policy: &Policy<'_>,
+    from: String,
+    backward: bool,
+    want: usize,
+    mut reads: usize,
+) -> Result<Option<String>, AccessError> {
+    let mut cursor = from.clone();
+    let mut size = want;
+    while reads < MAX_READS_PER_PAGE {
+        let page = match reader.read(Some(&cursor), size).await? {
+            Ok(page) => page,
+            Err(_) => return Ok(Some(from)),
+        };
+        reads += 1;
+        if page
+            .matches
+            .iter()
+            .any(|e| e.get("resource").is_some_and(|r| policy.may_share(r)))
+        {
+            return Ok(Some(from));
+        }
+        let ahead = if backward { page.previous } else { page.next };
+        match ahead {
+            Some(next) => cursor = next,
+            None => return Ok(None),
+        }
+        size = (size * 2).min(MAX_PAGE_SIZE);
+    }
+    Ok(Some(from))
 }
 
 /// The included entries that may travel with `matches`: each one the requester may see,
