@@ -219,7 +219,7 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
 
         // The hospital's $fetch shows its token; both sources permit and answer.
         let fetch = format!(
-            "{}/$fetch?patient.identifier={BSN}&category=medication",
+            "{}/$fetch?patient.identifier={BSN}&category=medication&role=01.015",
             hospital.base
         );
         let (status, bundle) = call(Method::GET, &fetch, None, None).await;
@@ -241,7 +241,7 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
         );
 
         // Directly, with the hospital's token: one patient's data, nothing else.
-        let hospital_token = access_token(&hub, &hospital_key, None).await;
+        let hospital_token = access_token(&hub, &hospital_key, Some("01.015")).await;
         let statements = by_bsn(&gp.base, "MedicationStatement");
         let (status, found) = call(Method::GET, &statements, bearer(&hospital_token), None).await;
         assert_eq!(status, StatusCode::OK, "{found}");
@@ -356,7 +356,10 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
         let pharmacist = access_token(&hub, &hospital_key, Some("17.000")).await;
         let (status, refused) = call(Method::GET, &statements, bearer(&pharmacist), None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
-        assert!(diagnostics(&refused).contains("17.000"), "{refused}");
+        assert!(
+            diagnostics(&refused).contains("reason class: role"),
+            "{refused}"
+        );
         let prescriptions = by_bsn(&gp.base, "MedicationRequest");
         let (status, found) = call(Method::GET, &prescriptions, bearer(&pharmacist), None).await;
         assert_eq!(status, StatusCode::OK, "{found}");
@@ -383,7 +386,8 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
             refusals[0].contains(GP)
                 && refusals[0].contains("refused by consent")
                 && refusals[0].contains("MedicationStatement")
-                && refusals[0].contains("opted out of sharing patient-summary"),
+                && refusals[0].contains("reason class: policy")
+                && !refusals[0].contains("opted out"),
             "{}",
             refusals[0]
         );
@@ -409,7 +413,7 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
         );
         assert!(everything.get("total").is_none(), "{everything}");
         assert!(
-            everything.to_string().contains("entries withheld"),
+            everything.to_string().contains("patient-summary (policy)"),
             "{everything}"
         );
         let (status, _) = call(Method::GET, &patient_url, bearer(&hospital_token), None).await;
@@ -430,7 +434,7 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
             call(Method::GET, &prescriptions, bearer(&hospital_token), None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
         assert!(
-            diagnostics(&refused).contains("opted out of sharing medication"),
+            diagnostics(&refused).contains(zorgnet_node::access::NOT_PERMITTED),
             "{refused}"
         );
         let (status, local) = call(Method::GET, &prescriptions, None, None).await;
@@ -620,7 +624,7 @@ async fn a_posted_everything_is_scoped_and_filtered_exactly_like_a_get() {
                 "subject": {"reference": format!("Patient/{named}")}}),
         )
         .await;
-        let token = bearer(&access_token(&hub, &hospital_key, None).await);
+        let token = bearer(&access_token(&hub, &hospital_key, Some("01.015")).await);
         let everything = |id: &str| format!("{}/Patient/{id}/$everything", gp.base);
         let fhir_json = "application/fhir+json";
         let by_get = |query: &str| {
@@ -766,7 +770,10 @@ async fn a_posted_everything_is_scoped_and_filtered_exactly_like_a_get() {
             ["MedicationRequest: metformine 500 mg 2dd"]
         );
         assert_eq!(references(&posted), references(&got));
-        assert!(posted.to_string().contains("entries withheld"), "{posted}");
+        assert!(
+            posted.to_string().contains("patient-summary (policy)"),
+            "{posted}"
+        );
         assert!(posted.get("total").is_none(), "{posted}");
         drop(gp);
     }

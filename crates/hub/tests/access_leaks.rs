@@ -165,7 +165,11 @@ async fn answer(ask: &Ask, token: &str) -> Vec<(StatusCode, Value)> {
         assert_eq!(status, StatusCode::OK, "{}: {page}", ask.what);
         pages.push((status, page.clone()));
         last = page;
-        assert!(pages.len() < MAX_WALK_PAGES, "{}: endless next links", ask.what);
+        assert!(
+            pages.len() < MAX_WALK_PAGES,
+            "{}: endless next links",
+            ask.what
+        );
     }
     let forward = pages.len();
     while let Some(previous) = link(&last, "previous") {
@@ -222,7 +226,10 @@ fn the_table(node: &TestNode, p: &str, practitioner: &str) -> Vec<Ask> {
             ":missing",
             format!("Observation?patient={p}&value-quantity:missing=false"),
         ),
-        get(":text", format!("Observation?patient={p}&code:text=glucose")),
+        get(
+            ":text",
+            format!("Observation?patient={p}&code:text=glucose"),
+        ),
         get(
             ":contains",
             format!("Patient?_id={p}&name:contains=x&_revinclude=Observation:subject"),
@@ -237,7 +244,9 @@ fn the_table(node: &TestNode, p: &str, practitioner: &str) -> Vec<Ask> {
         ),
         get(
             "_revinclude on the performer",
-            format!("Patient?_id={p}&_revinclude=Observation:patient&_include:iterate=Observation:performer"),
+            format!(
+                "Patient?_id={p}&_revinclude=Observation:patient&_include:iterate=Observation:performer"
+            ),
         ),
         get(
             "chain into reference data",
@@ -247,20 +256,32 @@ fn the_table(node: &TestNode, p: &str, practitioner: &str) -> Vec<Ask> {
             "chain into hidden data",
             format!("DiagnosticReport?patient={p}&result.code={GLUCOSE}"),
         ),
-        get("diagnostic reports", format!("DiagnosticReport?patient={p}")),
+        get(
+            "diagnostic reports",
+            format!("DiagnosticReport?patient={p}"),
+        ),
         get(
             "_summary=count",
             format!("Observation?patient={p}&_summary=count"),
         ),
         get("_count=0", format!("Observation?patient={p}&_count=0")),
         get("_total", format!("Observation?patient={p}&_total=accurate")),
-        get("_summary=true", format!("Observation?patient={p}&_summary=true")),
-        get("_elements", format!("Observation?patient={p}&_elements=code")),
+        get(
+            "_summary=true",
+            format!("Observation?patient={p}&_summary=true"),
+        ),
+        get(
+            "_elements",
+            format!("Observation?patient={p}&_elements=code"),
+        ),
         get(
             "_sort by value, paged",
             format!("Observation?patient={p}&_sort=-value-quantity&_count=1"),
         ),
-        get("_sort by code", format!("Observation?patient={p}&_sort=code")),
+        get(
+            "_sort by code",
+            format!("Observation?patient={p}&_sort=code"),
+        ),
         get("paging", format!("Observation?patient={p}&_count=1")),
         get("paging by two", format!("Observation?patient={p}&_count=2")),
         get("_id", format!("Patient?_id={p}")),
@@ -270,7 +291,10 @@ fn the_table(node: &TestNode, p: &str, practitioner: &str) -> Vec<Ask> {
             format!("Observation?patient.identifier={by_bsn}"),
         ),
         get("read by id", format!("Patient/{p}")),
-        get("read of reference data", format!("Practitioner/{practitioner}")),
+        get(
+            "read of reference data",
+            format!("Practitioner/{practitioner}"),
+        ),
         get("history", format!("Patient/{p}/_history")),
         get("vread", format!("Patient/{p}/_history/1")),
         get("type history", "Observation/_history".to_string()),
@@ -347,7 +371,11 @@ async fn no_answer_depends_on_what_the_requester_may_not_see() {
         // The patient gets lab results (and a report of them) that the hospital may not
         // see: after the visible ones by creation, before them by code and by value.
         for i in 0..HIDDEN_RESULTS {
-            let value = if i % 2 == 0 { 5.0 + i as f64 } else { 80.0 + i as f64 };
+            let value = if i % 2 == 0 {
+                5.0 + i as f64
+            } else {
+                80.0 + i as f64
+            };
             let id = create(
                 &gp.base,
                 observation(&p, "laboratory", GLUCOSE, value, &lab_doctor),
@@ -385,7 +413,11 @@ async fn no_answer_depends_on_what_the_requester_may_not_see() {
                 let shown = page.get("entry").map(Value::to_string).unwrap_or_default();
                 assert!(!shown.contains("2339-0"), "{}: {shown}", ask.what);
                 assert!(!shown.contains("Laborant"), "{}: {shown}", ask.what);
-                assert!(!page.to_string().contains("opted out"), "{}: {page}", ask.what);
+                assert!(
+                    !page.to_string().contains("opted out"),
+                    "{}: {page}",
+                    ask.what
+                );
             }
         }
 
@@ -481,13 +513,28 @@ async fn unknown_and_refused_patients_look_alike_and_roles_are_applied() {
                 format!("MedicationRequest?patient.identifier={BSN_SYSTEM}%7C{OPTED_OUT_BSN}"),
             ),
         ] {
-            let unknown = call(Method::GET, &format!("{base}/{unknown}"), Some(&doctor), None).await;
-            let refused = call(Method::GET, &format!("{base}/{refused}"), Some(&doctor), None).await;
+            let unknown = call(
+                Method::GET,
+                &format!("{base}/{unknown}"),
+                Some(&doctor),
+                None,
+            )
+            .await;
+            let refused = call(
+                Method::GET,
+                &format!("{base}/{refused}"),
+                Some(&doctor),
+                None,
+            )
+            .await;
             assert_eq!(unknown.0, StatusCode::FORBIDDEN, "{}", unknown.1);
             assert_eq!(unknown, refused, "{}", hub.backend);
             let text = refused.1.to_string();
             assert!(text.contains(NOT_PERMITTED), "{text}");
-            assert!(!text.contains("opted out") && !text.contains("opt-out"), "{text}");
+            assert!(
+                !text.contains("opted out") && !text.contains("opt-out"),
+                "{text}"
+            );
         }
 
         // An identifier must name one patient exactly.
@@ -501,8 +548,13 @@ async fn unknown_and_refused_patients_look_alike_and_roles_are_applied() {
             format!("Patient?identifier:not={BSN_SYSTEM}%7C{BSN}"),
             format!("MedicationRequest?patient={p}&patient:missing=true"),
         ] {
-            let (status, refused) =
-                call(Method::GET, &format!("{base}/{incomplete}"), Some(&doctor), None).await;
+            let (status, refused) = call(
+                Method::GET,
+                &format!("{base}/{incomplete}"),
+                Some(&doctor),
+                None,
+            )
+            .await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{incomplete}: {refused}");
             assert!(!refused.to_string().contains("metformine"), "{refused}");
         }
@@ -517,7 +569,10 @@ async fn unknown_and_refused_patients_look_alike_and_roles_are_applied() {
         )
         .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
-        assert!(refused.to_string().contains(ROLE_NOT_PERMITTED), "{refused}");
+        assert!(
+            refused.to_string().contains(ROLE_NOT_PERMITTED),
+            "{refused}"
+        );
         let (status, unknown) = call(
             Method::GET,
             &format!("{base}/DocumentReference?patient=nobody"),
@@ -525,7 +580,11 @@ async fn unknown_and_refused_patients_look_alike_and_roles_are_applied() {
             None,
         )
         .await;
-        assert_eq!((status, unknown), (StatusCode::FORBIDDEN, refused), "decided before the patient is looked up");
+        assert_eq!(
+            (status, unknown),
+            (StatusCode::FORBIDDEN, refused),
+            "decided before the patient is looked up"
+        );
         let (status, everything) = call(
             Method::GET,
             &format!("{base}/Patient/{p}/$everything"),
@@ -546,7 +605,10 @@ async fn unknown_and_refused_patients_look_alike_and_roles_are_applied() {
         )
         .await;
         assert_eq!(status, StatusCode::OK);
-        assert!(letter.to_string().contains("18842-5"), "a physician reads it: {letter}");
+        assert!(
+            letter.to_string().contains("18842-5"),
+            "a physician reads it: {letter}"
+        );
 
         // No role reads nothing; the emergency purpose is the role's to ask.
         let no_role = token(&hub, &hospital_key, None, Purpose::Treatment).await;
@@ -560,7 +622,10 @@ async fn unknown_and_refused_patients_look_alike_and_roles_are_applied() {
             ] {
                 let (status, refused) = call(Method::GET, &url, Some(refused_token), None).await;
                 assert_eq!(status, StatusCode::FORBIDDEN, "{url}: {refused}");
-                assert!(refused.to_string().contains("reason class: role"), "{refused}");
+                assert!(
+                    refused.to_string().contains("reason class: role"),
+                    "{refused}"
+                );
             }
         }
         let physician_emergency =

@@ -96,11 +96,22 @@ pub struct FetchArgs {
     /// Write the Bundle to this file instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The professional's UZI role code (`01.015` huisarts), shown to the sources in the
+    /// access token; a source serves no patient data to a token without one.
+    #[arg(long, value_name = "UZI_ROLE")]
+    role: Option<String>,
 }
 
 /// `zorgnet localize`: who holds the patient's data, and where to reach them.
 pub async fn localize(args: LocalizeArgs) -> Result<()> {
-    let parameters = ask(&args.node.url, "$localize", &args.question, "Parameters").await?;
+    let parameters = ask(
+        &args.node.url,
+        "$localize",
+        &args.question,
+        None,
+        "Parameters",
+    )
+    .await?;
     let mut stdout = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut stdout, &parameters)?;
@@ -142,7 +153,14 @@ pub async fn localize(args: LocalizeArgs) -> Result<()> {
 
 /// `zorgnet fetch`: the patient's data from every source, as one Bundle.
 pub async fn fetch(args: FetchArgs) -> Result<()> {
-    let bundle = ask(&args.node.url, "$fetch", &args.question, "Bundle").await?;
+    let bundle = ask(
+        &args.node.url,
+        "$fetch",
+        &args.question,
+        args.role.as_deref(),
+        "Bundle",
+    )
+    .await?;
     let mut text = serde_json::to_string_pretty(&bundle)?;
     text.push('\n');
     match &args.out {
@@ -395,7 +413,14 @@ pub(crate) fn bsn(given: &str) -> Result<&str> {
 
 /// Asks `operation` of the node at `node` and returns its answer, which must be a
 /// `expected` resource; an OperationOutcome or any other answer is an error naming the node.
-async fn ask(node: &str, operation: &str, question: &Question, expected: &str) -> Result<Value> {
+/// `role` is the professional's UZI role code, for a `$fetch`.
+async fn ask(
+    node: &str,
+    operation: &str,
+    question: &Question,
+    role: Option<&str>,
+    expected: &str,
+) -> Result<Value> {
     let base = node.trim_end_matches('/');
     let mut url = Url::parse(&format!("{base}/{operation}"))
         .with_context(|| format!("--node '{node}' is not a URL like {DEFAULT_NODE_URL}"))?;
@@ -410,6 +435,9 @@ async fn ask(node: &str, operation: &str, question: &Question, expected: &str) -
         }
         if question.emergency {
             query.append_pair("purpose", "emergency");
+        }
+        if let Some(role) = role {
+            query.append_pair("role", role);
         }
     }
     let client = reqwest::Client::builder()
