@@ -495,9 +495,9 @@ async fn unknown_and_refused_patients_look_alike_and_roles_are_applied() {
 
         // Unknown, deleted-like and everything-denied patients: one answer, byte for byte.
         for (unknown, refused) in [
-            (format!("Patient/nobody"), format!("Patient/{refuser}")),
+            ("Patient/nobody".to_string(), format!("Patient/{refuser}")),
             (
-                format!("Patient/nobody/$everything"),
+                "Patient/nobody/$everything".to_string(),
                 format!("Patient/{refuser}/$everything"),
             ),
             (
