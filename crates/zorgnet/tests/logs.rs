@@ -317,7 +317,7 @@ async fn no_bsn_and_no_error_in_any_log(postgres: Option<String>) {
         client
             .post(format!("{}/trust/token", hub.url))
             .bearer_auth(&hospital_key)
-            .json(&json!({})),
+            .json(&json!({"role": "01.015"})),
         "an access token",
     )
     .await;
@@ -331,7 +331,7 @@ async fn no_bsn_and_no_error_in_any_log(postgres: Option<String>) {
         (200, format!("Patient/{BSN}/$everything")),
         (403, format!("Observation?code={BSN}")),
         (403, format!("Patient/{BSN}/_history")),
-        (404, format!("Patient/{UNKNOWN_BSN}")),
+        (403, format!("Patient/{UNKNOWN_BSN}")),
         (400, format!("Patient/{BSN}%20x")),
     ] {
         expect(status, client.get(at_gp(&path)).bearer_auth(&token), &path).await;
@@ -353,7 +353,7 @@ async fn no_bsn_and_no_error_in_any_log(postgres: Option<String>) {
         ),
         (
             200,
-            format!("$fetch?patient.identifier={by_bsn}&category=medication"),
+            format!("$fetch?patient.identifier={by_bsn}&category=medication&role=01.015"),
         ),
         (400, format!("$localize?patient.identifier={INVALID_BSN}")),
         (
