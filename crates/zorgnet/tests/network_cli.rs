@@ -194,8 +194,6 @@ async fn localize_and_fetch_through_a_node_say_who_holds_and_who_answered() {
         BSN,
         "--category",
         "medication",
-        "--role",
-        "01.015",
     ];
     let started = Instant::now();
     let table = loop {
