@@ -24,6 +24,8 @@ const BSN: &str = "123456782";
 const BSN_SYSTEM: &str = "http://fhir.nl/fhir/NamingSystem/bsn";
 /// A pharmacist at the hospital, in the hub's professional register.
 const PHARMACIST_UZI: &str = "900000017";
+/// A GP working at the hospital's first-aid post, in the professional register.
+const DOCTOR_UZI: &str = "900000016";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Sends a request with an optional `Authorization` value; answers status and JSON body.
@@ -255,7 +257,7 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
 
         // The hospital's $fetch shows its token; both sources permit and answer.
         let fetch = format!(
-            "{}/$fetch?patient.identifier={BSN}&category=medication",
+            "{}/$fetch?patient.identifier={BSN}&category=medication&role=01.015",
             hospital.base
         );
         let (status, bundle) = call(Method::GET, &fetch, None, None).await;
@@ -277,7 +279,9 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
         );
 
         // Directly, with the hospital's token: one patient's data, nothing else.
-        let hospital_token = access_token(&hub, &hospital_key, GP, None).await;
+        professional(&hub, DOCTOR_UZI, &[(HOSPITAL, "01.015")]).await;
+        let hospital_token =
+            access_token(&hub, &hospital_key, GP, Some((DOCTOR_UZI, "01.015"))).await;
         let statements = by_bsn(&gp.base, "MedicationStatement");
         let (status, found) = call(Method::GET, &statements, bearer(&hospital_token), None).await;
         assert_eq!(status, StatusCode::OK, "{found}");
@@ -395,7 +399,7 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
         let (status, refused) = call(Method::GET, &statements, bearer(&pharmacist), None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
         assert!(
-            diagnostics(&refused).contains("role-not-permitted"),
+            diagnostics(&refused).contains("reason class: role"),
             "{refused}"
         );
         let prescriptions = by_bsn(&gp.base, "MedicationRequest");
@@ -424,9 +428,8 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
             refusals[0].contains(GP)
                 && refusals[0].contains("refused by consent")
                 && refusals[0].contains("MedicationStatement")
-                && refusals[0].contains("not-permitted")
-                && !refusals[0].contains("opted out")
-                && !refusals[0].contains("patient-summary"),
+                && refusals[0].contains("reason class: policy")
+                && !refusals[0].contains("opted out"),
             "{}",
             refusals[0]
         );
@@ -452,7 +455,7 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
         );
         assert!(everything.get("total").is_none(), "{everything}");
         assert!(
-            everything.to_string().contains("entries withheld"),
+            everything.to_string().contains("patient-summary (policy)"),
             "{everything}"
         );
         let (status, _) = call(Method::GET, &patient_url, bearer(&hospital_token), None).await;
@@ -473,9 +476,8 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
             call(Method::GET, &prescriptions, bearer(&hospital_token), None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
         assert!(
-            diagnostics(&refused).contains("not-permitted")
-                && !diagnostics(&refused).contains("opted out"),
-            "the reason is a class, not the patient's choice: {refused}"
+            diagnostics(&refused).contains(zorgnet_node::access::NOT_PERMITTED),
+            "{refused}"
         );
         let (status, local) = call(Method::GET, &prescriptions, None, None).await;
         assert_eq!(
@@ -678,7 +680,9 @@ async fn a_posted_everything_is_scoped_and_filtered_exactly_like_a_get() {
                 "subject": {"reference": format!("Patient/{named}")}}),
         )
         .await;
-        let token = bearer(&access_token(&hub, &hospital_key, GP, None).await);
+        professional(&hub, DOCTOR_UZI, &[(HOSPITAL, "01.015")]).await;
+        let token =
+            bearer(&access_token(&hub, &hospital_key, GP, Some((DOCTOR_UZI, "01.015"))).await);
         let everything = |id: &str| format!("{}/Patient/{id}/$everything", gp.base);
         let fhir_json = "application/fhir+json";
         let by_get = |query: &str| {
@@ -824,7 +828,10 @@ async fn a_posted_everything_is_scoped_and_filtered_exactly_like_a_get() {
             ["MedicationRequest: metformine 500 mg 2dd"]
         );
         assert_eq!(references(&posted), references(&got));
-        assert!(posted.to_string().contains("entries withheld"), "{posted}");
+        assert!(
+            posted.to_string().contains("patient-summary (policy)"),
+            "{posted}"
+        );
         assert!(posted.get("total").is_none(), "{posted}");
         drop(gp);
     }

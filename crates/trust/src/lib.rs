@@ -8,6 +8,7 @@
 //! the hub's consent register), an HTTP server or a store.
 #![deny(missing_docs)]
 
+pub mod roles;
 pub mod secret;
 pub mod token;
 

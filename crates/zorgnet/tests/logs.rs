@@ -18,6 +18,8 @@ use zorgnet_fhir::identifiers::BSN_SYSTEM;
 
 const GP: &str = "00000011";
 const HOSPITAL: &str = "00000022";
+/// A physician at the hospital, in the hub's professional register.
+const DOCTOR_UZI: &str = "900000016";
 /// The patient's BSN, also the id a client gives the Patient.
 const BSN: &str = "123456782";
 /// A BSN no one here has.
@@ -173,6 +175,14 @@ async fn no_bsn_and_no_error_in_any_log(postgres: Option<String>) {
     let admin_key = admin_key.trim();
     let gp_key = register(&hub.url, admin_key, GP).await;
     let hospital_key = register(&hub.url, admin_key, HOSPITAL).await;
+    let registered = reqwest::Client::new()
+        .put(format!("{}/professionals/{DOCTOR_UZI}", hub.url))
+        .bearer_auth(admin_key)
+        .json(&json!({"name": "Dr. Jansen", "roles": [{"ura": HOSPITAL, "role": "01.015"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(registered.status().is_success(), "{registered:?}");
     relate(&hub.url, &hospital_key, BSN).await;
     let gp = start_node(
         &dir.path().join("gp"),
@@ -320,7 +330,7 @@ async fn no_bsn_and_no_error_in_any_log(postgres: Option<String>) {
         client
             .post(format!("{}/trust/token", hub.url))
             .bearer_auth(&hospital_key)
-            .json(&json!({"audience": GP})),
+            .json(&json!({"audience": GP, "uzi": DOCTOR_UZI, "role": "01.015"})),
         "an access token",
     )
     .await;
@@ -334,7 +344,7 @@ async fn no_bsn_and_no_error_in_any_log(postgres: Option<String>) {
         (200, format!("Patient/{BSN}/$everything")),
         (403, format!("Observation?code={BSN}")),
         (403, format!("Patient/{BSN}/_history")),
-        (404, format!("Patient/{UNKNOWN_BSN}")),
+        (403, format!("Patient/{UNKNOWN_BSN}")),
         (400, format!("Patient/{BSN}%20x")),
     ] {
         expect(status, client.get(at_gp(&path)).bearer_auth(&token), &path).await;
@@ -356,7 +366,9 @@ async fn no_bsn_and_no_error_in_any_log(postgres: Option<String>) {
         ),
         (
             200,
-            format!("$fetch?patient.identifier={by_bsn}&category=medication"),
+            format!(
+                "$fetch?patient.identifier={by_bsn}&category=medication&uzi={DOCTOR_UZI}&role=01.015"
+            ),
         ),
         (400, format!("$localize?patient.identifier={INVALID_BSN}")),
         (

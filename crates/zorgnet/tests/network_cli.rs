@@ -231,6 +231,8 @@ async fn localize_and_fetch_through_a_node_say_who_holds_and_who_answered() {
         BSN,
         "--category",
         "medication",
+        "--role",
+        "01.015",
     ];
     let (stdout, summary) = succeeded(&[&fetch[..], &["--out", out.to_str().unwrap()]].concat());
     assert!(stdout.is_empty(), "the Bundle goes to the file: {stdout}");
