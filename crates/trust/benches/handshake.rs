@@ -92,7 +92,9 @@ fn handshake(setup: &Setup) -> Duration {
             client.process_new_packets().expect("client handshake");
         }
     }
-    server.peer_certificates().expect("client certificate verified");
+    server
+        .peer_certificates()
+        .expect("client certificate verified");
     server_time
 }
 

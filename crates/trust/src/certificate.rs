@@ -253,8 +253,10 @@ fn ura_of(certificate: &X509Certificate<'_>) -> Result<Option<String>, NameError
 
 /// The subscriber number of a server's compound UZI string (`[0] EXPLICIT IA5String`).
 fn ura_of_uzi_string(value: &[u8]) -> Result<String, NameError> {
-    let text = yasna::parse_der(value, |r| r.read_tagged(Tag::context(0), |r| r.read_ia5_string()))
-        .map_err(|_| NameError::Malformed("UZI otherName is not an IA5String"))?;
+    let text = yasna::parse_der(value, |r| {
+        r.read_tagged(Tag::context(0), |r| r.read_ia5_string())
+    })
+    .map_err(|_| NameError::Malformed("UZI otherName is not an IA5String"))?;
     let fields: Vec<&str> = text.split('-').collect();
     if fields.len() != UZI_FIELDS {
         return Err(NameError::Malformed("UZI otherName has not seven fields"));
@@ -264,7 +266,9 @@ fn ura_of_uzi_string(value: &[u8]) -> Result<String, NameError> {
     }
     let ura = fields[SUBSCRIBER_FIELD];
     if !is_ura(ura) {
-        return Err(NameError::Malformed("UZI subscriber number is not a URA number"));
+        return Err(NameError::Malformed(
+            "UZI subscriber number is not a URA number",
+        ));
     }
     Ok(ura.to_string())
 }
@@ -287,7 +291,9 @@ fn ura_of_permanent_identifier(value: &[u8]) -> Result<Option<String>, NameError
     }
     match identifier {
         Some(ura) if is_ura(&ura) => Ok(Some(ura)),
-        _ => Err(NameError::Malformed("permanentIdentifier is not a URA number")),
+        _ => Err(NameError::Malformed(
+            "permanentIdentifier is not a URA number",
+        )),
     }
 }
 

@@ -18,8 +18,8 @@
 
 use crate::certificate::{self, HostName, NameError, SUBJECT_ALT_NAME_OID};
 use rcgen::{
-    CertificateParams, CertificateRevocationListParams, CustomExtension, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    CertificateParams, CertificateRevocationListParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P256_SHA256, RevokedCertParams, SerialNumber,
 };
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
@@ -393,7 +393,9 @@ impl NetworkCa {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CountryName, "NL");
-        params.distinguished_name.push(DnType::OrganizationName, name);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, name);
         params.distinguished_name.push(DnType::CommonName, name);
         params.serial_number = Some(serial.clone());
         params.not_before = validity.not_before;
@@ -460,7 +462,8 @@ impl NetworkCa {
             .map_err(|_| PkiError::Name(NameError::Unparsable))?;
         let (_, ca) = x509_parser::parse_x509_certificate(&self.certificate_der)
             .map_err(|_| PkiError::ForeignCertificate)?;
-        if parsed.issuer() != ca.subject() || parsed.verify_signature(Some(ca.public_key())).is_err()
+        if parsed.issuer() != ca.subject()
+            || parsed.verify_signature(Some(ca.public_key())).is_err()
         {
             return Err(PkiError::ForeignCertificate);
         }
@@ -807,15 +810,12 @@ mod tests {
         let empty = ca.crl().unwrap();
         assert!(ca.revoke(&first.serial.to_uppercase()).unwrap());
         assert!(!ca.revoke(&first.serial).unwrap(), "revoked once");
-        assert!(ca.revoke_certificate(second.certificate_pem.as_bytes()).unwrap());
-        assert!(matches!(
-            ca.revoke("0102"),
-            Err(PkiError::UnknownSerial(_))
-        ));
-        assert!(matches!(
-            ca.revoke("xyz"),
-            Err(PkiError::InvalidSerial(_))
-        ));
+        assert!(
+            ca.revoke_certificate(second.certificate_pem.as_bytes())
+                .unwrap()
+        );
+        assert!(matches!(ca.revoke("0102"), Err(PkiError::UnknownSerial(_))));
+        assert!(matches!(ca.revoke("xyz"), Err(PkiError::InvalidSerial(_))));
         let crl = ca.crl().unwrap();
         assert!(crl.number > empty.number);
         let (_, parsed) = x509_parser::parse_x509_crl(&crl.der).unwrap();
@@ -853,9 +853,15 @@ mod tests {
             .unwrap();
         let out = dir.path().join("org");
         issued.write(&out, ca.certificate_pem()).unwrap();
-        let mode = fs::metadata(out.join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(out.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, PRIVATE_MODE);
-        assert!(issued.write(&out, ca.certificate_pem()).is_err(), "no overwrite");
+        assert!(
+            issued.write(&out, ca.certificate_pem()).is_err(),
+            "no overwrite"
+        );
         assert_eq!(
             fs::read_to_string(out.join(CA_CERTIFICATE_FILE)).unwrap(),
             ca.certificate_pem()

@@ -32,9 +32,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{
-    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime,
-};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{
@@ -268,8 +266,8 @@ impl ReloadableVerifier {
         crl: &CertificateRevocationListDer<'_>,
         current_number: Option<&[u8]>,
     ) -> Result<CheckedCrl, TlsError> {
-        let (rest, parsed) = x509_parser::parse_x509_crl(crl)
-            .map_err(|_| TlsError::CrlRefused("not a DER CRL"))?;
+        let (rest, parsed) =
+            x509_parser::parse_x509_crl(crl).map_err(|_| TlsError::CrlRefused("not a DER CRL"))?;
         if !rest.is_empty() {
             return Err(TlsError::CrlRefused("bytes after the CRL"));
         }
@@ -292,10 +290,10 @@ impl ReloadableVerifier {
             .crl_number()
             .ok_or(TlsError::CrlRefused("no CRL number"))?
             .to_bytes_be();
-        if let Some(current) = current_number {
-            if compare_numbers(&number, current) == std::cmp::Ordering::Less {
-                return Err(TlsError::CrlRefused("older than the current CRL"));
-            }
+        if current_number
+            .is_some_and(|current| compare_numbers(&number, current) == std::cmp::Ordering::Less)
+        {
+            return Err(TlsError::CrlRefused("older than the current CRL"));
         }
         Ok(CheckedCrl { number })
     }
@@ -456,19 +454,18 @@ where
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
+            let tls =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
             let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
                 Some(certificate) => match PeerIdentity::from_certificate(certificate) {
                     Ok(identity) => Some(identity),

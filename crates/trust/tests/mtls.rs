@@ -109,7 +109,9 @@ impl Network {
 
     /// Publishes a new CRL of the CA to the server's verifier.
     fn refresh_crl(&self) {
-        self.verifier.replace_crl(self.ca.crl().unwrap().der).unwrap();
+        self.verifier
+            .replace_crl(self.ca.crl().unwrap().der)
+            .unwrap();
     }
 
     async fn stop(mut self) {
@@ -265,9 +267,7 @@ async fn an_older_or_foreign_crl_cannot_replace_the_current_one() {
     let foreign = network.verifier.replace_crl(impostor.crl().unwrap().der);
     assert!(foreign.is_err(), "{foreign:?}");
     // Garbage too.
-    let garbage = network
-        .verifier
-        .replace_crl(b"not a CRL".to_vec().into());
+    let garbage = network.verifier.replace_crl(b"not a CRL".to_vec().into());
     assert!(garbage.is_err());
 
     let refused = network
