@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_hub;
+mod ca_cli;
 mod config;
 mod consent_cli;
 mod import;
@@ -56,6 +57,8 @@ enum Command {
     Organisation(registry_cli::OrganisationArgs),
     /// Record, list or revoke a person's consent directives at the hub (opt-outs, consent).
     Consent(consent_cli::ConsentArgs),
+    /// The network's certificate authority: create it, issue and revoke certificates, sign the CRL.
+    Ca(ca_cli::CaArgs),
     /// Measure import, read, search and `$everything` on synthetic data (needs `wrk`).
     Bench(bench::BenchArgs),
     /// Measure the hub's referral index and pseudonym service on bulk-loaded registrations (needs `wrk`).
@@ -124,7 +127,8 @@ fn init_logging(command: &Command) {
         | Command::Bench(_)
         | Command::BenchHub(_)
         | Command::Consent(_)
-        | Command::Organisation(_) => BULK_LOG_FILTER,
+        | Command::Organisation(_)
+        | Command::Ca(_) => BULK_LOG_FILTER,
     };
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
@@ -174,6 +178,7 @@ fn main() -> Result<()> {
             Command::Localize(args) => network_cli::localize(args).await,
             Command::Consent(args) => consent_cli::run(args).await,
             Command::Organisation(args) => registry_cli::run(args).await,
+            Command::Ca(args) => ca_cli::run(args),
             Command::Fetch(args) => network_cli::fetch(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchHub(args) => bench_hub::run(args).await,
