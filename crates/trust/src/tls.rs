@@ -40,7 +40,6 @@ use rustls::{
     SignatureScheme,
 };
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -412,7 +411,8 @@ pub fn client_config(credentials: &Credentials) -> Result<ClientConfig, TlsError
 ///
 /// Each connection is handshaken on its own task within [`TLS_HANDSHAKE_TIMEOUT`]; a
 /// refused handshake closes it. Every request carries the peer's `SocketAddr` and, when it
-/// presented a certificate, its [`PeerIdentity`] as extensions. A certificate that verifies
+/// presented a certificate, its [`PeerIdentity`] as extensions (in axum:
+/// `Extension<SocketAddr>`, `Option<Extension<PeerIdentity>>`). A certificate that verifies
 /// but names its holder in a way this network does not issue closes the connection.
 pub async fn serve<S, B>(
     listener: TcpListener,
@@ -499,11 +499,6 @@ where
         tracing::warn!("connections still open after the shutdown grace period");
     }
     Ok(())
-}
-
-/// The socket address a request came from, as [`serve`] records it.
-pub fn peer_address<B>(request: &http::Request<B>) -> Option<SocketAddr> {
-    request.extensions().get::<SocketAddr>().copied()
 }
 
 #[cfg(test)]
