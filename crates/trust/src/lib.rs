@@ -1,15 +1,21 @@
 //! Identity and trust in a zorgnet network: who a caller is, and how that is proven.
 //!
 //! What it is: the access-token format the hub issues and the nodes verify ([`token`]), the
-//! shape of UZI role codes and numbers ([`is_role_code`], [`is_uzi_number`]), and (as the network PKI arrives) the
-//! network's certificates and their verification. One definition for the issuer and every
-//! verifier, used by the node, the hub and the command line.
+//! shape of UZI role codes and numbers ([`is_role_code`], [`is_uzi_number`]), which roles
+//! may see which data ([`roles`]), API keys and secret files ([`secret`]), the network's CA
+//! ([`pki`]), how its certificates name an organisation ([`certificate`]), and mutual TLS
+//! with them ([`tls`]: configurations, a verifier with a replaceable revocation list, an
+//! accept loop). One definition for the issuer and every verifier, used by the node, the
+//! hub and the command line.
 //! What it is not: a policy (who may see what is decided by the node's access layer and
-//! the hub's consent register), an HTTP server or a store.
+//! the hub's consent register), an application server or a store.
 #![deny(missing_docs)]
 
+pub mod certificate;
+pub mod pki;
 pub mod roles;
 pub mod secret;
+pub mod tls;
 pub mod token;
 
 /// Whether `role` has the shape of a UZI role code (`01.015`: two digits, a dot, three).

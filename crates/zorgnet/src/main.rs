@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_hub;
+mod ca_cli;
 mod config;
 mod consent_cli;
 mod import;
@@ -62,6 +63,8 @@ enum Command {
     Consent(consent_cli::ConsentArgs),
     /// Register, list or end the organisation's treatment relations at the hub.
     Relation(relation_cli::RelationArgs),
+    /// The network's certificate authority: create it, issue and revoke certificates, sign the CRL.
+    Ca(ca_cli::CaArgs),
     /// Measure import, read, search and `$everything` on synthetic data (needs `wrk`).
     Bench(bench::BenchArgs),
     /// Measure the hub's referral index and pseudonym service on bulk-loaded registrations (needs `wrk`).
@@ -132,7 +135,8 @@ fn init_logging(command: &Command) {
         | Command::Consent(_)
         | Command::Relation(_)
         | Command::Organisation(_)
-        | Command::Professional(_) => BULK_LOG_FILTER,
+        | Command::Professional(_)
+        | Command::Ca(_) => BULK_LOG_FILTER,
     };
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
@@ -184,6 +188,7 @@ fn main() -> Result<()> {
             Command::Relation(args) => relation_cli::run(args).await,
             Command::Organisation(args) => registry_cli::run(args).await,
             Command::Professional(args) => professional_cli::run(args).await,
+            Command::Ca(args) => ca_cli::run(args),
             Command::Fetch(args) => network_cli::fetch(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchHub(args) => bench_hub::run(args).await,
