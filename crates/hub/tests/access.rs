@@ -256,8 +256,9 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
         await_sources(&hub, &hospital, &hospital_key, 2).await;
 
         // The hospital's $fetch shows its token; both sources permit and answer.
+        professional(&hub, DOCTOR_UZI, &[(HOSPITAL, "01.015")]).await;
         let fetch = format!(
-            "{}/$fetch?patient.identifier={BSN}&category=medication&role=01.015",
+            "{}/$fetch?patient.identifier={BSN}&category=medication&uzi={DOCTOR_UZI}&role=01.015",
             hospital.base
         );
         let (status, bundle) = call(Method::GET, &fetch, None, None).await;
@@ -490,7 +491,7 @@ async fn sources_serve_other_organisations_what_the_consent_register_permits() {
         // The hub goes down. The GP, with no answer in memory, fails closed; the pharmacy
         // serves on its remembered answer; local clients are served as ever.
         let hospital_token_for_the_pharmacy =
-            access_token(&hub, &hospital_key, PHARMACY, None).await;
+            access_token(&hub, &hospital_key, PHARMACY, Some((DOCTOR_UZI, "01.015"))).await;
         hub.stop().await;
         let (status, unavailable) =
             call(Method::GET, &prescriptions, bearer(&hospital_token), None).await;

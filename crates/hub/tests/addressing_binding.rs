@@ -503,6 +503,7 @@ async fn registrations_are_bound_to_the_registering_organisation() {
             .update_registrations(&[(attacker_token, vec!["allergies".into()])], true)
             .await
             .unwrap();
+        support::relate(&gp, &person).await;
         let holders = gp
             .lookup(&person, &["medication".into(), "allergies".into()], false)
             .await

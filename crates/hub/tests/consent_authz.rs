@@ -316,12 +316,20 @@ async fn after_failed_revocations_the_patients_data_stays_refused() {
 
         // The attacker has a key, a relation and a token: everything but the patient's leave.
         relation(&hub, &attacker_key, BSN).await;
+        let registered = reqwest::Client::new()
+            .put(format!("{}/professionals/900000044", hub.base))
+            .bearer_auth(&hub.admin_key)
+            .json(&json!({"name": "Dr. Aanvaller", "roles": [{"ura": ATTACKER, "role": "01.015"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert!(registered.status().is_success());
         let token = hub
             .client(&attacker_key)
             .access_token(&TokenRequest {
                 audience: GP.into(),
-                uzi: None,
-                role: None,
+                uzi: Some("900000044".into()),
+                role: Some("01.015".into()),
                 purpose: Purpose::Treatment,
                 reason: None,
             })

@@ -272,7 +272,7 @@ async fn a_node_localises_and_fetches_from_every_source_and_reports_the_silent_o
         );
 
         let fetch = format!(
-            "{}/$fetch?patient.identifier={BSN}&category=medication&role=01.015",
+            "{}/$fetch?patient.identifier={BSN}&category=medication&uzi=900000015&role=01.015",
             hospital.base
         );
         let (status, bundle) = get(&fetch).await;

@@ -569,6 +569,7 @@ async fn fetch_shows_each_source_a_token_for_it_alone() {
     cache.sync(&hub.base, &hospital_key).await.unwrap();
     let network = Arc::new(Network::new(hub.client(&hospital_key), cache).unwrap());
     let person = PersonalId::from(Bsn::parse(BSN).unwrap());
+    support::relate(&hub.client(&hospital_key), &person).await;
     let asker = Asker {
         uzi: Some(INTERNIST.into()),
         role: Some("01.018".into()),

@@ -1749,8 +1749,8 @@ async fn capability_statement_lists_what_works() {
         node.get("$localize?patient.identifier=123456782")
             .await
             .status,
-        501,
-        "and are indeed not served here"
+        404,
+        "and are indeed not served by the FHIR server alone"
     );
     assert_eq!(
         reply.body["format"],

@@ -161,6 +161,20 @@ async fn localize_and_fetch_through_a_node_say_who_holds_and_who_answered() {
     let admin_key = admin_key.trim();
     let gp_key = register(&hub.url, admin_key, GP).await;
     let hospital_key = register(&hub.url, admin_key, HOSPITAL).await;
+    succeeded(&[
+        "professional",
+        "set",
+        "--hub",
+        &hub.url,
+        "--admin-key-file",
+        hub_dir.join("admin.key").to_str().unwrap(),
+        "--uzi",
+        "900000016",
+        "--name",
+        "Dr. Jansen",
+        "--role",
+        &format!("{HOSPITAL}:01.015"),
+    ]);
     relate(&hub.url, &hospital_key, BSN).await;
     let gp = start_node(&gp_dir, GP, Some((&hub.url, &gp_key)));
     // The hospital's node copies the address book when it starts: start it once the hub
@@ -231,6 +245,8 @@ async fn localize_and_fetch_through_a_node_say_who_holds_and_who_answered() {
         BSN,
         "--category",
         "medication",
+        "--uzi",
+        "900000016",
         "--role",
         "01.015",
     ];
