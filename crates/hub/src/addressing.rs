@@ -63,7 +63,8 @@ use zorgnet_fhir::search::SearchRegistry;
 use zorgnet_rest::NodeIdentity;
 use zorgnet_rest::error::FhirError;
 use zorgnet_rest::mcsd::{
-    Change, HistoryPager, MAX_HISTORY_PAGE_BYTES, MAX_HISTORY_PAGES, PollError, URA_SYSTEM, ura_of,
+    Change, DIRECTORY_TYPES, HistoryPager, MAX_HISTORY_PAGE_BYTES, MAX_HISTORY_PAGES, PollError,
+    URA_SYSTEM, ura_of,
 };
 use zorgnet_store::{ReadOutcome, Store, StoreError, WriteOp, WriteOutcome};
 
@@ -95,16 +96,6 @@ CREATE TABLE addressing_marks (
     },
 ];
 
-/// The mCSD resource types the consumer copies from each supplier.
-pub const DIRECTORY_TYPES: [&str; 7] = [
-    "Organization",
-    "Endpoint",
-    "Location",
-    "HealthcareService",
-    "Practitioner",
-    "PractitionerRole",
-    "OrganizationAffiliation",
-];
 /// Suppliers polled at the same time: enough to hide network latency, few enough not to
 /// swamp the hub's two cores and its single database writer.
 pub const MAX_SUPPLIERS_IN_FLIGHT: usize = 16;

@@ -14,18 +14,12 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Prefix of every issued key, so that a leaked key is recognisable in logs and scanners.
 pub const KEY_PREFIX: &str = "zn_";
-/// Random bytes in a key.
-const KEY_SECRET_BYTES: usize = 32;
 /// How long a verified organisation key is trusted from memory before it is checked against
 /// the database again (so a key revoked by another hub process stops working within this).
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -79,23 +73,14 @@ impl Caller {
     }
 }
 
-/// A new random key.
+/// A new random organisation or operator key.
 pub fn new_key() -> String {
-    let mut secret = [0u8; KEY_SECRET_BYTES];
-    rand::rng().fill_bytes(&mut secret);
-    format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret))
+    zorgnet_trust::secret::new_key(KEY_PREFIX)
 }
 
 /// The stored form of a key: hex SHA-256. Runs on every authenticated request.
 pub fn key_hash(key: &str) -> String {
-    const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(key.as_bytes());
-    let mut hex = String::with_capacity(2 * digest.len());
-    for byte in digest {
-        hex.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX_DIGITS[usize::from(byte & 0x0f)]));
-    }
-    hex
+    zorgnet_trust::secret::key_hash(key)
 }
 
 /// Verified organisation keys, by key hash.
@@ -173,28 +158,4 @@ async fn resolve(state: &Arc<HubState>, key: String) -> Result<Option<Caller>, A
         state.keys.put(hash, ura.clone());
         Caller::Organisation(ura)
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_random_prefixed_and_hashed_stably() {
-        let (a, b) = (new_key(), new_key());
-        assert_ne!(a, b);
-        assert!(a.starts_with(KEY_PREFIX));
-        assert_eq!(key_hash(&a), key_hash(&a));
-        assert_ne!(key_hash(&a), key_hash(&b));
-        assert_eq!(key_hash(&a).len(), 64);
-    }
-
-    #[test]
-    fn key_hash_is_lowercase_hex_sha256() {
-        // FIPS 180-2's SHA-256 example: the stored hashes of existing keys must not change.
-        assert_eq!(
-            key_hash("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
 }

@@ -273,30 +273,10 @@ fn create_private_dir(dir: &Path) -> Result<(), HubError> {
 
 /// Reads a secret file, or creates it (mode 0600) with `make()` on first start.
 fn read_or_create_secret(path: &Path, make: impl FnOnce() -> String) -> Result<String, HubError> {
-    let io = |source| HubError::Io {
+    zorgnet_trust::secret::read_or_create(path, make).map_err(|source| HubError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    match std::fs::read_to_string(path) {
-        Ok(secret) => Ok(secret),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secret = make();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            use std::io::Write;
-            let mut file = options.open(path).map_err(io)?;
-            file.write_all(secret.as_bytes()).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            tracing::info!(path = %path.display(), "created a new secret");
-            Ok(secret)
-        }
-        Err(e) => Err(io(e)),
-    }
+    })
 }
 
 #[cfg(test)]

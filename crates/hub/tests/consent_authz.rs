@@ -383,7 +383,7 @@ async fn after_failed_revocations_the_patients_data_stays_refused() {
         let (status, body) = read().await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{backend}: {body}");
         assert!(
-            body.contains("not-permitted") && !body.contains("opted out"),
+            body.contains(zorgnet_node::access::NOT_PERMITTED) && !body.contains("opted out"),
             "{body}"
         );
         let (status, holders) = lookup().await;

@@ -11,8 +11,12 @@
 //! - from another organisation or a professional: any other `Authorization`, which the access
 //!   layer verifies (and refuses with 401 when it is not a valid token). On a node outside a
 //!   network there is nobody to verify such a token with, so it is refused here;
-//! - for what carries no patient data: `GET /health` and the CapabilityStatement
-//!   (`GET /fhir/metadata`), which FHIR clients read before they authenticate;
+//! - for what carries no patient data: `GET /health`, the CapabilityStatement
+//!   (`GET /fhir/metadata`), which FHIR clients read before they authenticate, and the
+//!   directory the node publishes as an IHE mCSD update supplier (`GET
+//!   /fhir/{type}/_history` of the `zorgnet_rest::mcsd::DIRECTORY_TYPES`: organisations,
+//!   endpoints, locations, services, practitioners and their roles), which the hub's address
+//!   book polls;
 //! - on a node started with `--insecure-dev` ([`LocalClients::InsecureDev`], accepted only on
 //!   a loopback address, with a warning at every start): a request without credentials acts
 //!   as the administrator. For development, benchmarks and tests of the FHIR layer alone.
@@ -28,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use zorgnet_fhir::IssueCode;
 use zorgnet_rest::error::FhirError;
+use zorgnet_rest::mcsd::DIRECTORY_TYPES;
 
 /// File in the node's data directory that holds its key.
 pub const NODE_KEY_FILE: &str = "node-admin.key";
@@ -102,11 +107,15 @@ pub(crate) async fn authenticate(
 
 /// What any client may read before authenticating: no patient data.
 fn open_without_credentials(request: &Request) -> bool {
-    request.method() == Method::GET
-        && matches!(
-            request.uri().path(),
-            "/health" | "/fhir/metadata" | "/fhir/metadata/"
-        )
+    if request.method() != Method::GET {
+        return false;
+    }
+    let path = request.uri().path().trim_end_matches('/');
+    matches!(path, "/health" | "/fhir/metadata")
+        || path
+            .strip_prefix("/fhir/")
+            .and_then(|rest| rest.strip_suffix("/_history"))
+            .is_some_and(|resource_type| DIRECTORY_TYPES.contains(&resource_type))
 }
 
 fn bearer(value: &HeaderValue) -> Option<String> {

@@ -11,6 +11,19 @@ use serde_json::Value;
 use std::collections::HashSet;
 use zorgnet_fhir::datetime::{format_instant, parse_date_range};
 
+/// The mCSD resource types of an organisation's directory: what an update supplier
+/// publishes, what the hub's update consumer copies, and the only histories a node serves
+/// without credentials (they hold no patient data).
+pub const DIRECTORY_TYPES: [&str; 7] = [
+    "Organization",
+    "Endpoint",
+    "Location",
+    "HealthcareService",
+    "Practitioner",
+    "PractitionerRole",
+    "OrganizationAffiliation",
+];
+
 /// The naming system of URA numbers.
 pub const URA_SYSTEM: &str = "http://fhir.nl/fhir/NamingSystem/ura";
 /// The code system of `Endpoint.connectionType`.

@@ -699,7 +699,12 @@ async fn a_node_serves_no_one_without_its_key() {
     }
     let client = reqwest::Client::new();
     let root = base.trim_end_matches("/fhir");
-    for open in [format!("{root}/health"), format!("{base}/metadata")] {
+    for open in [
+        format!("{root}/health"),
+        format!("{base}/metadata"),
+        format!("{base}/Organization/_history"),
+        format!("{base}/Endpoint/_history?_count=10"),
+    ] {
         let response = client.get(&open).send().await.unwrap();
         assert_eq!(response.status(), 200, "{open}");
     }
@@ -713,6 +718,8 @@ async fn a_node_serves_no_one_without_its_key() {
     for (what, authorization) in &refused {
         for request in [
             client.get(format!("{base}/Patient")),
+            client.get(format!("{base}/Patient/_history")),
+            client.get(format!("{base}/Organization")),
             client.get(format!("{root}/metrics")),
             client.get(format!("{base}/_history")),
             client
