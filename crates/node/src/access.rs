@@ -1208,67 +1208,10 @@ impl Shaping {
         Ok(shaping)
     }
 
-    /// Shapes one resource as `bundle.rs` shapes a searchset's (`_elements` for matches
-    /// only), marking it `SUBSETTED`.
+    /// Shapes one resource as a searchset's are shaped (`_elements` for matches only),
+    /// marking it `SUBSETTED`.
     fn apply(&self, resource: &mut Value, is_match: bool) {
-        let summary = self
-            .summary
-            .filter(|s| matches!(s, Summary::True | Summary::Data | Summary::Text));
-        let elements = self.elements.as_deref().filter(|_| is_match);
-        if summary.is_none() && elements.is_none() {
-            return;
-        }
-        let Some(object) = resource.as_object_mut() else {
-            return;
-        };
-        let resource_type = object
-            .get("resourceType")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let keep_always = ["resourceType", "id", "meta"];
-        match summary {
-            Some(Summary::Data) => {
-                object.remove("text");
-            }
-            Some(Summary::Text) => {
-                object.retain(|k, _| keep_always.contains(&k.as_str()) || k == "text");
-            }
-            Some(Summary::True) => {
-                let context = zorgnet_fhir::model::r4().type_context(&resource_type);
-                object.retain(|k, _| {
-                    let key = k.trim_start_matches('_');
-                    keep_always.contains(&key)
-                        || context.is_some_and(|c| c.keys.get(key).is_some_and(|rule| rule.summary))
-                });
-            }
-            _ => {}
-        }
-        if let Some(elements) = elements {
-            object.retain(|k, _| {
-                let key = k.trim_start_matches('_');
-                keep_always.contains(&key)
-                    || elements.iter().any(|e| {
-                        e == key
-                            || key
-                                .strip_prefix(e.as_str())
-                                .is_some_and(|rest| rest.starts_with(char::is_uppercase))
-                    })
-            });
-        }
-        let meta = object
-            .entry("meta")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Some(meta) = meta.as_object_mut() {
-            let tag = json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-                "code": "SUBSETTED"});
-            match meta.get_mut("tag").and_then(Value::as_array_mut) {
-                Some(tags) => tags.push(tag),
-                None => {
-                    meta.insert("tag".into(), json!([tag]));
-                }
-            }
-        }
+        zorgnet_rest::subset(resource, self.summary, self.elements.as_deref(), is_match);
     }
 }
 

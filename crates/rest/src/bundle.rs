@@ -176,16 +176,31 @@ pub(crate) fn searchset(
 
 /// Applies `_summary` / `_elements`; `None` when the resource is returned whole.
 fn shape(json: &str, shaping: Shaping, is_match: bool) -> Option<String> {
-    let summary = shaping
-        .summary
-        .filter(|s| matches!(s, Summary::True | Summary::Data | Summary::Text));
-    let elements = shaping.elements.filter(|_| is_match);
-    if summary.is_none() && elements.is_none() {
-        return None;
-    }
     let mut value: Value = serde_json::from_str(json).ok()?;
-    let object = value.as_object_mut()?;
-    let resource_type = object.get("resourceType")?.as_str()?.to_string();
+    subset(&mut value, shaping.summary, shaping.elements, is_match).then(|| value.to_string())
+}
+
+/// Applies `_summary` (`true`, `data`, `text`) and, for a match only, `_elements` to one
+/// resource of a searchset, marking it `SUBSETTED`. False, and the resource untouched, when
+/// nothing applies (or the resource is not one of a known type).
+pub fn subset(
+    value: &mut Value,
+    summary: Option<Summary>,
+    elements: Option<&[String]>,
+    is_match: bool,
+) -> bool {
+    let summary = summary.filter(|s| matches!(s, Summary::True | Summary::Data | Summary::Text));
+    let elements = elements.filter(|_| is_match);
+    if summary.is_none() && elements.is_none() {
+        return false;
+    }
+    let Some(object) = value.as_object_mut() else {
+        return false;
+    };
+    let Some(resource_type) = object.get("resourceType").and_then(Value::as_str) else {
+        return false;
+    };
+    let resource_type = resource_type.to_string();
     let keep_always = ["resourceType", "id", "meta"];
     match summary {
         Some(Summary::Data) => {
@@ -195,7 +210,9 @@ fn shape(json: &str, shaping: Shaping, is_match: bool) -> Option<String> {
             object.retain(|k, _| keep_always.contains(&k.as_str()) || k == "text");
         }
         Some(Summary::True) => {
-            let context = zorgnet_fhir::model::r4().type_context(&resource_type)?;
+            let Some(context) = zorgnet_fhir::model::r4().type_context(&resource_type) else {
+                return false;
+            };
             object.retain(|k, _| {
                 let key = k.trim_start_matches('_');
                 keep_always.contains(&key) || context.keys.get(key).is_some_and(|rule| rule.summary)
@@ -227,7 +244,7 @@ fn shape(json: &str, shaping: Shaping, is_match: bool) -> Option<String> {
             }
         }
     }
-    Some(value.to_string())
+    true
 }
 
 /// A history Bundle.

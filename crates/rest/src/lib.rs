@@ -24,6 +24,8 @@ pub mod interactions;
 pub mod mcsd;
 pub mod operation;
 
+pub use bundle::subset;
+
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
