@@ -111,6 +111,7 @@ async fn bench_hub(backend: &str, postgres: Option<String>, suppliers: &Arc<Vec<
         data_dir: dir.path().to_path_buf(),
         postgres,
         allow_insecure_endpoints: true,
+        client_tls: None,
     };
     let hub = tokio::task::spawn_blocking(move || Hub::open(&config))
         .await

@@ -160,7 +160,11 @@ impl Backoff {
 impl AddressBook {
     /// Opens the address book's store inside the hub's database; with `allow_insecure`
     /// (development only), plain `http` and loopback addresses are accepted. Blocking.
-    pub fn open(db: Database, allow_insecure: bool) -> Result<AddressBook, HubError> {
+    pub fn open(
+        db: Database,
+        allow_insecure: bool,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<AddressBook, HubError> {
         let store = Store::open_in(db, SearchRegistry::r4())
             .map_err(|e| HubError::Setup(format!("address book store: {e}")))?;
         let mut marker = [0u8; POLL_MARKER_BYTES];
@@ -173,7 +177,11 @@ impl AddressBook {
             reqwest::header::HeaderValue::from_str(&poll_marker)
                 .map_err(|e| HubError::Setup(format!("poll marker: {e}")))?,
         );
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        if let Some(tls) = tls {
+            client = client.tls_backend_preconfigured(tls);
+        }
+        let client = client
             .timeout(SUPPLIER_REQUEST_TIMEOUT)
             .connect_timeout(SUPPLIER_CONNECT_TIMEOUT)
             .default_headers(headers)

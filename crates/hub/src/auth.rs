@@ -5,8 +5,13 @@
 //! they ask the `Caller` for what they need ([`Caller::organisation`], [`Caller::admin`]).
 //!
 //! Keys are random 256-bit secrets shown once when issued; the hub stores only their SHA-256
-//! (a hash is the right tool for a high-entropy secret: nothing to brute-force). Organisation
-//! keys stand in until the trust issue brings client certificates and signed tokens.
+//! (a hash is the right tool for a high-entropy secret: nothing to brute-force).
+//!
+//! Over mutual TLS the TLS layer has already verified the client's certificate against the
+//! network CA and its revocation list, and put its [`PeerIdentity`] in the request. A
+//! registered organisation's certificate alone authenticates it; a key sent over it must be
+//! the same organisation's (or the operator's), else the request is a 401: a key stolen from
+//! one organisation is useless over another's connection.
 
 use crate::HubState;
 use crate::error::ApiError;
@@ -17,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use zorgnet_trust::certificate::PeerIdentity;
 
 /// Prefix of every issued key, so that a leaked key is recognisable in logs and scanners.
 pub const KEY_PREFIX: &str = "zn_";
@@ -116,9 +122,37 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let certified = request
+        .extensions()
+        .get::<PeerIdentity>()
+        .and_then(|peer| peer.ura.clone());
     let caller = match bearer(&request) {
-        None => Caller::Anonymous,
+        None => match certified {
+            None => Caller::Anonymous,
+            Some(ura) => match registered(&state, ura).await {
+                Ok(Some(caller)) => caller,
+                Ok(None) => {
+                    metrics::counter!("zorgnet_hub_rejected_credentials_total").increment(1);
+                    return ApiError::unauthenticated(
+                        "the client certificate's organisation is not registered at this hub",
+                    )
+                    .into_response();
+                }
+                Err(e) => return e.into_response(),
+            },
+        },
         Some(key) => match resolve(&state, key).await {
+            Ok(Some(Caller::Organisation(ura)))
+                if certified
+                    .as_ref()
+                    .is_some_and(|certified| *certified != ura) =>
+            {
+                metrics::counter!("zorgnet_hub_rejected_credentials_total").increment(1);
+                return ApiError::unauthenticated(
+                    "the key and the client certificate name different organisations",
+                )
+                .into_response();
+            }
             Ok(Some(caller)) => caller,
             Ok(None) => {
                 metrics::counter!("zorgnet_hub_rejected_credentials_total").increment(1);
@@ -141,6 +175,24 @@ fn bearer(request: &Request) -> Option<String> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| key.trim().to_string())
+}
+
+/// The organisation a verified client certificate names, when it is registered here.
+async fn registered(state: &Arc<HubState>, ura: String) -> Result<Option<Caller>, ApiError> {
+    let cached = format!("certificate:{ura}");
+    if let Some(ura) = state.keys.get(&cached) {
+        return Ok(Some(Caller::Organisation(ura)));
+    }
+    let db = state.db.clone();
+    let lookup = ura.clone();
+    let found = crate::blocking(move || {
+        crate::registry::organisation(&db, &lookup).map_err(ApiError::from)
+    })
+    .await?;
+    Ok(found.map(|_| {
+        state.keys.put(cached, ura.clone());
+        Caller::Organisation(ura)
+    }))
 }
 
 async fn resolve(state: &Arc<HubState>, key: String) -> Result<Option<Caller>, ApiError> {

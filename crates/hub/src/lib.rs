@@ -72,6 +72,10 @@ pub struct HubConfig {
     /// Development only: accept plain `http` supplier and Endpoint addresses in the address
     /// book (otherwise only `https`).
     pub allow_insecure_endpoints: bool,
+    /// The hub's TLS client configuration towards the suppliers it polls (the network CA as
+    /// the only root, the hub's certificate as client certificate); `None` polls with the
+    /// platform's defaults, for development over plain HTTP.
+    pub client_tls: Option<rustls::ClientConfig>,
 }
 
 /// Shared state of the hub's handlers.
@@ -88,6 +92,8 @@ pub struct HubState {
     pub addressing: addressing::AddressBook,
     /// The signer of organisations' access tokens.
     pub trust: trust::TokenIssuer,
+    /// The verifier of client certificates whose revocation list the hub publishes.
+    pub revocations: std::sync::OnceLock<zorgnet_trust::tls::ClientVerifier>,
 }
 
 /// An opened hub.
@@ -122,8 +128,11 @@ impl Hub {
         let admin_key_path = config.data_dir.join(ADMIN_KEY_FILE);
         let admin_key = read_or_create_secret(&admin_key_path, auth::new_key)?;
         let prs = prs::PseudonymService::open(&config.data_dir, &db)?;
-        let addressing =
-            addressing::AddressBook::open(db.clone(), config.allow_insecure_endpoints)?;
+        let addressing = addressing::AddressBook::open(
+            db.clone(),
+            config.allow_insecure_endpoints,
+            config.client_tls.clone(),
+        )?;
         let trust = trust::TokenIssuer::open(&config.data_dir)?;
         let state = Arc::new(HubState {
             db,
@@ -132,6 +141,7 @@ impl Hub {
             prs,
             addressing,
             trust,
+            revocations: std::sync::OnceLock::new(),
         });
         Ok(Hub {
             state,
@@ -153,6 +163,12 @@ impl Hub {
     /// and Endpoints pointing there.
     pub fn serving_at(&self, address: std::net::SocketAddr) {
         self.state.addressing.serving_at(address);
+    }
+
+    /// Publishes the revocation list in force in `verifier` at `GET /trust/crl`, for the
+    /// nodes to refresh theirs from; set once, when the hub serves over mutual TLS.
+    pub fn publish_revocations(&self, verifier: zorgnet_trust::tls::ClientVerifier) {
+        let _ = self.state.revocations.set(verifier);
     }
 
     /// Starts the addressing directory's update consumer (needs a tokio runtime): it polls

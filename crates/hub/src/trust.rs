@@ -17,7 +17,7 @@
 //! definition for the issuer and the verifiers. Tokens live [`ACCESS_TOKEN_LIFETIME`]: short
 //! enough that none needs revoking.
 //!
-//! When the request arrived with a client certificate (a [`PeerCertificate`] in its
+//! When the request arrived with a client certificate (a [`PeerIdentity`] in its
 //! extensions, put there by the TLS layer), the token is bound to it (RFC 8705 `cnf` with
 //! `x5t#S256`): a token stolen from the organisation is useless over another's connection.
 //!
@@ -34,6 +34,8 @@ use crate::error::ApiError;
 use crate::{HubError, HubState};
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use base64::Engine;
@@ -45,8 +47,9 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use zorgnet_trust::certificate::PeerIdentity;
 use zorgnet_trust::token::{
-    self, AccessClaims, Confirmation, MAX_REASON_CHARS, PeerCertificate, Purpose, TokenRequest,
+    self, AccessClaims, Confirmation, MAX_REASON_CHARS, Purpose, TokenRequest,
 };
 use zorgnet_trust::{is_role_code, is_uzi_number};
 
@@ -117,6 +120,7 @@ pub fn routes() -> Router<Arc<HubState>> {
     Router::new()
         .route("/token", post(issue_token))
         .route("/keys", get(keys))
+        .route("/crl", get(revocation_list))
 }
 
 /// An issued token, in the shape of an OAuth 2.0 token response.
@@ -133,7 +137,7 @@ pub struct TokenResponse {
 async fn issue_token(
     State(state): State<Arc<HubState>>,
     Extension(caller): Extension<Caller>,
-    certificate: Option<Extension<PeerCertificate>>,
+    certificate: Option<Extension<PeerIdentity>>,
     body: Result<Json<TokenRequest>, JsonRejection>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let ura = caller.organisation()?.to_string();
@@ -257,6 +261,20 @@ fn check_request(request: &TokenRequest) -> Result<Option<(String, String)>, Api
 
 async fn keys(State(state): State<Arc<HubState>>) -> Json<Value> {
     Json(state.trust.key_set())
+}
+
+/// The network CA's revocation list in force at this hub, PEM: public, like any CRL (the CA
+/// signed it; a node checks that before using it). 404 when the hub serves without TLS.
+async fn revocation_list(State(state): State<Arc<HubState>>) -> Result<Response, ApiError> {
+    let verifier = state
+        .revocations
+        .get()
+        .ok_or_else(|| ApiError::not_found("this hub publishes no revocation list"))?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        verifier.crl_pem(),
+    )
+        .into_response())
 }
 
 #[cfg(test)]

@@ -290,6 +290,7 @@ async fn hub_with_consumer(
         data_dir: dir.path().to_path_buf(),
         postgres: None,
         allow_insecure_endpoints,
+        client_tls: None,
     };
     let hub = tokio::task::spawn_blocking(move || zorgnet_hub::Hub::open(&config).unwrap())
         .await

@@ -10,7 +10,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use support::{TestHub, hubs, node};
-use zorgnet_trust::token::{self, AccessClaims, PeerCertificate, Purpose};
+use zorgnet_trust::certificate::PeerIdentity;
+use zorgnet_trust::token::{self, AccessClaims, Purpose};
 
 const GP: &str = "00000011";
 const HOSPITAL: &str = "00000022";
@@ -423,13 +424,19 @@ async fn a_token_asked_over_a_client_certificate_is_bound_to_it() {
         data_dir: dir.path().to_path_buf(),
         postgres: None,
         allow_insecure_endpoints: true,
+        client_tls: None,
     };
     let hub = tokio::task::spawn_blocking(move || zorgnet_hub::Hub::open(&config).unwrap())
         .await
         .unwrap();
     let admin_key = std::fs::read_to_string(hub.admin_key_path()).unwrap();
-    // What the TLS layer will put in each request: the client certificate's thumbprint.
-    let certificate = PeerCertificate::from_der(b"the hospital's certificate");
+    // What the TLS layer puts in each request: who the client certificate names.
+    let certificate = PeerIdentity {
+        ura: Some(HOSPITAL.into()),
+        name: "hospital".into(),
+        serial: "1".into(),
+        thumbprint: token::certificate_thumbprint(b"the hospital's certificate"),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = hub
@@ -479,9 +486,9 @@ async fn a_token_asked_over_a_client_certificate_is_bound_to_it() {
         token::check_binding(&claims, Some(&certificate.thumbprint)),
         Ok(())
     );
-    let stolen_over = PeerCertificate::from_der(b"the attacker's certificate");
+    let stolen_over = token::certificate_thumbprint(b"the attacker's certificate");
     assert_eq!(
-        token::check_binding(&claims, Some(&stolen_over.thumbprint)),
+        token::check_binding(&claims, Some(&stolen_over)),
         Err(token::TokenError::WrongCertificate)
     );
     assert_eq!(

@@ -112,6 +112,7 @@ use zorgnet_fhir::search::{
 };
 use zorgnet_rest::error::FhirError;
 use zorgnet_store::{ReadOutcome, StoreError};
+use zorgnet_trust::certificate::PeerIdentity;
 use zorgnet_trust::roles::Role;
 use zorgnet_trust::token::{self, AccessClaims, Purpose};
 
@@ -318,12 +319,44 @@ pub(crate) async fn enforce(
             return e.into_response();
         }
     };
+    if let Err(e) = check_peer(&state, &claims, request.extensions().get::<PeerIdentity>()) {
+        metrics::counter!("zorgnet_access_rejected_tokens_total").increment(1);
+        tracing::warn!(error = %e, requester = %claims.ura, "refused a token over the wrong connection");
+        return e.into_response();
+    }
     if claims.ura == state.identity.ura {
         return next.run(request).await;
     }
     match serve_other_organisation(&state, &network, &claims, request, next).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
+    }
+}
+
+/// A token is honoured only over the connection of the organisation it names: bound tokens
+/// over the certificate they are bound to (RFC 8705), and, unless the node speaks plain HTTP
+/// for development, every token over a client certificate naming its URA.
+fn check_peer(
+    state: &AppState,
+    claims: &AccessClaims,
+    peer: Option<&PeerIdentity>,
+) -> Result<(), AccessError> {
+    token::check_binding(claims, peer.map(|p| p.thumbprint.as_str()))
+        .map_err(|e| AccessError::Unauthenticated(format!("access token refused: {e}")))?;
+    if !state.require_peer_certificate {
+        return Ok(());
+    }
+    match peer {
+        None => Err(AccessError::Unauthenticated(
+            "an access token is accepted only over mutual TLS with its organisation's certificate"
+                .into(),
+        )),
+        Some(peer) if peer.ura.as_deref() != Some(claims.ura.as_str()) => {
+            Err(AccessError::Unauthenticated(
+                "the access token and the client certificate name different organisations".into(),
+            ))
+        }
+        Some(_) => Ok(()),
     }
 }
 

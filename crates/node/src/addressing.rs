@@ -161,6 +161,17 @@ impl AddressBookCache {
         Ok(AddressBookCache { db, client })
     }
 
+    /// The same cache, reaching the hub over `tls`
+    /// (`zorgnet_trust::tls::client_config`).
+    pub fn with_tls(self, tls: rustls::ClientConfig) -> Result<AddressBookCache, CacheError> {
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(HUB_REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| CacheError::Task(format!("HTTP client: {e}")))?;
+        Ok(AddressBookCache { client, ..self })
+    }
+
     /// Brings the cache up to date with the hub at `hub_base` (`https://hub.example`),
     /// authenticating with the organisation's `key`. Each resource type's changes are stored
     /// page by page; its mark moves only once every page was read, so an interrupted sync is

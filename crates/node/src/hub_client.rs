@@ -61,6 +61,7 @@ pub struct HubClient {
     base: String,
     key: String,
     http: reqwest::Client,
+    tls: Option<rustls::ClientConfig>,
 }
 
 impl std::fmt::Debug for HubClient {
@@ -159,7 +160,24 @@ pub struct BatchResult {
 impl HubClient {
     /// A client for the hub at `base` (`http://hub:7000`), using the organisation's key.
     pub fn new(base: &str, key: &str) -> Result<HubClient, HubClientError> {
-        let http = reqwest::Client::builder()
+        HubClient::with_tls(base, key, None)
+    }
+
+    /// A client for the hub at `base` (`https://hub:7000`) over `tls` (the network CA as
+    /// the only root and, for an organisation, its certificate as client certificate:
+    /// `zorgnet_trust::tls::client_config`), using the organisation's (or the operator's)
+    /// key. The node's other clients in the network ([`crate::network::Network`]) use the
+    /// same `tls`.
+    pub fn with_tls(
+        base: &str,
+        key: &str,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<HubClient, HubClientError> {
+        let mut http = reqwest::Client::builder();
+        if let Some(tls) = &tls {
+            http = http.tls_backend_preconfigured(tls.clone());
+        }
+        let http = http
             .timeout(HUB_REQUEST_TIMEOUT)
             .connect_timeout(HUB_CONNECT_TIMEOUT)
             .build()
@@ -168,7 +186,13 @@ impl HubClient {
             base: base.trim_end_matches('/').to_string(),
             key: key.to_string(),
             http,
+            tls,
         })
+    }
+
+    /// The TLS client configuration this client was made with.
+    pub fn tls(&self) -> Option<&rustls::ClientConfig> {
+        self.tls.as_ref()
     }
 
     /// The hub's base URL.

@@ -38,6 +38,10 @@ pub struct AppState {
     pub identity: NodeIdentity,
     /// The hub and the cached address book, when the node is part of a network.
     pub network: Option<Arc<network::Network>>,
+    /// Whether another organisation's token is accepted only over mutual TLS with that
+    /// organisation's certificate: always, except under `--insecure-dev`
+    /// ([`authn::LocalClients::InsecureDev`]), where the node speaks plain HTTP.
+    pub require_peer_certificate: bool,
 }
 
 /// Builds the node's router: every request passes [`authn`] (no anonymous caller, unless
@@ -50,6 +54,7 @@ pub fn router_in_network(
     network: Option<Arc<network::Network>>,
     local: authn::LocalClients,
 ) -> Router {
+    let require_peer_certificate = !matches!(local, authn::LocalClients::InsecureDev);
     let authentication = Arc::new(authn::Authentication {
         local,
         in_network: network.is_some(),
@@ -73,6 +78,7 @@ pub fn router_in_network(
         store,
         identity,
         network,
+        require_peer_certificate,
     });
     let own = Router::new()
         .route(

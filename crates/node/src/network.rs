@@ -72,17 +72,19 @@ struct CachedToken {
 
 impl Network {
     /// A network connection through `hub`, addressing from `addresses`.
+    /// Sources are reached over the hub client's TLS configuration ([`HubClient::tls`]).
     pub fn new(hub: HubClient, addresses: AddressBookCache) -> Result<Network, FhirError> {
-        let http = reqwest::Client::builder()
-            .timeout(FETCH_SOURCE_TIMEOUT)
-            .build()
-            .map_err(|e| {
-                FhirError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    IssueCode::Exception,
-                    e.to_string(),
-                )
-            })?;
+        let mut http = reqwest::Client::builder();
+        if let Some(tls) = hub.tls() {
+            http = http.tls_backend_preconfigured(tls.clone());
+        }
+        let http = http.timeout(FETCH_SOURCE_TIMEOUT).build().map_err(|e| {
+            FhirError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                IssueCode::Exception,
+                e.to_string(),
+            )
+        })?;
         Ok(Network {
             hub,
             addresses,

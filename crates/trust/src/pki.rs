@@ -43,6 +43,9 @@ const LEDGER_LOCK_FILE: &str = "ledger.lock";
 pub const CERTIFICATE_FILE: &str = "cert.pem";
 /// An organisation's private key file in its credentials directory.
 pub const KEY_FILE: &str = "key.pem";
+/// File name of a revocation list written beside issued credentials, so that a party can
+/// start verifying peers before it reaches the hub that publishes fresh ones.
+pub const CRL_FILE: &str = "crl.pem";
 /// Mode of private key files (and of the CA directory).
 pub const PRIVATE_MODE: u32 = 0o600;
 /// Mode of certificate and ledger files.

@@ -26,6 +26,7 @@
 pub use crate::certificate::PeerIdentity;
 use crate::pki::{CA_CERTIFICATE_FILE, CERTIFICATE_FILE, KEY_FILE};
 use arc_swap::ArcSwap;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -72,6 +73,10 @@ pub enum TlsError {
     /// A CRL that is not the CA's, is expired, or is older than the current one.
     #[error("CRL refused: {0}")]
     CrlRefused(&'static str),
+    /// A CRL with a lower number than the one in force: the current one stays (no
+    /// rollback to an older list).
+    #[error("CRL refused: older than the current CRL")]
+    CrlNotNewer,
     /// The verifier could not be built from the CA and CRL.
     #[error("client verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
@@ -196,11 +201,17 @@ struct ReloadableVerifier {
 struct CurrentCrl {
     verifier: Arc<dyn ClientCertVerifier>,
     number: Vec<u8>,
+    /// Serial numbers it revokes ([`crate::certificate::serial_hex`]), for connections
+    /// that were verified before it came into force.
+    revoked: std::collections::HashSet<String>,
+    /// The CRL itself, DER, to pass on to others ([`ClientVerifier::crl_pem`]).
+    der: Vec<u8>,
 }
 
 /// What a CRL says about itself, once its signature checked out.
 struct CheckedCrl {
     number: Vec<u8>,
+    revoked: std::collections::HashSet<String>,
 }
 
 impl ClientVerifier {
@@ -226,14 +237,19 @@ impl ClientVerifier {
             current: ArcSwap::from_pointee(CurrentCrl {
                 verifier: WebPkiClientVerifier::no_client_auth(),
                 number: Vec::new(),
+                revoked: std::collections::HashSet::new(),
+                der: Vec::new(),
             }),
         };
         let checked = reloadable.check(&crl, None)?;
+        let der = crl.to_vec();
         let verifier = reloadable.build(crl)?;
         reloadable.root_hints = verifier.root_hint_subjects().to_vec();
         reloadable.current.store(Arc::new(CurrentCrl {
             verifier,
             number: checked.number,
+            revoked: checked.revoked,
+            der,
         }));
         Ok(ClientVerifier {
             inner: Arc::new(reloadable),
@@ -245,12 +261,26 @@ impl ClientVerifier {
     pub fn replace_crl(&self, crl: CertificateRevocationListDer<'static>) -> Result<(), TlsError> {
         let current = self.inner.current.load_full();
         let checked = self.inner.check(&crl, Some(&current.number))?;
+        let der = crl.to_vec();
         let verifier = self.inner.build(crl)?;
         self.inner.current.store(Arc::new(CurrentCrl {
             verifier,
             number: checked.number,
+            revoked: checked.revoked,
+            der,
         }));
         Ok(())
+    }
+
+    /// Whether the CRL in force revokes the certificate with this serial number (lowercase
+    /// hexadecimal, as [`PeerIdentity::serial`]).
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.inner.current.load().revoked.contains(serial)
+    }
+
+    /// The CRL in force, PEM: what the hub publishes and a node keeps for its next start.
+    pub fn crl_pem(&self) -> String {
+        pem_encode("X509 CRL", &self.inner.current.load().der)
     }
 
     /// The verifier to put into a rustls `ServerConfig`.
@@ -292,9 +322,13 @@ impl ReloadableVerifier {
         if current_number
             .is_some_and(|current| compare_numbers(&number, current) == std::cmp::Ordering::Less)
         {
-            return Err(TlsError::CrlRefused("older than the current CRL"));
+            return Err(TlsError::CrlNotNewer);
         }
-        Ok(CheckedCrl { number })
+        let revoked = parsed
+            .iter_revoked_certificates()
+            .map(|entry| crate::certificate::serial_hex(entry.raw_serial()))
+            .collect();
+        Ok(CheckedCrl { number, revoked })
     }
 
     fn build(
@@ -406,8 +440,167 @@ pub fn client_config(credentials: &Credentials) -> Result<ClientConfig, TlsError
     Ok(config)
 }
 
+/// A client configuration for a party without a certificate of its own (the operator's
+/// tools, an organisation's own systems talking to its node): the server must prove itself
+/// against the network's CA, the client shows nothing and authenticates with a key or token.
+pub fn anchor_only_client_config(
+    trust_anchor: &CertificateDer<'static>,
+) -> Result<ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(trust_anchor.clone())?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(Arc::new(roots))
+        .with_no_client_auth();
+    config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// PEM text of one DER object: base64 in lines of 64 characters between the labels.
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    pem
+}
+
+/// Where a party gets fresh revocation lists.
+#[derive(Debug, Clone)]
+pub enum CrlSource {
+    /// A file the operator rewrites with `zorgnet ca crl --out` (the hub).
+    File(std::path::PathBuf),
+    /// The hub's `GET /trust/crl`, over a client that trusts the network's CA (a node).
+    Hub {
+        /// The client.
+        client: reqwest::Client,
+        /// The CRL's URL.
+        url: String,
+    },
+}
+
+/// Longest CRL accepted from a source, in bytes (a CRL of 100,000 revocations is about 4 MB).
+pub const MAX_CRL_BYTES: usize = 8 * 1024 * 1024;
+
+impl CrlSource {
+    /// The source's current CRL, PEM.
+    pub async fn fetch(&self) -> Result<Vec<u8>, CrlFetchError> {
+        match self {
+            CrlSource::File(path) => {
+                let path = path.clone();
+                let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+                    .await
+                    .map_err(|e| CrlFetchError::Unavailable(e.to_string()))?
+                    .map_err(|e| CrlFetchError::Unavailable(e.to_string()))?;
+                if bytes.len() > MAX_CRL_BYTES {
+                    return Err(CrlFetchError::TooLarge);
+                }
+                Ok(bytes)
+            }
+            CrlSource::Hub { client, url } => {
+                let response = client
+                    .get(url)
+                    .send()
+                    .await
+                    .and_then(reqwest::Response::error_for_status)
+                    .map_err(|e| CrlFetchError::Unavailable(e.without_url().to_string()))?;
+                if response
+                    .content_length()
+                    .is_some_and(|n| n > MAX_CRL_BYTES as u64)
+                {
+                    return Err(CrlFetchError::TooLarge);
+                }
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|e| CrlFetchError::Unavailable(e.without_url().to_string()))?;
+                if bytes.len() > MAX_CRL_BYTES {
+                    return Err(CrlFetchError::TooLarge);
+                }
+                Ok(bytes.to_vec())
+            }
+        }
+    }
+}
+
+/// Why a fresh CRL could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CrlFetchError {
+    /// The file or the hub could not be read.
+    #[error("CRL source unavailable: {0}")]
+    Unavailable(String),
+    /// More than [`MAX_CRL_BYTES`].
+    #[error("CRL larger than {MAX_CRL_BYTES} bytes")]
+    TooLarge,
+    /// The CRL was not PEM, or the verifier refused it.
+    #[error(transparent)]
+    Refused(#[from] TlsError),
+}
+
+impl ClientVerifier {
+    /// Fetches a CRL from `source` and installs it ([`ClientVerifier::replace_crl`]'s
+    /// checks apply; a list older than the one in force is left aside without complaint, as
+    /// a party may have a newer one than its source); with `cache`, writes the installed CRL
+    /// there (for the next start when the source is unreachable).
+    pub async fn refresh_crl(
+        &self,
+        source: &CrlSource,
+        cache: Option<&Path>,
+    ) -> Result<(), CrlFetchError> {
+        let pem = source.fetch().await?;
+        match self.replace_crl(read_crl(&pem)?) {
+            Err(TlsError::CrlNotNewer) => return Ok(()),
+            other => other?,
+        }
+        if let Some(cache) = cache {
+            let (cache, pem) = (cache.to_path_buf(), self.crl_pem());
+            let written = tokio::task::spawn_blocking(move || {
+                let partial = cache.with_extension("partial");
+                std::fs::write(&partial, pem)?;
+                std::fs::rename(&partial, &cache)
+            })
+            .await
+            .map_err(|e| CrlFetchError::Unavailable(e.to_string()))?;
+            if let Err(error) = written {
+                tracing::warn!(%error, "could not keep the revocation list for the next start");
+            }
+        }
+        Ok(())
+    }
+
+    /// Refreshes the CRL from `source` every `interval`, for ever; a failure is logged and
+    /// counted, and the current CRL stays in force (until its next-update, after which every
+    /// client is refused: fail closed).
+    pub async fn keep_fresh(
+        self,
+        source: CrlSource,
+        interval: Duration,
+        cache: Option<std::path::PathBuf>,
+    ) {
+        loop {
+            tokio::time::sleep(interval).await;
+            match self.refresh_crl(&source, cache.as_deref()).await {
+                Ok(()) => tracing::debug!("revocation list refreshed"),
+                Err(error) => {
+                    metrics::counter!("zorgnet_crl_refresh_failures_total").increment(1);
+                    tracing::warn!(%error, "could not refresh the revocation list; keeping the current one");
+                }
+            }
+        }
+    }
+}
+
 /// Serves `service` over TLS on `listener` until `shutdown` resolves, then lets open
 /// connections finish for at most [`SHUTDOWN_GRACE`].
+///
+/// With `revocations` (the verifier in `config`), every request is checked against the CRL
+/// in force, not only the handshake: a request over a kept-alive connection whose client
+/// certificate was revoked since gets a 401 OperationOutcome (and, over HTTP/1.1, the
+/// connection is closed), so a revocation takes effect when the new CRL does.
 ///
 /// Each connection is handshaken on its own task within [`TLS_HANDSHAKE_TIMEOUT`]; a
 /// refused handshake closes it. Every request carries the peer's `SocketAddr` and, when it
@@ -417,6 +610,7 @@ pub fn client_config(credentials: &Credentials) -> Result<ClientConfig, TlsError
 pub async fn serve<S, B>(
     listener: TcpListener,
     config: Arc<ServerConfig>,
+    revocations: Option<ClientVerifier>,
     service: S,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()>
@@ -426,8 +620,7 @@ where
         + Send
         + 'static,
     S::Future: Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -453,6 +646,7 @@ where
         let service = service.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let revocations = revocations.clone();
         tokio::spawn(async move {
             let tls =
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -476,13 +670,30 @@ where
                 },
                 None => None,
             };
-            let per_request = hyper::service::service_fn(move |mut request| {
-                request.extensions_mut().insert(peer);
-                if let Some(identity) = &identity {
-                    request.extensions_mut().insert(identity.clone());
-                }
-                service.clone().oneshot(request)
-            });
+            let per_request = hyper::service::service_fn(
+                move |mut request: http::Request<Incoming>| {
+                    let revoked = match (&identity, &revocations) {
+                        (Some(identity), Some(revocations)) => {
+                            revocations.is_revoked(&identity.serial)
+                        }
+                        _ => false,
+                    };
+                    let version = request.version();
+                    request.extensions_mut().insert(peer);
+                    if let Some(identity) = &identity {
+                        request.extensions_mut().insert(identity.clone());
+                    }
+                    let service = service.clone();
+                    async move {
+                        if revoked {
+                            tracing::info!(%peer, "refused a request over a revoked client certificate");
+                            return Ok::<_, Infallible>(revoked_response(version));
+                        }
+                        let response = service.oneshot(request).await?;
+                        Ok(response.map(Either::Left))
+                    }
+                },
+            );
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(tls), per_request)
                 .into_owned();
@@ -499,6 +710,28 @@ where
         tracing::warn!("connections still open after the shutdown grace period");
     }
     Ok(())
+}
+
+/// The answer to a request over a connection whose client certificate was revoked after
+/// its handshake.
+fn revoked_response<B>(version: http::Version) -> http::Response<Either<B, Full<bytes::Bytes>>> {
+    let outcome = r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"security","diagnostics":"the client certificate of this connection has been revoked"}]}"#;
+    let mut response = http::Response::new(Either::Right(Full::new(bytes::Bytes::from_static(
+        outcome.as_bytes(),
+    ))));
+    *response.status_mut() = http::StatusCode::UNAUTHORIZED;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/fhir+json"),
+    );
+    if version <= http::Version::HTTP_11 {
+        headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 #[cfg(test)]

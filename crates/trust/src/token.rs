@@ -12,7 +12,8 @@
 //! token it was shown at another source. A token without `uzi` is a system token: it carries
 //! no role. A token may be bound to the organisation's client certificate (RFC 8705 `cnf`
 //! with `x5t#S256`, [`certificate_thumbprint`]); [`check_binding`] compares it with the
-//! certificate of the connection it arrived on.
+//! certificate of the connection it arrived on (the TLS layer's
+//! [`crate::certificate::PeerIdentity`]).
 //! What it is not: a general JWT library (one algorithm, one claim set), a key store, or
 //! the policy that decides what a token's holder may read.
 
@@ -279,24 +280,6 @@ pub fn verify(
 /// DER encoding, as `cnf.x5t#S256` carries it.
 pub fn certificate_thumbprint(der: &[u8]) -> String {
     b64(Sha256::digest(der))
-}
-
-/// The client certificate a request arrived with, as the TLS layer puts it in the request's
-/// extensions: the hub binds the tokens it issues to it, a node checks a token's binding
-/// against it ([`check_binding`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerCertificate {
-    /// [`certificate_thumbprint`] of the certificate.
-    pub thumbprint: String,
-}
-
-impl PeerCertificate {
-    /// The peer certificate whose DER encoding is `der`.
-    pub fn from_der(der: &[u8]) -> PeerCertificate {
-        PeerCertificate {
-            thumbprint: certificate_thumbprint(der),
-        }
-    }
 }
 
 /// Checks a verified token's certificate binding against the client certificate of the

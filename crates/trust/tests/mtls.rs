@@ -77,9 +77,15 @@ impl Network {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(tls::serve(listener, config, router(), async {
-            let _ = stopped.await;
-        }));
+        let served = tokio::spawn(tls::serve(
+            listener,
+            config,
+            Some(verifier.clone()),
+            router(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Network {
             _dir: dir,
             ca,
@@ -247,6 +253,57 @@ async fn a_revoked_certificate_is_refused_on_the_next_connection_after_the_crl_i
     network.stop().await;
 }
 
+/// A revocation also reaches connections that were verified before it: the next request
+/// over a kept-alive connection gets a 401, over HTTP/1.1 and HTTP/2 alike.
+#[tokio::test]
+async fn a_kept_alive_connection_of_a_revoked_certificate_is_refused_at_its_next_request() {
+    let network = Network::start(ClientAuth::Required).await;
+    let revoked = network.organisation(CLIENT_URA, Validity::default());
+    let mut clients = Vec::new();
+    for http1 in [true, false] {
+        let mut config = client_config(&credentials(&revoked, &network.ca)).unwrap();
+        if http1 {
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap();
+        let served = client
+            .get(format!("{}/whoami", network.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served.status(), 200);
+        assert_eq!(
+            served.version(),
+            if http1 {
+                reqwest::Version::HTTP_11
+            } else {
+                reqwest::Version::HTTP_2
+            }
+        );
+        served.text().await.unwrap();
+        clients.push((http1, client));
+    }
+    network.ca.revoke(&revoked.serial).unwrap();
+    network.refresh_crl();
+    for (http1, client) in clients {
+        let refused = client
+            .get(format!("{}/whoami", network.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("the kept-alive connection was not used (http1: {http1}): {e}")
+            });
+        assert_eq!(refused.status(), 401, "http1: {http1}");
+        let outcome: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+    }
+    network.stop().await;
+}
+
 #[tokio::test]
 async fn an_older_or_foreign_crl_cannot_replace_the_current_one() {
     let network = Network::start(ClientAuth::Required).await;
@@ -337,9 +394,15 @@ async fn a_client_refuses_a_server_that_is_not_of_the_network() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(tls::serve(listener, impostor_config, router(), async {
-        let _ = stopped.await;
-    }));
+    let served = tokio::spawn(tls::serve(
+        listener,
+        impostor_config,
+        None,
+        router(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let client = network.organisation(CLIENT_URA, Validity::default());
     let refused = reqwest::Client::builder()
         .tls_backend_preconfigured(client_config(&credentials(&client, &network.ca)).unwrap())

@@ -150,6 +150,7 @@ pub async fn run(args: BenchHubArgs) -> Result<()> {
         data_dir: data.clone(),
         postgres,
         allow_insecure_endpoints: false,
+        client_tls: None,
     };
     let hub = tokio::task::spawn_blocking(move || Hub::open(&config))
         .await?

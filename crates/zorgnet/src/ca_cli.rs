@@ -4,7 +4,8 @@
 //!
 //! What it is: a thin edge over `zorgnet_trust::pki::NetworkCa`; the CA lives in one
 //! directory (`ca.pem`, `ca-key.pem` mode 0600, `ledger.json`). Issued credentials are
-//! written as `cert.pem`, `key.pem` (mode 0600) and `ca.pem` into their own directory.
+//! written as `cert.pem`, `key.pem` (mode 0600) and `ca.pem` into their own directory, with
+//! the revocation list of that moment (`crl.pem`) to start with.
 //! What it is not: an online service (the hub publishes the CRL), or a way to see a private
 //! key: keys are only ever written to files, never printed.
 //!
@@ -204,13 +205,17 @@ fn finish(ca: &NetworkCa, issued: &IssuedCertificate, out: &Path) -> Result<()> 
     issued
         .write(out, ca.certificate_pem())
         .with_context(|| format!("write the credentials to {}", out.display()))?;
+    let crl_file = out.join(pki::CRL_FILE);
+    let crl = ca.crl().context("sign the revocation list")?;
+    std::fs::write(&crl_file, &crl.pem).with_context(|| format!("write {}", crl_file.display()))?;
     println!(
-        "issued serial {} valid until {}: {}, {} (mode 0600), {}",
+        "issued serial {} valid until {}: {}, {} (mode 0600), {}, {}",
         issued.serial,
         timestamp(issued.not_after),
         out.join(pki::CERTIFICATE_FILE).display(),
         out.join(pki::KEY_FILE).display(),
-        out.join(pki::CA_CERTIFICATE_FILE).display()
+        out.join(pki::CA_CERTIFICATE_FILE).display(),
+        crl_file.display()
     );
     Ok(())
 }

@@ -27,6 +27,9 @@ pub const DEFAULT_HUB_DATA: &str = "zorgnet-data/hub";
 pub const DEFAULT_HUB_LISTEN: &str = "127.0.0.1:7000";
 /// Seconds between a hub's polls of its mCSD update suppliers when nothing says otherwise.
 pub const DEFAULT_HUB_SYNC_INTERVAL_S: u64 = 60;
+/// Seconds between refreshes of the revocation list when nothing says otherwise: a revoked
+/// certificate is refused within this time (plus the operator's publishing of the list).
+pub const DEFAULT_CRL_REFRESH_S: u64 = 300;
 
 /// Where a node's data is: all that `zorgnet node status` needs, and part of `zorgnet node`.
 #[derive(Args, Debug)]
@@ -71,9 +74,18 @@ pub struct NodeArgs {
     #[arg(long, env = "ZORGNET_CONSENT_CACHE_TTL_MS",
         default_value_t = zorgnet_node::access::DEFAULT_DECISION_TTL.as_millis() as u64)]
     consent_cache_ttl_ms: u64,
-    /// Development only: serve requests without credentials as the node's administrator.
-    /// Accepted only on a loopback listen address; warns at every start.
-    #[arg(long, env = "ZORGNET_INSECURE_DEV")]
+    /// Directory with the organisation's TLS credentials as `zorgnet ca issue` writes them:
+    /// `cert.pem`, `key.pem`, the network CA's `ca.pem` and a first `crl.pem`. The node
+    /// serves HTTPS, verifies other organisations' client certificates, and shows its own to
+    /// the hub and to other nodes. Required unless --insecure-dev.
+    #[arg(long, env = "ZORGNET_TLS")]
+    tls: Option<PathBuf>,
+    /// Seconds between fetches of the revocation list from the hub (at least 1).
+    #[arg(long, env = "ZORGNET_CRL_REFRESH_S", default_value_t = DEFAULT_CRL_REFRESH_S)]
+    crl_refresh_s: u64,
+    /// Development only: plain HTTP, and requests without credentials served as the node's
+    /// administrator. Accepted only on a loopback listen address; warns at every start.
+    #[arg(long, env = "ZORGNET_INSECURE_DEV", conflicts_with = "tls")]
     insecure_dev: bool,
 }
 
@@ -98,6 +110,19 @@ pub struct HubArgs {
     /// Development only: accept plain-http and local addresses in the address book.
     #[arg(long, env = "ZORGNET_HUB_ALLOW_INSECURE_ENDPOINTS")]
     allow_insecure_endpoints: bool,
+    /// Directory with the hub's TLS credentials as `zorgnet ca issue-service` writes them
+    /// (`cert.pem`, `key.pem`, `ca.pem`) and the revocation list `crl.pem`, which the
+    /// operator replaces with `zorgnet ca crl --out`; the hub re-reads it, enforces it and
+    /// publishes it at `/trust/crl`. Required unless --insecure-dev.
+    #[arg(long, env = "ZORGNET_HUB_TLS")]
+    tls: Option<PathBuf>,
+    /// Seconds between re-reads of `crl.pem` (at least 1).
+    #[arg(long, env = "ZORGNET_HUB_CRL_REFRESH_S", default_value_t = DEFAULT_CRL_REFRESH_S)]
+    crl_refresh_s: u64,
+    /// Development only: plain HTTP on a loopback address, and plain-http and local
+    /// addresses in the address book. Warns at every start.
+    #[arg(long, env = "ZORGNET_HUB_INSECURE_DEV", conflicts_with = "tls")]
+    insecure_dev: bool,
 }
 
 /// A node's settings file.
@@ -118,6 +143,9 @@ struct NodeFile {
     consent_cache_ttl_ms: Option<u64>,
     #[serde(alias = "insecure_dev")]
     insecure_dev: Option<bool>,
+    tls: Option<PathBuf>,
+    #[serde(alias = "crl_refresh_s")]
+    crl_refresh_s: Option<u64>,
 }
 
 /// A hub's settings file.
@@ -131,6 +159,11 @@ struct HubFile {
     sync_interval_s: Option<u64>,
     #[serde(alias = "allow_insecure_endpoints")]
     allow_insecure_endpoints: Option<bool>,
+    tls: Option<PathBuf>,
+    #[serde(alias = "crl_refresh_s")]
+    crl_refresh_s: Option<u64>,
+    #[serde(alias = "insecure_dev")]
+    insecure_dev: Option<bool>,
 }
 
 /// Resolved settings of a node.
@@ -152,8 +185,13 @@ pub struct NodeSettings {
     pub hub: Option<(String, String)>,
     /// How other organisations' reads are checked against the consent register.
     pub access: zorgnet_node::access::AccessConfig,
-    /// Serve requests without credentials as the administrator (development only).
+    /// Plain HTTP, requests without credentials served as the administrator (development
+    /// only).
     pub insecure_dev: bool,
+    /// The TLS credentials' directory.
+    pub tls: Option<PathBuf>,
+    /// Time between fetches of the revocation list.
+    pub crl_refresh: Duration,
 }
 
 /// Where a node's data is.
@@ -178,6 +216,12 @@ pub struct HubSettings {
     pub sync_interval: Duration,
     /// Development only: plain-http and local addresses in the address book.
     pub allow_insecure_endpoints: bool,
+    /// The TLS credentials' directory.
+    pub tls: Option<PathBuf>,
+    /// Time between re-reads of the revocation list.
+    pub crl_refresh: Duration,
+    /// Development only: plain HTTP on loopback.
+    pub insecure_dev: bool,
 }
 
 /// Whether the command line or the environment set `id`, rather than clap's default.
@@ -264,6 +308,13 @@ impl NodeSettings {
                 decision_ttl: Duration::from_millis(decision_ttl_ms),
             },
             insecure_dev: args.insecure_dev || file.insecure_dev.unwrap_or(false),
+            tls: args.tls.or(file.tls),
+            crl_refresh: crl_refresh(layered(
+                matches,
+                "crl_refresh_s",
+                args.crl_refresh_s,
+                file.crl_refresh_s,
+            ))?,
         })
     }
 }
@@ -288,8 +339,23 @@ impl HubSettings {
             sync_interval: Duration::from_secs(sync_interval_s),
             allow_insecure_endpoints: args.allow_insecure_endpoints
                 || file.allow_insecure_endpoints.unwrap_or(false),
+            tls: args.tls.or(file.tls),
+            crl_refresh: crl_refresh(layered(
+                matches,
+                "crl_refresh_s",
+                args.crl_refresh_s,
+                file.crl_refresh_s,
+            ))?,
+            insecure_dev: args.insecure_dev || file.insecure_dev.unwrap_or(false),
         })
     }
+}
+
+fn crl_refresh(seconds: u64) -> Result<Duration> {
+    if seconds == 0 {
+        anyhow::bail!("--crl-refresh-s must be at least 1");
+    }
+    Ok(Duration::from_secs(seconds))
 }
 
 #[cfg(test)]

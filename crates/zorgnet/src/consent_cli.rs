@@ -155,7 +155,7 @@ async fn person_token(access: &HubAccess) -> Result<(HubClient, Value)> {
     let Ok(bsn) = Bsn::parse(crate::network_cli::bsn(&access.bsn)?) else {
         bail!("--bsn is not a valid BSN (nine digits that pass the 11-check)");
     };
-    let client = HubClient::new(&access.hub, access.hub_key.trim())
+    let client = crate::hub_client(&access.hub, access.hub_key.trim())
         .context("the hub's URL or key is not usable")?;
     let token = client
         .referral_index_token(&PersonalId::from(bsn))

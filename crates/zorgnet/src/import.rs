@@ -100,7 +100,7 @@ pub async fn run(args: ImportArgs) -> Result<()> {
     let target = match (&args.to, &args.postgres, &args.data) {
         (Some(url), _, _) => Target::Http(
             crate::node_client(
-                reqwest::Client::builder().timeout(HTTP_BATCH_TIMEOUT),
+                crate::client_builder().timeout(HTTP_BATCH_TIMEOUT),
                 args.node_key.as_deref(),
             )?,
             url.trim_end_matches('/').to_string(),

@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use zorgnet_fhir::search::SearchRegistry;
 use zorgnet_node::NodeIdentity;
 use zorgnet_store::Store;
+use zorgnet_trust::pki;
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +38,10 @@ use zorgnet_store::Store;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// For commands that call a node or a hub over HTTPS: the network CA's certificate
+    /// (`ca.pem`) to verify them by. Without it, plain-http URLs only.
+    #[arg(long, global = true, env = "ZORGNET_CACERT")]
+    cacert: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -163,6 +168,15 @@ fn main() -> Result<()> {
     // Settings with defaults need to know whether a value came from clap's default (a
     // settings file may override it) or from the command line or environment.
     let (_, command_matches) = matches.subcommand().context("no command given")?;
+    if let Some(cacert) = &cli.cacert {
+        let pem = std::fs::read(cacert).with_context(|| format!("read {}", cacert.display()))?;
+        let anchor = zorgnet_trust::tls::read_certificates(&pem)
+            .with_context(|| format!("no certificate in {}", cacert.display()))?
+            .remove(0);
+        let config = zorgnet_trust::tls::anchor_only_client_config(&anchor)
+            .context("a TLS client configuration trusting --cacert")?;
+        let _ = CLIENT_TLS.set(config);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -194,6 +208,27 @@ fn main() -> Result<()> {
             Command::BenchHub(args) => bench_hub::run(args).await,
         }
     })
+}
+
+/// The TLS client configuration of the one-off commands: the `--cacert` trust anchor.
+static CLIENT_TLS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
+
+/// An HTTP client builder for the one-off commands: it verifies HTTPS servers by the
+/// `--cacert` trust anchor alone, when one was given.
+fn client_builder() -> reqwest::ClientBuilder {
+    match CLIENT_TLS.get() {
+        Some(tls) => reqwest::Client::builder().tls_backend_preconfigured(tls.clone()),
+        None => reqwest::Client::builder(),
+    }
+}
+
+/// A client of the hub for the one-off commands, with `key`, over the `--cacert` trust
+/// anchor.
+fn hub_client(
+    base: &str,
+    key: &str,
+) -> Result<zorgnet_node::hub_client::HubClient, zorgnet_node::hub_client::HubClientError> {
+    zorgnet_node::hub_client::HubClient::with_tls(base, key, CLIENT_TLS.get().cloned())
 }
 
 /// An HTTP client for a node's own systems: it sends the node key, when there is one, with
@@ -251,14 +286,48 @@ async fn open_node_store(
 }
 
 async fn run_node(settings: config::NodeSettings) -> Result<()> {
+    let tls = match &settings.tls {
+        Some(dir) => Some(ServiceTls::load(
+            dir,
+            &[settings.data.join(CACHED_CRL_FILE), dir.join(pki::CRL_FILE)],
+        )?),
+        None if settings.insecure_dev => None,
+        None => anyhow::bail!(
+            "a node serves HTTPS: give --tls DIR (the organisation's credentials from `zorgnet ca issue`), or --insecure-dev for plain HTTP on loopback during development"
+        ),
+    };
+    let local = local_clients(&settings.data, &settings.listen, settings.insecure_dev)?;
     let (store, wake) = open_node_store(&settings.data, settings.postgres.as_deref()).await?;
     let hub = match settings.hub {
-        Some((url, key)) => Some(zorgnet_node::hub_client::HubClient::new(&url, &key)?),
+        Some((url, key)) => Some(zorgnet_node::hub_client::HubClient::with_tls(
+            &url,
+            &key,
+            tls.as_ref().map(|tls| tls.client.clone()),
+        )?),
         None => {
             tracing::info!("no --hub: registrations wait in the outbox");
             None
         }
     };
+    if let (Some(tls), Some(hub)) = (&tls, &hub) {
+        let source = zorgnet_trust::tls::CrlSource::Hub {
+            client: reqwest::Client::builder()
+                .tls_backend_preconfigured(tls.client.clone())
+                .timeout(zorgnet_node::hub_client::HUB_REQUEST_TIMEOUT)
+                .build()
+                .context("set up the revocation list's client")?,
+            url: format!("{}/trust/crl", hub.base()),
+        };
+        let cache = settings.data.join(CACHED_CRL_FILE);
+        if let Err(error) = tls.verifier.refresh_crl(&source, Some(&cache)).await {
+            tracing::warn!(%error, "could not fetch the hub's revocation list at start; using the one on disk");
+        }
+        tokio::spawn(
+            tls.verifier
+                .clone()
+                .keep_fresh(source, settings.crl_refresh, Some(cache)),
+        );
+    }
     serve(
         store,
         &settings.listen,
@@ -268,9 +337,97 @@ async fn run_node(settings: config::NodeSettings) -> Result<()> {
         },
         settings.base_url,
         hub.map(|client| (client, wake, settings.access)),
-        local_clients(&settings.data, &settings.listen, settings.insecure_dev)?,
+        local,
+        tls,
     )
     .await
+}
+
+/// The file in a node's data directory holding the last revocation list it fetched.
+const CACHED_CRL_FILE: &str = "crl.pem";
+
+/// A service's mutual TLS: the server configuration it serves with (client certificates
+/// optional, verified against the network CA and the revocation list when shown), the
+/// client configuration it calls others with (its own certificate), and the verifier whose
+/// revocation list is kept fresh.
+struct ServiceTls {
+    server: std::sync::Arc<rustls::ServerConfig>,
+    client: rustls::ClientConfig,
+    verifier: zorgnet_trust::tls::ClientVerifier,
+    ca_file: PathBuf,
+}
+
+impl ServiceTls {
+    /// Reads the credentials in `dir` and the newest valid revocation list of `crls`.
+    fn load(dir: &std::path::Path, crls: &[PathBuf]) -> Result<ServiceTls> {
+        use zorgnet_trust::tls;
+        let credentials = tls::Credentials::load(dir)
+            .with_context(|| format!("read the TLS credentials in {}", dir.display()))?;
+        credentials
+            .identity()
+            .with_context(|| format!("the certificate in {}", dir.display()))?;
+        let mut verifier: Option<tls::ClientVerifier> = None;
+        for path in crls.iter().filter(|path| path.exists()) {
+            let read = std::fs::read(path)
+                .map_err(anyhow::Error::from)
+                .and_then(|pem| Ok(tls::read_crl(&pem)?));
+            let crl = match read {
+                Ok(crl) => crl,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "ignored an unreadable revocation list");
+                    continue;
+                }
+            };
+            let installed = match &verifier {
+                Some(current) => current.replace_crl(crl).map(|()| current.clone()),
+                None => tls::ClientVerifier::new(
+                    &credentials.trust_anchor,
+                    crl,
+                    tls::ClientAuth::Optional,
+                ),
+            };
+            match installed {
+                Ok(installed) => verifier = Some(installed),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "ignored a revocation list")
+                }
+            }
+        }
+        let verifier = verifier.with_context(|| {
+            format!(
+                "no valid revocation list in {}: write one with `zorgnet ca crl --ca CA --out {}`",
+                crls.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                dir.join(pki::CRL_FILE).display()
+            )
+        })?;
+        Ok(ServiceTls {
+            server: tls::server_config(&credentials, &verifier)?,
+            client: tls::client_config(&credentials)?,
+            verifier,
+            ca_file: dir.join(pki::CA_CERTIFICATE_FILE),
+        })
+    }
+}
+
+/// Refuses `--insecure-dev` on anything but a loopback address, and announces it.
+fn insecure_development(listen: &str, what: &str) -> Result<()> {
+    let loopback = listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|address| address.ip().is_loopback())
+        || listen
+            .rsplit_once(':')
+            .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"));
+    if !loopback {
+        anyhow::bail!(
+            "--insecure-dev speaks plain HTTP and is accepted only on a loopback address (127.0.0.1 or [::1]), not on {listen}"
+        );
+    }
+    eprintln!("WARNING: --insecure-dev: {what} For development only; never with real data.");
+    tracing::warn!(%listen, "insecure development mode");
+    Ok(())
 }
 
 /// How the node's own systems authenticate, and the file holding the node key, if any.
@@ -283,21 +440,12 @@ struct LocalAccess {
 /// start), or, with `--insecure-dev` on a loopback address only, without credentials.
 fn local_clients(data: &std::path::Path, listen: &str, insecure_dev: bool) -> Result<LocalAccess> {
     if insecure_dev {
-        let loopback = listen
-            .parse::<std::net::SocketAddr>()
-            .is_ok_and(|address| address.ip().is_loopback())
-            || listen
-                .rsplit_once(':')
-                .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"));
-        if !loopback {
-            anyhow::bail!(
-                "--insecure-dev serves anyone without credentials and is accepted only on a loopback address (127.0.0.1 or [::1]), not on {listen}"
-            );
-        }
-        eprintln!(
-            "WARNING: --insecure-dev: every request without credentials to {listen} acts as this node's administrator. For development only; never with real data."
-        );
-        tracing::warn!(%listen, "insecure development mode: requests without credentials are served");
+        insecure_development(
+            listen,
+            &format!(
+                "plain HTTP, and every request without credentials to {listen} acts as this node's administrator."
+            ),
+        )?;
         return Ok(LocalAccess {
             clients: zorgnet_node::authn::LocalClients::InsecureDev,
             key_file: None,
@@ -340,10 +488,15 @@ async fn join_network(
         std::future::pending(),
     ));
     let db = store.database().clone();
-    let cache =
+    let mut cache =
         tokio::task::spawn_blocking(move || zorgnet_node::addressing::AddressBookCache::open(db))
             .await?
             .context("open the address book cache")?;
+    if let Some(tls) = hub.tls() {
+        cache = cache
+            .with_tls(tls.clone())
+            .context("the address book cache's TLS")?;
+    }
     let supplier = serde_json::json!({"name": identity.name, "fhir_base_url": fhir_base});
     let supplier_path = format!("/addressing/suppliers/{}", identity.ura);
     let (sync_hub, sync_cache) = (hub.clone(), cache.clone());
@@ -379,6 +532,7 @@ async fn join_network(
     ))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     store: Store,
     listen: &str,
@@ -390,12 +544,14 @@ async fn serve(
         zorgnet_node::access::AccessConfig,
     )>,
     local: LocalAccess,
+    tls: Option<ServiceTls>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listen on {listen}"))?;
     let address = listener.local_addr()?;
-    let shown_base = base_url.unwrap_or_else(|| format!("http://{address}/fhir"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let shown_base = base_url.unwrap_or_else(|| format!("{scheme}://{address}/fhir"));
     tracing::info!(%address, ura = %identity.ura, "node listening");
     // A supervisor may close stdout; the node must keep serving, so print errors are ignored.
     let mut stdout = std::io::stdout().lock();
@@ -404,9 +560,13 @@ async fn serve(
         "zorgnet node '{}' (URA {}) serving FHIR R4 at {shown_base}",
         identity.name, identity.ura
     );
+    let cacert = match &tls {
+        Some(tls) => format!(" --cacert {}", tls.ca_file.display()),
+        None => String::new(),
+    };
     let _ = writeln!(
         stdout,
-        "  try: curl {shown_base}/metadata   |   curl{} '{shown_base}/Patient?_count=5'",
+        "  try: curl{cacert} {shown_base}/metadata   |   curl{cacert}{} '{shown_base}/Patient?_count=5'",
         match &local.key_file {
             None => String::new(),
             Some(path) => format!(" -H \"Authorization: Bearer $(cat {})\"", path.display()),
@@ -422,11 +582,32 @@ async fn serve(
     };
     let router =
         zorgnet_node::router_in_network(store, identity, shown_base, network, local.clients);
-    zorgnet_node::serve(listener, router, async {
+    serve_router(listener, router, tls.map(|tls| (tls.server, tls.verifier))).await
+}
+
+/// Serves `router` until Ctrl-C: over mutual TLS with `tls` (checking every request against
+/// the verifier's current revocation list), else plain HTTP.
+async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    tls: Option<(
+        std::sync::Arc<rustls::ServerConfig>,
+        zorgnet_trust::tls::ClientVerifier,
+    )>,
+) -> Result<()> {
+    let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
-    .context("serve HTTP")
+    };
+    match tls {
+        Some((tls, verifier)) => {
+            zorgnet_trust::tls::serve(listener, tls, Some(verifier), router, shutdown)
+                .await
+                .context("serve HTTPS")
+        }
+        None => zorgnet_node::serve(listener, router, shutdown)
+            .await
+            .context("serve HTTP"),
+    }
 }
 
 /// Reads a node's outbox. Opening checks, without writing, that the database is there and
@@ -473,28 +654,52 @@ async fn node_status(storage: config::NodeStorage) -> Result<()> {
 }
 
 async fn run_hub(settings: config::HubSettings) -> Result<()> {
+    let tls = match &settings.tls {
+        Some(dir) => Some(ServiceTls::load(dir, &[dir.join(pki::CRL_FILE)])?),
+        None if settings.insecure_dev => {
+            insecure_development(
+                &settings.listen,
+                "plain HTTP, and the address book accepts plain-http and local addresses.",
+            )?;
+            None
+        }
+        None => anyhow::bail!(
+            "a hub serves HTTPS: give --tls DIR (its credentials from `zorgnet ca issue-service` and the CA's crl.pem), or --insecure-dev for plain HTTP on loopback during development"
+        ),
+    };
+    let allow_insecure_endpoints = settings.allow_insecure_endpoints || settings.insecure_dev;
     let config = zorgnet_hub::HubConfig {
         data_dir: settings.data.clone(),
         postgres: settings.postgres.clone(),
-        allow_insecure_endpoints: settings.allow_insecure_endpoints,
+        allow_insecure_endpoints,
+        client_tls: tls.as_ref().map(|tls| tls.client.clone()),
     };
     let hub = tokio::task::spawn_blocking(move || zorgnet_hub::Hub::open(&config))
         .await?
         .context("open the hub")?;
+    if let (Some(tls), Some(dir)) = (&tls, &settings.tls) {
+        hub.publish_revocations(tls.verifier.clone());
+        tokio::spawn(tls.verifier.clone().keep_fresh(
+            zorgnet_trust::tls::CrlSource::File(dir.join(pki::CRL_FILE)),
+            settings.crl_refresh,
+            None,
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("listen on {}", settings.listen))?;
     let address = listener.local_addr()?;
     hub.serving_at(address);
-    if settings.allow_insecure_endpoints {
+    if allow_insecure_endpoints {
         tracing::warn!("development mode: the address book accepts plain-http and local addresses");
     }
     let _consumer = hub.spawn_addressing_consumer(settings.sync_interval);
     tracing::info!(%address, "hub listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(
         stdout,
-        "zorgnet hub serving at http://{address} (API description: http://{address}/openapi.json)"
+        "zorgnet hub serving at {scheme}://{address} (API description: {scheme}://{address}/openapi.json)"
     );
     let _ = writeln!(
         stdout,
@@ -503,15 +708,13 @@ async fn run_hub(settings: config::HubSettings) -> Result<()> {
     );
     let _ = stdout.flush();
     drop(stdout);
-    let router = hub.router(&format!("http://{address}"));
-    zorgnet_node::serve(listener, router, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
-    .context("serve HTTP")
+    let router = hub.router(&format!("{scheme}://{address}"));
+    serve_router(listener, router, tls.map(|tls| (tls.server, tls.verifier))).await
 }
 
 async fn demo(args: DemoArgs) -> Result<()> {
+    let tls_dir = demo_credentials(&args.data, &args.listen)?;
+    let tls = ServiceTls::load(&tls_dir, &[tls_dir.join(pki::CRL_FILE)])?;
     let store = open_store(&args.data, None).await?;
     let existing: i64 = store.counts().await?.iter().map(|(_, n)| n).sum();
     if existing == 0 {
@@ -532,11 +735,58 @@ async fn demo(args: DemoArgs) -> Result<()> {
         );
     }
     let identity = NodeIdentity {
-        ura: "00000001".into(),
-        name: "zorgnet demo huisartsenpraktijk".into(),
+        ura: DEMO_URA.into(),
+        name: DEMO_NAME.into(),
     };
     let local = local_clients(&args.data, &args.listen, false)?;
-    serve(store, &args.listen, identity, None, None, local).await
+    serve(store, &args.listen, identity, None, None, local, Some(tls)).await
+}
+
+/// The demo organisation's URA number.
+const DEMO_URA: &str = "00000001";
+/// The demo organisation's name.
+const DEMO_NAME: &str = "zorgnet demo huisartsenpraktijk";
+/// The demo CA's directory inside the demo's data directory: for demonstrations only.
+const DEMO_CA_DIR: &str = "demo-ca";
+/// The demo node's credentials' directory inside the demo's data directory.
+const DEMO_TLS_DIR: &str = "tls";
+
+/// The demo's TLS credentials: a demo CA and a certificate for the node on the listen
+/// address's host, made at first start; a fresh revocation list at every start (a list
+/// lives a week). Answers the credentials' directory.
+fn demo_credentials(data: &std::path::Path, listen: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(data).with_context(|| format!("create {}", data.display()))?;
+    let ca_dir = data.join(DEMO_CA_DIR);
+    let ca = if ca_dir.join(pki::CA_CERTIFICATE_FILE).exists() {
+        pki::NetworkCa::open(&ca_dir)
+    } else {
+        pki::NetworkCa::init(&ca_dir, "zorgnet demo CA (not for real data)")
+    }
+    .with_context(|| format!("the demo CA in {}", ca_dir.display()))?;
+    let tls_dir = data.join(DEMO_TLS_DIR);
+    if !tls_dir.join(pki::KEY_FILE).exists() {
+        let mut hosts = vec![
+            "localhost".parse::<zorgnet_trust::certificate::HostName>()?,
+            "127.0.0.1".parse()?,
+            "::1".parse()?,
+        ];
+        if let Some(ip) = listen
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|address| address.ip())
+            .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+        {
+            hosts.push(ip.to_string().parse()?);
+        }
+        ca.issue_organisation(DEMO_URA, DEMO_NAME, &hosts, pki::Validity::default())
+            .context("issue the demo node's certificate")?
+            .write(&tls_dir, ca.certificate_pem())
+            .with_context(|| format!("write {}", tls_dir.display()))?;
+    }
+    let crl = ca.crl().context("sign the demo revocation list")?;
+    std::fs::write(tls_dir.join(pki::CRL_FILE), &crl.pem)
+        .with_context(|| format!("write the revocation list in {}", tls_dir.display()))?;
+    Ok(tls_dir)
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {

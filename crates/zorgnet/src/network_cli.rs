@@ -428,8 +428,8 @@ async fn ask(
     let base = node.trim_end_matches('/');
     let mut url = Url::parse(&format!("{base}/{operation}"))
         .with_context(|| format!("--node '{node}' is not a URL like {DEFAULT_NODE_URL}"))?;
-    if url.scheme() != "http" {
-        bail!("--node '{node}': only http:// node URLs are supported");
+    if url.scheme() != "http" && url.scheme() != "https" {
+        bail!("--node '{node}': only http:// and https:// node URLs are supported");
     }
     {
         let mut query = url.query_pairs_mut();
@@ -445,7 +445,7 @@ async fn ask(
         }
     }
     let client = crate::node_client(
-        reqwest::Client::builder()
+        crate::client_builder()
             .connect_timeout(NODE_CONNECT_TIMEOUT)
             .timeout(NODE_ANSWER_TIMEOUT),
         node_url.key.as_deref(),

@@ -92,7 +92,9 @@ pub async fn run(args: ProfessionalArgs) -> Result<()> {
         }
         ProfessionalAction::Remove { access, uzi } => {
             let key = operator_key(&access)?;
-            let response = reqwest::Client::new()
+            let response = crate::client_builder()
+                .build()
+                .context("set up the HTTP client")?
                 .delete(format!(
                     "{}/professionals/{uzi}",
                     access.hub.trim_end_matches('/')
@@ -150,6 +152,6 @@ fn operator_key(access: &OperatorAccess) -> Result<String> {
 }
 
 fn operator(access: &OperatorAccess) -> Result<HubClient> {
-    HubClient::new(&access.hub, &operator_key(access)?)
+    crate::hub_client(&access.hub, &operator_key(access)?)
         .context("the hub's URL or key is not usable")
 }

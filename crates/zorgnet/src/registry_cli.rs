@@ -94,5 +94,5 @@ fn operator(access: &OperatorAccess) -> Result<HubClient> {
             access.admin_key_file.display()
         )
     })?;
-    HubClient::new(&access.hub, key.trim()).context("the hub's URL or key is not usable")
+    crate::hub_client(&access.hub, key.trim()).context("the hub's URL or key is not usable")
 }

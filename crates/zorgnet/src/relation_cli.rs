@@ -133,7 +133,8 @@ pub async fn run(args: RelationArgs) -> Result<()> {
 }
 
 fn client(access: &HubAccess) -> Result<HubClient> {
-    HubClient::new(&access.hub, access.hub_key.trim()).context("the hub's URL or key is not usable")
+    crate::hub_client(&access.hub, access.hub_key.trim())
+        .context("the hub's URL or key is not usable")
 }
 
 /// Every relation of the organisation, page by page.

@@ -439,7 +439,7 @@ fn node_status_refuses_a_postgres_database_without_the_nodes_tables() {
 fn first_line_of_node(args: &[&str], env: &[(&str, &str)]) -> String {
     let mut command = Command::new(BINARY);
     command
-        .arg("node")
+        .args(["node", "--insecure-dev"])
         .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -650,8 +650,49 @@ async fn node_runs_on_postgres_from_the_command_line() {
     child.wait().unwrap();
 }
 
-/// Starts `zorgnet node` on port 0 without `--insecure-dev`: as a node runs in production.
-fn start_secure_node(data: &std::path::Path) -> (Child, String) {
+/// A network CA in `dir/ca` and an organisation's credentials from it in `dir/tls-URA`,
+/// made with `zorgnet ca`; answers the credentials' directory.
+fn issue_credentials(dir: &std::path::Path, ura: &str) -> std::path::PathBuf {
+    let ca = dir.join("ca");
+    if !ca.join("ca.pem").exists() {
+        run(&["ca", "init", "--out", ca.to_str().unwrap()]);
+    }
+    let out = dir.join(format!("tls-{ura}"));
+    run(&[
+        "ca",
+        "issue",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--ura",
+        ura,
+        "--name",
+        "Huisartsenpraktijk De Linde",
+        "--ip",
+        "127.0.0.1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
+/// An HTTPS client that trusts the network CA in `tls` (a credentials' directory) alone and
+/// shows no certificate: an organisation's own systems.
+fn client_trusting(tls: &std::path::Path) -> reqwest::Client {
+    let pem = std::fs::read(tls.join("ca.pem")).unwrap();
+    let anchor = zorgnet_trust::tls::read_certificates(&pem)
+        .unwrap()
+        .remove(0);
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(zorgnet_trust::tls::anchor_only_client_config(&anchor).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// Starts `zorgnet node` on port 0 as a node runs in production: over TLS with credentials
+/// from a new network CA in `data`'s parent, without `--insecure-dev`. Answers the node, its
+/// base URL and its credentials' directory.
+fn start_secure_node(data: &std::path::Path) -> (Child, String, std::path::PathBuf) {
+    let tls = issue_credentials(data.parent().unwrap(), "12345678");
     let mut child = Command::new(BINARY)
         .args([
             "node",
@@ -659,8 +700,10 @@ fn start_secure_node(data: &std::path::Path) -> (Child, String) {
             "127.0.0.1:0",
             "--ura",
             "12345678",
-            "--data",
+            "--tls",
         ])
+        .arg(&tls)
+        .arg("--data")
         .arg(data)
         .env("RUST_LOG", "warn")
         .env_remove("ZORGNET_INSECURE_DEV")
@@ -674,10 +717,10 @@ fn start_secure_node(data: &std::path::Path) -> (Child, String) {
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let base = first_line
         .split_whitespace()
-        .find(|w| w.starts_with("http://"))
+        .find(|w| w.starts_with("https://"))
         .unwrap_or_else(|| panic!("no URL in {first_line:?}"))
         .to_string();
-    (child, base)
+    (child, base, tls)
 }
 
 /// No node serves anyone anonymously: without credentials only `/health` and the
@@ -688,7 +731,7 @@ fn start_secure_node(data: &std::path::Path) -> (Child, String) {
 async fn a_node_serves_no_one_without_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
-    let (mut child, base) = start_secure_node(&data);
+    let (mut child, base, tls) = start_secure_node(&data);
     let key_file = data.join("node-admin.key");
     let key = std::fs::read_to_string(&key_file).unwrap();
     #[cfg(unix)]
@@ -697,7 +740,7 @@ async fn a_node_serves_no_one_without_its_key() {
         let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "the node key is private");
     }
-    let client = reqwest::Client::new();
+    let client = client_trusting(&tls);
     let root = base.trim_end_matches("/fhir");
     for open in [
         format!("{root}/health"),
@@ -768,7 +811,15 @@ async fn a_node_serves_no_one_without_its_key() {
             .to_string(),
     )
     .unwrap();
-    let (out, error) = run_failing(&["import", ndjson.to_str().unwrap(), "--to", &base]);
+    let cacert = tls.join("ca.pem");
+    let (out, error) = run_failing(&[
+        "import",
+        ndjson.to_str().unwrap(),
+        "--to",
+        &base,
+        "--cacert",
+        cacert.to_str().unwrap(),
+    ]);
     assert!(
         out.contains("401 Unauthorized") && out.contains("anonymously"),
         "{out} {error}"
@@ -778,6 +829,8 @@ async fn a_node_serves_no_one_without_its_key() {
         ndjson.to_str().unwrap(),
         "--to",
         &base,
+        "--cacert",
+        cacert.to_str().unwrap(),
         "--node-key",
         key.trim(),
     ]);

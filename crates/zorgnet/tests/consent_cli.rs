@@ -14,7 +14,7 @@ const BSN: &str = "123456782";
 fn start_hub(data: &Path) -> Running {
     Running::start(&[
         "hub",
-        "--allow-insecure-endpoints",
+        "--insecure-dev",
         "--listen",
         "127.0.0.1:0",
         "--data",

@@ -40,7 +40,7 @@ fn start(args: &[&str]) -> (Child, String) {
 fn start_hub(data: &std::path::Path, listen: &str) -> (Child, String) {
     start(&[
         "hub",
-        "--allow-insecure-endpoints",
+        "--insecure-dev",
         "--data",
         data.to_str().unwrap(),
         "--listen",

@@ -161,7 +161,7 @@ async fn no_bsn_and_no_error_in_any_log(postgres: Option<String>) {
     let hub = Process::start(
         &[
             "hub",
-            "--allow-insecure-endpoints",
+            "--insecure-dev",
             "--data",
             dir.path().join("hub").to_str().unwrap(),
             "--listen",

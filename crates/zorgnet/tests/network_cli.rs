@@ -27,7 +27,7 @@ const POLL: Duration = Duration::from_millis(200);
 fn start_hub(data: &Path) -> Running {
     Running::start(&[
         "hub",
-        "--allow-insecure-endpoints",
+        "--insecure-dev",
         "--data",
         data.to_str().unwrap(),
         "--listen",

@@ -46,6 +46,7 @@ fn an_organisation_registers_lists_and_ends_its_own_relations() {
     let data = dir.path().join("hub");
     let hub = Running::start(&[
         "hub",
+        "--insecure-dev",
         "--listen",
         "127.0.0.1:0",
         "--data",

@@ -154,6 +154,7 @@ pub async fn start_at(dir: tempfile::TempDir, postgres: Option<String>, address:
         data_dir: dir.path().to_path_buf(),
         postgres: postgres.clone(),
         allow_insecure_endpoints: true,
+        client_tls: None,
     };
     let hub = tokio::task::spawn_blocking(move || Hub::open(&config).unwrap())
         .await

@@ -12,7 +12,7 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_zorgnet");
 /// A zorgnet server process, killed when the test ends, also when it fails.
 pub struct Running {
     pub child: Child,
-    /// The first `http://` word it printed.
+    /// The first `http://` or `https://` word it printed.
     pub url: String,
 }
 
@@ -41,7 +41,7 @@ impl Running {
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let url = first_line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("no URL in {first_line:?}"))
             .to_string();
         Running { child, url }
