@@ -420,8 +420,14 @@ async fn serve(
         }
         None => None,
     };
-    let router =
-        zorgnet_node::router_in_network(store, identity, shown_base, network, local.clients);
+    let router = zorgnet_node::router_in_network(
+        store,
+        identity,
+        shown_base,
+        network,
+        local.clients,
+        zorgnet_node::authn::NodeOidc::default(),
+    );
     zorgnet_node::serve(listener, router, async {
         let _ = tokio::signal::ctrl_c().await;
     })
