@@ -1,16 +1,18 @@
-//! The node's access policy towards other organisations: one tower layer ([`enforce`],
-//! installed by [`crate::router_in_network`]) in front of every handler, so no handler
-//! decides who may see what.
+//! The node's access policy towards other organisations, its own staff and citizens: one
+//! tower layer ([`enforce`], installed by [`crate::router_in_network`]) in front of every
+//! handler, so no handler decides who may see what.
 //!
-//! Who is calling is read from the request's `Authorization` header:
-//! - **No `Authorization` header**: one of the node's own local clients (the organisation's
-//!   record system, its professionals' viewer, the operator's tools). Served exactly as
-//!   before this layer existed. Until the trust issue brings mTLS, *the listen address is
-//!   the trust boundary*: anyone who reaches the node without a token is treated as local,
-//!   so a node must listen for its own organisation only, and expose itself to the network
-//!   only through something (a reverse proxy, a firewall rule) that lets through requests
-//!   carrying a token and nothing else. This layer enforces the policy for requests that
-//!   identify themselves; it cannot stop one that hides who it is.
+//! Who is calling was settled by [`crate::authn`], the layer in front of this one:
+//! - **A [`Caller`] in the request's extensions**: a professional, system or citizen whose
+//!   OpenID Connect token authentication verified. Staff are served like the organisation's
+//!   administrator within their SMART scopes; a citizen reads their own data and nothing
+//!   else. Both policies are in `access/own_callers.rs` (its module documentation says
+//!   exactly what each may ask); a citizen's reads go through the same classification,
+//!   patient lookup and filter as another organisation's, below, without the consent
+//!   register and without withholding categories.
+//! - **No `Authorization` header** (and no caller): the node's own administrator (the node
+//!   key, whose header authentication removed), a node started with `--insecure-dev`, or a
+//!   read that carries no patient data. Served as is.
 //! - **`Authorization: Bearer <access token>`** issued by the hub (`POST /trust/token`, the
 //!   format is [`token`]): the signature is checked with the hub's Ed25519 key (fetched from
 //!   `GET /trust/keys` once, fetched again when a token names a key id not seen before, at
@@ -115,6 +117,10 @@ use zorgnet_store::{ReadOutcome, StoreError};
 use zorgnet_trust::certificate::PeerIdentity;
 use zorgnet_trust::roles::Role;
 use zorgnet_trust::token::{self, AccessClaims, Purpose};
+
+mod own_callers;
+use crate::authn::Caller;
+use own_callers::serve_oidc_caller;
 
 /// How long a consent decision is reused when the operator sets nothing else.
 pub const DEFAULT_DECISION_TTL: Duration = Duration::from_secs(30);
@@ -291,6 +297,9 @@ pub(crate) async fn enforce(
     request: Request,
     next: Next,
 ) -> Response {
+    if let Some(caller) = request.extensions().get::<Caller>().cloned() {
+        return serve_oidc_caller(&state, caller, request, next).await;
+    }
     let Some(network) = state.network.clone() else {
         return next.run(request).await;
     };
@@ -382,7 +391,12 @@ async fn serve_other_organisation(
         );
         e
     };
-    let scope = match classify(request.method(), request.uri().path(), &pairs) {
+    let scope = match classify(
+        Requester::Organisation,
+        request.method(),
+        request.uri().path(),
+        &pairs,
+    ) {
         Ok(Target::Open) => return Ok(next.run(request).await),
         Ok(Target::Patient(scope)) => scope,
         Err(e) => return Err(refused(e, request.method())),
@@ -427,6 +441,7 @@ async fn serve_other_organisation(
         allowed: patients.iter().map(|(id, _)| id.clone()).collect(),
         decisions,
         notice: categories,
+        every_category: false,
     };
     if scope.kind == Kind::Read {
         let response = next.run(request).await;
@@ -602,8 +617,19 @@ const ONE_PATIENT: &str = "a request from another organisation must name exactly
     on Patient _id or identifier; without modifiers or lists, and no other parameter on the \
     patient";
 
-/// Sorts a request of another organisation: open, one patient's data, or refused.
+/// Whose request [`classify`] sorts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Requester {
+    /// Another organisation: only the types of the shared data categories.
+    Organisation,
+    /// A citizen about themself: any type of their own data.
+    Citizen,
+}
+
+/// Sorts a request of another organisation or a citizen: open, one patient's data, or
+/// refused.
 fn classify(
+    requester: Requester,
     method: &Method,
     path: &str,
     pairs: &[(String, String)],
@@ -628,7 +654,7 @@ fn classify(
     if *method == Method::POST
         && let ["fhir", resource_type, "_search"] = segments.as_slice()
     {
-        return search(resource_type, pairs);
+        return search(requester, resource_type, pairs);
     }
     if matches!(*method, Method::GET | Method::POST)
         && let ["fhir", "Patient", id, "$everything"] = segments.as_slice()
@@ -656,7 +682,9 @@ fn classify(
             wide: false,
             kind: Kind::Read,
         })),
-        ["fhir", resource_type] if !resource_type.starts_with('$') => search(resource_type, pairs),
+        ["fhir", resource_type] if !resource_type.starts_with('$') => {
+            search(requester, resource_type, pairs)
+        }
         _ => Err(not_available()),
     }
 }
@@ -699,8 +727,12 @@ fn valid_id(id: &str) -> Result<String, AccessError> {
 
 /// A search of another organisation: a shareable type and exactly one patient, named once
 /// and exactly.
-fn search(resource_type: &str, pairs: &[(String, String)]) -> Result<Target, AccessError> {
-    if possible_categories(resource_type).is_empty() {
+fn search(
+    requester: Requester,
+    resource_type: &str,
+    pairs: &[(String, String)],
+) -> Result<Target, AccessError> {
+    if requester == Requester::Organisation && possible_categories(resource_type).is_empty() {
         return Err(AccessError::Forbidden(format!(
             "{resource_type} belongs to no data category that is shared with other organisations"
         )));
@@ -1041,6 +1073,9 @@ struct Policy<'a> {
     decisions: BTreeMap<DataCategory, Decision>,
     /// The categories the request can return, named in the notice when withheld.
     notice: BTreeSet<DataCategory>,
+    /// Whether every resource of the allowed patients may be shared, whatever its
+    /// category (a citizen's own data).
+    every_category: bool,
 }
 
 impl Policy<'_> {
@@ -1064,6 +1099,9 @@ impl Policy<'_> {
         };
         if patients.is_empty() || !patients.iter().all(|p| self.allowed.contains(p)) {
             return false;
+        }
+        if self.every_category {
+            return true;
         }
         let categories = resource_categories(resource);
         !categories.is_empty()
@@ -1810,7 +1848,7 @@ mod tests {
     }
 
     fn check(method: Method, path: &str, query: &str, expected: Result<Target, AccessError>) {
-        let got = classify(&method, path, &pairs(query));
+        let got = classify(Requester::Organisation, &method, path, &pairs(query));
         match (&got, &expected) {
             (Ok(got), Ok(expected)) => assert_eq!(got, expected, "{method} {path}?{query}"),
             (Err(got), Err(expected)) => assert_eq!(
@@ -2031,6 +2069,7 @@ mod tests {
             allowed: ["p1".to_string()].into(),
             decisions: verdicts(denied),
             notice: [DataCategory::LabResults, DataCategory::PatientSummary].into(),
+            every_category: false,
         }
     }
 

@@ -8,8 +8,18 @@
 //!   its SHA-256). It acts as the organisation's administrator (the record system, the
 //!   import, the operator's tools). The header is removed before the request goes on, so that
 //!   no later layer or log sees the key;
-//! - from another organisation or a professional: any other `Authorization`, which the access
-//!   layer verifies (and refuses with 401 when it is not a valid token). On a node outside a
+//! - from one of the organisation's professionals or systems, or from a citizen: a bearer
+//!   token of an OpenID Connect provider the node is configured with ([`NodeOidc`]: the
+//!   organisation's own provider for its staff, a DigiD-like one for citizens). The token's
+//!   (unverified) `iss` picks the verifier; the verifier checks signature, issuer, audience
+//!   and times with the provider's published keys (`zorgnet_trust::oidc`). A token that
+//!   verifies becomes a [`Caller`] in the request's extensions (a [`Caller::Staff`] with its
+//!   SMART scopes and UZI number, or a [`Caller::Citizen`] with their BSN or
+//!   zorgverificatienummer), the header is removed, and the access layer applies the policy
+//!   for that kind of caller. A token of a configured issuer that does not verify is a 401
+//!   here; when the provider cannot be reached to fetch its keys, a 503;
+//! - from another organisation: any other `Authorization`, which the access layer verifies
+//!   as a hub token (and refuses with 401 when it is not a valid token). On a node outside a
 //!   network there is nobody to verify such a token with, so it is refused here;
 //! - for what carries no patient data: `GET /health`, the CapabilityStatement
 //!   (`GET /fhir/metadata`), which FHIR clients read before they authenticate, and the
@@ -22,8 +32,9 @@
 //!   as the administrator. For development, benchmarks and tests of the FHIR layer alone.
 //!
 //! Everything else is a 401 OperationOutcome with `WWW-Authenticate: Bearer`.
-//! What it is not: the policy (what a caller may see is [`crate::access`]'s), or TLS client
-//! authentication (certificates arrive with the network PKI).
+//! What it is not: the policy (what a caller may see is [`crate::access`]'s, which reads the
+//! [`Caller`] this layer found; no handler does), or TLS client authentication (certificates
+//! arrive with the network PKI).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -33,6 +44,7 @@ use std::sync::Arc;
 use zorgnet_fhir::IssueCode;
 use zorgnet_rest::error::FhirError;
 use zorgnet_rest::mcsd::DIRECTORY_TYPES;
+use zorgnet_trust::oidc::{CitizenIdentity, OidcError, OidcVerifier, StaffIdentity};
 
 /// File in the node's data directory that holds its key.
 pub const NODE_KEY_FILE: &str = "node-admin.key";
@@ -70,10 +82,63 @@ impl LocalClients {
     }
 }
 
-/// What the layer needs: the local clients' proof and whether tokens can be verified.
+/// The OpenID Connect providers whose tokens a node accepts; none by default.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOidc {
+    /// The organisation's own provider: its professionals and systems, limited by their
+    /// SMART scopes (`user/…`, `system/…`).
+    pub staff: Option<Arc<OidcVerifier>>,
+    /// The citizens' provider (DigiD-like): a citizen reads their own data, nothing else.
+    pub citizens: Option<Arc<OidcVerifier>>,
+}
+
+/// Who a request with an OpenID Connect token is from, as this layer verified it. It is put
+/// in the request's extensions for the access layer; a request without one is the node's
+/// own administrator, an open read, or another organisation's (the hub's token, which the
+/// access layer verifies itself).
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A professional or system of the node's own organisation.
+    Staff(Arc<StaffIdentity>),
+    /// A citizen.
+    Citizen(Arc<CitizenIdentity>),
+}
+
+impl NodeOidc {
+    /// The caller `token` names, when it claims to be of a configured provider: `None` for a
+    /// token of none of them (left to the hub-token path).
+    async fn identify(&self, token: &str) -> Option<Result<Caller, OidcError>> {
+        let staff = self.staff.as_ref().filter(|v| v.claims_issuer(token));
+        let citizens = self.citizens.as_ref().filter(|v| v.claims_issuer(token));
+        if staff.is_none() && citizens.is_none() {
+            return None;
+        }
+        let mut refusal = None;
+        if let Some(verifier) = staff {
+            match verifier.verify(token).await.and_then(|t| t.into_staff()) {
+                Ok(staff) => return Some(Ok(Caller::Staff(Arc::new(staff)))),
+                Err(e) => refusal = Some(e),
+            }
+        }
+        if let Some(verifier) = citizens {
+            match verifier.verify(token).await.and_then(|t| t.into_citizen()) {
+                Ok(citizen) => return Some(Ok(Caller::Citizen(Arc::new(citizen)))),
+                Err(e) if refusal.is_none() || !matches!(e, OidcError::WrongKind(_)) => {
+                    refusal = Some(e)
+                }
+                Err(_) => {}
+            }
+        }
+        refusal.map(Err)
+    }
+}
+
+/// What the layer needs: the local clients' proof, whether hub tokens can be verified, and
+/// the OpenID Connect providers.
 pub(crate) struct Authentication {
     pub(crate) local: LocalClients,
     pub(crate) in_network: bool,
+    pub(crate) oidc: NodeOidc,
 }
 
 /// The layer.
@@ -82,27 +147,51 @@ pub(crate) async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|value| bearer(value).map(|token| zorgnet_trust::secret::key_hash(&token)));
+    let presented = request.headers().get(header::AUTHORIZATION).map(bearer);
     match presented {
-        Some(Some(hash)) if matches!(&auth.local, LocalClients::Key { hash: own } if *own == hash) =>
+        Some(Some(token))
+            if matches!(&auth.local, LocalClients::Key { hash: own }
+                if *own == zorgnet_trust::secret::key_hash(&token)) =>
         {
             request.headers_mut().remove(header::AUTHORIZATION);
             next.run(request).await
         }
-        Some(_) if auth.in_network => next.run(request).await,
-        Some(_) => {
-            metrics::counter!("zorgnet_node_rejected_credentials_total").increment(1);
-            unauthenticated("unknown credentials: send Authorization: Bearer <node key>")
-        }
+        Some(Some(token)) => match auth.oidc.identify(&token).await {
+            Some(Ok(caller)) => {
+                request.headers_mut().remove(header::AUTHORIZATION);
+                request.extensions_mut().insert(caller);
+                next.run(request).await
+            }
+            Some(Err(e)) if e.is_provider_failure() => {
+                tracing::warn!(error = %e, "an OpenID provider cannot be asked");
+                FhirError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    IssueCode::Exception,
+                    "the identity provider cannot be asked, so the token cannot be checked",
+                )
+                .into_response()
+            }
+            Some(Err(e)) => {
+                metrics::counter!("zorgnet_node_rejected_credentials_total").increment(1);
+                tracing::info!(error = %e, "refused an OpenID Connect token");
+                unauthenticated(&format!("token refused: {e}"))
+            }
+            None if auth.in_network => next.run(request).await,
+            None => refuse_unknown(),
+        },
+        Some(None) if auth.in_network => next.run(request).await,
+        Some(None) => refuse_unknown(),
         None if open_without_credentials(&request) => next.run(request).await,
         None if matches!(auth.local, LocalClients::InsecureDev) => next.run(request).await,
         None => unauthenticated(
             "this node serves no one anonymously: send Authorization: Bearer <node key or access token>",
         ),
     }
+}
+
+fn refuse_unknown() -> Response {
+    metrics::counter!("zorgnet_node_rejected_credentials_total").increment(1);
+    unauthenticated("unknown credentials: send Authorization: Bearer <node key>")
 }
 
 /// What any client may read before authenticating: no patient data.

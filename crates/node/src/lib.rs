@@ -10,7 +10,7 @@
 //! (`zorgnet-store`), FHIR knowledge (`zorgnet-fhir`) or token formats (`zorgnet-trust`).
 //!
 //! A request's path: `serve` accepts the connection → `zorgnet_rest::finish`'s layers (request
-//! id, trace, metrics, media types) → [`access::enforce`] (for a node in a network) → axum
+//! id, trace, metrics, media types) → [`authn::authenticate`] → [`access::enforce`] → axum
 //! route → handler → `Store`.
 #![deny(missing_docs)]
 
@@ -45,19 +45,22 @@ pub struct AppState {
 }
 
 /// Builds the node's router: every request passes [`authn`] (no anonymous caller, unless
-/// `local` is [`authn::LocalClients::InsecureDev`]) and then the access policy towards other
-/// organisations ([`access`]); with a `network`, `$localize` and `$fetch` are served too.
+/// `local` is [`authn::LocalClients::InsecureDev`]; tokens of the OpenID Connect providers
+/// in `oidc` are its staff's and citizens') and then the access policy ([`access`]); with a
+/// `network`, `$localize` and `$fetch` are served too.
 pub fn router_in_network(
     store: Store,
     identity: NodeIdentity,
     base_url: String,
     network: Option<Arc<network::Network>>,
     local: authn::LocalClients,
+    oidc: authn::NodeOidc,
 ) -> Router {
     let require_peer_certificate = !matches!(local, authn::LocalClients::InsecureDev);
     let authentication = Arc::new(authn::Authentication {
         local,
         in_network: network.is_some(),
+        oidc,
     });
     let operations = if network.is_some() {
         vec![

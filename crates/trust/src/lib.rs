@@ -5,16 +5,19 @@
 //! may see which data ([`roles`]), API keys and secret files ([`secret`]), the network's CA
 //! ([`pki`]), how its certificates name an organisation ([`certificate`]), and mutual TLS
 //! with them ([`tls`]: configurations, a verifier with a replaceable revocation list, an
-//! accept loop). One definition for the issuer and every verifier, used by the node, the
+//! accept loop), and the verification of OpenID Connect tokens of professionals and
+//! citizens ([`oidc`]) with their SMART on FHIR scopes ([`smart`]). One definition for the issuer and every verifier, used by the node, the
 //! hub and the command line.
 //! What it is not: a policy (who may see what is decided by the node's access layer and
 //! the hub's consent register), an application server or a store.
 #![deny(missing_docs)]
 
 pub mod certificate;
+pub mod oidc;
 pub mod pki;
 pub mod roles;
 pub mod secret;
+pub mod smart;
 pub mod tls;
 pub mod token;
 

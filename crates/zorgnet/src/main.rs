@@ -580,8 +580,14 @@ async fn serve(
         }
         None => None,
     };
-    let router =
-        zorgnet_node::router_in_network(store, identity, shown_base, network, local.clients);
+    let router = zorgnet_node::router_in_network(
+        store,
+        identity,
+        shown_base,
+        network,
+        local.clients,
+        zorgnet_node::authn::NodeOidc::default(),
+    );
     serve_router(listener, router, tls.map(|tls| (tls.server, tls.verifier))).await
 }
 

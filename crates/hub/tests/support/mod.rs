@@ -272,6 +272,7 @@ pub async fn node_with_access(
         base.clone(),
         network,
         zorgnet_node::authn::LocalClients::InsecureDev,
+        zorgnet_node::authn::NodeOidc::default(),
     );
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut serve_stop = stop.subscribe();
