@@ -322,11 +322,24 @@ impl OidcVerifier {
     /// A verifier of `config.issuer`'s tokens for `config.audience`; the provider is asked
     /// on first use.
     pub fn new(config: OidcConfig) -> Result<OidcVerifier, OidcError> {
+        OidcVerifier::with_tls(config, None)
+    }
+
+    /// A verifier that reaches the provider over `tls` (a root of the operator's choosing,
+    /// [`crate::tls::anchor_only_client_config`]) instead of the platform's roots.
+    pub fn with_tls(
+        config: OidcConfig,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<OidcVerifier, OidcError> {
         check_provider_url(&config.issuer)?;
         if config.audience.trim().is_empty() {
             return Err(OidcError::Configuration("the audience is empty".into()));
         }
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        if let Some(tls) = tls {
+            client = client.tls_backend_preconfigured(tls);
+        }
+        let client = client
             .timeout(PROVIDER_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -87,6 +87,40 @@ pub struct NodeArgs {
     /// administrator. Accepted only on a loopback listen address; warns at every start.
     #[arg(long, env = "ZORGNET_INSECURE_DEV", conflicts_with = "tls")]
     insecure_dev: bool,
+    /// The organisation's OpenID Connect provider (issuer URL): its professionals' and
+    /// systems' bearer tokens are accepted within their SMART scopes.
+    #[arg(
+        long,
+        env = "ZORGNET_STAFF_OIDC_ISSUER",
+        requires = "staff_oidc_audience"
+    )]
+    staff_oidc_issuer: Option<String>,
+    /// The client id the staff provider's tokens must name as audience.
+    #[arg(
+        long,
+        env = "ZORGNET_STAFF_OIDC_AUDIENCE",
+        requires = "staff_oidc_issuer"
+    )]
+    staff_oidc_audience: Option<String>,
+    /// The citizens' OpenID Connect provider (issuer URL, DigiD-like): a citizen's token
+    /// (BSN or zorgverificatienummer) reads their own data, nothing else.
+    #[arg(
+        long,
+        env = "ZORGNET_CITIZEN_OIDC_ISSUER",
+        requires = "citizen_oidc_audience"
+    )]
+    citizen_oidc_issuer: Option<String>,
+    /// The client id the citizens' provider's tokens must name as audience.
+    #[arg(
+        long,
+        env = "ZORGNET_CITIZEN_OIDC_AUDIENCE",
+        requires = "citizen_oidc_issuer"
+    )]
+    citizen_oidc_audience: Option<String>,
+    /// The CA certificate (PEM) to verify the OpenID providers by, instead of the
+    /// platform's roots.
+    #[arg(long, env = "ZORGNET_OIDC_CACERT")]
+    oidc_cacert: Option<PathBuf>,
 }
 
 /// Command-line (and environment) arguments of `zorgnet hub`.
@@ -146,6 +180,16 @@ struct NodeFile {
     tls: Option<PathBuf>,
     #[serde(alias = "crl_refresh_s")]
     crl_refresh_s: Option<u64>,
+    #[serde(alias = "staff_oidc_issuer")]
+    staff_oidc_issuer: Option<String>,
+    #[serde(alias = "staff_oidc_audience")]
+    staff_oidc_audience: Option<String>,
+    #[serde(alias = "citizen_oidc_issuer")]
+    citizen_oidc_issuer: Option<String>,
+    #[serde(alias = "citizen_oidc_audience")]
+    citizen_oidc_audience: Option<String>,
+    #[serde(alias = "oidc_cacert")]
+    oidc_cacert: Option<PathBuf>,
 }
 
 /// A hub's settings file.
@@ -192,6 +236,12 @@ pub struct NodeSettings {
     pub tls: Option<PathBuf>,
     /// Time between fetches of the revocation list.
     pub crl_refresh: Duration,
+    /// The staff's OpenID provider: issuer and audience.
+    pub staff_oidc: Option<(String, String)>,
+    /// The citizens' OpenID provider: issuer and audience.
+    pub citizen_oidc: Option<(String, String)>,
+    /// The root to verify the OpenID providers by.
+    pub oidc_cacert: Option<PathBuf>,
 }
 
 /// Where a node's data is.
@@ -315,7 +365,31 @@ impl NodeSettings {
                 args.crl_refresh_s,
                 file.crl_refresh_s,
             ))?,
+            staff_oidc: provider(
+                "staff",
+                args.staff_oidc_issuer.or(file.staff_oidc_issuer),
+                args.staff_oidc_audience.or(file.staff_oidc_audience),
+            )?,
+            citizen_oidc: provider(
+                "citizen",
+                args.citizen_oidc_issuer.or(file.citizen_oidc_issuer),
+                args.citizen_oidc_audience.or(file.citizen_oidc_audience),
+            )?,
+            oidc_cacert: args.oidc_cacert.or(file.oidc_cacert),
         })
+    }
+}
+
+/// An OpenID provider's issuer and audience: both or neither.
+fn provider(
+    who: &str,
+    issuer: Option<String>,
+    audience: Option<String>,
+) -> Result<Option<(String, String)>> {
+    match (issuer, audience) {
+        (Some(issuer), Some(audience)) => Ok(Some((issuer, audience))),
+        (None, None) => Ok(None),
+        _ => anyhow::bail!("--{who}-oidc-issuer and --{who}-oidc-audience come together"),
     }
 }
 

@@ -9,6 +9,7 @@ mod bench_hub;
 mod ca_cli;
 mod config;
 mod consent_cli;
+mod demo;
 mod import;
 mod network_cli;
 mod professional_cli;
@@ -51,7 +52,7 @@ enum Command {
     /// Run a hub: pseudonym service, referral index, consent register, addressing, registry.
     Hub(config::HubArgs),
     /// Run a node on a local SQLite database, filled with synthetic Dutch patients on first start.
-    Demo(DemoArgs),
+    Demo(demo::DemoArgs),
     /// Write deterministic synthetic Dutch FHIR data (NDJSON, or transaction Bundles for .json).
     Generate(GenerateArgs),
     /// Load NDJSON or Bundle files into a node (over HTTP) or straight into its database.
@@ -90,19 +91,6 @@ enum NodeAction {
     /// Show the node's outbox: registrations waiting for the hub, and refused ones. Reads an
     /// existing database and never creates one.
     Status(config::NodeStorageArgs),
-}
-
-#[derive(Args)]
-struct DemoArgs {
-    /// Directory for the SQLite database.
-    #[arg(long, env = "ZORGNET_DEMO_DATA", default_value = "zorgnet-data/demo")]
-    data: PathBuf,
-    /// Address to listen on.
-    #[arg(long, env = "ZORGNET_DEMO_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: String,
-    /// Synthetic patients loaded on first start.
-    #[arg(long, env = "ZORGNET_DEMO_PATIENTS", default_value_t = 100)]
-    patients: usize,
 }
 
 #[derive(Args)]
@@ -194,7 +182,7 @@ fn main() -> Result<()> {
             Command::Hub(args) => {
                 run_hub(config::HubSettings::resolve(args, command_matches)?).await
             }
-            Command::Demo(args) => demo(args).await,
+            Command::Demo(args) => demo::run(args).await,
             Command::Generate(args) => generate(args),
             Command::Import(args) => import::run(args).await,
             Command::Localize(args) => network_cli::localize(args).await,
@@ -297,6 +285,7 @@ async fn run_node(settings: config::NodeSettings) -> Result<()> {
         ),
     };
     let local = local_clients(&settings.data, &settings.listen, settings.insecure_dev)?;
+    let oidc = node_oidc(&settings)?;
     let (store, wake) = open_node_store(&settings.data, settings.postgres.as_deref()).await?;
     let hub = match settings.hub {
         Some((url, key)) => Some(zorgnet_node::hub_client::HubClient::with_tls(
@@ -339,8 +328,44 @@ async fn run_node(settings: config::NodeSettings) -> Result<()> {
         hub.map(|client| (client, wake, settings.access)),
         local,
         tls,
+        oidc,
     )
     .await
+}
+
+/// The OpenID providers the node's settings name.
+fn node_oidc(settings: &config::NodeSettings) -> Result<zorgnet_node::authn::NodeOidc> {
+    use zorgnet_trust::oidc::{OidcConfig, OidcVerifier};
+    let tls = match &settings.oidc_cacert {
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+            let anchor = zorgnet_trust::tls::read_certificates(&pem)
+                .with_context(|| format!("no certificate in {}", path.display()))?
+                .remove(0);
+            Some(zorgnet_trust::tls::anchor_only_client_config(&anchor)?)
+        }
+        None => None,
+    };
+    let verifier = |provider: &Option<(String, String)>, who: &str| {
+        provider
+            .as_ref()
+            .map(|(issuer, audience)| {
+                OidcVerifier::with_tls(
+                    OidcConfig {
+                        issuer: issuer.clone(),
+                        audience: audience.clone(),
+                    },
+                    tls.clone(),
+                )
+                .map(std::sync::Arc::new)
+                .with_context(|| format!("the {who} OpenID provider {issuer}"))
+            })
+            .transpose()
+    };
+    Ok(zorgnet_node::authn::NodeOidc {
+        staff: verifier(&settings.staff_oidc, "staff")?,
+        citizens: verifier(&settings.citizen_oidc, "citizen")?,
+    })
 }
 
 /// The file in a node's data directory holding the last revocation list it fetched.
@@ -545,6 +570,7 @@ async fn serve(
     )>,
     local: LocalAccess,
     tls: Option<ServiceTls>,
+    oidc: zorgnet_node::authn::NodeOidc,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -580,14 +606,8 @@ async fn serve(
         }
         None => None,
     };
-    let router = zorgnet_node::router_in_network(
-        store,
-        identity,
-        shown_base,
-        network,
-        local.clients,
-        zorgnet_node::authn::NodeOidc::default(),
-    );
+    let router =
+        zorgnet_node::router_in_network(store, identity, shown_base, network, local.clients, oidc);
     serve_router(listener, router, tls.map(|tls| (tls.server, tls.verifier))).await
 }
 
@@ -716,83 +736,6 @@ async fn run_hub(settings: config::HubSettings) -> Result<()> {
     drop(stdout);
     let router = hub.router(&format!("{scheme}://{address}"));
     serve_router(listener, router, tls.map(|tls| (tls.server, tls.verifier))).await
-}
-
-async fn demo(args: DemoArgs) -> Result<()> {
-    let tls_dir = demo_credentials(&args.data, &args.listen)?;
-    let tls = ServiceTls::load(&tls_dir, &[tls_dir.join(pki::CRL_FILE)])?;
-    let store = open_store(&args.data, None).await?;
-    let existing: i64 = store.counts().await?.iter().map(|(_, n)| n).sum();
-    if existing == 0 {
-        println!(
-            "first start: loading {} synthetic patients into {}",
-            args.patients,
-            args.data.display()
-        );
-        let generator = zorgnet_synth::Generator::new(zorgnet_synth::SynthConfig {
-            patients: args.patients,
-            seed: 1,
-        });
-        let report = import::load_into_store(&store, generator.resources(), None).await?;
-        println!(
-            "loaded {} resources ({} failed)",
-            report.stored,
-            report.failures.len()
-        );
-    }
-    let identity = NodeIdentity {
-        ura: DEMO_URA.into(),
-        name: DEMO_NAME.into(),
-    };
-    let local = local_clients(&args.data, &args.listen, false)?;
-    serve(store, &args.listen, identity, None, None, local, Some(tls)).await
-}
-
-/// The demo organisation's URA number.
-const DEMO_URA: &str = "00000001";
-/// The demo organisation's name.
-const DEMO_NAME: &str = "zorgnet demo huisartsenpraktijk";
-/// The demo CA's directory inside the demo's data directory: for demonstrations only.
-const DEMO_CA_DIR: &str = "demo-ca";
-/// The demo node's credentials' directory inside the demo's data directory.
-const DEMO_TLS_DIR: &str = "tls";
-
-/// The demo's TLS credentials: a demo CA and a certificate for the node on the listen
-/// address's host, made at first start; a fresh revocation list at every start (a list
-/// lives a week). Answers the credentials' directory.
-fn demo_credentials(data: &std::path::Path, listen: &str) -> Result<PathBuf> {
-    std::fs::create_dir_all(data).with_context(|| format!("create {}", data.display()))?;
-    let ca_dir = data.join(DEMO_CA_DIR);
-    let ca = if ca_dir.join(pki::CA_CERTIFICATE_FILE).exists() {
-        pki::NetworkCa::open(&ca_dir)
-    } else {
-        pki::NetworkCa::init(&ca_dir, "zorgnet demo CA (not for real data)")
-    }
-    .with_context(|| format!("the demo CA in {}", ca_dir.display()))?;
-    let tls_dir = data.join(DEMO_TLS_DIR);
-    if !tls_dir.join(pki::KEY_FILE).exists() {
-        let mut hosts = vec![
-            "localhost".parse::<zorgnet_trust::certificate::HostName>()?,
-            "127.0.0.1".parse()?,
-            "::1".parse()?,
-        ];
-        if let Some(ip) = listen
-            .parse::<std::net::SocketAddr>()
-            .ok()
-            .map(|address| address.ip())
-            .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
-        {
-            hosts.push(ip.to_string().parse()?);
-        }
-        ca.issue_organisation(DEMO_URA, DEMO_NAME, &hosts, pki::Validity::default())
-            .context("issue the demo node's certificate")?
-            .write(&tls_dir, ca.certificate_pem())
-            .with_context(|| format!("write {}", tls_dir.display()))?;
-    }
-    let crl = ca.crl().context("sign the demo revocation list")?;
-    std::fs::write(tls_dir.join(pki::CRL_FILE), &crl.pem)
-        .with_context(|| format!("write the revocation list in {}", tls_dir.display()))?;
-    Ok(tls_dir)
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
