@@ -16,10 +16,13 @@
 //! - **`Authorization: Bearer <access token>`** issued by the hub (`POST /trust/token`, the
 //!   format is [`token`]): the signature is checked with the hub's Ed25519 key (fetched from
 //!   `GET /trust/keys` once, fetched again when a token names a key id not seen before, at
-//!   most every [`KEY_REFETCH_MIN_INTERVAL`]), then the expiry and the audience. A bad,
-//!   expired or foreign token, or any other kind of `Authorization`, is a 401. A token of
-//!   this node's own URA is served like a local client; a token of another organisation
-//!   goes through the policy below.
+//!   most every [`KEY_REFETCH_MIN_INTERVAL`]), then the expiry and the audience, then the
+//!   connection it came over: a token bound to a client certificate (RFC 8705 `cnf`) only
+//!   over that certificate, and every token only over a client certificate naming its URA
+//!   (the TLS layer's `PeerIdentity`; not checked under `--insecure-dev`, which has no TLS).
+//!   A bad, expired or foreign token, one over another organisation's connection, or any
+//!   other kind of `Authorization`, is a 401. A token of this node's own URA is served like
+//!   a local client; a token of another organisation goes through the policy below.
 //!
 //! The policy for other organisations fails closed, and an answer never depends on data the
 //! requester may not see:
@@ -85,7 +88,8 @@
 //!
 //! What it is not: authentication of the professional (whether the token's role is the
 //! professional's is the hub's to check when it issues the token), the audit log (NEN 7513
-//! AuditEvents come with the audit issue), or TLS client authentication. A node without a
+//! AuditEvents come with the audit issue), or the TLS handshake (`zorgnet_trust::tls`
+//! verifies certificates; this layer only compares them with tokens). A node without a
 //! hub ([`crate::router`]) has no keys to verify tokens with and no other organisations to
 //! tell apart: the layer lets everything through there, as before.
 

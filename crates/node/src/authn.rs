@@ -33,8 +33,9 @@
 //!
 //! Everything else is a 401 OperationOutcome with `WWW-Authenticate: Bearer`.
 //! What it is not: the policy (what a caller may see is [`crate::access`]'s, which reads the
-//! [`Caller`] this layer found; no handler does), or TLS client authentication (certificates
-//! arrive with the network PKI).
+//! [`Caller`] this layer found; no handler does), or TLS client authentication (the TLS layer,
+//! `zorgnet_trust::tls::serve`, verifies client certificates before a request exists; the
+//! access layer compares them with the hub's tokens).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
