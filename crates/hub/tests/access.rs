@@ -837,3 +837,136 @@ async fn a_posted_everything_is_scoped_and_filtered_exactly_like_a_get() {
         drop(gp);
     }
 }
+
+/// A token for `audience` of the professional `(uzi, role)` with `purpose` (and, for an
+/// emergency, a reason).
+async fn purpose_token(
+    hub: &TestHub,
+    key: &str,
+    audience: &str,
+    (uzi, role): (&str, &str),
+    purpose: Purpose,
+) -> String {
+    let request = TokenRequest {
+        audience: audience.into(),
+        uzi: Some(uzi.into()),
+        role: Some(role.into()),
+        purpose,
+        reason: (purpose == Purpose::Emergency)
+            .then(|| "bewusteloos binnengebracht op de SEH".to_string()),
+    };
+    hub.client(key)
+        .access_token(&request)
+        .await
+        .unwrap()
+        .access_token
+}
+
+/// How many break-the-glass accesses the node's `/metrics` counted.
+async fn emergency_accesses(base: &str) -> u64 {
+    let metrics = reqwest::get(format!("{}/metrics", base.trim_end_matches("/fhir")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find(|line| line.starts_with("zorgnet_emergency_accesses_total"))
+        .and_then(|line| line.split_whitespace().last())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// The emergency department's doctor has no treatment relation with the patient: a
+/// treatment read is refused; break-the-glass with a reason reads medication and allergies
+/// and is counted as an emergency access; once the patient has an emergency opt-out, the
+/// glass stays whole. With a relation, the doctor reads what is not opted out.
+#[tokio::test]
+async fn break_the_glass_needs_no_relation_but_yields_to_an_emergency_opt_out() {
+    for hub in support::hubs().await {
+        let gp_key = hub.organisation(GP, "Huisarts").await;
+        let hospital_key = hub.organisation(HOSPITAL, "Ziekenhuis").await;
+        let gp = node_with_access(
+            &hub,
+            GP,
+            &gp_key,
+            true,
+            AccessConfig {
+                decision_ttl: Duration::ZERO,
+            },
+        )
+        .await;
+        let patient = patient(&gp.base).await;
+        prescription(&gp.base, &patient, "metformine 500 mg 2dd").await;
+        create(
+            &gp.base,
+            json!({"resourceType": "AllergyIntolerance",
+                "code": {"text": "penicilline"},
+                "patient": {"reference": format!("Patient/{patient}")}}),
+        )
+        .await;
+        const ER_DOCTOR_UZI: &str = "900000018";
+        professional(&hub, ER_DOCTOR_UZI, &[(HOSPITAL, "01.015")]).await;
+        let doctor = (ER_DOCTOR_UZI, "01.015");
+        let medication = format!("{}/MedicationRequest?patient={patient}", gp.base);
+        let allergies = format!("{}/AllergyIntolerance?patient={patient}", gp.base);
+
+        let treatment = purpose_token(&hub, &hospital_key, GP, doctor, Purpose::Treatment).await;
+        let (status, refused) = call(Method::GET, &medication, bearer(&treatment), None).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{}: no relation: {refused}",
+            hub.backend
+        );
+
+        let before = emergency_accesses(&gp.base).await;
+        let emergency = purpose_token(&hub, &hospital_key, GP, doctor, Purpose::Emergency).await;
+        let (status, found) = call(Method::GET, &medication, bearer(&emergency), None).await;
+        assert_eq!(status, StatusCode::OK, "{found}");
+        assert_eq!(
+            medicines(&found),
+            ["MedicationRequest: metformine 500 mg 2dd"]
+        );
+        let (status, found) = call(Method::GET, &allergies, bearer(&emergency), None).await;
+        assert_eq!(status, StatusCode::OK, "{found}");
+        assert!(found.to_string().contains("penicilline"), "{found}");
+        assert!(
+            emergency_accesses(&gp.base).await >= before + 2,
+            "each break-the-glass read is counted"
+        );
+
+        // With a treatment relation the doctor reads in treatment, what is not opted out.
+        support::relation(&hub, &hospital_key, BSN).await;
+        let (status, found) = call(Method::GET, &medication, bearer(&treatment), None).await;
+        assert_eq!(status, StatusCode::OK, "{found}");
+        record_directive(
+            &hub,
+            &gp_key,
+            json!({"kind": "opt-out", "category": "medication"}),
+        )
+        .await;
+        let (status, refused) = call(Method::GET, &medication, bearer(&treatment), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "opted out: {refused}");
+        let (status, found) = call(Method::GET, &allergies, bearer(&treatment), None).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "allergies are not opted out: {found}"
+        );
+        assert!(found.to_string().contains("penicilline"), "{found}");
+
+        record_directive(&hub, &gp_key, json!({"kind": "emergency-opt-out"})).await;
+        let emergency = purpose_token(&hub, &hospital_key, GP, doctor, Purpose::Emergency).await;
+        for url in [&medication, &allergies] {
+            let (status, refused) = call(Method::GET, url, bearer(&emergency), None).await;
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "emergency opt-out: {refused}"
+            );
+            assert!(!refused.to_string().contains("opt"), "{refused}");
+        }
+        drop(gp);
+    }
+}

@@ -84,7 +84,10 @@
 //!   `_summary` and `_elements` are applied by this layer after the filter, so the filter
 //!   always sees whole resources.
 //! - Every decision is a `tracing` event with the requester, role, category, purpose,
-//!   outcome and reason; never a BSN or a patient id.
+//!   outcome and reason; never a BSN or a patient id. A break-the-glass access that is served
+//!   is marked: a WARN event naming the requester, the professional and the role (not the
+//!   free-text reason, which may name the patient), and `zorgnet_emergency_accesses_total`
+//!   at `/metrics`.
 //!
 //! What it is not: authentication of the professional (whether the token's role is the
 //! professional's is the hub's to check when it issues the token), the audit log (NEN 7513
@@ -439,6 +442,15 @@ async fn serve_other_organisation(
     decisions.extend(by_role);
     if scope.types.iter().all(|t| type_refused(t, &decisions)) {
         return Err(AccessError::Forbidden(NOT_PERMITTED.into()));
+    }
+    if claims.purpose == Purpose::Emergency {
+        metrics::counter!("zorgnet_emergency_accesses_total").increment(1);
+        tracing::warn!(
+            requester = %claims.ura,
+            professional = claims.uzi.as_deref().unwrap_or("-"),
+            role = claims.role.as_deref().unwrap_or("-"),
+            "break-the-glass access served"
+        );
     }
     let policy = Policy {
         registry: state.store.registry(),

@@ -8,6 +8,9 @@
 //!   its SHA-256). It acts as the organisation's administrator (the record system, the
 //!   import, the operator's tools). The header is removed before the request goes on, so that
 //!   no later layer or log sees the key;
+//! - from the node's own systems over mutual TLS: no `Authorization`, but a client
+//!   certificate of the network CA naming the node's own URA (the TLS layer verified it and
+//!   put its `PeerIdentity` in the request). It acts as the administrator too;
 //! - from one of the organisation's professionals or systems, or from a citizen: a bearer
 //!   token of an OpenID Connect provider the node is configured with ([`NodeOidc`]: the
 //!   organisation's own provider for its staff, a DigiD-like one for citizens). The token's
@@ -45,6 +48,7 @@ use std::sync::Arc;
 use zorgnet_fhir::IssueCode;
 use zorgnet_rest::error::FhirError;
 use zorgnet_rest::mcsd::DIRECTORY_TYPES;
+use zorgnet_trust::certificate::PeerIdentity;
 use zorgnet_trust::oidc::{CitizenIdentity, OidcError, OidcVerifier, StaffIdentity};
 
 /// File in the node's data directory that holds its key.
@@ -138,6 +142,8 @@ impl NodeOidc {
 /// the OpenID Connect providers.
 pub(crate) struct Authentication {
     pub(crate) local: LocalClients,
+    /// The node's organisation: a client certificate naming it is the node's own system.
+    pub(crate) own_ura: String,
     pub(crate) in_network: bool,
     pub(crate) oidc: NodeOidc,
 }
@@ -183,6 +189,13 @@ pub(crate) async fn authenticate(
         Some(None) if auth.in_network => next.run(request).await,
         Some(None) => refuse_unknown(),
         None if open_without_credentials(&request) => next.run(request).await,
+        None if request
+            .extensions()
+            .get::<PeerIdentity>()
+            .is_some_and(|peer| peer.ura.as_deref() == Some(auth.own_ura.as_str())) =>
+        {
+            next.run(request).await
+        }
         None if matches!(auth.local, LocalClients::InsecureDev) => next.run(request).await,
         None => unauthenticated(
             "this node serves no one anonymously: send Authorization: Bearer <node key or access token>",

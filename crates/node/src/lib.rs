@@ -59,6 +59,7 @@ pub fn router_in_network(
     let require_peer_certificate = !matches!(local, authn::LocalClients::InsecureDev);
     let authentication = Arc::new(authn::Authentication {
         local,
+        own_ura: identity.ura.clone(),
         in_network: network.is_some(),
         oidc,
     });

@@ -5,8 +5,10 @@
 //! revoked one (after the operator publishes the new list, within the refresh interval, also
 //! over a kept-alive connection) are refused by the hub and the node; a hospital's access
 //! token is honoured only over the hospital's own certificate (not without a certificate,
-//! not over a pharmacy's); the hospital's hub key is refused over the pharmacy's connection,
-//! while a registered organisation's certificate alone authenticates it at the hub.
+//! not over a pharmacy's); the GP's own certificate alone is its node's administrator, another
+//! organisation's is nobody; the hospital's hub key is refused over the pharmacy's
+//! connection, while a registered organisation's certificate alone authenticates it at the
+//! hub.
 
 mod support;
 
@@ -347,6 +349,19 @@ async fn only_valid_certificates_of_the_network_get_in_and_tokens_travel_only_wi
     assert_eq!(network.read_patient(&pharmacy, &unbound).await, 401);
     assert_eq!(network.read_patient(&anonymous, &unbound).await, 401);
     assert_eq!(network.read_patient(&hospital, &unbound).await, 200);
+
+    // The GP's own systems: its certificate alone is the node's administrator; another
+    // organisation's certificate alone is nobody.
+    let own_system = client(&ca, Some(&network.credentials(GP)));
+    let everyone = format!("{}/Patient", network.gp_fhir());
+    let listed = own_system.get(&everyone).send().await.unwrap();
+    assert_eq!(listed.status(), 200);
+    let listed: Value = listed.json().await.unwrap();
+    assert_eq!(listed["total"], 1);
+    for (what, other) in [("the hospital", &hospital), ("no certificate", &anonymous)] {
+        let refused = other.get(&everyone).send().await.unwrap();
+        assert_eq!(refused.status(), 401, "{what}");
+    }
 
     // At the hub: the hospital's key over the pharmacy's connection is refused; the
     // pharmacy's certificate alone authenticates the pharmacy.
