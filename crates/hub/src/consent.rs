@@ -268,23 +268,10 @@ pub struct AccessQuestion<'a> {
     pub purpose: Purpose,
 }
 
-/// Whether a professional with UZI role code `role` may see `category` at all.
-/// Physicians (`01.*`) see everything; pharmacists (`17.*`) medication, allergies and lab
-/// results; nurses (`30.*`) the summary, medication, allergies, lab results and nursing
-/// transfers; dentists (`02.*`) the summary, medication and allergies; others nothing.
+/// Whether a professional with UZI role code `role` may see `category`: the network's one
+/// table, `zorgnet_trust::roles`, which the nodes apply too.
 pub fn role_may_see(role: &str, category: DataCategory) -> bool {
-    use DataCategory::*;
-    let profession = role.split('.').next().unwrap_or("");
-    match profession {
-        "01" => true,
-        "17" => matches!(category, Medication | Allergies | LabResults),
-        "30" => matches!(
-            category,
-            PatientSummary | Medication | Allergies | LabResults | NursingTransfer
-        ),
-        "02" => matches!(category, PatientSummary | Medication | Allergies),
-        _ => false,
-    }
+    zorgnet_trust::roles::Role::parse(role).is_some_and(|role| role.may_see(category.code()))
 }
 
 /// The policy: decides `question` against a person's current directives at `now_ms`, given
