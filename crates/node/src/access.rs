@@ -628,7 +628,7 @@ enum PatientRef {
 }
 
 const WRITE_REFUSED: &str = "other organisations may not change data at this node";
-const ONE_PATIENT: &str = "a request from another organisation must name exactly one patient, \
+const ONE_PATIENT: &str = "a request from another organisation or a citizen must name exactly one patient, \
     once: patient, subject (by id) or patient.identifier, subject.identifier (system|value), \
     on Patient _id or identifier; without modifiers or lists, and no other parameter on the \
     patient";

@@ -55,7 +55,7 @@ pub struct ImportArgs {
     /// gzip-compressed ones (`.ndjson.gz`, `.json.gz`) too.
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Base URL of a running node (`http://127.0.0.1:8080/fhir`).
+    /// Base URL of a running node (`https://127.0.0.1:8080/fhir`).
     #[arg(long, conflicts_with_all = ["data", "postgres"])]
     to: Option<String>,
     /// With --to: the node's key (its data directory's `node-admin.key`); a node started

@@ -33,7 +33,7 @@ use zorgnet_node::network::FETCH_SOURCE_TIMEOUT;
 
 /// The node asked when neither `--node` nor `ZORGNET_NODE` says otherwise: the FHIR base of
 /// `zorgnet node` on its default listen address (127.0.0.1:8080, see `config.rs`).
-pub const DEFAULT_NODE_URL: &str = "http://127.0.0.1:8080/fhir";
+pub const DEFAULT_NODE_URL: &str = "https://127.0.0.1:8080/fhir";
 /// How long connecting to the node may take: it is one machine or one LAN away.
 const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the node may take to answer: a `$fetch` is a referral-index lookup at the hub

@@ -20,7 +20,7 @@ use zorgnet_node::hub_client::HubClient;
 #[derive(Args)]
 struct OperatorAccess {
     /// Base URL of the hub.
-    #[arg(long, env = "ZORGNET_HUB", default_value = "http://127.0.0.1:7000")]
+    #[arg(long, env = "ZORGNET_HUB", default_value = "https://127.0.0.1:7000")]
     hub: String,
     /// The file holding the operator's key: `admin.key` in the hub's data directory.
     #[arg(long, env = "ZORGNET_HUB_ADMIN_KEY_FILE")]

@@ -20,7 +20,7 @@ use zorgnet_pseudonym::{Bsn, PersonalId};
 #[derive(Args)]
 struct HubAccess {
     /// Base URL of the hub.
-    #[arg(long, env = "ZORGNET_HUB", default_value = "http://127.0.0.1:7000")]
+    #[arg(long, env = "ZORGNET_HUB", default_value = "https://127.0.0.1:7000")]
     hub: String,
     /// The organisation's API key at the hub.
     #[arg(long, env = "ZORGNET_HUB_KEY", hide_env_values = true)]
