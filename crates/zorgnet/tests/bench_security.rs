@@ -47,12 +47,12 @@ fn the_security_benchmark_serves_both_scenarios_with_security_off_and_on() {
         "search Observation?patient=Patient/{id}",
     ] {
         for security in ["off", "mTLS only", "on"] {
-            // | scenario | round | security | req/s | p50 | p99 | CPU | requests | not 200 |
+            // | scenario | round | security | req/s | p50 | p99 | CPU | CPU | requests | not 200 |
             let cells = row(&report, scenario, security);
-            let requests: usize = cells[8].parse().unwrap();
+            let requests: usize = cells[9].parse().unwrap();
             assert!(requests > 0, "{scenario} {security}: no requests\n{report}");
             assert_eq!(
-                cells[9], "0",
+                cells[10], "0",
                 "{scenario} {security}: answers not 200\n{report}"
             );
         }
