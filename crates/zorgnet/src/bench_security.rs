@@ -13,8 +13,8 @@
 //! The hub runs in the same process over mutual TLS, with the two organisations, the
 //! specialist in its professional register and the hospital's treatment relations with the
 //! sampled patients, all made through its API. The load generator is this process too (wrk
-//! cannot show a client certificate): `--connections` tasks, each with one kept-alive
-//! HTTP/1.1 connection, every latency recorded. The two modes alternate, off then on, for
+//! cannot show a client certificate): `--connections` tasks on a thread of their own, each
+//! with one kept-alive HTTP/1.1 connection (hyper's, without a pool), every latency recorded. The two modes alternate, off then on, for
 //! `--rounds` rounds per scenario (read by id, search), so both see the same machine.
 //!
 //! A new connection's cost is measured apart: `--handshakes` connections one after the
@@ -29,6 +29,8 @@
 use crate::import::load_into_store;
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use http_body_util::BodyExt as _;
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -173,6 +175,28 @@ impl Targets {
             }
         };
         builder.build().context("set up a load client")
+    }
+
+    /// The load generator's way to `security`'s server.
+    fn endpoint(&self, security: Security, token: Option<&str>) -> Result<Endpoint> {
+        let base = self.base(security);
+        let address = base
+            .rsplit_once("//")
+            .map_or(base, |(_, address)| address)
+            .parse()
+            .with_context(|| format!("the address of {base}"))?;
+        let authorization = token
+            .map(|token| {
+                let mut value = http::HeaderValue::from_str(&format!("Bearer {token}"))?;
+                value.set_sensitive(true);
+                Ok::<_, anyhow::Error>(value)
+            })
+            .transpose()?;
+        Ok(Endpoint {
+            address,
+            tls: (security != Security::Off).then(|| Arc::new(self.hospital_tls.clone())),
+            authorization,
+        })
     }
 
     fn base(&self, security: Security) -> &str {
@@ -646,12 +670,10 @@ async fn load(
     round: usize,
     args: &BenchSecurityArgs,
 ) -> Result<Run> {
-    let clients: Vec<reqwest::Client> = (0..args.connections)
-        .map(|_| targets.client(security, token))
-        .collect::<Result<_>>()?;
-    let (base, paths) = (targets.base(security).to_string(), scenario.paths.clone());
+    let endpoint = targets.endpoint(security, token)?;
+    let (connections, paths) = (args.connections, scenario.paths.clone());
     let window = Duration::from_secs(args.seconds);
-    let generator = std::thread::spawn(move || generate(clients, base, paths, window));
+    let generator = std::thread::spawn(move || generate(endpoint, connections, paths, window));
     let mut measured = tokio::task::spawn_blocking(move || generator.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the load generator panicked"))??;
@@ -688,11 +710,69 @@ struct Measured {
     generator_cpu_s: f64,
 }
 
-/// The load generator, on the calling thread: one task per client, each opening its
-/// connection, then, once all are open, sending requests one after the other for `window`.
+/// Where and how the load generator connects: the server's address, the hospital's TLS
+/// configuration (none for plain HTTP) and the `Authorization` header, if any.
+#[derive(Clone)]
+struct Endpoint {
+    address: std::net::SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    authorization: Option<http::HeaderValue>,
+}
+
+/// One kept-alive HTTP/1.1 connection of the load generator: hyper's connection itself, not
+/// a pool, so that every request of a task goes over the same connection (a pool opens a
+/// new one when the previous answer's connection is not back in it yet).
+type Connection = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+impl Endpoint {
+    /// Opens a connection (over TLS: a full handshake), its driver spawned on the current
+    /// runtime.
+    async fn connect(&self) -> Result<Connection> {
+        let tcp = tokio::net::TcpStream::connect(self.address).await?;
+        tcp.set_nodelay(true)?;
+        Ok(match &self.tls {
+            None => {
+                let (sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+                tokio::spawn(connection);
+                sender
+            }
+            Some(config) => {
+                let server = rustls::pki_types::ServerName::IpAddress(self.address.ip().into());
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(server, tcp)
+                    .await?;
+                let (sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+                tokio::spawn(connection);
+                sender
+            }
+        })
+    }
+
+    /// `GET path` over `connection`, the answer read to its end: whether it was a 200.
+    async fn get(&self, connection: &mut Connection, path: &str) -> Result<bool> {
+        let mut request = http::Request::get(path)
+            .header(http::header::HOST, self.address.to_string())
+            .body(http_body_util::Empty::new())?;
+        if let Some(authorization) = &self.authorization {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, authorization.clone());
+        }
+        connection.ready().await?;
+        let response = connection.send_request(request).await?;
+        let ok = response.status() == http::StatusCode::OK;
+        response.into_body().collect().await?;
+        Ok(ok)
+    }
+}
+
+/// The load generator, on the calling thread: one task per connection, each opening it,
+/// then, once all are open, sending requests one after the other over it for `window`.
 fn generate(
-    clients: Vec<reqwest::Client>,
-    base: String,
+    endpoint: Endpoint,
+    connections: usize,
     paths: Arc<Vec<String>>,
     window: Duration,
 ) -> Result<Measured> {
@@ -700,32 +780,32 @@ fn generate(
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let stride = clients.len();
-        let ready = Arc::new(tokio::sync::Barrier::new(stride + 1));
+        let ready = Arc::new(tokio::sync::Barrier::new(connections + 1));
         let mut tasks = tokio::task::JoinSet::new();
-        for (task, client) in clients.into_iter().enumerate() {
-            let (ready, paths, base) = (ready.clone(), paths.clone(), base.clone());
+        for task in 0..connections {
+            let (ready, paths, endpoint) = (ready.clone(), paths.clone(), endpoint.clone());
             tasks.spawn(async move {
                 let mut next = task % paths.len();
-                let opened = match client.get(format!("{base}{}", paths[next])).send().await {
-                    Ok(response) => response.bytes().await.map(drop),
+                let opened = match endpoint.connect().await {
+                    Ok(mut connection) => endpoint
+                        .get(&mut connection, &paths[next])
+                        .await
+                        .map(|_| connection),
                     Err(e) => Err(e),
                 };
                 ready.wait().await;
-                opened?;
+                let mut connection = opened?;
                 let deadline = Instant::now() + window;
                 let mut latencies_ns: Vec<u64> = Vec::new();
                 let mut not_ok = 0usize;
                 while Instant::now() < deadline {
-                    next = (next + stride) % paths.len();
+                    next = (next + connections) % paths.len();
                     let sent = Instant::now();
-                    let response = client.get(format!("{base}{}", paths[next])).send().await?;
-                    let ok = response.status() == reqwest::StatusCode::OK;
-                    response.bytes().await?;
+                    let ok = endpoint.get(&mut connection, &paths[next]).await?;
                     latencies_ns.push(sent.elapsed().as_nanos() as u64);
                     not_ok += usize::from(!ok);
                 }
-                Ok::<_, reqwest::Error>((latencies_ns, not_ok))
+                Ok::<_, anyhow::Error>((latencies_ns, not_ok))
             });
         }
         ready.wait().await;
@@ -739,7 +819,7 @@ fn generate(
             generator_cpu_s: 0.0,
         };
         while let Some(done) = tasks.join_next().await {
-            let (latencies, not_ok) = done?.context("a load client's request failed")?;
+            let (latencies, not_ok) = done?.context("a load connection failed")?;
             measured.latencies_ns.extend(latencies);
             measured.not_ok += not_ok;
         }
