@@ -1,21 +1,25 @@
 //! `zorgnet bench-security`: what security costs the node, measured in one run against one
-//! store of synthetic patients served twice at once.
+//! store of synthetic patients served three ways at once.
 //!
 //! - **Security off**: the node's router without a network and with
 //!   [`LocalClients::InsecureDev`], over plain HTTP; requests carry no credentials.
+//! - **mTLS only**: the same router over mutual TLS (`zorgnet_trust::tls::serve` with the
+//!   GP's certificate, clients showing the hospital's): the transport's share alone.
 //! - **Security on**: the same store as a GP's node in a network, over mutual TLS with the
-//!   GP's certificate (`zorgnet_trust::tls::serve`, client certificates checked against a
-//!   temporary network CA and its revocation list); every request carries a hospital
-//!   specialist's access token bound to the hospital's certificate and goes through token
-//!   verification and the access policy, whose consent decisions come from the node's cache
-//!   (warmed before measuring, kept for [`DECISION_TTL`]).
+//!   GP's certificate (client certificates checked against a temporary network CA and its
+//!   revocation list); every request carries a hospital specialist's access token bound to
+//!   the hospital's certificate and goes through token verification and the access policy,
+//!   whose consent decisions come from the node's cache (warmed before measuring, kept for
+//!   [`DECISION_TTL`]).
 //!
 //! The hub runs in the same process over mutual TLS, with the two organisations, the
 //! specialist in its professional register and the hospital's treatment relations with the
 //! sampled patients, all made through its API. The load generator is this process too (wrk
 //! cannot show a client certificate): `--connections` tasks on a thread of their own, each
-//! with one kept-alive HTTP/1.1 connection (hyper's, without a pool), every latency recorded. The two modes alternate, off then on, for
-//! `--rounds` rounds per scenario (read by id, search), so both see the same machine.
+//! with one kept-alive HTTP/1.1 connection (hyper's, without a pool), every latency
+//! recorded; the server's CPU per request is the process's CPU time less that thread's. The
+//! three ways take turns, off, mTLS only, on, for `--rounds` rounds per scenario (read by
+//! id, search), so all see the same machine.
 //!
 //! A new connection's cost is measured apart: `--handshakes` connections one after the
 //! other, each with one `GET /health`, from a client thread of its own; the server's CPU is
@@ -152,8 +156,8 @@ struct Targets {
 }
 
 impl Targets {
-    /// A client with one kept-alive connection: plain, or with the hospital's certificate
-    /// and `token`.
+    /// A reqwest client for the setup, the warm-up and the connection cost: plain, or with
+    /// the hospital's certificate and `token`.
     fn client(&self, security: Security, token: Option<&str>) -> Result<reqwest::Client> {
         let builder = reqwest::Client::builder()
             .http1_only()
