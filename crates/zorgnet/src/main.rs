@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_hub;
+mod bench_security;
 mod ca_cli;
 mod config;
 mod consent_cli;
@@ -75,6 +76,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure the hub's referral index and pseudonym service on bulk-loaded registrations (needs `wrk`).
     BenchHub(bench_hub::BenchHubArgs),
+    /// Measure what security costs the node: reads and searches over mTLS with tokens and
+    /// policy against the same store without, a new mTLS connection's server CPU.
+    BenchSecurity(bench_security::BenchSecurityArgs),
 }
 
 #[derive(Args)]
@@ -125,6 +129,7 @@ fn init_logging(command: &Command) {
         | Command::Fetch(_)
         | Command::Bench(_)
         | Command::BenchHub(_)
+        | Command::BenchSecurity(_)
         | Command::Consent(_)
         | Command::Relation(_)
         | Command::Organisation(_)
@@ -194,6 +199,7 @@ fn main() -> Result<()> {
             Command::Fetch(args) => network_cli::fetch(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchHub(args) => bench_hub::run(args).await,
+            Command::BenchSecurity(args) => bench_security::run(args).await,
         }
     })
 }
