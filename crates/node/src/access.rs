@@ -16,7 +16,10 @@
 //! - **`Authorization: Bearer <access token>`** issued by the hub (`POST /trust/token`, the
 //!   format is [`token`]): the signature is checked with the hub's Ed25519 key (fetched from
 //!   `GET /trust/keys` once, fetched again when a token names a key id not seen before, at
-//!   most every [`KEY_REFETCH_MIN_INTERVAL`]), then the expiry and the audience, then the
+//!   most every [`KEY_REFETCH_MIN_INTERVAL`]), then the expiry and the audience (a token that
+//!   passed is remembered by the hash of its text until it expires, at most
+//!   [`MAX_VERIFIED_TOKENS`] of them, so kept-alive clients are not re-verified at every
+//!   request; the connection check below runs every time), then the
 //!   connection it came over: a token bound to a client certificate (RFC 8705 `cnf`) only
 //!   over that certificate, and every token only over a client certificate naming its URA
 //!   (the TLS layer's `PeerIdentity`; not checked under `--insecure-dev`, which has no TLS).
@@ -137,6 +140,10 @@ pub const MAX_CACHED_DECISIONS: usize = 100_000;
 /// Shortest time between two fetches of the hub's token keys, so that tokens naming
 /// unknown key ids cannot make the node hammer the hub.
 pub const KEY_REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// Most verified access tokens remembered (by the SHA-256 of their text) until they expire,
+/// so that a token is checked with Ed25519 once rather than at every request over a
+/// kept-alive connection. A full memory first drops its expired tokens, then everything.
+pub const MAX_VERIFIED_TOKENS: usize = 10_000;
 /// Largest answer the filter reads: a search page of `MAX_PAGE_SIZE` resources with its
 /// included resources fits with room to spare.
 pub const MAX_FILTERED_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -1766,11 +1773,13 @@ impl DecisionCache {
     }
 }
 
-/// The hub's token-verification keys, by key id.
+/// The hub's token-verification keys, by key id, and the tokens verified with them.
 #[derive(Default)]
 struct HubKeys {
     known: RwLock<KnownKeys>,
     refresh: tokio::sync::Mutex<()>,
+    /// Tokens whose signature, audience and times checked out, by the SHA-256 of their text.
+    verified: RwLock<HashMap<[u8; 32], AccessClaims>>,
 }
 
 #[derive(Default)]
@@ -1796,6 +1805,11 @@ impl HubKeys {
         let invalid = |e: token::TokenError| {
             AccessError::Unauthenticated(format!("access token refused: {e}"))
         };
+        let now_s = zorgnet_db::now_ms() / 1000;
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
+        if let Some(claims) = self.remembered(&digest, now_s) {
+            return Ok(claims);
+        }
         let key_id = token::key_id_of(token).map_err(invalid)?;
         let key = match self.key(&key_id) {
             Some(key) => key,
@@ -1804,7 +1818,30 @@ impl HubKeys {
                 .await?
                 .ok_or_else(|| invalid(token::TokenError::UnknownKey))?,
         };
-        token::verify(token, &key, audience, zorgnet_db::now_ms() / 1000).map_err(invalid)
+        let claims = token::verify(token, &key, audience, now_s).map_err(invalid)?;
+        self.remember(digest, &claims, now_s);
+        Ok(claims)
+    }
+
+    /// The claims of a token verified before, while it has not expired (without the clock
+    /// skew the first verification allows).
+    fn remembered(&self, digest: &[u8; 32], now_s: i64) -> Option<AccessClaims> {
+        let verified = self.verified.read().unwrap_or_else(|p| p.into_inner());
+        verified
+            .get(digest)
+            .filter(|claims| now_s < claims.exp)
+            .cloned()
+    }
+
+    fn remember(&self, digest: [u8; 32], claims: &AccessClaims, now_s: i64) {
+        let mut verified = self.verified.write().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= MAX_VERIFIED_TOKENS {
+            verified.retain(|_, claims| now_s < claims.exp);
+            if verified.len() >= MAX_VERIFIED_TOKENS {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, claims.clone());
     }
 
     /// Fetches the hub's key set (at most once per [`KEY_REFETCH_MIN_INTERVAL`]) and returns
@@ -2186,6 +2223,33 @@ mod tests {
             category,
             purpose: Purpose::Treatment,
         }
+    }
+
+    #[test]
+    fn verified_tokens_are_remembered_until_they_expire_and_memory_stays_bounded() {
+        let keys = HubKeys::default();
+        let claims = |exp: i64| AccessClaims {
+            ura: "00000022".into(),
+            uzi: None,
+            role: None,
+            purpose: Purpose::Treatment,
+            reason: None,
+            iat: 0,
+            exp,
+            aud: "00000011".into(),
+            cnf: None,
+        };
+        keys.remember([1; 32], &claims(100), 50);
+        assert_eq!(keys.remembered(&[1; 32], 99), Some(claims(100)));
+        assert_eq!(keys.remembered(&[1; 32], 100), None, "expired");
+        assert_eq!(keys.remembered(&[2; 32], 50), None, "another token");
+        for n in 0..MAX_VERIFIED_TOKENS + 10 {
+            let mut digest = [0u8; 32];
+            digest[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            keys.remember(digest, &claims(1_000), 50);
+        }
+        let remembered = keys.verified.read().unwrap().len();
+        assert!(remembered <= MAX_VERIFIED_TOKENS, "{remembered}");
     }
 
     #[test]
