@@ -54,7 +54,7 @@ use std::sync::Arc;
 use zorgnet_db::sql::{Conn, SqlValue};
 use zorgnet_db::{DbError, Migration};
 use zorgnet_fhir::categories::DataCategory;
-use zorgnet_fhir::datetime::{format_instant, parse_date_range};
+use zorgnet_fhir::datetime::format_instant;
 
 /// The consent register's migrations.
 pub const MIGRATIONS: &[Migration] = &[Migration {
@@ -593,14 +593,6 @@ fn managed_by(steward: &Steward, versions: Vec<Directive>) -> Vec<Directive> {
         .collect()
 }
 
-fn instant(field: &str, text: &str) -> Result<i64, ApiError> {
-    parse_date_range(text)
-        .map(|range| range.low_ms)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("{field} {text:?} is not a date or date-time"))
-        })
-}
-
 async fn record(
     State(state): State<Arc<HubState>>,
     Extension(caller): Extension<Caller>,
@@ -646,13 +638,13 @@ async fn record(
     let valid_from_ms = request
         .valid_from
         .as_deref()
-        .map(|t| instant("valid_from", t))
+        .map(|t| crate::instant("valid_from", t))
         .transpose()?
         .unwrap_or(now);
     let valid_until_ms = request
         .valid_until
         .as_deref()
-        .map(|t| instant("valid_until", t))
+        .map(|t| crate::instant("valid_until", t))
         .transpose()?;
     if valid_until_ms.is_some_and(|until| until <= valid_from_ms) {
         return Err(ApiError::bad_request(

@@ -264,6 +264,16 @@ async fn openapi() -> impl axum::response::IntoResponse {
 }
 
 /// Runs blocking database work off the async workers.
+/// The moment a request's date or date-time field `field` names (its start, for a date),
+/// or a 400 naming the field.
+pub(crate) fn instant(field: &str, text: &str) -> Result<i64, ApiError> {
+    zorgnet_fhir::datetime::parse_date_range(text)
+        .map(|range| range.low_ms)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("{field} {text:?} is not a date or date-time"))
+        })
+}
+
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use zorgnet_db::sql::{Conn, SqlValue};
 use zorgnet_db::{DbError, Migration};
-use zorgnet_fhir::datetime::{format_instant, parse_date_range};
+use zorgnet_fhir::datetime::format_instant;
 
 /// The relation register's migrations.
 pub const MIGRATIONS: &[Migration] = &[Migration {
@@ -229,14 +229,6 @@ pub struct NewRelation {
     pub valid_until: Option<String>,
 }
 
-fn instant(field: &str, text: &str) -> Result<i64, ApiError> {
-    parse_date_range(text)
-        .map(|range| range.low_ms)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("{field} {text:?} is not a date or date-time"))
-        })
-}
-
 async fn register(
     State(state): State<Arc<HubState>>,
     Extension(caller): Extension<Caller>,
@@ -248,13 +240,13 @@ async fn register(
     let valid_from_ms = request
         .valid_from
         .as_deref()
-        .map(|t| instant("valid_from", t))
+        .map(|t| crate::instant("valid_from", t))
         .transpose()?
         .unwrap_or(now);
     let valid_until_ms = request
         .valid_until
         .as_deref()
-        .map(|t| instant("valid_until", t))
+        .map(|t| crate::instant("valid_until", t))
         .transpose()?
         .unwrap_or(valid_from_ms.saturating_add(DEFAULT_VALIDITY_MS));
     if valid_until_ms <= valid_from_ms {

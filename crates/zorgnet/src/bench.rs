@@ -196,6 +196,30 @@ pub(crate) fn run_wrk(
     Ok(result)
 }
 
+/// Linux's unit of process CPU time in `/proc/…/stat` (USER_HZ).
+const CLOCK_TICKS_PER_S: f64 = 100.0;
+/// This process's CPU times, all threads.
+pub(crate) const PROCESS_STAT: &str = "/proc/self/stat";
+
+/// User plus system CPU time in seconds from a `/proc/…/stat` file (`/proc/self/stat`: the
+/// process; `/proc/thread-self/stat`: the calling thread).
+pub(crate) fn cpu_s(stat_file: &str) -> f64 {
+    std::fs::read_to_string(stat_file)
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<u64> = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            Some(fields.iter().sum::<u64>() as f64 / CLOCK_TICKS_PER_S)
+        })
+        .unwrap_or(0.0)
+}
+
 /// A `/proc/self/status` field in KiB (`VmRSS:`, `VmHWM:`).
 pub(crate) fn memory_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -69,8 +69,6 @@ const FIRST_URA: u32 = 10_000_000;
 /// FNV-1a (64-bit) parameters: the cheap hash that spreads a person's holders.
 const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-/// Linux's unit of process CPU time in `/proc/self/stat` (USER_HZ).
-const CLOCK_TICKS_PER_S: f64 = 100.0;
 /// Microseconds in a second.
 const MICROS_PER_S: f64 = 1_000_000.0;
 
@@ -584,7 +582,7 @@ impl Clock {
     fn start() -> Clock {
         Clock {
             wall: Instant::now(),
-            cpu_s: process_cpu_s(),
+            cpu_s: crate::bench::cpu_s(crate::bench::PROCESS_STAT),
         }
     }
 
@@ -592,27 +590,10 @@ impl Clock {
         let operations = operations.max(1) as f64;
         Rate {
             per_s: operations / self.wall.elapsed().as_secs_f64(),
-            cpu_us: (process_cpu_s() - self.cpu_s) * MICROS_PER_S / operations,
+            cpu_us: (crate::bench::cpu_s(crate::bench::PROCESS_STAT) - self.cpu_s) * MICROS_PER_S
+                / operations,
         }
     }
-}
-
-/// User plus system CPU time of this process, all threads, in seconds.
-fn process_cpu_s() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            let fields: Vec<u64> = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|f| f.parse().ok())
-                .collect();
-            Some(fields.iter().sum::<u64>() as f64 / CLOCK_TICKS_PER_S)
-        })
-        .unwrap_or(0.0)
 }
 
 /// Lookups by `wrk` over `--lookup-tokens` distinct tokens for the sample people, made just
@@ -661,12 +642,13 @@ async fn measure_lookups(
     std::fs::write(&script_path, script)?;
     let address = base.trim_start_matches("http://").to_string();
     let (seconds, connections) = (args.seconds, args.connections);
-    let cpu_before = process_cpu_s();
+    let cpu_before = crate::bench::cpu_s(crate::bench::PROCESS_STAT);
     let wrk =
         tokio::task::spawn_blocking(move || run_wrk(&address, &script_path, seconds, connections))
             .await??;
     let requests = wrk.requests_per_second * seconds as f64;
-    let cpu_us = (process_cpu_s() - cpu_before) * MICROS_PER_S / requests.max(1.0);
+    let cpu_us = (crate::bench::cpu_s(crate::bench::PROCESS_STAT) - cpu_before) * MICROS_PER_S
+        / requests.max(1.0);
     Ok(LookupResult { wrk, cpu_us })
 }
 

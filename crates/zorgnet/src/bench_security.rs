@@ -30,6 +30,7 @@
 //! `$fetch` between two nodes, or of a load generator on another machine: client and
 //! server share the cores, and TLS costs the client too.
 
+use crate::bench::{PROCESS_STAT, cpu_s};
 use crate::import::load_into_store;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -64,10 +65,6 @@ const DECISION_TTL: Duration = Duration::from_secs(60 * 60);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The only ALPN protocol the load generator offers, so that both modes speak HTTP/1.1.
 const HTTP_1_1: &[u8] = b"http/1.1";
-/// Linux's unit of process CPU time in `/proc/self/stat` (USER_HZ).
-const CLOCK_TICKS_PER_S: f64 = 100.0;
-/// The process's CPU times.
-const PROCESS_STAT: &str = "/proc/self/stat";
 /// The calling thread's CPU times.
 const THREAD_STAT: &str = "/proc/thread-self/stat";
 /// Milliseconds in a second.
@@ -866,25 +863,6 @@ async fn connection_cost(targets: &Targets, security: Security, n: usize) -> Res
         .map_err(|_| anyhow::anyhow!("the connecting thread panicked"))??;
     let server_s = cpu_s(PROCESS_STAT) - process_before - client_s;
     Ok(server_s * MILLIS_PER_S / n.max(1) as f64)
-}
-
-/// User plus system CPU time in seconds from a `/proc/…/stat` file (`/proc/self/stat`: the
-/// process; `/proc/thread-self/stat`: the calling thread).
-fn cpu_s(stat_file: &str) -> f64 {
-    std::fs::read_to_string(stat_file)
-        .ok()
-        .and_then(|stat| {
-            let fields: Vec<u64> = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|f| f.parse().ok())
-                .collect();
-            Some(fields.iter().sum::<u64>() as f64 / CLOCK_TICKS_PER_S)
-        })
-        .unwrap_or(0.0)
 }
 
 /// The Markdown report: every run, the on/off ratios per scenario against the targets, and

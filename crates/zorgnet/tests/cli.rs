@@ -20,19 +20,17 @@ fn start_node(data: &std::path::Path) -> (Child, String) {
 
 /// Starts `zorgnet node` on port 0 with the given storage arguments.
 fn start_node_with(storage: &[&str]) -> (Child, String) {
+    spawn_node(&[&["--insecure-dev", "--name", "Durability test"], storage].concat())
+}
+
+/// Starts `zorgnet node --listen 127.0.0.1:0 --ura 12345678 ARGS` and returns the process
+/// and the FHIR base URL it printed.
+fn spawn_node(args: &[&str]) -> (Child, String) {
     let mut child = Command::new(BINARY)
-        .args([
-            "node",
-            "--insecure-dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--ura",
-            "12345678",
-            "--name",
-            "Durability test",
-        ])
-        .args(storage)
+        .args(["node", "--listen", "127.0.0.1:0", "--ura", "12345678"])
+        .args(args)
         .env("RUST_LOG", "warn")
+        .env_remove("ZORGNET_INSECURE_DEV")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -44,7 +42,7 @@ fn start_node_with(storage: &[&str]) -> (Child, String) {
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let base = first_line
         .split_whitespace()
-        .find(|w| w.starts_with("http://"))
+        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
         .unwrap_or_else(|| panic!("no URL in {first_line:?}"))
         .to_string();
     (child, base)
@@ -693,33 +691,13 @@ fn client_trusting(tls: &std::path::Path) -> reqwest::Client {
 /// base URL and its credentials' directory.
 fn start_secure_node(data: &std::path::Path) -> (Child, String, std::path::PathBuf) {
     let tls = issue_credentials(data.parent().unwrap(), "12345678");
-    let mut child = Command::new(BINARY)
-        .args([
-            "node",
-            "--listen",
-            "127.0.0.1:0",
-            "--ura",
-            "12345678",
-            "--tls",
-        ])
-        .arg(&tls)
-        .arg("--data")
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .env_remove("ZORGNET_INSECURE_DEV")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start zorgnet node");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first_line = String::new();
-    stdout.read_line(&mut first_line).unwrap();
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    let base = first_line
-        .split_whitespace()
-        .find(|w| w.starts_with("https://"))
-        .unwrap_or_else(|| panic!("no URL in {first_line:?}"))
-        .to_string();
+    let (child, base) = spawn_node(&[
+        "--tls",
+        tls.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(base.starts_with("https://"), "{base}");
     (child, base, tls)
 }
 

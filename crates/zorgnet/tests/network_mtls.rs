@@ -259,6 +259,18 @@ impl Network {
         issued["access_token"].as_str().unwrap().to_string()
     }
 
+    /// The status of a system token for the GP asked at the hub over `via`, with `key` if any.
+    async fn system_token_status(&self, via: &reqwest::Client, key: Option<&String>) -> u16 {
+        let request = via
+            .post(format!("{}/trust/token", self.hub_url()))
+            .json(&json!({"audience": GP}));
+        let request = match key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        };
+        request.send().await.unwrap().status().as_u16()
+    }
+
     /// The status of the patient's search at the GP with `token` over `via`.
     async fn read_patient(&self, via: &reqwest::Client, token: &str) -> reqwest::StatusCode {
         let response = via
@@ -365,40 +377,23 @@ async fn only_valid_certificates_of_the_network_get_in_and_tokens_travel_only_wi
 
     // At the hub: the hospital's key over the pharmacy's connection is refused; the
     // pharmacy's certificate alone authenticates the pharmacy.
-    let stolen_key = pharmacy
-        .post(format!("{}/trust/token", network.hub_url()))
-        .bearer_auth(&hospital_key)
-        .json(&json!({"audience": GP}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stolen_key.status(), 401);
-    let by_certificate = pharmacy
-        .post(format!("{}/trust/token", network.hub_url()))
-        .json(&json!({"audience": GP}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        by_certificate.status(),
-        200,
-        "the certificate authenticates"
-    );
-    let own_key = pharmacy
-        .post(format!("{}/trust/token", network.hub_url()))
-        .bearer_auth(&pharmacy_key)
-        .json(&json!({"audience": GP}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(own_key.status(), 200);
-    let anonymous_at_hub = anonymous
-        .post(format!("{}/trust/token", network.hub_url()))
-        .json(&json!({"audience": GP}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(anonymous_at_hub.status(), 401);
+    for (what, via, key, expected) in [
+        ("the hospital's key", &pharmacy, Some(&hospital_key), 401),
+        ("the certificate alone", &pharmacy, None, 200),
+        (
+            "the pharmacy's own key",
+            &pharmacy,
+            Some(&pharmacy_key),
+            200,
+        ),
+        ("neither", &anonymous, None, 401),
+    ] {
+        assert_eq!(
+            network.system_token_status(via, key).await,
+            expected,
+            "{what}"
+        );
+    }
 
     // Certificates of another CA, and expired ones, never complete a request.
     for (what, credentials) in [
