@@ -215,9 +215,7 @@ fn demo_users(generator: &zorgnet_synth::Generator) -> Vec<DemoUser> {
 /// alike, reached over TLS with the demo CA.
 fn demo_oidc(issuer: &str, tls_dir: &Path) -> Result<zorgnet_node::authn::NodeOidc> {
     use zorgnet_trust::oidc::{OidcConfig, OidcVerifier};
-    let pem = std::fs::read(tls_dir.join(pki::CA_CERTIFICATE_FILE))?;
-    let anchor = zorgnet_trust::tls::read_certificates(&pem)?.remove(0);
-    let tls = zorgnet_trust::tls::anchor_only_client_config(&anchor)?;
+    let tls = crate::client_config_trusting(&tls_dir.join(pki::CA_CERTIFICATE_FILE))?;
     let verifier = || {
         OidcVerifier::with_tls(
             OidcConfig {

@@ -162,12 +162,7 @@ fn main() -> Result<()> {
     // settings file may override it) or from the command line or environment.
     let (_, command_matches) = matches.subcommand().context("no command given")?;
     if let Some(cacert) = &cli.cacert {
-        let pem = std::fs::read(cacert).with_context(|| format!("read {}", cacert.display()))?;
-        let anchor = zorgnet_trust::tls::read_certificates(&pem)
-            .with_context(|| format!("no certificate in {}", cacert.display()))?
-            .remove(0);
-        let config = zorgnet_trust::tls::anchor_only_client_config(&anchor)
-            .context("a TLS client configuration trusting --cacert")?;
+        let config = client_config_trusting(cacert)?;
         let _ = CLIENT_TLS.set(config);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -202,6 +197,17 @@ fn main() -> Result<()> {
             Command::BenchSecurity(args) => bench_security::run(args).await,
         }
     })
+}
+
+/// A TLS client configuration that verifies servers by the CA certificate in `path` (PEM)
+/// alone and shows no certificate of its own.
+fn client_config_trusting(path: &std::path::Path) -> Result<rustls::ClientConfig> {
+    let pem = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let anchor = zorgnet_trust::tls::read_certificates(&pem)
+        .with_context(|| format!("no certificate in {}", path.display()))?
+        .remove(0);
+    zorgnet_trust::tls::anchor_only_client_config(&anchor)
+        .with_context(|| format!("a TLS client configuration trusting {}", path.display()))
 }
 
 /// The TLS client configuration of the one-off commands: the `--cacert` trust anchor.
@@ -343,13 +349,7 @@ async fn run_node(settings: config::NodeSettings) -> Result<()> {
 fn node_oidc(settings: &config::NodeSettings) -> Result<zorgnet_node::authn::NodeOidc> {
     use zorgnet_trust::oidc::{OidcConfig, OidcVerifier};
     let tls = match &settings.oidc_cacert {
-        Some(path) => {
-            let pem = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-            let anchor = zorgnet_trust::tls::read_certificates(&pem)
-                .with_context(|| format!("no certificate in {}", path.display()))?
-                .remove(0);
-            Some(zorgnet_trust::tls::anchor_only_client_config(&anchor)?)
-        }
+        Some(path) => Some(client_config_trusting(path)?),
         None => None,
     };
     let verifier = |provider: &Option<(String, String)>, who: &str| {
