@@ -130,64 +130,94 @@ pub fn parse_categories<'a>(
     Ok(categories)
 }
 
+/// How the categories of a resource type follow from its content.
+enum Rule {
+    /// Every resource of the type belongs to these.
+    Always(&'static [DataCategory]),
+    /// A resource belongs to the category of each of its `category` codes listed (any system).
+    ByCategory(&'static [(&'static str, DataCategory)]),
+    /// A resource belongs to the category of each of its LOINC `type` codes listed.
+    ByLoincType(&'static [(&'static str, DataCategory)]),
+}
+
+/// The rule of `resource_type`; `None` for a type of no category.
+fn rule(resource_type: &str) -> Option<Rule> {
+    use DataCategory as C;
+    Some(match resource_type {
+        "Condition" | "Procedure" | "Immunization" | "Flag" | "DeviceUseStatement" => {
+            Rule::Always(&[C::PatientSummary])
+        }
+        "AllergyIntolerance" => Rule::Always(&[C::PatientSummary, C::Allergies]),
+        "MedicationStatement" => Rule::Always(&[C::PatientSummary, C::Medication]),
+        "MedicationRequest" | "MedicationDispense" | "MedicationAdministration" => {
+            Rule::Always(&[C::Medication])
+        }
+        "Observation" => Rule::ByCategory(&[
+            ("vital-signs", C::PatientSummary),
+            ("social-history", C::PatientSummary),
+            ("laboratory", C::LabResults),
+            ("imaging", C::Imaging),
+        ]),
+        "DiagnosticReport" => Rule::ByCategory(&[("LAB", C::LabResults), ("RAD", C::Imaging)]),
+        "ImagingStudy" => Rule::Always(&[C::Imaging]),
+        "DocumentReference" | "Composition" => Rule::ByLoincType(&[
+            ("18842-5", C::DischargeReport),
+            ("34745-0", C::NursingTransfer),
+            ("60591-5", C::GpSummary),
+        ]),
+        _ => return None,
+    })
+}
+
 /// The categories a resource belongs to (none for directory and administrative resources).
 pub fn categories_of(resource: &Value) -> Vec<DataCategory> {
     let resource_type = resource
         .get("resourceType")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let has_category = |code: &str| codes(resource.get("category")).any(|(_, c)| c == code);
-    let typed = |loinc: &str| {
-        codes(resource.get("type")).any(|(system, code)| system == LOINC && code == loinc)
-    };
     let mut out = Vec::new();
-    match resource_type {
-        "Condition" | "Procedure" | "Immunization" | "Flag" | "DeviceUseStatement" => {
-            out.push(DataCategory::PatientSummary);
+    let mut add = |category: DataCategory| {
+        if !out.contains(&category) {
+            out.push(category);
         }
-        "AllergyIntolerance" => {
-            out.extend([DataCategory::PatientSummary, DataCategory::Allergies]);
-        }
-        "MedicationStatement" => {
-            out.extend([DataCategory::PatientSummary, DataCategory::Medication]);
-        }
-        "MedicationRequest" | "MedicationDispense" | "MedicationAdministration" => {
-            out.push(DataCategory::Medication);
-        }
-        "Observation" => {
-            if has_category("vital-signs") || has_category("social-history") {
-                out.push(DataCategory::PatientSummary);
-            }
-            if has_category("laboratory") {
-                out.push(DataCategory::LabResults);
-            }
-            if has_category("imaging") {
-                out.push(DataCategory::Imaging);
+    };
+    match rule(resource_type) {
+        None => {}
+        Some(Rule::Always(categories)) => categories.iter().copied().for_each(add),
+        Some(Rule::ByCategory(table)) => {
+            for (code, category) in table {
+                if codes(resource.get("category")).any(|(_, c)| c == *code) {
+                    add(*category);
+                }
             }
         }
-        "DiagnosticReport" => {
-            if has_category("LAB") {
-                out.push(DataCategory::LabResults);
-            }
-            if has_category("RAD") {
-                out.push(DataCategory::Imaging);
-            }
-        }
-        "ImagingStudy" => out.push(DataCategory::Imaging),
-        "DocumentReference" | "Composition" => {
-            if typed("18842-5") {
-                out.push(DataCategory::DischargeReport);
-            }
-            if typed("34745-0") {
-                out.push(DataCategory::NursingTransfer);
-            }
-            if typed("60591-5") {
-                out.push(DataCategory::GpSummary);
+        Some(Rule::ByLoincType(table)) => {
+            for (code, category) in table {
+                if codes(resource.get("type")).any(|(system, c)| system == LOINC && c == *code) {
+                    add(*category);
+                }
             }
         }
-        _ => {}
     }
     out
+}
+
+/// Search parameters (name, value) that match exactly the resources of `resource_type` that
+/// belong to at least one category, as [`categories_of`] sees them: none for a type whose
+/// every resource does, `None` for a type of no category.
+pub fn categorised_criteria(resource_type: &str) -> Option<Vec<(String, String)>> {
+    let list = |table: &[(&str, DataCategory)], system: &str| -> String {
+        table
+            .iter()
+            .map(|(code, _)| format!("{system}{code}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    Some(match rule(resource_type)? {
+        Rule::Always(_) => Vec::new(),
+        Rule::ByCategory(table) => vec![("category".into(), list(table, ""))],
+        Rule::ByLoincType(table) => vec![("type".into(), list(table, &format!("{LOINC}|")))],
+    })
 }
 
 /// `(system, code)` of every coding in a CodeableConcept or an array of them.

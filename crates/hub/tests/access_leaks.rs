@@ -682,3 +682,139 @@ async fn unknown_and_refused_patients_look_alike_and_roles_are_applied() {
         drop(gp);
     }
 }
+
+/// Every `Observation` id of `patient` that a walk of `Observation?patient=…&_count=1`
+/// along `next` links shows, in order.
+async fn walked_observations(base: &str, patient: &str, token: &str) -> Vec<String> {
+    let ask = Ask {
+        what: "walk",
+        method: Method::GET,
+        url: format!("{base}/Observation?patient={patient}&_count=1"),
+        body: None,
+    };
+    let pages = answer(&ask, token).await;
+    let forward: Vec<&Value> = pages
+        .iter()
+        .map(|(_, page)| page)
+        .take_while(|page| !page.is_null())
+        .collect();
+    let mut ids = Vec::new();
+    for page in forward {
+        for entry in page["entry"].as_array().into_iter().flatten() {
+            if entry["search"]["mode"] == "match" {
+                ids.push(entry["resource"]["id"].as_str().unwrap().to_string());
+            }
+        }
+        if link(page, "next").is_none() {
+            break;
+        }
+    }
+    ids
+}
+
+/// A search whose every category is permitted is narrowed in the store rather than
+/// filtered after it: it must keep exactly what the filter keeps (not a resource that is
+/// also another patient's, not one of no category), page with sealed cursors only, and
+/// answer as the filter does once a category is withheld.
+#[tokio::test]
+async fn a_narrowed_search_keeps_exactly_what_the_filter_keeps() {
+    for hub in support::hubs().await {
+        let gp_key = hub.organisation(GP, "Huisarts").await;
+        let hospital_key = hub.organisation(HOSPITAL, "Ziekenhuis").await;
+        support::relation(&hub, &hospital_key, BSN).await;
+        let ask_every_time = AccessConfig {
+            decision_ttl: Duration::ZERO,
+        };
+        let gp = node_with_access(&hub, GP, &gp_key, true, ask_every_time).await;
+        let p = patient(&gp.base, BSN).await;
+        let other = patient(&gp.base, OPTED_OUT_BSN).await;
+        let doctor = create(
+            &gp.base,
+            json!({"resourceType": "Practitioner", "name": [{"family": "Visser"}]}),
+        )
+        .await;
+        let mut visible = Vec::new();
+        for value in [70.0, 60.0, 65.0] {
+            visible.push(
+                create(
+                    &gp.base,
+                    observation(&p, "vital-signs", HEART_RATE, value, &doctor),
+                )
+                .await,
+            );
+        }
+        let mut shared_with_other = observation(&p, "vital-signs", HEART_RATE, 50.0, &doctor);
+        shared_with_other["performer"] = json!([{"reference": format!("Patient/{other}")}]);
+        let shared_with_other = create(&gp.base, shared_with_other).await;
+        let mut uncategorised = observation(&p, "exam", HEART_RATE, 55.0, &doctor);
+        uncategorised["category"][0]["coding"][0]["code"] = json!("exam");
+        let uncategorised = create(&gp.base, uncategorised).await;
+        create(
+            &gp.base,
+            observation(&other, "vital-signs", HEART_RATE, 40.0, &doctor),
+        )
+        .await;
+        let doctor_token = token(&hub, &hospital_key, Some("01.015"), Purpose::Treatment).await;
+
+        let narrowed = walked_observations(&gp.base, &p, &doctor_token).await;
+        assert_eq!(narrowed, visible, "{}", hub.backend);
+        for hidden in [&shared_with_other, &uncategorised] {
+            assert!(!narrowed.contains(hidden), "{}", hub.backend);
+        }
+
+        // The links carry sealed cursors: the store's own cursor, as the GP's own client
+        // gets it, is refused, and so is a sealed one shown by another organisation.
+        let (_, own) = call(
+            Method::GET,
+            &format!("{}/Observation?patient={p}&_count=1", gp.base),
+            None,
+            None,
+        )
+        .await;
+        let own_next = link(&own, "next").expect("the GP's own search has a next page");
+        let (status, refused) = call(Method::GET, &own_next, Some(&doctor_token), None).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{}: {refused}",
+            hub.backend
+        );
+        let (_, first) = call(
+            Method::GET,
+            &format!("{}/Observation?patient={p}&_count=1", gp.base),
+            Some(&doctor_token),
+            None,
+        )
+        .await;
+        assert!(first.get("total").is_none(), "{first}");
+        let sealed_next = link(&first, "next").unwrap();
+        assert!(!sealed_next.contains(own_next.rsplit('=').next().unwrap()));
+        let pharmacy_key = hub.organisation("00000033", "Apotheek").await;
+        support::relation(&hub, &pharmacy_key, BSN).await;
+        let pharmacy_token = {
+            let request = TokenRequest {
+                audience: GP.into(),
+                role: None,
+                uzi: None,
+                purpose: Purpose::Treatment,
+                reason: None,
+            };
+            hub.client(&pharmacy_key)
+                .access_token(&request)
+                .await
+                .unwrap()
+                .access_token
+        };
+        let (status, _) = call(Method::GET, &sealed_next, Some(&pharmacy_token), None).await;
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::FORBIDDEN,
+            "{}: another organisation's cursor: {status}",
+            hub.backend
+        );
+
+        // With a category withheld the same search is filtered: the same matches.
+        opt_out(&hub, &hospital_key, BSN, Some("lab-results")).await;
+        let filtered = walked_observations(&gp.base, &p, &doctor_token).await;
+        assert_eq!(filtered, narrowed, "{}", hub.backend);
+    }
+}

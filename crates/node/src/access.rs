@@ -117,11 +117,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use zorgnet_fhir::IssueCode;
-use zorgnet_fhir::categories::{DataCategory, categories_of};
+use zorgnet_fhir::categories::{DataCategory, categories_of, categorised_criteria};
 use zorgnet_fhir::search::{
     Criterion, DEFAULT_PAGE_SIZE, MAX_CURSOR_BYTES, MAX_PAGE_SIZE, SearchRegistry, Summary,
     parse_search_query,
 };
+use zorgnet_rest::constraint::{CursorCodec, SearchConstraint};
 use zorgnet_rest::error::FhirError;
 use zorgnet_store::{ReadOutcome, StoreError};
 use zorgnet_trust::certificate::PeerIdentity;
@@ -258,6 +259,24 @@ enum AccessError {
     /// The node's storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl AccessError {
+    /// The refusal as the FHIR handlers give one.
+    fn into_fhir(self) -> FhirError {
+        let (status, code, message) = match self {
+            AccessError::Invalid(m) => (StatusCode::BAD_REQUEST, IssueCode::Invalid, m),
+            other => {
+                tracing::error!(error = %other, "paging cursor sealing failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    IssueCode::Exception,
+                    "the access check failed; see the server log".to_string(),
+                )
+            }
+        };
+        FhirError::new(status, code, message)
+    }
 }
 
 impl From<HubClientError> for AccessError {
@@ -436,16 +455,23 @@ async fn serve_other_organisation(
     if scope.kind != Kind::Read && refuses_counts(&pairs) {
         return Err(AccessError::Forbidden(NO_COUNTS.into()));
     }
-    let patients = local_patients(state, &scope.patient).await?;
-    if patients.is_empty() {
-        return Err(AccessError::Forbidden(NOT_PERMITTED.into()));
-    }
     let asked: BTreeSet<DataCategory> = categories
         .iter()
         .filter(|c| !by_role.contains_key(c))
         .copied()
         .collect();
-    let mut decisions = decide(network, &state.identity.ura, claims, &patients, &asked).await?;
+    let (allowed, mut decisions) = match remembered(network, claims, &scope.patient, &asked) {
+        Some(remembered) => remembered,
+        None => {
+            let patients = local_patients(state, &scope.patient).await?;
+            if patients.is_empty() {
+                return Err(AccessError::Forbidden(NOT_PERMITTED.into()));
+            }
+            let decisions = decide(network, &state.identity.ura, claims, &patients, &asked).await?;
+            let allowed = patients.into_iter().map(|(id, _)| id).collect();
+            (allowed, decisions)
+        }
+    };
     decisions.extend(by_role);
     if scope.types.iter().all(|t| type_refused(t, &decisions)) {
         return Err(AccessError::Forbidden(NOT_PERMITTED.into()));
@@ -461,7 +487,7 @@ async fn serve_other_organisation(
     }
     let policy = Policy {
         registry: state.store.registry(),
-        allowed: patients.iter().map(|(id, _)| id.clone()).collect(),
+        allowed,
         decisions,
         notice: categories,
         every_category: false,
@@ -471,7 +497,7 @@ async fn serve_other_organisation(
         return read_response(response, &policy).await;
     }
     let seal = &network.access().cursors;
-    serve_pages(request, pairs, &scope, &policy, seal, &claims.ura, next).await
+    serve_search(request, pairs, &scope, &policy, seal, &claims.ura, next).await
 }
 
 /// The requester's role, when its token names one that may ask what the token asks.
@@ -964,6 +990,42 @@ async fn local_patients(
     Ok(patients)
 }
 
+/// The decisions for a patient named by id, when every one asked is still remembered: then
+/// the Patient is not read at all (a Patient deleted since answers the read with the one
+/// refusal, and a search with what is left of its compartment, as within the decisions'
+/// lifetime anyway).
+fn remembered(
+    network: &Network,
+    claims: &AccessClaims,
+    patient: &PatientRef,
+    categories: &BTreeSet<DataCategory>,
+) -> Option<(BTreeSet<String>, BTreeMap<DataCategory, Decision>)> {
+    let PatientRef::Id(id) = patient else {
+        return None;
+    };
+    let cache = &network.access().decisions;
+    let now = Instant::now();
+    let answers: Vec<(DecisionKey, Verdict)> = categories
+        .iter()
+        .map(|&category| {
+            let key = DecisionKey {
+                patient: id.clone(),
+                requester: claims.ura.clone(),
+                role: claims.role.clone(),
+                category,
+                purpose: claims.purpose,
+            };
+            cache.get(&key, now).map(|verdict| (key, verdict))
+        })
+        .collect::<Option<_>>()?;
+    let mut combined = BTreeMap::new();
+    for (key, verdict) in answers {
+        trace_decision(&key, &verdict, true);
+        combine(&mut combined, key.category, &verdict);
+    }
+    Some((BTreeSet::from([id.clone()]), combined))
+}
+
 /// Asks (or remembers) the consent register's answer for every patient and category;
 /// a category is permitted only when it is for every patient.
 async fn decide(
@@ -1170,7 +1232,7 @@ impl Policy<'_> {
     }
 }
 
-/// A read of one resource: served when the requester may see it, else the one refusal.
+/// A read of one Patient: served when the requester may see it, else the one refusal.
 async fn read_response(response: Response, policy: &Policy<'_>) -> Result<Response, AccessError> {
     if !response.status().is_success() {
         return Err(AccessError::Forbidden(NOT_PERMITTED.into()));
@@ -1179,12 +1241,67 @@ async fn read_response(response: Response, policy: &Policy<'_>) -> Result<Respon
     let bytes = axum::body::to_bytes(body, MAX_FILTERED_RESPONSE_BYTES)
         .await
         .map_err(|e| AccessError::Internal(format!("reading the answer to filter it: {e}")))?;
-    let resource: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| AccessError::Internal(format!("the answer to filter is not JSON: {e}")))?;
+    let resource = policy_view(&bytes, "Patient", policy.registry)?;
     if policy.may_share(&resource) {
         Ok(Response::from_parts(parts, Body::from(bytes)))
     } else {
         Err(AccessError::Forbidden(NOT_PERMITTED.into()))
+    }
+}
+
+/// The parts of a stored `resource_type` the policy reads ([`Policy::may_share`]): its type,
+/// id, `category`, `type` and the members its patient compartments are read from, the rest
+/// skipped unparsed. Anything but a JSON object of `resource_type` is an internal error.
+fn policy_view(
+    json: &[u8],
+    resource_type: &str,
+    registry: &SearchRegistry,
+) -> Result<Value, AccessError> {
+    let mut kept = vec!["resourceType", "id", "category", "type"];
+    kept.extend(registry.patient_compartment_members(resource_type));
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let view = serde::de::DeserializeSeed::deserialize(PolicyView(&kept), &mut deserializer)
+        .and_then(|view| deserializer.end().map(|()| view))
+        .map_err(|e| AccessError::Internal(format!("the answer to filter is not JSON: {e}")))?;
+    if view.get("resourceType").and_then(Value::as_str) != Some(resource_type) {
+        return Err(AccessError::Internal(format!(
+            "the answer to filter is no {resource_type}"
+        )));
+    }
+    Ok(Value::Object(view))
+}
+
+/// Reads a JSON object keeping only the members it names.
+struct PolicyView<'a>(&'a [&'a str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for PolicyView<'_> {
+    type Value = Map<String, Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PolicyView<'_> {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a FHIR resource")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut kept = Map::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if self.0.contains(&key.as_ref()) {
+                kept.insert(key.into_owned(), map.next_value()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(kept)
     }
 }
 
@@ -1197,14 +1314,15 @@ const TAG_BYTES: usize = 16;
 
 /// Seals the paging cursors given to other organisations, so that a link tells nothing of
 /// the rows it continues from and only this node process can read it back.
+#[derive(Clone)]
 struct CursorSeal {
-    cipher: Aes256Gcm,
+    cipher: Arc<Aes256Gcm>,
 }
 
 impl CursorSeal {
     fn new() -> CursorSeal {
         CursorSeal {
-            cipher: Aes256Gcm::new(&Aes256Gcm::generate_key(OsRng)),
+            cipher: Arc::new(Aes256Gcm::new(&Aes256Gcm::generate_key(OsRng))),
         }
     }
 
@@ -1256,6 +1374,80 @@ impl CursorSeal {
             .map_err(|_| invalid())?;
         String::from_utf8(plain).map_err(|_| invalid())
     }
+}
+
+/// The sealed cursors of one requester's narrowed searches, for the search handler.
+struct RequesterCursors {
+    seal: CursorSeal,
+    requester: String,
+}
+
+impl CursorCodec for RequesterCursors {
+    fn seal(&self, cursor: &str) -> Result<String, FhirError> {
+        self.seal
+            .seal(cursor, &self.requester)
+            .map_err(AccessError::into_fhir)
+    }
+
+    fn open(&self, sealed: &str) -> Result<String, FhirError> {
+        self.seal
+            .open(sealed, &self.requester)
+            .map_err(AccessError::into_fhir)
+    }
+}
+
+/// Serves a search or `$everything` of `scope` under `policy`: as the store's own search,
+/// narrowed to what the requester may see, when the policy can be said as a search (see
+/// [`narrowing`]); else page by page through the filter ([`serve_pages`]).
+async fn serve_search(
+    mut request: Request,
+    pairs: Vec<(String, String)>,
+    scope: &PatientScope,
+    policy: &Policy<'_>,
+    seal: &CursorSeal,
+    requester: &str,
+    next: Next,
+) -> Result<Response, AccessError> {
+    let Some(criteria) = narrowing(scope, policy) else {
+        return serve_pages(request, pairs, scope, policy, seal, requester, next).await;
+    };
+    request.extensions_mut().insert(SearchConstraint {
+        compartments_of: policy.allowed.iter().cloned().collect(),
+        criteria,
+        cursors: Arc::new(RequesterCursors {
+            seal: seal.clone(),
+            requester: requester.to_string(),
+        }),
+    });
+    Ok(next.run(request).await)
+}
+
+/// The criteria that say `policy` for a search of `scope` as a search, when it can be said
+/// so: a search of one type without `_include` or `_revinclude` (whose included resources
+/// the filter must place), for which every category the type can hold is permitted (or the
+/// citizen's own data, of every category). The store then keeps the resources of the named
+/// Patients' compartments and of no other's ([`SearchQuery::within_compartments`]), of a
+/// category ([`categorised_criteria`]): exactly what [`Policy::may_share`] keeps.
+///
+/// [`SearchQuery::within_compartments`]: zorgnet_fhir::search::SearchQuery::within_compartments
+fn narrowing(scope: &PatientScope, policy: &Policy<'_>) -> Option<Vec<(String, String)>> {
+    let [resource_type] = scope.types.as_slice() else {
+        return None;
+    };
+    if scope.kind != Kind::Search || scope.wide || policy.notice().is_some() {
+        return None;
+    }
+    if policy.every_category {
+        return Some(Vec::new());
+    }
+    let categories = possible_categories(resource_type);
+    if categories.is_empty() || !categories.iter().all(|c| permitted(&policy.decisions, *c)) {
+        return None;
+    }
+    if resource_type == "Patient" {
+        return Some(Vec::new());
+    }
+    categorised_criteria(resource_type)
 }
 
 /// `_summary` and `_elements` as the client asked them, applied by the layer after the
@@ -1884,6 +2076,85 @@ mod tests {
 
     fn pairs(query: &str) -> Vec<(String, String)> {
         zorgnet_rest::interactions::query_pairs(Some(query))
+    }
+
+    /// The official R4 examples, when the shared test data is there.
+    fn official_examples() -> Vec<(String, Vec<u8>)> {
+        let dir = std::env::var("ZORGNET_TESTDATA").map_or_else(
+            |_| {
+                std::path::PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../../../shared/testdata"
+                ))
+            },
+            std::path::PathBuf::from,
+        );
+        let Ok(entries) = std::fs::read_dir(dir.join("fhir-r4/examples")) else {
+            assert!(
+                std::env::var("ZORGNET_REQUIRE_TESTDATA").as_deref() != Ok("1"),
+                "the shared test data is missing at {}",
+                dir.display()
+            );
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** SKIPPED: the official examples (no shared test data at {}) ***\n",
+                dir.display()
+            );
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let bytes = std::fs::read(entry.path()).ok()?;
+                let value: Value = serde_json::from_slice(&bytes).ok()?;
+                Some((value["resourceType"].as_str()?.to_string(), bytes))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_policy_view_places_a_resource_as_the_whole_one_does() {
+        let registry = SearchRegistry::r4();
+        let mut examples = official_examples();
+        for made in [
+            json!({"resourceType": "Patient", "id": "a", "name": [{"family": "x"}],
+                "link": [{"other": {"reference": "Patient/b"}, "type": "seealso"}]}),
+            json!({"resourceType": "Observation", "id": "o", "status": "final",
+                "code": {"text": "x"}, "subject": {"reference": "Patient/a"},
+                "performer": [{"reference": "Patient/b"}],
+                "category": [{"coding": [{"code": "laboratory"}]}]}),
+            json!({"resourceType": "DocumentReference", "id": "d", "status": "current",
+                "subject": {"reference": "Patient/a"}, "author": [{"reference": "Patient/c"}],
+                "type": {"coding": [{"system": "http://loinc.org", "code": "18842-5"}]},
+                "content": [{"attachment": {"contentType": "text/plain"}}]}),
+        ] {
+            examples.push((
+                made["resourceType"].as_str().unwrap().to_string(),
+                made.to_string().into_bytes(),
+            ));
+        }
+        let mut placed = 0;
+        for (resource_type, bytes) in &examples {
+            let whole: Value = serde_json::from_slice(bytes).unwrap();
+            let view = policy_view(bytes, resource_type, &registry).unwrap();
+            assert_eq!(
+                registry.patient_compartments(&view),
+                registry.patient_compartments(&whole),
+                "{resource_type} {}",
+                whole["id"]
+            );
+            assert_eq!(
+                resource_categories(&view),
+                resource_categories(&whole),
+                "{resource_type}"
+            );
+            placed += usize::from(!registry.patient_compartments(&whole).is_empty());
+        }
+        assert!(placed >= 3, "only {placed} examples in a compartment");
+        assert!(policy_view(b"{\"resourceType\":\"Patient\"}", "Observation", &registry).is_err());
+        assert!(policy_view(b"[1]", "Patient", &registry).is_err());
+        assert!(policy_view(b"{\"resourceType\":\"Patient\"} x", "Patient", &registry).is_err());
     }
 
     fn scope(

@@ -6,7 +6,9 @@
 use crate::AppState;
 use crate::bundle::{self, BundleEntry, EntryMode};
 use crate::capability;
+use crate::constraint::SearchConstraint;
 use crate::error::{FHIR_JSON, FhirError};
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -744,6 +746,7 @@ async fn search_get(
     State(state): AppStateRef,
     Path(resource_type): Path<String>,
     RawQuery(raw): RawQuery,
+    constraint: Option<Extension<SearchConstraint>>,
     headers: HeaderMap,
 ) -> AppResult {
     check_type(&resource_type)?;
@@ -754,6 +757,7 @@ async fn search_get(
         Some(&resource_type),
         pairs,
         raw.as_deref(),
+        constraint.as_deref(),
     )
     .await
 }
@@ -762,6 +766,7 @@ async fn search_post(
     State(state): AppStateRef,
     Path(resource_type): Path<String>,
     RawQuery(raw): RawQuery,
+    constraint: Option<Extension<SearchConstraint>>,
     headers: HeaderMap,
     body: Body,
 ) -> AppResult {
@@ -789,6 +794,7 @@ async fn search_post(
         Some(&resource_type),
         pairs,
         Some(&combined),
+        constraint.as_deref(),
     )
     .await
 }
@@ -799,7 +805,7 @@ async fn system_search(
     headers: HeaderMap,
 ) -> AppResult {
     let pairs = query_pairs(raw.as_deref());
-    run_search(&state, &headers, None, pairs, raw.as_deref()).await
+    run_search(&state, &headers, None, pairs, raw.as_deref(), None).await
 }
 
 async fn run_search(
@@ -808,9 +814,29 @@ async fn run_search(
     resource_type: Option<&str>,
     pairs: Vec<(String, String)>,
     raw: Option<&str>,
+    constraint: Option<&SearchConstraint>,
 ) -> AppResult {
-    let query = parse_search_query(state.store.registry(), resource_type, &pairs)
+    let mut query = parse_search_query(state.store.registry(), resource_type, &pairs)
         .map_err(FhirError::from_issue)?;
+    if let Some(constraint) = constraint {
+        let narrowing =
+            parse_search_query(state.store.registry(), resource_type, &constraint.criteria)
+                .map_err(|issue| {
+                    tracing::error!(error = %issue.diagnostics, "an access layer's search criteria do not parse");
+                    FhirError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        IssueCode::Exception,
+                        "the access check failed; see the server log",
+                    )
+                })?;
+        query.criteria.extend(narrowing.criteria);
+        query.within_compartments = Some(constraint.compartments_of.clone());
+        query.without_total = true;
+        query.cursor = query
+            .cursor
+            .map(|sealed| constraint.cursors.open(&sealed))
+            .transpose()?;
+    }
     for t in &query.types {
         check_type(t)
             .map_err(|_| FhirError::bad_request(format!("unknown resource type '{t}' in _type")))?;
@@ -828,7 +854,15 @@ async fn run_search(
     }
     let summary = query.summary;
     let elements = query.elements.clone();
-    let result = state.store.search(query).await?;
+    let mut result = state.store.search(query).await?;
+    if let Some(constraint) = constraint {
+        for cursor in [&mut result.next_cursor, &mut result.previous_cursor] {
+            *cursor = cursor
+                .take()
+                .map(|c| constraint.cursors.seal(&c))
+                .transpose()?;
+        }
+    }
     let base = state.base_url.clone();
     let self_path = resource_type.unwrap_or("").to_string();
     let entries = page_entries(&result);

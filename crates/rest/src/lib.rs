@@ -18,6 +18,7 @@
 
 mod bundle;
 mod capability;
+pub mod constraint;
 pub mod error;
 mod format;
 pub mod interactions;

@@ -9,7 +9,7 @@ use crate::{Inner, ParamRows, ReadOutcome, StoreError, StoredResource};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::collections::HashSet;
-use zorgnet_db::sql::{Conn, Row, SqlBuilder, SqlValue};
+use zorgnet_db::sql::{Conn, Dialect, Row, SqlBuilder, SqlValue};
 use zorgnet_fhir::search::{
     Criterion, CriterionValue, Include, MAX_BOUND_PARAMETERS, MAX_CURSOR_BYTES, ParamType, Prefix,
     SearchQuery, SortKey, Summary, TokenSystem, is_search_text_char,
@@ -502,6 +502,21 @@ fn from_where(inner: &Inner, b: &mut SqlBuilder, query: &SearchQuery, with_conte
             criterion_sql(inner, b, resource_type, criterion, "r");
         }
     }
+    match query.within_compartments.as_deref() {
+        None => {}
+        Some([]) => {
+            b.push(" AND 1 = 0");
+        }
+        Some(patients) => {
+            b.push(
+                " AND EXISTS (SELECT 1 FROM compartment c WHERE c.rid = r.rid) \
+                 AND NOT EXISTS (SELECT 1 FROM compartment c WHERE c.rid = r.rid \
+                 AND c.patient_id NOT IN ",
+            );
+            bind_list(b, patients.iter().map(|p| SqlValue::Text(p.clone())));
+            b.push(")");
+        }
+    }
 }
 
 fn values_sql(
@@ -591,7 +606,7 @@ pub(crate) fn search(
     if previous {
         result.previous_cursor = cursor_at(Direction::Before, rows.first());
     }
-    if cursor.is_none() {
+    if cursor.is_none() && !query.without_total {
         // A first page that is not full holds every match: no separate count needed.
         result.total = match result.next_cursor {
             None => Some(rows.len() as i64),
@@ -817,7 +832,8 @@ fn criterion_sql(
             b.push(&format!(
                 " (SELECT 1 FROM {table} m WHERE m.rid = {alias}.rid AND "
             ));
-            rows_sql(b, &inner.param_rows(resource_type, &param.code), "m.");
+            let prefix = probe_prefix(b, "m.");
+            rows_sql(b, &inner.param_rows(resource_type, &param.code), &prefix);
             b.push(")");
         }
         Criterion::Param {
@@ -831,7 +847,8 @@ fn criterion_sql(
                 "{}EXISTS (SELECT 1 FROM {table} x WHERE x.rid = {alias}.rid AND ",
                 if *negate { "NOT " } else { "" }
             ));
-            rows_sql(b, &inner.param_rows(resource_type, &param.code), "x.");
+            let prefix = probe_prefix(b, "x.");
+            rows_sql(b, &inner.param_rows(resource_type, &param.code), &prefix);
             b.push(" AND (");
             values_sql(b, values, *string_match);
             b.push("))");
@@ -1017,6 +1034,19 @@ fn number_condition(
 
 /// Pushes the condition that picks `rows` out of their index table, whose columns are
 /// written with `prefix` (`x.`, or nothing).
+/// The column prefix of an `EXISTS` probe on an index table, whose rows are found by the
+/// probed resource's `rid` (the primary key's first column). SQLite's planner, without
+/// statistics, may prefer a lookup index (`param_id`, value…) for a probe with an OR-list of
+/// values and then reads every row of that value for each candidate; a unary `+` on
+/// `param_id` takes the lookup indexes out of its choice. PostgreSQL plans with statistics
+/// and has no unary `+` on text.
+fn probe_prefix(b: &SqlBuilder, alias: &str) -> String {
+    match b.dialect {
+        Dialect::Sqlite => format!("+{alias}"),
+        Dialect::Postgres => alias.to_string(),
+    }
+}
+
 fn rows_sql(b: &mut SqlBuilder, rows: &ParamRows, prefix: &str) {
     match rows.ids.as_slice() {
         [] => {

@@ -259,6 +259,24 @@ impl SearchRegistry {
         entries
     }
 
+    /// The top-level members of a `resource_type` that [`SearchRegistry::patient_compartments`]
+    /// reads: a resource cut down to these (and `resourceType` and `id`) belongs to the same
+    /// compartments as the whole one.
+    pub fn patient_compartment_members(&self, resource_type: &str) -> Vec<&str> {
+        let mut members: Vec<&str> = r4()
+            .patient_compartment
+            .get(resource_type)
+            .into_iter()
+            .flatten()
+            .filter_map(|code| self.get(resource_type, code))
+            .flat_map(|param| param.paths.iter())
+            .filter_map(|path| path.steps.first().map(|step| step.key.as_str()))
+            .collect();
+        members.sort_unstable();
+        members.dedup();
+        members
+    }
+
     /// The ids of the Patients whose compartment `resource` belongs to.
     pub fn patient_compartments(&self, resource: &serde_json::Value) -> Vec<String> {
         let Some(resource_type) = resource.get("resourceType").and_then(|t| t.as_str()) else {

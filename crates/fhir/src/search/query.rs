@@ -264,10 +264,16 @@ pub struct SearchQuery {
     pub cursor: Option<String>,
     /// Parameters that were not understood (reported or rejected by the caller).
     pub unknown: Vec<String>,
+    /// Matches only from the compartments of these Patients: each belongs to the compartment
+    /// of at least one of them and of no other Patient. Never set from a request's
+    /// parameters: an access layer in front of the search sets it. `None`: no such limit.
+    pub within_compartments: Option<Vec<String>>,
+    /// `_total=none`: the first page is not counted.
+    pub without_total: bool,
 }
 
 /// Result-control and format parameters that are accepted and need no parsing here.
-const PASSTHROUGH_PARAMS: [&str; 4] = ["_format", "_pretty", "_total", "_contained"];
+const PASSTHROUGH_PARAMS: [&str; 3] = ["_format", "_pretty", "_contained"];
 
 fn bad(message: impl Into<String>) -> Issue {
     Issue::error(IssueCode::Invalid, message)
@@ -385,6 +391,8 @@ pub fn parse_search_query(
                         .collect(),
                 )
             }
+            // `estimate` and `accurate` both get the exact count.
+            "_total" => query.without_total = value == "none",
             "_cursor" => {
                 if value.len() > MAX_CURSOR_BYTES {
                     return Err(too_costly(format!(
@@ -432,7 +440,8 @@ impl SearchQuery {
         let criteria: usize = self.criteria.iter().map(Criterion::bound_parameters).sum();
         let keys = self.sort.len();
         let sort = keys * PARAMETERS_PER_INDEX_ROWS + keys * (keys + 1) / 2 + 1;
-        types + criteria + sort
+        let compartments = self.within_compartments.as_ref().map_or(0, Vec::len);
+        types + criteria + sort + compartments
     }
 }
 

@@ -234,7 +234,7 @@ async fn serve_citizen(
         return read_response(response, &policy).await;
     }
     let requester = format!("citizen {} {}", citizen.issuer, citizen.subject);
-    serve_pages(
+    serve_search(
         request,
         pairs,
         &scope,
