@@ -176,8 +176,25 @@ pub(crate) fn searchset(
 
 /// Applies `_summary` / `_elements`; `None` when the resource is returned whole.
 fn shape(json: &str, shaping: Shaping, is_match: bool) -> Option<String> {
+    let (summary, elements) = what_applies(shaping.summary, shaping.elements, is_match);
+    if summary.is_none() && elements.is_none() {
+        return None;
+    }
     let mut value: Value = serde_json::from_str(json).ok()?;
     subset(&mut value, shaping.summary, shaping.elements, is_match).then(|| value.to_string())
+}
+
+/// The `_summary` and `_elements` that change a resource of a searchset: a `_summary` of
+/// `true`, `data` or `text`, and `_elements` for a match only.
+fn what_applies(
+    summary: Option<Summary>,
+    elements: Option<&[String]>,
+    is_match: bool,
+) -> (Option<Summary>, Option<&[String]>) {
+    (
+        summary.filter(|s| matches!(s, Summary::True | Summary::Data | Summary::Text)),
+        elements.filter(|_| is_match),
+    )
 }
 
 /// Applies `_summary` (`true`, `data`, `text`) and, for a match only, `_elements` to one
@@ -189,8 +206,7 @@ pub fn subset(
     elements: Option<&[String]>,
     is_match: bool,
 ) -> bool {
-    let summary = summary.filter(|s| matches!(s, Summary::True | Summary::Data | Summary::Text));
-    let elements = elements.filter(|_| is_match);
+    let (summary, elements) = what_applies(summary, elements, is_match);
     if summary.is_none() && elements.is_none() {
         return false;
     }

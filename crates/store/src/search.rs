@@ -832,8 +832,7 @@ fn criterion_sql(
             b.push(&format!(
                 " (SELECT 1 FROM {table} m WHERE m.rid = {alias}.rid AND "
             ));
-            let prefix = probe_prefix(b, "m.");
-            rows_sql(b, &inner.param_rows(resource_type, &param.code), &prefix);
+            rows_sql(b, &inner.param_rows(resource_type, &param.code), "m.");
             b.push(")");
         }
         Criterion::Param {
@@ -847,9 +846,8 @@ fn criterion_sql(
                 "{}EXISTS (SELECT 1 FROM {table} x WHERE x.rid = {alias}.rid AND ",
                 if *negate { "NOT " } else { "" }
             ));
-            let prefix = probe_prefix(b, "x.");
-            rows_sql(b, &inner.param_rows(resource_type, &param.code), &prefix);
-            b.push(" AND (");
+            rows_sql(b, &inner.param_rows(resource_type, &param.code), "x.");
+            open_probe_values(b);
             values_sql(b, values, *string_match);
             b.push("))");
         }
@@ -1034,17 +1032,17 @@ fn number_condition(
 
 /// Pushes the condition that picks `rows` out of their index table, whose columns are
 /// written with `prefix` (`x.`, or nothing).
-/// The column prefix of an `EXISTS` probe on an index table, whose rows are found by the
-/// probed resource's `rid` (the primary key's first column). SQLite's planner, without
-/// statistics, may prefer a lookup index (`param_id`, value…) for a probe with an OR-list of
-/// values and then reads every row of that value for each candidate; a unary `+` on
-/// `param_id` takes the lookup indexes out of its choice. PostgreSQL plans with statistics
-/// and has no unary `+` on text.
-fn probe_prefix(b: &SqlBuilder, alias: &str) -> String {
-    match b.dialect {
-        Dialect::Sqlite => format!("+{alias}"),
-        Dialect::Postgres => alias.to_string(),
-    }
+/// Opens the value conditions of an `EXISTS` probe on an index table, whose rows the probe
+/// finds along the primary key (`rid`, `param_id`, …). SQLite's planner, without statistics,
+/// may rather read a lookup index (`param_id`, value…) for an OR-list of values, and then
+/// every row of those values for each candidate; a unary `+` before the conditions keeps
+/// them out of its index choice. PostgreSQL plans with statistics and has no unary `+` on a
+/// boolean.
+fn open_probe_values(b: &mut SqlBuilder) {
+    b.push(match b.dialect {
+        Dialect::Sqlite => " AND +(",
+        Dialect::Postgres => " AND (",
+    });
 }
 
 fn rows_sql(b: &mut SqlBuilder, rows: &ParamRows, prefix: &str) {
