@@ -63,6 +63,18 @@
 //!   403 ([`NOT_PERMITTED`]): a requester cannot tell "not here" from "not for you", and a
 //!   refusal names a reason class, never the patient's choice (the hub's reason goes to the
 //!   log only).
+//! - **Narrowing.** A search of one type without `_include` or `_revinclude`, every
+//!   category of which this requester may see, is narrowed in the store rather than
+//!   filtered after it: the layer hands the search handler a
+//!   [`zorgnet_rest::constraint::SearchConstraint`], so the store returns only resources of
+//!   the named Patients' compartments and of no other's, of a category (the criteria of
+//!   [`categorised_criteria`]; a citizen's own data of any), which is exactly what the filter
+//!   below keeps. Its pages are the store's, cut where the requester's part of the search is,
+//!   uncounted, and their cursors sealed as below.
+//!   When a decision for a Patient named by id is remembered for every category asked, the
+//!   Patient is not read first: a deleted one answers a read with the one refusal and a
+//!   search with what is left of its compartment, as it could within a remembered
+//!   decision's lifetime anyway.
 //! - **Filtering.** Otherwise the handler runs and its answer is filtered: an entry is kept
 //!   only when every patient it belongs to is the named one and every category it belongs
 //!   to is permitted; reference data without a patient is kept only when a kept entry refers
@@ -82,10 +94,13 @@
 //!   previous process is refused (400). Only a run of more withheld matches than those
 //!   reads cover (about 3,000 with `_count=1`, 7,000 with `_count=20`) ends a page early
 //!   with a `next` link. The cost is in the reading: measured (release build, SQLite,
-//!   loopback) a `_count=20` page takes 0.3 ms with nothing withheld (0.16 ms for a local
-//!   client), 2.4 ms behind 100 withheld matches, 18 ms behind 1,000 and 75 ms behind 4,000.
+//!   loopback) a filtered `_count=20` page took 0.3 ms with nothing withheld (0.16 ms for a
+//!   local client), 2.4 ms behind 100 withheld matches, 18 ms behind 1,000 and 75 ms behind
+//!   4,000.
 //!   `_summary` and `_elements` are applied by this layer after the filter, so the filter
-//!   always sees whole resources.
+//!   always sees whole resources (a narrowed search leaves them to the handler). A read of
+//!   `Patient/{id}` is checked on the parts of the answer the policy reads, the rest skipped
+//!   unparsed.
 //! - Every decision is a `tracing` event with the requester, role, category, purpose,
 //!   outcome and reason; never a BSN or a patient id. A break-the-glass access that is served
 //!   is marked: a WARN event naming the requester, the professional and the role (not the
