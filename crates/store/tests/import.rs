@@ -5,7 +5,9 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use zorgnet_db::sql::Conn;
 use zorgnet_fhir::categories::DataCategory;
-use zorgnet_fhir::search::{SearchRegistry, parse_search_query};
+use zorgnet_fhir::search::parse_search_query;
+mod support;
+
 use zorgnet_store::{Change, ImportOutcome, ReadOutcome, Store, StoreError, WriteHook, WriteOp};
 
 #[derive(Default)]
@@ -16,40 +18,6 @@ impl WriteHook for Recorder {
         self.0.lock().unwrap().extend_from_slice(changes);
         Ok(())
     }
-}
-
-async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::open_sqlite(&dir.path().join("node.sqlite"), SearchRegistry::r4()).unwrap();
-    let mut stores = vec![(sqlite, Some(dir))];
-    match std::env::var("ZORGNET_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => {
-            let schema = format!(
-                "zorgnet_store_import_{}_{}",
-                std::process::id(),
-                zorgnet_store::now_ms()
-            );
-            let store = tokio::task::spawn_blocking(move || {
-                let url = zorgnet_db::postgres_fresh_schema(&url, &schema).unwrap();
-                Store::open_postgres(&url, SearchRegistry::r4()).unwrap()
-            })
-            .await
-            .unwrap();
-            stores.push((store, None));
-        }
-        _ => {
-            {
-                // Written to the process's stderr, not through the test harness's capture, so
-                // that a skip shows in every run.
-                use std::io::Write as _;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "\n*** SKIPPED: PostgreSQL half (ZORGNET_TEST_POSTGRES_URL is not set) ***\n"
-                );
-            }
-        }
-    }
-    stores
 }
 
 fn patient(id: &str, bsn: &str) -> Value {
@@ -100,7 +68,7 @@ async fn search(store: &Store, resource_type: &str, query: &str) -> Vec<String> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_stores_new_resources_in_bulk_and_updates_the_rest() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores("import").await {
         let backend = format!("{:?}", store.backend_kind());
         let hook = Arc::new(Recorder::default());
         store.install_write_hook(hook.clone()).unwrap();
@@ -271,7 +239,7 @@ async fn reference_rows(store: &Store, resource_type: &str, id: &str) -> Vec<(St
 /// subject once, by import and by an ordinary write alike, and is still found by both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parameter_that_repeats_another_writes_no_rows_of_its_own() {
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores("import").await {
         let backend = format!("{:?}", store.backend_kind());
         import(
             &store,

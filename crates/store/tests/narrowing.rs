@@ -10,8 +10,10 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use zorgnet_fhir::categories::{categories_of, categorised_criteria};
-use zorgnet_fhir::search::{MAX_PAGE_SIZE, SearchQuery, SearchRegistry, parse_search_query};
+use zorgnet_fhir::search::{MAX_PAGE_SIZE, SearchQuery, parse_search_query};
 use zorgnet_store::Store;
+
+mod support;
 
 /// The types whose category depends on their content.
 const CONTENT_CATEGORISED: [&str; 4] = [
@@ -52,36 +54,6 @@ fn testdata() -> Option<PathBuf> {
         dir.display()
     );
     None
-}
-
-async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::open_sqlite(&dir.path().join("node.sqlite"), SearchRegistry::r4()).unwrap();
-    let mut stores = vec![(sqlite, Some(dir))];
-    match std::env::var("ZORGNET_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => {
-            let schema = format!(
-                "zorgnet_store_narrowing_{}_{}",
-                std::process::id(),
-                zorgnet_store::now_ms()
-            );
-            let store = tokio::task::spawn_blocking(move || {
-                let url = zorgnet_db::postgres_fresh_schema(&url, &schema).unwrap();
-                Store::open_postgres(&url, SearchRegistry::r4()).unwrap()
-            })
-            .await
-            .unwrap();
-            stores.push((store, None));
-        }
-        _ => {
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** SKIPPED: PostgreSQL half (ZORGNET_TEST_POSTGRES_URL is not set) ***\n"
-            );
-        }
-    }
-    stores
 }
 
 async fn import(store: &Store, resources: &[Value]) {
@@ -139,7 +111,7 @@ async fn within_compartments_keeps_the_named_patients_resources_and_no_one_elses
         observation("of-y", Some("y"), None),
         observation("of-no-one", None, None),
     ];
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores("narrowing").await {
         let backend = format!("{:?}", store.backend_kind());
         import(&store, &resources).await;
         let within = |patients: &[&str], resource_type: &str| {
@@ -297,7 +269,7 @@ fn shared_examples() -> Vec<Value> {
 async fn the_categorised_criteria_find_exactly_what_categories_of_categorises() {
     let mut resources = made_examples();
     resources.extend(shared_examples());
-    for (store, _dir) in stores().await {
+    for (store, _dir) in support::stores("narrowing").await {
         let backend = format!("{:?}", store.backend_kind());
         import(&store, &resources).await;
         for resource_type in CONTENT_CATEGORISED {
