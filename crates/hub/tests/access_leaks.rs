@@ -692,14 +692,8 @@ async fn walked_observations(base: &str, patient: &str, token: &str) -> Vec<Stri
         url: format!("{base}/Observation?patient={patient}&_count=1"),
         body: None,
     };
-    let pages = answer(&ask, token).await;
-    let forward: Vec<&Value> = pages
-        .iter()
-        .map(|(_, page)| page)
-        .take_while(|page| !page.is_null())
-        .collect();
     let mut ids = Vec::new();
-    for page in forward {
+    for (_, page) in &answer(&ask, token).await {
         for entry in page["entry"].as_array().into_iter().flatten() {
             if entry["search"]["mode"] == "match" {
                 ids.push(entry["resource"]["id"].as_str().unwrap().to_string());
@@ -791,20 +785,7 @@ async fn a_narrowed_search_keeps_exactly_what_the_filter_keeps() {
         assert!(!sealed_next.contains(own_next.rsplit('=').next().unwrap()));
         let pharmacy_key = hub.organisation("00000033", "Apotheek").await;
         support::relation(&hub, &pharmacy_key, BSN).await;
-        let pharmacy_token = {
-            let request = TokenRequest {
-                audience: GP.into(),
-                role: None,
-                uzi: None,
-                purpose: Purpose::Treatment,
-                reason: None,
-            };
-            hub.client(&pharmacy_key)
-                .access_token(&request)
-                .await
-                .unwrap()
-                .access_token
-        };
+        let pharmacy_token = token(&hub, &pharmacy_key, None, Purpose::Treatment).await;
         let (status, _) = call(Method::GET, &sealed_next, Some(&pharmacy_token), None).await;
         assert!(
             status == StatusCode::BAD_REQUEST || status == StatusCode::FORBIDDEN,

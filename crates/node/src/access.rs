@@ -276,24 +276,6 @@ enum AccessError {
     Store(#[from] StoreError),
 }
 
-impl AccessError {
-    /// The refusal as the FHIR handlers give one.
-    fn into_fhir(self) -> FhirError {
-        let (status, code, message) = match self {
-            AccessError::Invalid(m) => (StatusCode::BAD_REQUEST, IssueCode::Invalid, m),
-            other => {
-                tracing::error!(error = %other, "paging cursor sealing failed");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    IssueCode::Exception,
-                    "the access check failed; see the server log".to_string(),
-                )
-            }
-        };
-        FhirError::new(status, code, message)
-    }
-}
-
 impl From<HubClientError> for AccessError {
     fn from(e: HubClientError) -> AccessError {
         if e.is_transient() {
@@ -306,8 +288,9 @@ impl From<HubClientError> for AccessError {
     }
 }
 
-impl IntoResponse for AccessError {
-    fn into_response(self) -> Response {
+impl AccessError {
+    /// The refusal as an OperationOutcome; an internal failure is logged, not shown.
+    fn into_fhir(self) -> FhirError {
         let (status, code, message) = match self {
             AccessError::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, IssueCode::Forbidden, m),
             AccessError::Forbidden(m) => (StatusCode::FORBIDDEN, IssueCode::Forbidden, m),
@@ -318,17 +301,23 @@ impl IntoResponse for AccessError {
             AccessError::HubRefused(m) => (StatusCode::BAD_GATEWAY, IssueCode::Exception, m),
             AccessError::Internal(detail) => {
                 tracing::error!(error = %zorgnet_rest::error::loggable(&detail), "access layer failed");
-                return FhirError::new(
+                (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     IssueCode::Exception,
-                    "the access check failed; see the server log",
+                    "the access check failed; see the server log".to_string(),
                 )
-                .into_response();
             }
-            AccessError::Store(e) => return FhirError::from(e).into_response(),
+            AccessError::Store(e) => return FhirError::from(e),
         };
-        let mut response = FhirError::new(status, code, message).into_response();
-        if status == StatusCode::UNAUTHORIZED {
+        FhirError::new(status, code, message)
+    }
+}
+
+impl IntoResponse for AccessError {
+    fn into_response(self) -> Response {
+        let unauthenticated = matches!(self, AccessError::Unauthenticated(_));
+        let mut response = self.into_fhir().into_response();
+        if unauthenticated {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer error=\"invalid_token\""),
@@ -1023,13 +1012,7 @@ fn remembered(
     let answers: Vec<(DecisionKey, Verdict)> = categories
         .iter()
         .map(|&category| {
-            let key = DecisionKey {
-                patient: id.clone(),
-                requester: claims.ura.clone(),
-                role: claims.role.clone(),
-                category,
-                purpose: claims.purpose,
-            };
+            let key = DecisionKey::of(claims, id, category);
             cache.get(&key, now).map(|verdict| (key, verdict))
         })
         .collect::<Option<_>>()?;
@@ -1056,13 +1039,7 @@ async fn decide(
         let mut missing = Vec::new();
         let now = Instant::now();
         for &category in categories {
-            let key = DecisionKey {
-                patient: patient_id.clone(),
-                requester: claims.ura.clone(),
-                role: claims.role.clone(),
-                category,
-                purpose: claims.purpose,
-            };
+            let key = DecisionKey::of(claims, patient_id, category);
             match cache.get(&key, now) {
                 Some(verdict) => {
                     trace_decision(&key, &verdict, true);
@@ -1449,7 +1426,7 @@ fn narrowing(scope: &PatientScope, policy: &Policy<'_>) -> Option<Vec<(String, S
     let [resource_type] = scope.types.as_slice() else {
         return None;
     };
-    if scope.kind != Kind::Search || scope.wide || policy.notice().is_some() {
+    if scope.kind != Kind::Search || scope.wide {
         return None;
     }
     if policy.every_category {
@@ -1937,6 +1914,19 @@ pub struct DecisionKey {
     pub category: DataCategory,
     /// Why the requester reads.
     pub purpose: Purpose,
+}
+
+impl DecisionKey {
+    /// The decision `claims` asks about `patient`'s `category`.
+    fn of(claims: &AccessClaims, patient: &str, category: DataCategory) -> DecisionKey {
+        DecisionKey {
+            patient: patient.to_string(),
+            requester: claims.ura.clone(),
+            role: claims.role.clone(),
+            category,
+            purpose: claims.purpose,
+        }
+    }
 }
 
 /// Consent decisions, each reused for the configured time (public for its benchmark,
