@@ -202,22 +202,71 @@ pub fn categories_of(resource: &Value) -> Vec<DataCategory> {
     out
 }
 
-/// Search parameters (name, value) that match exactly the resources of `resource_type` that
-/// belong to at least one category, as [`categories_of`] sees them: none for a type whose
-/// every resource does, `None` for a type of no category.
-pub fn categorised_criteria(resource_type: &str) -> Option<Vec<(String, String)>> {
-    let list = |table: &[(&str, DataCategory)], system: &str| -> String {
-        table
-            .iter()
-            .map(|(code, _)| format!("{system}{code}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    Some(match rule(resource_type)? {
-        Rule::Always(_) => Vec::new(),
-        Rule::ByCategory(table) => vec![("category".into(), list(table, ""))],
-        Rule::ByLoincType(table) => vec![("type".into(), list(table, &format!("{LOINC}|")))],
-    })
+/// The version of the rules above. A store that keeps each resource's categories beside it
+/// recomputes them when this changes; change it with any rule.
+pub const RULES_VERSION: i64 = 1;
+
+/// The categories the access policy reads a resource as: a Patient resource as the patient
+/// summary (it is the summary's subject), anything else as [`categories_of`].
+pub fn access_categories_of(resource: &Value) -> CategorySet {
+    match resource.get("resourceType").and_then(Value::as_str) {
+        Some("Patient") => CategorySet::of([DataCategory::PatientSummary]),
+        _ => CategorySet::of(categories_of(resource)),
+    }
+}
+
+/// A set of categories as bits, the way a store keeps them in a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CategorySet(u16);
+
+impl CategorySet {
+    /// No category.
+    pub const EMPTY: CategorySet = CategorySet(0);
+
+    /// The set of `categories`.
+    pub fn of(categories: impl IntoIterator<Item = DataCategory>) -> CategorySet {
+        CategorySet(categories.into_iter().fold(0, |bits, c| bits | c.bit()))
+    }
+
+    /// The set with these bits; bits of no category are dropped.
+    pub fn from_bits(bits: i64) -> CategorySet {
+        let all = CategorySet::of(DataCategory::ALL).0;
+        CategorySet(u16::try_from(bits & i64::from(all)).unwrap_or(0))
+    }
+
+    /// The bits, for a column.
+    pub fn bits(self) -> i64 {
+        i64::from(self.0)
+    }
+
+    /// Every category not in this set.
+    pub fn complement(self) -> CategorySet {
+        CategorySet(!self.0 & CategorySet::of(DataCategory::ALL).0)
+    }
+
+    /// Whether `category` is in the set.
+    pub fn contains(self, category: DataCategory) -> bool {
+        self.0 & category.bit() != 0
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The categories in the set, in [`DataCategory::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = DataCategory> {
+        DataCategory::ALL
+            .into_iter()
+            .filter(move |c| self.contains(*c))
+    }
+}
+
+impl DataCategory {
+    /// This category's bit in a [`CategorySet`].
+    fn bit(self) -> u16 {
+        1 << self as u16
+    }
 }
 
 /// `(system, code)` of every coding in a CodeableConcept or an array of them.
@@ -243,6 +292,40 @@ fn codes(value: Option<&Value>) -> impl Iterator<Item = (&str, &str)> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_category_set_keeps_each_category_in_a_bit_of_its_own() {
+        for category in DataCategory::ALL {
+            let one = CategorySet::of([category]);
+            assert_eq!(one.iter().collect::<Vec<_>>(), vec![category]);
+            assert_eq!(CategorySet::from_bits(one.bits()), one);
+            assert!(!one.complement().contains(category));
+            assert_eq!(one.complement().iter().count(), DataCategory::ALL.len() - 1);
+        }
+        let all = CategorySet::of(DataCategory::ALL);
+        assert_eq!(all.complement(), CategorySet::EMPTY);
+        assert_eq!(
+            CategorySet::from_bits(-1),
+            all,
+            "bits of no category are dropped"
+        );
+    }
+
+    #[test]
+    fn the_access_policy_reads_a_patient_as_the_patient_summary() {
+        let patient = json!({"resourceType": "Patient", "id": "p"});
+        assert_eq!(categories_of(&patient), Vec::new());
+        assert_eq!(
+            access_categories_of(&patient),
+            CategorySet::of([DataCategory::PatientSummary])
+        );
+        let lab = json!({"resourceType": "Observation",
+            "category": [{"coding": [{"code": "laboratory"}]}]});
+        assert_eq!(
+            access_categories_of(&lab),
+            CategorySet::of(categories_of(&lab))
+        );
+    }
 
     #[test]
     fn codes_round_trip_and_unknown_codes_are_named() {

@@ -50,6 +50,8 @@ pub enum IssueCode {
     Forbidden,
     /// Processing problem.
     Processing,
+    /// Some of the answer was withheld (by policy).
+    Suppressed,
 }
 
 impl IssueCode {
@@ -72,6 +74,7 @@ impl IssueCode {
             IssueCode::Informational => "informational",
             IssueCode::Forbidden => "forbidden",
             IssueCode::Processing => "processing",
+            IssueCode::Suppressed => "suppressed",
         }
     }
 }

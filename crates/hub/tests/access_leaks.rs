@@ -685,15 +685,27 @@ async fn unknown_and_refused_patients_look_alike_and_roles_are_applied() {
 
 /// Every `Observation` id of `patient` that a walk of `Observation?patient=…&_count=1`
 /// along `next` links shows, in order.
-async fn walked_observations(base: &str, patient: &str, token: &str) -> Vec<String> {
+/// The ids of the matches of `Observation?patient=…&_count=1` and `more`, walked page by
+/// page, and the notices of the pages.
+async fn walked_observations(
+    base: &str,
+    patient: &str,
+    token: &str,
+    more: &str,
+) -> (Vec<String>, Vec<String>) {
     let ask = Ask {
         what: "walk",
         method: Method::GET,
-        url: format!("{base}/Observation?patient={patient}&_count=1"),
+        url: format!("{base}/Observation?patient={patient}&_count=1{more}"),
         body: None,
     };
-    let mut ids = Vec::new();
+    let (mut ids, mut notices) = (Vec::new(), Vec::new());
     for (_, page) in &answer(&ask, token).await {
+        for entry in page["entry"].as_array().into_iter().flatten() {
+            if entry["search"]["mode"] == "outcome" {
+                notices.push(entry["resource"].to_string());
+            }
+        }
         for entry in page["entry"].as_array().into_iter().flatten() {
             if entry["search"]["mode"] == "match" {
                 ids.push(entry["resource"]["id"].as_str().unwrap().to_string());
@@ -703,13 +715,13 @@ async fn walked_observations(base: &str, patient: &str, token: &str) -> Vec<Stri
             break;
         }
     }
-    ids
+    (ids, notices)
 }
 
-/// A search whose every category is permitted is narrowed in the store rather than
-/// filtered after it: it must keep exactly what the filter keeps (not a resource that is
-/// also another patient's, not one of no category), page with sealed cursors only, and
-/// answer as the filter does once a category is withheld.
+/// A search of one type is narrowed in the store rather than filtered after it: it must keep
+/// exactly what the filter keeps (not a resource that is also another patient's, not one of
+/// no category, not one of a withheld category), page with sealed cursors only, and give
+/// the filter's notice once a category is withheld.
 #[tokio::test]
 async fn a_narrowed_search_keeps_exactly_what_the_filter_keeps() {
     for hub in support::hubs().await {
@@ -737,6 +749,11 @@ async fn a_narrowed_search_keeps_exactly_what_the_filter_keeps() {
                 .await,
             );
         }
+        let lab = create(
+            &gp.base,
+            observation(&p, "laboratory", GLUCOSE, 5.5, &doctor),
+        )
+        .await;
         let mut shared_with_other = observation(&p, "vital-signs", HEART_RATE, 50.0, &doctor);
         shared_with_other["performer"] = json!([{"reference": format!("Patient/{other}")}]);
         let shared_with_other = create(&gp.base, shared_with_other).await;
@@ -750,8 +767,10 @@ async fn a_narrowed_search_keeps_exactly_what_the_filter_keeps() {
         .await;
         let doctor_token = token(&hub, &hospital_key, Some("01.015"), Purpose::Treatment).await;
 
-        let narrowed = walked_observations(&gp.base, &p, &doctor_token).await;
-        assert_eq!(narrowed, visible, "{}", hub.backend);
+        let (narrowed, notices) = walked_observations(&gp.base, &p, &doctor_token, "").await;
+        let with_lab: Vec<String> = visible.iter().chain([&lab]).cloned().collect();
+        assert_eq!(narrowed, with_lab, "{}", hub.backend);
+        assert_eq!(notices, Vec::<String>::new(), "{}", hub.backend);
         for hidden in [&shared_with_other, &uncategorised] {
             assert!(!narrowed.contains(hidden), "{}", hub.backend);
         }
@@ -793,9 +812,27 @@ async fn a_narrowed_search_keeps_exactly_what_the_filter_keeps() {
             hub.backend
         );
 
-        // With a category withheld the same search is filtered: the same matches.
+        // With a category withheld the search is still narrowed, and keeps what the filter
+        // (which `_include` asks for) keeps, with the same notice.
         opt_out(&hub, &hospital_key, BSN, Some("lab-results")).await;
-        let filtered = walked_observations(&gp.base, &p, &doctor_token).await;
+        let (narrowed, notices) = walked_observations(&gp.base, &p, &doctor_token, "").await;
+        assert_eq!(narrowed, visible, "{}", hub.backend);
+        let (filtered, filter_notices) = walked_observations(
+            &gp.base,
+            &p,
+            &doctor_token,
+            "&_include=Observation:performer",
+        )
+        .await;
         assert_eq!(filtered, narrowed, "{}", hub.backend);
+        assert!(!notices.is_empty(), "{}", hub.backend);
+        for notice in notices.iter().chain(&filter_notices) {
+            assert!(
+                notice.contains("lab-results (policy)"),
+                "{}: {notice}",
+                hub.backend
+            );
+            assert!(!notice.contains("opted out"), "{}: {notice}", hub.backend);
+        }
     }
 }

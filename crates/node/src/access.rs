@@ -63,13 +63,14 @@
 //!   403 ([`NOT_PERMITTED`]): a requester cannot tell "not here" from "not for you", and a
 //!   refusal names a reason class, never the patient's choice (the hub's reason goes to the
 //!   log only).
-//! - **Narrowing.** A search of one type without `_include` or `_revinclude`, every
-//!   category of which this requester may see, is narrowed in the store rather than
-//!   filtered after it: the layer hands the search handler a
+//! - **Narrowing.** A search of one type without `_include` or `_revinclude` is narrowed in
+//!   the store rather than filtered after it: the layer hands the search handler a
 //!   [`zorgnet_rest::constraint::SearchConstraint`], so the store returns only resources of
-//!   the named Patients' compartments and of no other's, of a category (the criteria of
-//!   [`categorised_criteria`]; a citizen's own data of any), which is exactly what the filter
-//!   below keeps. Its pages are the store's, cut where the requester's part of the search is,
+//!   the named Patients' compartments and of no other's, of at least one category and none
+//!   withheld (a citizen's own data of any), which is exactly what the filter below keeps.
+//!   The store keeps these facts of each resource beside it ([`PolicyFacts`]), so narrowing
+//!   compares columns of the rows the search reads anyway, and a read by id is decided from
+//!   the same facts without parsing the answer. Its pages are the store's, cut where the requester's part of the search is,
 //!   uncounted, and their cursors sealed as below.
 //!   When a decision for a Patient named by id is remembered for every category asked, the
 //!   Patient is not read first: a deleted one answers a read with the one refusal and a
@@ -131,15 +132,15 @@ use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use zorgnet_fhir::IssueCode;
-use zorgnet_fhir::categories::{DataCategory, categories_of, categorised_criteria};
+use zorgnet_fhir::categories::{CategorySet, DataCategory, access_categories_of, categories_of};
 use zorgnet_fhir::search::{
     Criterion, DEFAULT_PAGE_SIZE, MAX_CURSOR_BYTES, MAX_PAGE_SIZE, SearchRegistry, Summary,
     parse_search_query,
 };
+use zorgnet_fhir::{Issue, IssueCode, Severity};
 use zorgnet_rest::constraint::{CursorCodec, SearchConstraint};
 use zorgnet_rest::error::FhirError;
-use zorgnet_store::{ReadOutcome, StoreError};
+use zorgnet_store::{PolicyFacts, ReadOutcome, StoreError};
 use zorgnet_trust::certificate::PeerIdentity;
 use zorgnet_trust::roles::Role;
 use zorgnet_trust::token::{self, AccessClaims, Purpose};
@@ -498,7 +499,7 @@ async fn serve_other_organisation(
     };
     if scope.kind == Kind::Read {
         let response = next.run(request).await;
-        return read_response(response, &policy).await;
+        return read_response(response, &policy, scope.named_id()).await;
     }
     let seal = &network.access().cursors;
     serve_search(request, pairs, &scope, &policy, seal, &claims.ura, next).await
@@ -642,6 +643,14 @@ struct PatientScope {
 }
 
 impl PatientScope {
+    /// The Patient's id, when the request named it by id.
+    fn named_id(&self) -> Option<&str> {
+        match &self.patient {
+            PatientRef::Id(id) => Some(id),
+            PatientRef::Identifier(_) => None,
+        }
+    }
+
     /// The categories the answer can hold: those put to the consent register and named
     /// in the notice when withheld.
     fn categories(&self) -> BTreeSet<DataCategory> {
@@ -881,14 +890,6 @@ fn definite_categories(resource_type: &str) -> Vec<DataCategory> {
         return vec![DataCategory::PatientSummary];
     }
     categories_of(&json!({"resourceType": resource_type}))
-}
-
-/// The categories of one resource as the policy sees them (a Patient is `patient-summary`).
-fn resource_categories(resource: &Value) -> Vec<DataCategory> {
-    match resource.get("resourceType").and_then(Value::as_str) {
-        Some("Patient") => vec![DataCategory::PatientSummary],
-        _ => categories_of(resource),
-    }
 }
 
 /// One answer of the consent register.
@@ -1174,17 +1175,17 @@ impl Policy<'_> {
         } else {
             self.registry.patient_compartments(resource)
         };
+        self.shares(&patients, access_categories_of(resource))
+    }
+
+    /// [`Policy::may_share`] of a resource in the compartments of `patients` (for a Patient,
+    /// its own id only) and of `categories`.
+    fn shares(&self, patients: &[String], categories: CategorySet) -> bool {
         if patients.is_empty() || !patients.iter().all(|p| self.allowed.contains(p)) {
             return false;
         }
-        if self.every_category {
-            return true;
-        }
-        let categories = resource_categories(resource);
-        !categories.is_empty()
-            && categories
-                .into_iter()
-                .all(|c| permitted(&self.decisions, c))
+        self.every_category
+            || (!categories.is_empty() && categories.iter().all(|c| permitted(&self.decisions, c)))
     }
 
     /// Whether `resource` is reference data that may travel with permitted data.
@@ -1200,7 +1201,7 @@ impl Policy<'_> {
     /// The notice of a Bundle: the categories this request could return that are withheld
     /// from this requester, with their reason classes. It depends on the decisions only,
     /// never on what the search found.
-    fn notice(&self) -> Option<Value> {
+    fn notice(&self) -> Option<Issue> {
         let withheld: Vec<String> = self
             .notice
             .iter()
@@ -1210,90 +1211,52 @@ impl Policy<'_> {
                 None => Some(format!("{c} ({})", ReasonClass::Policy.code())),
             })
             .collect();
-        (!withheld.is_empty()).then(|| {
+        (!withheld.is_empty()).then(|| Issue {
+            severity: Severity::Information,
+            ..Issue::error(
+                IssueCode::Suppressed,
+                format!(
+                    "not shared with this requester, whatever this search matched: {}",
+                    withheld.join(", ")
+                ),
+            )
+        })
+    }
+
+    /// [`Policy::notice`] as a Bundle's outcome entry.
+    fn notice_entry(&self) -> Option<Value> {
+        self.notice().map(|issue| {
             json!({
-                "resource": {"resourceType": "OperationOutcome", "issue": [{
-                    "severity": "information", "code": "suppressed",
-                    "diagnostics": format!(
-                        "not shared with this requester, whatever this search matched: {}",
-                        withheld.join(", ")
-                    )}]},
+                "resource": zorgnet_fhir::operation_outcome(&[issue]),
                 "search": {"mode": "outcome"}
             })
         })
     }
 }
 
-/// A read of one Patient: served when the requester may see it, else the one refusal.
-async fn read_response(response: Response, policy: &Policy<'_>) -> Result<Response, AccessError> {
+/// A read of one Patient (`read_id`, when the request named it by id): served when the
+/// requester may see it, else the one refusal. The store's [`PolicyFacts`] on the answer
+/// decide without parsing it; an answer without them is refused.
+async fn read_response(
+    response: Response,
+    policy: &Policy<'_>,
+    read_id: Option<&str>,
+) -> Result<Response, AccessError> {
     if !response.status().is_success() {
         return Err(AccessError::Forbidden(NOT_PERMITTED.into()));
     }
-    let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_FILTERED_RESPONSE_BYTES)
-        .await
-        .map_err(|e| AccessError::Internal(format!("reading the answer to filter it: {e}")))?;
-    let resource = policy_view(&bytes, "Patient", policy.registry)?;
-    if policy.may_share(&resource) {
-        Ok(Response::from_parts(parts, Body::from(bytes)))
+    let (Some(facts), Some(id)) = (response.extensions().get::<PolicyFacts>(), read_id) else {
+        return Err(AccessError::Internal(
+            "a read's answer came without the store's policy facts".into(),
+        ));
+    };
+    // A Patient's compartments are its own and those of the Patients it links to; the
+    // policy places it by its own id.
+    let own = [id.to_string()];
+    if facts.patients.iter().any(|p| p == id) && policy.shares(&own, facts.categories) {
+        Ok(response)
     } else {
         Err(AccessError::Forbidden(NOT_PERMITTED.into()))
-    }
-}
-
-/// The parts of a stored `resource_type` the policy reads ([`Policy::may_share`]): its type,
-/// id, `category`, `type` and the members its patient compartments are read from, the rest
-/// skipped unparsed. Anything but a JSON object of `resource_type` is an internal error.
-fn policy_view(
-    json: &[u8],
-    resource_type: &str,
-    registry: &SearchRegistry,
-) -> Result<Value, AccessError> {
-    let mut kept = vec!["resourceType", "id", "category", "type"];
-    kept.extend(registry.patient_compartment_members(resource_type));
-    let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let view = serde::de::DeserializeSeed::deserialize(PolicyView(&kept), &mut deserializer)
-        .and_then(|view| deserializer.end().map(|()| view))
-        .map_err(|e| AccessError::Internal(format!("the answer to filter is not JSON: {e}")))?;
-    if view.get("resourceType").and_then(Value::as_str) != Some(resource_type) {
-        return Err(AccessError::Internal(format!(
-            "the answer to filter is no {resource_type}"
-        )));
-    }
-    Ok(Value::Object(view))
-}
-
-/// Reads a JSON object keeping only the members it names.
-struct PolicyView<'a>(&'a [&'a str]);
-
-impl<'de> serde::de::DeserializeSeed<'de> for PolicyView<'_> {
-    type Value = Map<String, Value>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for PolicyView<'_> {
-    type Value = Map<String, Value>;
-
-    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
-        formatter.write_str("a FHIR resource")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut kept = Map::new();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if self.0.contains(&key.as_ref()) {
-                kept.insert(key.into_owned(), map.next_value()?);
-            } else {
-                map.next_value::<serde::de::IgnoredAny>()?;
-            }
-        }
-        Ok(kept)
     }
 }
 
@@ -1400,12 +1363,13 @@ async fn serve_search(
     requester: &str,
     next: Next,
 ) -> Result<Response, AccessError> {
-    let Some(criteria) = narrowing(scope, policy) else {
+    let Some(categories) = narrowing(scope, policy) else {
         return serve_pages(request, pairs, scope, policy, seal, requester, next).await;
     };
     request.extensions_mut().insert(SearchConstraint {
         compartments_of: policy.allowed.iter().cloned().collect(),
-        criteria,
+        categories,
+        notices: policy.notice().into_iter().collect(),
         cursors: Arc::new(RequesterCursors {
             seal: seal.clone(),
             requester: requester.to_string(),
@@ -1414,32 +1378,27 @@ async fn serve_search(
     Ok(next.run(request).await)
 }
 
-/// The criteria that say `policy` for a search of `scope` as a search, when it can be said
-/// so: a search of one type without `_include` or `_revinclude` (whose included resources
-/// the filter must place), for which every category the type can hold is permitted (or the
-/// citizen's own data, of every category). The store then keeps the resources of the named
-/// Patients' compartments and of no other's ([`SearchQuery::within_compartments`]), of a
-/// category ([`categorised_criteria`]): exactly what [`Policy::may_share`] keeps.
+/// How `policy` is said for a search of `scope` as a search, when it can be: a search of one
+/// type without `_include` or `_revinclude` (whose included resources the filter must
+/// place). The store then keeps the resources of the named Patients' compartments and of no
+/// other's ([`SearchQuery::within_compartments`]), of at least one category and of none that
+/// is withheld ([`SearchQuery::within_categories`], the permitted categories; `None` for the
+/// citizen's own data, of any category or none): exactly what [`Policy::may_share`] keeps.
 ///
 /// [`SearchQuery::within_compartments`]: zorgnet_fhir::search::SearchQuery::within_compartments
-fn narrowing(scope: &PatientScope, policy: &Policy<'_>) -> Option<Vec<(String, String)>> {
-    let [resource_type] = scope.types.as_slice() else {
-        return None;
-    };
-    if scope.kind != Kind::Search || scope.wide {
+/// [`SearchQuery::within_categories`]: zorgnet_fhir::search::SearchQuery::within_categories
+fn narrowing(scope: &PatientScope, policy: &Policy<'_>) -> Option<Option<CategorySet>> {
+    if scope.types.len() != 1 || scope.kind != Kind::Search || scope.wide {
         return None;
     }
     if policy.every_category {
-        return Some(Vec::new());
+        return Some(None);
     }
-    let categories = possible_categories(resource_type);
-    if categories.is_empty() || !categories.iter().all(|c| permitted(&policy.decisions, *c)) {
-        return None;
-    }
-    if resource_type == "Patient" {
-        return Some(Vec::new());
-    }
-    categorised_criteria(resource_type)
+    Some(Some(CategorySet::of(
+        DataCategory::ALL
+            .into_iter()
+            .filter(|c| permitted(&policy.decisions, *c)),
+    )))
 }
 
 /// `_summary` and `_elements` as the client asked them, applied by the layer after the
@@ -1774,7 +1733,7 @@ async fn serve_pages(
             shaping.apply(resource, is_match);
         }
     }
-    entries.extend(policy.notice());
+    entries.extend(policy.notice_entry());
     bundle.insert("link".into(), Value::Array(links));
     if !entries.is_empty() {
         bundle.insert("entry".into(), Value::Array(entries));
@@ -2083,85 +2042,6 @@ mod tests {
         zorgnet_rest::interactions::query_pairs(Some(query))
     }
 
-    /// The official R4 examples, when the shared test data is there.
-    fn official_examples() -> Vec<(String, Vec<u8>)> {
-        let dir = std::env::var("ZORGNET_TESTDATA").map_or_else(
-            |_| {
-                std::path::PathBuf::from(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../../../shared/testdata"
-                ))
-            },
-            std::path::PathBuf::from,
-        );
-        let Ok(entries) = std::fs::read_dir(dir.join("fhir-r4/examples")) else {
-            assert!(
-                std::env::var("ZORGNET_REQUIRE_TESTDATA").as_deref() != Ok("1"),
-                "the shared test data is missing at {}",
-                dir.display()
-            );
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** SKIPPED: the official examples (no shared test data at {}) ***\n",
-                dir.display()
-            );
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|entry| {
-                let bytes = std::fs::read(entry.path()).ok()?;
-                let value: Value = serde_json::from_slice(&bytes).ok()?;
-                Some((value["resourceType"].as_str()?.to_string(), bytes))
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_policy_view_places_a_resource_as_the_whole_one_does() {
-        let registry = SearchRegistry::r4();
-        let mut examples = official_examples();
-        for made in [
-            json!({"resourceType": "Patient", "id": "a", "name": [{"family": "x"}],
-                "link": [{"other": {"reference": "Patient/b"}, "type": "seealso"}]}),
-            json!({"resourceType": "Observation", "id": "o", "status": "final",
-                "code": {"text": "x"}, "subject": {"reference": "Patient/a"},
-                "performer": [{"reference": "Patient/b"}],
-                "category": [{"coding": [{"code": "laboratory"}]}]}),
-            json!({"resourceType": "DocumentReference", "id": "d", "status": "current",
-                "subject": {"reference": "Patient/a"}, "author": [{"reference": "Patient/c"}],
-                "type": {"coding": [{"system": "http://loinc.org", "code": "18842-5"}]},
-                "content": [{"attachment": {"contentType": "text/plain"}}]}),
-        ] {
-            examples.push((
-                made["resourceType"].as_str().unwrap().to_string(),
-                made.to_string().into_bytes(),
-            ));
-        }
-        let mut placed = 0;
-        for (resource_type, bytes) in &examples {
-            let whole: Value = serde_json::from_slice(bytes).unwrap();
-            let view = policy_view(bytes, resource_type, &registry).unwrap();
-            assert_eq!(
-                registry.patient_compartments(&view),
-                registry.patient_compartments(&whole),
-                "{resource_type} {}",
-                whole["id"]
-            );
-            assert_eq!(
-                resource_categories(&view),
-                resource_categories(&whole),
-                "{resource_type}"
-            );
-            placed += usize::from(!registry.patient_compartments(&whole).is_empty());
-        }
-        assert!(placed >= 3, "only {placed} examples in a compartment");
-        assert!(policy_view(b"{\"resourceType\":\"Patient\"}", "Observation", &registry).is_err());
-        assert!(policy_view(b"[1]", "Patient", &registry).is_err());
-        assert!(policy_view(b"{\"resourceType\":\"Patient\"} x", "Patient", &registry).is_err());
-    }
-
     fn scope(
         patient: PatientRef,
         types: &[&str],
@@ -2429,7 +2309,7 @@ mod tests {
         let no_lab = policy(&registry, &[DataCategory::LabResults]);
         assert!(!no_lab.may_share(&lab("l1", "p1")));
         assert!(no_lab.may_share(&vitals));
-        let notice = no_lab.notice().unwrap().to_string();
+        let notice = no_lab.notice_entry().unwrap().to_string();
         assert!(notice.contains("lab-results (policy)"), "{notice}");
         assert!(!notice.contains("patient-summary"), "{notice}");
     }

@@ -9,6 +9,8 @@
 
 use crate::error::FhirError;
 use std::sync::Arc;
+use zorgnet_fhir::Issue;
+use zorgnet_fhir::categories::CategorySet;
 
 /// How the paging cursors of a constrained search travel in its links.
 pub trait CursorCodec: Send + Sync {
@@ -26,8 +28,11 @@ pub struct SearchConstraint {
     /// Matches only from the compartments of these Patients (see
     /// [`zorgnet_fhir::search::SearchQuery::within_compartments`]).
     pub compartments_of: Vec<String>,
-    /// Search parameters ANDed with the client's, for the searched type.
-    pub criteria: Vec<(String, String)>,
+    /// Matches only resources of at least one category and of none outside this set (see
+    /// [`zorgnet_fhir::search::SearchQuery::within_categories`]); `None`: of any or none.
+    pub categories: Option<CategorySet>,
+    /// Issues for the Bundle's outcome entry, such as what the layer withholds.
+    pub notices: Vec<Issue>,
     /// The cursors of the links.
     pub cursors: Arc<dyn CursorCodec>,
 }

@@ -467,7 +467,12 @@ async fn delete(
 fn read_response(outcome: ReadOutcome, resource_type: &str, id: &str, base: &str) -> AppResult {
     match outcome {
         ReadOutcome::Found(stored) => {
-            Ok((StatusCode::OK, resource_headers(&stored, base), stored.json).into_response())
+            let mut response =
+                (StatusCode::OK, resource_headers(&stored, base), stored.json).into_response();
+            if let Some(policy) = stored.policy {
+                response.extensions_mut().insert(policy);
+            }
+            Ok(response)
         }
         ReadOutcome::Deleted { version, .. } => {
             let mut response = FhirError::new(
@@ -819,17 +824,7 @@ async fn run_search(
     let mut query = parse_search_query(state.store.registry(), resource_type, &pairs)
         .map_err(FhirError::from_issue)?;
     if let Some(constraint) = constraint {
-        let narrowing =
-            parse_search_query(state.store.registry(), resource_type, &constraint.criteria)
-                .map_err(|issue| {
-                    tracing::error!(error = %issue.diagnostics, "an access layer's search criteria do not parse");
-                    FhirError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        IssueCode::Exception,
-                        "the access check failed; see the server log",
-                    )
-                })?;
-        query.criteria.extend(narrowing.criteria);
+        query.within_categories = constraint.categories;
         query.within_compartments = Some(constraint.compartments_of.clone());
         query.without_total = true;
         query.cursor = query
@@ -852,6 +847,7 @@ async fn run_search(
         }
         warnings.push(Issue::warning(IssueCode::NotSupported, message));
     }
+    warnings.extend(constraint.iter().flat_map(|c| c.notices.iter().cloned()));
     let summary = query.summary;
     let elements = query.elements.clone();
     let mut result = state.store.search(query).await?;

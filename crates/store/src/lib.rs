@@ -25,7 +25,7 @@ use std::sync::{Arc, OnceLock};
 use zorgnet_db::sql::Conn;
 pub use zorgnet_db::{BackendKind, now_ms};
 use zorgnet_db::{Database, DbError};
-use zorgnet_fhir::categories::DataCategory;
+use zorgnet_fhir::categories::{CategorySet, DataCategory};
 use zorgnet_fhir::identifiers::{BSN_SYSTEM, SEDULA_SYSTEM, bsn_is_valid};
 use zorgnet_fhir::search::{SearchQuery, SearchRegistry};
 
@@ -85,6 +85,22 @@ pub struct StoredResource {
     pub last_updated_ms: i64,
     /// The resource as JSON text, `id` and `meta.versionId`/`meta.lastUpdated` included.
     pub json: String,
+    /// What the access policy needs of it, for a current version read by id; `None` for
+    /// anything else.
+    pub policy: Option<PolicyFacts>,
+}
+
+/// What the access policy needs of a stored resource, kept beside it at write time so that
+/// a layer in front of the store need not parse the resource: the Patients whose compartment
+/// holds it and the data categories the policy reads it as
+/// ([`zorgnet_fhir::categories::access_categories_of`]). The same facts narrow searches
+/// ([`zorgnet_fhir::search::SearchQuery::within_compartments`] and `within_categories`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyFacts {
+    /// The Patients whose compartment holds the resource (a Patient's own included), sorted.
+    pub patients: Vec<String>,
+    /// Its categories.
+    pub categories: CategorySet,
 }
 
 /// The answer to a read.
@@ -309,6 +325,7 @@ impl Store {
             .map(|p| (p.resource_type.clone(), p.code.clone()))
             .collect();
         let ids = inner.with_writer(|conn| write::ensure_param_ids(conn, &wanted))?;
+        inner.with_writer(|conn| write::fill_policy_facts(&inner, conn))?;
         let sharing = shared::sharing(&inner.registry);
         for ((resource_type, code), id) in &ids {
             let rows = match sharing.get(resource_type).and_then(|m| m.get(code)) {

@@ -73,4 +73,18 @@ CREATE INDEX compartment_by_rid ON compartment (rid);
         // idx_reference_lookup); the index only cost every write a B-tree insert.
         sql: "DROP INDEX IF EXISTS idx_reference_target;",
     },
+    Migration {
+        component: "store",
+        version: 3,
+        // What the access policy needs of each current resource, beside it in its row (see
+        // `crate::PolicyFacts`): how many Patients' compartments hold it, the one Patient when
+        // there is one, and its data categories as bits. NULL until the store fills them in
+        // when it opens; `policy_facts` names the category rules they were computed with.
+        sql: "
+ALTER TABLE resources ADD COLUMN compartment_size {int};
+ALTER TABLE resources ADD COLUMN sole_patient {text};
+ALTER TABLE resources ADD COLUMN categories {int};
+CREATE TABLE policy_facts (rules_version {int} NOT NULL);
+",
+    },
 ];

@@ -5,11 +5,12 @@
 //! row it saw (by its sort values, then row id), a `previous` page before the first, so
 //! writes between pages neither repeat nor skip results.
 
-use crate::{Inner, ParamRows, ReadOutcome, StoreError, StoredResource};
+use crate::{Inner, ParamRows, PolicyFacts, ReadOutcome, StoreError, StoredResource};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::collections::HashSet;
 use zorgnet_db::sql::{Conn, Dialect, Row, SqlBuilder, SqlValue};
+use zorgnet_fhir::categories::CategorySet;
 use zorgnet_fhir::search::{
     Criterion, CriterionValue, Include, MAX_BOUND_PARAMETERS, MAX_CURSOR_BYTES, ParamType, Prefix,
     SearchQuery, SortKey, Summary, TokenSystem, is_search_text_char,
@@ -60,13 +61,14 @@ pub(crate) fn read(
 ) -> Result<ReadOutcome, StoreError> {
     let mut b = SqlBuilder::new(conn.dialect());
     match version {
-        None => b.push("SELECT v.version, v.last_updated, v.method, v.content FROM resources r JOIN versions v ON v.seq = r.current_seq WHERE r.res_type = "),
+        None => b.push("SELECT v.version, v.last_updated, v.method, v.content, r.rid, r.compartment_size, r.sole_patient, r.categories FROM resources r JOIN versions v ON v.seq = r.current_seq WHERE r.res_type = "),
         Some(_) => b.push("SELECT v.version, v.last_updated, v.method, v.content FROM resources r JOIN versions v ON v.rid = r.rid WHERE r.res_type = "),
     };
     b.bind(resource_type).push(" AND r.id = ").bind(id);
     if let Some(version) = version {
         b.push(" AND v.version = ").bind(version);
     }
+    let version_asked = version;
     let mut rows = conn.query(&b.sql, &b.params)?;
     let Some(mut row) = rows.pop() else {
         return Ok(ReadOutcome::NotFound);
@@ -78,13 +80,38 @@ pub(crate) fn read(
             last_updated_ms,
         });
     }
+    let policy = match version_asked {
+        None => Some(policy_facts(conn, &mut row)?),
+        Some(_) => None,
+    };
     Ok(ReadOutcome::Found(StoredResource {
         resource_type: resource_type.to_string(),
         id: id.to_string(),
         version,
         last_updated_ms,
         json: row[3].take_text(),
+        policy,
     }))
+}
+
+/// The policy facts of a current version's row (`rid`, `compartment_size`, `sole_patient`,
+/// `categories` from its fifth column on), reading the compartments only for a resource in
+/// several.
+fn policy_facts(conn: &mut dyn Conn, row: &mut [SqlValue]) -> Result<PolicyFacts, StoreError> {
+    let categories = CategorySet::from_bits(row[7].int());
+    let patients = match row[5].int() {
+        0 => Vec::new(),
+        1 => vec![row[6].take_text()],
+        _ => {
+            let mut patients: Vec<String> = crate::write::compartment_patients(conn, row[4].int())?;
+            patients.sort();
+            patients
+        }
+    };
+    Ok(PolicyFacts {
+        patients,
+        categories,
+    })
 }
 
 /// Which history.
@@ -217,6 +244,7 @@ fn to_stored(mut row: Row) -> (i64, StoredResource) {
             version: row[3].int(),
             last_updated_ms: row[4].int(),
             json: row[5].take_text(),
+            policy: None,
         },
     )
 }
@@ -508,14 +536,23 @@ fn from_where(inner: &Inner, b: &mut SqlBuilder, query: &SearchQuery, with_conte
             b.push(" AND 1 = 0");
         }
         Some(patients) => {
+            // The row's policy columns decide for a resource of one compartment; only one of
+            // several compartments reads the compartment table.
+            let named = || patients.iter().map(|p| SqlValue::Text(p.clone()));
+            b.push(" AND ((r.compartment_size = 1 AND r.sole_patient IN ");
+            bind_list(b, named());
             b.push(
-                " AND EXISTS (SELECT 1 FROM compartment c WHERE c.rid = r.rid) \
-                 AND NOT EXISTS (SELECT 1 FROM compartment c WHERE c.rid = r.rid \
-                 AND c.patient_id NOT IN ",
+                ") OR (r.compartment_size > 1 AND NOT EXISTS \
+                 (SELECT 1 FROM compartment c WHERE c.rid = r.rid AND c.patient_id NOT IN ",
             );
-            bind_list(b, patients.iter().map(|p| SqlValue::Text(p.clone())));
-            b.push(")");
+            bind_list(b, named());
+            b.push(")))");
         }
+    }
+    if let Some(permitted) = query.within_categories {
+        b.push(" AND r.categories <> 0 AND (r.categories & ")
+            .bind(permitted.complement().bits())
+            .push(") = 0");
     }
 }
 

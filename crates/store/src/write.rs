@@ -9,7 +9,9 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use zorgnet_db::sql::{Conn, Dialect, SqlBuilder, SqlValue};
-use zorgnet_fhir::categories::{DataCategory, categories_of};
+use zorgnet_fhir::categories::{
+    CategorySet, DataCategory, RULES_VERSION, access_categories_of, categories_of,
+};
 use zorgnet_fhir::search::{Criterion, IndexValue, SearchParam, SearchQuery};
 
 /// One write.
@@ -169,7 +171,10 @@ pub(crate) fn apply(
 }
 
 /// The patients whose compartment holds a resource now.
-fn compartment_patients(conn: &mut dyn Conn, rid: i64) -> Result<Vec<String>, StoreError> {
+pub(crate) fn compartment_patients(
+    conn: &mut dyn Conn,
+    rid: i64,
+) -> Result<Vec<String>, StoreError> {
     let sql = format!(
         "SELECT patient_id FROM compartment WHERE rid = {}",
         conn.dialect().placeholder(1)
@@ -474,6 +479,7 @@ fn put(
                 version: row.version,
                 last_updated_ms: row.last_updated_ms,
                 json: same,
+                policy: None,
             }));
         }
     }
@@ -518,8 +524,15 @@ fn put(
         method,
         Some(&json),
     )?;
-    set_current(conn, rid, version, now, false, seq)?;
     let indexes = indexes(inner, &resource_type, &resource);
+    let current = Current {
+        version,
+        now,
+        deleted: false,
+        seq,
+        policy: indexes.policy_columns(),
+    };
+    set_current(conn, rid, current)?;
     if hooked {
         let current = CurrentContent {
             patients: indexes.patients.clone(),
@@ -535,6 +548,7 @@ fn put(
         version,
         last_updated_ms: now,
         json,
+        policy: None,
     };
     Ok(if existing.is_some_and(|row| !row.deleted) {
         WriteOutcome::Updated(stored)
@@ -568,7 +582,14 @@ fn delete(
         "DELETE",
         None,
     )?;
-    set_current(conn, row.rid, version, now, true, seq)?;
+    let current = Current {
+        version,
+        now,
+        deleted: true,
+        seq,
+        policy: policy_columns(&[], CategorySet::EMPTY),
+    };
+    set_current(conn, row.rid, current)?;
     if inner.hook.get().is_some() {
         let before = compartment_patients(conn, row.rid)?;
         record_change(changes, resource_type, id, version, before, None);
@@ -577,25 +598,35 @@ fn delete(
     Ok(WriteOutcome::Deleted(Some(version)))
 }
 
-/// Points a resource's row at its newest version.
-fn set_current(
-    conn: &mut dyn Conn,
-    rid: i64,
+/// What a resource's row says of its newest version.
+struct Current {
     version: i64,
     now: i64,
     deleted: bool,
     seq: i64,
-) -> Result<(), StoreError> {
+    /// See [`policy_columns`].
+    policy: [SqlValue; 3],
+}
+
+/// Points a resource's row at its newest version.
+fn set_current(conn: &mut dyn Conn, rid: i64, current: Current) -> Result<(), StoreError> {
+    let [size, sole, categories] = current.policy;
     let mut update = SqlBuilder::new(conn.dialect());
     update
         .push("UPDATE resources SET version = ")
-        .bind(version)
+        .bind(current.version)
         .push(", last_updated = ")
-        .bind(now)
+        .bind(current.now)
         .push(", deleted = ")
-        .bind(i64::from(deleted))
+        .bind(i64::from(current.deleted))
         .push(", current_seq = ")
-        .bind(seq)
+        .bind(current.seq)
+        .push(", compartment_size = ")
+        .bind(size)
+        .push(", sole_patient = ")
+        .bind(sole)
+        .push(", categories = ")
+        .bind(categories)
         .push(" WHERE rid = ")
         .bind(rid);
     conn.execute(&update.sql, &update.params)?;
@@ -674,6 +705,9 @@ const RESOURCES: Table = Table {
         "last_updated",
         "deleted",
         "current_seq",
+        "compartment_size",
+        "sole_patient",
+        "categories",
     ],
 };
 const VERSIONS: Table = Table {
@@ -913,11 +947,31 @@ impl IndexRow {
 }
 
 /// What a resource version puts in the search indexes: its index rows (each primary key
-/// once) and the Patients whose compartment holds it.
+/// once), the Patients whose compartment holds it, and its categories for the access policy.
 #[derive(Debug, Default)]
 pub(crate) struct Indexes {
     rows: Vec<IndexRow>,
     patients: Vec<String>,
+    categories: CategorySet,
+}
+
+impl Indexes {
+    /// The values of a resource's row's policy columns (`compartment_size`, `sole_patient`,
+    /// `categories`).
+    fn policy_columns(&self) -> [SqlValue; 3] {
+        policy_columns(&self.patients, self.categories)
+    }
+}
+
+/// The values of the policy columns of a row whose resource is in the compartments of
+/// `patients` and of `categories`: a deleted resource's are `([], EMPTY)`.
+pub(crate) fn policy_columns(patients: &[String], categories: CategorySet) -> [SqlValue; 3] {
+    let size = i64::try_from(patients.len()).unwrap_or(i64::MAX);
+    let sole = match patients {
+        [one] => SqlValue::Text(one.clone()),
+        _ => SqlValue::Null,
+    };
+    [size.into(), sole, categories.bits().into()]
 }
 
 /// Extracts the index rows and compartments of a resource. Needs no database.
@@ -974,6 +1028,7 @@ fn indexes(inner: &Inner, resource_type: &str, resource: &Value) -> Indexes {
             out.patients.push(patient);
         }
     }
+    out.categories = access_categories_of(resource);
     out
 }
 
@@ -1358,6 +1413,7 @@ fn import(
                 categories,
                 identity,
             } = item;
+            let [size, sole, policy_categories] = indexes.policy_columns();
             sink.resources.push([
                 rid.into(),
                 resource_type.as_str().into(),
@@ -1366,6 +1422,9 @@ fn import(
                 now.into(),
                 0.into(),
                 seq.into(),
+                size,
+                sole,
+                policy_categories,
             ]);
             sink.versions.push([
                 seq.into(),
@@ -1475,6 +1534,86 @@ pub(crate) fn analyze(conn: &mut dyn Conn) -> Result<(), StoreError> {
         for table in BULK_TABLES {
             conn.execute(&format!("ANALYZE {}", table.name), &[])?;
         }
+    }
+    Ok(())
+}
+
+/// Rows whose policy facts are filled in per transaction when a store opens.
+const POLICY_FACTS_ROWS_PER_BATCH: usize = 2_000;
+
+/// Fills in every row's policy columns (see [`crate::PolicyFacts`]) when they were computed
+/// with other category rules than this build's, or never (a store written before they
+/// existed), and records the rules. Runs when the store opens, before it serves.
+pub(crate) fn fill_policy_facts(inner: &Inner, conn: &mut dyn Conn) -> Result<(), StoreError> {
+    let recorded = conn.query("SELECT rules_version FROM policy_facts", &[])?;
+    if recorded.first().map(|row| row[0].int()) == Some(RULES_VERSION) {
+        return Ok(());
+    }
+    let dialect = conn.dialect();
+    let select = format!(
+        "SELECT r.rid, v.content FROM resources r \
+         JOIN versions v ON v.seq = r.current_seq WHERE r.rid > {} ORDER BY r.rid LIMIT {}",
+        dialect.placeholder(1),
+        dialect.placeholder(2)
+    );
+    let update = format!(
+        "UPDATE resources SET compartment_size = {}, sole_patient = {}, categories = {} \
+         WHERE rid = {}",
+        dialect.placeholder(1),
+        dialect.placeholder(2),
+        dialect.placeholder(3),
+        dialect.placeholder(4)
+    );
+    let batch = i64::try_from(POLICY_FACTS_ROWS_PER_BATCH).unwrap_or(i64::MAX);
+    let (mut after, mut filled) = (i64::MIN, 0_usize);
+    loop {
+        let rows = zorgnet_db::in_transaction(conn, |conn| {
+            let rows = conn.query(&select, &[after.into(), batch.into()])?;
+            for row in &rows {
+                let columns = match &row[1] {
+                    SqlValue::Text(json) => {
+                        let resource: Value = serde_json::from_str(json).map_err(|e| {
+                            StoreError::Backend(format!(
+                                "the stored resource with rid {} does not parse: {e}",
+                                row[0].int()
+                            ))
+                        })?;
+                        let patients = inner.registry.patient_compartments(&resource);
+                        policy_columns(&patients, access_categories_of(&resource))
+                    }
+                    _ => policy_columns(&[], CategorySet::EMPTY),
+                };
+                let [size, sole, categories] = columns;
+                conn.execute(&update, &[size, sole, categories, row[0].clone()])?;
+            }
+            Ok::<_, StoreError>(rows)
+        })?;
+        filled += rows.len();
+        match rows.last() {
+            Some(last) if rows.len() == POLICY_FACTS_ROWS_PER_BATCH => after = last[0].int(),
+            _ => break,
+        }
+        tracing::info!(
+            rows = filled,
+            "filling in the policy facts of stored resources"
+        );
+    }
+    zorgnet_db::in_transaction(conn, |conn| {
+        conn.execute("DELETE FROM policy_facts", &[])?;
+        conn.execute(
+            &format!(
+                "INSERT INTO policy_facts (rules_version) VALUES ({})",
+                dialect.placeholder(1)
+            ),
+            &[RULES_VERSION.into()],
+        )?;
+        Ok::<_, StoreError>(())
+    })?;
+    if filled > 0 {
+        tracing::info!(
+            rows = filled,
+            "filled in the policy facts of stored resources"
+        );
     }
     Ok(())
 }

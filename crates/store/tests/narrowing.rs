@@ -1,7 +1,8 @@
 //! What an access layer narrows a search to must mean, in the store, exactly what its
 //! policy means resource by resource: `within_compartments` keeps the resources of the named
-//! Patients' compartments and of no other's, and `categorised_criteria` keeps exactly the
-//! resources `categories_of` puts in a category. On SQLite and (with
+//! Patients' compartments and of no other's, `within_categories` keeps exactly the resources
+//! `access_categories_of` puts in at least one category and in none outside the set, and a
+//! read by id carries the same facts of the resource. On SQLite and (with
 //! `ZORGNET_TEST_POSTGRES_URL`) PostgreSQL; the categories also over the official R4 and
 //! nl-core examples of the types whose category depends on content, when the shared test
 //! data is there (`ZORGNET_REQUIRE_TESTDATA=1` makes its absence a failure).
@@ -9,9 +10,9 @@
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use zorgnet_fhir::categories::{categories_of, categorised_criteria};
+use zorgnet_fhir::categories::{CategorySet, DataCategory, access_categories_of};
 use zorgnet_fhir::search::{MAX_PAGE_SIZE, SearchQuery, parse_search_query};
-use zorgnet_store::Store;
+use zorgnet_store::{PolicyFacts, ReadOutcome, Store};
 
 mod support;
 
@@ -21,6 +22,22 @@ const CONTENT_CATEGORISED: [&str; 4] = [
     "DiagnosticReport",
     "DocumentReference",
     "Composition",
+];
+
+/// The types whose examples are checked: those above, types of fixed categories, the
+/// Patient (read as the patient summary) and types of no category.
+const CHECKED_TYPES: [&str; 11] = [
+    "Observation",
+    "DiagnosticReport",
+    "DocumentReference",
+    "Composition",
+    "Patient",
+    "AllergyIntolerance",
+    "MedicationStatement",
+    "Condition",
+    "ImagingStudy",
+    "Organization",
+    "Practitioner",
 ];
 
 /// The example folders in the shared test data.
@@ -231,6 +248,17 @@ fn made_examples() -> Vec<Value> {
             "author": [{"display": "x"}], "title": "x"}),
         );
     }
+    out.extend([
+        json!({"resourceType": "Patient", "id": "made-p1"}),
+        json!({"resourceType": "Patient", "id": "made-p2",
+            "link": [{"other": reference("made-p1"), "type": "seealso"}]}),
+        json!({"resourceType": "Observation", "id": "made-obs-two-patients", "status": "final",
+            "code": {"text": "x"}, "category": [coded("laboratory", None)],
+            "subject": reference("made-p1"), "performer": [reference("made-p2")]}),
+        json!({"resourceType": "AllergyIntolerance", "id": "made-allergy",
+            "patient": reference("made-p1")}),
+        json!({"resourceType": "Organization", "id": "made-org", "name": "x"}),
+    ]);
     out
 }
 
@@ -252,7 +280,7 @@ fn shared_examples() -> Vec<Value> {
                 continue;
             };
             let resource_type = resource["resourceType"].as_str().unwrap_or("");
-            if CONTENT_CATEGORISED.contains(&resource_type) && resource["id"].is_string() {
+            if CHECKED_TYPES.contains(&resource_type) && resource["id"].is_string() {
                 out.push(resource);
             }
         }
@@ -265,39 +293,169 @@ fn shared_examples() -> Vec<Value> {
     out
 }
 
+/// `resources` with each (type, id) once, the last of a kind winning as it does in the store.
+fn last_of_each(resources: Vec<Value>) -> Vec<Value> {
+    let mut seen = BTreeSet::new();
+    let mut out: Vec<Value> = resources
+        .into_iter()
+        .rev()
+        .filter(|r| seen.insert((r["resourceType"].to_string(), r["id"].to_string())))
+        .collect();
+    out.reverse();
+    out
+}
+
+/// The category sets the searches are narrowed to: every one, each alone, all but each.
+fn category_sets() -> Vec<CategorySet> {
+    let all = CategorySet::of(DataCategory::ALL);
+    let mut sets = vec![all, CategorySet::EMPTY];
+    for category in DataCategory::ALL {
+        sets.push(CategorySet::of([category]));
+        sets.push(CategorySet::of([category]).complement());
+    }
+    sets
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_categorised_criteria_find_exactly_what_categories_of_categorises() {
+async fn within_categories_finds_exactly_what_the_policy_reads_as_of_those_categories() {
     let mut resources = made_examples();
     resources.extend(shared_examples());
+    let resources = last_of_each(resources);
     for (store, _dir) in support::stores("narrowing").await {
         let backend = format!("{:?}", store.backend_kind());
         import(&store, &resources).await;
-        for resource_type in CONTENT_CATEGORISED {
-            let criteria = categorised_criteria(resource_type).unwrap();
-            assert!(!criteria.is_empty(), "{resource_type}");
-            let found = all_ids(&store, query(&store, resource_type, &criteria)).await;
+        for resource_type in CHECKED_TYPES {
             let of_type: Vec<&Value> = resources
                 .iter()
                 .filter(|r| r["resourceType"] == resource_type)
                 .collect();
-            let categorised: BTreeSet<String> = of_type
+            for permitted in category_sets() {
+                let mut narrowed = query(&store, resource_type, &[]);
+                narrowed.within_categories = Some(permitted);
+                let found = all_ids(&store, narrowed).await;
+                let expected: BTreeSet<String> = of_type
+                    .iter()
+                    .filter(|r| {
+                        let categories = access_categories_of(r);
+                        !categories.is_empty() && categories.iter().all(|c| permitted.contains(c))
+                    })
+                    .map(|r| r["id"].as_str().unwrap().to_string())
+                    .collect();
+                assert_eq!(
+                    found, expected,
+                    "{backend}: {resource_type} within {permitted:?}"
+                );
+            }
+        }
+        for resource_type in CONTENT_CATEGORISED {
+            let of_type = resources
                 .iter()
-                .filter(|r| !categories_of(r).is_empty())
-                .map(|r| r["id"].as_str().unwrap().to_string())
-                .collect();
-            assert_eq!(found, categorised, "{backend}: {resource_type}");
+                .filter(|r| r["resourceType"] == resource_type);
+            let (categorised, not): (Vec<&Value>, Vec<&Value>) =
+                of_type.partition(|r| !access_categories_of(r).is_empty());
             assert!(
-                !categorised.is_empty() && categorised.len() < of_type.len(),
+                !categorised.is_empty() && !not.is_empty(),
                 "{backend}: {resource_type} examples should fall on both sides"
             );
         }
-        for resource_type in ["Condition", "MedicationRequest", "ImagingStudy"] {
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_by_id_carries_the_resources_compartments_and_categories() {
+    let mut resources = made_examples();
+    resources.extend(shared_examples());
+    let resources = last_of_each(resources);
+    for (store, _dir) in support::stores("read_facts").await {
+        let backend = format!("{:?}", store.backend_kind());
+        import(&store, &resources).await;
+        let mut in_several = 0;
+        for resource in &resources {
+            let (resource_type, id) = (
+                resource["resourceType"].as_str().unwrap(),
+                resource["id"].as_str().unwrap(),
+            );
+            let ReadOutcome::Found(stored) = store.read(resource_type, id).await.unwrap() else {
+                panic!("{backend}: {resource_type}/{id} not found");
+            };
+            let patients = store.registry().patient_compartments(resource);
+            in_several += usize::from(patients.len() > 1);
             assert_eq!(
-                categorised_criteria(resource_type),
-                Some(Vec::new()),
-                "{resource_type}"
+                stored.policy,
+                Some(PolicyFacts {
+                    patients,
+                    categories: access_categories_of(resource),
+                }),
+                "{backend}: {resource_type}/{id}"
             );
         }
-        assert_eq!(categorised_criteria("Organization"), None);
+        assert!(
+            in_several > 0,
+            "{backend}: no resource in several compartments"
+        );
+        let ReadOutcome::Found(old) = store.vread("Patient", "made-p1", 1).await.unwrap() else {
+            panic!("{backend}: no Patient made-p1");
+        };
+        assert_eq!(
+            old.policy, None,
+            "{backend}: a version read carries no facts"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_written_without_policy_facts_fills_them_in_when_it_opens() {
+    let resources = last_of_each(made_examples());
+    for (store, _dir) in support::stores("fill_facts").await {
+        let backend = format!("{:?}", store.backend_kind());
+        import(&store, &resources).await;
+        store
+            .write(zorgnet_store::WriteOp::Delete {
+                resource_type: "Organization".into(),
+                id: "made-org".into(),
+            })
+            .await
+            .unwrap();
+        let db = store.database().clone();
+        let registry = store.registry().clone();
+        let reopened = tokio::task::spawn_blocking(move || {
+            db.with_writer(|conn| {
+                conn.execute(
+                    "UPDATE resources SET compartment_size = NULL, sole_patient = NULL, \
+                     categories = NULL",
+                    &[],
+                )?;
+                conn.execute("DELETE FROM policy_facts", &[])
+            })
+            .unwrap();
+            Store::open_in(db, registry).unwrap()
+        })
+        .await
+        .unwrap();
+        for resource in resources.iter().filter(|r| r["id"] != "made-org") {
+            let (resource_type, id) = (
+                resource["resourceType"].as_str().unwrap(),
+                resource["id"].as_str().unwrap(),
+            );
+            let ReadOutcome::Found(stored) = reopened.read(resource_type, id).await.unwrap() else {
+                panic!("{backend}: {resource_type}/{id} not found");
+            };
+            assert_eq!(
+                stored.policy.map(|p| (p.patients, p.categories)),
+                Some((
+                    reopened.registry().patient_compartments(resource),
+                    access_categories_of(resource)
+                )),
+                "{backend}: {resource_type}/{id}"
+            );
+        }
+        let mut narrowed = query(&reopened, "Observation", &[]);
+        narrowed.within_compartments = Some(vec!["made-p1".into(), "made-p2".into()]);
+        narrowed.within_categories = Some(CategorySet::of([DataCategory::LabResults]));
+        assert_eq!(
+            all_ids(&reopened, narrowed).await,
+            BTreeSet::from(["made-obs-two-patients".to_string()]),
+            "{backend}"
+        );
     }
 }

@@ -8,6 +8,7 @@
 
 use super::extract::normalize_string;
 use super::{ParamType, SearchParam, SearchRegistry};
+use crate::categories::CategorySet;
 use crate::datetime::{DateRange, parse_date_range};
 use crate::outcome::{Issue, IssueCode};
 use std::sync::Arc;
@@ -268,6 +269,10 @@ pub struct SearchQuery {
     /// of at least one of them and of no other Patient. Never set from a request's
     /// parameters: an access layer in front of the search sets it. `None`: no such limit.
     pub within_compartments: Option<Vec<String>>,
+    /// Matches only resources that belong to at least one data category, and to none outside
+    /// this set ([`crate::categories::access_categories_of`]). Set by an access layer, like
+    /// `within_compartments`. `None`: no such limit.
+    pub within_categories: Option<CategorySet>,
     /// `_total=none`: the first page is not counted.
     pub without_total: bool,
 }
@@ -440,8 +445,10 @@ impl SearchQuery {
         let criteria: usize = self.criteria.iter().map(Criterion::bound_parameters).sum();
         let keys = self.sort.len();
         let sort = keys * PARAMETERS_PER_INDEX_ROWS + keys * (keys + 1) / 2 + 1;
-        let compartments = self.within_compartments.as_ref().map_or(0, Vec::len);
-        types + criteria + sort + compartments
+        // The named Patients are bound twice: for resources of one compartment and of several.
+        let compartments = self.within_compartments.as_ref().map_or(0, |p| 2 * p.len());
+        let categories = usize::from(self.within_categories.is_some());
+        types + criteria + sort + compartments + categories
     }
 }
 

@@ -231,7 +231,7 @@ async fn serve_citizen(
     };
     if scope.kind == Kind::Read {
         let response = next.run(request).await;
-        return read_response(response, &policy).await;
+        return read_response(response, &policy, scope.named_id()).await;
     }
     let requester = format!("citizen {} {}", citizen.issuer, citizen.subject);
     serve_search(
