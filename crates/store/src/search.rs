@@ -1067,8 +1067,6 @@ fn number_condition(
     };
 }
 
-/// Pushes the condition that picks `rows` out of their index table, whose columns are
-/// written with `prefix` (`x.`, or nothing).
 /// Opens the value conditions of an `EXISTS` probe on an index table, whose rows the probe
 /// finds along the primary key (`rid`, `param_id`, …). SQLite's planner, without statistics,
 /// may rather read a lookup index (`param_id`, value…) for an OR-list of values, and then
@@ -1082,6 +1080,8 @@ fn open_probe_values(b: &mut SqlBuilder) {
     });
 }
 
+/// Pushes the condition that picks `rows` out of their index table, whose columns are
+/// written with `prefix` (`x.`, or nothing).
 fn rows_sql(b: &mut SqlBuilder, rows: &ParamRows, prefix: &str) {
     match rows.ids.as_slice() {
         [] => {
