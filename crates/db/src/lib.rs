@@ -43,7 +43,7 @@ pub struct Migration {
     /// Its number within the component, starting at 1.
     pub version: i64,
     /// SQL statements separated by `;`. `{id}` (an auto-numbered primary key), `{int}`,
-    /// `{text}`, `{real}` and `{without_rowid}` are replaced per dialect: PostgreSQL gets
+    /// `{text}`, `{real}`, `{blob}` and `{without_rowid}` are replaced per dialect: PostgreSQL gets
     /// BIGINT for every integer (so one i64 binding works on both) and `COLLATE "C"` on text,
     /// so that range comparisons follow byte order exactly as in SQLite.
     pub sql: &'static str,
@@ -212,12 +212,13 @@ pub fn now_ms() -> i64 {
 
 /// Renders a migration's SQL for `dialect`.
 fn render(sql: &str, dialect: Dialect) -> String {
-    let (id, int, text, real, without_rowid) = match dialect {
+    let (id, int, text, real, blob, without_rowid) = match dialect {
         Dialect::Sqlite => (
             "INTEGER PRIMARY KEY",
             "INTEGER",
             "TEXT",
             "REAL",
+            "BLOB",
             "WITHOUT ROWID",
         ),
         Dialect::Postgres => (
@@ -225,6 +226,7 @@ fn render(sql: &str, dialect: Dialect) -> String {
             "BIGINT",
             "TEXT COLLATE \"C\"",
             "DOUBLE PRECISION",
+            "BYTEA",
             "",
         ),
     };
@@ -232,6 +234,7 @@ fn render(sql: &str, dialect: Dialect) -> String {
         .replace("{int}", int)
         .replace("{text}", text)
         .replace("{real}", real)
+        .replace("{blob}", blob)
         .replace("{without_rowid}", without_rowid)
 }
 

@@ -123,6 +123,7 @@ impl ToSql for Param<'_> {
             SqlValue::Real(r) => r.to_sql_checked(ty, out),
             SqlValue::Text(t) => t.as_str().to_sql_checked(ty, out),
             SqlValue::Shared(t) => (&**t).to_sql_checked(ty, out),
+            SqlValue::Blob(b) => b.as_slice().to_sql_checked(ty, out),
         }
     }
 }
@@ -145,6 +146,7 @@ fn to_rows(rows: Vec<postgres::Row>) -> Vec<Row> {
                     .get::<_, Option<i16>>(i)
                     .map(|v| SqlValue::Int(v.into())),
                 Type::FLOAT8 => row.get::<_, Option<f64>>(i).map(SqlValue::Real),
+                Type::BYTEA => row.get::<_, Option<Vec<u8>>>(i).map(SqlValue::Blob),
                 Type::BOOL => row
                     .get::<_, Option<bool>>(i)
                     .map(|b| SqlValue::Int(b.into())),

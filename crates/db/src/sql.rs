@@ -41,6 +41,8 @@ pub enum SqlValue {
     /// Text its owner keeps as well, bound without a copy (a resource's JSON on import,
     /// kept for a retry while the statement runs).
     Shared(Arc<str>),
+    /// Bytes (a `{blob}` column).
+    Blob(Vec<u8>),
 }
 
 impl SqlValue {
@@ -60,6 +62,25 @@ impl SqlValue {
             SqlValue::Shared(t) => t.to_string(),
             _ => String::new(),
         }
+    }
+
+    /// Moves out bytes (empty for anything but a blob).
+    pub fn take_blob(&mut self) -> Vec<u8> {
+        match std::mem::replace(self, SqlValue::Null) {
+            SqlValue::Blob(b) => b,
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for SqlValue {
+    fn from(v: Vec<u8>) -> Self {
+        SqlValue::Blob(v)
+    }
+}
+impl From<&[u8]> for SqlValue {
+    fn from(v: &[u8]) -> Self {
+        SqlValue::Blob(v.to_vec())
     }
 }
 

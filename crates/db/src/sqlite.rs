@@ -119,6 +119,7 @@ fn to_sql(value: &SqlValue) -> ToSqlOutput<'_> {
         SqlValue::Real(r) => ToSqlOutput::Owned(RValue::Real(*r)),
         SqlValue::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
         SqlValue::Shared(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+        SqlValue::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
     }
 }
 
@@ -147,9 +148,13 @@ fn query_rows(
                 ValueRef::Null => SqlValue::Null,
                 ValueRef::Integer(v) => SqlValue::Int(v),
                 ValueRef::Real(v) => SqlValue::Real(v),
-                ValueRef::Text(t) | ValueRef::Blob(t) => {
-                    SqlValue::Text(String::from_utf8_lossy(t).into_owned())
-                }
+                // Text is checked as UTF-8 (the file may have been edited); the common valid
+                // case takes the standard library's fast check.
+                ValueRef::Text(t) => SqlValue::Text(match std::str::from_utf8(t) {
+                    Ok(text) => text.to_owned(),
+                    Err(_) => String::from_utf8_lossy(t).into_owned(),
+                }),
+                ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
             });
         }
         out.push(values);

@@ -417,6 +417,8 @@ fn value_to_json(value: &SqlValue) -> serde_json::Value {
         SqlValue::Real(r) => (*r).into(),
         SqlValue::Text(t) => t.as_str().into(),
         SqlValue::Shared(t) => (**t).into(),
+        // No sort key is a blob.
+        SqlValue::Blob(_) => serde_json::Value::Null,
     }
 }
 

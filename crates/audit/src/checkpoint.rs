@@ -1,0 +1,119 @@
+//! Signed checkpoints: a tree head (size and root) and the chain's head, signed by the log's
+//! owner, in the text form of a C2SP checkpoint (`c2sp.org/tlog-checkpoint`: origin, size,
+//! base64 root, then extension lines).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use tlog_tiles::Hash;
+
+/// A signed checkpoint of a log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// Whose log (the node's or hub's name, e.g. its URA).
+    pub origin: String,
+    /// How many records the log held.
+    pub size: u64,
+    /// The RFC 6962 root of those records.
+    pub root: Hash,
+    /// The chain value of the last of them.
+    pub chain: Hash,
+    /// When it was signed, epoch milliseconds.
+    pub signed_ms: i64,
+    /// Ed25519 over [`Checkpoint::body`].
+    pub signature: [u8; 64],
+}
+
+/// Why a checkpoint does not verify.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CheckpointError {
+    /// The signature is not the key's over the checkpoint.
+    #[error("the checkpoint of size {0} is not signed by this key")]
+    BadSignature(u64),
+}
+
+impl Checkpoint {
+    /// Signs the head of a log.
+    pub fn sign(
+        key: &SigningKey,
+        origin: &str,
+        size: u64,
+        root: Hash,
+        chain: Hash,
+        signed_ms: i64,
+    ) -> Checkpoint {
+        let mut checkpoint = Checkpoint {
+            origin: origin.to_string(),
+            size,
+            root,
+            chain,
+            signed_ms,
+            signature: [0; 64],
+        };
+        checkpoint.signature = key.sign(checkpoint.body().as_bytes()).to_bytes();
+        checkpoint
+    }
+
+    /// The signed text.
+    pub fn body(&self) -> String {
+        format!(
+            "{}\n{}\n{}\nchain {}\ntime {}\n",
+            self.origin,
+            self.size,
+            STANDARD.encode(self.root.0),
+            STANDARD.encode(self.chain.0),
+            self.signed_ms
+        )
+    }
+
+    /// Checks the signature with the log owner's public key.
+    pub fn verify(&self, key: &VerifyingKey) -> Result<(), CheckpointError> {
+        key.verify(
+            self.body().as_bytes(),
+            &Signature::from_bytes(&self.signature),
+        )
+        .map_err(|_| CheckpointError::BadSignature(self.size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_verifies_with_its_key_only_and_only_as_signed() {
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let checkpoint = Checkpoint::sign(&key, "node 1", 5, Hash([1; 32]), Hash([2; 32]), 77);
+        assert_eq!(checkpoint.verify(&key.verifying_key()), Ok(()));
+        let other = SigningKey::from_bytes(&[8; 32]).verifying_key();
+        assert!(checkpoint.verify(&other).is_err());
+        for changed in [
+            Checkpoint {
+                size: 6,
+                ..checkpoint.clone()
+            },
+            Checkpoint {
+                root: Hash([3; 32]),
+                ..checkpoint.clone()
+            },
+            Checkpoint {
+                chain: Hash([3; 32]),
+                ..checkpoint.clone()
+            },
+            Checkpoint {
+                signed_ms: 78,
+                ..checkpoint.clone()
+            },
+            Checkpoint {
+                origin: "node 2".into(),
+                ..checkpoint.clone()
+            },
+        ] {
+            assert_eq!(
+                changed.verify(&key.verifying_key()),
+                Err(CheckpointError::BadSignature(changed.size))
+            );
+        }
+        assert!(checkpoint.body().starts_with("node 1\n5\n"));
+    }
+}

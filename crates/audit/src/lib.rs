@@ -1,0 +1,36 @@
+//! The access log (NEN 7513, *logging van toegang tot patiëntgegevens*): every access to
+//! health data, recorded at the source in an append-only log that nobody can rewrite
+//! unnoticed, not even with the database file in hand.
+//!
+//! What it is: the log's storage and its proofs, over a [`zorgnet_db::Database`] (SQLite or
+//! PostgreSQL, beside the store's tables).
+//! - **Append-only and chained** ([`AuditLog::append`]): record `n` carries
+//!   `chain(n) = HMAC-SHA256(key, chain(n-1) ‖ leaf(n))`, keyed with the log's own secret
+//!   ([`ChainKey`], kept outside the database), so a record changed, removed, inserted or
+//!   moved in the database breaks the chain at exactly that record.
+//! - **A Merkle tree** (RFC 6962 leaf and node hashes): the hashes of every complete subtree
+//!   are stored as the records are appended (Go's `sumdb/tlog` layout, through the
+//!   `tlog_tiles` crate), so a tree head, an inclusion proof ([`AuditLog::inclusion_proof`])
+//!   and a consistency proof ([`AuditLog::consistency_proof`]) read a logarithmic number of
+//!   stored hashes.
+//! - **Signed checkpoints** ([`AuditLog::checkpoint`]): the tree size, its root and the chain
+//!   head signed with Ed25519; published elsewhere (the hub keeps every node's), they pin
+//!   the history, so a log rewritten together with its key is still caught by a consistency
+//!   proof against an earlier checkpoint.
+//! - **Verification** ([`verify`]): the whole chain, the stored tree hashes and every
+//!   checkpoint, naming the first record that does not hold.
+//!
+//! What it is not: the layer that decides what to record (the node's and the hub's), the
+//! record's content (the caller's bytes), or an HTTP API.
+#![deny(missing_docs)]
+
+mod chain;
+mod checkpoint;
+mod log;
+mod verify;
+
+pub use chain::ChainKey;
+pub use checkpoint::{Checkpoint, CheckpointError};
+pub use log::{AuditError, AuditLog, MIGRATIONS, check_consistency, check_inclusion};
+pub use tlog_tiles::Hash;
+pub use verify::{Problem, Report, verify};
