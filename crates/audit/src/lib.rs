@@ -31,6 +31,7 @@ mod verify;
 
 pub use chain::ChainKey;
 pub use checkpoint::{Checkpoint, CheckpointError};
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use log::{AuditError, AuditLog, MIGRATIONS, check_consistency, check_inclusion};
 pub use tlog_tiles::Hash;
 pub use verify::{Problem, Report, verify};

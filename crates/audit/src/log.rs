@@ -108,19 +108,10 @@ impl AuditLog {
         let mut head = self.lock();
         let mut next = head.clone();
         let dialect = self.db.dialect();
-        let insert_record = format!(
-            "INSERT INTO audit_records (seq, record, chain) VALUES ({}, {}, {})",
-            dialect.placeholder(1),
-            dialect.placeholder(2),
-            dialect.placeholder(3)
-        );
-        let insert_hash = format!(
-            "INSERT INTO audit_hashes (idx, hash) VALUES ({}, {})",
-            dialect.placeholder(1),
-            dialect.placeholder(2)
-        );
         self.db.with_writer(|conn| {
             zorgnet_db::in_transaction(conn, |conn| {
+                let mut record_rows = Vec::with_capacity(3 * records.len());
+                let mut hash_rows = Vec::with_capacity(6 * records.len());
                 for record in records {
                     let n = next.size;
                     let leaf = record_hash(record.as_bytes());
@@ -130,22 +121,27 @@ impl AuditLog {
                             .map_err(|e| reader.failure(e))?
                     };
                     next.chain = self.key.link(&next.chain, &leaf);
-                    conn.execute(
-                        &insert_record,
-                        &[
-                            seq_value(n)?,
-                            record.as_str().into(),
-                            next.chain.0.as_slice().into(),
-                        ],
-                    )?;
+                    record_rows.extend([
+                        seq_value(n)?,
+                        record.as_str().into(),
+                        next.chain.0.as_slice().into(),
+                    ]);
                     let first = stored_hash_index(0, n);
                     for (level, hash) in hashes.iter().enumerate() {
                         let index = first + level as u64;
-                        conn.execute(&insert_hash, &[seq_value(index)?, hash.0.as_slice().into()])?;
+                        hash_rows.extend([seq_value(index)?, hash.0.as_slice().into()]);
                         next.frontier[level] = Some((index, *hash));
                     }
                     next.size += 1;
                 }
+                insert_rows(
+                    conn,
+                    dialect,
+                    "audit_records (seq, record, chain)",
+                    3,
+                    record_rows,
+                )?;
+                insert_rows(conn, dialect, "audit_hashes (idx, hash)", 2, hash_rows)?;
                 Ok::<_, AuditError>(())
             })
         })?;
@@ -305,6 +301,33 @@ pub fn check_consistency(
     old_root: Hash,
 ) -> bool {
     check_tree(&proof.to_vec(), new_size, new_root, old_size, old_root).is_ok()
+}
+
+/// Rows per multi-row `INSERT` of an append.
+const ROWS_PER_INSERT: usize = 64;
+
+/// Inserts `values`, `width` per row, into `table` (with its column list), in statements of
+/// at most [`ROWS_PER_INSERT`] rows.
+fn insert_rows(
+    conn: &mut dyn Conn,
+    dialect: Dialect,
+    table: &str,
+    width: usize,
+    values: Vec<SqlValue>,
+) -> Result<(), AuditError> {
+    for chunk in values.chunks(width * ROWS_PER_INSERT) {
+        let rows: Vec<String> = (0..chunk.len() / width)
+            .map(|row| {
+                let cells: Vec<String> = (1..=width)
+                    .map(|column| dialect.placeholder(row * width + column))
+                    .collect();
+                format!("({})", cells.join(", "))
+            })
+            .collect();
+        let sql = format!("INSERT INTO {table} VALUES {}", rows.join(", "));
+        conn.execute(&sql, chunk)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn seq_value(n: u64) -> Result<SqlValue, AuditError> {

@@ -336,3 +336,35 @@ fn a_log_rewritten_with_its_keys_is_caught_by_the_published_checkpoints() {
         );
     }
 }
+
+#[test]
+fn an_append_that_fails_appends_nothing() {
+    let key = ChainKey::generate();
+    for (backend, db, _dir) in databases("atomic") {
+        let log = AuditLog::open(db.clone(), key.clone()).unwrap();
+        log.append(&records(0, 10)).unwrap();
+        let before = log.tree_head().unwrap();
+        // A row in the way of the second of the next three makes their transaction fail.
+        execute(
+            &db,
+            "INSERT INTO audit_records (seq, record, chain) VALUES (11, 'x', 'x')",
+            &[],
+        );
+        assert!(log.append(&records(10, 3)).is_err(), "{backend}");
+        assert_eq!(
+            log.tree_head().unwrap(),
+            before,
+            "{backend}: nothing appended"
+        );
+        execute(&db, "DELETE FROM audit_records WHERE seq = 11", &[]);
+        assert_eq!(log.append(&records(10, 3)).unwrap(), 10, "{backend}");
+        let all = records(0, 13);
+        assert_eq!(
+            log.tree_head().unwrap(),
+            (13, reference_root(&all)),
+            "{backend}"
+        );
+        let report = verify(&db, &key, None, &[]).unwrap();
+        assert_eq!((report.records, report.problem), (13, None), "{backend}");
+    }
+}

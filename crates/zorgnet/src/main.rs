@@ -5,6 +5,7 @@
 //! errors into messages (`anyhow`). The logic lives in the library crates.
 
 mod bench;
+mod bench_audit;
 mod bench_hub;
 mod bench_security;
 mod ca_cli;
@@ -76,6 +77,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure the hub's referral index and pseudonym service on bulk-loaded registrations (needs `wrk`).
     BenchHub(bench_hub::BenchHubArgs),
+    /// Measure the access log: appends, size on disk, inclusion proofs and verification.
+    BenchAudit(bench_audit::BenchAuditArgs),
     /// Measure what security costs the node: reads and searches over mTLS with tokens and
     /// policy against the same store without, a new mTLS connection's server CPU.
     BenchSecurity(bench_security::BenchSecurityArgs),
@@ -129,6 +132,7 @@ fn init_logging(command: &Command) {
         | Command::Fetch(_)
         | Command::Bench(_)
         | Command::BenchHub(_)
+        | Command::BenchAudit(_)
         | Command::BenchSecurity(_)
         | Command::Consent(_)
         | Command::Relation(_)
@@ -194,6 +198,7 @@ fn main() -> Result<()> {
             Command::Fetch(args) => network_cli::fetch(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchHub(args) => bench_hub::run(args).await,
+            Command::BenchAudit(args) => bench_audit::run(args).await,
             Command::BenchSecurity(args) => bench_security::run(args).await,
         }
     })
