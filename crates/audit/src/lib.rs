@@ -19,6 +19,9 @@
 //!   proof against an earlier checkpoint.
 //! - **Verification** ([`verify`]): the whole chain, the stored tree hashes and every
 //!   checkpoint, naming the first record that does not hold.
+//! - **Group commit** ([`AuditSink`]): records of concurrent requests share a transaction,
+//!   and each request learns that its record is durable before it answers.
+//! - **The record** ([`AuditRecord`]): who, whose, what, when, why, from where, outcome.
 //!
 //! What it is not: the layer that decides what to record (the node's and the hub's), the
 //! record's content (the caller's bytes), or an HTTP API.
@@ -27,11 +30,15 @@
 mod chain;
 mod checkpoint;
 mod log;
+mod record;
+mod sink;
 mod verify;
 
 pub use chain::ChainKey;
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use log::{AuditError, AuditLog, MIGRATIONS, check_consistency, check_inclusion};
+pub use record::{Agent, AgentKind, AuditRecord};
+pub use sink::{AuditSink, MAX_RECORDS_PER_COMMIT, QUEUED_RECORDS};
 pub use tlog_tiles::Hash;
 pub use verify::{Problem, Report, verify};

@@ -41,6 +41,9 @@ pub enum AuditError {
     /// A stored value is not what the log writes.
     #[error("the audit log holds {0}")]
     Corrupt(String),
+    /// A record could not be made durable.
+    #[error("the access log could not record: {0}")]
+    Unavailable(String),
 }
 
 /// The head of the log as the appender keeps it: its size, the chain's last value and the
