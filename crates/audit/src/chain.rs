@@ -46,6 +46,9 @@ impl ChainKey {
                 )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
                 let key = ChainKey::generate();
                 let mut options = std::fs::OpenOptions::new();
                 options.write(true).create_new(true);
@@ -82,7 +85,7 @@ mod tests {
     #[test]
     fn a_key_file_is_created_private_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.key");
+        let path = dir.path().join("not yet there").join("audit.key");
         let made = ChainKey::load_or_create(&path).unwrap();
         let read = ChainKey::load_or_create(&path).unwrap();
         let leaf = Hash([7; 32]);

@@ -41,4 +41,4 @@ pub use log::{AuditError, AuditLog, MIGRATIONS, check_consistency, check_inclusi
 pub use record::{Agent, AgentKind, AuditRecord};
 pub use sink::{AuditSink, MAX_RECORDS_PER_COMMIT, QUEUED_RECORDS};
 pub use tlog_tiles::Hash;
-pub use verify::{Problem, Report, verify};
+pub use verify::{Problem, Report, verify, verify_reporting};

@@ -41,6 +41,9 @@ pub enum AuditError {
     /// A stored value is not what the log writes.
     #[error("the audit log holds {0}")]
     Corrupt(String),
+    /// The chain key cannot be read or made.
+    #[error("the access log's chain key: {0}")]
+    Key(String),
     /// A record could not be made durable.
     #[error("the access log could not record: {0}")]
     Unavailable(String),

@@ -43,6 +43,17 @@ pub fn verify(
     owner: Option<&VerifyingKey>,
     published: &[Checkpoint],
 ) -> Result<Report, AuditError> {
+    verify_reporting(db, key, owner, published, |_| {})
+}
+
+/// [`verify`], telling `progress` how many records it has checked after each batch.
+pub fn verify_reporting(
+    db: &Database,
+    key: &ChainKey,
+    owner: Option<&VerifyingKey>,
+    published: &[Checkpoint],
+    mut progress: impl FnMut(u64),
+) -> Result<Report, AuditError> {
     let mut pinned: Vec<Checkpoint> = checkpoints(db)?;
     pinned.extend(published.iter().cloned());
     pinned.sort_by_key(|c| c.size);
@@ -71,7 +82,7 @@ pub fn verify(
         pinned: &pinned,
         next_pin: 0,
     };
-    let problem = walk.run(db)?;
+    let problem = walk.run(db, &mut progress)?;
     let checked = walk.next_pin;
     let problem = problem.or_else(|| {
         pinned.get(walk.next_pin).map(|c| Problem {
@@ -99,7 +110,11 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn run(&mut self, db: &Database) -> Result<Option<Problem>, AuditError> {
+    fn run(
+        &mut self,
+        db: &Database,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Option<Problem>, AuditError> {
         let d = db.dialect();
         let records = format!(
             "SELECT seq, record, chain FROM audit_records WHERE seq >= {} ORDER BY seq LIMIT {RECORDS_PER_BATCH}",
@@ -137,6 +152,7 @@ impl Walk<'_> {
                     return Ok(Some(problem));
                 }
             }
+            progress(self.size);
         }
     }
 

@@ -836,3 +836,98 @@ async fn a_narrowed_search_keeps_exactly_what_the_filter_keeps() {
         }
     }
 }
+
+/// The records the node's access log holds from `from` on.
+fn records_since(node: &TestNode, from: u64) -> Vec<zorgnet_audit::AuditRecord> {
+    (from..node.audit.size())
+        .map(|seq| serde_json::from_str(&node.audit.record(seq).unwrap().unwrap()).unwrap())
+        .collect()
+}
+
+/// Every access, served or refused, leaves exactly one record in the node's access log with
+/// who, whose, what, why and the outcome; what holds no patient data is not logged.
+#[tokio::test]
+async fn every_access_is_logged_once_with_who_whose_what_why_and_outcome() {
+    use zorgnet_audit::AgentKind;
+    let hub = support::hubs().await.into_iter().next().unwrap();
+    let gp_key = hub.organisation(GP, "Huisarts").await;
+    let hospital_key = hub.organisation(HOSPITAL, "Ziekenhuis").await;
+    support::relation(&hub, &hospital_key, BSN).await;
+    let gp = node_with_access(&hub, GP, &gp_key, true, AccessConfig::default()).await;
+
+    // The organisation's own client (here the development client) writes.
+    let before = gp.audit.size();
+    let p = patient(&gp.base, BSN).await;
+    let [created] = records_since(&gp, before).try_into().unwrap();
+    assert_eq!(created.agent.kind, AgentKind::System);
+    assert_eq!(created.agent.organisation.as_deref(), Some(GP));
+    assert_eq!((created.action.as_str(), created.status), ("create", 201));
+    assert!(
+        created.request.starts_with("POST /fhir/Patient"),
+        "{created:?}"
+    );
+
+    let doctor = token(&hub, &hospital_key, Some("01.015"), Purpose::Treatment).await;
+    let emergency = token(&hub, &hospital_key, Some("01.015"), Purpose::Emergency).await;
+    let no_role = token(&hub, &hospital_key, None, Purpose::Treatment).await;
+    let read = format!("{}/Patient/{p}", gp.base);
+    for (what, bearer, status) in [
+        ("treatment", Some(doctor.as_str()), StatusCode::OK),
+        ("emergency", Some(emergency.as_str()), StatusCode::OK),
+        ("no role", Some(no_role.as_str()), StatusCode::FORBIDDEN),
+        (
+            "forged token",
+            Some("eyJhbGciOiJFZERTQSJ9.e30.c2ln"),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ] {
+        let before = gp.audit.size();
+        let (answered, body) = call(Method::GET, &read, bearer, None).await;
+        assert_eq!(answered, status, "{what}: {body}");
+        let [record] = records_since(&gp, before)
+            .try_into()
+            .unwrap_or_else(|r: Vec<_>| panic!("{what}: {} records", r.len()));
+        assert_eq!(record.status, status.as_u16(), "{what}");
+        assert_eq!(record.action, "read", "{what}");
+        assert_eq!(record.request, format!("GET /fhir/Patient/{p}"), "{what}");
+        match what {
+            "forged token" => {
+                assert_eq!(record.agent.kind, AgentKind::Unauthenticated, "{what}");
+                assert!(record.patients.is_empty(), "{what}: {record:?}");
+            }
+            _ => {
+                assert_eq!(record.patients, vec![p.clone()], "{what}");
+                assert_eq!(
+                    record.agent.organisation.as_deref(),
+                    Some(HOSPITAL),
+                    "{what}"
+                );
+            }
+        }
+        match what {
+            "treatment" | "emergency" => {
+                assert_eq!(record.agent.kind, AgentKind::Professional, "{what}");
+                assert_eq!(record.agent.id.as_deref(), Some("900001015"), "{what}");
+                assert_eq!(record.agent.role.as_deref(), Some("01.015"), "{what}");
+                assert_eq!(record.purpose.as_deref(), Some(what), "{what}");
+            }
+            "no role" => assert_eq!(record.agent.kind, AgentKind::Organisation, "{what}"),
+            _ => {}
+        }
+        assert_eq!(
+            record.reason.as_deref(),
+            (what == "emergency").then_some("bewusteloos binnengebracht"),
+            "{what}"
+        );
+    }
+
+    // What holds no patient data is not logged.
+    let before = gp.audit.size();
+    let (status, _) = call(Method::GET, &format!("{}/metadata", gp.base), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        gp.audit.size(),
+        before,
+        "the CapabilityStatement is not an access"
+    );
+}

@@ -132,6 +132,7 @@ use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use zorgnet_audit::AgentKind;
 use zorgnet_fhir::categories::{CategorySet, DataCategory, access_categories_of, categories_of};
 use zorgnet_fhir::search::{
     Criterion, DEFAULT_PAGE_SIZE, MAX_CURSOR_BYTES, MAX_PAGE_SIZE, SearchRegistry, Summary,
@@ -366,6 +367,7 @@ pub(crate) async fn enforce(
             return e.into_response();
         }
     };
+    note_claims(&request, &claims);
     if let Err(e) = check_peer(&state, &claims, request.extensions().get::<PeerIdentity>()) {
         metrics::counter!("zorgnet_access_rejected_tokens_total").increment(1);
         tracing::warn!(error = %e, requester = %claims.ura, "refused a token over the wrong connection");
@@ -378,6 +380,28 @@ pub(crate) async fn enforce(
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
+}
+
+/// Notes the caller a verified token names, for the access log.
+fn note_claims(request: &Request, claims: &AccessClaims) {
+    crate::audit::note(request, |note| {
+        let mut agent = crate::audit::agent(match claims.uzi {
+            Some(_) => AgentKind::Professional,
+            None => AgentKind::Organisation,
+        });
+        agent.id = claims.uzi.clone();
+        agent.role = claims.role.clone();
+        agent.organisation = Some(claims.ura.clone());
+        note.agent = agent;
+        note.purpose = Some(claims.purpose.code().to_string());
+        note.reason = claims.reason.clone();
+    });
+}
+
+/// Notes the Patients a request is about, for the access log.
+pub(crate) fn note_patients(request: &Request, patients: impl IntoIterator<Item = String>) {
+    let patients: Vec<String> = patients.into_iter().collect();
+    crate::audit::note(request, |note| note.patients = patients);
 }
 
 /// A token is honoured only over the connection of the organisation it names: bound tokens
@@ -439,6 +463,7 @@ async fn serve_other_organisation(
         Ok(Target::Patient(scope)) => scope,
         Err(e) => return Err(refused(e, request.method())),
     };
+    note_patients(&request, scope.named_id().map(String::from));
     let role = requester_role(claims)?;
     let categories = scope.categories();
     let by_role: BTreeMap<DataCategory, Decision> = categories
@@ -477,6 +502,7 @@ async fn serve_other_organisation(
             (allowed, decisions)
         }
     };
+    note_patients(&request, allowed.iter().cloned());
     decisions.extend(by_role);
     if scope.types.iter().all(|t| type_refused(t, &decisions)) {
         return Err(AccessError::Forbidden(NOT_PERMITTED.into()));

@@ -40,11 +40,13 @@
 //! `zorgnet_trust::tls::serve`, verifies client certificates before a request exists; the
 //! access layer compares them with the hub's tokens).
 
+use crate::audit;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
+use zorgnet_audit::AgentKind;
 use zorgnet_fhir::IssueCode;
 use zorgnet_rest::error::FhirError;
 use zorgnet_rest::mcsd::DIRECTORY_TYPES;
@@ -161,11 +163,13 @@ pub(crate) async fn authenticate(
                 if *own == zorgnet_trust::secret::key_hash(&token)) =>
         {
             request.headers_mut().remove(header::AUTHORIZATION);
+            note_own_system(&request, auth.own_ura.as_str());
             next.run(request).await
         }
         Some(Some(token)) => match auth.oidc.identify(&token).await {
             Some(Ok(caller)) => {
                 request.headers_mut().remove(header::AUTHORIZATION);
+                note_caller(&request, &caller, &auth.own_ura);
                 request.extensions_mut().insert(caller);
                 next.run(request).await
             }
@@ -194,13 +198,48 @@ pub(crate) async fn authenticate(
             .get::<PeerIdentity>()
             .is_some_and(|peer| peer.ura.as_deref() == Some(auth.own_ura.as_str())) =>
         {
+            note_own_system(&request, auth.own_ura.as_str());
             next.run(request).await
         }
-        None if matches!(auth.local, LocalClients::InsecureDev) => next.run(request).await,
+        None if matches!(auth.local, LocalClients::InsecureDev) => {
+            note_own_system(&request, auth.own_ura.as_str());
+            next.run(request).await
+        }
         None => unauthenticated(
             "this node serves no one anonymously: send Authorization: Bearer <node key or access token>",
         ),
     }
+}
+
+/// Notes the organisation's own system as the caller, for the access log.
+fn note_own_system(request: &Request, own_ura: &str) {
+    audit::note(request, |note| {
+        note.agent = audit::agent(AgentKind::System);
+        note.agent.organisation = Some(own_ura.to_string());
+    });
+}
+
+/// Notes a professional, system client or citizen of an OpenID Connect provider as the
+/// caller, for the access log.
+fn note_caller(request: &Request, caller: &Caller, own_ura: &str) {
+    audit::note(request, |note| {
+        note.agent = match caller {
+            Caller::Staff(staff) => {
+                let mut agent = audit::agent(match staff.uzi {
+                    Some(_) => AgentKind::Professional,
+                    None => AgentKind::System,
+                });
+                agent.id = Some(staff.uzi.clone().unwrap_or_else(|| staff.subject.clone()));
+                agent.organisation = Some(own_ura.to_string());
+                agent
+            }
+            Caller::Citizen(citizen) => {
+                let mut agent = audit::agent(AgentKind::Citizen);
+                agent.id = Some(format!("{} {}", citizen.issuer, citizen.subject));
+                agent
+            }
+        };
+    });
 }
 
 fn refuse_unknown() -> Response {

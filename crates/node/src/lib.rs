@@ -10,12 +10,14 @@
 //! (`zorgnet-store`), FHIR knowledge (`zorgnet-fhir`) or token formats (`zorgnet-trust`).
 //!
 //! A request's path: `serve` accepts the connection → `zorgnet_rest::finish`'s layers (request
-//! id, trace, metrics, media types) → [`authn::authenticate`] → [`access::enforce`] → axum
-//! route → handler → `Store`.
+//! id, trace, metrics, media types) → [`audit::record`] → [`authn::authenticate`] →
+//! [`access::enforce`] → axum route → handler → `Store`; the answer goes back out through
+//! the access log, which lets it leave once its record is durable.
 #![deny(missing_docs)]
 
 pub mod access;
 pub mod addressing;
+pub mod audit;
 pub mod authn;
 pub mod hub_client;
 pub mod network;
@@ -47,7 +49,8 @@ pub struct AppState {
 /// Builds the node's router: every request passes [`authn`] (no anonymous caller, unless
 /// `local` is [`authn::LocalClients::InsecureDev`]; tokens of the OpenID Connect providers
 /// in `oidc` are its staff's and citizens') and then the access policy ([`access`]); with a
-/// `network`, `$localize` and `$fetch` are served too.
+/// `network`, `$localize` and `$fetch` are served too. Every request for FHIR data is logged
+/// through `audit` ([`audit::record`]) before its answer leaves.
 pub fn router_in_network(
     store: Store,
     identity: NodeIdentity,
@@ -55,6 +58,7 @@ pub fn router_in_network(
     network: Option<Arc<network::Network>>,
     local: authn::LocalClients,
     oidc: authn::NodeOidc,
+    audit: zorgnet_audit::AuditSink,
 ) -> Router {
     let require_peer_certificate = !matches!(local, authn::LocalClients::InsecureDev);
     let authentication = Arc::new(authn::Authentication {
@@ -101,6 +105,7 @@ pub fn router_in_network(
             .layer(middleware::from_fn_with_state(
                 authentication,
                 authn::authenticate,
-            )),
+            ))
+            .layer(middleware::from_fn_with_state(audit, audit::record)),
     )
 }

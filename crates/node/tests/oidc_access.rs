@@ -64,9 +64,14 @@ async fn start() -> Setup {
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.sqlite");
-    let store = tokio::task::spawn_blocking(move || {
-        zorgnet_store::Store::open_sqlite(&path, zorgnet_fhir::search::SearchRegistry::r4())
-            .unwrap()
+    let (store, audit) = tokio::task::spawn_blocking(move || {
+        let store =
+            zorgnet_store::Store::open_sqlite(&path, zorgnet_fhir::search::SearchRegistry::r4())
+                .unwrap();
+        let (_, audit) =
+            zorgnet_node::audit::open_with_key(&store, zorgnet_audit::ChainKey::generate())
+                .unwrap();
+        (store, audit)
     })
     .await
     .unwrap();
@@ -82,6 +87,7 @@ async fn start() -> Setup {
         None,
         LocalClients::key(ADMIN_KEY),
         oidc,
+        audit,
     );
     tokio::spawn(zorgnet_node::serve(
         listener,

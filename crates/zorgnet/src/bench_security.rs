@@ -1,8 +1,9 @@
 //! `zorgnet bench-security`: what security costs the node, measured in one run against one
 //! store of synthetic patients served three ways at once.
 //!
-//! - **Security off**: the node's router without a network and with
-//!   [`LocalClients::InsecureDev`], over plain HTTP; requests carry no credentials.
+//! - **Security off**: the FHIR server of `zorgnet-rest` over the store, without the node's
+//!   layers (no authentication, access policy or access log), over plain HTTP; requests
+//!   carry no credentials.
 //! - **mTLS only**: the same router over mutual TLS (`zorgnet_trust::tls::serve` with the
 //!   GP's certificate, clients showing the hospital's): the transport's share alone.
 //! - **Security on**: the same store as a GP's node in a network, over mutual TLS with the
@@ -10,7 +11,8 @@
 //!   revocation list); every request carries a hospital specialist's access token bound to
 //!   the hospital's certificate and goes through token verification and the access policy,
 //!   whose consent decisions come from the node's cache (warmed before measuring, kept for
-//!   [`DECISION_TTL`]).
+//!   [`DECISION_TTL`]), and into the node's access log, which lets each answer leave once
+//!   its record is committed.
 //!
 //! The hub runs in the same process over mutual TLS, with the two organisations, the
 //! specialist in its professional register and the hospital's treatment relations with the
@@ -440,14 +442,12 @@ async fn network(
     // Security off: plain HTTP, no network, no credentials.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let plain = format!("http://{}", listener.local_addr()?);
-    let router = zorgnet_node::router_in_network(
+    let router = zorgnet_rest::finish(zorgnet_rest::routes(zorgnet_rest::AppState::new(
         store.clone(),
         identity.clone(),
         format!("{plain}/fhir"),
-        None,
-        LocalClients::InsecureDev,
-        NodeOidc::default(),
-    );
+        Vec::new(),
+    )));
     tokio::spawn(zorgnet_node::serve(
         listener,
         router.clone(),
@@ -479,6 +479,12 @@ async fn network(
         .with_access(AccessConfig {
             decision_ttl: DECISION_TTL,
         });
+    let logged = store.clone();
+    let (_, audit) = tokio::task::spawn_blocking(move || {
+        zorgnet_node::audit::open_with_key(&logged, zorgnet_audit::ChainKey::generate())
+    })
+    .await?
+    .context("open the access log")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let secure = format!("https://{}", listener.local_addr()?);
     let router = zorgnet_node::router_in_network(
@@ -490,6 +496,7 @@ async fn network(
             zorgnet_node::authn::NODE_KEY_PREFIX,
         )),
         NodeOidc::default(),
+        audit,
     );
     tokio::spawn(tls::serve(
         listener,

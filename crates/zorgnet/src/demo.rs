@@ -166,6 +166,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let local = local_clients(&args.data, &args.listen, false)?;
     serve(
         store,
+        &args.data,
         &args.listen,
         identity,
         None,

@@ -4,6 +4,7 @@
 //! This is the binary edge: it parses arguments and configuration, opens storage, and turns
 //! errors into messages (`anyhow`). The logic lives in the library crates.
 
+mod audit_cli;
 mod bench;
 mod bench_audit;
 mod bench_hub;
@@ -73,6 +74,8 @@ enum Command {
     Relation(relation_cli::RelationArgs),
     /// The network's certificate authority: create it, issue and revoke certificates, sign the CRL.
     Ca(ca_cli::CaArgs),
+    /// The access log: verify a node's log where it lies.
+    Audit(audit_cli::AuditArgs),
     /// Measure import, read, search and `$everything` on synthetic data (needs `wrk`).
     Bench(bench::BenchArgs),
     /// Measure the hub's referral index and pseudonym service on bulk-loaded registrations (needs `wrk`).
@@ -138,7 +141,8 @@ fn init_logging(command: &Command) {
         | Command::Relation(_)
         | Command::Organisation(_)
         | Command::Professional(_)
-        | Command::Ca(_) => BULK_LOG_FILTER,
+        | Command::Ca(_)
+        | Command::Audit(_) => BULK_LOG_FILTER,
     };
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
@@ -195,6 +199,7 @@ fn main() -> Result<()> {
             Command::Organisation(args) => registry_cli::run(args).await,
             Command::Professional(args) => professional_cli::run(args).await,
             Command::Ca(args) => ca_cli::run(args),
+            Command::Audit(args) => audit_cli::run(args).await,
             Command::Fetch(args) => network_cli::fetch(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchHub(args) => bench_hub::run(args).await,
@@ -336,6 +341,7 @@ async fn run_node(settings: config::NodeSettings) -> Result<()> {
     }
     serve(
         store,
+        &settings.data,
         &settings.listen,
         NodeIdentity {
             ura: settings.ura,
@@ -571,6 +577,7 @@ async fn join_network(
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     store: Store,
+    data: &std::path::Path,
     listen: &str,
     identity: NodeIdentity,
     base_url: Option<String>,
@@ -617,8 +624,21 @@ async fn serve(
         }
         None => None,
     };
-    let router =
-        zorgnet_node::router_in_network(store, identity, shown_base, network, local.clients, oidc);
+    let key_file = data.join(zorgnet_node::audit::CHAIN_KEY_FILE);
+    let logged = store.clone();
+    let (_, audit) =
+        tokio::task::spawn_blocking(move || zorgnet_node::audit::open(&logged, &key_file))
+            .await?
+            .context("open the access log")?;
+    let router = zorgnet_node::router_in_network(
+        store,
+        identity,
+        shown_base,
+        network,
+        local.clients,
+        oidc,
+        audit,
+    );
     serve_router(listener, router, tls.map(|tls| (tls.server, tls.verifier))).await
 }
 

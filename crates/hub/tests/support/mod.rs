@@ -193,6 +193,8 @@ pub async fn start_at(dir: tempfile::TempDir, postgres: Option<String>, address:
 pub struct TestNode {
     pub base: String,
     pub store: zorgnet_store::Store,
+    /// The node's access log.
+    pub audit: std::sync::Arc<zorgnet_audit::AuditLog>,
     pub cache: Option<zorgnet_node::addressing::AddressBookCache>,
     _dir: tempfile::TempDir,
     stop: tokio::sync::broadcast::Sender<()>,
@@ -236,6 +238,12 @@ pub async fn node_with_access(
     })
     .await
     .unwrap();
+    let logged = store.clone();
+    let (audit, sink) = tokio::task::spawn_blocking(move || {
+        zorgnet_node::audit::open_with_key(&logged, zorgnet_audit::ChainKey::generate()).unwrap()
+    })
+    .await
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/fhir", listener.local_addr().unwrap());
     let identity = NodeIdentity {
@@ -273,6 +281,7 @@ pub async fn node_with_access(
         network,
         zorgnet_node::authn::LocalClients::InsecureDev,
         zorgnet_node::authn::NodeOidc::default(),
+        sink,
     );
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut serve_stop = stop.subscribe();
@@ -295,6 +304,7 @@ pub async fn node_with_access(
     TestNode {
         base,
         store,
+        audit,
         cache,
         _dir: dir,
         stop,

@@ -219,6 +219,7 @@ async fn serve_citizen(
         return Err(refused(AccessError::Forbidden(NO_COUNTS.into())));
     }
     let patients = local_patients(state, &scope.patient).await?;
+    super::note_patients(&request, patients.iter().map(|(id, _)| id.clone()));
     if patients.is_empty() || !is_the_citizen(state, citizen, &patients).await? {
         return Err(refused(AccessError::Forbidden(NOT_PERMITTED.into())));
     }

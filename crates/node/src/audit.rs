@@ -1,0 +1,210 @@
+//! The access log's layer (NEN 7513): every request for the node's FHIR data, served or
+//! refused, becomes one [`AuditRecord`], and no answer leaves before its record is durable.
+//!
+//! It is the outermost of the node's own layers, so it sees what [`crate::authn`] refuses
+//! too. It puts an [`AuditNote`] into the request's extensions; the layers after it write
+//! there what only they know (who the caller is, which Patients the request is about, the
+//! purpose and a break-the-glass reason), and no handler does. After the answer it adds what
+//! the answer shows (the store's [`PolicyFacts`] of a resource read by id), hands the record
+//! to the [`AuditSink`] and waits for its commit; when the record cannot be made durable, the
+//! answer is replaced by a 503, so nothing is served unlogged.
+//!
+//! Not logged: `/health`, `/metrics` and `GET /fhir/metadata`, which hold no patient data.
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use zorgnet_audit::{Agent, AgentKind, AuditError, AuditLog, AuditRecord, AuditSink, ChainKey};
+use zorgnet_fhir::IssueCode;
+use zorgnet_rest::error::FhirError;
+use zorgnet_store::{PolicyFacts, Store};
+use zorgnet_trust::certificate::PeerIdentity;
+
+/// Where a node keeps its access log's chain key, in its data directory.
+pub const CHAIN_KEY_FILE: &str = "audit-chain.key";
+
+/// Opens the node's access log beside its store, chained with the key in `key_file`
+/// (created on first use), and starts its writer. Blocking.
+pub fn open(store: &Store, key_file: &Path) -> Result<(Arc<AuditLog>, AuditSink), AuditError> {
+    let key = ChainKey::load_or_create(key_file)
+        .map_err(|e| AuditError::Key(format!("{}: {e}", key_file.display())))?;
+    open_with_key(store, key)
+}
+
+/// [`open`] with a key at hand (tests, benchmarks). Blocking.
+pub fn open_with_key(
+    store: &Store,
+    key: ChainKey,
+) -> Result<(Arc<AuditLog>, AuditSink), AuditError> {
+    let log = Arc::new(AuditLog::open(store.database().clone(), key)?);
+    let sink = AuditSink::start(log.clone())
+        .map_err(|e| AuditError::Unavailable(format!("starting the writer: {e}")))?;
+    Ok((log, sink))
+}
+
+/// What the layers after the access log's learned of a request, for its record.
+#[derive(Debug, Clone)]
+pub struct AuditNote {
+    /// Who, as far as known.
+    pub agent: Agent,
+    /// The Patients the request is about.
+    pub patients: Vec<String>,
+    /// The purpose of use.
+    pub purpose: Option<String>,
+    /// The break-the-glass reason.
+    pub reason: Option<String>,
+}
+
+/// The note as the request carries it.
+#[derive(Clone)]
+pub(crate) struct SharedNote(Arc<Mutex<AuditNote>>);
+
+/// Writes into the request's note, when the access log's layer put one there.
+pub(crate) fn note(request: &Request, write: impl FnOnce(&mut AuditNote)) {
+    if let Some(SharedNote(note)) = request.extensions().get::<SharedNote>() {
+        write(&mut note.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// An agent of `kind` with nothing else known yet.
+pub(crate) fn agent(kind: AgentKind) -> Agent {
+    Agent {
+        kind,
+        id: None,
+        role: None,
+        organisation: None,
+        certificate: None,
+    }
+}
+
+/// The layer.
+pub(crate) async fn record(
+    State(sink): State<AuditSink>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if !logged(request.method(), request.uri().path()) {
+        return next.run(request).await;
+    }
+    let peer = request.extensions().get::<PeerIdentity>().cloned();
+    let mut unauthenticated = agent(AgentKind::Unauthenticated);
+    unauthenticated.organisation = peer.as_ref().and_then(|p| p.ura.clone());
+    let shared = SharedNote(Arc::new(Mutex::new(AuditNote {
+        agent: unauthenticated,
+        patients: Vec::new(),
+        purpose: None,
+        reason: None,
+    })));
+    request.extensions_mut().insert(shared.clone());
+    let asked = format!(
+        "{} {}",
+        request.method(),
+        request
+            .uri()
+            .path_and_query()
+            .map_or(request.uri().path(), |p| p.as_str())
+    );
+    let action = action(request.method(), request.uri().path());
+    let response = next.run(request).await;
+    let mut note = shared.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if note.patients.is_empty()
+        && let Some(facts) = response.extensions().get::<PolicyFacts>()
+    {
+        note.patients = facts.patients.clone();
+    }
+    note.agent.certificate = peer.map(|p| p.thumbprint);
+    let record = AuditRecord {
+        at_ms: zorgnet_db::now_ms(),
+        agent: note.agent,
+        patients: note.patients,
+        action,
+        request: asked,
+        purpose: note.purpose,
+        reason: note.reason,
+        status: response.status().as_u16(),
+    };
+    match sink.record(record.to_json()).await {
+        Ok(_) => response,
+        Err(e) => {
+            metrics::counter!("zorgnet_audit_failures_total").increment(1);
+            tracing::error!(error = %e, "an access could not be logged; its answer is withheld");
+            FhirError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                IssueCode::Exception,
+                "the access could not be logged, so it is not served; try again later",
+            )
+            .into_response()
+        }
+    }
+}
+
+/// Whether a request is logged: everything under `/fhir/` but the CapabilityStatement.
+fn logged(method: &Method, path: &str) -> bool {
+    match path.strip_prefix("/fhir/") {
+        Some("metadata") => method != Method::GET,
+        Some(_) => true,
+        None => path == "/fhir",
+    }
+}
+
+/// The interaction a request asks for, in FHIR's words.
+fn action(method: &Method, path: &str) -> String {
+    let parts: Vec<&str> = path
+        .trim_start_matches("/fhir")
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    if let Some(operation) = parts.last().and_then(|p| p.strip_prefix('$')) {
+        return format!("operation:{operation}");
+    }
+    let history = parts.contains(&"_history");
+    let name = match *method {
+        Method::GET | Method::HEAD if history && parts.len() == 4 => "vread",
+        Method::GET | Method::HEAD if history => "history",
+        Method::GET | Method::HEAD if parts.len() == 2 => "read",
+        Method::GET | Method::HEAD => "search",
+        Method::POST if parts.is_empty() => "transaction",
+        Method::POST if parts.last() == Some(&"_search") => "search",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => return method.as_str().to_lowercase(),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_named_by_their_interaction() {
+        for (method, path, expected) in [
+            (Method::GET, "/fhir/Patient/p1", "read"),
+            (Method::GET, "/fhir/Observation", "search"),
+            (Method::POST, "/fhir/Observation/_search", "search"),
+            (Method::POST, "/fhir/Observation", "create"),
+            (Method::PUT, "/fhir/Observation/o1", "update"),
+            (Method::DELETE, "/fhir/Observation/o1", "delete"),
+            (Method::GET, "/fhir/Observation/o1/_history/2", "vread"),
+            (Method::GET, "/fhir/Observation/o1/_history", "history"),
+            (
+                Method::GET,
+                "/fhir/Patient/p1/$everything",
+                "operation:everything",
+            ),
+            (Method::POST, "/fhir/$fetch", "operation:fetch"),
+            (Method::POST, "/fhir", "transaction"),
+        ] {
+            assert_eq!(action(&method, path), expected, "{method} {path}");
+        }
+        assert!(logged(&Method::GET, "/fhir/Patient"));
+        assert!(!logged(&Method::GET, "/fhir/metadata"));
+        assert!(!logged(&Method::GET, "/health"));
+        assert!(!logged(&Method::GET, "/metrics"));
+    }
+}
