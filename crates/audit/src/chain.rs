@@ -38,34 +38,7 @@ impl ChainKey {
     /// The key in `path` (base64), creating the file (mode 0600) with a new key when there is
     /// none.
     pub fn load_or_create(path: &Path) -> std::io::Result<ChainKey> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => ChainKey::parse(&text).ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{} holds no audit chain key", path.display()),
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let key = ChainKey::generate();
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(path)?;
-                writeln!(file, "{}", STANDARD.encode(key.0))?;
-                file.sync_all()?;
-                Ok(key)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn parse(text: &str) -> Option<ChainKey> {
-        let bytes = STANDARD.decode(text.trim()).ok()?;
-        Some(ChainKey(bytes.try_into().ok()?))
+        secret_file(path).map(ChainKey)
     }
 
     /// The chain value of a record whose leaf hash is `leaf`, after `previous`.
@@ -75,6 +48,45 @@ impl ChainKey {
         mac.update(&previous.0);
         mac.update(&leaf.0);
         Hash(mac.finalize().into_bytes().into())
+    }
+}
+
+/// The Ed25519 key in `path` (its 32-byte seed in base64) that signs a log's checkpoints,
+/// creating the file (mode 0600) with a new key when there is none.
+pub fn checkpoint_key(path: &Path) -> std::io::Result<ed25519_dalek::SigningKey> {
+    secret_file(path).map(|seed| ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
+/// 32 secret bytes kept in `path` as base64; a new random secret, written with mode 0600
+/// (and the directory made), when the file is not there.
+fn secret_file(path: &Path) -> std::io::Result<[u8; KEY_BYTES]> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => STANDARD
+            .decode(text.trim())
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} holds no key of {KEY_BYTES} bytes", path.display()),
+                )
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut secret = [0; KEY_BYTES];
+            rand::rng().fill_bytes(&mut secret);
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(path)?;
+            writeln!(file, "{}", STANDARD.encode(secret))?;
+            file.sync_all()?;
+            Ok(secret)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -104,5 +116,11 @@ mod tests {
         std::fs::write(&path, "not a key").unwrap();
         assert!(ChainKey::load_or_create(&path).is_err());
         assert!(!format!("{made:?}").contains(&STANDARD.encode(made.0)));
+        let signing = dir.path().join("sign.key");
+        assert_eq!(
+            checkpoint_key(&signing).unwrap().verifying_key(),
+            checkpoint_key(&signing).unwrap().verifying_key(),
+            "the same key read back"
+        );
     }
 }

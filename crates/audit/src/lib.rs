@@ -34,7 +34,7 @@ mod record;
 mod sink;
 mod verify;
 
-pub use chain::ChainKey;
+pub use chain::{ChainKey, checkpoint_key};
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use log::{AuditError, AuditLog, MIGRATIONS, check_consistency, check_inclusion};

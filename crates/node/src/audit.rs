@@ -17,7 +17,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use zorgnet_audit::{Agent, AgentKind, AuditError, AuditLog, AuditRecord, AuditSink, ChainKey};
+use std::time::Duration;
+use zorgnet_audit::{
+    Agent, AgentKind, AuditError, AuditLog, AuditRecord, AuditSink, ChainKey, SigningKey,
+    checkpoint_key,
+};
 use zorgnet_fhir::IssueCode;
 use zorgnet_rest::error::FhirError;
 use zorgnet_store::{PolicyFacts, Store};
@@ -25,13 +29,52 @@ use zorgnet_trust::certificate::PeerIdentity;
 
 /// Where a node keeps its access log's chain key, in its data directory.
 pub const CHAIN_KEY_FILE: &str = "audit-chain.key";
+/// Where a node keeps the Ed25519 key that signs its access log's checkpoints.
+pub const CHECKPOINT_KEY_FILE: &str = "audit-checkpoint.key";
+/// How often a node signs a checkpoint of its access log (when records were added).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Opens the node's access log beside its store, chained with the key in `key_file`
-/// (created on first use), and starts its writer. Blocking.
-pub fn open(store: &Store, key_file: &Path) -> Result<(Arc<AuditLog>, AuditSink), AuditError> {
-    let key = ChainKey::load_or_create(key_file)
-        .map_err(|e| AuditError::Key(format!("{}: {e}", key_file.display())))?;
-    open_with_key(store, key)
+/// Opens the node's access log beside its store, chained with the key in `data`'s
+/// [`CHAIN_KEY_FILE`] (both keys are made on first use), and starts its writer; returns the
+/// log, its sink and the key that signs its checkpoints. Blocking.
+pub fn open(
+    store: &Store,
+    data: &Path,
+) -> Result<(Arc<AuditLog>, AuditSink, SigningKey), AuditError> {
+    let key_error = |file: &str, e: std::io::Error| {
+        AuditError::Key(format!("{}: {e}", data.join(file).display()))
+    };
+    let key = ChainKey::load_or_create(&data.join(CHAIN_KEY_FILE))
+        .map_err(|e| key_error(CHAIN_KEY_FILE, e))?;
+    let signer = checkpoint_key(&data.join(CHECKPOINT_KEY_FILE))
+        .map_err(|e| key_error(CHECKPOINT_KEY_FILE, e))?;
+    let (log, sink) = open_with_key(store, key)?;
+    Ok((log, sink, signer))
+}
+
+/// Signs a checkpoint of `log` every [`CHECKPOINT_INTERVAL`] for as long as it runs (a
+/// failure is logged and tried again at the next interval).
+pub async fn keep_checkpoints(log: Arc<AuditLog>, signer: SigningKey, origin: String) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+        let (log, signer, origin) = (log.clone(), signer.clone(), origin.clone());
+        match tokio::task::spawn_blocking(move || {
+            log.checkpoint(&signer, &origin, zorgnet_db::now_ms())
+        })
+        .await
+        {
+            Ok(Ok(checkpoint)) => {
+                tracing::debug!(
+                    size = checkpoint.size,
+                    "signed a checkpoint of the access log"
+                )
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not sign a checkpoint of the access log")
+            }
+            Err(e) => tracing::error!(error = %e, "the access log's checkpoint task failed"),
+        }
+    }
 }
 
 /// [`open`] with a key at hand (tests, benchmarks). Blocking.

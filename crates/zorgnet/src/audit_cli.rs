@@ -1,14 +1,14 @@
 //! `zorgnet audit verify`: checks a node's access log where it lies (its SQLite file in the
-//! data directory, or its PostgreSQL database), with the chain key from the data directory:
-//! every record in order against the keyed chain, the stored Merkle tree, and the signed
-//! checkpoints the log keeps. Names the first record that does not hold and exits 1; reads
-//! only.
+//! data directory, or its PostgreSQL database), with the keys from the data directory:
+//! every record in order against the keyed chain, the stored Merkle tree, and the
+//! checkpoints the log keeps, each signed by the node's checkpoint key. Names the first
+//! record that does not hold and exits 1.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
-use zorgnet_audit::{ChainKey, verify_reporting};
+use zorgnet_audit::{ChainKey, checkpoint_key, verify_reporting};
 use zorgnet_db::Database;
 
 /// Arguments of `zorgnet audit`.
@@ -52,6 +52,15 @@ fn verify_log(data: &std::path::Path, postgres: Option<&str>) -> Result<()> {
     }
     let key = ChainKey::load_or_create(&key_file)
         .with_context(|| format!("read the chain key at {}", key_file.display()))?;
+    let signer_file = data.join(zorgnet_node::audit::CHECKPOINT_KEY_FILE);
+    let owner = match signer_file.is_file() {
+        true => Some(
+            checkpoint_key(&signer_file)
+                .with_context(|| format!("read the checkpoint key at {}", signer_file.display()))?
+                .verifying_key(),
+        ),
+        false => None,
+    };
     let db = match postgres {
         Some(url) => Database::open_existing_postgres(url, zorgnet_audit::MIGRATIONS)
             .context("open the node's PostgreSQL database")?,
@@ -64,7 +73,9 @@ fn verify_log(data: &std::path::Path, postgres: Option<&str>) -> Result<()> {
     let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
         "verifying the access log: {pos} records, {per_sec}",
     )?);
-    let report = verify_reporting(&db, &key, None, &[], |records| bar.set_position(records))?;
+    let report = verify_reporting(&db, &key, owner.as_ref(), &[], |records| {
+        bar.set_position(records)
+    })?;
     bar.finish_and_clear();
     match report.problem {
         None => {

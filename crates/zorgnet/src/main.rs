@@ -624,12 +624,16 @@ async fn serve(
         }
         None => None,
     };
-    let key_file = data.join(zorgnet_node::audit::CHAIN_KEY_FILE);
-    let logged = store.clone();
-    let (_, audit) =
-        tokio::task::spawn_blocking(move || zorgnet_node::audit::open(&logged, &key_file))
+    let (logged, data) = (store.clone(), data.to_path_buf());
+    let (log, audit, signer) =
+        tokio::task::spawn_blocking(move || zorgnet_node::audit::open(&logged, &data))
             .await?
             .context("open the access log")?;
+    tokio::spawn(zorgnet_node::audit::keep_checkpoints(
+        log,
+        signer,
+        identity.ura.clone(),
+    ));
     let router = zorgnet_node::router_in_network(
         store,
         identity,

@@ -23,8 +23,7 @@ fn node_with_log(data: &Path, count: usize) -> zorgnet_store::Store {
         zorgnet_fhir::search::SearchRegistry::r4(),
     )
     .unwrap();
-    let (log, _sink) =
-        zorgnet_node::audit::open(&store, &data.join(zorgnet_node::audit::CHAIN_KEY_FILE)).unwrap();
+    let (log, _sink, signer) = zorgnet_node::audit::open(&store, data).unwrap();
     let records: Vec<String> = (0..count)
         .map(|i| {
             let mut record: AuditRecord = serde_json::from_value(serde_json::json!({
@@ -35,7 +34,9 @@ fn node_with_log(data: &Path, count: usize) -> zorgnet_store::Store {
             record.to_json()
         })
         .collect();
-    log.append(&records).unwrap();
+    log.append(&records[..count / 2]).unwrap();
+    log.checkpoint(&signer, "00000011", 1).unwrap();
+    log.append(&records[count / 2..]).unwrap();
     store
 }
 
@@ -51,6 +52,7 @@ fn a_log_that_holds_passes_and_an_edited_record_is_named() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("holds: 25 records"), "{stdout}");
+    assert!(stdout.contains("1 checkpoints match"), "{stdout}");
 
     store
         .database()
@@ -66,6 +68,21 @@ fn a_log_that_holds_passes_and_an_edited_record_is_named() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("at record 17"), "{stderr}");
+}
+
+#[test]
+fn a_checkpoint_not_signed_by_the_node_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = node_with_log(dir.path(), 10);
+    store
+        .database()
+        .with_writer(|conn| conn.execute("UPDATE audit_checkpoints SET signed_ms = 2", &[]))
+        .unwrap();
+    drop(store);
+    let output = verify(dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not signed by the log's key"), "{stderr}");
 }
 
 #[test]
