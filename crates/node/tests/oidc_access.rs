@@ -22,6 +22,8 @@ const BOB_BSN: &str = "999990019";
 struct Setup {
     base: String,
     idp: DevIdp,
+    /// The node's access log.
+    log: Arc<zorgnet_audit::AuditLog>,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
@@ -64,14 +66,14 @@ async fn start() -> Setup {
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.sqlite");
-    let (store, audit) = tokio::task::spawn_blocking(move || {
+    let (store, log, audit) = tokio::task::spawn_blocking(move || {
         let store =
             zorgnet_store::Store::open_sqlite(&path, zorgnet_fhir::search::SearchRegistry::r4())
                 .unwrap();
-        let (_, audit) =
+        let (log, audit) =
             zorgnet_node::audit::open_with_key(&store, zorgnet_audit::ChainKey::generate())
                 .unwrap();
-        (store, audit)
+        (store, log, audit)
     })
     .await
     .unwrap();
@@ -97,6 +99,7 @@ async fn start() -> Setup {
     let setup = Setup {
         base,
         idp,
+        log,
         http: reqwest::Client::new(),
         _dir: dir,
     };
@@ -541,5 +544,54 @@ async fn tokens_that_do_not_verify_are_refused() {
         assert!(answer.headers().contains_key("www-authenticate"), "{what}");
         let body: Value = answer.json().await.unwrap();
         assert_eq!(body["resourceType"], "OperationOutcome", "{what}");
+    }
+}
+
+/// The records the node's access log holds from `from` on.
+fn records_since(node: &Setup, from: u64) -> Vec<zorgnet_audit::AuditRecord> {
+    (from..node.log.size())
+        .map(|seq| serde_json::from_str(&node.log.record(seq).unwrap().unwrap()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn staff_and_citizens_accesses_are_logged_once_each() {
+    use zorgnet_audit::AgentKind;
+    let node = start().await;
+    let staff = node.staff("openid user/*.read");
+    let before = node.log.size();
+    let (status, _) = node.get(&staff, "Patient/p-bob").await;
+    assert_eq!(status, StatusCode::OK);
+    let [record] = records_since(&node, before).try_into().unwrap();
+    assert_eq!(record.agent.kind, AgentKind::Professional);
+    assert_eq!(record.agent.id.as_deref(), Some("123456789"));
+    assert_eq!(record.agent.organisation.as_deref(), Some("00000011"));
+    assert_eq!((record.action.as_str(), record.status), ("read", 200));
+    assert_eq!(record.patients, vec!["p-bob".to_string()]);
+
+    let anna = node.citizen("anna");
+    for (path, status) in [
+        ("Patient/p-anna", StatusCode::OK),
+        ("Patient/p-bob", StatusCode::FORBIDDEN),
+    ] {
+        let before = node.log.size();
+        let (answered, body) = node.get(&anna, path).await;
+        assert_eq!(answered, status, "{path}: {body}");
+        let [record] = records_since(&node, before).try_into().unwrap();
+        assert_eq!(record.agent.kind, AgentKind::Citizen, "{path}");
+        assert!(
+            record
+                .agent
+                .id
+                .as_deref()
+                .is_some_and(|id| id.ends_with("anna")),
+            "{record:?}"
+        );
+        assert_eq!(record.status, status.as_u16(), "{path}");
+        assert_eq!(
+            record.patients,
+            vec![path.trim_start_matches("Patient/").to_string()],
+            "{path}"
+        );
     }
 }
