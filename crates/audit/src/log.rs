@@ -94,11 +94,6 @@ impl AuditLog {
         })
     }
 
-    /// The database the log lives in.
-    pub fn database(&self) -> &Database {
-        &self.db
-    }
-
     /// How many records the log holds.
     pub fn size(&self) -> u64 {
         self.lock().size

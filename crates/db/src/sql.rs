@@ -73,11 +73,6 @@ impl SqlValue {
     }
 }
 
-impl From<Vec<u8>> for SqlValue {
-    fn from(v: Vec<u8>) -> Self {
-        SqlValue::Blob(v)
-    }
-}
 impl From<&[u8]> for SqlValue {
     fn from(v: &[u8]) -> Self {
         SqlValue::Blob(v.to_vec())

@@ -132,9 +132,10 @@ pub(crate) async fn record(
     if !logged(request.method(), request.uri().path()) {
         return next.run(request).await;
     }
-    let peer = request.extensions().get::<PeerIdentity>().cloned();
+    let peer = request.extensions().get::<PeerIdentity>();
+    let certificate = peer.map(|p| p.thumbprint.clone());
     let mut unauthenticated = agent(AgentKind::Unauthenticated);
-    unauthenticated.organisation = peer.as_ref().and_then(|p| p.ura.clone());
+    unauthenticated.organisation = peer.and_then(|p| p.ura.clone());
     let shared = SharedNote(Arc::new(Mutex::new(AuditNote {
         agent: unauthenticated,
         patients: Vec::new(),
@@ -158,7 +159,7 @@ pub(crate) async fn record(
     {
         note.patients = facts.patients.clone();
     }
-    note.agent.certificate = peer.map(|p| p.thumbprint);
+    note.agent.certificate = certificate;
     let record = AuditRecord {
         at_ms: zorgnet_db::now_ms(),
         agent: note.agent,

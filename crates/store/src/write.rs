@@ -965,7 +965,7 @@ impl Indexes {
 
 /// The values of the policy columns of a row whose resource is in the compartments of
 /// `patients` and of `categories`: a deleted resource's are `([], EMPTY)`.
-pub(crate) fn policy_columns(patients: &[String], categories: CategorySet) -> [SqlValue; 3] {
+fn policy_columns(patients: &[String], categories: CategorySet) -> [SqlValue; 3] {
     let size = i64::try_from(patients.len()).unwrap_or(i64::MAX);
     let sole = match patients {
         [one] => SqlValue::Text(one.clone()),
