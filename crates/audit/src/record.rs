@@ -24,6 +24,10 @@ pub struct AuditRecord {
     /// The reason given for a break-the-glass access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// On what the access was permitted, when a consent register decided it
+    /// (`treatment-relation`, `consent`, `emergency`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bases: Vec<String>,
     /// The outcome: the HTTP status of the answer.
     pub status: u16,
 }
@@ -93,6 +97,7 @@ mod tests {
             request: "GET /fhir/Patient/p1".into(),
             purpose: Some("emergency".into()),
             reason: Some("unconscious at the ED".into()),
+            bases: vec!["emergency".into()],
             status: 200,
         };
         let json = record.to_json();

@@ -919,6 +919,12 @@ async fn every_access_is_logged_once_with_who_whose_what_why_and_outcome() {
             (what == "emergency").then_some("bewusteloos binnengebracht"),
             "{what}"
         );
+        let basis = match what {
+            "treatment" => vec!["treatment-relation"],
+            "emergency" => vec!["emergency"],
+            _ => vec![],
+        };
+        assert_eq!(record.bases, basis, "{what}: the basis the register gave");
     }
 
     // What holds no patient data is not logged.

@@ -490,19 +490,22 @@ async fn serve_other_organisation(
         .filter(|c| !by_role.contains_key(c))
         .copied()
         .collect();
-    let (allowed, mut decisions) = match remembered(network, claims, &scope.patient, &asked) {
-        Some(remembered) => remembered,
-        None => {
-            let patients = local_patients(state, &scope.patient).await?;
-            if patients.is_empty() {
-                return Err(AccessError::Forbidden(NOT_PERMITTED.into()));
+    let (allowed, (mut decisions, bases)) =
+        match remembered(network, claims, &scope.patient, &asked) {
+            Some(remembered) => remembered,
+            None => {
+                let patients = local_patients(state, &scope.patient).await?;
+                if patients.is_empty() {
+                    return Err(AccessError::Forbidden(NOT_PERMITTED.into()));
+                }
+                let decisions =
+                    decide(network, &state.identity.ura, claims, &patients, &asked).await?;
+                let allowed = patients.into_iter().map(|(id, _)| id).collect();
+                (allowed, decisions)
             }
-            let decisions = decide(network, &state.identity.ura, claims, &patients, &asked).await?;
-            let allowed = patients.into_iter().map(|(id, _)| id).collect();
-            (allowed, decisions)
-        }
-    };
+        };
     note_patients(&request, allowed.iter().cloned());
+    crate::audit::note(&request, |note| note.bases = bases.into_iter().collect());
     decisions.extend(by_role);
     if scope.types.iter().all(|t| type_refused(t, &decisions)) {
         return Err(AccessError::Forbidden(NOT_PERMITTED.into()));
@@ -1030,7 +1033,7 @@ fn remembered(
     claims: &AccessClaims,
     patient: &PatientRef,
     categories: &BTreeSet<DataCategory>,
-) -> Option<(BTreeSet<String>, BTreeMap<DataCategory, Decision>)> {
+) -> Option<(BTreeSet<String>, Decided)> {
     let PatientRef::Id(id) = patient else {
         return None;
     };
@@ -1043,7 +1046,7 @@ fn remembered(
             cache.get(&key, now).map(|verdict| (key, verdict))
         })
         .collect::<Option<_>>()?;
-    let mut combined = BTreeMap::new();
+    let mut combined = Decided::default();
     for (key, verdict) in answers {
         trace_decision(&key, &verdict, true);
         combine(&mut combined, key.category, &verdict);
@@ -1059,9 +1062,9 @@ async fn decide(
     claims: &AccessClaims,
     patients: &[(String, Value)],
     categories: &BTreeSet<DataCategory>,
-) -> Result<BTreeMap<DataCategory, Decision>, AccessError> {
+) -> Result<Decided, AccessError> {
     let cache = &network.access().decisions;
-    let mut combined: BTreeMap<DataCategory, Decision> = BTreeMap::new();
+    let mut combined = Decided::default();
     for (patient_id, patient) in patients {
         let mut missing = Vec::new();
         let now = Instant::now();
@@ -1125,13 +1128,15 @@ async fn decide(
     Ok(combined)
 }
 
+/// The decisions per category, and the bases (the consent register's reasons) of the
+/// permits among them.
+type Decided = (BTreeMap<DataCategory, Decision>, BTreeSet<String>);
+
 /// Adds one patient's answer for `category`: a denial for any patient denies.
-fn combine(
-    combined: &mut BTreeMap<DataCategory, Decision>,
-    category: DataCategory,
-    verdict: &Verdict,
-) {
+fn combine(combined: &mut Decided, category: DataCategory, verdict: &Verdict) {
+    let (combined, bases) = (&mut combined.0, &mut combined.1);
     let decision = if verdict.permit {
+        bases.insert(verdict.reason.clone());
         Decision::Permit
     } else {
         Decision::Deny(ReasonClass::Policy)

@@ -17,7 +17,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use zorgnet_audit::{
     Agent, AgentKind, AuditError, AuditLog, AuditRecord, AuditSink, ChainKey, SigningKey,
     checkpoint_key,
@@ -31,8 +30,6 @@ use zorgnet_trust::certificate::PeerIdentity;
 pub const CHAIN_KEY_FILE: &str = "audit-chain.key";
 /// Where a node keeps the Ed25519 key that signs its access log's checkpoints.
 pub const CHECKPOINT_KEY_FILE: &str = "audit-checkpoint.key";
-/// How often a node signs a checkpoint of its access log (when records were added).
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Opens the node's access log beside its store, chained with the key in `data`'s
 /// [`CHAIN_KEY_FILE`] (both keys are made on first use), and starts its writer; returns the
@@ -50,31 +47,6 @@ pub fn open(
         .map_err(|e| key_error(CHECKPOINT_KEY_FILE, e))?;
     let (log, sink) = open_with_key(store, key)?;
     Ok((log, sink, signer))
-}
-
-/// Signs a checkpoint of `log` every [`CHECKPOINT_INTERVAL`] for as long as it runs (a
-/// failure is logged and tried again at the next interval).
-pub async fn keep_checkpoints(log: Arc<AuditLog>, signer: SigningKey, origin: String) {
-    loop {
-        tokio::time::sleep(CHECKPOINT_INTERVAL).await;
-        let (log, signer, origin) = (log.clone(), signer.clone(), origin.clone());
-        match tokio::task::spawn_blocking(move || {
-            log.checkpoint(&signer, &origin, zorgnet_db::now_ms())
-        })
-        .await
-        {
-            Ok(Ok(checkpoint)) => {
-                tracing::debug!(
-                    size = checkpoint.size,
-                    "signed a checkpoint of the access log"
-                )
-            }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "could not sign a checkpoint of the access log")
-            }
-            Err(e) => tracing::error!(error = %e, "the access log's checkpoint task failed"),
-        }
-    }
 }
 
 /// [`open`] with a key at hand (tests, benchmarks). Blocking.
@@ -99,6 +71,9 @@ pub struct AuditNote {
     pub purpose: Option<String>,
     /// The break-the-glass reason.
     pub reason: Option<String>,
+    /// On what the access was permitted: the consent register's reasons for another
+    /// organisation (`treatment-relation`, `consent`, `emergency`).
+    pub bases: Vec<String>,
 }
 
 /// The note as the request carries it.
@@ -141,6 +116,7 @@ pub(crate) async fn record(
         patients: Vec::new(),
         purpose: None,
         reason: None,
+        bases: Vec::new(),
     })));
     request.extensions_mut().insert(shared.clone());
     let asked = format!(
@@ -168,6 +144,7 @@ pub(crate) async fn record(
         request: asked,
         purpose: note.purpose,
         reason: note.reason,
+        bases: note.bases,
         status: response.status().as_u16(),
     };
     match sink.record(record.to_json()).await {

@@ -19,6 +19,7 @@ pub mod access;
 pub mod addressing;
 pub mod audit;
 pub mod authn;
+pub mod checkpoints;
 pub mod hub_client;
 pub mod network;
 pub mod outbox;

@@ -629,7 +629,7 @@ async fn serve(
         tokio::task::spawn_blocking(move || zorgnet_node::audit::open(&logged, &data))
             .await?
             .context("open the access log")?;
-    tokio::spawn(zorgnet_node::audit::keep_checkpoints(
+    tokio::spawn(zorgnet_node::checkpoints::keep_checkpoints(
         log,
         signer,
         identity.ura.clone(),
