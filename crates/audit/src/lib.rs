@@ -22,15 +22,24 @@
 //! - **Group commit** ([`AuditSink`]): records of concurrent requests share a transaction,
 //!   and each request learns that its record is durable before it answers.
 //! - **The record** ([`AuditRecord`]): who, whose, what, when, why, from where, outcome.
+//! - **Search** ([`AuditLog::search`]): by patient, agent, time and entity, through an index
+//!   written with each append; and each record as a FHIR `AuditEvent` following IHE BALP
+//!   ([`balp`]).
+//! - **Monitoring** ([`Monitor`]): configurable rules over the records raise [`Alert`]s,
+//!   which become records of the log themselves.
 //!
 //! What it is not: the layer that decides what to record (the node's and the hub's), the
 //! record's content (the caller's bytes), or an HTTP API.
 #![deny(missing_docs)]
 
+pub mod balp;
 mod chain;
 mod checkpoint;
 mod log;
+mod monitor;
+mod place;
 mod record;
+mod search;
 mod sink;
 mod verify;
 
@@ -38,7 +47,19 @@ pub use chain::{ChainKey, checkpoint_key};
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use log::{AuditError, AuditLog, MIGRATIONS, check_consistency, check_inclusion};
+pub use monitor::{
+    ALERT_ACTION_PREFIX, ALERT_PATIENTS_MAX, Alert, DEFAULT_EMERGENCY_BURST_MAX,
+    DEFAULT_EMERGENCY_BURST_WINDOW_S, DEFAULT_OUTSIDE_TREATMENT_RELATION_MAX,
+    DEFAULT_OUTSIDE_TREATMENT_RELATION_WINDOW_S, DEFAULT_UNRELATED_PATIENTS_MAX,
+    DEFAULT_UNRELATED_PATIENTS_WINDOW_S, ENTRIES_TRACKED_MAX, ID_BYTES_MAX, LIMIT_MAX, Monitor,
+    MonitorRules, PATIENTS_PER_ENTRY_MAX, Rule, RulesError, WINDOW_S_MAX, WINDOWS_TRACKED_MAX,
+};
+pub use place::{AUDIT_DATABASE_FILE, database_beside};
 pub use record::{Agent, AgentKind, AuditRecord};
+pub use search::{
+    AgentFilter, EntityFilter, Found, LogPage, LogQuery, MAX_RECORDS_EXAMINED_PER_PAGE,
+    MAX_RECORDS_PER_PAGE, Order,
+};
 pub use sink::{AuditSink, MAX_RECORDS_PER_COMMIT, QUEUED_RECORDS};
 pub use tlog_tiles::Hash;
 pub use verify::{Problem, Report, verify, verify_reporting};

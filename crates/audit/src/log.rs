@@ -13,18 +13,31 @@ use zorgnet_db::sql::{Conn, Dialect, SqlValue};
 use zorgnet_db::{Database, DbError, Migration};
 
 /// The log's migrations.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    component: "audit",
-    version: 1,
-    // `audit_hashes` holds the Merkle tree: the hash of every complete subtree, at the index
-    // Go's `sumdb/tlog` gives it (`stored_hash_index(level, n)`).
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "audit",
+        version: 1,
+        // `audit_hashes` holds the Merkle tree: the hash of every complete subtree, at the
+        // index Go's `sumdb/tlog` gives it (`stored_hash_index(level, n)`).
+        sql: "
 CREATE TABLE audit_records (seq {int} PRIMARY KEY, record {text} NOT NULL, chain {blob} NOT NULL);
 CREATE TABLE audit_hashes (idx {int} PRIMARY KEY, hash {blob} NOT NULL);
 CREATE TABLE audit_checkpoints (size {int} PRIMARY KEY, origin {text} NOT NULL,
     root {blob} NOT NULL, chain {blob} NOT NULL, signed_ms {int} NOT NULL, signature {blob} NOT NULL);
 ",
-}];
+    },
+    Migration {
+        component: "audit",
+        version: 2,
+        // The search index (`search.rs`), written in the transaction of the append that
+        // completes a block of records and no part of the chain: per block, a filter of the
+        // Patients and one of the agents its records name, and their times.
+        sql: "
+CREATE TABLE audit_blocks (block {int} PRIMARY KEY, from_ms {int} NOT NULL, to_ms {int} NOT NULL,
+    patients {blob} NOT NULL, agents {blob} NOT NULL);
+",
+    },
+];
 
 /// Levels of the tree a log can reach (sizes up to 2⁶⁴).
 const LEVELS: usize = 64;
@@ -60,7 +73,7 @@ struct Head {
 
 /// An access log in a database.
 pub struct AuditLog {
-    db: Database,
+    pub(crate) db: Database,
     key: ChainKey,
     head: Mutex<Head>,
 }
@@ -143,6 +156,7 @@ impl AuditLog {
                     record_rows,
                 )?;
                 insert_rows(conn, dialect, "audit_hashes (idx, hash)", 2, hash_rows)?;
+                crate::search::write_index(conn, dialect, head.size, records)?;
                 Ok::<_, AuditError>(())
             })
         })?;
@@ -309,7 +323,7 @@ const ROWS_PER_INSERT: usize = 64;
 
 /// Inserts `values`, `width` per row, into `table` (with its column list), in statements of
 /// at most [`ROWS_PER_INSERT`] rows.
-fn insert_rows(
+pub(crate) fn insert_rows(
     conn: &mut dyn Conn,
     dialect: Dialect,
     table: &str,

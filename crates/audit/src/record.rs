@@ -14,9 +14,10 @@ pub struct AuditRecord {
     /// Whose data: the ids of the Patients at the source (none when the request named none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub patients: Vec<String>,
-    /// What was done: the interaction (`read`, `search`, `create`, …, or the operation).
+    /// What was done: the interaction (`read`, `search`, `create`, …, or the operation);
+    /// for an alert of the log's monitor, `alert:` and the rule ([`crate::Alert`]).
     pub action: String,
-    /// What was asked: method, path and query string.
+    /// What was asked: method, path and query string; for an alert, the alert as JSON.
     pub request: String,
     /// Why: the purpose of use (`treatment`, `emergency`, …), when the caller gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,7 +53,7 @@ pub struct Agent {
 }
 
 /// The kinds of caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AgentKind {
     /// A professional, of this organisation or another.

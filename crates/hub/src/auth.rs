@@ -161,8 +161,11 @@ pub async fn authenticate(
             Err(e) => return e.into_response(),
         },
     };
-    request.extensions_mut().insert(caller);
-    next.run(request).await
+    request.extensions_mut().insert(caller.clone());
+    let mut response = next.run(request).await;
+    // For the access log's layer outside this one, which records who called.
+    response.extensions_mut().insert(caller);
+    response
 }
 
 fn bearer(request: &Request) -> Option<String> {

@@ -5,17 +5,22 @@
 //! `/registry` (organisations and their keys), `/prs` (pseudonym service), `/nvi` (referral
 //! index), `/consent` (consent register), `/relations` (treatment relations), `/addressing`
 //! (IHE mCSD address book fed by the nodes), `/professionals` (which professional holds
-//! which role where) and `/trust` (signed access tokens organisations show to each other's
-//! nodes). The API is described in `/openapi.json`.
+//! which role where), `/trust` (signed access tokens organisations show to each other's
+//! nodes) and `/audit/checkpoints` (the witness of the nodes' access logs: every signed
+//! checkpoint, each consistent with the one before). The API is described in `/openapi.json`.
+//! The hub keeps its own access log too ([`audit`]), in its database.
 //! What it is not: a store of patient data. The hub never sees a BSN in clear and keeps no
 //! clinical resources; data stays at the nodes.
 //!
-//! A request's path: `serve` → tower layers (trace, body limit) → [`auth::authenticate`]
-//! resolves the [`auth::Caller`] → the module's handler checks what the caller may do → the
-//! module's storage functions run on the blocking pool in one transaction.
+//! A request's path: `serve` → tower layers (trace, body limit) → [`audit::record`] (the
+//! access log's layer, for the modules about people: the answer waits for its record) →
+//! [`auth::authenticate`] resolves the [`auth::Caller`] → the module's handler checks what the
+//! caller may do → the module's storage functions run on the blocking pool in one transaction.
 #![deny(missing_docs)]
 
 pub mod addressing;
+pub mod audit;
+pub mod audit_checkpoints;
 pub mod auth;
 pub mod consent;
 pub mod error;
@@ -42,6 +47,8 @@ pub const REQUEST_BODY_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_BATCH_ITEMS: usize = 10_000;
 /// File in the data directory holding the operator's key.
 pub const ADMIN_KEY_FILE: &str = "admin.key";
+/// The SQLite database in the data directory (unless the hub keeps its data in PostgreSQL).
+pub const DATABASE_FILE: &str = "hub.sqlite";
 
 /// Errors opening a hub.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +74,7 @@ pub enum HubError {
 pub struct HubConfig {
     /// Directory for keys (and the SQLite database unless `postgres` is set).
     pub data_dir: PathBuf,
-    /// PostgreSQL URL; `None` means SQLite in `data_dir/hub.sqlite`.
+    /// PostgreSQL URL; `None` means SQLite in `data_dir/`[`DATABASE_FILE`].
     pub postgres: Option<String>,
     /// Development only: accept plain `http` supplier and Endpoint addresses in the address
     /// book (otherwise only `https`).
@@ -94,6 +101,8 @@ pub struct HubState {
     pub trust: trust::TokenIssuer,
     /// The verifier of client certificates whose revocation list the hub publishes.
     pub revocations: std::sync::OnceLock<zorgnet_trust::tls::ClientVerifier>,
+    /// The hub's own access log.
+    pub audit: audit::HubAudit,
 }
 
 /// An opened hub.
@@ -112,6 +121,7 @@ fn migrations() -> Vec<Migration> {
         relations::MIGRATIONS,
         addressing::MIGRATIONS,
         professionals::MIGRATIONS,
+        audit_checkpoints::MIGRATIONS,
     ]
     .concat()
 }
@@ -123,7 +133,7 @@ impl Hub {
         let migrations = migrations();
         let db = match &config.postgres {
             Some(url) => Database::open_postgres(url, &migrations)?,
-            None => Database::open_sqlite(&config.data_dir.join("hub.sqlite"), &migrations)?,
+            None => Database::open_sqlite(&config.data_dir.join(DATABASE_FILE), &migrations)?,
         };
         let admin_key_path = config.data_dir.join(ADMIN_KEY_FILE);
         let admin_key = read_or_create_secret(&admin_key_path, auth::new_key)?;
@@ -134,6 +144,7 @@ impl Hub {
             config.client_tls.clone(),
         )?;
         let trust = trust::TokenIssuer::open(&config.data_dir)?;
+        let audit = audit::HubAudit::open(&db, &config.data_dir)?;
         let state = Arc::new(HubState {
             db,
             admin_key_hash: auth::key_hash(admin_key.trim()),
@@ -142,6 +153,7 @@ impl Hub {
             addressing,
             trust,
             revocations: std::sync::OnceLock::new(),
+            audit,
         });
         Ok(Hub {
             state,
@@ -180,6 +192,13 @@ impl Hub {
         addressing::spawn_consumer(self.state.clone(), interval)
     }
 
+    /// Starts signing a checkpoint of the hub's own access log every
+    /// [`audit::CHECKPOINT_INTERVAL`] (needs a tokio runtime).
+    pub fn spawn_audit_checkpoints(&self) -> tokio::task::JoinHandle<()> {
+        let (log, signer) = self.state.audit.checkpointing();
+        tokio::spawn(audit::HubAudit::keep_checkpoints(log, signer))
+    }
+
     /// The hub's HTTP API, reached by others at `public_url` (`https://hub.example`, no
     /// trailing slash): the base of the address book's links, never taken from a request.
     pub fn router(&self, public_url: &str) -> Router {
@@ -192,6 +211,7 @@ impl Hub {
             .nest("/addressing", addressing::routes(&self.state, public_url))
             .nest("/professionals", professionals::routes())
             .nest("/trust", trust::routes())
+            .nest("/audit/checkpoints", audit_checkpoints::routes())
             .route("/health", get(|| async { "UP" }))
             .route("/openapi.json", get(openapi))
             .layer(middleware::from_fn(refuse_nul_text))
@@ -202,6 +222,10 @@ impl Hub {
             .layer(middleware::from_fn_with_state(
                 self.state.clone(),
                 auth::authenticate,
+            ))
+            .layer(middleware::from_fn_with_state(
+                self.state.clone(),
+                audit::record,
             ))
             .layer(DefaultBodyLimit::max(REQUEST_BODY_LIMIT_BYTES))
             .layer(

@@ -10,6 +10,9 @@
 //!   exactly what each may ask); a citizen's reads go through the same classification,
 //!   patient lookup and filter as another organisation's, below, without the consent
 //!   register and without withholding categories.
+//! - **The access log's routes** (`/fhir/AuditEvent…`, [`crate::audit_api`]) have a policy of
+//!   their own, whoever calls: `access/audit_events.rs` (the organisation's own systems read
+//!   every record, a citizen only the records of their own Patients, nobody else anything).
 //! - **No `Authorization` header** (and no caller): the node's own administrator (the node
 //!   key, whose header authentication removed), a node started with `--insecure-dev`, or a
 //!   read that carries no patient data. Served as is.
@@ -146,6 +149,7 @@ use zorgnet_trust::certificate::PeerIdentity;
 use zorgnet_trust::roles::Role;
 use zorgnet_trust::token::{self, AccessClaims, Purpose};
 
+mod audit_events;
 mod own_callers;
 use crate::authn::Caller;
 use own_callers::serve_oidc_caller;
@@ -336,13 +340,23 @@ pub(crate) async fn enforce(
     request: Request,
     next: Next,
 ) -> Response {
+    let reads_log = crate::audit_api::is_log_path(request.uri().path());
     if let Some(caller) = request.extensions().get::<Caller>().cloned() {
+        if reads_log {
+            return audit_events::serve_oidc_caller(&state, caller, request, next).await;
+        }
         return serve_oidc_caller(&state, caller, request, next).await;
     }
     let Some(network) = state.network.clone() else {
+        if reads_log {
+            return audit_events::serve_own_system(request, next).await;
+        }
         return next.run(request).await;
     };
     let Some(authorization) = request.headers().get(header::AUTHORIZATION) else {
+        if reads_log {
+            return audit_events::serve_own_system(request, next).await;
+        }
         return next.run(request).await;
     };
     let Some(token) = bearer(authorization) else {
@@ -372,6 +386,9 @@ pub(crate) async fn enforce(
         metrics::counter!("zorgnet_access_rejected_tokens_total").increment(1);
         tracing::warn!(error = %e, requester = %claims.ura, "refused a token over the wrong connection");
         return e.into_response();
+    }
+    if reads_log {
+        return audit_events::refuse_token(&claims, &state.identity.ura);
     }
     if claims.ura == state.identity.ura {
         return next.run(request).await;

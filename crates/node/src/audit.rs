@@ -9,8 +9,18 @@
 //! to the [`AuditSink`] and waits for its commit; when the record cannot be made durable, the
 //! answer is replaced by a 503, so nothing is served unlogged.
 //!
+//! Monitoring: a router wrapped by [`monitored`] carries the node's [`Monitor`] in every
+//! request; once a record is durable the layer feeds it to the monitor, and each alert the
+//! monitor raises is appended to the same log (as [`zorgnet_audit::Alert::to_record`]
+//! makes it, so it is chained and proven like an access), counted in
+//! `zorgnet_audit_alerts_total{rule}` and logged as a warning naming the professional (a
+//! UZI number, never a BSN). The answer waits for the alert's record too, which takes a
+//! commit only when an alert is raised.
+//!
 //! Not logged: `/health`, `/metrics` and `GET /fhir/metadata`, which hold no patient data.
 
+use axum::Extension;
+use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
@@ -18,9 +28,10 @@ use axum::response::{IntoResponse, Response};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use zorgnet_audit::{
-    Agent, AgentKind, AuditError, AuditLog, AuditRecord, AuditSink, ChainKey, SigningKey,
-    checkpoint_key,
+    Agent, AgentKind, AuditError, AuditLog, AuditRecord, AuditSink, ChainKey, Monitor, Rule,
+    SigningKey, checkpoint_key, database_beside,
 };
+use zorgnet_db::Database;
 use zorgnet_fhir::IssueCode;
 use zorgnet_rest::error::FhirError;
 use zorgnet_store::{PolicyFacts, Store};
@@ -31,7 +42,8 @@ pub const CHAIN_KEY_FILE: &str = "audit-chain.key";
 /// Where a node keeps the Ed25519 key that signs its access log's checkpoints.
 pub const CHECKPOINT_KEY_FILE: &str = "audit-checkpoint.key";
 
-/// Opens the node's access log beside its store, chained with the key in `data`'s
+/// Opens the node's access log beside its store ([`database_beside`]: its own SQLite file
+/// in `data`, or the store's PostgreSQL database), chained with the key in `data`'s
 /// [`CHAIN_KEY_FILE`] (both keys are made on first use), and starts its writer; returns the
 /// log, its sink and the key that signs its checkpoints. Blocking.
 pub fn open(
@@ -45,16 +57,21 @@ pub fn open(
         .map_err(|e| key_error(CHAIN_KEY_FILE, e))?;
     let signer = checkpoint_key(&data.join(CHECKPOINT_KEY_FILE))
         .map_err(|e| key_error(CHECKPOINT_KEY_FILE, e))?;
-    let (log, sink) = open_with_key(store, key)?;
+    let (log, sink) = open_in(database_beside(store.database(), data)?, key)?;
     Ok((log, sink, signer))
 }
 
-/// [`open`] with a key at hand (tests, benchmarks). Blocking.
+/// [`open`] with a key at hand, the log in the store's own database (tests). Blocking.
 pub fn open_with_key(
     store: &Store,
     key: ChainKey,
 ) -> Result<(Arc<AuditLog>, AuditSink), AuditError> {
-    let log = Arc::new(AuditLog::open(store.database().clone(), key)?);
+    open_in(store.database().clone(), key)
+}
+
+/// Opens the access log in `db`, chained with `key`, and starts its writer. Blocking.
+pub fn open_in(db: Database, key: ChainKey) -> Result<(Arc<AuditLog>, AuditSink), AuditError> {
+    let log = Arc::new(AuditLog::open(db, key)?);
     let sink = AuditSink::start(log.clone())
         .map_err(|e| AuditError::Unavailable(format!("starting the writer: {e}")))?;
     Ok((log, sink))
@@ -98,6 +115,47 @@ pub(crate) fn agent(kind: AgentKind) -> Agent {
     }
 }
 
+/// The node's monitor of its access log, shared by all requests.
+#[derive(Clone)]
+struct Monitoring(Arc<Mutex<Monitor>>);
+
+/// Watches the accesses `router` (a node's, from [`crate::router_in_network`]) logs with
+/// `monitor`: the access log's layer finds it in every request. Registers the alert counter
+/// of every rule at zero, so `/metrics` shows it before the first alert.
+pub fn monitored(router: Router, monitor: Monitor) -> Router {
+    for rule in Rule::ALL {
+        metrics::counter!("zorgnet_audit_alerts_total", "rule" => rule.name()).increment(0);
+    }
+    router.layer(Extension(Monitoring(Arc::new(Mutex::new(monitor)))))
+}
+
+/// Feeds `record`, durable as `seq`, to the monitor, and appends, counts and logs the alerts
+/// it raises. An alert that cannot be appended is counted as a failure of the log; the
+/// access it is about is durable already, so its answer is served.
+async fn watch(sink: &AuditSink, monitoring: &Monitoring, record: &AuditRecord, seq: u64) {
+    let alerts = {
+        let mut monitor = monitoring.0.lock().unwrap_or_else(|p| p.into_inner());
+        monitor.observe(record, seq)
+    };
+    for alert in alerts {
+        metrics::counter!("zorgnet_audit_alerts_total", "rule" => alert.rule.name()).increment(1);
+        tracing::warn!(
+            rule = %alert.rule,
+            professional = alert.agent.id.as_deref().unwrap_or("-"),
+            organisation = alert.agent.organisation.as_deref().unwrap_or("-"),
+            count = alert.count,
+            max = alert.max,
+            window_s = alert.window_s,
+            seq,
+            "the access log's monitor raised an alert"
+        );
+        if let Err(e) = sink.record(alert.to_record().to_json()).await {
+            metrics::counter!("zorgnet_audit_failures_total").increment(1);
+            tracing::error!(error = %e, rule = %alert.rule, "an alert could not be logged");
+        }
+    }
+}
+
 /// The layer.
 pub(crate) async fn record(
     State(sink): State<AuditSink>,
@@ -119,6 +177,7 @@ pub(crate) async fn record(
         bases: Vec::new(),
     })));
     request.extensions_mut().insert(shared.clone());
+    let monitoring = request.extensions().get::<Monitoring>().cloned();
     let asked = format!(
         "{} {}",
         request.method(),
@@ -148,7 +207,12 @@ pub(crate) async fn record(
         status: response.status().as_u16(),
     };
     match sink.record(record.to_json()).await {
-        Ok(_) => response,
+        Ok(seq) => {
+            if let Some(monitoring) = monitoring {
+                watch(&sink, &monitoring, &record, seq).await;
+            }
+            response
+        }
         Err(e) => {
             metrics::counter!("zorgnet_audit_failures_total").increment(1);
             tracing::error!(error = %e, "an access could not be logged; its answer is withheld");

@@ -4,8 +4,9 @@
 //! [`zorgnet_store::Store`], with what membership of a network adds: the access layer in
 //! front of every handler ([`access`]), the operations that find and fetch a patient's data
 //! elsewhere (`$localize`, `$fetch`: [`network`]), the outbox that registers at the referral
-//! index what the node holds ([`outbox`]), the client of the hub ([`hub_client`]) and the
-//! cached address book ([`addressing`]).
+//! index what the node holds ([`outbox`]), the client of the hub ([`hub_client`]), the
+//! cached address book ([`addressing`]), and the access log as FHIR AuditEvents with their
+//! inclusion proofs ([`audit_api`]).
 //! What it is not: the REST interactions themselves (`zorgnet-rest`), storage
 //! (`zorgnet-store`), FHIR knowledge (`zorgnet-fhir`) or token formats (`zorgnet-trust`).
 //!
@@ -18,6 +19,7 @@
 pub mod access;
 pub mod addressing;
 pub mod audit;
+pub mod audit_api;
 pub mod authn;
 pub mod checkpoints;
 pub mod hub_client;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub store: Store,
     /// Whose node this is.
     pub identity: NodeIdentity,
+    /// The public base URL of its FHIR API (`https://host/fhir`).
+    pub base_url: String,
     /// The hub and the cached address book, when the node is part of a network.
     pub network: Option<Arc<network::Network>>,
     /// Whether another organisation's token is accepted only over mutual TLS with that
@@ -82,10 +86,16 @@ pub fn router_in_network(
     } else {
         Vec::new()
     };
-    let fhir = zorgnet_rest::AppState::new(store.clone(), identity.clone(), base_url, operations);
+    let fhir = zorgnet_rest::AppState::new(
+        store.clone(),
+        identity.clone(),
+        base_url.clone(),
+        operations,
+    );
     let state = Arc::new(AppState {
         store,
         identity,
+        base_url,
         network,
         require_peer_certificate,
     });
@@ -98,6 +108,7 @@ pub fn router_in_network(
             "/fhir/$fetch",
             get(network::fetch_operation).post(network::fetch_operation),
         )
+        .merge(audit_api::routes())
         .with_state(state.clone());
     zorgnet_rest::finish(
         zorgnet_rest::routes(fhir)

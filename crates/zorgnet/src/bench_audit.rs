@@ -1,13 +1,16 @@
 //! `zorgnet bench-audit`: the access log's benchmark. Appends synthetic records of the size
-//! a node writes (about 300 bytes of JSON each) to a fresh log in batches, then measures its
-//! size on disk, inclusion proofs against the full tree, and `verify` of the whole log.
+//! a node writes (about 330 bytes of JSON each, with their search index rows) to a fresh log
+//! in batches, then measures its size on disk, inclusion proofs against the full tree, and
+//! `verify` of the whole log.
 //! Prints a Markdown table for `docs/benchmarks.md`.
 
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::time::Instant;
-use zorgnet_audit::{AuditLog, ChainKey, SigningKey, check_inclusion, verify};
+use zorgnet_audit::{
+    Agent, AgentKind, AuditLog, AuditRecord, ChainKey, SigningKey, check_inclusion, verify,
+};
 use zorgnet_db::Database;
 
 /// Inclusion proofs asked in the measurement.
@@ -27,24 +30,29 @@ pub struct BenchAuditArgs {
     postgres: Option<String>,
 }
 
-/// A record the size and shape of a node's: who, whose, what, when, why, from where, outcome.
+/// A record of a node's shape and size (about 330 bytes of JSON): who with UZI number, role,
+/// organisation and certificate thumbprint; whose; what; when; why; outcome. A real
+/// [`AuditRecord`], so the append writes its search index rows too.
 fn record(n: u64) -> String {
-    format!(
-        concat!(
-            r#"{{"recorded":"2026-12-07T10:{:02}:{:02}.{:03}Z","agent":{{"kind":"professional","#,
-            r#""uzi":"9{:08}","role":"01.015","organisation":"000{:05}","certificate":"x5t:{:043}"}},"#,
-            r#""patients":["{:016x}"],"action":"read","request":"GET /fhir/Patient/{:016x}","#,
-            r#""purpose":"treatment","outcome":200}}"#
-        ),
-        (n / 60_000) % 60,
-        (n / 1000) % 60,
-        n % 1000,
-        n % 100_000_000,
-        n % 1_000,
-        n,
-        n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-        n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-    )
+    let patient = format!("{:016x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    AuditRecord {
+        at_ms: 1_765_100_000_000 + i64::try_from(n).unwrap_or(i64::MAX) / 10,
+        agent: Agent {
+            kind: AgentKind::Professional,
+            id: Some(format!("9{:08}", n % 100_000_000)),
+            role: Some("01.015".into()),
+            organisation: Some(format!("000{:05}", n % 1_000)),
+            certificate: Some(format!("x5t:{n:043}")),
+        },
+        request: format!("GET /fhir/Patient/{patient}"),
+        patients: vec![patient],
+        action: "read".into(),
+        purpose: Some("treatment".into()),
+        reason: None,
+        bases: Vec::new(),
+        status: 200,
+    }
+    .to_json()
 }
 
 /// Runs the benchmark.
@@ -97,7 +105,8 @@ fn measure(args: &BenchAuditArgs) -> Result<()> {
         Some(_) => {
             let rows = db.with_reader(|conn| {
                 conn.query(
-                    "SELECT (pg_total_relation_size('audit_records') + pg_total_relation_size('audit_hashes'))::bigint",
+                    "SELECT (pg_total_relation_size('audit_records') + pg_total_relation_size('audit_hashes') \
+                     + pg_total_relation_size('audit_blocks'))::bigint",
                     &[],
                 )
             })?;

@@ -479,12 +479,11 @@ async fn network(
         .with_access(AccessConfig {
             decision_ttl: DECISION_TTL,
         });
-    let logged = store.clone();
-    let (_, audit) = tokio::task::spawn_blocking(move || {
-        zorgnet_node::audit::open_with_key(&logged, zorgnet_audit::ChainKey::generate())
-    })
-    .await?
-    .context("open the access log")?;
+    let (logged, data) = (store.clone(), dir.join("node"));
+    let (_, audit, _) =
+        tokio::task::spawn_blocking(move || zorgnet_node::audit::open(&logged, &data))
+            .await?
+            .context("open the access log")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let secure = format!("https://{}", listener.local_addr()?);
     let router = zorgnet_node::router_in_network(

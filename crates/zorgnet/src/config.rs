@@ -34,7 +34,8 @@ pub const DEFAULT_CRL_REFRESH_S: u64 = 300;
 /// Where a node's data is: all that `zorgnet node status` needs, and part of `zorgnet node`.
 #[derive(Args, Debug)]
 pub struct NodeStorageArgs {
-    /// TOML settings file; keys as the long options (`data`, `listen`, `base-url`, …).
+    /// TOML settings file; keys as the long options (`data`, `listen`, `base-url`, …), and
+    /// a `[monitor]` table for the access log's alert rules.
     #[arg(long, env = "ZORGNET_CONFIG")]
     config: Option<PathBuf>,
     /// Directory for the SQLite database (ignored with --postgres).
@@ -190,6 +191,8 @@ struct NodeFile {
     citizen_oidc_audience: Option<String>,
     #[serde(alias = "oidc_cacert")]
     oidc_cacert: Option<PathBuf>,
+    /// The access log's monitoring rules: a `[monitor]` table, file only.
+    monitor: Option<zorgnet_audit::MonitorRules>,
 }
 
 /// A hub's settings file.
@@ -242,6 +245,9 @@ pub struct NodeSettings {
     pub citizen_oidc: Option<(String, String)>,
     /// The root to verify the OpenID providers by.
     pub oidc_cacert: Option<PathBuf>,
+    /// The access log's monitoring rules (the file's `[monitor]` table, checked), else the
+    /// defaults.
+    pub monitor: zorgnet_audit::MonitorRules,
 }
 
 /// Where a node's data is.
@@ -334,6 +340,8 @@ impl NodeSettings {
         if ura.len() != 8 || !ura.bytes().all(|b| b.is_ascii_digit()) {
             anyhow::bail!("URA must be 8 digits, not '{ura}'");
         }
+        let monitor = file.monitor.unwrap_or_default();
+        zorgnet_audit::Monitor::new(&monitor).context("the settings file's [monitor] table")?;
         let decision_ttl_ms = layered(
             matches,
             "consent_cache_ttl_ms",
@@ -376,6 +384,7 @@ impl NodeSettings {
                 args.citizen_oidc_audience.or(file.citizen_oidc_audience),
             )?,
             oidc_cacert: args.oidc_cacert.or(file.oidc_cacert),
+            monitor,
         })
     }
 }
@@ -515,6 +524,32 @@ mod tests {
         assert_eq!(settings.access.decision_ttl, Duration::from_millis(5));
         let settings = node(&["--config", &path, "--consent-cache-ttl-ms", "7"]).unwrap();
         assert_eq!(settings.access.decision_ttl, Duration::from_millis(7));
+    }
+
+    #[test]
+    fn the_monitor_table_sets_the_alert_rules() {
+        let (_dir, path) = settings_file(
+            "ura = \"12345678\"\n[monitor]\nunrelated-patients-max = 20\nemergency-burst = false\n",
+        );
+        let settings = node(&["--config", &path]).unwrap();
+        assert_eq!(
+            settings.monitor,
+            zorgnet_audit::MonitorRules {
+                unrelated_patients_max: 20,
+                emergency_burst: false,
+                ..zorgnet_audit::MonitorRules::default()
+            }
+        );
+        let defaults = node(&["--ura", "12345678"]).unwrap();
+        assert_eq!(defaults.monitor, zorgnet_audit::MonitorRules::default());
+        for refused in [
+            "[monitor]\nunrelated-patients-window-s = 0\n",
+            "[monitor]\nemergency-burst-max = 1000000\n",
+            "[monitor]\npatients-per-hour = 5\n",
+        ] {
+            let (_dir, path) = settings_file(&format!("ura = \"12345678\"\n{refused}"));
+            assert!(node(&["--config", &path]).is_err(), "{refused}");
+        }
     }
 
     #[test]

@@ -174,6 +174,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         local,
         Some(tls),
         oidc,
+        zorgnet_audit::Monitor::new(&zorgnet_audit::MonitorRules::default())?,
     )
     .await
 }

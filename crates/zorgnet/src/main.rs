@@ -308,6 +308,8 @@ async fn run_node(settings: config::NodeSettings) -> Result<()> {
     };
     let local = local_clients(&settings.data, &settings.listen, settings.insecure_dev)?;
     let oidc = node_oidc(&settings)?;
+    let monitor = zorgnet_audit::Monitor::new(&settings.monitor)
+        .context("the access log's monitoring rules")?;
     let (store, wake) = open_node_store(&settings.data, settings.postgres.as_deref()).await?;
     let hub = match settings.hub {
         Some((url, key)) => Some(zorgnet_node::hub_client::HubClient::with_tls(
@@ -352,6 +354,7 @@ async fn run_node(settings: config::NodeSettings) -> Result<()> {
         local,
         tls,
         oidc,
+        monitor,
     )
     .await
 }
@@ -589,6 +592,7 @@ async fn serve(
     local: LocalAccess,
     tls: Option<ServiceTls>,
     oidc: zorgnet_node::authn::NodeOidc,
+    monitor: zorgnet_audit::Monitor,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -618,6 +622,7 @@ async fn serve(
     );
     let _ = stdout.flush();
     drop(stdout);
+    let checkpoint_hub = hub.as_ref().map(|(client, _, _)| client.clone());
     let network = match hub {
         Some((client, wake, access)) => {
             Some(join_network(&store, &identity, &shown_base, client, wake, access).await?)
@@ -630,9 +635,10 @@ async fn serve(
             .await?
             .context("open the access log")?;
     tokio::spawn(zorgnet_node::checkpoints::keep_checkpoints(
-        log,
+        log.clone(),
         signer,
         identity.ura.clone(),
+        checkpoint_hub,
     ));
     let router = zorgnet_node::router_in_network(
         store,
@@ -643,6 +649,8 @@ async fn serve(
         oidc,
         audit,
     );
+    let router = zorgnet_node::audit::monitored(router, monitor);
+    let router = zorgnet_node::audit_api::served(router, log);
     serve_router(listener, router, tls.map(|tls| (tls.server, tls.verifier))).await
 }
 
@@ -755,6 +763,7 @@ async fn run_hub(settings: config::HubSettings) -> Result<()> {
         tracing::warn!("development mode: the address book accepts plain-http and local addresses");
     }
     let _consumer = hub.spawn_addressing_consumer(settings.sync_interval);
+    let _checkpoints = hub.spawn_audit_checkpoints();
     tracing::info!(%address, "hub listening");
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut stdout = std::io::stdout().lock();

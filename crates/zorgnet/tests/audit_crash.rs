@@ -86,8 +86,7 @@ async fn answered_before_kill(node: Running) -> Vec<String> {
     for reader in readers {
         reader.await.unwrap();
     }
-    let answered = answered.lock().unwrap().clone();
-    answered
+    answered.lock().unwrap().clone()
 }
 
 fn verify(data: &Path, postgres: Option<&str>) -> std::process::Output {
@@ -160,7 +159,7 @@ async fn every_answer_has_its_record(
 async fn answered_requests_keep_their_records_through_kill_dash_nine_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_path_buf();
-    let file = data.join("node.sqlite");
+    let file = data.join(zorgnet_audit::AUDIT_DATABASE_FILE);
     every_answer_has_its_record(
         &data,
         &["--data", data.to_str().unwrap()],

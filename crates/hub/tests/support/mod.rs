@@ -20,6 +20,8 @@ pub struct TestHub {
     pub admin_key: String,
     pub dir: tempfile::TempDir,
     pub postgres: Option<String>,
+    /// The hub's own access log.
+    pub audit: std::sync::Arc<zorgnet_audit::AuditLog>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -160,6 +162,7 @@ pub async fn start_at(dir: tempfile::TempDir, postgres: Option<String>, address:
         .await
         .unwrap();
     let admin_key = std::fs::read_to_string(hub.admin_key_path()).unwrap();
+    let audit = hub.state().audit.log().clone();
     let listener = tokio::net::TcpListener::bind(address).await.unwrap();
     hub.serving_at(listener.local_addr().unwrap());
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -182,6 +185,7 @@ pub async fn start_at(dir: tempfile::TempDir, postgres: Option<String>, address:
         admin_key: admin_key.trim().to_string(),
         dir,
         postgres,
+        audit,
         shutdown: Some(tx),
         task: Some(task),
     }

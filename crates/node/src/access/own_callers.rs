@@ -249,7 +249,7 @@ async fn serve_citizen(
 
 /// Whether every one of `patients` is the citizen: its BSN, or the zorgverificatienummer
 /// the hub derives from its sédula number and birth date, is the token's.
-async fn is_the_citizen(
+pub(super) async fn is_the_citizen(
     state: &AppState,
     citizen: &CitizenIdentity,
     patients: &[(String, Value)],

@@ -1,0 +1,635 @@
+//! The access log as FHIR over HTTP (`/fhir/AuditEvent`): the node's own systems search and
+//! read every record as BALP AuditEvents, page by page; a citizen reads only the records all
+//! of whose Patients are theirs, whatever they try (someone else's patient, no patient, a
+//! list, a cursor, another record's id or its proof); professionals are refused; and a
+//! citizen checks a record's inclusion proof against the signed checkpoint without trusting
+//! the node. Reading the log is itself logged.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use zorgnet_audit::{
+    Agent, AgentKind, AuditLog, AuditRecord, Checkpoint, Hash, LogQuery, SigningKey,
+    check_inclusion,
+};
+use zorgnet_idp::{ClientRegistration, DemoUser, DevIdp, IdpConfig, KeySource};
+use zorgnet_node::NodeIdentity;
+use zorgnet_node::authn::{LocalClients, NodeOidc};
+use zorgnet_trust::oidc::{OidcConfig, OidcVerifier};
+
+const ADMIN_KEY: &str = "zn_node_test-admin-key";
+const STAFF_CLIENT: &str = "node-staff";
+const CITIZEN_CLIENT: &str = "node-citizens";
+const BSN_SYSTEM: &str = "http://fhir.nl/fhir/NamingSystem/bsn";
+const ANNA_BSN: &str = "999911120";
+const BOB_BSN: &str = "999990019";
+const URA: &str = "00000011";
+
+struct Node {
+    base: String,
+    idp: DevIdp,
+    log: Arc<AuditLog>,
+    signer: SigningKey,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Node {
+    let idp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", idp_listener.local_addr().unwrap());
+    let idp = DevIdp::new(IdpConfig {
+        issuer: issuer.clone(),
+        clients: [STAFF_CLIENT, CITIZEN_CLIENT]
+            .iter()
+            .map(|id| ClientRegistration {
+                client_id: id.to_string(),
+                redirect_uris: vec![format!("{issuer}/callback")],
+            })
+            .collect(),
+        users: vec![
+            DemoUser::citizen("anna", "Anna de Vries", ANNA_BSN),
+            DemoUser::citizen("bob", "Bob Bakker", BOB_BSN),
+            DemoUser::professional("gp", "Dr. Jansen", "123456789"),
+        ],
+        key: KeySource::Ephemeral,
+    })
+    .unwrap();
+    let router = idp.router();
+    tokio::spawn(async move { axum::serve(idp_listener, router).await });
+    let verifier = |audience: &str| {
+        Some(Arc::new(
+            OidcVerifier::new(OidcConfig {
+                issuer: issuer.clone(),
+                audience: audience.into(),
+            })
+            .unwrap(),
+        ))
+    };
+    let oidc = NodeOidc {
+        staff: verifier(STAFF_CLIENT),
+        citizens: verifier(CITIZEN_CLIENT),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.sqlite");
+    let (store, log, audit) = tokio::task::spawn_blocking(move || {
+        let store =
+            zorgnet_store::Store::open_sqlite(&path, zorgnet_fhir::search::SearchRegistry::r4())
+                .unwrap();
+        let (log, audit) =
+            zorgnet_node::audit::open_with_key(&store, zorgnet_audit::ChainKey::generate())
+                .unwrap();
+        (store, log, audit)
+    })
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/fhir", listener.local_addr().unwrap());
+    let router = zorgnet_node::router_in_network(
+        store,
+        NodeIdentity {
+            ura: URA.into(),
+            name: "Huisartsenpraktijk".into(),
+        },
+        base.clone(),
+        None,
+        LocalClients::key(ADMIN_KEY),
+        oidc,
+        audit,
+    );
+    let router = zorgnet_node::audit_api::served(router, log.clone());
+    tokio::spawn(zorgnet_node::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    let node = Node {
+        base,
+        idp,
+        log,
+        signer: SigningKey::from_bytes(&[5; 32]),
+        http: reqwest::Client::new(),
+        _dir: dir,
+    };
+    node.load().await;
+    node
+}
+
+impl Node {
+    async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}/{path}", self.base)
+        };
+        let answer = self.http.get(url).bearer_auth(token).send().await.unwrap();
+        let status = answer.status();
+        let text = answer.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Anna's and Bob's Patients, a professional's and each citizen's reads, and a record
+    /// (appended directly) that names both of them.
+    async fn load(&self) {
+        for (id, bsn) in [("p-anna", ANNA_BSN), ("p-bob", BOB_BSN)] {
+            let answer = self
+                .http
+                .put(format!("{}/Patient/{id}", self.base))
+                .bearer_auth(ADMIN_KEY)
+                .header("content-type", "application/fhir+json")
+                .body(
+                    json!({"resourceType": "Patient", "id": id,
+                        "identifier": [{"system": BSN_SYSTEM, "value": bsn}]})
+                    .to_string(),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert!(answer.status().is_success());
+        }
+        let gp = self.staff();
+        for patient in ["p-anna", "p-bob", "p-anna"] {
+            let (status, _) = self.get(&gp, &format!("Patient/{patient}")).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let (status, _) = self.get(&self.citizen("anna"), "Patient/p-anna").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = self.get(&self.citizen("bob"), "Patient/p-bob").await;
+        assert_eq!(status, StatusCode::OK);
+        let both = AuditRecord {
+            at_ms: zorgnet_db::now_ms(),
+            agent: Agent {
+                kind: AgentKind::System,
+                id: None,
+                role: None,
+                organisation: Some(URA.into()),
+                certificate: None,
+            },
+            patients: vec!["p-anna".into(), "p-bob".into()],
+            action: "search".into(),
+            request: "GET /fhir/Patient?_id=p-anna,p-bob".into(),
+            purpose: None,
+            reason: None,
+            bases: Vec::new(),
+            status: 200,
+        };
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.append(&[both.to_json()]))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    fn staff(&self) -> String {
+        self.idp
+            .access_token(STAFF_CLIENT, "gp", "openid user/*.read")
+            .unwrap()
+    }
+
+    fn citizen(&self, who: &str) -> String {
+        self.idp
+            .access_token(CITIZEN_CLIENT, who, "openid patient/*.read")
+            .unwrap()
+    }
+
+    /// A system client of the organisation's provider: no UZI number.
+    fn system_client(&self, scope: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        self.idp
+            .sign(&json!({"iss": self.idp.issuer(), "sub": "records-system",
+            "aud": STAFF_CLIENT, "iat": now, "exp": now + 300, "scope": scope}))
+    }
+
+    /// The sequence numbers of the records naming exactly `patients`, by a scan of the log.
+    async fn seqs_of(&self, patients: &[&str]) -> Vec<u64> {
+        let log = self.log.clone();
+        let page = tokio::task::spawn_blocking(move || {
+            log.search(&LogQuery {
+                limit: 1_000,
+                ..LogQuery::default()
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        page.found
+            .into_iter()
+            .filter(|f| f.record.patients == patients)
+            .map(|f| f.seq)
+            .collect()
+    }
+
+    async fn checkpoint(&self) -> Checkpoint {
+        let (log, signer) = (self.log.clone(), self.signer.clone());
+        tokio::task::spawn_blocking(move || log.checkpoint(&signer, URA, zorgnet_db::now_ms()))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+/// The AuditEvents of a searchset.
+fn events(bundle: &Value) -> Vec<Value> {
+    assert_eq!(bundle["resourceType"], "Bundle", "{bundle}");
+    assert_eq!(bundle["type"], "searchset");
+    assert!(bundle.get("total").is_none(), "no counts");
+    bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"].clone())
+        .collect()
+}
+
+/// The Patient references an AuditEvent's entities name.
+fn patients_of(event: &Value) -> Vec<String> {
+    event["entity"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["role"]["code"] == "1")
+        .map(|e| e["what"]["reference"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn next_link(bundle: &Value) -> Option<String> {
+    bundle["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .map(|l| l["url"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn the_organisations_systems_search_and_read_every_record_page_by_page() {
+    let node = start().await;
+    let anna_records = node.seqs_of(&["p-anna"]).await.len() + 1;
+    let (status, bundle) = node
+        .get(ADMIN_KEY, "AuditEvent?patient=Patient/p-anna")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{bundle}");
+    let found = events(&bundle);
+    assert_eq!(
+        found.len(),
+        anna_records,
+        "anna's, and the one with bob (not yet this search's own)"
+    );
+    for event in &found {
+        assert_eq!(event["resourceType"], "AuditEvent");
+        assert!(patients_of(event).contains(&"Patient/p-anna".to_string()));
+    }
+    let ids: Vec<u64> = found
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    let professional_read = found
+        .iter()
+        .find(|e| {
+            e["agent"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["who"]["identifier"]["value"] == "123456789")
+        })
+        .expect("the professional's read of anna");
+    assert_eq!(professional_read["subtype"][0]["code"], "read");
+
+    // Page by page, oldest first, gives the same records.
+    let mut paged = Vec::new();
+    let mut url = Some("AuditEvent?patient=p-anna&_count=2&_sort=date".to_string());
+    while let Some(next) = url {
+        let (status, page) = node.get(ADMIN_KEY, &next).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let page_events = events(&page);
+        assert!(page_events.len() <= 2);
+        paged.extend(
+            page_events
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().parse::<u64>().unwrap()),
+        );
+        url = next_link(&page);
+    }
+    let mut oldest_first = ids.clone();
+    oldest_first.reverse();
+    let newest = ids[0];
+    assert_eq!(
+        paged
+            .iter()
+            .filter(|&&seq| seq <= newest)
+            .copied()
+            .collect::<Vec<_>>(),
+        oldest_first,
+        "and after them the records of these reads of the log"
+    );
+
+    let seq = ids[0];
+    let (status, event) = node.get(ADMIN_KEY, &format!("AuditEvent/{seq}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(event["id"], seq.to_string());
+    let (status, _) = node.get(ADMIN_KEY, "AuditEvent/99999").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for bad in [
+        "AuditEvent?patient=a&patient=b",
+        "AuditEvent?date=yesterday",
+        "AuditEvent?_count=0",
+        "AuditEvent?name=x",
+    ] {
+        let (status, body) = node.get(ADMIN_KEY, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(body["resourceType"], "OperationOutcome");
+    }
+    let (status, bundle) = node
+        .get(
+            ADMIN_KEY,
+            "AuditEvent?agent=http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|123456789&entity=Patient/p-bob",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        events(&bundle).len(),
+        1,
+        "the professional's one read of bob"
+    );
+
+    let system = node.system_client("system/AuditEvent.read");
+    let (status, bundle) = node.get(&system, "AuditEvent?patient=p-bob").await;
+    assert_eq!(status, StatusCode::OK, "{bundle}");
+    assert!(!events(&bundle).is_empty());
+    let unscoped = node.system_client("system/Observation.read");
+    let (status, _) = node.get(&unscoped, "AuditEvent?patient=p-bob").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a system without the scope");
+}
+
+#[tokio::test]
+async fn a_citizen_reads_their_own_records_and_nothing_else() {
+    let node = start().await;
+    let anna = node.citizen("anna");
+    let own = node.seqs_of(&["p-anna"]).await;
+    let (status, bundle) = node.get(&anna, "AuditEvent?patient=Patient/p-anna").await;
+    assert_eq!(status, StatusCode::OK, "{bundle}");
+    let found = events(&bundle);
+    assert_eq!(found.len(), own.len(), "every record only about anna");
+    for event in &found {
+        assert_eq!(patients_of(event), ["Patient/p-anna"], "{event}");
+    }
+    assert!(
+        found.iter().any(|e| e["agent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["who"]["identifier"]["value"] == "123456789")),
+        "anna sees who looked at her data"
+    );
+
+    // Everything else is refused alike, or finds nothing of anyone else's.
+    for attempt in [
+        "AuditEvent",
+        "AuditEvent?patient=Patient/p-bob",
+        "AuditEvent?patient=p-bob",
+        "AuditEvent?patient=p-anna,p-bob",
+        "AuditEvent?patient=p-nobody",
+        "AuditEvent?entity=Patient/p-bob",
+        "AuditEvent?agent=123456789",
+        "AuditEvent/_history",
+    ] {
+        let (status, body) = node.get(&anna, attempt).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{attempt}: {body}");
+        assert_eq!(body["resourceType"], "OperationOutcome", "{attempt}");
+    }
+    for attempt in [
+        "AuditEvent?patient=p-anna&entity=Patient/p-bob",
+        "AuditEvent?patient=p-anna&_cursor=0&_sort=date",
+        "AuditEvent?patient=p-anna&_cursor=99999",
+        "AuditEvent?patient=p-anna&agent=00000011",
+    ] {
+        let (status, bundle) = node.get(&anna, attempt).await;
+        assert_eq!(status, StatusCode::OK, "{attempt}: {bundle}");
+        for event in events(&bundle) {
+            assert_eq!(patients_of(&event), ["Patient/p-anna"], "{attempt}");
+        }
+    }
+    let bobs = node.seqs_of(&["p-bob"]).await;
+    let both = node.seqs_of(&["p-anna", "p-bob"]).await;
+    assert!(
+        !bobs.is_empty() && !both.is_empty(),
+        "bob's reads; the record appended about both, and anna's refused search for both"
+    );
+    node.checkpoint().await;
+    for seq in bobs.iter().chain(&both) {
+        for path in [
+            format!("AuditEvent/{seq}"),
+            format!("AuditEvent/{seq}/$proof"),
+        ] {
+            let (status, body) = node.get(&anna, &path).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+            assert!(!body.to_string().contains("p-bob"), "{path}: {body}");
+        }
+    }
+    let (status, _) = node.get(&anna, "AuditEvent/99999").await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "an unknown record looks alike"
+    );
+    let (status, event) = node.get(&anna, &format!("AuditEvent/{}", own[0])).await;
+    assert_eq!(status, StatusCode::OK, "{event}");
+    assert_eq!(event["id"], own[0].to_string());
+
+    let bob = node.citizen("bob");
+    let (status, bundle) = node.get(&bob, "AuditEvent?patient=p-bob").await;
+    assert_eq!(status, StatusCode::OK);
+    let bobs_log = events(&bundle);
+    for event in &bobs_log {
+        assert_eq!(patients_of(event), ["Patient/p-bob"]);
+    }
+    let anna_tried = bobs_log
+        .iter()
+        .filter(|e| {
+            e["outcome"] == "4"
+                && e["agent"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a["who"]["identifier"]["value"] == "anna")
+        })
+        .count();
+    assert!(
+        bobs_log.len() > bobs.len() && anna_tried > 0,
+        "bob sees his own reads and anna's refused attempts at his: {bobs_log:?}"
+    );
+
+    // Reading the log is logged, about the Patient asked for.
+    let log = node.log.clone();
+    let reads = tokio::task::spawn_blocking(move || {
+        log.search(&LogQuery {
+            entity: zorgnet_audit::EntityFilter::parse("AuditEvent"),
+            agent: Some(zorgnet_audit::AgentFilter::Id(format!(
+                "{} anna",
+                node.idp.issuer()
+            ))),
+            limit: 100,
+            ..LogQuery::default()
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let first = &reads.found[0].record;
+    assert_eq!(first.request, "GET /fhir/AuditEvent?patient=Patient/p-anna");
+    assert_eq!(first.patients, ["p-anna"]);
+    assert_eq!(first.status, 200);
+    assert!(
+        reads.found.iter().any(|f| f.record.status == 403),
+        "the refused attempts too"
+    );
+}
+
+#[tokio::test]
+async fn professionals_are_refused() {
+    let node = start().await;
+    let gp = node.staff();
+    for path in [
+        "AuditEvent?patient=p-anna",
+        "AuditEvent/0",
+        "AuditEvent/0/$proof",
+    ] {
+        let (status, body) = node.get(&gp, path).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert_eq!(body["resourceType"], "OperationOutcome");
+    }
+    let answer = node
+        .http
+        .post(format!("{}/AuditEvent", node.base))
+        .bearer_auth(node.citizen("anna"))
+        .header("content-type", "application/fhir+json")
+        .body(json!({"resourceType": "AuditEvent"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.status(),
+        StatusCode::FORBIDDEN,
+        "nobody writes the log"
+    );
+}
+
+/// The value of the parameter `name` of a Parameters resource.
+fn parameter<'a>(parameters: &'a Value, name: &str) -> &'a Value {
+    parameters["parameter"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {parameters}"))
+}
+
+#[tokio::test]
+async fn a_citizen_verifies_the_proof_of_their_record_without_trusting_the_node() {
+    let node = start().await;
+    let anna = node.citizen("anna");
+    let own = node.seqs_of(&["p-anna"]).await;
+    let seq = own[0];
+    let (status, body) = node.get(&anna, &format!("AuditEvent/{seq}/$proof")).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "no checkpoint signed yet: {body}"
+    );
+    node.checkpoint().await;
+    let (status, parameters) = node.get(&anna, &format!("AuditEvent/{seq}/$proof")).await;
+    assert_eq!(status, StatusCode::OK, "{parameters}");
+    assert_eq!(parameters["resourceType"], "Parameters");
+
+    // What the citizen does, with the node's checkpoint key as the hub publishes it.
+    let decode = |name: &str| {
+        STANDARD
+            .decode(
+                parameter(&parameters, name)["valueBase64Binary"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap()
+    };
+    let record = decode("record");
+    let leaf = parameter(&parameters, "leafIndex")["valueDecimal"]
+        .as_u64()
+        .unwrap();
+    let size = parameter(&parameters, "treeSize")["valueDecimal"]
+        .as_u64()
+        .unwrap();
+    let root = Hash(decode("treeRoot").try_into().unwrap());
+    let proof: Vec<Hash> = parameters["parameter"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "proofHash")
+        .map(|p| {
+            Hash(
+                STANDARD
+                    .decode(p["valueBase64Binary"].as_str().unwrap())
+                    .unwrap()
+                    .try_into()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let text = parameter(&parameters, "checkpoint")["valueString"]
+        .as_str()
+        .unwrap();
+    let signature: [u8; 64] = decode("signature").try_into().unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let checkpoint = Checkpoint {
+        origin: lines[0].to_string(),
+        size: lines[1].parse().unwrap(),
+        root: Hash(STANDARD.decode(lines[2]).unwrap().try_into().unwrap()),
+        chain: Hash(
+            STANDARD
+                .decode(lines[3].strip_prefix("chain ").unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap(),
+        ),
+        signed_ms: lines[4].strip_prefix("time ").unwrap().parse().unwrap(),
+        signature,
+    };
+    assert_eq!(checkpoint.body(), text, "the signed text, read back");
+    assert_eq!(
+        checkpoint.verify(&node.signer.verifying_key()),
+        Ok(()),
+        "signed by the node's key"
+    );
+    assert!(
+        checkpoint
+            .verify(&SigningKey::from_bytes(&[6; 32]).verifying_key())
+            .is_err()
+    );
+    assert_eq!((checkpoint.size, checkpoint.root), (size, root));
+    assert_eq!(leaf, seq);
+    let parsed: AuditRecord = serde_json::from_slice(&record).unwrap();
+    assert_eq!(parsed.patients, ["p-anna"]);
+    assert!(check_inclusion(&proof, size, root, leaf, &record));
+
+    let mut altered = record.clone();
+    let at = altered.len() / 2;
+    altered[at] ^= 1;
+    assert!(!check_inclusion(&proof, size, root, leaf, &altered));
+    let mut another_patient = parsed.clone();
+    another_patient.patients = vec!["p-bob".into()];
+    assert!(!check_inclusion(
+        &proof,
+        size,
+        root,
+        leaf,
+        another_patient.to_json().as_bytes()
+    ));
+    assert!(
+        !check_inclusion(&proof, size, root, leaf + 1, &record),
+        "at another place"
+    );
+}
