@@ -188,8 +188,12 @@ impl AuditLog {
             "SELECT record FROM audit_records WHERE seq = {}",
             self.db.dialect().placeholder(1)
         );
+        // A number beyond what the log can hold names no record.
+        let Ok(seq) = seq_value(seq) else {
+            return Ok(None);
+        };
         let rows = self.db.with_reader(|conn| {
-            conn.query(&sql, &[seq_value(seq)?])
+            conn.query(&sql, std::slice::from_ref(&seq))
                 .map_err(AuditError::from)
         })?;
         Ok(rows.into_iter().next().map(|mut row| row[0].take_text()))

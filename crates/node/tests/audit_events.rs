@@ -332,8 +332,15 @@ async fn the_organisations_systems_search_and_read_every_record_page_by_page() {
     let (status, event) = node.get(ADMIN_KEY, &format!("AuditEvent/{seq}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(event["id"], seq.to_string());
-    let (status, _) = node.get(ADMIN_KEY, "AuditEvent/99999").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    for unknown in [
+        "AuditEvent/99999",
+        "AuditEvent/18446744073709551615",
+        "AuditEvent/18446744073709551615/$proof",
+        "AuditEvent/99999999999999999999/$proof",
+    ] {
+        let (status, body) = node.get(ADMIN_KEY, unknown).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{unknown}: {body}");
+    }
     for bad in [
         "AuditEvent?patient=a&patient=b",
         "AuditEvent?date=yesterday",
