@@ -80,7 +80,6 @@ impl crate::log::AuditLog {
     /// The latest checkpoint kept, if any: what a proof served to a reader is against.
     /// Blocking.
     pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, crate::log::AuditError> {
-        use crate::log::{AuditError, hash_of, seq_of};
         let rows = self.db.with_reader(|conn| {
             conn.query(
                 "SELECT size, origin, root, chain, signed_ms, signature FROM audit_checkpoints \
@@ -90,18 +89,7 @@ impl crate::log::AuditLog {
         })?;
         rows.into_iter()
             .next()
-            .map(|mut row| {
-                Ok(Checkpoint {
-                    size: seq_of(&row[0])?,
-                    origin: row[1].take_text(),
-                    root: hash_of(row[2].take_blob())?,
-                    chain: hash_of(row[3].take_blob())?,
-                    signed_ms: row[4].int(),
-                    signature: row[5].take_blob().try_into().map_err(|_| {
-                        AuditError::Corrupt("a checkpoint signature of the wrong length".into())
-                    })?,
-                })
-            })
+            .map(crate::log::checkpoint_of_row)
             .transpose()
     }
 }

@@ -238,7 +238,7 @@ impl AuditLog {
         now_ms: i64,
     ) -> Result<Checkpoint, AuditError> {
         let head = self.lock();
-        if let Some(last) = self.checkpoints()?.pop()
+        if let Some(last) = self.latest_checkpoint()?
             && last.size == head.size
         {
             return Ok(last);
@@ -288,20 +288,21 @@ pub(crate) fn checkpoints(db: &Database) -> Result<Vec<Checkpoint>, AuditError> 
             &[],
         )
     })?;
-    rows.into_iter()
-        .map(|mut row| {
-            Ok(Checkpoint {
-                size: seq_of(&row[0])?,
-                origin: row[1].take_text(),
-                root: hash_of(row[2].take_blob())?,
-                chain: hash_of(row[3].take_blob())?,
-                signed_ms: row[4].int(),
-                signature: row[5].take_blob().try_into().map_err(|_| {
-                    AuditError::Corrupt("a checkpoint signature of the wrong length".into())
-                })?,
-            })
-        })
-        .collect()
+    rows.into_iter().map(checkpoint_of_row).collect()
+}
+
+/// A checkpoint from a row of `size, origin, root, chain, signed_ms, signature`.
+pub(crate) fn checkpoint_of_row(mut row: Vec<SqlValue>) -> Result<Checkpoint, AuditError> {
+    Ok(Checkpoint {
+        size: seq_of(&row[0])?,
+        origin: row[1].take_text(),
+        root: hash_of(row[2].take_blob())?,
+        chain: hash_of(row[3].take_blob())?,
+        signed_ms: row[4].int(),
+        signature: row[5].take_blob().try_into().map_err(|_| {
+            AuditError::Corrupt("a checkpoint signature of the wrong length".into())
+        })?,
+    })
 }
 
 /// Whether `proof` shows that `record` is record `seq` of the tree of `size` records whose
