@@ -625,7 +625,14 @@ async fn node_runs_on_postgres_from_the_command_line() {
     })
     .await
     .unwrap();
-    let (mut child, base) = start_node_with(&["--postgres", &schema_url]);
+    // The node's keys (its own clients', the access log's) stay in a directory of the test's.
+    let keys = tempfile::tempdir().unwrap();
+    let (mut child, base) = start_node_with(&[
+        "--postgres",
+        &schema_url,
+        "--data",
+        keys.path().to_str().unwrap(),
+    ]);
     let client = reqwest::Client::new();
     let created: Value = client
         .post(format!("{base}/Patient"))
