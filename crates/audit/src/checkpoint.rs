@@ -30,6 +30,68 @@ pub enum CheckpointError {
     /// The signature is not the key's over the checkpoint.
     #[error("the checkpoint of size {0} is not signed by this key")]
     BadSignature(u64),
+    /// A field of its wire form ([`CheckpointJson`]) is not the bytes it must be.
+    #[error("checkpoint.{field} must be {bytes} bytes in base64")]
+    Malformed {
+        /// The field.
+        field: &'static str,
+        /// How many bytes it must hold.
+        bytes: usize,
+    },
+}
+
+/// A checkpoint as it travels between a node and the hub: its fields, hashes and the
+/// signature in standard base64 (as in a C2SP checkpoint).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointJson {
+    /// Whose log: the organisation's URA.
+    pub origin: String,
+    /// Records in the log.
+    pub size: u64,
+    /// RFC 6962 root of those records.
+    pub root: String,
+    /// The chain value of the last record.
+    pub chain: String,
+    /// When the log's owner signed it, epoch milliseconds.
+    pub signed_ms: i64,
+    /// Ed25519 over the checkpoint's text.
+    pub signature: String,
+}
+
+impl CheckpointJson {
+    /// The wire form of a checkpoint.
+    pub fn of(checkpoint: &Checkpoint) -> CheckpointJson {
+        CheckpointJson {
+            origin: checkpoint.origin.clone(),
+            size: checkpoint.size,
+            root: STANDARD.encode(checkpoint.root.0),
+            chain: STANDARD.encode(checkpoint.chain.0),
+            signed_ms: checkpoint.signed_ms,
+            signature: STANDARD.encode(checkpoint.signature),
+        }
+    }
+
+    /// The checkpoint it names, or the first malformed field.
+    pub fn parse(&self) -> Result<Checkpoint, CheckpointError> {
+        Ok(Checkpoint {
+            origin: self.origin.clone(),
+            size: self.size,
+            root: Hash(decode("root", &self.root)?),
+            chain: Hash(decode("chain", &self.chain)?),
+            signed_ms: self.signed_ms,
+            signature: decode("signature", &self.signature)?,
+        })
+    }
+}
+
+/// `N` bytes from standard base64, or [`CheckpointError::Malformed`] naming `field`.
+fn decode<const N: usize>(field: &'static str, text: &str) -> Result<[u8; N], CheckpointError> {
+    STANDARD
+        .decode(text)
+        .ok()
+        .and_then(|bytes| <[u8; N]>::try_from(bytes).ok())
+        .ok_or(CheckpointError::Malformed { field, bytes: N })
 }
 
 impl Checkpoint {

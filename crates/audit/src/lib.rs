@@ -44,7 +44,7 @@ mod sink;
 mod verify;
 
 pub use chain::{ChainKey, checkpoint_key};
-pub use checkpoint::{Checkpoint, CheckpointError};
+pub use checkpoint::{Checkpoint, CheckpointError, CheckpointJson};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use log::{AuditError, AuditLog, MIGRATIONS, check_consistency, check_inclusion};
 pub use monitor::{
@@ -54,7 +54,10 @@ pub use monitor::{
     DEFAULT_UNRELATED_PATIENTS_WINDOW_S, ENTRIES_TRACKED_MAX, ID_BYTES_MAX, LIMIT_MAX, Monitor,
     MonitorRules, PATIENTS_PER_ENTRY_MAX, Rule, RulesError, WINDOW_S_MAX, WINDOWS_TRACKED_MAX,
 };
-pub use place::{AUDIT_DATABASE_FILE, database_beside};
+pub use place::{
+    AUDIT_DATABASE_FILE, CHAIN_KEY_FILE, CHECKPOINT_INTERVAL, CHECKPOINT_KEY_FILE, database_beside,
+    open_beside, sign_checkpoint, start,
+};
 pub use record::{Agent, AgentKind, AuditRecord};
 pub use search::{
     AgentFilter, EntityFilter, Found, LogPage, LogQuery, MAX_RECORDS_EXAMINED_PER_PAGE,

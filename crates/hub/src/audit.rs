@@ -16,9 +16,9 @@
 //! can put one where it does not belong), when, and the outcome (the status). When the record
 //! cannot be made durable the answer is replaced by a 503, so nothing is served unlogged.
 //!
-//! The log lives in the hub's database beside the modules' tables, chained with the key in
-//! [`CHAIN_KEY_FILE`] and checkpointed every [`CHECKPOINT_INTERVAL`] with the key in
-//! [`CHECKPOINT_KEY_FILE`] (the node's file names, so `zorgnet audit verify` reads both).
+//! The log lies beside the hub's database and is kept as a node keeps its own
+//! ([`zorgnet_audit::open_beside`]: the same files in the data directory, so
+//! `zorgnet audit verify` reads both), checkpointed every [`CHECKPOINT_INTERVAL`].
 //! What it is not: a log of the nodes' accesses (each node keeps its own; the hub keeps their
 //! checkpoints, [`crate::audit_checkpoints`]).
 
@@ -31,19 +31,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 use zorgnet_audit::{
-    Agent, AgentKind, AuditLog, AuditRecord, AuditSink, ChainKey, SigningKey, checkpoint_key,
+    Agent, AgentKind, AuditLog, AuditRecord, AuditSink, CHECKPOINT_INTERVAL, SigningKey,
+    sign_checkpoint,
 };
 use zorgnet_db::Database;
 use zorgnet_trust::certificate::PeerIdentity;
 
-/// Where the hub keeps its access log's chain key, in its data directory (the node's name).
-pub const CHAIN_KEY_FILE: &str = "audit-chain.key";
-/// Where the hub keeps the Ed25519 key that signs its access log's checkpoints.
-pub const CHECKPOINT_KEY_FILE: &str = "audit-checkpoint.key";
-/// How often the hub signs a checkpoint of its access log (when records were added).
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 /// The origin line of the hub's checkpoints.
 pub const CHECKPOINT_ORIGIN: &str = "zorgnet-hub";
 /// The agent id of the hub's operator in its records.
@@ -71,25 +65,12 @@ pub struct HubAudit {
 }
 
 impl HubAudit {
-    /// Opens (creating on first start) the access log beside `db`
-    /// ([`zorgnet_audit::database_beside`]: a SQLite file of its own in `data`, or `db` on
-    /// PostgreSQL), with the keys in `data` (made
-    /// on first use), and starts its writer. Blocking.
+    /// Opens (creating on first start) the access log beside `db`, with the keys in `data`
+    /// (made on first use), as [`zorgnet_audit::open_beside`] does, and starts its writer.
+    /// Blocking.
     pub fn open(db: &Database, data: &Path) -> Result<HubAudit, HubError> {
-        let io = |file: &str| {
-            let path = data.join(file);
-            move |source| HubError::Io { path, source }
-        };
-        let key =
-            ChainKey::load_or_create(&data.join(CHAIN_KEY_FILE)).map_err(io(CHAIN_KEY_FILE))?;
-        let signer =
-            checkpoint_key(&data.join(CHECKPOINT_KEY_FILE)).map_err(io(CHECKPOINT_KEY_FILE))?;
-        let log = Arc::new(
-            AuditLog::open(zorgnet_audit::database_beside(db, data)?, key)
-                .map_err(|e| HubError::Setup(format!("the access log: {e}")))?,
-        );
-        let sink = AuditSink::start(log.clone())
-            .map_err(|e| HubError::Setup(format!("the access log's writer: {e}")))?;
+        let (log, sink, signer) = zorgnet_audit::open_beside(db, data)
+            .map_err(|e| HubError::Setup(format!("the access log: {e}")))?;
         Ok(HubAudit { log, sink, signer })
     }
 
@@ -103,23 +84,7 @@ impl HubAudit {
     pub(crate) async fn keep_checkpoints(log: Arc<AuditLog>, signer: SigningKey) {
         loop {
             tokio::time::sleep(CHECKPOINT_INTERVAL).await;
-            let (log, signer) = (log.clone(), signer.clone());
-            match tokio::task::spawn_blocking(move || {
-                log.checkpoint(&signer, CHECKPOINT_ORIGIN, zorgnet_db::now_ms())
-            })
-            .await
-            {
-                Ok(Ok(checkpoint)) => tracing::debug!(
-                    size = checkpoint.size,
-                    "signed a checkpoint of the hub's access log"
-                ),
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "could not sign a checkpoint of the hub's access log")
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "the hub's access log checkpoint task failed")
-                }
-            }
+            sign_checkpoint(&log, &signer, CHECKPOINT_ORIGIN).await;
         }
     }
 

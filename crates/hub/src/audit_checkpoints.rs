@@ -43,7 +43,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use zorgnet_audit::{Checkpoint, Hash, VerifyingKey, check_consistency};
+use zorgnet_audit::{Checkpoint, CheckpointJson, Hash, VerifyingKey, check_consistency};
 use zorgnet_db::sql::{Conn, Row, SqlValue};
 use zorgnet_db::{Database, DbError, Migration};
 use zorgnet_fhir::datetime::format_instant;
@@ -105,49 +105,10 @@ pub fn routes() -> Router<Arc<HubState>> {
         .route("/{ura}/conflicts", get(conflicts))
 }
 
-/// A checkpoint as it travels: the fields of `zorgnet_audit::Checkpoint`, hashes and the
-/// signature in standard base64 (as in a C2SP checkpoint).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CheckpointJson {
-    /// Whose log: the organisation's URA.
-    pub origin: String,
-    /// Records in the log.
-    pub size: u64,
-    /// RFC 6962 root of those records.
-    pub root: String,
-    /// The chain value of the last record.
-    pub chain: String,
-    /// When the node signed it, epoch milliseconds.
-    pub signed_ms: i64,
-    /// Ed25519 over the checkpoint's text.
-    pub signature: String,
-}
-
-impl CheckpointJson {
-    /// The wire form of a checkpoint.
-    pub fn of(checkpoint: &Checkpoint) -> CheckpointJson {
-        CheckpointJson {
-            origin: checkpoint.origin.clone(),
-            size: checkpoint.size,
-            root: STANDARD.encode(checkpoint.root.0),
-            chain: STANDARD.encode(checkpoint.chain.0),
-            signed_ms: checkpoint.signed_ms,
-            signature: STANDARD.encode(checkpoint.signature),
-        }
-    }
-
-    /// The checkpoint it names, or a 400 naming the malformed field.
-    pub fn parse(&self) -> Result<Checkpoint, ApiError> {
-        Ok(Checkpoint {
-            origin: self.origin.clone(),
-            size: self.size,
-            root: Hash(decode("checkpoint.root", &self.root)?),
-            chain: Hash(decode("checkpoint.chain", &self.chain)?),
-            signed_ms: self.signed_ms,
-            signature: decode("checkpoint.signature", &self.signature)?,
-        })
-    }
+/// The checkpoint `json` names, or a 400 naming the malformed field.
+fn parsed(json: &CheckpointJson) -> Result<Checkpoint, ApiError> {
+    json.parse()
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// A request to keep a checkpoint.
@@ -323,7 +284,7 @@ async fn publish(
 
 /// Checks a publication's form and signature (a 400 or 422 when they do not hold).
 fn check(ura: String, publication: Publication) -> Result<Checked, ApiError> {
-    let checkpoint = publication.checkpoint.parse()?;
+    let checkpoint = parsed(&publication.checkpoint)?;
     if checkpoint.origin != ura {
         return Err(ApiError::unprocessable(format!(
             "the checkpoint's origin {:?} is not the organisation's URA {ura}",
@@ -409,7 +370,7 @@ fn keep(db: &Database, checked: Checked) -> Result<Outcome, ApiError> {
         let Some(held) = latest_of(conn, &checked.ura)? else {
             return Ok(Outcome::Kept(insert(conn, &checked, now)?));
         };
-        let old = held.checkpoint.parse()?;
+        let old = parsed(&held.checkpoint)?;
         if new.size < old.size {
             return refuse(
                 conn,
@@ -723,15 +684,18 @@ mod tests {
     #[test]
     fn a_checkpoint_reads_back_from_its_wire_form() {
         let (checkpoint, _) = signed(7);
-        assert_eq!(CheckpointJson::of(&checkpoint).parse().unwrap(), checkpoint);
+        assert_eq!(
+            parsed(&CheckpointJson::of(&checkpoint)).unwrap(),
+            checkpoint
+        );
         let mut broken = CheckpointJson::of(&checkpoint);
         broken.root = "not base64!".into();
         assert_eq!(
-            broken.parse().unwrap_err().detail,
+            parsed(&broken).unwrap_err().detail,
             "checkpoint.root must be 32 bytes in base64"
         );
         broken.root = STANDARD.encode([1; 31]);
-        assert_eq!(broken.parse().unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(parsed(&broken).unwrap_err().status, StatusCode::BAD_REQUEST);
     }
 
     #[test]

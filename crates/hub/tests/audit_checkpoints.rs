@@ -12,8 +12,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use support::{TestHub, call_hub};
+use zorgnet_audit::CheckpointJson;
 use zorgnet_audit::{AuditLog, ChainKey, Checkpoint, SigningKey};
-use zorgnet_hub::audit_checkpoints::CheckpointJson;
 use zorgnet_node::checkpoints::{PublishError, Published, publish_once};
 use zorgnet_node::hub_client::HubClientError;
 

@@ -9,7 +9,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use support::{TestHub, call_hub};
 use zorgnet_audit::{AgentKind, AuditRecord};
-use zorgnet_hub::audit::{CHAIN_KEY_FILE, CHECKPOINT_KEY_FILE, OPERATOR_AGENT_ID};
+use zorgnet_audit::{CHAIN_KEY_FILE, CHECKPOINT_KEY_FILE};
+use zorgnet_hub::audit::OPERATOR_AGENT_ID;
 
 const GP: &str = "00000011";
 const UZI: &str = "900000017";

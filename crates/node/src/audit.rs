@@ -29,36 +29,21 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use zorgnet_audit::{
     Agent, AgentKind, AuditError, AuditLog, AuditRecord, AuditSink, ChainKey, Monitor, Rule,
-    SigningKey, checkpoint_key, database_beside,
+    SigningKey,
 };
-use zorgnet_db::Database;
 use zorgnet_fhir::IssueCode;
 use zorgnet_rest::error::FhirError;
 use zorgnet_store::{PolicyFacts, Store};
 use zorgnet_trust::certificate::PeerIdentity;
 
-/// Where a node keeps its access log's chain key, in its data directory.
-pub const CHAIN_KEY_FILE: &str = "audit-chain.key";
-/// Where a node keeps the Ed25519 key that signs its access log's checkpoints.
-pub const CHECKPOINT_KEY_FILE: &str = "audit-checkpoint.key";
-
-/// Opens the node's access log beside its store ([`database_beside`]: its own SQLite file
-/// in `data`, or the store's PostgreSQL database), chained with the key in `data`'s
-/// [`CHAIN_KEY_FILE`] (both keys are made on first use), and starts its writer; returns the
-/// log, its sink and the key that signs its checkpoints. Blocking.
+/// Opens the node's access log beside its store ([`zorgnet_audit::open_beside`]: its own
+/// SQLite file in `data`, or the store's PostgreSQL database, the keys in `data`), and starts
+/// its writer; returns the log, its sink and the key that signs its checkpoints. Blocking.
 pub fn open(
     store: &Store,
     data: &Path,
 ) -> Result<(Arc<AuditLog>, AuditSink, SigningKey), AuditError> {
-    let key_error = |file: &str, e: std::io::Error| {
-        AuditError::Key(format!("{}: {e}", data.join(file).display()))
-    };
-    let key = ChainKey::load_or_create(&data.join(CHAIN_KEY_FILE))
-        .map_err(|e| key_error(CHAIN_KEY_FILE, e))?;
-    let signer = checkpoint_key(&data.join(CHECKPOINT_KEY_FILE))
-        .map_err(|e| key_error(CHECKPOINT_KEY_FILE, e))?;
-    let (log, sink) = open_in(database_beside(store.database(), data)?, key)?;
-    Ok((log, sink, signer))
+    zorgnet_audit::open_beside(store.database(), data)
 }
 
 /// [`open`] with a key at hand, the log in the store's own database (tests). Blocking.
@@ -66,15 +51,7 @@ pub fn open_with_key(
     store: &Store,
     key: ChainKey,
 ) -> Result<(Arc<AuditLog>, AuditSink), AuditError> {
-    open_in(store.database().clone(), key)
-}
-
-/// Opens the access log in `db`, chained with `key`, and starts its writer. Blocking.
-pub fn open_in(db: Database, key: ChainKey) -> Result<(Arc<AuditLog>, AuditSink), AuditError> {
-    let log = Arc::new(AuditLog::open(db, key)?);
-    let sink = AuditSink::start(log.clone())
-        .map_err(|e| AuditError::Unavailable(format!("starting the writer: {e}")))?;
-    Ok((log, sink))
+    zorgnet_audit::start(store.database().clone(), key)
 }
 
 /// What the layers after the access log's learned of a request, for its record.

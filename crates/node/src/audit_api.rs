@@ -397,7 +397,7 @@ async fn proof(
                 IssueCode::Conflict,
                 format!(
                     "AuditEvent/{seq} is not yet in a signed checkpoint; the node signs one every {} s",
-                    crate::checkpoints::CHECKPOINT_INTERVAL.as_secs()
+                    zorgnet_audit::CHECKPOINT_INTERVAL.as_secs()
                 ),
             )
         })?;

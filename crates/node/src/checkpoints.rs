@@ -14,11 +14,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Duration;
-use zorgnet_audit::{AuditError, AuditLog, Checkpoint, Hash, SigningKey, VerifyingKey};
-
-/// How often a node signs a checkpoint of its access log (when records were added).
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+use zorgnet_audit::{
+    AuditError, AuditLog, CHECKPOINT_INTERVAL, Checkpoint, CheckpointJson, Hash, SigningKey,
+    VerifyingKey, sign_checkpoint,
+};
 
 /// Why a checkpoint could not be published.
 #[derive(Debug, thiserror::Error)]
@@ -57,27 +56,8 @@ pub async fn keep_checkpoints(
     let key = signer.verifying_key();
     loop {
         tokio::time::sleep(CHECKPOINT_INTERVAL).await;
-        let (signing, signer, signed_origin) = (log.clone(), signer.clone(), origin.clone());
-        let checkpoint = match tokio::task::spawn_blocking(move || {
-            signing.checkpoint(&signer, &signed_origin, zorgnet_db::now_ms())
-        })
-        .await
-        {
-            Ok(Ok(checkpoint)) => {
-                tracing::debug!(
-                    size = checkpoint.size,
-                    "signed a checkpoint of the access log"
-                );
-                checkpoint
-            }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "could not sign a checkpoint of the access log");
-                continue;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the access log's checkpoint task failed");
-                continue;
-            }
+        let Some(checkpoint) = sign_checkpoint(&log, &signer, &origin).await else {
+            continue;
         };
         if let Some(hub) = &hub {
             match publish_once(&log, hub, &checkpoint, &key).await {
@@ -129,14 +109,7 @@ pub async fn publish_once(
         _ => Vec::new(),
     };
     let body = json!({
-        "checkpoint": {
-            "origin": checkpoint.origin,
-            "size": checkpoint.size,
-            "root": STANDARD.encode(checkpoint.root.0),
-            "chain": STANDARD.encode(checkpoint.chain.0),
-            "signed_ms": checkpoint.signed_ms,
-            "signature": STANDARD.encode(checkpoint.signature),
-        },
+        "checkpoint": CheckpointJson::of(checkpoint),
         "key": STANDARD.encode(key.to_bytes()),
         "previous_size": previous_size,
         "proof": proof.iter().map(|hash| STANDARD.encode(hash.0)).collect::<Vec<_>>(),

@@ -201,7 +201,7 @@ fn log_database(data: &std::path::Path, postgres: Option<&str>) -> Result<Databa
 
 /// The node's access log, to read.
 fn open_log(data: &std::path::Path, postgres: Option<&str>) -> Result<AuditLog> {
-    let key_file = data.join(zorgnet_node::audit::CHAIN_KEY_FILE);
+    let key_file = data.join(zorgnet_audit::CHAIN_KEY_FILE);
     if !key_file.is_file() {
         bail!(
             "no access log's chain key at {}: is {} a node's data directory?",
@@ -338,7 +338,7 @@ fn export_log(
 }
 
 fn verify_log(data: &std::path::Path, postgres: Option<&str>) -> Result<()> {
-    let key_file = data.join(zorgnet_node::audit::CHAIN_KEY_FILE);
+    let key_file = data.join(zorgnet_audit::CHAIN_KEY_FILE);
     if !key_file.is_file() {
         bail!(
             "no access log's chain key at {}: is {} a node's data directory?",
@@ -348,7 +348,7 @@ fn verify_log(data: &std::path::Path, postgres: Option<&str>) -> Result<()> {
     }
     let key = ChainKey::load_or_create(&key_file)
         .with_context(|| format!("read the chain key at {}", key_file.display()))?;
-    let signer_file = data.join(zorgnet_node::audit::CHECKPOINT_KEY_FILE);
+    let signer_file = data.join(zorgnet_audit::CHECKPOINT_KEY_FILE);
     let owner = match signer_file.is_file() {
         true => Some(
             checkpoint_key(&signer_file)

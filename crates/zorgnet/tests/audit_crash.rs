@@ -39,7 +39,7 @@ async fn logged_requests(
     open: impl Fn() -> Database + Send + 'static,
     data: &Path,
 ) -> Vec<AuditRecord> {
-    let key_file = data.join(zorgnet_node::audit::CHAIN_KEY_FILE);
+    let key_file = data.join(zorgnet_audit::CHAIN_KEY_FILE);
     tokio::task::spawn_blocking(move || {
         let key = ChainKey::load_or_create(&key_file).unwrap();
         let log = AuditLog::open(open(), key).unwrap();
