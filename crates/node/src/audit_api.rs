@@ -24,7 +24,10 @@
 //! Reading the log is itself logged, by the access log's layer like every request.
 //!
 //! The log is served by a router wrapped with [`served`]; without it these routes answer
-//! 404.
+//! 404, and the CapabilityStatement does not name AuditEvent. With it, the
+//! CapabilityStatement lists AuditEvent with exactly what these routes serve ([`SERVED`]).
+//! Either way the node's resource store never holds an AuditEvent ([`EXTERNAL`]): no write,
+//! direct or in a Bundle, puts one there, and no read asks the store for one.
 
 use crate::AppState;
 use axum::Extension;
@@ -44,7 +47,9 @@ use zorgnet_audit::{
 };
 use zorgnet_fhir::IssueCode;
 use zorgnet_fhir::datetime::parse_date_range;
+use zorgnet_rest::capability::{ServedParam, ServedType, ServedTypes};
 use zorgnet_rest::error::{FHIR_JSON, FhirError};
+use zorgnet_rest::{ExternalType, OperationRef};
 
 /// Records a page holds when `_count` is not given.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -55,6 +60,55 @@ const _: () = assert!(MAX_PAGE_SIZE <= zorgnet_audit::MAX_RECORDS_PER_PAGE);
 /// Most Patients one search names.
 pub const MAX_PATIENTS_PER_SEARCH: usize = 10;
 
+/// AuditEvent as a type the node's store never holds: the access log is its only source.
+pub const EXTERNAL: ExternalType = ExternalType {
+    resource_type: "AuditEvent",
+    source: "AuditEvents are this node's access log, written by the node alone and read at \
+        GET /fhir/AuditEvent (search), /fhir/AuditEvent/{id} and /fhir/AuditEvent/{id}/$proof",
+};
+
+/// The canonical URL of the `$proof` operation's definition.
+pub const PROOF_DEFINITION: &str = "http://zorgnet.nl/fhir/OperationDefinition/AuditEvent-proof";
+
+/// What these routes serve, as the CapabilityStatement of a router wrapped with [`served`]
+/// lists it.
+pub const SERVED: ServedType = ServedType {
+    resource_type: "AuditEvent",
+    interactions: &["read", "search-type"],
+    search_params: &[
+        ServedParam {
+            name: "patient",
+            param_type: "reference",
+            definition: Some("http://hl7.org/fhir/SearchParameter/AuditEvent-patient"),
+            documentation: "Patient/{id} or {id}; a comma-separated list for any of them",
+        },
+        ServedParam {
+            name: "agent",
+            param_type: "token",
+            definition: None,
+            documentation: "http://fhir.nl/fhir/NamingSystem/uzi-nr-pers|{UZI number}, \
+                http://fhir.nl/fhir/NamingSystem/ura|{URA}, {issuer}|{subject} of a citizen, \
+                or a bare value for an agent's id or its organisation",
+        },
+        ServedParam {
+            name: "date",
+            param_type: "date",
+            definition: Some("http://hl7.org/fhir/SearchParameter/AuditEvent-date"),
+            documentation: "with the prefixes eq, ge, gt, le and lt; repeatable",
+        },
+        ServedParam {
+            name: "entity",
+            param_type: "reference",
+            definition: Some("http://hl7.org/fhir/SearchParameter/AuditEvent-entity"),
+            documentation: "Type or Type/id the request was about",
+        },
+    ],
+    operations: &[OperationRef {
+        name: "proof",
+        definition: PROOF_DEFINITION,
+    }],
+};
+
 /// The log a node serves, in every request of a router wrapped with [`served`].
 #[derive(Clone)]
 pub(crate) struct ServedLog(pub(crate) Arc<AuditLog>);
@@ -62,7 +116,9 @@ pub(crate) struct ServedLog(pub(crate) Arc<AuditLog>);
 /// Serves `log` (the node's own, from [`crate::audit::open`]) at `/fhir/AuditEvent` of
 /// `router` (a node's, from [`crate::router_in_network`]).
 pub fn served(router: Router, log: Arc<AuditLog>) -> Router {
-    router.layer(Extension(ServedLog(log)))
+    router
+        .layer(Extension(ServedLog(log)))
+        .layer(Extension(ServedTypes(vec![SERVED])))
 }
 
 /// Which records a request may reach, as the access layer decided.
@@ -87,6 +143,16 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/fhir/AuditEvent", get(search))
         .route("/fhir/AuditEvent/{seq}", get(read))
         .route("/fhir/AuditEvent/{seq}/$proof", get(proof))
+        .method_not_allowed_fallback(|| async { only_read() })
+}
+
+/// Every method but `GET` on the log's routes: nothing writes the log but the node.
+fn only_read() -> FhirError {
+    FhirError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        IssueCode::NotSupported,
+        EXTERNAL.refusal(),
+    )
 }
 
 /// Whether `path` is one of the access log's (the access layer's question).

@@ -35,6 +35,11 @@ use std::sync::Arc;
 use zorgnet_rest::OperationRef;
 use zorgnet_store::Store;
 
+/// The resource types a node's store never holds (AuditEvent: the access log is its only
+/// source); the node's FHIR server refuses to store or read them there, and `zorgnet import`
+/// refuses them too.
+pub const EXTERNAL_TYPES: [zorgnet_rest::ExternalType; 1] = [audit_api::EXTERNAL];
+
 /// Shared state of the node's own handlers and its access layer.
 pub struct AppState {
     /// The resource store.
@@ -86,11 +91,12 @@ pub fn router_in_network(
     } else {
         Vec::new()
     };
-    let fhir = zorgnet_rest::AppState::new(
+    let fhir = zorgnet_rest::AppState::with_external(
         store.clone(),
         identity.clone(),
         base_url.clone(),
         operations,
+        EXTERNAL_TYPES.to_vec(),
     );
     let state = Arc::new(AppState {
         store,

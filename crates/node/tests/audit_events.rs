@@ -3,7 +3,9 @@
 //! of whose Patients are theirs, whatever they try (someone else's patient, no patient, a
 //! list, a cursor, another record's id or its proof); professionals are refused; and a
 //! citizen checks a record's inclusion proof against the signed checkpoint without trusting
-//! the node. Reading the log is itself logged.
+//! the node. Reading the log is itself logged. No request, direct or in a Bundle, stores an
+//! AuditEvent in the resource store or reads one from it, and the CapabilityStatement names
+//! AuditEvent with exactly what is served, and only when the log is served.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -37,6 +39,11 @@ struct Node {
 }
 
 async fn start() -> Node {
+    start_with(true).await
+}
+
+/// A node whose router is wrapped with `audit_api::served` when `served`.
+async fn start_with(served: bool) -> Node {
     let idp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", idp_listener.local_addr().unwrap());
     let idp = DevIdp::new(IdpConfig {
@@ -98,7 +105,11 @@ async fn start() -> Node {
         oidc,
         audit,
     );
-    let router = zorgnet_node::audit_api::served(router, log.clone());
+    let router = if served {
+        zorgnet_node::audit_api::served(router, log.clone())
+    } else {
+        router
+    };
     tokio::spawn(zorgnet_node::serve(
         listener,
         router,
@@ -639,4 +650,232 @@ async fn a_citizen_verifies_the_proof_of_their_record_without_trusting_the_node(
         !check_inclusion(&proof, size, root, leaf + 1, &record),
         "at another place"
     );
+}
+
+impl Node {
+    /// Sends `body` with the node key, and reads the answer.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}/{path}", self.base))
+            .bearer_auth(ADMIN_KEY);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/fhir+json")
+                .body(body.to_string());
+        }
+        let answer = request.send().await.unwrap();
+        let status = answer.status();
+        let text = answer.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+/// A valid AuditEvent, as a client might try to store one.
+fn forged_event(id: Option<&str>) -> Value {
+    let mut event = json!({
+        "resourceType": "AuditEvent",
+        "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110110"},
+        "recorded": "2026-01-01T00:00:00Z",
+        "agent": [{"requestor": true, "who": {"display": "nobody"}}],
+        "source": {"observer": {"display": "a forger"}},
+    });
+    if let Some(id) = id {
+        event["id"] = json!(id);
+    }
+    event
+}
+
+fn assert_refused(status: StatusCode, body: &Value, context: &str) {
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{context}: {body}");
+    assert_eq!(
+        body["resourceType"], "OperationOutcome",
+        "{context}: {body}"
+    );
+}
+
+#[tokio::test]
+async fn no_request_puts_an_audit_event_in_the_store_or_reads_one_from_it() {
+    let node = start().await;
+    use reqwest::Method;
+    for (method, path, body) in [
+        (Method::POST, "AuditEvent", Some(forged_event(None))),
+        (Method::PUT, "AuditEvent/0", Some(forged_event(Some("0")))),
+        (
+            Method::PUT,
+            "AuditEvent?date=2026",
+            Some(forged_event(None)),
+        ),
+        (Method::DELETE, "AuditEvent/0", None),
+        (Method::DELETE, "AuditEvent?date=2026", None),
+        (Method::GET, "AuditEvent/0/_history", None),
+        (Method::GET, "AuditEvent/0/_history/1", None),
+        (Method::GET, "?_type=AuditEvent", None),
+        (Method::GET, "Patient?_revinclude=AuditEvent:patient", None),
+    ] {
+        let (status, answer) = node.send(method.clone(), path, body).await;
+        assert_refused(status, &answer, &format!("{method} {path}"));
+    }
+
+    let entries = [
+        json!({"resource": forged_event(None), "request": {"method": "POST", "url": "AuditEvent"}}),
+        json!({"resource": forged_event(None),
+            "request": {"method": "POST", "url": "AuditEvent", "ifNoneExist": "date=2026"}}),
+        json!({"resource": forged_event(Some("0")), "request": {"method": "PUT", "url": "AuditEvent/0"}}),
+        json!({"resource": forged_event(None), "request": {"method": "PUT", "url": "AuditEvent?date=2026"}}),
+        json!({"request": {"method": "DELETE", "url": "AuditEvent/0"}}),
+        json!({"request": {"method": "DELETE", "url": "AuditEvent?date=2026"}}),
+        // Served at GET /fhir/AuditEvent/0 by the access log's own policy, which a Bundle's
+        // entries do not pass: not read in a Bundle.
+        json!({"request": {"method": "GET", "url": "AuditEvent/0"}}),
+    ];
+    let patient = |id: &str| {
+        json!({"resource": {"resourceType": "Patient", "id": id},
+            "request": {"method": "PUT", "url": format!("Patient/{id}")}})
+    };
+    for (i, entry) in entries.iter().enumerate() {
+        let context = format!("transaction with {}", entry["request"]);
+        let id = format!("p-tx-{i}");
+        let transaction = json!({"resourceType": "Bundle", "type": "transaction",
+            "entry": [patient(&id), entry]});
+        let (status, answer) = node.send(Method::POST, "", Some(transaction)).await;
+        assert_refused(status, &answer, &context);
+        let diagnostics = answer["issue"][0]["diagnostics"].as_str().unwrap();
+        assert!(
+            diagnostics
+                .starts_with("Bundle.entry[1]: AuditEvent is not kept in the resource store"),
+            "{context}: {diagnostics}"
+        );
+        let (status, _) = node.send(Method::GET, &format!("Patient/{id}"), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{context}: nothing stored");
+    }
+
+    let mut batch = vec![patient("p-batch")];
+    batch.extend(entries.iter().cloned());
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": batch});
+    let (status, answer) = node.send(Method::POST, "", Some(batch)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let statuses: Vec<&str> = answer["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    let mut expected = vec!["201 Created"];
+    expected.extend(entries.iter().map(|_| "405 Method Not Allowed"));
+    assert_eq!(statuses, expected, "{answer}");
+
+    let (status, history) = node.send(Method::GET, "_history?_count=1000", None).await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    assert!(
+        history["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["resource"]["resourceType"] != "AuditEvent"),
+        "the store holds no AuditEvent: {history}"
+    );
+    let (status, _) = node.send(Method::GET, "AuditEvent/0", None).await;
+    assert_eq!(status, StatusCode::OK, "the log itself is still served");
+}
+
+/// The CapabilityStatement's entry for `resource_type`, if it lists one.
+fn capability_of(metadata: &Value, resource_type: &str) -> Option<Value> {
+    metadata["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == resource_type)
+        .cloned()
+}
+
+fn codes(values: &Value, key: &str) -> Vec<String> {
+    let mut codes: Vec<String> = values
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| v[key].as_str().unwrap().to_string())
+        .collect();
+    codes.sort();
+    codes
+}
+
+#[tokio::test]
+async fn the_capability_statement_lists_the_log_as_it_is_served() {
+    let node = start().await;
+    let admin = ADMIN_KEY;
+    let (status, metadata) = node.get(admin, "metadata").await;
+    assert_eq!(status, StatusCode::OK);
+    let audit = capability_of(&metadata, "AuditEvent").expect("AuditEvent is listed");
+    assert_eq!(
+        codes(&audit["interaction"], "code"),
+        ["read", "search-type"]
+    );
+    assert_eq!(
+        codes(&audit["searchParam"], "name"),
+        ["agent", "date", "entity", "patient"]
+    );
+    assert_eq!(codes(&audit["operation"], "name"), ["proof"]);
+    assert_eq!(audit["conditionalDelete"], "not-supported");
+    assert_eq!(audit["readHistory"], false);
+    assert!(capability_of(&metadata, "Patient").is_some());
+
+    // What it claims works; what it leaves out does not.
+    let samples = [
+        ("patient", "Patient/p-anna"),
+        ("agent", "00000011"),
+        ("date", "ge2020-01-01"),
+        ("entity", "Patient"),
+    ];
+    for param in audit["searchParam"].as_array().unwrap() {
+        let name = param["name"].as_str().unwrap();
+        let value = samples.iter().find(|(n, _)| *n == name).unwrap().1;
+        let (status, body) = node.get(admin, &format!("AuditEvent?{name}={value}")).await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
+        assert!(!events(&body).is_empty(), "{name}={value} finds records");
+    }
+    let seq = node.seqs_of(&["p-anna"]).await[0];
+    node.checkpoint().await;
+    for path in [
+        format!("AuditEvent/{seq}"),
+        format!("AuditEvent/{seq}/$proof"),
+    ] {
+        let (status, body) = node.get(admin, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    use reqwest::Method;
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "AuditEvent".to_string(),
+            Some(forged_event(None)),
+        ),
+        (
+            Method::PUT,
+            format!("AuditEvent/{seq}"),
+            Some(forged_event(Some("1"))),
+        ),
+        (Method::DELETE, format!("AuditEvent/{seq}"), None),
+        (Method::GET, format!("AuditEvent/{seq}/_history"), None),
+        (Method::GET, format!("AuditEvent/{seq}/_history/1"), None),
+    ] {
+        let (status, answer) = node.send(method.clone(), &path, body).await;
+        assert_refused(status, &answer, &format!("{method} {path}"));
+    }
+
+    let unserved = start_with(false).await;
+    let (status, metadata) = unserved.get(admin, "metadata").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        capability_of(&metadata, "AuditEvent").is_none(),
+        "a node that does not serve its log does not name AuditEvent"
+    );
+    assert!(capability_of(&metadata, "Patient").is_some());
+    let (status, _) = unserved.get(admin, "AuditEvent?patient=p-anna").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

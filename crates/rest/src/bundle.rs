@@ -6,7 +6,8 @@
 //! store call on the store's bulk path ([`zorgnet_store::Store::import`]); each still gets its
 //! own outcome, and when that one transaction fails they are written one by one, so one bad
 //! entry never sinks the others. `Prefer: return=minimal` leaves the resources out of the
-//! response's write entries.
+//! response's write entries. An entry of an [`crate::ExternalType`], write or read, fails a
+//! transaction whole (405, naming the entry) and is a 405 entry of a batch.
 
 use crate::AppState;
 use crate::error::{FHIR_JSON, FhirError};
@@ -629,7 +630,7 @@ async fn transaction(
         .filter(|p| matches!(p.method.as_str(), "POST" | "PUT"))
     {
         let (resource_type, id, query) = split_url(&p.url);
-        interactions::check_type(resource_type).map_err(|e| entry_error(p.index, e))?;
+        interactions::check_stored(state, resource_type).map_err(|e| entry_error(p.index, e))?;
         let target = match (p.method.as_str(), id, query) {
             ("POST", _, _) => {
                 let fresh = uuid::Uuid::now_v7().to_string();
@@ -663,7 +664,7 @@ async fn transaction(
             continue;
         }
         let (resource_type, condition) = reference.split_once('?').unwrap_or((&reference, ""));
-        interactions::check_type(resource_type)?;
+        interactions::check_stored(state, resource_type)?;
         match resolve_condition(state, resource_type, condition).await? {
             Some(id) => {
                 references.insert(reference.clone(), format!("{resource_type}/{id}"));
@@ -690,11 +691,11 @@ async fn transaction(
     // A transaction succeeds or fails as a whole: a read it cannot make fails it before
     // anything is written.
     for p in order.iter().filter(|p| p.method == "GET") {
-        read_target(&p.url).map_err(|e| entry_error(p.index, e))?;
+        read_target(state, &p.url).map_err(|e| entry_error(p.index, e))?;
     }
     for p in order.iter().filter(|p| p.method != "GET") {
         let (resource_type, _, _) = split_url(&p.url);
-        interactions::check_type(resource_type).map_err(|e| entry_error(p.index, e))?;
+        interactions::check_stored(state, resource_type).map_err(|e| entry_error(p.index, e))?;
         let op = match p.method.as_str() {
             "DELETE" => delete_op(state, p),
             method => {
@@ -782,21 +783,23 @@ fn error_entry(error: FhirError) -> Value {
     }})
 }
 
-/// The `Type/id` a GET entry reads: a known type and a valid id, nothing else.
-fn read_target(url: &str) -> Result<(&str, &str), FhirError> {
+/// The `Type/id` a GET entry reads: a type the store holds and a valid id, nothing else. (An
+/// external type is not read in a Bundle: its source is the embedder's, behind the
+/// embedder's own routes and their access rules, which a Bundle's entries do not pass.)
+fn read_target<'a>(state: &AppState, url: &'a str) -> Result<(&'a str, &'a str), FhirError> {
     let (resource_type, id, _) = split_url(url);
     let Some(id) = id.filter(|id| !id.contains('/')) else {
         return Err(FhirError::bad_request(
             "GET in a bundle supports Type/id reads only",
         ));
     };
-    interactions::check_type(resource_type)?;
+    interactions::check_stored(state, resource_type)?;
     interactions::check_id(id)?;
     Ok((resource_type, id))
 }
 
 async fn read_entry(state: &AppState, base: &str, url: &str) -> Value {
-    let (resource_type, id) = match read_target(url) {
+    let (resource_type, id) = match read_target(state, url) {
         Ok(target) => target,
         Err(e) => return error_entry(e),
     };
@@ -863,7 +866,7 @@ fn prepare_updates(state: &AppState, updates: Vec<Planned>) -> PreparedUpdates {
     for mut p in updates {
         let (resource_type, id, _) = split_url(&p.url);
         let (resource_type, id) = (resource_type.to_string(), id.unwrap_or("").to_string());
-        let op = interactions::check_type(&resource_type).and_then(|()| {
+        let op = interactions::check_stored(state, &resource_type).and_then(|()| {
             let resource = p
                 .resource
                 .take()
@@ -977,7 +980,7 @@ async fn batch_entry(state: &AppState, base: &str, p: &Planned) -> Result<Value,
     if p.method == "GET" {
         return Ok(read_entry(state, base, &p.url).await);
     }
-    interactions::check_type(resource_type)?;
+    interactions::check_stored(state, resource_type)?;
     let op = match p.method.as_str() {
         "DELETE" => delete_op(state, p)?,
         method => {

@@ -2,15 +2,88 @@
 //! types the model knows, the search parameters the registry can evaluate for each, and the
 //! interactions and operations the router serves. Nothing is listed that does not work:
 //! `$localize` and `$fetch` only when the node runs in a network, and JSON as the one format.
+//! An [`crate::ExternalType`] is listed only as the embedder's routes serve it, when the
+//! request carries a [`ServedTypes`] describing it (the node's access log, served as
+//! AuditEvent); otherwise not at all.
 
-use crate::AppState;
 use crate::error::FHIR_JSON;
+use crate::{AppState, OperationRef};
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use zorgnet_fhir::model::r4;
+
+/// A search parameter an embedder's routes take for a [`ServedType`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServedParam {
+    /// Its name in a query.
+    pub name: &'static str,
+    /// Its FHIR search parameter type (`reference`, `token`, `date`, …).
+    pub param_type: &'static str,
+    /// The canonical URL of the SearchParameter it implements, when it implements one.
+    pub definition: Option<&'static str>,
+    /// How it is written, as served.
+    pub documentation: &'static str,
+}
+
+/// What an embedder's own routes serve of an [`crate::ExternalType`]: the CapabilityStatement's
+/// entry for that type.
+#[derive(Debug, Clone, Copy)]
+pub struct ServedType {
+    /// The resource type.
+    pub resource_type: &'static str,
+    /// The interactions served, as CapabilityStatement codes (`read`, `search-type`).
+    pub interactions: &'static [&'static str],
+    /// The search parameters served.
+    pub search_params: &'static [ServedParam],
+    /// The operations served on the type or its instances.
+    pub operations: &'static [OperationRef],
+}
+
+/// The external types a router serves, in its requests' extensions (put there by the layer
+/// that serves them; the outermost such layer's list is the one listed).
+#[derive(Debug, Clone, Default)]
+pub struct ServedTypes(pub Vec<ServedType>);
+
+impl ServedType {
+    fn to_json(self) -> Value {
+        let params: Vec<Value> = self
+            .search_params
+            .iter()
+            .map(|p| {
+                let mut param =
+                    json!({"name": p.name, "type": p.param_type, "documentation": p.documentation});
+                if let Some(definition) = p.definition {
+                    param["definition"] = json!(definition);
+                }
+                param
+            })
+            .collect();
+        let mut resource = json!({
+            "type": self.resource_type,
+            "interaction": self.interactions.iter().map(|c| json!({"code": c})).collect::<Vec<_>>(),
+            "versioning": "no-version",
+            "readHistory": false,
+            "updateCreate": false,
+            "conditionalCreate": false,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": false,
+            "conditionalDelete": "not-supported",
+            "searchParam": params,
+        });
+        if !self.operations.is_empty() {
+            resource["operation"] = self
+                .operations
+                .iter()
+                .map(|op| json!({"name": op.name, "definition": op.definition}))
+                .collect();
+        }
+        resource
+    }
+}
 
 const TYPE_INTERACTIONS: [&str; 7] = [
     "read",
@@ -22,13 +95,25 @@ const TYPE_INTERACTIONS: [&str; 7] = [
     "create",
 ];
 
-pub(crate) async fn metadata(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn metadata(
+    State(state): State<Arc<AppState>>,
+    served: Option<Extension<ServedTypes>>,
+) -> Response {
     let base = state.base_url.clone();
     let registry = state.store.registry();
+    let served = served
+        .map(|Extension(ServedTypes(served))| served)
+        .unwrap_or_default();
     let resources: Vec<Value> = r4()
         .resource_types()
         .into_iter()
-        .map(|resource_type| {
+        .filter_map(|resource_type| {
+            if state.external(resource_type).is_some() {
+                return served
+                    .iter()
+                    .find(|s| s.resource_type == resource_type)
+                    .map(|s| s.to_json());
+            }
             let mut params: Vec<Value> = vec![
                 json!({"name": "_id", "type": "token"}),
                 json!({"name": "_lastUpdated", "type": "date"}),
@@ -57,7 +142,7 @@ pub(crate) async fn metadata(State(state): State<Arc<AppState>>) -> Response {
             if resource_type == "Patient" {
                 resource["operation"] = json!([{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]);
             }
-            resource
+            Some(resource)
         })
         .collect();
     let mut rest = json!({

@@ -77,6 +77,13 @@ pub(crate) fn check_type(resource_type: &str) -> Result<(), FhirError> {
     }
 }
 
+/// A known type whose resources the store holds (not one of the embedder's
+/// [`crate::ExternalType`]s, which are refused with 405).
+pub(crate) fn check_stored(state: &AppState, resource_type: &str) -> Result<(), FhirError> {
+    check_type(resource_type)?;
+    state.refuse_external(resource_type)
+}
+
 pub(crate) fn check_id(id: &str) -> Result<(), FhirError> {
     if zorgnet_fhir::validate::is_valid_id(id) {
         Ok(())
@@ -290,7 +297,7 @@ async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> AppResult {
-    check_type(&resource_type)?;
+    check_stored(&state, &resource_type)?;
     let resource = read_json_body(body).await?;
     validate_for(&resource, &resource_type)?;
     let if_none_exist = match headers.get("if-none-exist").and_then(|v| v.to_str().ok()) {
@@ -344,7 +351,7 @@ async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> AppResult {
-    check_type(&resource_type)?;
+    check_stored(&state, &resource_type)?;
     check_id(&id)?;
     let resource = read_json_body(body).await?;
     validate_for(&resource, &resource_type)?;
@@ -400,7 +407,7 @@ async fn conditional_update(
     headers: HeaderMap,
     body: Body,
 ) -> AppResult {
-    check_type(&resource_type)?;
+    check_stored(&state, &resource_type)?;
     let condition = url_condition(&state, &resource_type, raw.as_deref(), "update")?;
     let resource = read_json_body(body).await?;
     validate_for(&resource, &resource_type)?;
@@ -428,7 +435,7 @@ async fn conditional_delete(
     Path(resource_type): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> AppResult {
-    check_type(&resource_type)?;
+    check_stored(&state, &resource_type)?;
     let condition = url_condition(&state, &resource_type, raw.as_deref(), "delete")?;
     let outcome = state
         .store
@@ -455,7 +462,7 @@ async fn delete(
     State(state): AppStateRef,
     Path((resource_type, id)): Path<(String, String)>,
 ) -> AppResult {
-    check_type(&resource_type)?;
+    check_stored(&state, &resource_type)?;
     check_id(&id)?;
     let outcome = state
         .store
@@ -496,7 +503,7 @@ async fn read(
     State(state): AppStateRef,
     Path((resource_type, id)): Path<(String, String)>,
 ) -> AppResult {
-    check_type(&resource_type)?;
+    check_stored(&state, &resource_type)?;
     if id.starts_with('$') {
         return Err(unsupported_operation(&id, &resource_type));
     }
@@ -509,7 +516,7 @@ async fn vread(
     State(state): AppStateRef,
     Path((resource_type, id, version)): Path<(String, String, String)>,
 ) -> AppResult {
-    check_type(&resource_type)?;
+    check_stored(&state, &resource_type)?;
     check_id(&id)?;
     let version: i64 = version
         .parse()
@@ -532,7 +539,7 @@ async fn instance_operation(
     headers: HeaderMap,
     body: Body,
 ) -> AppResult {
-    check_type(&resource_type)?;
+    check_stored(&state, &resource_type)?;
     check_id(&id)?;
     match operation.as_str() {
         "_history" if method != Method::GET => Err(method_not_allowed()),
@@ -598,7 +605,7 @@ async fn type_history(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> AppResult {
-    check_type(&resource_type)?;
+    check_stored(&state, &resource_type)?;
     history(
         &state,
         &headers,
@@ -693,6 +700,7 @@ async fn everything(
                     check_type(t).map_err(|_| {
                         FhirError::bad_request(format!("unknown resource type '{t}' in _type"))
                     })?;
+                    state.refuse_external(t)?;
                     // Each distinct type once: a type repeated (tens of thousands of times
                     // fit in a body) would otherwise become as many bound values.
                     if !types.iter().any(|known| known == t) {
@@ -754,7 +762,7 @@ async fn search_get(
     constraint: Option<Extension<SearchConstraint>>,
     headers: HeaderMap,
 ) -> AppResult {
-    check_type(&resource_type)?;
+    check_stored(&state, &resource_type)?;
     let pairs = query_pairs(raw.as_deref());
     run_search(
         &state,
@@ -775,7 +783,7 @@ async fn search_post(
     headers: HeaderMap,
     body: Body,
 ) -> AppResult {
-    check_type(&resource_type)?;
+    check_stored(&state, &resource_type)?;
     let bytes = axum::body::to_bytes(body, SEARCH_BODY_LIMIT_BYTES)
         .await
         .map_err(|_| {
@@ -835,6 +843,13 @@ async fn run_search(
     for t in &query.types {
         check_type(t)
             .map_err(|_| FhirError::bad_request(format!("unknown resource type '{t}' in _type")))?;
+        state.refuse_external(t)?;
+    }
+    for include in query.include.iter().chain(&query.revinclude) {
+        state.refuse_external(&include.source_type)?;
+        if let Some(target) = &include.target_type {
+            state.refuse_external(target)?;
+        }
     }
     let mut warnings = Vec::new();
     if !query.unknown.is_empty() {

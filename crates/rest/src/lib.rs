@@ -17,7 +17,7 @@
 #![deny(missing_docs)]
 
 mod bundle;
-mod capability;
+pub mod capability;
 pub mod constraint;
 pub mod error;
 mod format;
@@ -61,6 +61,32 @@ pub struct OperationRef {
     pub definition: &'static str,
 }
 
+/// A resource type the store never holds: its resources come from a source of the embedder's
+/// (the node's access log is the only source of its AuditEvents), served, if at all, by the
+/// embedder's own routes. Every interaction the store would answer for it is refused with 405
+/// ([`AppState::refuse_external`]): create, update, delete, their conditional forms, read,
+/// vread, history and search, also as entries of a transaction (which then fails whole) or a
+/// batch (whose other entries proceed), and as a `_type` of a system search or `$everything`.
+/// The CapabilityStatement lists it only as [`capability::ServedTypes`] describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct ExternalType {
+    /// The resource type.
+    pub resource_type: &'static str,
+    /// Where its resources come from and where they are read, for the refusals' text
+    /// (`"AuditEvents are the node's access log, read at /fhir/AuditEvent"`).
+    pub source: &'static str,
+}
+
+impl ExternalType {
+    /// Why a resource of this type is not stored (the refusals' text).
+    pub fn refusal(&self) -> String {
+        format!(
+            "{} is not kept in the resource store: {}",
+            self.resource_type, self.source
+        )
+    }
+}
+
 /// Shared state of the FHIR handlers.
 pub struct AppState {
     /// The resource store.
@@ -72,6 +98,8 @@ pub struct AppState {
     pub base_url: String,
     /// Operations served beside the REST interactions (by the embedder's own routes).
     pub operations: Vec<OperationRef>,
+    /// Resource types the store never holds.
+    pub external: Vec<ExternalType>,
     metrics: PrometheusHandle,
 }
 
@@ -83,13 +111,45 @@ impl AppState {
         base_url: String,
         operations: Vec<OperationRef>,
     ) -> Arc<AppState> {
+        AppState::with_external(store, identity, base_url, operations, Vec::new())
+    }
+
+    /// The state of a FHIR server over `store` that never stores resources of the
+    /// `external` types.
+    pub fn with_external(
+        store: Store,
+        identity: NodeIdentity,
+        base_url: String,
+        operations: Vec<OperationRef>,
+        external: Vec<ExternalType>,
+    ) -> Arc<AppState> {
         Arc::new(AppState {
             store,
             identity,
             base_url,
             operations,
+            external,
             metrics: prometheus(),
         })
+    }
+
+    /// The external type `resource_type` is, if it is one.
+    pub fn external(&self, resource_type: &str) -> Option<&ExternalType> {
+        self.external
+            .iter()
+            .find(|e| e.resource_type == resource_type)
+    }
+
+    /// 405 when `resource_type` is an external type: the store is never asked about it.
+    pub fn refuse_external(&self, resource_type: &str) -> Result<(), error::FhirError> {
+        match self.external(resource_type) {
+            None => Ok(()),
+            Some(external) => Err(error::FhirError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                zorgnet_fhir::IssueCode::NotSupported,
+                external.refusal(),
+            )),
+        }
     }
 }
 

@@ -9,6 +9,9 @@
 //! of its patients in its own transaction, and the node delivers them once it runs with
 //! `--hub`. Over HTTP (`--to`) it sends batch Bundles of updates, several at a time, which the
 //! node writes on the same bulk path.
+//! Resources of a type a node's store never holds (`zorgnet_node::EXTERNAL_TYPES`: AuditEvent,
+//! whose only source is the node's access log) are refused, by the importer straight into a
+//! database and by the node over HTTP, each counted as a failure.
 //! Progress counts input confirmed written (a committed transaction, a node's answer), never
 //! input merely read, and is drawn only on a terminal.
 
@@ -576,6 +579,13 @@ async fn load_weighted(
                     .push((name, format!("unknown resource type '{resource_type}'")));
                 continue;
             }
+            if let Some(external) = zorgnet_node::EXTERNAL_TYPES
+                .iter()
+                .find(|e| e.resource_type == resource_type)
+            {
+                report.failures.push((name, external.refusal()));
+                continue;
+            }
             if resource.get("id").and_then(Value::as_str).is_none() {
                 resource["id"] = json!(uuid::Uuid::now_v7().to_string());
             }
@@ -815,4 +825,39 @@ fn send_batch(
         bytes,
         answer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_audit_event_is_refused_and_the_rest_imported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(
+            &dir.path().join("node.sqlite"),
+            zorgnet_fhir::search::SearchRegistry::r4(),
+        )
+        .unwrap();
+        let resources = vec![
+            json!({"resourceType": "Patient", "id": "p1"}),
+            json!({"resourceType": "AuditEvent", "id": "a1",
+                "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110110"},
+                "recorded": "2026-01-01T00:00:00Z",
+                "agent": [{"requestor": true, "who": {"display": "someone"}}],
+                "source": {"observer": {"display": "elsewhere"}}}),
+        ];
+        let report = load_into_store(&store, resources.into_iter(), None)
+            .await
+            .unwrap();
+        assert_eq!(report.stored, 1);
+        assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+        let (name, reason) = &report.failures[0];
+        assert_eq!(name, "AuditEvent/a1");
+        assert!(reason.contains("access log"), "{reason}");
+        assert!(matches!(
+            store.read("AuditEvent", "a1").await.unwrap(),
+            zorgnet_store::ReadOutcome::NotFound
+        ));
+    }
 }

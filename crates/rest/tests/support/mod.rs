@@ -8,7 +8,7 @@
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use zorgnet_fhir::search::SearchRegistry;
-use zorgnet_rest::NodeIdentity;
+use zorgnet_rest::{ExternalType, NodeIdentity};
 use zorgnet_store::Store;
 
 /// The environment variable naming the PostgreSQL server for tests.
@@ -29,9 +29,14 @@ static SCHEMA_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// One node per available backend.
 pub async fn nodes() -> Vec<Node> {
-    let mut nodes = vec![sqlite_node().await];
+    nodes_with(&[]).await
+}
+
+/// One node per available backend, whose stores never hold the `external` types.
+pub async fn nodes_with(external: &[ExternalType]) -> Vec<Node> {
+    let mut nodes = vec![sqlite_node_with(external).await];
     match std::env::var(POSTGRES_URL_VARIABLE) {
-        Ok(url) if !url.is_empty() => nodes.push(postgres_node(&url).await),
+        Ok(url) if !url.is_empty() => nodes.push(postgres_node(&url, external).await),
         _ => {
             // Written to the process's stderr, not through the test harness's capture, so
             // that a skip shows in every run.
@@ -46,12 +51,16 @@ pub async fn nodes() -> Vec<Node> {
 }
 
 pub async fn sqlite_node() -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("node.sqlite"), SearchRegistry::r4()).unwrap();
-    start("sqlite", store, Some(dir)).await
+    sqlite_node_with(&[]).await
 }
 
-pub async fn postgres_node(url: &str) -> Node {
+async fn sqlite_node_with(external: &[ExternalType]) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("node.sqlite"), SearchRegistry::r4()).unwrap();
+    start("sqlite", store, Some(dir), external).await
+}
+
+async fn postgres_node(url: &str, external: &[ExternalType]) -> Node {
     let schema = format!(
         "zorgnet_test_{}_{}_{}",
         std::process::id(),
@@ -65,7 +74,7 @@ pub async fn postgres_node(url: &str) -> Node {
     })
     .await
     .unwrap();
-    start("postgres", store, None).await
+    start("postgres", store, None, external).await
 }
 
 /// Two nodes, two stores, on one fresh PostgreSQL schema: how several node processes share a
@@ -102,22 +111,29 @@ pub async fn postgres_pair() -> Option<(Node, Node)> {
     .await
     .unwrap();
     Some((
-        start("postgres", first, None).await,
-        start("postgres", second, None).await,
+        start("postgres", first, None, &[]).await,
+        start("postgres", second, None, &[]).await,
     ))
 }
 
-async fn start(backend: &'static str, store: Store, dir: Option<tempfile::TempDir>) -> Node {
+async fn start(
+    backend: &'static str,
+    store: Store,
+    dir: Option<tempfile::TempDir>,
+    external: &[ExternalType],
+) -> Node {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let router = zorgnet_rest::router(
+    let router = zorgnet_rest::finish(zorgnet_rest::routes(zorgnet_rest::AppState::with_external(
         store,
         NodeIdentity {
             ura: "12345678".into(),
             name: "Test practice".into(),
         },
         format!("http://{address}/fhir"),
-    );
+        Vec::new(),
+        external.to_vec(),
+    )));
     tokio::spawn(zorgnet_rest::serve(
         listener,
         router,
