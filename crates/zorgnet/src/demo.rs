@@ -1,271 +1,1094 @@
-//! `zorgnet demo`: a node of a GP practice on a local SQLite database, filled with synthetic
-//! patients at first start, served the way a node runs in a network: over TLS with a
-//! certificate of a demo CA, and with a development identity provider whose citizens read
-//! their own data and whose professionals read and write within their scopes.
+//! `zorgnet demo`: a whole network on loopback in one process: a hub, the nodes of a GP
+//! practice, a hospital, a pharmacy, a nursing home and a clinic on Saba (each its own SQLite
+//! database and certificate of a demo CA, mutual TLS between all of them), and a development
+//! identity provider for citizens and professionals.
 //!
-//! What it is: everything one needs to try a node, in one command, with nothing in it
-//! running without TLS. The demo CA, the node's credentials and the identity provider's key
-//! live in the data directory and are reused at the next start (the revocation list is
-//! signed anew at every start: one lives a week). `--token USER` prints an access token of
-//! a demo user and exits, for `curl`.
-//! What it is not: a network (no hub: the node's registrations wait in its outbox), or
-//! anything for real data: the identity provider logs in anyone as anyone on its list.
+//! What it is: everything one needs to try the network, in one command, with nothing in it
+//! running without TLS. At first start it makes the demo CA and every part's credentials,
+//! registers the organisations and their professionals at the hub, and loads synthetic
+//! patients spread the way care is: a resource goes to the node of the kind of organisation
+//! it names (a dispense to the pharmacy, an admission to the hospital, a nursing home's care
+//! to the nursing home, anything else to the GP); everything of a patient in the Caribbean
+//! Netherlands to the clinic on Saba; every node holds the Patient of each person it holds
+//! data of. The nodes' outboxes then register their data at the referral index, and each node
+//! publishes its address to the hub's address book. A second start reuses all of it
+//! ([`NETWORK_FILE`] names where each part listens, for `--token` and for scripts).
+//! `--token USER` prints an access token of a demo user and exits, for `curl`.
+//! What it is not: a deployment (every part in one process, a development identity provider
+//! that logs in anyone as anyone on its list, loopback addresses admitted to the address
+//! book), or anything for real data.
 
-use crate::{ServiceTls, import, local_clients, open_store, serve};
+use crate::{LocalAccess, NodeParts, ServiceTls, import, local_clients, open_node_store};
 use anyhow::{Context, Result};
 use clap::Args;
+use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
 use zorgnet_idp::{ClientRegistration, DemoUser, IdpConfig, KeySource};
 use zorgnet_node::NodeIdentity;
+use zorgnet_store::Store;
 use zorgnet_trust::certificate::HostName;
 use zorgnet_trust::pki;
 
 /// Arguments of `zorgnet demo`.
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Directory for the SQLite database, the demo CA and the keys.
+    /// Directory for the databases, the demo CA and the keys.
     #[arg(long, env = "ZORGNET_DEMO_DATA", default_value = "zorgnet-data/demo")]
     data: PathBuf,
-    /// Address to listen on.
-    #[arg(long, env = "ZORGNET_DEMO_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: String,
-    /// Address of the development identity provider.
-    #[arg(
-        long,
-        env = "ZORGNET_DEMO_IDP_LISTEN",
-        default_value = "127.0.0.1:8081"
-    )]
-    idp_listen: String,
+    /// Loopback address the parts listen on.
+    #[arg(long, env = "ZORGNET_DEMO_HOST", default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// First port: the portal's; the identity provider, the hub and the nodes take the ones
+    /// after it. 0 takes free ports.
+    #[arg(long, env = "ZORGNET_DEMO_PORT", default_value_t = 8080)]
+    port: u16,
     /// Synthetic patients loaded on first start.
-    #[arg(long, env = "ZORGNET_DEMO_PATIENTS", default_value_t = 100)]
+    #[arg(long, env = "ZORGNET_DEMO_PATIENTS", default_value_t = 2_000)]
     patients: usize,
     /// Print an access token of this demo user (as the start lists them) and exit.
     #[arg(long)]
     token: Option<String>,
 }
 
-/// The demo organisation's URA number.
-const DEMO_URA: &str = "00000001";
-/// The demo organisation's name.
-const DEMO_NAME: &str = "zorgnet demo huisartsenpraktijk";
+/// The file in the data directory that says where the running demo's parts listen.
+pub const NETWORK_FILE: &str = "network.json";
 /// The demo CA's directory inside the demo's data directory: for demonstrations only.
 const DEMO_CA_DIR: &str = "demo-ca";
-/// The demo node's credentials' directory inside the demo's data directory.
-const DEMO_TLS_DIR: &str = "tls";
 /// The identity provider's key directory inside the demo's data directory.
 const DEMO_IDP_DIR: &str = "dev-idp";
-/// The client id the demo's tokens are issued to, and the node's audience.
-const DEMO_CLIENT_ID: &str = "zorgnet-demo";
+/// The hub's data directory inside the demo's.
+const HUB_DIR: &str = "hub";
+/// The nodes' data directories' parent inside the demo's.
+const NODES_DIR: &str = "nodes";
+/// Credentials' directory inside a part's data directory.
+const TLS_DIR: &str = "tls";
+/// A node's API key at the hub, inside its data directory.
+const HUB_KEY_FILE: &str = "hub-api.key";
+/// Credentials of the services without a URA (identity provider, portal).
+const SERVICES_TLS_DIR: &str = "tls-services";
 /// Seed of the demo's synthetic data.
 const DEMO_SEED: u64 = 1;
-/// Demo citizens: the first patients of the synthetic data that have a BSN.
+/// The portal's client id at the identity provider, and the audience of citizens' tokens
+/// at every node.
+pub const PORTAL_CLIENT_ID: &str = "zorgnet-portal";
+/// Demo citizens: patients with a BSN whose data lies at this many organisations or more.
+const CITIZEN_MIN_SOURCES: usize = 3;
+/// Demo citizens listed.
 const DEMO_CITIZENS: usize = 3;
-/// Demo professionals of the practice: subject, name, UZI number.
-const DEMO_PROFESSIONALS: [(&str, &str, &str); 2] = [
-    ("huisarts", "Dr. A. Jansen (huisarts)", "900000001"),
-    ("assistent", "B. de Wit (doktersassistent)", "900000002"),
-];
-/// What a professional's demo token may do: read and write everything of the practice.
+/// Patients looked at when choosing the demo citizens.
+const CITIZEN_CANDIDATES: usize = 400;
+/// Patients generated and loaded per step of the first start.
+const LOAD_CHUNK_PATIENTS: usize = 50;
+/// How often the hub polls the nodes' directories, and the nodes the hub's address book.
+const ADDRESS_BOOK_SYNC: Duration = Duration::from_secs(5);
+/// How often the hub re-reads its revocation list and the nodes fetch it.
+const CRL_REFRESH: Duration = Duration::from_secs(60);
+/// How long the start waits for the hub to answer its first request.
+const HUB_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a professional's demo token may do at their own organisation.
 const PROFESSIONAL_SCOPE: &str = "openid user/*.read user/*.write";
 /// What a citizen's demo token may do: read their own data.
 const CITIZEN_SCOPE: &str = "openid patient/*.read";
 
+/// The kind of care an organisation of the demo gives, and so which data it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Care {
+    GeneralPractice,
+    Hospital,
+    Pharmacy,
+    NursingHome,
+    Island,
+}
+
+/// One organisation of the demo network, with its node.
+struct Organisation {
+    slug: &'static str,
+    ura: &'static str,
+    name: &'static str,
+    care: Care,
+}
+
+/// The organisations, in the order their nodes take ports.
+const ORGANISATIONS: [Organisation; 5] = [
+    Organisation {
+        slug: "huisarts",
+        ura: "00000101",
+        name: "Huisartsenpraktijk De Linde",
+        care: Care::GeneralPractice,
+    },
+    Organisation {
+        slug: "ziekenhuis",
+        ura: "00000202",
+        name: "Ziekenhuis Rivierenland",
+        care: Care::Hospital,
+    },
+    Organisation {
+        slug: "apotheek",
+        ura: "00000303",
+        name: "Apotheek Het Kruispunt",
+        care: Care::Pharmacy,
+    },
+    Organisation {
+        slug: "verpleeghuis",
+        ura: "00000404",
+        name: "Verpleeghuis De Hoge Weide",
+        care: Care::NursingHome,
+    },
+    Organisation {
+        slug: "saba",
+        ura: "00000505",
+        name: "Saba Health Care Foundation",
+        care: Care::Island,
+    },
+];
+
+/// A demo professional: login subject, name, UZI number, organisation slug, UZI role code.
+struct Professional {
+    subject: &'static str,
+    name: &'static str,
+    uzi: &'static str,
+    organisation: &'static str,
+    role: &'static str,
+}
+
+/// The demo professionals, with different roles at different organisations.
+const PROFESSIONALS: [Professional; 6] = [
+    Professional {
+        subject: "huisarts",
+        name: "Dr. A. Jansen (huisarts)",
+        uzi: "900000101",
+        organisation: "huisarts",
+        role: "01.015",
+    },
+    Professional {
+        subject: "internist",
+        name: "Dr. E. de Vries (internist)",
+        uzi: "900000202",
+        organisation: "ziekenhuis",
+        role: "01.016",
+    },
+    Professional {
+        subject: "seh-arts",
+        name: "Dr. S. Bakker (SEH-arts)",
+        uzi: "900000203",
+        organisation: "ziekenhuis",
+        role: "01.018",
+    },
+    Professional {
+        subject: "apotheker",
+        name: "Apr. M. Visser (apotheker)",
+        uzi: "900000303",
+        organisation: "apotheek",
+        role: "17.000",
+    },
+    Professional {
+        subject: "verpleegkundige",
+        name: "R. Smit (verpleegkundige)",
+        uzi: "900000404",
+        organisation: "verpleeghuis",
+        role: "30.000",
+    },
+    Professional {
+        subject: "saba-arts",
+        name: "Dr. J. Hassell (huisarts, Saba)",
+        uzi: "900000505",
+        organisation: "saba",
+        role: "01.015",
+    },
+];
+
+/// Where the parts of a running demo listen, as written to [`NETWORK_FILE`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct NetworkFile {
+    patients: usize,
+    portal: String,
+    issuer: String,
+    hub: String,
+    nodes: Vec<NodeEntry>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct NodeEntry {
+    ura: String,
+    name: String,
+    fhir_base: String,
+    admin_key_file: PathBuf,
+}
+
+/// The client id of an organisation's staff at the identity provider, and the audience of
+/// their tokens at its node (and only there).
+fn staff_client_id(ura: &str) -> String {
+    format!("zorgnet-staff-{ura}")
+}
+
 /// Runs `zorgnet demo`.
 pub async fn run(args: DemoArgs) -> Result<()> {
+    if !args.host.is_loopback() {
+        anyhow::bail!(
+            "the demo listens on loopback only (its identity provider logs in anyone), not on {}",
+            args.host
+        );
+    }
+    if let Some(subject) = &args.token {
+        return print_token(&args.data, subject);
+    }
+    let started = Instant::now();
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("create {}", args.data.display()))?;
+    let patients = match read_network(&args.data) {
+        Ok(earlier) if earlier.patients != args.patients => {
+            println!(
+                "{} holds the demo of {} patients, not {}: remove it for another size",
+                args.data.display(),
+                earlier.patients,
+                args.patients
+            );
+            earlier.patients
+        }
+        _ => args.patients,
+    };
     let generator = zorgnet_synth::Generator::new(zorgnet_synth::SynthConfig {
-        patients: args.patients,
+        patients,
         seed: DEMO_SEED,
     });
-    let users = demo_users(&generator);
-    let idp = zorgnet_idp::DevIdp::new(IdpConfig {
-        issuer: format!("https://{}", args.idp_listen),
-        clients: vec![ClientRegistration {
-            client_id: DEMO_CLIENT_ID.into(),
-            redirect_uris: vec![format!("https://{}/", args.listen)],
-        }],
-        users: users.clone(),
-        key: KeySource::Directory(args.data.join(DEMO_IDP_DIR)),
-    })
-    .context("the development identity provider")?;
-    if let Some(subject) = &args.token {
-        let user = users
-            .iter()
-            .find(|user| user.subject == *subject)
-            .with_context(|| {
-                format!(
-                    "no demo user {subject:?}; there are: {}",
-                    users
-                        .iter()
-                        .map(|u| u.subject.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?;
-        let scope = if user.uzi.is_some() {
-            PROFESSIONAL_SCOPE
-        } else {
-            CITIZEN_SCOPE
-        };
-        println!("{}", idp.access_token(DEMO_CLIENT_ID, subject, scope)?);
-        return Ok(());
+    let listeners = Listeners::bind(args.host, args.port).await?;
+    let https = |address: SocketAddr| format!("https://{address}");
+    let portal_url = https(listeners.portal.local_addr()?);
+    let issuer = https(listeners.idp.local_addr()?);
+    let hub_url = https(listeners.hub.local_addr()?);
+    let ca = demo_ca(&args.data)?;
+    let hosts: Vec<HostName> = vec![
+        "localhost".parse()?,
+        args.host.to_string().parse()?,
+        "127.0.0.1".parse()?,
+    ];
+    let crl = ca.crl().context("sign the demo revocation list")?;
+    let services_tls = credentials(
+        &ca,
+        &crl,
+        &args.data.join(SERVICES_TLS_DIR),
+        None,
+        "zorgnet demo services",
+        &hosts,
+    )?;
+    let hub_tls = credentials(
+        &ca,
+        &crl,
+        &args.data.join(HUB_DIR).join(TLS_DIR),
+        None,
+        "zorgnet demo hub",
+        &hosts,
+    )?;
+    let mut node_tls = Vec::new();
+    for organisation in &ORGANISATIONS {
+        node_tls.push(credentials(
+            &ca,
+            &crl,
+            &node_dir(&args.data, organisation).join(TLS_DIR),
+            Some(organisation.ura),
+            organisation.name,
+            &hosts,
+        )?);
     }
-    let tls_dir = demo_credentials(&args.data, &[&args.listen, &args.idp_listen])?;
-    let tls = ServiceTls::load(&tls_dir, &[tls_dir.join(pki::CRL_FILE)])?;
-    let store = open_store(&args.data, None).await?;
-    let existing: i64 = store.counts().await?.iter().map(|(_, n)| n).sum();
-    if existing == 0 {
-        println!(
-            "first start: loading {} synthetic patients into {}",
-            args.patients,
-            args.data.display()
-        );
-        let report = import::load_into_store(&store, generator.resources(), None).await?;
-        println!(
-            "loaded {} resources ({} failed)",
-            report.stored,
-            report.failures.len()
-        );
-    }
-    let idp_listener = tokio::net::TcpListener::bind(&args.idp_listen)
-        .await
-        .with_context(|| format!("listen on {}", args.idp_listen))?;
+
+    let (users, citizens) = demo_users(&generator)?;
+    let idp = demo_idp(&args.data, &issuer, &portal_url, users.clone())?;
+    let idp_tls = ServiceTls::load(&services_tls, &[services_tls.join(pki::CRL_FILE)])?;
     tokio::spawn(zorgnet_trust::tls::serve(
-        idp_listener,
-        tls.server.clone(),
+        listeners.idp,
+        idp_tls.server.clone(),
         None,
         idp.router(),
-        std::future::pending(),
+        shutdown_signal(),
     ));
-    println!(
-        "development identity provider (for demos only; anyone may log in as anyone listed): {}",
-        idp.issuer()
-    );
-    for user in &users {
-        println!(
-            "  demo user {:<10} {:<32} {}",
-            user.subject,
-            user.name,
-            match (&user.bsn, &user.uzi) {
-                (Some(bsn), _) => format!("citizen, BSN {bsn}"),
-                (_, Some(uzi)) => format!("professional, UZI {uzi}"),
-                _ => String::new(),
-            }
+
+    let mut servers = tokio::task::JoinSet::new();
+    let admin_key_file =
+        start_hub(&args.data, &hub_tls, listeners.hub, &hub_url, &mut servers).await?;
+    let operator = operator_client(&hub_tls)?;
+    wait_for_hub(&operator, &hub_url).await?;
+    let admin_key = std::fs::read_to_string(&admin_key_file)
+        .with_context(|| format!("read {}", admin_key_file.display()))?;
+    let mut hub_keys = Vec::new();
+    for organisation in &ORGANISATIONS {
+        hub_keys.push(
+            register_organisation(
+                &operator,
+                &hub_url,
+                admin_key.trim(),
+                &args.data,
+                organisation,
+            )
+            .await?,
         );
     }
-    println!(
-        "  a demo user's access token: zorgnet demo --data {} --idp-listen {} --token {}",
-        args.data.display(),
-        args.idp_listen,
-        users[0].subject
-    );
-    let oidc = demo_oidc(idp.issuer(), &tls_dir)?;
-    let identity = NodeIdentity {
-        ura: DEMO_URA.into(),
-        name: DEMO_NAME.into(),
-    };
-    let local = local_clients(&args.data, &args.listen, false)?;
-    serve(
-        store,
-        &args.data,
-        &args.listen,
-        identity,
-        None,
-        None,
-        local,
-        Some(tls),
-        oidc,
-        zorgnet_audit::Monitor::new(&zorgnet_audit::MonitorRules::default())?,
-    )
-    .await
-}
+    for professional in &PROFESSIONALS {
+        register_professional(&operator, &hub_url, admin_key.trim(), professional).await?;
+    }
 
-/// The demo's people: the first synthetic patients with a BSN, and the practice's staff.
-fn demo_users(generator: &zorgnet_synth::Generator) -> Vec<DemoUser> {
-    let citizens = generator
-        .resources()
-        .filter(|resource| resource["resourceType"] == "Patient")
-        .filter_map(|patient| {
-            let bsn = patient["identifier"]
-                .as_array()?
-                .iter()
-                .find(|identifier| identifier["system"] == zorgnet_fhir::identifiers::BSN_SYSTEM)?
-                ["value"]
-                .as_str()?
-                .to_string();
-            let name = patient["name"][0]["text"]
-                .as_str()
-                .or_else(|| patient["name"][0]["family"].as_str())
-                .unwrap_or("burger")
-                .to_string();
-            Some((bsn, name))
-        })
-        .take(DEMO_CITIZENS)
-        .enumerate()
-        .map(|(index, (bsn, name))| {
-            DemoUser::citizen(&format!("burger-{}", index + 1), &name, &bsn)
+    let mut stores = Vec::new();
+    for organisation in &ORGANISATIONS {
+        stores.push(open_node_store(&node_dir(&args.data, organisation), None).await?);
+    }
+    let empty = stores_empty(&stores).await?;
+    if empty {
+        load(&generator, &stores).await?;
+    }
+
+    let mut nodes = Vec::new();
+    for (((organisation, (store, wake)), listener), (tls_dir, hub_key)) in ORGANISATIONS
+        .iter()
+        .zip(stores)
+        .zip(listeners.nodes)
+        .zip(node_tls.iter().zip(&hub_keys))
+    {
+        let data = node_dir(&args.data, organisation);
+        let tls = ServiceTls::load(tls_dir, &[tls_dir.join(pki::CRL_FILE)])?;
+        let hub_client = zorgnet_node::hub_client::HubClient::with_tls(
+            &hub_url,
+            hub_key,
+            Some(tls.client.clone()),
+        )?;
+        let source = zorgnet_trust::tls::CrlSource::Hub {
+            client: reqwest::Client::builder()
+                .tls_backend_preconfigured(tls.client.clone())
+                .timeout(zorgnet_node::hub_client::HUB_REQUEST_TIMEOUT)
+                .build()
+                .context("set up the revocation list's client")?,
+            url: format!("{hub_url}/trust/crl"),
+        };
+        tokio::spawn(tls.verifier.clone().keep_fresh(source, CRL_REFRESH, None));
+        let base = format!("{}/fhir", https(listener.local_addr()?));
+        let local: LocalAccess = local_clients(&data, &base, false)?;
+        let admin_key_file = local.key_file.clone().unwrap_or_default();
+        let parts = NodeParts {
+            store,
+            data: data.clone(),
+            identity: NodeIdentity {
+                ura: organisation.ura.into(),
+                name: organisation.name.into(),
+            },
+            hub: Some((
+                hub_client,
+                wake,
+                zorgnet_node::access::AccessConfig::default(),
+            )),
+            address_book_sync: ADDRESS_BOOK_SYNC,
+            local,
+            tls: Some(tls),
+            oidc: node_oidc(&issuer, organisation.ura, &services_tls)?,
+            monitor: zorgnet_audit::Monitor::new(&zorgnet_audit::MonitorRules::default())?,
+        };
+        let node = crate::prepare_node(parts, listener, base.clone()).await?;
+        servers.spawn(crate::serve_router(node.listener, node.router, node.tls));
+        nodes.push(NodeEntry {
+            ura: organisation.ura.into(),
+            name: organisation.name.into(),
+            fhir_base: base,
+            admin_key_file,
         });
-    citizens
-        .chain(
-            DEMO_PROFESSIONALS
-                .iter()
-                .map(|(subject, name, uzi)| DemoUser::professional(subject, name, uzi)),
-        )
-        .collect()
+    }
+    let network = NetworkFile {
+        patients,
+        portal: format!("{portal_url}/"),
+        issuer: issuer.clone(),
+        hub: hub_url.clone(),
+        nodes,
+    };
+    std::fs::write(
+        args.data.join(NETWORK_FILE),
+        serde_json::to_vec_pretty(&network)?,
+    )
+    .context("write the demo's network file")?;
+    let portal = start_portal(&args.data, &network, &services_tls)?;
+    servers.spawn(crate::serve_router(
+        listeners.portal,
+        portal
+            .router()
+            .route("/health", axum::routing::get(|| async { "UP" })),
+        Some((idp_tls.server.clone(), idp_tls.verifier.clone())),
+    ));
+    announce(
+        &args,
+        &network,
+        &users,
+        &citizens,
+        &ca_file(&args.data),
+        started,
+    );
+    while let Some(ended) = servers.join_next().await {
+        ended.context("a part of the demo stopped")??;
+    }
+    Ok(())
 }
 
-/// The node's OpenID providers in the demo: the development provider for staff and citizens
-/// alike, reached over TLS with the demo CA.
-fn demo_oidc(issuer: &str, tls_dir: &Path) -> Result<zorgnet_node::authn::NodeOidc> {
+/// The citizen portal over every node of the demo. It checks the nodes' checkpoints with the
+/// keys their access logs sign with, read from the nodes' data directories: in one process
+/// the demo has them at hand.
+fn start_portal(
+    data: &Path,
+    network: &NetworkFile,
+    services_tls: &Path,
+) -> Result<zorgnet_portal::Portal> {
+    let portal = zorgnet_portal::Portal::new(zorgnet_portal::PortalConfig {
+        base_url: network.portal.trim_end_matches('/').to_string(),
+        issuer: network.issuer.clone(),
+        client_id: PORTAL_CLIENT_ID.into(),
+        sources: network
+            .nodes
+            .iter()
+            .map(|node| zorgnet_portal::Source {
+                name: node.name.clone(),
+                ura: node.ura.clone(),
+                fhir_base: node.fhir_base.clone(),
+            })
+            .collect(),
+        tls: Some(crate::client_config_trusting(
+            &services_tls.join(pki::CA_CERTIFICATE_FILE),
+        )?),
+        source_timeout: zorgnet_portal::DEFAULT_SOURCE_TIMEOUT,
+    })
+    .context("the portal")?;
+    let mut keys = Vec::new();
+    for organisation in &ORGANISATIONS {
+        let path = node_dir(data, organisation).join(zorgnet_audit::CHECKPOINT_KEY_FILE);
+        let key = zorgnet_audit::checkpoint_key(&path)
+            .with_context(|| format!("read {}", path.display()))?;
+        keys.push((organisation.ura.to_string(), key.verifying_key()));
+    }
+    portal.add_checkpoint_keys(keys);
+    Ok(portal)
+}
+
+/// Ctrl-C, for every part's graceful shutdown.
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The listeners of every part, bound before anything else so that their addresses (also
+/// free ones, with port 0) are known to the certificates, the provider and the hub.
+struct Listeners {
+    portal: TcpListener,
+    idp: TcpListener,
+    hub: TcpListener,
+    nodes: Vec<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(host: std::net::IpAddr, first: u16) -> Result<Listeners> {
+        let mut next = first;
+        let mut bind = async || {
+            let address = SocketAddr::new(host, next);
+            if first != 0 {
+                next = next
+                    .checked_add(1)
+                    .context("the demo's ports run past 65535")?;
+            }
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listen on {address} (choose other ports with --port)"))
+        };
+        let portal = bind().await?;
+        let idp = bind().await?;
+        let hub = bind().await?;
+        let mut nodes = Vec::new();
+        for _ in &ORGANISATIONS {
+            nodes.push(bind().await?);
+        }
+        Ok(Listeners {
+            portal,
+            idp,
+            hub,
+            nodes,
+        })
+    }
+}
+
+fn node_dir(data: &Path, organisation: &Organisation) -> PathBuf {
+    data.join(NODES_DIR).join(organisation.slug)
+}
+
+fn ca_file(data: &Path) -> PathBuf {
+    data.join(DEMO_CA_DIR).join(pki::CA_CERTIFICATE_FILE)
+}
+
+/// The demo CA, made at first start.
+fn demo_ca(data: &Path) -> Result<pki::NetworkCa> {
+    let ca_dir = data.join(DEMO_CA_DIR);
+    if ca_dir.join(pki::CA_CERTIFICATE_FILE).exists() {
+        pki::NetworkCa::open(&ca_dir)
+    } else {
+        pki::NetworkCa::init(&ca_dir, "zorgnet demo CA (not for real data)")
+    }
+    .with_context(|| format!("the demo CA in {}", ca_dir.display()))
+}
+
+/// A part's credentials in `dir` (an organisation's with its URA, else a service's), made
+/// at first start, and the current revocation list beside them. Answers `dir`.
+fn credentials(
+    ca: &pki::NetworkCa,
+    crl: &pki::Crl,
+    dir: &Path,
+    ura: Option<&str>,
+    name: &str,
+    hosts: &[HostName],
+) -> Result<PathBuf> {
+    if !dir.join(pki::KEY_FILE).exists() {
+        let issued = match ura {
+            Some(ura) => ca.issue_organisation(ura, name, hosts, pki::Validity::default()),
+            None => ca.issue_server(name, hosts, pki::Validity::default()),
+        }
+        .with_context(|| format!("issue the certificate of {name}"))?;
+        issued
+            .write(dir, ca.certificate_pem())
+            .with_context(|| format!("write {}", dir.display()))?;
+    }
+    std::fs::write(dir.join(pki::CRL_FILE), &crl.pem)
+        .with_context(|| format!("write the revocation list in {}", dir.display()))?;
+    Ok(dir.to_path_buf())
+}
+
+/// The development identity provider: the portal's client, and one staff client per
+/// organisation whose tokens only that organisation's node accepts.
+fn demo_idp(
+    data: &Path,
+    issuer: &str,
+    portal_url: &str,
+    users: Vec<DemoUser>,
+) -> Result<zorgnet_idp::DevIdp> {
+    let mut clients = vec![ClientRegistration {
+        client_id: PORTAL_CLIENT_ID.into(),
+        redirect_uris: vec![format!("{portal_url}/callback")],
+    }];
+    clients.extend(ORGANISATIONS.iter().map(|organisation| ClientRegistration {
+        client_id: staff_client_id(organisation.ura),
+        redirect_uris: vec![format!(
+            "{portal_url}/zorgverlener/{}/callback",
+            organisation.ura
+        )],
+    }));
+    zorgnet_idp::DevIdp::new(IdpConfig {
+        issuer: issuer.to_string(),
+        clients,
+        users,
+        key: KeySource::Directory(data.join(DEMO_IDP_DIR)),
+    })
+    .context("the development identity provider")
+}
+
+/// `--token USER`: an access token of a demo user from the provider of the demo last
+/// started in `data`.
+fn print_token(data: &Path, subject: &str) -> Result<()> {
+    let network = read_network(data).with_context(|| {
+        format!(
+            "no demo was started in {} yet: run `zorgnet demo --data {}` first",
+            data.display(),
+            data.display()
+        )
+    })?;
+    let generator = zorgnet_synth::Generator::new(zorgnet_synth::SynthConfig {
+        patients: network.patients,
+        seed: DEMO_SEED,
+    });
+    let (users, _) = demo_users(&generator)?;
+    let idp = demo_idp(data, &network.issuer, &network.portal, users.clone())?;
+    let user = users
+        .iter()
+        .find(|user| user.subject == subject)
+        .with_context(|| {
+            format!(
+                "no demo user {subject:?}; there are: {}",
+                users
+                    .iter()
+                    .map(|u| u.subject.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    let token = match PROFESSIONALS.iter().find(|p| p.subject == subject) {
+        Some(professional) => {
+            let organisation = organisation(professional.organisation);
+            idp.access_token(
+                &staff_client_id(organisation.ura),
+                &user.subject,
+                PROFESSIONAL_SCOPE,
+            )?
+        }
+        None => idp.access_token(PORTAL_CLIENT_ID, &user.subject, CITIZEN_SCOPE)?,
+    };
+    println!("{token}");
+    Ok(())
+}
+
+/// What the demo last started in `data` wrote to [`NETWORK_FILE`].
+fn read_network(data: &Path) -> Result<NetworkFile> {
+    let path = data.join(NETWORK_FILE);
+    let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("read {}", path.display()))
+}
+
+fn organisation(slug: &str) -> &'static Organisation {
+    ORGANISATIONS
+        .iter()
+        .find(|organisation| organisation.slug == slug)
+        .expect("every demo professional works at a demo organisation")
+}
+
+/// Opens the hub in the demo's data directory, starts its background tasks and serves it
+/// among `servers` at once, so that the organisations can be registered. Answers the path
+/// of the operator's key.
+async fn start_hub(
+    data: &Path,
+    tls_dir: &Path,
+    listener: TcpListener,
+    url: &str,
+    servers: &mut tokio::task::JoinSet<Result<()>>,
+) -> Result<PathBuf> {
+    let tls = ServiceTls::load(tls_dir, &[tls_dir.join(pki::CRL_FILE)])?;
+    let config = zorgnet_hub::HubConfig {
+        data_dir: data.join(HUB_DIR),
+        postgres: None,
+        allow_insecure_endpoints: true,
+        client_tls: Some(tls.client.clone()),
+    };
+    let hub = tokio::task::spawn_blocking(move || zorgnet_hub::Hub::open(&config))
+        .await?
+        .context("open the hub")?;
+    hub.publish_revocations(tls.verifier.clone());
+    tokio::spawn(tls.verifier.clone().keep_fresh(
+        zorgnet_trust::tls::CrlSource::File(tls_dir.join(pki::CRL_FILE)),
+        CRL_REFRESH,
+        None,
+    ));
+    hub.serving_at(listener.local_addr()?);
+    // The tasks run as long as the process; their handles are not needed.
+    drop(hub.spawn_addressing_consumer(ADDRESS_BOOK_SYNC));
+    drop(hub.spawn_audit_checkpoints());
+    let router = hub.router(url);
+    servers.spawn(crate::serve_router(
+        listener,
+        router,
+        Some((tls.server, tls.verifier)),
+    ));
+    Ok(hub.admin_key_path().to_path_buf())
+}
+
+/// The operator's HTTPS client: trusts the demo CA and shows the hub's certificate.
+fn operator_client(hub_tls: &Path) -> Result<reqwest::Client> {
+    let credentials = zorgnet_trust::tls::Credentials::load(hub_tls)
+        .with_context(|| format!("read the credentials in {}", hub_tls.display()))?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(zorgnet_trust::tls::client_config(&credentials)?)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("the operator's HTTP client")
+}
+
+/// Waits until the hub answers.
+async fn wait_for_hub(client: &reqwest::Client, hub: &str) -> Result<()> {
+    let deadline = Instant::now() + HUB_START_TIMEOUT;
+    loop {
+        match client.get(format!("{hub}/health")).send().await {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(response) => anyhow::bail!("the hub answers {}", response.status()),
+            Err(error) => return Err(error).context("the hub does not answer"),
+        }
+    }
+}
+
+/// Registers `organisation` at the hub at first start and keeps its API key in its data
+/// directory (mode 0600); later starts read the key.
+async fn register_organisation(
+    client: &reqwest::Client,
+    hub: &str,
+    admin_key: &str,
+    data: &Path,
+    organisation: &Organisation,
+) -> Result<String> {
+    let dir = node_dir(data, organisation);
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let path = dir.join(HUB_KEY_FILE);
+    if path.exists() {
+        let key =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        return Ok(key.trim().to_string());
+    }
+    let known = client
+        .get(format!("{hub}/registry/organisations/{}", organisation.ura))
+        .bearer_auth(admin_key)
+        .send()
+        .await?;
+    let issued = if known.status().is_success() {
+        client
+            .post(format!(
+                "{hub}/registry/organisations/{}/key",
+                organisation.ura
+            ))
+            .bearer_auth(admin_key)
+            .send()
+            .await?
+    } else {
+        client
+            .post(format!("{hub}/registry/organisations"))
+            .bearer_auth(admin_key)
+            .json(&json!({"ura": organisation.ura, "name": organisation.name}))
+            .send()
+            .await?
+    };
+    let status = issued.status();
+    let body: Value = issued.json().await.unwrap_or_default();
+    let key = body["api_key"]
+        .as_str()
+        .with_context(|| format!("register {} at the hub: {status} {body}", organisation.name))?
+        .to_string();
+    zorgnet_trust::secret::read_or_create(&path, || key.clone())
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(key)
+}
+
+/// Puts a demo professional in the hub's professional register.
+async fn register_professional(
+    client: &reqwest::Client,
+    hub: &str,
+    admin_key: &str,
+    professional: &Professional,
+) -> Result<()> {
+    let organisation = organisation(professional.organisation);
+    let response = client
+        .put(format!("{hub}/professionals/{}", professional.uzi))
+        .bearer_auth(admin_key)
+        .json(&json!({
+            "name": professional.name,
+            "roles": [{"ura": organisation.ura, "role": professional.role}],
+        }))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "register {} at the hub: {}",
+        professional.name,
+        response.status()
+    );
+    Ok(())
+}
+
+/// A node's OpenID providers in the demo: the development provider, for its own staff
+/// (tokens of its organisation's staff client only) and for citizens (tokens of the
+/// portal), reached over TLS with the demo CA.
+fn node_oidc(issuer: &str, ura: &str, tls_dir: &Path) -> Result<zorgnet_node::authn::NodeOidc> {
     use zorgnet_trust::oidc::{OidcConfig, OidcVerifier};
     let tls = crate::client_config_trusting(&tls_dir.join(pki::CA_CERTIFICATE_FILE))?;
-    let verifier = || {
+    let verifier = |audience: String| {
         OidcVerifier::with_tls(
             OidcConfig {
                 issuer: issuer.to_string(),
-                audience: DEMO_CLIENT_ID.into(),
+                audience,
             },
             Some(tls.clone()),
         )
         .map(std::sync::Arc::new)
     };
     Ok(zorgnet_node::authn::NodeOidc {
-        staff: Some(verifier()?),
-        citizens: Some(verifier()?),
+        staff: Some(verifier(staff_client_id(ura))?),
+        citizens: Some(verifier(PORTAL_CLIENT_ID.into())?),
     })
 }
 
-/// The demo's TLS credentials: a demo CA and a certificate for the node (and the identity
-/// provider) on loopback and the listen addresses' hosts, made at first start; a fresh
-/// revocation list at every start (a list lives a week). Answers the credentials'
-/// directory.
-fn demo_credentials(data: &Path, listen: &[&str]) -> Result<PathBuf> {
-    std::fs::create_dir_all(data).with_context(|| format!("create {}", data.display()))?;
-    let ca_dir = data.join(DEMO_CA_DIR);
-    let ca = if ca_dir.join(pki::CA_CERTIFICATE_FILE).exists() {
-        pki::NetworkCa::open(&ca_dir)
-    } else {
-        pki::NetworkCa::init(&ca_dir, "zorgnet demo CA (not for real data)")
-    }
-    .with_context(|| format!("the demo CA in {}", ca_dir.display()))?;
-    let tls_dir = data.join(DEMO_TLS_DIR);
-    if !tls_dir.join(pki::KEY_FILE).exists() {
-        let mut hosts: Vec<HostName> =
-            vec!["localhost".parse()?, "127.0.0.1".parse()?, "::1".parse()?];
-        for ip in listen
-            .iter()
-            .filter_map(|address| address.parse::<std::net::SocketAddr>().ok())
-            .map(|address| address.ip())
-            .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
-        {
-            hosts.push(ip.to_string().parse()?);
+/// Whether every node's store is empty: the first start.
+async fn stores_empty(stores: &[(Store, std::sync::Arc<tokio::sync::Notify>)]) -> Result<bool> {
+    for (store, _) in stores {
+        let held: i64 = store.counts().await?.iter().map(|(_, n)| n).sum();
+        if held > 0 {
+            return Ok(false);
         }
-        ca.issue_organisation(DEMO_URA, DEMO_NAME, &hosts, pki::Validity::default())
-            .context("issue the demo node's certificate")?
-            .write(&tls_dir, ca.certificate_pem())
-            .with_context(|| format!("write {}", tls_dir.display()))?;
     }
-    let crl = ca.crl().context("sign the demo revocation list")?;
-    std::fs::write(tls_dir.join(pki::CRL_FILE), &crl.pem)
-        .with_context(|| format!("write the revocation list in {}", tls_dir.display()))?;
-    Ok(tls_dir)
+    Ok(true)
+}
+
+/// Who holds what of the synthetic data: the kind of each directory Organization, and the
+/// Organization of each Practitioner.
+struct Holders {
+    organisations: HashMap<String, Care>,
+    practitioners: HashMap<String, String>,
+}
+
+impl Holders {
+    fn of(generator: &zorgnet_synth::Generator) -> Holders {
+        let mut organisations = HashMap::new();
+        let mut practitioners = HashMap::new();
+        for resource in generator.directory_resources() {
+            let id = resource["id"].as_str().unwrap_or_default();
+            match resource["resourceType"].as_str() {
+                Some("Organization") => {
+                    // Nictiz' organisation types: V6 hospital, J8 pharmacy, R5 nursing home.
+                    let care = match resource["type"][0]["coding"][0]["code"].as_str() {
+                        Some("V6") => Care::Hospital,
+                        Some("J8") => Care::Pharmacy,
+                        Some("R5") => Care::NursingHome,
+                        _ => Care::GeneralPractice,
+                    };
+                    organisations.insert(format!("Organization/{id}"), care);
+                }
+                Some("PractitionerRole") => {
+                    if let (Some(practitioner), Some(organisation)) = (
+                        resource["practitioner"]["reference"].as_str(),
+                        resource["organization"]["reference"].as_str(),
+                    ) {
+                        practitioners.insert(practitioner.to_string(), organisation.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Holders {
+            organisations,
+            practitioners,
+        }
+    }
+
+    /// The kind of organisation that holds `resource`: the first organisation it names
+    /// (directly or through a practitioner) decides; the GP holds what names none.
+    fn care_of(&self, resource: &Value) -> Care {
+        let mut references = Vec::new();
+        references_in(resource, &mut references);
+        references
+            .iter()
+            .find_map(|reference| {
+                let organisation = self
+                    .practitioners
+                    .get(*reference)
+                    .map(String::as_str)
+                    .unwrap_or(reference);
+                self.organisations.get(organisation).copied()
+            })
+            .unwrap_or(Care::GeneralPractice)
+    }
+
+    /// A patient's resources by the organisation that holds them; each holder also gets the
+    /// Patient. Everything of a patient in the Caribbean Netherlands lies at the island clinic.
+    fn split(&self, resources: Vec<Value>) -> HashMap<Care, Vec<Value>> {
+        let mut held: HashMap<Care, Vec<Value>> = HashMap::new();
+        let Some((patient, rest)) = resources.split_first() else {
+            return held;
+        };
+        let island = patient["identifier"].as_array().is_some_and(|identifiers| {
+            identifiers
+                .iter()
+                .any(|identifier| identifier["system"] == zorgnet_synth::SEDULA_SYSTEM)
+        });
+        for resource in rest {
+            let care = if island {
+                Care::Island
+            } else {
+                self.care_of(resource)
+            };
+            held.entry(care)
+                .or_insert_with(|| vec![patient.clone()])
+                .push(resource.clone());
+        }
+        held.entry(if island {
+            Care::Island
+        } else {
+            Care::GeneralPractice
+        })
+        .or_insert_with(|| vec![patient.clone()]);
+        held
+    }
+}
+
+/// Every `reference` string in `value`, in document order.
+fn references_in<'a>(value: &'a Value, into: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map {
+                match (key.as_str(), item) {
+                    ("reference", Value::String(reference)) => into.push(reference),
+                    _ => references_in(item, into),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| references_in(item, into)),
+        _ => {}
+    }
+}
+
+/// The first start: generates the patients and loads each organisation's share into its
+/// node's store (through the outbox's hook, so that the registrations follow), with a
+/// progress bar.
+async fn load(
+    generator: &zorgnet_synth::Generator,
+    stores: &[(Store, std::sync::Arc<tokio::sync::Notify>)],
+) -> Result<()> {
+    let patients = generator.config().patients;
+    println!("first start: generating and loading {patients} synthetic patients");
+    let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new(patients as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    progress.set_style(indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} patients, {msg} ({eta} left)",
+    )?);
+    let holders = Holders::of(generator);
+    let mut stored = 0;
+    let mut failures = Vec::new();
+    for start in (0..patients).step_by(LOAD_CHUNK_PATIENTS) {
+        let end = (start + LOAD_CHUNK_PATIENTS).min(patients);
+        let mut shares: HashMap<Care, Vec<Value>> = HashMap::new();
+        for index in start..end {
+            for (care, resources) in holders.split(generator.patient_resources(index)) {
+                shares.entry(care).or_default().extend(resources);
+            }
+        }
+        let mut loads = tokio::task::JoinSet::new();
+        for (organisation, (store, _)) in ORGANISATIONS.iter().zip(stores) {
+            if let Some(share) = shares.remove(&organisation.care) {
+                let store = store.clone();
+                loads.spawn(async move {
+                    import::load_into_store(&store, share.into_iter(), None).await
+                });
+            }
+        }
+        while let Some(report) = loads.join_next().await {
+            let report = report??;
+            stored += report.stored;
+            failures.extend(report.failures);
+        }
+        progress.set_position(end as u64);
+        progress.set_message(format!("{stored} resources"));
+    }
+    progress.finish_and_clear();
+    println!(
+        "loaded {stored} resources into {} nodes ({} refused)",
+        ORGANISATIONS.len(),
+        failures.len()
+    );
+    for (place, why) in failures.iter().take(5) {
+        println!("  refused {place}: {why}");
+    }
+    Ok(())
+}
+
+/// The demo's people: citizens with a BSN whose data lies at several organisations, and the
+/// professionals. Answers the users and, per citizen, the organisations holding their data.
+fn demo_users(
+    generator: &zorgnet_synth::Generator,
+) -> Result<(Vec<DemoUser>, Vec<Vec<&'static str>>)> {
+    let holders = Holders::of(generator);
+    let mut users = Vec::new();
+    let mut sources = Vec::new();
+    for index in 0..CITIZEN_CANDIDATES.min(generator.config().patients) {
+        if users.len() == DEMO_CITIZENS {
+            break;
+        }
+        let resources = generator.patient_resources(index);
+        let Some(patient) = resources.first() else {
+            continue;
+        };
+        let Some(bsn) = patient["identifier"].as_array().and_then(|identifiers| {
+            identifiers
+                .iter()
+                .find(|identifier| identifier["system"] == zorgnet_synth::BSN_SYSTEM)
+                .and_then(|identifier| identifier["value"].as_str())
+        }) else {
+            continue;
+        };
+        let name = patient["name"][0]["text"]
+            .as_str()
+            .or_else(|| patient["name"][0]["family"].as_str())
+            .unwrap_or("burger")
+            .to_string();
+        let bsn = bsn.to_string();
+        let held: BTreeSet<Care> = holders.split(resources).into_keys().collect();
+        if held.len() < CITIZEN_MIN_SOURCES {
+            continue;
+        }
+        users.push(DemoUser::citizen(
+            &format!("burger-{}", users.len() + 1),
+            &name,
+            &bsn,
+        ));
+        sources.push(
+            ORGANISATIONS
+                .iter()
+                .filter(|organisation| held.contains(&organisation.care))
+                .map(|organisation| organisation.name)
+                .collect(),
+        );
+    }
+    users.extend(
+        PROFESSIONALS
+            .iter()
+            .map(|p| DemoUser::professional(p.subject, p.name, p.uzi)),
+    );
+    Ok((users, sources))
+}
+
+/// Prints one line per part, the demo logins and how to get a token.
+fn announce(
+    args: &DemoArgs,
+    network: &NetworkFile,
+    users: &[DemoUser],
+    citizens: &[Vec<&'static str>],
+    ca: &Path,
+    started: Instant,
+) {
+    // A supervisor may close stdout; the demo must keep serving, so print errors are ignored.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "zorgnet demo network ready in {:.1} s (data in {}; the demo CA is {})",
+        started.elapsed().as_secs_f64(),
+        args.data.display(),
+        ca.display()
+    );
+    let _ = writeln!(out, "portal: {}", network.portal);
+    let _ = writeln!(
+        out,
+        "identity provider (for demos only; anyone may log in as anyone listed): {}",
+        network.issuer
+    );
+    let _ = writeln!(out, "hub: {}", network.hub);
+    for node in &network.nodes {
+        let _ = writeln!(
+            out,
+            "node {} (URA {}): {}",
+            node.name, node.ura, node.fhir_base
+        );
+    }
+    let _ = writeln!(out, "demo logins:");
+    for (user, sources) in users.iter().zip(citizens) {
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<32} citizen, BSN {}; data at {}",
+            user.subject,
+            user.name,
+            user.bsn.as_deref().unwrap_or_default(),
+            sources.join(", ")
+        );
+    }
+    for professional in &PROFESSIONALS {
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<32} UZI {}, role {} at {}",
+            professional.subject,
+            professional.name,
+            professional.uzi,
+            professional.role,
+            organisation(professional.organisation).name
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  a demo user's access token: zorgnet demo --data {} --token {}",
+        args.data.display(),
+        users[0].subject
+    );
+    let _ = out.flush();
 }

@@ -341,22 +341,21 @@ async fn run_node(settings: config::NodeSettings) -> Result<()> {
                 .keep_fresh(source, settings.crl_refresh, Some(cache)),
         );
     }
-    serve(
+    let parts = NodeParts {
         store,
-        &settings.data,
-        &settings.listen,
-        NodeIdentity {
+        data: settings.data,
+        identity: NodeIdentity {
             ura: settings.ura,
             name: settings.name,
         },
-        settings.base_url,
-        hub.map(|client| (client, wake, settings.access)),
+        hub: hub.map(|client| (client, wake, settings.access)),
+        address_book_sync: ADDRESS_BOOK_SYNC_INTERVAL,
         local,
         tls,
         oidc,
         monitor,
-    )
-    .await
+    };
+    serve(parts, &settings.listen, settings.base_url).await
 }
 
 /// The OpenID providers the node's settings name.
@@ -519,9 +518,12 @@ async fn join_network(
     store: &Store,
     identity: &NodeIdentity,
     fhir_base: &str,
-    hub: zorgnet_node::hub_client::HubClient,
-    wake: std::sync::Arc<tokio::sync::Notify>,
-    access: zorgnet_node::access::AccessConfig,
+    (hub, wake, access): (
+        zorgnet_node::hub_client::HubClient,
+        std::sync::Arc<tokio::sync::Notify>,
+        zorgnet_node::access::AccessConfig,
+    ),
+    address_book_sync: std::time::Duration,
 ) -> Result<std::sync::Arc<zorgnet_node::network::Network>> {
     zorgnet_node::addressing::publish_own_entries(store, identity, fhir_base)
         .await
@@ -566,7 +568,7 @@ async fn join_network(
                     tracing::warn!(error = %e, "address book sync failed; using the cached copy")
                 }
             }
-            tokio::time::sleep(ADDRESS_BOOK_SYNC_INTERVAL).await;
+            tokio::time::sleep(address_book_sync).await;
         }
     });
     tracing::info!(hub = %hub.base(), "joined the network");
@@ -577,59 +579,102 @@ async fn join_network(
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve(
+/// A node put together and listening, not yet serving: what `serve` runs, and what
+/// `zorgnet demo` runs several of.
+struct PreparedNode {
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    tls: Option<(
+        std::sync::Arc<rustls::ServerConfig>,
+        zorgnet_trust::tls::ClientVerifier,
+    )>,
+}
+
+/// What a node is made of, apart from its listener.
+struct NodeParts {
     store: Store,
-    data: &std::path::Path,
-    listen: &str,
+    data: PathBuf,
     identity: NodeIdentity,
-    base_url: Option<String>,
     hub: Option<(
         zorgnet_node::hub_client::HubClient,
         std::sync::Arc<tokio::sync::Notify>,
         zorgnet_node::access::AccessConfig,
     )>,
+    /// How often the node refreshes its copy of the hub's address book.
+    address_book_sync: std::time::Duration,
     local: LocalAccess,
     tls: Option<ServiceTls>,
     oidc: zorgnet_node::authn::NodeOidc,
     monitor: zorgnet_audit::Monitor,
-) -> Result<()> {
+}
+
+/// Serves a node at `listen` until Ctrl-C, announcing its base URL.
+async fn serve(parts: NodeParts, listen: &str, base_url: Option<String>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listen on {listen}"))?;
     let address = listener.local_addr()?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let scheme = if parts.tls.is_some() { "https" } else { "http" };
     let shown_base = base_url.unwrap_or_else(|| format!("{scheme}://{address}/fhir"));
-    tracing::info!(%address, ura = %identity.ura, "node listening");
+    tracing::info!(%address, ura = %parts.identity.ura, "node listening");
     // A supervisor may close stdout; the node must keep serving, so print errors are ignored.
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(
         stdout,
         "zorgnet node '{}' (URA {}) serving FHIR R4 at {shown_base}",
-        identity.name, identity.ura
+        parts.identity.name, parts.identity.ura
     );
-    let cacert = match &tls {
+    let cacert = match &parts.tls {
         Some(tls) => format!(" --cacert {}", tls.ca_file.display()),
         None => String::new(),
     };
     let _ = writeln!(
         stdout,
         "  try: curl{cacert} {shown_base}/metadata   |   curl{cacert}{} '{shown_base}/Patient?_count=5'",
-        match &local.key_file {
+        match &parts.local.key_file {
             None => String::new(),
             Some(path) => format!(" -H \"Authorization: Bearer $(cat {})\"", path.display()),
         }
     );
     let _ = stdout.flush();
     drop(stdout);
+    let node = prepare_node(parts, listener, shown_base).await?;
+    serve_router(node.listener, node.router, node.tls).await
+}
+
+/// Joins the network (when there is a hub), opens the access log and starts its
+/// checkpoints, and builds the node's router with every layer, for `listener` at `base`.
+async fn prepare_node(
+    parts: NodeParts,
+    listener: tokio::net::TcpListener,
+    base: String,
+) -> Result<PreparedNode> {
+    let NodeParts {
+        store,
+        data,
+        identity,
+        hub,
+        address_book_sync,
+        local,
+        tls,
+        oidc,
+        monitor,
+    } = parts;
     let checkpoint_hub = hub.as_ref().map(|(client, _, _)| client.clone());
     let network = match hub {
-        Some((client, wake, access)) => {
-            Some(join_network(&store, &identity, &shown_base, client, wake, access).await?)
-        }
+        Some((client, wake, access)) => Some(
+            join_network(
+                &store,
+                &identity,
+                &base,
+                (client, wake, access),
+                address_book_sync,
+            )
+            .await?,
+        ),
         None => None,
     };
-    let (logged, data) = (store.clone(), data.to_path_buf());
+    let logged = store.clone();
     let (log, audit, signer) =
         tokio::task::spawn_blocking(move || zorgnet_node::audit::open(&logged, &data))
             .await?
@@ -640,18 +685,15 @@ async fn serve(
         identity.ura.clone(),
         checkpoint_hub,
     ));
-    let router = zorgnet_node::router_in_network(
-        store,
-        identity,
-        shown_base,
-        network,
-        local.clients,
-        oidc,
-        audit,
-    );
+    let router =
+        zorgnet_node::router_in_network(store, identity, base, network, local.clients, oidc, audit);
     let router = zorgnet_node::audit::monitored(router, monitor);
     let router = zorgnet_node::audit_api::served(router, log);
-    serve_router(listener, router, tls.map(|tls| (tls.server, tls.verifier))).await
+    Ok(PreparedNode {
+        listener,
+        router,
+        tls: tls.map(|tls| (tls.server, tls.verifier)),
+    })
 }
 
 /// Serves `router` until Ctrl-C: over mutual TLS with `tls` (checking every request against

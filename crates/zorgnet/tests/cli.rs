@@ -547,7 +547,7 @@ fn help_shows_defaults_and_each_command_only_its_options() {
         );
     }
     let demo = help(&["demo"]);
-    assert!(demo.contains("[default: 100]"), "{demo}");
+    assert!(demo.contains("[default: 2000]"), "{demo}");
     let status = help(&["node", "status"]);
     assert!(
         status.contains("--data") && status.contains("--postgres"),

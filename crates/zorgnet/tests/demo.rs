@@ -1,24 +1,28 @@
-//! `zorgnet demo` as a newcomer meets it: HTTPS only, with a demo CA, and a development
-//! identity provider whose citizens read their own data and nothing else, and whose
-//! professionals work within their scopes.
+//! `zorgnet demo` as a newcomer meets it: a whole network on loopback over HTTPS with a demo
+//! CA — a hub, five organisations' nodes, a development identity provider and the citizen
+//! portal — started by the real binary on free ports.
+//!
+//! Checked: every part answers over TLS and nothing without it; each node holds its kind of
+//! care's share of the data and its outbox delivers every registration to the hub's referral
+//! index; a citizen logs in at the portal through the identity provider and sees data of the
+//! organisations the start names; a professional's token is staff at their own node only; a
+//! second start reuses everything instead of loading again; Ctrl-C stops the demo cleanly.
 
 mod support;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 use support::BINARY;
 
-/// A port free at the moment of asking: the demo's identity provider names its own address
-/// in its tokens, so it cannot listen on port 0.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// Patients of the test's demo: enough for citizens with data at three organisations.
+const PATIENTS: &str = "120";
+/// Longest the outboxes may take to deliver every registration.
+const DELIVERY_DEADLINE: Duration = Duration::from_secs(120);
+/// Longest the demo may take to stop after Ctrl-C.
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The demo process, killed when the test ends.
 struct Demo(Child);
@@ -30,19 +34,33 @@ impl Drop for Demo {
     }
 }
 
-/// Starts the demo and answers it with what it printed up to the line naming its URL.
-fn start(data: &Path, listen: &str, idp: &str) -> (Demo, Vec<String>) {
+impl Demo {
+    /// Sends Ctrl-C and answers whether the demo ended by itself, successfully, in time.
+    fn interrupt(&mut self) -> bool {
+        let pid = self.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + STOP_DEADLINE;
+        while Instant::now() < deadline {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+/// Starts the demo on free ports and answers it with what it printed up to the line about
+/// access tokens, the last of its announcement.
+fn start(data: &Path) -> (Demo, Vec<String>) {
     let mut child = Command::new(BINARY)
-        .args([
-            "demo",
-            "--patients",
-            "3",
-            "--listen",
-            listen,
-            "--idp-listen",
-            idp,
-            "--data",
-        ])
+        .args(["demo", "--port", "0", "--patients", PATIENTS, "--data"])
         .arg(data)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -57,9 +75,9 @@ fn start(data: &Path, listen: &str, idp: &str) -> (Demo, Vec<String>) {
             stdout.read_line(&mut line).unwrap() > 0,
             "the demo ended early: {lines:?}"
         );
-        let served = line.contains("serving FHIR R4 at");
-        lines.push(line);
-        if served {
+        let last = line.contains("a demo user's access token");
+        lines.push(line.trim_end().to_string());
+        if last {
             break;
         }
     }
@@ -67,9 +85,44 @@ fn start(data: &Path, listen: &str, idp: &str) -> (Demo, Vec<String>) {
     (Demo(child), lines)
 }
 
-fn token(data: &Path, idp: &str, user: &str) -> String {
+/// The URL on the line starting with `prefix`.
+fn url_after<'a>(lines: &'a [String], prefix: &str) -> &'a str {
+    lines
+        .iter()
+        .find_map(|line| line.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no line {prefix:?} in {lines:#?}"))
+        .trim()
+}
+
+/// The nodes the demo named: (name, FHIR base URL).
+fn nodes(lines: &[String]) -> Vec<(String, String)> {
+    lines
+        .iter()
+        .filter_map(|line| line.strip_prefix("node "))
+        .map(|rest| {
+            let (name, url) = rest.rsplit_once(": ").unwrap();
+            let name = name.split(" (URA").next().unwrap();
+            (name.to_string(), url.to_string())
+        })
+        .collect()
+}
+
+/// An HTTPS client trusting the demo CA alone, with cookies (a browser).
+fn browser(data: &Path) -> reqwest::Client {
+    let pem = std::fs::read(data.join("demo-ca/ca.pem")).unwrap();
+    let anchor = zorgnet_trust::tls::read_certificates(&pem)
+        .unwrap()
+        .remove(0);
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(zorgnet_trust::tls::anchor_only_client_config(&anchor).unwrap())
+        .cookie_store(true)
+        .build()
+        .unwrap()
+}
+
+fn token(data: &Path, user: &str) -> String {
     let output = Command::new(BINARY)
-        .args(["demo", "--idp-listen", idp, "--token", user, "--data"])
+        .args(["demo", "--token", user, "--data"])
         .arg(data)
         .env("RUST_LOG", "error")
         .output()
@@ -78,91 +131,187 @@ fn token(data: &Path, idp: &str, user: &str) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_serves_https_and_its_citizens_read_only_their_own_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("demo");
-    let (listen, idp) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    );
-    let (_demo, lines) = start(&data, &listen, &idp);
-    let output = lines.concat();
-    assert!(
-        output.contains(&format!("serving FHIR R4 at https://{listen}/fhir")),
-        "{output}"
-    );
-    assert!(
-        output.contains(&format!("https://{idp}")) && output.contains("for demos only"),
-        "{output}"
-    );
-    let bsn_of = |user: &str| -> String {
-        let line = lines
-            .iter()
-            .find(|l| l.contains(&format!("demo user {user} ")))
-            .unwrap_or_else(|| panic!("no {user} in {output}"));
-        line.rsplit("BSN ").next().unwrap().trim().to_string()
-    };
-    let (own, other) = (bsn_of("burger-1"), bsn_of("burger-2"));
-    assert_ne!(own, other);
+/// The hidden inputs of an HTML form: (name, value).
+fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    html.split("<input type=\"hidden\" ")
+        .skip(1)
+        .map(|rest| {
+            let attribute = |name: &str| {
+                rest.split(&format!("{name}=\""))
+                    .nth(1)
+                    .and_then(|value| value.split('"').next())
+                    .unwrap_or_default()
+                    .replace("&amp;", "&")
+                    .replace("&#x2F;", "/")
+                    .replace("&#x3D;", "=")
+                    .replace("&#43;", "+")
+            };
+            (attribute("name"), attribute("value"))
+        })
+        .collect()
+}
 
-    let pem = std::fs::read(data.join("tls/ca.pem")).unwrap();
-    let anchor = zorgnet_trust::tls::read_certificates(&pem)
-        .unwrap()
-        .remove(0);
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(zorgnet_trust::tls::anchor_only_client_config(&anchor).unwrap())
-        .build()
-        .unwrap();
-    let base = format!("https://{listen}/fhir");
-    let citizen = token(&data, &idp, "burger-1");
-    let get = |path: String, bearer: Option<String>| {
-        let request = client.get(format!("{base}/{path}"));
-        let request = match bearer {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        };
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap())
-        }
-    };
-    let by_bsn =
-        |bsn: &str| format!("Patient?identifier=http://fhir.nl/fhir/NamingSystem/bsn|{bsn}");
-    let (status, own_record) = get(by_bsn(&own), Some(citizen.clone())).await;
-    assert_eq!(status, 200, "{own_record}");
-    assert_eq!(own_record["entry"].as_array().map(Vec::len), Some(1));
-    let (status, _) = get(by_bsn(&other), Some(citizen.clone())).await;
-    assert_eq!(status, 403, "another citizen's record");
-    let (status, _) = get("Patient".into(), Some(citizen.clone())).await;
-    assert_eq!(status, 403, "everyone's records");
-    let (status, _) = get(by_bsn(&own), None).await;
-    assert_eq!(status, 401, "no credentials");
-    let written = client
-        .post(format!("{base}/Patient"))
-        .bearer_auth(&citizen)
-        .header("content-type", "application/fhir+json")
-        .body(json!({"resourceType": "Patient"}).to_string())
+/// Logs `browser` in at the portal as `user` through the identity provider's form, and
+/// answers the page it lands on.
+async fn log_in(browser: &reqwest::Client, portal: &str, user: &str) -> String {
+    let form = browser.get(format!("{portal}login")).send().await.unwrap();
+    assert_eq!(form.status(), 200);
+    let authorize = form.url().clone();
+    assert!(authorize.path().ends_with("/authorize"), "{authorize}");
+    let mut fields = hidden_inputs(&form.text().await.unwrap());
+    assert!(fields.iter().any(|(name, _)| name == "code_challenge"));
+    fields.push(("user".into(), user.into()));
+    let landed = browser
+        .post(authorize.as_str().split('?').next().unwrap())
+        .form(&fields)
         .send()
         .await
         .unwrap();
-    assert_eq!(written.status(), 403, "a citizen writes nothing");
+    assert_eq!(landed.status(), 200);
+    assert_eq!(landed.url().path(), "/overzicht");
+    landed.text().await.unwrap()
+}
 
-    let professional = token(&data, &idp, "huisarts");
-    let (status, count) = get("Patient?_summary=count".into(), Some(professional)).await;
-    assert_eq!(status, 200);
-    assert_eq!(
-        count["total"], 3,
-        "the practice's professional sees every patient"
-    );
+/// `zorgnet node status` of a node's data directory: the number of registrations pending.
+fn pending(node_data: &Path) -> String {
+    let output = Command::new(BINARY)
+        .args(["node", "status", "--data"])
+        .arg(node_data)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
 
-    let plain = reqwest::Client::new()
-        .get(format!("http://{listen}/fhir/metadata"))
-        .send()
-        .await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_is_a_network_a_citizen_and_professionals_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let (mut demo, lines) = start(&data);
+    let output = lines.join("\n");
+    assert!(output.contains("first start"), "{output}");
+    let portal = url_after(&lines, "portal: ").to_string();
     assert!(
-        plain.map_or(true, |r| !r.status().is_success()),
-        "nothing in the demo answers without TLS"
+        portal.starts_with("https://127.0.0.1:") && portal.ends_with('/'),
+        "{output}"
+    );
+    let hub = url_after(&lines, "hub: ").to_string();
+    let nodes = nodes(&lines);
+    assert_eq!(nodes.len(), 5, "{output}");
+    let client = browser(&data);
+
+    // Every part answers over TLS with the demo CA, and nothing answers without it.
+    for url in [format!("{portal}health"), format!("{hub}/health")]
+        .into_iter()
+        .chain(nodes.iter().map(|(_, base)| format!("{base}/metadata")))
+    {
+        let answer = client.get(&url).send().await.unwrap();
+        assert!(answer.status().is_success(), "{url}: {}", answer.status());
+        let plain = reqwest::Client::new()
+            .get(url.replace("https://", "http://"))
+            .send()
+            .await;
+        assert!(
+            plain.map_or(true, |r| !r.status().is_success()),
+            "{url} answers without TLS"
+        );
+    }
+
+    // Each organisation holds its share, and the referral index receives all of it.
+    let network: Value =
+        serde_json::from_slice(&std::fs::read(data.join("network.json")).unwrap()).unwrap();
+    let mut node_dirs = Vec::new();
+    for node in network["nodes"].as_array().unwrap() {
+        let (name, base) = (
+            node["name"].as_str().unwrap(),
+            node["fhir_base"].as_str().unwrap(),
+        );
+        assert!(nodes.iter().any(|(n, b)| n == name && b == base), "{node}");
+        let key_file = Path::new(node["admin_key_file"].as_str().unwrap());
+        let key = std::fs::read_to_string(key_file).unwrap();
+        let answer = client
+            .get(format!("{base}/Patient?_summary=count"))
+            .bearer_auth(key.trim())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{name}");
+        let counted = answer.json::<Value>().await.unwrap()["total"]
+            .as_u64()
+            .unwrap();
+        if !name.starts_with("Verpleeghuis") && !name.starts_with("Saba") {
+            assert!(counted > 0, "{name} holds patients");
+        }
+        node_dirs.push(key_file.parent().unwrap().to_path_buf());
+    }
+    assert_eq!(node_dirs.len(), 5);
+    let deadline = Instant::now() + DELIVERY_DEADLINE;
+    for node in &node_dirs {
+        while !pending(node).starts_with("outbox: 0 pending, 0 refused") {
+            assert!(
+                Instant::now() < deadline,
+                "{}: {}",
+                node.display(),
+                pending(node)
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    // A citizen logs in at the portal and sees data of the organisations the start names.
+    let citizen = lines
+        .iter()
+        .find(|line| line.trim_start().starts_with("burger-1 "))
+        .unwrap_or_else(|| panic!("no demo citizen in {output}"));
+    let sources: Vec<&str> = citizen
+        .split("data at ")
+        .nth(1)
+        .unwrap()
+        .split(", ")
+        .collect();
+    assert!(sources.len() >= 3, "{citizen}");
+    let page = log_in(&client, &portal, "burger-1").await;
+    for source in &sources {
+        assert!(
+            page.contains(&format!("<td>{source}</td>")),
+            "the overview shows data of {source}"
+        );
+    }
+
+    // A professional's token makes them staff at their own node and nobody elsewhere.
+    let gp_doctor = token(&data, "huisarts");
+    let (gp_name, gp_base) = &nodes[0];
+    assert!(gp_name.starts_with("Huisartsenpraktijk"), "{gp_name}");
+    let own = client
+        .get(format!("{gp_base}/Patient?_summary=count"))
+        .bearer_auth(&gp_doctor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    for (name, base) in &nodes[1..] {
+        let elsewhere = client
+            .get(format!("{base}/Patient?_summary=count"))
+            .bearer_auth(&gp_doctor)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            elsewhere.status(),
+            401,
+            "the GP's token is nobody's at {name}"
+        );
+    }
+
+    // Ctrl-C stops everything; a second start reuses the data.
+    assert!(demo.interrupt(), "the demo stops cleanly on Ctrl-C");
+    let (_again, lines) = start(&data);
+    let output = lines.join("\n");
+    assert!(!output.contains("first start"), "{output}");
+    assert!(output.contains("demo logins:"), "{output}");
+    assert!(
+        output.contains("burger-1 "),
+        "the logins are listed again: {output}"
     );
 }

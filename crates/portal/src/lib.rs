@@ -1,0 +1,269 @@
+//! The citizen portal **Mijn Gezondheidsoverzicht** ("my health overview"): server-rendered
+//! pages where a citizen logs in with OpenID Connect and sees what the care providers' nodes
+//! hold about them, who looked at it, and the proof of each of those access-log records.
+//!
+//! What it is: an axum [`Router`] ([`Portal::router`]) that a caller serves, with these pages
+//! (Dutch by default, English with `?lang=en` or the language cookie; a switch on every page):
+//! - `/`: the start page; `/login` starts the authorization code flow with PKCE `S256`,
+//!   `state` and `nonce` at the provider named by [`PortalConfig::issuer`] (its discovery
+//!   document); `/callback` exchanges the code, verifies the **ID token** (signature against
+//!   the provider's key set, `iss`, `aud` = [`PortalConfig::client_id`], `exp`, and the
+//!   `nonce`) through `zorgnet_trust::oidc`, and keeps the access token server-side in an
+//!   in-memory session; the browser holds only a random 256-bit session id (cookie `HttpOnly`,
+//!   `SameSite=Lax`, `Path=/`, and `Secure` when [`PortalConfig::base_url`] is `https`).
+//!   `POST /logout` (with the session's CSRF token) ends the session.
+//! - `/overzicht`: every [`Source`] asked in parallel with the citizen's access token (each
+//!   within [`PortalConfig::source_timeout`]): the citizen's Patients there by BSN, then
+//!   `Patient/{id}/$everything`, page by page (at most [`PAGES_PER_PATIENT_MAX`]); shown as a
+//!   timeline and by topic (problems, medication, allergies, lab results with a chart per
+//!   test, vaccinations, encounters, documents), each item with its source and date. A source
+//!   that does not answer in time or answers with an error is named in a notice.
+//! - `/download.json`: the whole record as one FHIR `collection` Bundle (an attachment), every
+//!   entry with its `fullUrl` at its source; `/afdrukken`: the record for printing.
+//! - `/wie-keek`: the access logs of all sources (`AuditEvent?patient=…`), newest first, with
+//!   emergency access marked in words and style; `/wie-keek/bewijs?source=…&id=…` fetches the
+//!   node's `$proof` of one record and checks it with `zorgnet_audit` (the inclusion proof
+//!   against the signed checkpoint's root, and the checkpoint's signature when the node's
+//!   checkpoint key is known: [`Portal::add_checkpoint_keys`]).
+//!
+//! Who the citizen is comes from the verified ID token's `bsn` claim; the nodes verify the
+//! access token themselves and serve only the citizen's own data, so the portal never decides
+//! access. Every page with data needs a session and is sent `Cache-Control: no-store`; every
+//! response carries a `Content-Security-Policy` without scripts. Tokens and BSNs never reach
+//! the log.
+//!
+//! What it is not: a FHIR server, a place that stores health data (nothing outlives the
+//! request but the session's token), a way to change data or consent (the hub does not take
+//! citizens' logins yet), or usable by a citizen known only by a zorgverificatienummer (their
+//! Patients at a node carry a sédula number the portal cannot search by; they are told so).
+#![deny(missing_docs)]
+
+mod access_log;
+mod i18n;
+mod oidc;
+mod pages;
+mod proof;
+mod record;
+mod session;
+mod sources;
+
+use axum::Router;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use zorgnet_audit::VerifyingKey;
+
+/// How long a source may take to answer all of one page's questions, when the configuration
+/// does not say.
+pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the provider's discovery and token endpoints may take.
+pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pages of `$everything` read per Patient at a source; beyond, the overview says the record
+/// was cut short.
+pub const PAGES_PER_PATIENT_MAX: usize = 20;
+/// Pages of the access log read per source.
+pub const AUDIT_PAGES_PER_SOURCE_MAX: usize = 10;
+/// A citizen's Patients asked about at one source (a node's access-log search names at most
+/// this many).
+pub const PATIENTS_PER_SOURCE_MAX: usize = 10;
+/// Largest answer read from a source or the provider, in bytes.
+pub const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Sessions kept at once; the one closest to expiry goes first beyond this.
+pub const SESSIONS_MAX: usize = 10_000;
+/// Logins started and not yet completed, kept at once; beyond, new logins wait.
+pub const PENDING_LOGINS_MAX: usize = 10_000;
+/// Longest a session lasts, whatever the access token's lifetime.
+pub const SESSION_LIFETIME_MAX: Duration = Duration::from_secs(60 * 60);
+/// How long a citizen may take at the provider's login page.
+pub const LOGIN_LIFETIME: Duration = Duration::from_secs(10 * 60);
+/// Largest form body the portal reads (the logout form), in bytes.
+pub const FORM_BYTES_MAX: usize = 4 * 1024;
+/// The scopes asked of the provider: the citizen's own data, read only.
+pub const SCOPE: &str = "openid patient/*.read";
+
+/// Why the portal cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PortalError {
+    /// The configuration is unusable.
+    #[error("invalid portal configuration: {0}")]
+    Configuration(String),
+    /// The HTTP client or the token verifier cannot be built.
+    #[error("the portal's HTTP client: {0}")]
+    Client(String),
+}
+
+/// A care provider's node the portal asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The organisation's name, shown with every item from it.
+    pub name: String,
+    /// The organisation's URA (the origin of its access log's checkpoints).
+    pub ura: String,
+    /// The node's FHIR base URL, without a trailing slash (e.g. `https://host:8443/fhir`).
+    pub fhir_base: String,
+}
+
+/// How the portal is set up.
+#[derive(Clone)]
+pub struct PortalConfig {
+    /// Where the portal is reached, without a trailing slash; the redirect URI is
+    /// `{base_url}/callback`.
+    pub base_url: String,
+    /// The OpenID provider's issuer URL.
+    pub issuer: String,
+    /// The portal's client id at the provider: the audience of the citizens' tokens.
+    pub client_id: String,
+    /// The nodes to ask.
+    pub sources: Vec<Source>,
+    /// How to reach the provider and the nodes over HTTPS (trusting the network CA); `None`
+    /// uses the platform's roots, or plain HTTP for `http` URLs (tests only).
+    pub tls: Option<rustls::ClientConfig>,
+    /// How long one source may take ([`DEFAULT_SOURCE_TIMEOUT`] is the usual value).
+    pub source_timeout: Duration,
+}
+
+impl std::fmt::Debug for PortalConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortalConfig")
+            .field("base_url", &self.base_url)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("sources", &self.sources)
+            .field("tls", &self.tls.is_some())
+            .field("source_timeout", &self.source_timeout)
+            .finish()
+    }
+}
+
+/// The portal: its configuration, HTTP client, token verifier and sessions.
+#[derive(Clone)]
+pub struct Portal {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: PortalConfig,
+    pub(crate) http: reqwest::Client,
+    pub(crate) provider: oidc::Provider,
+    pub(crate) sessions: session::Sessions,
+    pub(crate) checkpoint_keys: RwLock<HashMap<String, VerifyingKey>>,
+}
+
+impl Portal {
+    /// Checks `config` and builds the HTTP client; nothing is fetched yet (the provider's
+    /// discovery document is read at the first login).
+    pub fn new(config: PortalConfig) -> Result<Portal, PortalError> {
+        check_config(&config).map_err(PortalError::Configuration)?;
+        let mut client = reqwest::Client::builder();
+        if let Some(tls) = &config.tls {
+            client = client.tls_backend_preconfigured(tls.clone());
+        }
+        let http = client
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| PortalError::Client(e.to_string()))?;
+        let provider = oidc::Provider::new(&config)?;
+        Ok(Portal {
+            inner: Arc::new(Inner {
+                config,
+                http,
+                provider,
+                sessions: session::Sessions::default(),
+                checkpoint_keys: RwLock::default(),
+            }),
+        })
+    }
+
+    /// Checks from now on the signatures of the checkpoints of the organisations named (URA →
+    /// the Ed25519 key their node signs its access log's checkpoints with, as the hub's
+    /// witness keeps it). Without a key a proof is checked against the checkpoint's root
+    /// only, and the page says the signature was not checked.
+    pub fn add_checkpoint_keys(&self, keys: impl IntoIterator<Item = (String, VerifyingKey)>) {
+        self.inner
+            .checkpoint_keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(keys);
+    }
+
+    /// The portal's pages (see the crate documentation).
+    pub fn router(&self) -> Router {
+        pages::router(self.inner.clone())
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    (url.starts_with("https://") || url.starts_with("http://")) && !url.ends_with('/')
+}
+
+fn check_config(config: &PortalConfig) -> Result<(), String> {
+    for (what, url) in [("base_url", &config.base_url), ("issuer", &config.issuer)] {
+        if !is_http_url(url) {
+            return Err(format!(
+                "{what} must be an http(s) URL without a trailing slash: {url:?}"
+            ));
+        }
+    }
+    if config.client_id.trim().is_empty() {
+        return Err("client_id is empty".into());
+    }
+    if config.source_timeout.is_zero() {
+        return Err("source_timeout is zero".into());
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for source in &config.sources {
+        if source.name.trim().is_empty() || !names.insert(source.name.as_str()) {
+            return Err(format!(
+                "source names are non-empty and unique: {:?}",
+                source.name
+            ));
+        }
+        if !is_http_url(&source.fhir_base) {
+            return Err(format!(
+                "the FHIR base of {:?} must be an http(s) URL without a trailing slash",
+                source.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> PortalConfig {
+        PortalConfig {
+            base_url: "http://127.0.0.1:9".into(),
+            issuer: "http://127.0.0.1:8".into(),
+            client_id: "portal".into(),
+            sources: vec![Source {
+                name: "Huisarts".into(),
+                ura: "00000011".into(),
+                fhir_base: "http://127.0.0.1:7/fhir".into(),
+            }],
+            tls: None,
+            source_timeout: DEFAULT_SOURCE_TIMEOUT,
+        }
+    }
+
+    #[test]
+    fn bad_configurations_are_refused() {
+        assert!(Portal::new(config()).is_ok());
+        let mut slash = config();
+        slash.base_url.push('/');
+        let mut twice = config();
+        twice.sources.push(twice.sources[0].clone());
+        let mut no_client = config();
+        no_client.client_id = " ".into();
+        let mut ftp = config();
+        ftp.sources[0].fhir_base = "ftp://x/fhir".into();
+        for config in [slash, twice, no_client, ftp] {
+            assert!(matches!(
+                Portal::new(config),
+                Err(PortalError::Configuration(_))
+            ));
+        }
+    }
+}

@@ -1,0 +1,780 @@
+//! The portal's routes and pages: askama templates (escaped at build time) around the views of
+//! `record`, `access_log` and `proof`, the login and logout, the language choice, and the
+//! security headers every answer carries.
+//! What it is not: where data is fetched (`sources`) or where a token is verified (`oidc`).
+
+use crate::access_log::{Access, accesses};
+use crate::i18n::{LANG_COOKIE, Lang, Texts};
+use crate::oidc::{LoginError, body_bytes};
+use crate::proof::{Verdict, check};
+use crate::record::{Item, RecordView, bundle};
+use crate::session::{PendingLogin, Session, random_token};
+use crate::sources::{Failure, Gathered, Question, gather};
+use crate::{FORM_BYTES_MAX, Inner, SESSION_LIFETIME_MAX};
+use askama::Template;
+use axum::Router;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{DefaultBodyLimit, Form, Query, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The session cookie.
+const SESSION_COOKIE: &str = "zorgnet_portal_sessie";
+/// The cookie of a login under way (sent only to `/callback`).
+const LOGIN_COOKIE: &str = "zorgnet_portal_login";
+/// How long the language cookie lasts, in seconds (a year).
+const LANG_COOKIE_MAX_AGE_S: u64 = 365 * 24 * 60 * 60;
+/// How long the stylesheet may be cached, in seconds.
+const STYLESHEET_MAX_AGE_S: u64 = 60 * 60;
+/// The stylesheet, in the binary.
+const STYLESHEET: &str = include_str!("../assets/portal.css");
+/// The policy of every answer: no scripts at all, styles and images from the portal only.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+    form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+pub(crate) fn router(inner: Arc<Inner>) -> Router {
+    Router::new()
+        .route("/", get(start))
+        .route("/login", get(login))
+        .route("/callback", get(callback))
+        .route("/logout", post(logout))
+        .route("/overzicht", get(overview))
+        .route("/afdrukken", get(print))
+        .route("/download.json", get(download))
+        .route("/wie-keek", get(access_log))
+        .route("/wie-keek/bewijs", get(proof))
+        .route("/assets/portal.css", get(stylesheet))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(FORM_BYTES_MAX))
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(inner)
+}
+
+/// Adds the security headers to every answer; pages are never cached (they may hold health
+/// data), the stylesheet may be.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("content-security-policy", CONTENT_SECURITY_POLICY),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("x-frame-options", "DENY"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// The value of cookie `name`.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// Equality that takes as long whatever the first difference (for the CSRF token).
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// What every page needs to know of the request.
+struct Context {
+    lang: Lang,
+    /// The language cookie to set, when `?lang=` chose one.
+    lang_cookie: Option<String>,
+    session: Option<(String, Session)>,
+    path: String,
+    query: Vec<(String, String)>,
+    secure: bool,
+}
+
+impl Context {
+    fn of(inner: &Inner, headers: &HeaderMap, uri: &Uri) -> Context {
+        let query: Vec<(String, String)> = uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let asked = query
+            .iter()
+            .find(|(name, _)| name == "lang")
+            .and_then(|(_, value)| Lang::parse(value));
+        let secure = inner.config.base_url.starts_with("https://");
+        let lang = asked
+            .or_else(|| cookie(headers, LANG_COOKIE).and_then(Lang::parse))
+            .unwrap_or(Lang::Nl);
+        let lang_cookie = asked.map(|lang| {
+            cookie_header(LANG_COOKIE, lang.code(), "/", LANG_COOKIE_MAX_AGE_S, secure)
+        });
+        let session = cookie(headers, SESSION_COOKIE)
+            .and_then(|id| inner.sessions.get(id).map(|s| (id.to_string(), s)));
+        Context {
+            lang,
+            lang_cookie,
+            session,
+            path: uri.path().to_string(),
+            query,
+            secure,
+        }
+    }
+
+    fn t(&self) -> &'static Texts {
+        self.lang.texts()
+    }
+
+    /// The page's layout, titled `title`.
+    fn layout(&self, title: &str) -> Layout {
+        let other = self.lang.other();
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in self.query.iter().filter(|(name, _)| name != "lang") {
+            query.append_pair(name, value);
+        }
+        query.append_pair("lang", other.code());
+        let (logged_in, csrf, name) = match &self.session {
+            Some((_, session)) => (
+                true,
+                session.csrf.clone(),
+                session.name.clone().unwrap_or_default(),
+            ),
+            None => (false, String::new(), String::new()),
+        };
+        Layout {
+            t: self.t(),
+            lang: self.lang.code(),
+            title: title.to_string(),
+            switch_href: format!("{}?{}", self.path, query.finish()),
+            switch_lang: other.code(),
+            logged_in,
+            csrf,
+            name,
+        }
+    }
+
+    /// `page` as HTML with `status`, with the language cookie when one was chosen.
+    fn render(&self, status: StatusCode, page: &impl Template) -> Response {
+        let mut response = match page.render() {
+            Ok(html) => (status, Html(html)).into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "a page did not render");
+                (StatusCode::INTERNAL_SERVER_ERROR, self.t().error_internal).into_response()
+            }
+        };
+        if let Some(cookie) = &self.lang_cookie
+            && let Ok(value) = HeaderValue::from_str(cookie)
+        {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+        response
+    }
+
+    fn error(&self, status: StatusCode, message: &str) -> Response {
+        let page = ErrorPage {
+            l: self.layout(self.t().error_title),
+            message: message.to_string(),
+        };
+        self.render(status, &page)
+    }
+}
+
+fn cookie_header(name: &str, value: &str, path: &str, max_age_s: u64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{name}={value}; Path={path}; Max-Age={max_age_s}; HttpOnly; SameSite=Lax{secure}")
+}
+
+fn redirect(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+fn with_cookie(mut response: Response, cookie: String) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// What the base template shows.
+struct Layout {
+    t: &'static Texts,
+    lang: &'static str,
+    title: String,
+    switch_href: String,
+    switch_lang: &'static str,
+    logged_in: bool,
+    csrf: String,
+    name: String,
+}
+
+#[derive(Template)]
+#[template(path = "start.html")]
+struct StartPage {
+    l: Layout,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    l: Layout,
+    message: String,
+}
+
+/// A topic of the record: a heading and its items.
+struct Topic {
+    id: &'static str,
+    heading: &'static str,
+    with_kind: bool,
+    items: Vec<Item>,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    l: Layout,
+    no_bsn: bool,
+    failures: Vec<(String, String)>,
+    truncated: Vec<String>,
+    view: RecordView,
+    topics: Vec<Topic>,
+}
+
+#[derive(Template)]
+#[template(path = "print.html")]
+struct PrintPage {
+    l: Layout,
+    no_bsn: bool,
+    fetched_at: String,
+    failures: Vec<(String, String)>,
+    truncated: Vec<String>,
+    view: RecordView,
+    topics: Vec<Topic>,
+}
+
+#[derive(Template)]
+#[template(path = "access_log.html")]
+struct AccessLogPage {
+    l: Layout,
+    no_bsn: bool,
+    failures: Vec<(String, String)>,
+    truncated: Vec<String>,
+    accesses: Vec<Access>,
+}
+
+/// What the proof page says.
+enum ProofVerdict {
+    Verified,
+    Unsigned,
+    Failed(String),
+    Unavailable(String),
+}
+
+#[derive(Template)]
+#[template(path = "proof.html")]
+struct ProofPage {
+    l: Layout,
+    source: String,
+    verdict: ProofVerdict,
+    record_rows: Vec<(String, String)>,
+    checkpoint_rows: Vec<(String, String)>,
+}
+
+async fn start(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Uri) -> Response {
+    let cx = Context::of(&inner, &headers, &uri);
+    let page = StartPage {
+        l: cx.layout(cx.t().start_title),
+    };
+    cx.render(StatusCode::OK, &page)
+}
+
+async fn not_found(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Uri) -> Response {
+    let cx = Context::of(&inner, &headers, &uri);
+    cx.error(StatusCode::NOT_FOUND, cx.t().error_not_found)
+}
+
+async fn stylesheet() -> Response {
+    let mut response = STYLESHEET.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={STYLESHEET_MAX_AGE_S}")) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+    response
+}
+
+async fn login(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Uri) -> Response {
+    let cx = Context::of(&inner, &headers, &uri);
+    let pending = PendingLogin {
+        state: random_token(),
+        nonce: random_token(),
+        verifier: random_token(),
+        started: Instant::now(),
+    };
+    let url = match inner
+        .provider
+        .authorization_url(&inner.http, &pending)
+        .await
+    {
+        Ok(url) => url,
+        Err(e) => {
+            tracing::warn!(error = %e, "a login could not start");
+            return cx.error(StatusCode::BAD_GATEWAY, cx.t().error_provider);
+        }
+    };
+    let Some(id) = inner.sessions.start_login(pending) else {
+        return cx.error(StatusCode::SERVICE_UNAVAILABLE, cx.t().error_busy);
+    };
+    let cookie = cookie_header(
+        LOGIN_COOKIE,
+        &id,
+        "/callback",
+        crate::LOGIN_LIFETIME.as_secs(),
+        cx.secure,
+    );
+    with_cookie(redirect(&url), cookie)
+}
+
+async fn callback(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(parameters): Query<HashMap<String, String>>,
+) -> Response {
+    let cx = Context::of(&inner, &headers, &uri);
+    let t = cx.t();
+    let pending = cookie(&headers, LOGIN_COOKIE).and_then(|id| inner.sessions.take_login(id));
+    let clear_login = cookie_header(LOGIN_COOKIE, "", "/callback", 0, cx.secure);
+    let Some(pending) = pending else {
+        return with_cookie(
+            cx.error(StatusCode::BAD_REQUEST, t.error_login),
+            clear_login,
+        );
+    };
+    let state_matches = parameters
+        .get("state")
+        .is_some_and(|state| same(state, &pending.state));
+    let (Some(code), true) = (parameters.get("code"), state_matches) else {
+        tracing::warn!(
+            provider_error = parameters.get("error").map(String::as_str),
+            state_matches,
+            "a login came back without a code or with another state"
+        );
+        return with_cookie(
+            cx.error(StatusCode::BAD_REQUEST, t.error_login),
+            clear_login,
+        );
+    };
+    let logged_in = match inner.provider.complete(&inner.http, &pending, code).await {
+        Ok(logged_in) => logged_in,
+        Err(e) => {
+            tracing::warn!(error = %e, "a login did not complete");
+            let (status, message) = match e {
+                LoginError::Provider(_) => (StatusCode::BAD_GATEWAY, t.error_provider),
+                LoginError::Mismatch(_) | LoginError::Token(_) => {
+                    (StatusCode::BAD_REQUEST, t.error_login)
+                }
+            };
+            return with_cookie(cx.error(status, message), clear_login);
+        }
+    };
+    let lifetime = logged_in
+        .expires_in_s
+        .map(Duration::from_secs)
+        .unwrap_or(SESSION_LIFETIME_MAX)
+        .min(SESSION_LIFETIME_MAX);
+    let id = inner.sessions.open(Session {
+        bsn: logged_in.bsn,
+        name: logged_in.name,
+        access_token: logged_in.access_token,
+        csrf: random_token(),
+        expires: Instant::now() + lifetime,
+    });
+    tracing::info!("a citizen logged in");
+    let session_cookie = cookie_header(SESSION_COOKIE, &id, "/", lifetime.as_secs(), cx.secure);
+    with_cookie(
+        with_cookie(redirect("/overzicht"), session_cookie),
+        clear_login,
+    )
+}
+
+#[derive(Deserialize)]
+struct LogoutForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    uri: Uri,
+    form: Result<Form<LogoutForm>, FormRejection>,
+) -> Response {
+    let cx = Context::of(&inner, &headers, &uri);
+    let Some((id, session)) = &cx.session else {
+        return redirect("/");
+    };
+    if !form.is_ok_and(|Form(form)| same(&form.csrf, &session.csrf)) {
+        return cx.error(StatusCode::FORBIDDEN, cx.t().error_form);
+    }
+    inner.sessions.close(id);
+    with_cookie(
+        redirect("/"),
+        cookie_header(SESSION_COOKIE, "", "/", 0, cx.secure),
+    )
+}
+
+/// Why each failed source is missing, in the page's language.
+fn failure_texts(gathered: &Gathered, t: &Texts) -> Vec<(String, String)> {
+    gathered
+        .failures
+        .iter()
+        .map(|f| {
+            let why = match f.failure {
+                Failure::Timeout => t.failure_timeout.to_string(),
+                Failure::Unreachable => t.failure_unreachable.to_string(),
+                Failure::Status(status) => format!("{} {status}", t.failure_status),
+                Failure::Invalid => t.failure_invalid.to_string(),
+            };
+            (f.source.clone(), why)
+        })
+        .collect()
+}
+
+fn source_names(inner: &Inner) -> Vec<String> {
+    inner
+        .config
+        .sources
+        .iter()
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// Where a page that needs a session sends a browser without one.
+fn to_login() -> Response {
+    redirect("/login")
+}
+
+/// The record of the session's citizen: what the sources gave, arranged.
+async fn record(
+    inner: &Arc<Inner>,
+    session: &Session,
+    t: &'static Texts,
+) -> Option<(Gathered, RecordView, Vec<Topic>)> {
+    let bsn = session.bsn.as_deref()?;
+    let gathered = gather(inner, &session.access_token, bsn, Question::Record).await;
+    let mut view = RecordView::of(&gathered.found, &source_names(inner), t);
+    let topics = vec![
+        Topic {
+            id: "problemen",
+            heading: t.problems,
+            with_kind: false,
+            items: std::mem::take(&mut view.problems),
+        },
+        Topic {
+            id: "medicatie",
+            heading: t.medication,
+            with_kind: false,
+            items: std::mem::take(&mut view.medication),
+        },
+        Topic {
+            id: "allergieen",
+            heading: t.allergies,
+            with_kind: false,
+            items: std::mem::take(&mut view.allergies),
+        },
+        Topic {
+            id: "vaccinaties",
+            heading: t.vaccinations,
+            with_kind: false,
+            items: std::mem::take(&mut view.vaccinations),
+        },
+        Topic {
+            id: "contacten",
+            heading: t.encounters,
+            with_kind: false,
+            items: std::mem::take(&mut view.encounters),
+        },
+        Topic {
+            id: "documenten",
+            heading: t.documents,
+            with_kind: false,
+            items: std::mem::take(&mut view.documents),
+        },
+        Topic {
+            id: "tijdlijn",
+            heading: t.timeline,
+            with_kind: true,
+            items: std::mem::take(&mut view.timeline),
+        },
+    ];
+    Some((gathered, view, topics))
+}
+
+async fn overview(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Uri) -> Response {
+    let cx = Context::of(&inner, &headers, &uri);
+    let Some((_, session)) = cx.session.clone() else {
+        return to_login();
+    };
+    let t = cx.t();
+    let page = match record(&inner, &session, t).await {
+        Some((gathered, view, topics)) => OverviewPage {
+            l: cx.layout(t.overview_title),
+            no_bsn: false,
+            failures: failure_texts(&gathered, t),
+            truncated: gathered.truncated,
+            view,
+            topics,
+        },
+        None => OverviewPage {
+            l: cx.layout(t.overview_title),
+            no_bsn: true,
+            failures: Vec::new(),
+            truncated: Vec::new(),
+            view: RecordView::default(),
+            topics: Vec::new(),
+        },
+    };
+    cx.render(StatusCode::OK, &page)
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+async fn print(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Uri) -> Response {
+    let cx = Context::of(&inner, &headers, &uri);
+    let Some((_, session)) = cx.session.clone() else {
+        return to_login();
+    };
+    let t = cx.t();
+    let (no_bsn, failures, truncated, view, topics) = match record(&inner, &session, t).await {
+        Some((gathered, view, topics)) => (
+            false,
+            failure_texts(&gathered, t),
+            gathered.truncated,
+            view,
+            topics,
+        ),
+        None => (
+            true,
+            Vec::new(),
+            Vec::new(),
+            RecordView::default(),
+            Vec::new(),
+        ),
+    };
+    let page = PrintPage {
+        l: cx.layout(t.print_title),
+        no_bsn,
+        fetched_at: now_rfc3339(),
+        failures,
+        truncated,
+        view,
+        topics,
+    };
+    cx.render(StatusCode::OK, &page)
+}
+
+async fn download(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Uri) -> Response {
+    let cx = Context::of(&inner, &headers, &uri);
+    let Some((_, session)) = cx.session.clone() else {
+        return to_login();
+    };
+    let Some(bsn) = session.bsn.as_deref() else {
+        return cx.error(StatusCode::NOT_FOUND, cx.t().no_bsn);
+    };
+    let gathered = gather(&inner, &session.access_token, bsn, Question::Record).await;
+    let missing = failure_texts(&gathered, Lang::En.texts());
+    let body = bundle(&gathered.found, &missing, &now_rfc3339()).to_string();
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/fhir+json"),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"mijn-gezondheidsoverzicht.json\""),
+    );
+    response
+}
+
+async fn access_log(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Uri) -> Response {
+    let cx = Context::of(&inner, &headers, &uri);
+    let Some((_, session)) = cx.session.clone() else {
+        return to_login();
+    };
+    let t = cx.t();
+    let page = match session.bsn.as_deref() {
+        Some(bsn) => {
+            let gathered = gather(&inner, &session.access_token, bsn, Question::AccessLog).await;
+            AccessLogPage {
+                l: cx.layout(t.log_title),
+                no_bsn: false,
+                failures: failure_texts(&gathered, t),
+                accesses: accesses(&gathered.found, &source_names(&inner), t),
+                truncated: gathered.truncated,
+            }
+        }
+        None => AccessLogPage {
+            l: cx.layout(t.log_title),
+            no_bsn: true,
+            failures: Vec::new(),
+            truncated: Vec::new(),
+            accesses: Vec::new(),
+        },
+    };
+    cx.render(StatusCode::OK, &page)
+}
+
+/// Fetches the `$proof` of record `id` at source `index`.
+async fn fetch_proof(
+    inner: &Inner,
+    index: usize,
+    id: u64,
+    token: &str,
+) -> Result<serde_json::Value, String> {
+    let source = &inner.config.sources[index];
+    let url = format!("{}/AuditEvent/{id}/$proof", source.fhir_base);
+    let asked = async {
+        let answer = inner
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .header("accept", "application/fhir+json")
+            .send()
+            .await
+            .map_err(|e| format!("{e}"))?;
+        let status = answer.status();
+        if !status.is_success() {
+            return Err(format!("HTTP {status}"));
+        }
+        let body = body_bytes(answer).await?;
+        serde_json::from_slice(&body).map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(inner.config.source_timeout, asked)
+        .await
+        .unwrap_or_else(|_| Err("timeout".into()))
+}
+
+async fn proof(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let cx = Context::of(&inner, &headers, &uri);
+    let Some((_, session)) = cx.session.clone() else {
+        return to_login();
+    };
+    let t = cx.t();
+    let parameters: HashMap<String, String> =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let index = parameters
+        .get("source")
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|index| *index < inner.config.sources.len());
+    let id = parameters.get("id").and_then(|id| id.parse::<u64>().ok());
+    let (Some(index), Some(id)) = (index, id) else {
+        return cx.error(StatusCode::BAD_REQUEST, t.error_bad_request);
+    };
+    let source = &inner.config.sources[index];
+    let (verdict, record_rows, checkpoint_rows) =
+        match fetch_proof(&inner, index, id, &session.access_token).await {
+            Err(reason) => (ProofVerdict::Unavailable(reason), Vec::new(), Vec::new()),
+            Ok(parameters) => {
+                let key = inner
+                    .checkpoint_keys
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&source.ura)
+                    .copied();
+                let checked = check(&parameters, id, &source.ura, key.as_ref());
+                let record_rows = checked
+                    .record
+                    .as_ref()
+                    .map(|record| {
+                        vec![
+                            (
+                                t.col_when.to_string(),
+                                zorgnet_audit::balp::instant(record.at_ms),
+                            ),
+                            (t.col_what.to_string(), record.request.clone()),
+                            (t.col_outcome.to_string(), format!("HTTP {}", record.status)),
+                        ]
+                    })
+                    .unwrap_or_default();
+                let checkpoint_rows = vec![
+                    (t.proof_position.to_string(), checked.leaf.to_string()),
+                    (t.proof_size.to_string(), checked.size.to_string()),
+                    (
+                        t.proof_signed.to_string(),
+                        zorgnet_audit::balp::instant(checked.signed_ms),
+                    ),
+                ];
+                let verdict = match checked.verdict {
+                    Verdict::Verified => ProofVerdict::Verified,
+                    Verdict::IncludedUnsigned => ProofVerdict::Unsigned,
+                    Verdict::Failed(reason) => ProofVerdict::Failed(reason),
+                };
+                (verdict, record_rows, checkpoint_rows)
+            }
+        };
+    let page = ProofPage {
+        l: cx.layout(t.proof_title),
+        source: source.name.clone(),
+        verdict,
+        record_rows,
+        checkpoint_rows,
+    };
+    cx.render(StatusCode::OK, &page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_read_by_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; zorgnet_portal_sessie=abc; taal=en"),
+        );
+        assert_eq!(cookie(&headers, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&headers, LANG_COOKIE), Some("en"));
+        assert_eq!(cookie(&headers, "b"), None);
+    }
+
+    #[test]
+    fn csrf_tokens_compare_exactly() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd"));
+        assert!(!same("abc", "ab"));
+    }
+}
