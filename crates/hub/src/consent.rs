@@ -13,7 +13,11 @@
 //!   URA, and logged as such, without the person), and revokes and reads only the
 //!   directives it recorded itself: a query shows it nothing of others' directives, and a
 //!   revocation of another's directive is the same 404 as one of an unknown id;
-//! - the citizen (when citizen login arrives) will manage every directive of their own.
+//! - the citizen manages every directive of their own through a citizen portal: an
+//!   organisation the operator admitted as one ([`crate::Hub::admit_citizen_portal`]), which
+//!   authenticated the citizen and names them by an exchange token like anyone else. What
+//!   it records is kept as recorded by the citizen (`recorded_by` [`CITIZEN`]); it reads,
+//!   revokes and changes every directive of the person, whoever recorded it.
 //!
 //! [`decide`] is the one policy that answers "may organisation A's professional with role R
 //! see category C of this person, for purpose P?". The referral index applies it to filter
@@ -527,9 +531,7 @@ pub struct NewDirective {
 }
 
 /// Who acts on directives, and over which of them. [`Steward::of`] is the one place that
-/// maps a [`Caller`] to what it may do here: a citizen caller (with their own login, later)
-/// becomes a third steward managing every directive of their own pseudonym, and the match
-/// there will not compile until that is decided.
+/// maps a [`Caller`] to what it may do here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Steward {
     /// The hub's operator: records, revokes and reads every directive.
@@ -537,12 +539,18 @@ enum Steward {
     /// An organisation, acting on the citizen's behalf: records directives (kept as
     /// recorded by its URA), and revokes and reads only those it recorded.
     Organisation(String),
+    /// The citizen, through the citizen portal with this URA: records (kept as recorded by
+    /// the citizen), revokes and reads every directive of their own.
+    Citizen(String),
 }
 
 impl Steward {
-    fn of(caller: &Caller) -> Result<Steward, ApiError> {
+    fn of(state: &HubState, caller: &Caller) -> Result<Steward, ApiError> {
         match caller {
             Caller::Admin => Ok(Steward::Operator),
+            Caller::Organisation(ura) if state.is_citizen_portal(ura) => {
+                Ok(Steward::Citizen(ura.clone()))
+            }
             Caller::Organisation(ura) => Ok(Steward::Organisation(ura.clone())),
             Caller::Anonymous => Err(ApiError::unauthenticated(
                 "missing credentials: send Authorization: Bearer <key>",
@@ -555,13 +563,14 @@ impl Steward {
         match self {
             Steward::Operator => OPERATOR.into(),
             Steward::Organisation(ura) => ura.clone(),
+            Steward::Citizen(_) => CITIZEN.into(),
         }
     }
 
     /// Whether this steward may read and change a directive first recorded by `recorder`.
     fn manages(&self, recorder: &str) -> bool {
         match self {
-            Steward::Operator => true,
+            Steward::Operator | Steward::Citizen(_) => true,
             Steward::Organisation(ura) => ura == recorder,
         }
     }
@@ -569,6 +578,8 @@ impl Steward {
 
 /// `recorded_by` of what the operator records.
 const OPERATOR: &str = "operator";
+/// `recorded_by` of what the citizen records through a citizen portal.
+pub const CITIZEN: &str = "citizen";
 
 /// The versions (every version of a person's directives) of the directives `steward`
 /// manages: those whose first version it recorded.
@@ -598,7 +609,7 @@ async fn record(
     Extension(caller): Extension<Caller>,
     body: Result<Json<NewDirective>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Directive>), ApiError> {
-    let steward = Steward::of(&caller)?;
+    let steward = Steward::of(&state, &caller)?;
     let Json(request) = body?;
     if let Some(category) = &request.category
         && DataCategory::from_code(category).is_none()
@@ -689,6 +700,12 @@ async fn record(
             recorded_by = %ura,
             "an organisation recorded a consent directive on the citizen's behalf"
         ),
+        Steward::Citizen(portal) => tracing::info!(
+            directive = %directive.directive_id,
+            kind = directive.kind.code(),
+            portal = %portal,
+            "a citizen recorded a consent directive through a citizen portal"
+        ),
     }
     Ok((StatusCode::CREATED, Json(directive)))
 }
@@ -707,7 +724,7 @@ async fn revoke(
     Path(directive_id): Path<String>,
     body: Result<Json<PersonRequest>, JsonRejection>,
 ) -> Result<Json<Directive>, ApiError> {
-    let steward = Steward::of(&caller)?;
+    let steward = Steward::of(&state, &caller)?;
     let Json(request) = body?;
     let pseudonym = state
         .prs
@@ -757,7 +774,7 @@ async fn query(
     Extension(caller): Extension<Caller>,
     body: Result<Json<PersonRequest>, JsonRejection>,
 ) -> Result<Json<DirectivesResponse>, ApiError> {
-    let steward = Steward::of(&caller)?;
+    let steward = Steward::of(&state, &caller)?;
     let Json(request) = body?;
     let pseudonym = state
         .prs

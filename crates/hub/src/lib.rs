@@ -103,6 +103,26 @@ pub struct HubState {
     pub revocations: std::sync::OnceLock<zorgnet_trust::tls::ClientVerifier>,
     /// The hub's own access log.
     pub audit: audit::HubAudit,
+    /// The URAs of the organisations the operator admitted as citizen portals.
+    pub citizen_portals: std::sync::RwLock<std::collections::BTreeSet<String>>,
+}
+
+impl HubState {
+    /// Whether the organisation `ura` acts for citizens (see [`Hub::admit_citizen_portal`]).
+    pub fn is_citizen_portal(&self, ura: &str) -> bool {
+        self.citizen_portals
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(ura)
+    }
+
+    /// See [`Hub::admit_citizen_portal`].
+    pub fn admit_citizen_portal(&self, ura: &str) {
+        self.citizen_portals
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(ura.to_string());
+    }
 }
 
 /// An opened hub.
@@ -154,6 +174,7 @@ impl Hub {
             trust,
             revocations: std::sync::OnceLock::new(),
             audit,
+            citizen_portals: std::sync::RwLock::default(),
         });
         Ok(Hub {
             state,
@@ -181,6 +202,13 @@ impl Hub {
     /// nodes to refresh theirs from; set once, when the hub serves over mutual TLS.
     pub fn publish_revocations(&self, verifier: zorgnet_trust::tls::ClientVerifier) {
         let _ = self.state.revocations.set(verifier);
+    }
+
+    /// Admits the registered organisation `ura` as a citizen portal: a service that
+    /// authenticates citizens itself and then manages every consent directive of the citizen
+    /// it names (see [`consent`]). The operator's choice, made at start.
+    pub fn admit_citizen_portal(&self, ura: &str) {
+        self.state.admit_citizen_portal(ura);
     }
 
     /// Starts the addressing directory's update consumer (needs a tokio runtime): it polls

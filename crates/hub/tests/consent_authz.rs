@@ -14,6 +14,7 @@ const GP: &str = "00000011";
 const HOSPITAL: &str = "00000022";
 const ATTACKER: &str = "00000044";
 const CLERK: &str = "00000066";
+const PORTAL: &str = "00000077";
 const BSN: &str = "123456782";
 const BSN_SYSTEM: &str = "http://fhir.nl/fhir/NamingSystem/bsn";
 
@@ -199,6 +200,63 @@ async fn an_organisation_manages_only_the_directives_it_recorded() {
             ),
             (Some("active"), Some(1)),
             "{backend}: the failed revocations changed nothing"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_citizen_manages_every_directive_of_their_own_through_a_citizen_portal() {
+    for hub in support::hubs().await {
+        let backend = hub.backend;
+        let register = Register::of(&hub).await;
+        let hospital_key = hub.organisation(HOSPITAL, "Ziekenhuis").await;
+        let portal_key = hub.organisation(PORTAL, "Mijn Gezondheidsoverzicht").await;
+        let admin = hub.admin_key.clone();
+        let by_operator = register.record(&admin, json!({"kind": "opt-out"})).await;
+        let by_hospital = register
+            .record(&hospital_key, json!({"kind": "emergency-opt-out"}))
+            .await;
+        let hospital_id = by_hospital["directive_id"].as_str().unwrap().to_string();
+
+        // Before the operator admits it, the portal is an organisation like any other.
+        let (_, seen) = register.query(Some(&portal_key)).await;
+        assert_eq!(seen, json!({"current": [], "history": []}), "{backend}");
+        let (status, _) = register.revoke(Some(&portal_key), &hospital_id).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{backend}");
+
+        hub.state.admit_citizen_portal(PORTAL);
+        let (status, seen) = register.query(Some(&portal_key)).await;
+        assert_eq!(status, StatusCode::OK, "{seen}");
+        let mut both = vec![
+            by_operator["directive_id"].as_str().unwrap().to_string(),
+            hospital_id.clone(),
+        ];
+        both.sort();
+        assert_eq!(ids(&seen["current"]), both, "{backend}: every directive");
+        let (status, revoked) = register.revoke(Some(&portal_key), &hospital_id).await;
+        assert_eq!(status, StatusCode::OK, "{backend}: {revoked}");
+        assert_eq!(revoked["recorded_by"], "citizen");
+        let own = register
+            .record(
+                &portal_key,
+                json!({"kind": "opt-out", "category": "medication"}),
+            )
+            .await;
+        assert_eq!(own["recorded_by"], "citizen", "{backend}");
+
+        // What the citizen recorded is theirs: an organisation neither sees nor revokes it.
+        let own_id = own["directive_id"].as_str().unwrap();
+        let (_, seen) = register.query(Some(&hospital_key)).await;
+        assert!(
+            !ids(&seen["current"]).contains(&own_id.to_string()),
+            "{seen}"
+        );
+        let (status, _) = register.revoke(Some(&hospital_key), own_id).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{backend}");
+        let (_, everything) = register.query(Some(&admin)).await;
+        assert!(
+            ids(&everything["current"]).contains(&own_id.to_string()),
+            "{backend}: the operator sees it"
         );
     }
 }

@@ -938,14 +938,7 @@ fn definite_categories(resource_type: &str) -> Vec<DataCategory> {
     categories_of(&json!({"resourceType": resource_type}))
 }
 
-/// One answer of the consent register.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    /// Permit (true) or deny.
-    pub permit: bool,
-    /// Why, in words for the professional and the log.
-    pub reason: String,
-}
+pub use zorgnet_hub_client::Verdict;
 
 /// Why a category is withheld, as far as a requester is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1098,7 +1091,8 @@ async fn decide(
         if missing.is_empty() {
             continue;
         }
-        let Some(person) = network.hub.person_of_patient(patient).await? else {
+        let Some(person) = crate::hub_client::person_of_patient(&network.hub, patient).await?
+        else {
             for key in missing {
                 let verdict = Verdict {
                     permit: false,

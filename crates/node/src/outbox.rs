@@ -552,7 +552,7 @@ async fn deliver_run(
                 continue;
             }
         }
-        match hub.person_of(&identity).await? {
+        match crate::hub_client::person_of(hub, &identity).await? {
             Some(person) => people.push(((patient, version), person)),
             None => {
                 unidentified.insert((patient, version));

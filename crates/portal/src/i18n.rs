@@ -64,6 +64,7 @@ texts! {
     nav_label: "Hoofdmenu", "Main menu";
     nav_overview: "Mijn overzicht", "My overview";
     nav_access_log: "Wie keek naar mijn gegevens", "Who looked at my data";
+    nav_choices: "Mijn keuzes", "My choices";
     nav_print: "Afdrukken", "Print";
     nav_download: "Downloaden (FHIR JSON)", "Download (FHIR JSON)";
     logout: "Uitloggen", "Log out";
@@ -172,6 +173,85 @@ texts! {
     proof_size: "Regels in het controlepunt", "Records in the checkpoint";
     proof_signed: "Ondertekend op", "Signed on";
     back_to_log: "Terug naar wie keek naar mijn gegevens", "Back to who looked at my data";
+    choices_title: "Mijn keuzes over het delen van mijn gegevens", "My choices about sharing my data";
+    choices_intro: "Zorgverleners kunnen via het netwerk gegevens over u bij elkaar opvragen als dat nodig is voor uw zorg. Hier bepaalt u wat wel en niet gedeeld wordt. Uw keuzes staan in het toestemmingsregister van het netwerk, niet in dit portaal.",
+        "Through the network, care providers can ask each other for data about you when your care needs it. Here you decide what is shared and what is not. Your choices are kept in the network's consent register, not in this portal.";
+    choices_unavailable: "Uw keuzes over het delen van uw gegevens kunnen hier niet worden beheerd: dit portaal is niet verbonden met het toestemmingsregister. Uw zorgverlener kan uw keuze voor u vastleggen.",
+        "Your choices about sharing your data cannot be managed here: this portal is not connected to the consent register. Your care provider can record your choice for you.";
+    choices_current: "Uw keuzes nu", "Your choices now";
+    choices_none: "Er zijn geen keuzes vastgelegd. Zonder keuzes zien zorgverleners uw gegevens alleen als zij u behandelen, of in een noodsituatie.",
+        "No choices have been recorded. Without choices, care providers see your data only when they treat you, or in an emergency.";
+    col_choice: "Keuze", "Choice";
+    col_since: "Sinds", "Since";
+    col_recorded_by: "Vastgelegd door", "Recorded by";
+    col_revoked_at: "Ingetrokken op", "Revoked on";
+    col_revoked_by: "Ingetrokken door", "Revoked by";
+    choices_revoke: "Intrekken", "Revoke";
+    choices_revoked: "Ingetrokken keuzes", "Revoked choices";
+    choices_times: "Tijden zijn Nederlandse tijd.", "Times are Dutch time.";
+    choices_new: "Een keuze vastleggen", "Record a choice";
+    choices_no_wins: "Een nee gaat altijd voor: bezwaar tegen delen geldt ook waar u ergens anders toestemming voor gaf.",
+        "A no always comes first: an objection to sharing holds even where you gave consent elsewhere.";
+    form_all_legend: "Niets delen", "Share nothing";
+    form_all_hint: "Zorgverleners kunnen dan via het netwerk geen gegevens over u opvragen, ook niet in een noodsituatie. Wat een zorgverlener zelf over u vastlegt, blijft die zorgverlener zien.",
+        "Care providers then cannot ask for any data about you through the network, not even in an emergency. What a care provider records about you, that care provider still sees.";
+    form_all_button: "Ik deel niets", "I share nothing";
+    form_category_legend: "Over één onderwerp niets delen", "Share nothing about one topic";
+    form_category_label: "Onderwerp", "Topic";
+    form_category_button: "Dit onderwerp niet delen", "Do not share this topic";
+    form_deny_legend: "Niets uitwisselen met één zorgverlener", "Exchange nothing with one care provider";
+    form_deny_hint: "Deze zorgverlener mag uw gegevens bij anderen dan niet inzien, en wat hij over u vastlegt wordt niet met anderen gedeeld.",
+        "This care provider then may not see your data held by others, and what it records about you is not shared with others.";
+    form_deny_button: "Niet uitwisselen met deze zorgverlener", "Do not exchange with this care provider";
+    form_permit_legend: "Toestemming geven aan één zorgverlener", "Give one care provider consent";
+    form_permit_hint: "Deze zorgverlener mag uw gegevens dan inzien, ook als hij u (nog) niet behandelt.",
+        "This care provider may then see your data, even when it does not (yet) treat you.";
+    form_permit_button: "Toestemming geven", "Give consent";
+    form_organisation_label: "Zorgverlener", "Care provider";
+    form_which_label: "Welke gegevens", "Which data";
+    form_all_categories: "Alle onderwerpen", "All topics";
+    form_no_organisations: "Dit portaal kent geen zorgverleners om uit te kiezen.", "This portal knows no care providers to choose from.";
+    form_emergency_legend: "Geen toegang in een noodsituatie", "No access in an emergency";
+    form_emergency_hint: "In een noodsituatie mag een zorgverlener die u niet behandelt uw gegevens inzien (dat wordt apart gelogd). Met deze keuze mag dat niet meer. Dat kan gevolgen hebben voor uw zorg in een noodsituatie.",
+        "In an emergency, a care provider who does not treat you may see your data (logged separately). With this choice that is no longer allowed. This may affect your care in an emergency.";
+    form_emergency_button: "Geen noodtoegang", "No emergency access";
+    confirm_recorded: "Uw keuze is vastgelegd:", "Your choice has been recorded:";
+    confirm_revoked: "Uw keuze is ingetrokken:", "Your choice has been revoked:";
+    choices_effect: "Dit geldt meteen bij de verwijsindex, waar zorgverleners opzoeken wie gegevens over u heeft. Een zorgverlener die gegevens over u bewaart, kan een eerdere beslissing nog even gebruiken: binnen een minuut geldt uw keuze ook daar.",
+        "This applies at once at the referral index, where care providers look up who holds data about you. A care provider that keeps data about you may still use an earlier decision for a moment: within a minute your choice applies there too.";
+    choice_all: "U deelt geen gegevens via het netwerk, ook niet in een noodsituatie", "You share no data through the network, not even in an emergency";
+    choice_category: "U deelt geen gegevens over {category}", "You share no data about {category}";
+    choice_about: " over {category}", " about {category}";
+    choice_deny: "{organisation} mag uw gegevens{about} niet inzien en niet delen", "{organisation} may not see or share your data{about}";
+    choice_permit: "{organisation} mag uw gegevens{about} inzien, ook zonder behandelrelatie", "{organisation} may see your data{about}, even without a treatment relation";
+    choice_emergency: "Geen noodtoegang: wie u niet behandelt en geen toestemming van u heeft, mag uw gegevens ook in een noodsituatie niet inzien",
+        "No emergency access: whoever does not treat you and has no consent from you may not see your data, even in an emergency";
+    choice_unknown: "Een keuze van een soort die dit portaal niet kent", "A choice of a kind this portal does not know";
+    choice_from: "vanaf", "from";
+    choice_until: "tot", "until";
+    organisation_with_ura: "de zorgverlener met URA-nummer", "the care provider with URA number";
+    by_provider: "Uw zorgverlener", "Your care provider";
+    by_other_provider: "Een zorgverlener met URA-nummer", "A care provider with URA number";
+    by_operator: "De beheerder van het netwerk", "The network's operator";
+    cat_patient_summary: "de basisgegevens (samenvatting van uw dossier)", "the patient summary";
+    cat_medication: "medicatie", "medication";
+    cat_allergies: "allergieën", "allergies";
+    cat_lab_results: "laboratoriumuitslagen", "laboratory results";
+    cat_imaging: "beeldvorming (röntgenfoto's, scans)", "imaging (X-rays, scans)";
+    cat_discharge_report: "ontslagbrieven van het ziekenhuis", "hospital discharge reports";
+    cat_nursing_transfer: "verpleegkundige overdrachten", "nursing transfers";
+    cat_gp_summary: "de waarneemgegevens van de huisarts", "the GP's summary for out-of-hours care";
+    error_register_read: "Uw keuzes kunnen nu niet worden opgehaald bij het toestemmingsregister. Probeer het later opnieuw.",
+        "Your choices cannot be fetched from the consent register now. Please try again later.";
+    error_register_unreachable: "Het toestemmingsregister is nu niet bereikbaar. Er is niets veranderd; probeer het later opnieuw.",
+        "The consent register cannot be reached now. Nothing has changed; please try again later.";
+    error_register_refused: "Het toestemmingsregister kon dit nu niet verwerken. Er is niets veranderd; probeer het later opnieuw.",
+        "The consent register could not process this now. Nothing has changed; please try again later.";
+    error_choice_not_found: "Deze keuze bestaat niet (meer). Er is niets veranderd.", "This choice does not exist (any more). Nothing has changed.";
+    error_choice_revoked: "Deze keuze was al ingetrokken.", "This choice had already been revoked.";
+    error_choice_invalid: "Deze keuze is niet geldig: kies een onderwerp of zorgverlener uit de lijst. Er is niets veranderd.",
+        "This choice is not valid: pick a topic or care provider from the list. Nothing has changed.";
+    back_to_choices: "Terug naar mijn keuzes", "Back to my choices";
     error_title: "Er ging iets mis", "Something went wrong";
     error_not_found: "Deze pagina bestaat niet.", "This page does not exist.";
     error_login: "Inloggen is niet gelukt. Probeer het opnieuw.", "Logging in failed. Please try again.";

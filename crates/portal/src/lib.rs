@@ -1,6 +1,7 @@
 //! The citizen portal **Mijn Gezondheidsoverzicht** ("my health overview"): server-rendered
 //! pages where a citizen logs in with OpenID Connect and sees what the care providers' nodes
-//! hold about them, who looked at it, and the proof of each of those access-log records.
+//! hold about them, who looked at it, and the proof of each of those access-log records, and
+//! manages their choices about sharing their data at the network's consent register.
 //!
 //! What it is: an axum [`Router`] ([`Portal::router`]) that a caller serves, with these pages
 //! (Dutch by default, English with `?lang=en` or the language cookie; a switch on every page):
@@ -25,20 +26,43 @@
 //!   node's `$proof` of one record and checks it with `zorgnet_audit` (the inclusion proof
 //!   against the signed checkpoint's root, and the checkpoint's signature when the node's
 //!   checkpoint key is known: [`Portal::add_checkpoint_keys`]).
+//! - `/keuzes` ("mijn keuzes"), when the portal has a consent register
+//!   ([`Portal::with_consent_register`]): the citizen's consent directives at the hub, each in
+//!   a plain sentence ("U deelt geen gegevens over medicatie") with since when and who recorded
+//!   it (the citizen, a care provider named when it is one of the sources, the operator), the
+//!   revoked ones apart, and forms (fieldsets with legends, labelled fields, the session's CSRF
+//!   token, no scripts) to opt out of everything, of one category (every category the
+//!   register knows), of exchange with one of the sources (consent `deny`), of emergency
+//!   access, to give one of the sources explicit consent (`permit`; both optionally for one
+//!   category), and a button per directive to revoke it. `POST /keuzes` and
+//!   `POST /keuzes/intrekken` answer with a redirect to `/keuzes`, which confirms the change
+//!   once and says when it takes effect: at once at the referral index, and at the nodes
+//!   within [`CHOICE_EFFECT_PROMISED`] (they reuse a consent decision for a while). A register
+//!   that fails or refuses becomes a notice with a 4xx/5xx status saying nothing changed;
+//!   without a register the page says choices cannot be managed here.
 //!
 //! Who the citizen is comes from the verified ID token's `bsn` claim; the nodes verify the
 //! access token themselves and serve only the citizen's own data, so the portal never decides
-//! access. Every page with data needs a session and is sent `Cache-Control: no-store`; every
-//! response carries a `Content-Security-Policy` without scripts. Tokens and BSNs never reach
-//! the log.
+//! access. For the choices the portal is trusted with one thing more, by the hub's operator
+//! (who admits its organisation as a citizen portal): that it acts only for the citizen who
+//! is logged in. Every call to the consent register names the session's own citizen, by an
+//! exchange token made from the session's BSN (blinded locally through
+//! `zorgnet_hub_client`; the hub never sees it in clear); no form field names a person, and
+//! the hub itself refuses a directive id that is not that person's. Every page with data
+//! needs a session and is sent `Cache-Control: no-store`; every response carries a
+//! `Content-Security-Policy` without scripts. Tokens and BSNs never reach the log.
 //!
-//! What it is not: a FHIR server, a place that stores health data (nothing outlives the
-//! request but the session's token), a way to change data or consent (the hub does not take
-//! citizens' logins yet), or usable by a citizen known only by a zorgverificatienummer (their
-//! Patients at a node carry a sédula number the portal cannot search by; they are told so).
+//! What it is not: a FHIR server, a place that stores health data or choices (nothing
+//! outlives the request but the session's token and a confirmation shown once; the directives
+//! live at the hub), the consent policy (the hub's `consent::decide` decides what a directive
+//! means; the page only describes it), a way to change health data, or usable by a citizen
+//! known only by a zorgverificatienummer (their Patients at a node carry a sédula number the
+//! portal cannot search by, and their session has no BSN to name them to the register; they
+//! are told so).
 #![deny(missing_docs)]
 
 mod access_log;
+mod choices;
 mod i18n;
 mod oidc;
 mod pages;
@@ -52,6 +76,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use zorgnet_audit::VerifyingKey;
+use zorgnet_hub_client::HubClient;
 
 /// How long a source may take to answer all of one page's questions, when the configuration
 /// does not say.
@@ -76,8 +101,13 @@ pub const PENDING_LOGINS_MAX: usize = 10_000;
 pub const SESSION_LIFETIME_MAX: Duration = Duration::from_secs(60 * 60);
 /// How long a citizen may take at the provider's login page.
 pub const LOGIN_LIFETIME: Duration = Duration::from_secs(10 * 60);
-/// Largest form body the portal reads (the logout form), in bytes.
+/// Largest form body the portal reads (logout, the choices), in bytes.
 pub const FORM_BYTES_MAX: usize = 4 * 1024;
+/// How soon, at the latest, the choices page promises a change of consent applies at every
+/// care provider's node ("binnen een minuut"): a node reuses a consent decision for its
+/// `decision_ttl` (`zorgnet_node::access::DEFAULT_DECISION_TTL`, 30 s; the tests check it
+/// stays within this).
+pub const CHOICE_EFFECT_PROMISED: Duration = Duration::from_secs(60);
 /// The scopes asked of the provider: the citizen's own data, read only.
 pub const SCOPE: &str = "openid patient/*.read";
 
@@ -148,6 +178,17 @@ pub(crate) struct Inner {
     pub(crate) provider: oidc::Provider,
     pub(crate) sessions: session::Sessions,
     pub(crate) checkpoint_keys: RwLock<HashMap<String, VerifyingKey>>,
+    pub(crate) consent: RwLock<Option<HubClient>>,
+}
+
+impl Inner {
+    /// The client of the hub's consent register, when the portal was given one.
+    pub(crate) fn consent_register(&self) -> Option<HubClient> {
+        self.consent
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl Portal {
@@ -171,6 +212,7 @@ impl Portal {
                 provider,
                 sessions: session::Sessions::default(),
                 checkpoint_keys: RwLock::default(),
+                consent: RwLock::default(),
             }),
         })
     }
@@ -185,6 +227,22 @@ impl Portal {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .extend(keys);
+    }
+
+    /// Lets citizens manage their consent directives at the hub's consent register on
+    /// `/keuzes`, through `hub`: a client with the portal's own API key at the hub (over TLS
+    /// trusting the network CA), an organisation the hub's operator admitted as a citizen
+    /// portal. The portal calls the register only for the session's own citizen, named by an
+    /// exchange token made from the BSN of their verified ID token. Takes effect for every
+    /// router of this portal and its clones; without it, `/keuzes` says choices cannot be
+    /// managed here.
+    pub fn with_consent_register(self, hub: HubClient) -> Portal {
+        *self
+            .inner
+            .consent
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(hub);
+        self
     }
 
     /// The portal's pages (see the crate documentation).

@@ -1,9 +1,14 @@
 //! The portal's routes and pages: askama templates (escaped at build time) around the views of
-//! `record`, `access_log` and `proof`, the login and logout, the language choice, and the
-//! security headers every answer carries.
+//! `record`, `access_log`, `proof` and `choices`, the login and logout, the language choice,
+//! and the security headers every answer carries.
 //! What it is not: where data is fetched (`sources`) or where a token is verified (`oidc`).
 
 use crate::access_log::{Access, accesses};
+use crate::choices::{
+    CHOICE_ALL, CHOICE_CATEGORY, CHOICE_DENY, CHOICE_EMERGENCY, CHOICE_PERMIT, Choice, ChoiceRow,
+    Confirmation, RevokedRow, category_options, describe, failure, organisation_options,
+    person_token, rows,
+};
 use crate::i18n::{LANG_COOKIE, Lang, Texts};
 use crate::oidc::{LoginError, body_bytes};
 use crate::proof::{Verdict, check};
@@ -23,6 +28,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use zorgnet_hub_client::{HubClient, HubClientError, is_directive_id};
 
 /// The session cookie.
 const SESSION_COOKIE: &str = "zorgnet_portal_sessie";
@@ -49,6 +55,8 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/download.json", get(download))
         .route("/wie-keek", get(access_log))
         .route("/wie-keek/bewijs", get(proof))
+        .route("/keuzes", get(choices).post(choose))
+        .route("/keuzes/intrekken", post(revoke))
         .route("/assets/portal.css", get(stylesheet))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(FORM_BYTES_MAX))
@@ -186,9 +194,22 @@ impl Context {
     }
 
     fn error(&self, status: StatusCode, message: &str) -> Response {
+        self.error_back(status, message, "/", self.t().to_start)
+    }
+
+    /// An error page whose way on is `back` (`back_text`).
+    fn error_back(
+        &self,
+        status: StatusCode,
+        message: &str,
+        back: &'static str,
+        back_text: &'static str,
+    ) -> Response {
         let page = ErrorPage {
             l: self.layout(self.t().error_title),
             message: message.to_string(),
+            back,
+            back_text,
         };
         self.render(status, &page)
     }
@@ -237,6 +258,8 @@ struct StartPage {
 struct ErrorPage {
     l: Layout,
     message: String,
+    back: &'static str,
+    back_text: &'static str,
 }
 
 /// A topic of the record: a heading and its items.
@@ -410,6 +433,7 @@ async fn callback(
         access_token: logged_in.access_token,
         csrf: random_token(),
         expires: Instant::now() + lifetime,
+        confirmation: None,
     });
     tracing::info!("a citizen logged in");
     let session_cookie = cookie_header(SESSION_COOKIE, &id, "/", lifetime.as_secs(), cx.secure);
@@ -753,6 +777,259 @@ async fn proof(
         checkpoint_rows,
     };
     cx.render(StatusCode::OK, &page)
+}
+
+/// What the choices page can show.
+enum ChoicesState {
+    /// The portal has no consent register.
+    Unavailable,
+    /// The citizen logged in without a BSN.
+    NoBsn,
+    /// The register did not answer as it should.
+    Failed(&'static str),
+    /// The citizen's directives, and the forms.
+    Ready,
+}
+
+/// A confirmation as shown: what happened and to which choice.
+struct Confirmed {
+    title: &'static str,
+    text: String,
+}
+
+#[derive(Template)]
+#[template(path = "choices.html")]
+struct ChoicesPage {
+    l: Layout,
+    state: ChoicesState,
+    confirmed: Option<Confirmed>,
+    active: Vec<ChoiceRow>,
+    revoked: Vec<RevokedRow>,
+    categories: Vec<(&'static str, String)>,
+    organisations: Vec<(String, String)>,
+    choice_all: &'static str,
+    choice_category: &'static str,
+    choice_deny: &'static str,
+    choice_permit: &'static str,
+    choice_emergency: &'static str,
+}
+
+/// `/keuzes`: the citizen's directives at the consent register and the forms to change them.
+async fn choices(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Uri) -> Response {
+    let cx = Context::of(&inner, &headers, &uri);
+    let Some((id, session)) = cx.session.clone() else {
+        return to_login();
+    };
+    let t = cx.t();
+    let sources = &inner.config.sources;
+    let confirmed = inner
+        .sessions
+        .take_confirmation(&id)
+        .map(|confirmation| match confirmation {
+            Confirmation::Recorded(d) => Confirmed {
+                title: t.confirm_recorded,
+                text: describe(&d, sources, t),
+            },
+            Confirmation::Revoked(d) => Confirmed {
+                title: t.confirm_revoked,
+                text: describe(&d, sources, t),
+            },
+        });
+    let (status, state, active, revoked) = match (inner.consent_register(), &session.bsn) {
+        (None, _) => (StatusCode::OK, ChoicesState::Unavailable, vec![], vec![]),
+        (Some(_), None) => (StatusCode::OK, ChoicesState::NoBsn, vec![], vec![]),
+        (Some(hub), Some(bsn)) => {
+            let read = async {
+                let token = person_token(&hub, bsn).await?;
+                hub.consent_directives(&token).await
+            };
+            match read.await {
+                Ok(directives) => {
+                    let (active, revoked) = rows(&directives, sources, t);
+                    (StatusCode::OK, ChoicesState::Ready, active, revoked)
+                }
+                Err(e) => {
+                    let (status, _) = failure(&e, t);
+                    let status = if status.is_server_error() {
+                        status
+                    } else {
+                        StatusCode::BAD_GATEWAY
+                    };
+                    let state = ChoicesState::Failed(t.error_register_read);
+                    (status, state, vec![], vec![])
+                }
+            }
+        }
+    };
+    let page = ChoicesPage {
+        l: cx.layout(t.choices_title),
+        state,
+        confirmed,
+        active,
+        revoked,
+        categories: category_options(t),
+        organisations: organisation_options(sources),
+        choice_all: CHOICE_ALL,
+        choice_category: CHOICE_CATEGORY,
+        choice_deny: CHOICE_DENY,
+        choice_permit: CHOICE_PERMIT,
+        choice_emergency: CHOICE_EMERGENCY,
+    };
+    cx.render(status, &page)
+}
+
+/// What a change to consent needs: the page's context, the session's id, the register and the
+/// session's own citizen's BSN (never one of the form); or the answer refusing the change.
+async fn for_change(
+    inner: &Inner,
+    headers: &HeaderMap,
+    uri: &Uri,
+    csrf: Option<&str>,
+) -> Result<(Context, String, HubClient, String), Response> {
+    let cx = Context::of(inner, headers, uri);
+    let Some((id, session)) = cx.session.clone() else {
+        return Err(to_login());
+    };
+    let t = cx.t();
+    if !csrf.is_some_and(|csrf| same(csrf, &session.csrf)) {
+        return Err(cx.error_back(
+            StatusCode::FORBIDDEN,
+            t.error_form,
+            "/keuzes",
+            t.back_to_choices,
+        ));
+    }
+    let Some(hub) = inner.consent_register() else {
+        return Err(cx.error_back(
+            StatusCode::SERVICE_UNAVAILABLE,
+            t.choices_unavailable,
+            "/keuzes",
+            t.back_to_choices,
+        ));
+    };
+    let Some(bsn) = session.bsn else {
+        return Err(cx.error_back(
+            StatusCode::FORBIDDEN,
+            t.no_bsn,
+            "/keuzes",
+            t.back_to_choices,
+        ));
+    };
+    Ok((cx, id, hub, bsn))
+}
+
+/// The page that says a change failed, and that nothing changed.
+fn register_failed(cx: &Context, error: &HubClientError) -> Response {
+    let t = cx.t();
+    let (status, message) = failure(error, t);
+    cx.error_back(status, message, "/keuzes", t.back_to_choices)
+}
+
+#[derive(Deserialize)]
+struct ChoiceForm {
+    csrf: Option<String>,
+    keuze: Option<String>,
+    onderwerp: Option<String>,
+    organisatie: Option<String>,
+}
+
+/// `POST /keuzes`: records the choice of the form for the session's citizen.
+async fn choose(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    uri: Uri,
+    form: Result<Form<ChoiceForm>, FormRejection>,
+) -> Response {
+    let form = form.ok().map(|Form(form)| form);
+    let csrf = form.as_ref().and_then(|f| f.csrf.as_deref());
+    let (cx, id, hub, bsn) = match for_change(&inner, &headers, &uri, csrf).await {
+        Ok(ready) => ready,
+        Err(refused) => return refused,
+    };
+    let choice = form.as_ref().and_then(|f| {
+        Choice::of_form(
+            f.keuze.as_deref().unwrap_or_default(),
+            f.onderwerp.as_deref(),
+            f.organisatie.as_deref(),
+            &inner.config.sources,
+        )
+    });
+    let Some(choice) = choice else {
+        let t = cx.t();
+        return cx.error_back(
+            StatusCode::BAD_REQUEST,
+            t.error_choice_invalid,
+            "/keuzes",
+            t.back_to_choices,
+        );
+    };
+    let recorded = async {
+        let token = person_token(&hub, &bsn).await?;
+        hub.record_consent_directive(&token, &choice.directive())
+            .await
+    };
+    match recorded.await {
+        Ok(directive) => {
+            if directive.recorded_by != "citizen" {
+                tracing::warn!(
+                    "the consent register kept a citizen's choice as the portal's own: \
+                     the hub's operator has not admitted this portal as a citizen portal"
+                );
+            }
+            tracing::info!("a citizen recorded a consent directive");
+            inner
+                .sessions
+                .confirm(&id, Confirmation::Recorded(directive));
+            redirect("/keuzes")
+        }
+        Err(e) => register_failed(&cx, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RevokeForm {
+    csrf: Option<String>,
+    id: Option<String>,
+}
+
+/// `POST /keuzes/intrekken`: revokes one directive of the session's citizen.
+async fn revoke(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    uri: Uri,
+    form: Result<Form<RevokeForm>, FormRejection>,
+) -> Response {
+    let form = form.ok().map(|Form(form)| form);
+    let csrf = form.as_ref().and_then(|f| f.csrf.as_deref());
+    let (cx, id, hub, bsn) = match for_change(&inner, &headers, &uri, csrf).await {
+        Ok(ready) => ready,
+        Err(refused) => return refused,
+    };
+    let directive = form
+        .as_ref()
+        .and_then(|f| f.id.as_deref())
+        .filter(|id| is_directive_id(id));
+    let Some(directive) = directive else {
+        let t = cx.t();
+        return cx.error_back(
+            StatusCode::BAD_REQUEST,
+            t.error_bad_request,
+            "/keuzes",
+            t.back_to_choices,
+        );
+    };
+    let revoked = async {
+        let token = person_token(&hub, &bsn).await?;
+        hub.revoke_consent_directive(&token, directive).await
+    };
+    match revoked.await {
+        Ok(revoked) => {
+            tracing::info!("a citizen revoked a consent directive");
+            inner.sessions.confirm(&id, Confirmation::Revoked(revoked));
+            redirect("/keuzes")
+        }
+        Err(e) => register_failed(&cx, &e),
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! Both are bounded ([`SESSIONS_MAX`], [`PENDING_LOGINS_MAX`]) and expire.
 //! What it is not: persistent (a restart logs everybody out) or shared between processes.
 
+use crate::choices::Confirmation;
 use crate::{LOGIN_LIFETIME, PENDING_LOGINS_MAX, SESSIONS_MAX};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -30,10 +31,12 @@ pub(crate) struct Session {
     pub(crate) name: Option<String>,
     /// The access token the nodes verify; never leaves the server but to a source.
     pub(crate) access_token: String,
-    /// The token a form must carry (the logout form).
+    /// The token every form must carry (logout, the choices).
     pub(crate) csrf: String,
     /// When the session ends.
     pub(crate) expires: Instant,
+    /// The change to consent the citizen just made, shown once on the next page.
+    pub(crate) confirmation: Option<Confirmation>,
 }
 
 /// A login under way.
@@ -91,6 +94,27 @@ impl Sessions {
             .remove(id);
     }
 
+    /// Keeps `confirmation` in session `id` until [`Sessions::take_confirmation`].
+    pub(crate) fn confirm(&self, id: &str, confirmation: Confirmation) {
+        if let Some(session) = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(id)
+        {
+            session.confirmation = Some(confirmation);
+        }
+    }
+
+    /// The confirmation session `id` keeps, taken (shown once).
+    pub(crate) fn take_confirmation(&self, id: &str) -> Option<Confirmation> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(id)
+            .and_then(|session| session.confirmation.take())
+    }
+
     /// Keeps a login under way; answers its id, or `None` when too many are waiting.
     pub(crate) fn start_login(&self, login: PendingLogin) -> Option<String> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -125,6 +149,7 @@ mod tests {
             access_token: "t".into(),
             csrf: "c".into(),
             expires,
+            confirmation: None,
         }
     }
 

@@ -158,6 +158,11 @@ pub struct HubArgs {
     /// addresses in the address book. Warns at every start.
     #[arg(long, env = "ZORGNET_HUB_INSECURE_DEV", conflicts_with = "tls")]
     insecure_dev: bool,
+    /// URA of a registered organisation admitted as a citizen portal: it authenticates
+    /// citizens itself and manages every consent directive of the citizen it names
+    /// (repeatable; comma-separated in the environment).
+    #[arg(long, env = "ZORGNET_HUB_CITIZEN_PORTALS", value_delimiter = ',')]
+    citizen_portal: Vec<String>,
 }
 
 /// A node's settings file.
@@ -211,6 +216,8 @@ struct HubFile {
     crl_refresh_s: Option<u64>,
     #[serde(alias = "insecure_dev")]
     insecure_dev: Option<bool>,
+    #[serde(alias = "citizen_portal")]
+    citizen_portal: Option<Vec<String>>,
 }
 
 /// Resolved settings of a node.
@@ -278,6 +285,8 @@ pub struct HubSettings {
     pub crl_refresh: Duration,
     /// Development only: plain HTTP on loopback.
     pub insecure_dev: bool,
+    /// URAs of the organisations admitted as citizen portals.
+    pub citizen_portals: Vec<String>,
 }
 
 /// Whether the command line or the environment set `id`, rather than clap's default.
@@ -430,6 +439,11 @@ impl HubSettings {
                 file.crl_refresh_s,
             ))?,
             insecure_dev: args.insecure_dev || file.insecure_dev.unwrap_or(false),
+            citizen_portals: if args.citizen_portal.is_empty() {
+                file.citizen_portal.unwrap_or_default()
+            } else {
+                args.citizen_portal
+            },
         })
     }
 }

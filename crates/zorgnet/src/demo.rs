@@ -73,6 +73,17 @@ const HUB_KEY_FILE: &str = "hub-api.key";
 const SERVICES_TLS_DIR: &str = "tls-services";
 /// Seed of the demo's synthetic data.
 const DEMO_SEED: u64 = 1;
+/// The portal's URA at the hub, where the operator admitted it as a citizen portal.
+const PORTAL_URA: &str = "00000999";
+/// The portal's name in the hub's registry.
+const PORTAL_NAME: &str = "Mijn Gezondheidsoverzicht";
+/// The portal's directory (its API key at the hub) inside the demo's.
+const PORTAL_DIR: &str = "portal";
+/// How long a node reuses a consent decision of the hub: a citizen's choice is in force at
+/// every node within this time.
+const DECISION_TTL: Duration = Duration::from_secs(5);
+/// The path the professionals' viewer is nested under, on the portal's address.
+const VIEWER_PATH: &str = "/zorgverlener";
 /// The portal's client id at the identity provider, and the audience of citizens' tokens
 /// at every node.
 pub const PORTAL_CLIENT_ID: &str = "zorgnet-portal";
@@ -84,8 +95,9 @@ const DEMO_CITIZENS: usize = 3;
 const CITIZEN_CANDIDATES: usize = 400;
 /// Patients generated and loaded per step of the first start.
 const LOAD_CHUNK_PATIENTS: usize = 50;
-/// How often the hub polls the nodes' directories, and the nodes the hub's address book.
-const ADDRESS_BOOK_SYNC: Duration = Duration::from_secs(5);
+/// How often the hub polls the nodes' directories, and the nodes the hub's address book: a
+/// node knows the others' addresses within about twice this after the start.
+const ADDRESS_BOOK_SYNC: Duration = Duration::from_secs(1);
 /// How often the hub re-reads its revocation list and the nodes fetch it.
 const CRL_REFRESH: Duration = Duration::from_secs(60);
 /// How long the start waits for the hub to answer its first request.
@@ -321,8 +333,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                 &operator,
                 &hub_url,
                 admin_key.trim(),
-                &args.data,
-                organisation,
+                &node_dir(&args.data, organisation),
+                organisation.ura,
+                organisation.name,
             )
             .await?,
         );
@@ -330,6 +343,15 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     for professional in &PROFESSIONALS {
         register_professional(&operator, &hub_url, admin_key.trim(), professional).await?;
     }
+    let portal_key = register_organisation(
+        &operator,
+        &hub_url,
+        admin_key.trim(),
+        &args.data.join(PORTAL_DIR),
+        PORTAL_URA,
+        PORTAL_NAME,
+    )
+    .await?;
 
     let mut stores = Vec::new();
     for organisation in &ORGANISATIONS {
@@ -376,7 +398,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             hub: Some((
                 hub_client,
                 wake,
-                zorgnet_node::access::AccessConfig::default(),
+                zorgnet_node::access::AccessConfig {
+                    decision_ttl: DECISION_TTL,
+                },
             )),
             address_book_sync: ADDRESS_BOOK_SYNC,
             local,
@@ -405,11 +429,19 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         serde_json::to_vec_pretty(&network)?,
     )
     .context("write the demo's network file")?;
-    let portal = start_portal(&args.data, &network, &services_tls)?;
+    let portal = start_portal(&args.data, &network, &services_tls)?.with_consent_register(
+        zorgnet_hub_client::HubClient::with_tls(
+            &hub_url,
+            &portal_key,
+            Some(crate::client_config_trusting(&ca_file(&args.data))?),
+        )?,
+    );
+    let viewer = start_viewer(&network, &hub_keys, &services_tls)?;
     servers.spawn(crate::serve_router(
         listeners.portal,
         portal
             .router()
+            .nest(VIEWER_PATH, viewer.router())
             .route("/health", axum::routing::get(|| async { "UP" })),
         Some((idp_tls.server.clone(), idp_tls.verifier.clone())),
     ));
@@ -463,6 +495,40 @@ fn start_portal(
     }
     portal.add_checkpoint_keys(keys);
     Ok(portal)
+}
+
+/// The professionals' viewer of every organisation of the demo, beside the portal.
+fn start_viewer(
+    network: &NetworkFile,
+    hub_keys: &[String],
+    services_tls: &Path,
+) -> Result<zorgnet_viewer::Viewer> {
+    zorgnet_viewer::Viewer::new(zorgnet_viewer::ViewerConfig {
+        base_url: viewer_url(network),
+        issuer: network.issuer.clone(),
+        organisations: network
+            .nodes
+            .iter()
+            .zip(hub_keys)
+            .map(|(node, hub_key)| zorgnet_viewer::Organisation {
+                ura: node.ura.clone(),
+                name: node.name.clone(),
+                client_id: staff_client_id(&node.ura),
+                fhir_base: node.fhir_base.clone(),
+                hub_url: network.hub.clone(),
+                hub_key: hub_key.clone(),
+            })
+            .collect(),
+        tls: Some(crate::client_config_trusting(
+            &services_tls.join(pki::CA_CERTIFICATE_FILE),
+        )?),
+    })
+    .context("the professionals' viewer")
+}
+
+/// Where the professionals' viewer is reached: [`VIEWER_PATH`] on the portal's address.
+fn viewer_url(network: &NetworkFile) -> String {
+    format!("{}{VIEWER_PATH}", network.portal.trim_end_matches('/'))
 }
 
 /// Ctrl-C, for every part's graceful shutdown.
@@ -568,7 +634,7 @@ fn demo_idp(
     clients.extend(ORGANISATIONS.iter().map(|organisation| ClientRegistration {
         client_id: staff_client_id(organisation.ura),
         redirect_uris: vec![format!(
-            "{portal_url}/zorgverlener/{}/callback",
+            "{portal_url}{VIEWER_PATH}/{}/callback",
             organisation.ura
         )],
     }));
@@ -666,6 +732,7 @@ async fn start_hub(
         None,
     ));
     hub.serving_at(listener.local_addr()?);
+    hub.admit_citizen_portal(PORTAL_URA);
     // The tasks run as long as the process; their handles are not needed.
     drop(hub.spawn_addressing_consumer(ADDRESS_BOOK_SYNC));
     drop(hub.spawn_audit_checkpoints());
@@ -708,11 +775,11 @@ async fn register_organisation(
     client: &reqwest::Client,
     hub: &str,
     admin_key: &str,
-    data: &Path,
-    organisation: &Organisation,
+    dir: &Path,
+    ura: &str,
+    name: &str,
 ) -> Result<String> {
-    let dir = node_dir(data, organisation);
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let path = dir.join(HUB_KEY_FILE);
     if path.exists() {
         let key =
@@ -720,16 +787,13 @@ async fn register_organisation(
         return Ok(key.trim().to_string());
     }
     let known = client
-        .get(format!("{hub}/registry/organisations/{}", organisation.ura))
+        .get(format!("{hub}/registry/organisations/{ura}"))
         .bearer_auth(admin_key)
         .send()
         .await?;
     let issued = if known.status().is_success() {
         client
-            .post(format!(
-                "{hub}/registry/organisations/{}/key",
-                organisation.ura
-            ))
+            .post(format!("{hub}/registry/organisations/{ura}/key"))
             .bearer_auth(admin_key)
             .send()
             .await?
@@ -737,7 +801,7 @@ async fn register_organisation(
         client
             .post(format!("{hub}/registry/organisations"))
             .bearer_auth(admin_key)
-            .json(&json!({"ura": organisation.ura, "name": organisation.name}))
+            .json(&json!({"ura": ura, "name": name}))
             .send()
             .await?
     };
@@ -745,7 +809,7 @@ async fn register_organisation(
     let body: Value = issued.json().await.unwrap_or_default();
     let key = body["api_key"]
         .as_str()
-        .with_context(|| format!("register {} at the hub: {status} {body}", organisation.name))?
+        .with_context(|| format!("register {name} at the hub: {status} {body}"))?
         .to_string();
     zorgnet_trust::secret::read_or_create(&path, || key.clone())
         .with_context(|| format!("write {}", path.display()))?;
@@ -1049,6 +1113,7 @@ fn announce(
         ca.display()
     );
     let _ = writeln!(out, "portal: {}", network.portal);
+    let _ = writeln!(out, "viewer (professionals): {}", viewer_url(network));
     let _ = writeln!(
         out,
         "identity provider (for demos only; anyone may log in as anyone listed): {}",

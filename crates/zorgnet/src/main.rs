@@ -788,6 +788,12 @@ async fn run_hub(settings: config::HubSettings) -> Result<()> {
     let hub = tokio::task::spawn_blocking(move || zorgnet_hub::Hub::open(&config))
         .await?
         .context("open the hub")?;
+    for ura in &settings.citizen_portals {
+        zorgnet_hub::registry::check_ura(ura)
+            .map_err(|_| anyhow::anyhow!("--citizen-portal {ura:?} is not a URA (8 digits)"))?;
+        hub.admit_citizen_portal(ura);
+        tracing::info!(%ura, "admitted a citizen portal");
+    }
     if let (Some(tls), Some(dir)) = (&tls, &settings.tls) {
         hub.publish_revocations(tls.verifier.clone());
         tokio::spawn(tls.verifier.clone().keep_fresh(

@@ -21,6 +21,11 @@ use support::BINARY;
 const PATIENTS: &str = "120";
 /// Longest the outboxes may take to deliver every registration.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(120);
+/// Longest the nodes may take to know each other's addresses.
+const ADDRESS_BOOK_DEADLINE: Duration = Duration::from_secs(30);
+/// Longest a citizen's choice may take to reach every node (the demo's nodes reuse a
+/// consent decision for 5 s).
+const CHOICE_DEADLINE: Duration = Duration::from_secs(30);
 /// Longest the demo may take to stop after Ctrl-C.
 const STOP_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -151,6 +156,43 @@ fn hidden_inputs(html: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The medication overview section of the viewer's patient page.
+fn medication_overview(page: &str) -> &str {
+    let start = page
+        .find("id=\"medicatieoverzicht\"")
+        .unwrap_or_else(|| panic!("no medication overview in {page}"));
+    let rest = &page[start..];
+    &rest[..rest.find("</section>").unwrap()]
+}
+
+/// The CSRF token of a page's forms.
+fn csrf(page: &str) -> String {
+    hidden_inputs(page)
+        .into_iter()
+        .find(|(name, _)| name == "csrf")
+        .map(|(_, value)| value)
+        .unwrap_or_else(|| panic!("no csrf token in {page}"))
+}
+
+/// Logs `browser` in at `login` as `user` through the identity provider's form, and
+/// answers the page it lands on.
+async fn log_in_at(browser: &reqwest::Client, login: &str, user: &str) -> String {
+    let form = browser.get(login).send().await.unwrap();
+    assert_eq!(form.status(), 200);
+    let authorize = form.url().clone();
+    assert!(authorize.path().ends_with("/authorize"), "{authorize}");
+    let mut fields = hidden_inputs(&form.text().await.unwrap());
+    fields.push(("user".into(), user.into()));
+    let landed = browser
+        .post(authorize.as_str().split('?').next().unwrap())
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(landed.status(), 200, "{user} logs in at {login}");
+    landed.text().await.unwrap()
+}
+
 /// Logs `browser` in at the portal as `user` through the identity provider's form, and
 /// answers the page it lands on.
 async fn log_in(browser: &reqwest::Client, portal: &str, user: &str) -> String {
@@ -278,6 +320,168 @@ async fn the_demo_is_a_network_a_citizen_and_professionals_use() {
             "the overview shows data of {source}"
         );
     }
+
+    // A hospital's internist finds the citizen, registers the treatment relation and sees
+    // the data of the other organisations; an emergency doctor breaks the glass, and the
+    // citizen sees it in who looked at their data.
+    let bsn = citizen
+        .split("BSN ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    let viewer = url_after(&lines, "viewer (professionals): ").to_string();
+    let hospital_ura = &network["nodes"][1]["ura"].as_str().unwrap().to_string();
+    let internist = browser(&data);
+    let search = log_in_at(
+        &internist,
+        &format!("{viewer}/{hospital_ura}/login"),
+        "internist",
+    )
+    .await;
+    let patient = internist
+        .post(format!("{viewer}/{hospital_ura}/zoeken"))
+        .form(&[("csrf", csrf(&search).as_str()), ("bsn", bsn)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patient.status(), 200);
+    let page = patient.text().await.unwrap();
+    let mut page = internist
+        .post(format!("{viewer}/{hospital_ura}/relatie"))
+        .form(&[("csrf", csrf(&page).as_str()), ("kind", "referral")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Uw organisatie heeft een behandelrelatie"),
+        "{page}"
+    );
+    // The nodes learn each other's addresses from the hub's address book within seconds of
+    // the start.
+    let deadline = Instant::now() + ADDRESS_BOOK_DEADLINE;
+    while page.contains("Niet alle bronnen gaven antwoord") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        page = internist
+            .get(format!("{viewer}/{hospital_ura}/patient"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    }
+    for source in sources.iter().filter(|s| !s.starts_with("Ziekenhuis")) {
+        assert!(
+            page.contains(&format!("<li>{source}</li>")),
+            "the internist sees data of {source}: {page}"
+        );
+    }
+    let pharmacy = sources
+        .iter()
+        .find(|s| s.starts_with("Apotheek"))
+        .expect("the citizen's data lies at the pharmacy");
+    assert!(
+        medication_overview(&page).contains(pharmacy),
+        "the pharmacy's dispenses are in the medication overview"
+    );
+
+    // The citizen opts out of sharing medication at the portal: the internist's view loses
+    // the other organisations' medication (within the nodes' reuse of decisions).
+    let choices = client
+        .get(format!("{portal}keuzes"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let confirmed = client
+        .post(format!("{portal}keuzes"))
+        .form(&[
+            ("csrf", csrf(&choices).as_str()),
+            ("keuze", "onderwerp"),
+            ("onderwerp", "medication"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(confirmed.contains("Uw keuze is vastgelegd"), "{confirmed}");
+    let deadline = Instant::now() + CHOICE_DEADLINE;
+    loop {
+        let page = internist
+            .get(format!("{viewer}/{hospital_ura}/patient"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if !medication_overview(&page).contains(pharmacy) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the opt-out of medication took effect: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let emergency = browser(&data);
+    let search = log_in_at(
+        &emergency,
+        &format!("{viewer}/{hospital_ura}/login"),
+        "seh-arts",
+    )
+    .await;
+    emergency
+        .post(format!("{viewer}/{hospital_ura}/zoeken"))
+        .form(&[("csrf", csrf(&search).as_str()), ("bsn", bsn)])
+        .send()
+        .await
+        .unwrap();
+    let form = emergency
+        .get(format!("{viewer}/{hospital_ura}/nood"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let answer = emergency
+        .post(format!("{viewer}/{hospital_ura}/nood"))
+        .form(&[
+            ("csrf", csrf(&form).as_str()),
+            ("reason", "bewusteloos op de SEH"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(answer.text().await.unwrap().contains("emergency-access"));
+    let log = client
+        .get(format!("{portal}wie-keek"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        log.contains("900000203"),
+        "the emergency doctor's access is listed: {log}"
+    );
+    assert!(
+        log.contains("NOODTOEGANG: bewusteloos op de SEH"),
+        "and marked as emergency access, with its reason: {log}"
+    );
 
     // A professional's token makes them staff at their own node and nobody elsewhere.
     let gp_doctor = token(&data, "huisarts");

@@ -143,3 +143,75 @@ async fn registrations_survive_a_killed_node_and_a_stopped_hub() {
     hub.kill().unwrap();
     hub.wait().unwrap();
 }
+
+/// `zorgnet hub --citizen-portal URA` admits that organisation as a citizen portal: it reads
+/// and revokes every directive of the person it names, also one another organisation
+/// recorded; a value that is not a URA stops the start with a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_admits_a_citizen_portal_at_start() {
+    const PORTAL: &str = "00000077";
+    let refused = Command::new(BINARY)
+        .args(["hub", "--insecure-dev", "--listen", "127.0.0.1:0"])
+        .args(["--citizen-portal", "77", "--data"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is not a URA"),
+        "{refused:?}"
+    );
+
+    let hub_dir = tempfile::tempdir().unwrap();
+    let (mut hub, hub_url) = start(&[
+        "hub",
+        "--insecure-dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--citizen-portal",
+        PORTAL,
+        "--data",
+        hub_dir.path().to_str().unwrap(),
+    ]);
+    let admin_key = std::fs::read_to_string(hub_dir.path().join("admin.key")).unwrap();
+    let hospital_key = register(&hub_url, admin_key.trim(), HOSPITAL).await;
+    let portal_key = register(&hub_url, admin_key.trim(), PORTAL).await;
+    let person = PersonalId::from(Bsn::parse("123456782").unwrap());
+    let body_for = async |key: &str| {
+        let client = HubClient::new(&hub_url, key).unwrap();
+        let token = client.referral_index_token(&person).await.unwrap();
+        (
+            client,
+            json!({"token": zorgnet_node::hub_client::token_value(&token)}),
+        )
+    };
+    let (hospital, mut recorded) = body_for(&hospital_key).await;
+    recorded["kind"] = json!("opt-out");
+    let directive = hospital
+        .post("/consent/directives", &recorded)
+        .await
+        .unwrap();
+    let (portal, person_body) = body_for(&portal_key).await;
+    let seen = portal
+        .post("/consent/directives/query", &person_body)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen["current"][0]["directive_id"], directive["directive_id"],
+        "{seen}"
+    );
+    let revoked = portal
+        .post(
+            &format!(
+                "/consent/directives/{}/revoke",
+                directive["directive_id"].as_str().unwrap()
+            ),
+            &person_body,
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked["recorded_by"], "citizen", "{revoked}");
+    hub.kill().unwrap();
+    hub.wait().unwrap();
+}

@@ -22,6 +22,8 @@ pub struct TestHub {
     pub postgres: Option<String>,
     /// The hub's own access log.
     pub audit: std::sync::Arc<zorgnet_audit::AuditLog>,
+    /// The hub's state, for what the operator sets at start.
+    pub state: std::sync::Arc<zorgnet_hub::HubState>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -163,6 +165,7 @@ pub async fn start_at(dir: tempfile::TempDir, postgres: Option<String>, address:
         .unwrap();
     let admin_key = std::fs::read_to_string(hub.admin_key_path()).unwrap();
     let audit = hub.state().audit.log().clone();
+    let state = hub.state();
     let listener = tokio::net::TcpListener::bind(address).await.unwrap();
     hub.serving_at(listener.local_addr().unwrap());
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -186,6 +189,7 @@ pub async fn start_at(dir: tempfile::TempDir, postgres: Option<String>, address:
         dir,
         postgres,
         audit,
+        state,
         shutdown: Some(tx),
         task: Some(task),
     }

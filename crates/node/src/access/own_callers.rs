@@ -259,7 +259,9 @@ pub(super) async fn is_the_citizen(
             Some(PersonIdentity::Bsn(bsn)) => Bsn::parse(&bsn).ok().map(PersonalId::Bsn),
             Some(identity @ PersonIdentity::Sedula { .. }) => {
                 match (&citizen.person, &state.network) {
-                    (PersonalId::Zvn(_), Some(network)) => network.hub.person_of(&identity).await?,
+                    (PersonalId::Zvn(_), Some(network)) => {
+                        crate::hub_client::person_of(&network.hub, &identity).await?
+                    }
                     _ => None,
                 }
             }
