@@ -1,7 +1,9 @@
 //! The citizen portal **Mijn Gezondheidsoverzicht** ("my health overview"): server-rendered
 //! pages where a citizen logs in with OpenID Connect and sees what the care providers' nodes
 //! hold about them, who looked at it, and the proof of each of those access-log records, and
-//! manages their choices about sharing their data at the network's consent register.
+//! manages their choices about sharing their data at the network's consent register; and the
+//! same data for the citizen's apps, as read-only FHIR R4 with SMART scopes and a small JSON
+//! API.
 //!
 //! What it is: an axum [`Router`] ([`Portal::router`]) that a caller serves, with these pages
 //! (Dutch by default, English with `?lang=en` or the language cookie; a switch on every page):
@@ -40,8 +42,25 @@
 //!   within [`CHOICE_EFFECT_PROMISED`] (they reuse a consent decision for a while). A register
 //!   that fails or refuses becomes a notice with a 4xx/5xx status saying nothing changed;
 //!   without a register the page says choices cannot be managed here.
+//! - `/fhir` (`fhir_api`): the same merged record for apps (a citizen's PGO app, a record
+//!   system) as a read-only FHIR R4 endpoint with SMART on FHIR scopes: `GET /fhir/metadata`
+//!   (CapabilityStatement, `oauth-uris`), `GET /fhir/.well-known/smart-configuration`,
+//!   `GET /fhir/{type}` (`patient`, `_id`, `_count`; a `searchset` Bundle with every entry's
+//!   `fullUrl` at its source, `meta.source`, and an outcome entry naming the sources that did
+//!   not answer) and `GET /fhir/{type}/{id}` (only when one source holds that id; 300
+//!   otherwise). Writes are 405. The caller's `Authorization: Bearer` token is an access
+//!   token of the provider for [`PortalConfig::client_id`], verified here (a citizen with a
+//!   BSN, else 401/403) and its `patient/`/`user/` scopes checked per type (v1 and v2) before
+//!   it is passed to the nodes, which verify it again; with scopes for some types only, each
+//!   node is asked by a search of that type instead of `$everything`.
+//! - `/api/v1` (`json_api`): the choices (`GET`/`POST /api/v1/choices`,
+//!   `POST /api/v1/choices/{id}/revoke`, scopes on `Consent`) and the access log
+//!   (`GET /api/v1/access-log`, a scope on `AuditEvent`) as JSON with the same bearer token,
+//!   errors as RFC 9457 problems, described in OpenAPI 3.1 (`api/openapi.json`, compiled in,
+//!   served at `/api/v1/openapi.json`).
 //!
-//! Who the citizen is comes from the verified ID token's `bsn` claim; the nodes verify the
+//! Who the citizen is comes from the verified ID token's `bsn` claim (for apps: the verified
+//! access token's); the nodes verify the
 //! access token themselves and serve only the citizen's own data, so the portal never decides
 //! access. For the choices the portal is trusted with one thing more, by the hub's operator
 //! (who admits its organisation as a citizen portal): that it acts only for the citizen who
@@ -52,7 +71,8 @@
 //! needs a session and is sent `Cache-Control: no-store`; every response carries a
 //! `Content-Security-Policy` without scripts. Tokens and BSNs never reach the log.
 //!
-//! What it is not: a FHIR server, a place that stores health data or choices (nothing
+//! What it is not: a FHIR server of its own (`/fhir` stores nothing and asks the sources at
+//! every request), a place that stores health data or choices (nothing
 //! outlives the request but the session's token and a confirmation shown once; the directives
 //! live at the hub), the consent policy (the hub's `consent::decide` decides what a directive
 //! means; the page only describes it), a way to change health data, or usable by a citizen
@@ -63,7 +83,9 @@
 
 mod access_log;
 mod choices;
+mod fhir_api;
 mod i18n;
+mod json_api;
 mod oidc;
 mod pages;
 mod proof;
@@ -245,7 +267,7 @@ impl Portal {
         self
     }
 
-    /// The portal's pages (see the crate documentation).
+    /// The portal's pages, its FHIR endpoint and its JSON API (see the crate documentation).
     pub fn router(&self) -> Router {
         pages::router(self.inner.clone())
     }

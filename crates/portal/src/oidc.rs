@@ -154,6 +154,24 @@ impl Provider {
             .await
     }
 
+    /// The verifier of the provider's tokens for the portal's client id (the apps' bearer
+    /// tokens too: `fhir_api`, `json_api`).
+    pub(crate) fn verifier(&self) -> &OidcVerifier {
+        &self.verifier
+    }
+
+    /// The provider's authorization and token endpoints, from its discovery document.
+    pub(crate) async fn endpoints(
+        &self,
+        http: &reqwest::Client,
+    ) -> Result<(String, String), String> {
+        let discovery = self.discovery(http).await.map_err(|e| e.to_string())?;
+        Ok((
+            discovery.authorization_endpoint.clone(),
+            discovery.token_endpoint.clone(),
+        ))
+    }
+
     /// Where to send the browser for `login`.
     pub(crate) async fn authorization_url(
         &self,

@@ -58,6 +58,8 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/keuzes", get(choices).post(choose))
         .route("/keuzes/intrekken", post(revoke))
         .route("/assets/portal.css", get(stylesheet))
+        .merge(crate::fhir_api::routes())
+        .merge(crate::json_api::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(FORM_BYTES_MAX))
         .layer(axum::middleware::from_fn(security_headers))

@@ -27,6 +27,10 @@ pub(crate) enum Question {
     Record,
     /// The access log of their Patients.
     AccessLog,
+    /// The resources of one type in their Patients' compartments, by a search of that type
+    /// alone (`{type}?patient.identifier=…`, `Patient?identifier=…`): what a token whose
+    /// scopes permit that type but not every type may ask a node (`fhir_api`).
+    Search(&'static str),
 }
 
 /// Why a source is missing from a page.
@@ -216,6 +220,9 @@ async fn ask(
     bsn: &str,
     question: Question,
 ) -> Result<FromSource, Failure> {
+    if let Question::Search(resource_type) = question {
+        return search_type(http, index, source, token, bsn, resource_type).await;
+    }
     let patients = patients(http, source, token, bsn).await?;
     let ids: Vec<String> = patients
         .iter()
@@ -291,6 +298,59 @@ async fn ask(
                 url = next_link(&bundle, source);
             }
         }
+        Question::Search(_) => {}
+    }
+    Ok(from)
+}
+
+/// [`Question::Search`] at one source: the citizen's resources of `resource_type`, page by
+/// page (at most [`PAGES_PER_PATIENT_MAX`]).
+async fn search_type(
+    http: &reqwest::Client,
+    index: usize,
+    source: &Source,
+    token: &str,
+    bsn: &str,
+    resource_type: &str,
+) -> Result<FromSource, Failure> {
+    let identifier = format!("{BSN_SYSTEM}|{bsn}");
+    let parameter = if resource_type == "Patient" {
+        "identifier"
+    } else {
+        "patient.identifier"
+    };
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair(parameter, &identifier)
+        .finish();
+    let mut from = FromSource::default();
+    let mut seen = HashSet::new();
+    let mut url = Some(format!("{}/{resource_type}?{query}", source.fhir_base));
+    let mut pages = 0;
+    while let Some(page) = url.take() {
+        if pages == PAGES_PER_PATIENT_MAX {
+            from.truncated = true;
+            break;
+        }
+        pages += 1;
+        let bundle = get_json(http, &page, token).await?;
+        for entry in entries(&bundle)? {
+            let resource = &entry["resource"];
+            let Some(id) = resource["id"].as_str() else {
+                continue;
+            };
+            if resource["resourceType"] != resource_type {
+                continue;
+            }
+            let full_url = format!("{}/{resource_type}/{id}", source.fhir_base);
+            if seen.insert(full_url.clone()) {
+                from.found.push(Found {
+                    source: index,
+                    full_url,
+                    resource: resource.clone(),
+                });
+            }
+        }
+        url = next_link(&bundle, source);
     }
     Ok(from)
 }

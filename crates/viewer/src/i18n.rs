@@ -58,7 +58,7 @@ macro_rules! texts {
 
 texts! {
     switch_label: "English", "Nederlands";
-    switch_hint: "Lees deze pagina in het Engels", "Read this page in Dutch";
+    switch_hint: "Read this page in English", "Lees deze pagina in het Nederlands";
     site_name: "Zorgverlenersinzage", "Professional's viewer";
     skip_link: "Naar de inhoud", "Skip to content";
     nav_label: "Hoofdmenu", "Main menu";

@@ -103,3 +103,5 @@ pub async fn post(base: &str, resource: Value) -> Value {
     assert_eq!(response.status(), 201);
     response.json().await.unwrap()
 }
+
+pub mod demo;
