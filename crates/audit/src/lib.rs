@@ -26,7 +26,8 @@
 //!   written with each append; and each record as a FHIR `AuditEvent` following IHE BALP
 //!   ([`balp`]).
 //! - **Monitoring** ([`Monitor`]): configurable rules over the records raise [`Alert`]s,
-//!   which become records of the log themselves.
+//!   which become records of the log themselves, as does a citizen's report of an access
+//!   as suspicious ([`CitizenReport`]).
 //!
 //! What it is not: the layer that decides what to record (the node's and the hub's), the
 //! record's content (the caller's bytes), or an HTTP API.
@@ -39,6 +40,7 @@ mod log;
 mod monitor;
 mod place;
 mod record;
+mod report;
 mod search;
 mod sink;
 mod verify;
@@ -59,6 +61,7 @@ pub use place::{
     open_beside, sign_checkpoint, start,
 };
 pub use record::{Agent, AgentKind, AuditRecord};
+pub use report::{CITIZEN_REPORT_RULE, CitizenReport, REPORT_REASON_CHARS_MAX};
 pub use search::{
     AgentFilter, EntityFilter, Found, LogPage, LogQuery, MAX_RECORDS_EXAMINED_PER_PAGE,
     MAX_RECORDS_PER_PAGE, Order,

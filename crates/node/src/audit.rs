@@ -92,6 +92,11 @@ pub(crate) fn agent(kind: AgentKind) -> Agent {
     }
 }
 
+/// The node's access log writer, in every logged request, for the handlers that append an
+/// alert of their own (a citizen's `$report`, [`crate::audit_api`]).
+#[derive(Clone)]
+pub(crate) struct LogWriter(pub(crate) AuditSink);
+
 /// The node's monitor of its access log, shared by all requests.
 #[derive(Clone)]
 struct Monitoring(Arc<Mutex<Monitor>>);
@@ -154,6 +159,7 @@ pub(crate) async fn record(
         bases: Vec::new(),
     })));
     request.extensions_mut().insert(shared.clone());
+    request.extensions_mut().insert(LogWriter(sink.clone()));
     let monitoring = request.extensions().get::<Monitoring>().cloned();
     let asked = format!(
         "{} {}",

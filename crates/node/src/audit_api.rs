@@ -9,7 +9,19 @@
 //!   without trusting the node, that the record is in the log the node published: the
 //!   record's exact bytes, its leaf index, the size and root of the latest signed
 //!   checkpoint, the RFC 6962 inclusion proof, and the checkpoint's signed text and Ed25519
-//!   signature (whose key, and whose earlier checkpoints, the hub keeps).
+//!   signature (whose key, and whose earlier checkpoints, the hub keeps);
+//! - `POST /fhir/AuditEvent/{seq}/$report`: the citizen the record is about reports it as
+//!   suspicious (an empty body, or a `Parameters` with an optional `reason` of at most
+//!   [`REPORT_REASON_CHARS_MAX`] characters). The report becomes an alert at this
+//!   organisation: a record of the same log ([`CitizenReport::to_record`], rule
+//!   `citizen-report`, agent the citizen, the reported record's Patients, and in its JSON
+//!   the reported record's sequence number and the reason), appended through the node's
+//!   `AuditSink` before the answer, counted in `zorgnet_audit_alerts_total{rule}` and
+//!   logged as a warning (never a BSN, nor the citizen's free text). The answer is 201 with
+//!   the alert as an `AuditEvent`; a citizen who reports the same record again gets 200
+//!   with their earlier alert and nothing is appended (reports are idempotent per citizen
+//!   and record). Who may report is decided where reads are (`access/audit_events.rs`): only
+//!   the citizen who may read the record.
 //!
 //! Search parameters: `patient` (`Patient/{id}` or `{id}`, a comma-separated list for any of
 //! them, at most [`MAX_PATIENTS_PER_SEARCH`]); `agent` (`{uzi-nr-pers system}|{UZI number}`,
@@ -37,12 +49,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use zorgnet_audit::balp::{LogSource, URA_SYSTEM, UZI_SYSTEM, audit_event};
 use zorgnet_audit::{
-    AgentFilter, AuditError, AuditLog, AuditRecord, EntityFilter, LogPage, LogQuery, Order,
+    Agent, AgentFilter, AuditError, AuditLog, AuditRecord, CITIZEN_REPORT_RULE, CitizenReport,
+    EntityFilter, LogPage, LogQuery, MAX_RECORDS_PER_PAGE, Order, REPORT_REASON_CHARS_MAX,
     check_inclusion,
 };
 use zorgnet_fhir::IssueCode;
@@ -64,11 +78,14 @@ pub const MAX_PATIENTS_PER_SEARCH: usize = 10;
 pub const EXTERNAL: ExternalType = ExternalType {
     resource_type: "AuditEvent",
     source: "AuditEvents are this node's access log, written by the node alone and read at \
-        GET /fhir/AuditEvent (search), /fhir/AuditEvent/{id} and /fhir/AuditEvent/{id}/$proof",
+        GET /fhir/AuditEvent (search), /fhir/AuditEvent/{id} and /fhir/AuditEvent/{id}/$proof; \
+        a citizen reports one as suspicious at POST /fhir/AuditEvent/{id}/$report",
 };
 
 /// The canonical URL of the `$proof` operation's definition.
 pub const PROOF_DEFINITION: &str = "http://zorgnet.nl/fhir/OperationDefinition/AuditEvent-proof";
+/// The canonical URL of the `$report` operation's definition.
+pub const REPORT_DEFINITION: &str = "http://zorgnet.nl/fhir/OperationDefinition/AuditEvent-report";
 
 /// What these routes serve, as the CapabilityStatement of a router wrapped with [`served`]
 /// lists it.
@@ -103,10 +120,16 @@ pub const SERVED: ServedType = ServedType {
             documentation: "Type or Type/id the request was about",
         },
     ],
-    operations: &[OperationRef {
-        name: "proof",
-        definition: PROOF_DEFINITION,
-    }],
+    operations: &[
+        OperationRef {
+            name: "proof",
+            definition: PROOF_DEFINITION,
+        },
+        OperationRef {
+            name: "report",
+            definition: REPORT_DEFINITION,
+        },
+    ],
 };
 
 /// The log a node serves, in every request of a router wrapped with [`served`].
@@ -116,6 +139,7 @@ pub(crate) struct ServedLog(pub(crate) Arc<AuditLog>);
 /// Serves `log` (the node's own, from [`crate::audit::open`]) at `/fhir/AuditEvent` of
 /// `router` (a node's, from [`crate::router_in_network`]).
 pub fn served(router: Router, log: Arc<AuditLog>) -> Router {
+    metrics::counter!("zorgnet_audit_alerts_total", "rule" => CITIZEN_REPORT_RULE).increment(0);
     router
         .layer(Extension(ServedLog(log)))
         .layer(Extension(ServedTypes(vec![SERVED])))
@@ -131,6 +155,11 @@ pub enum LogScope {
     Patients(BTreeSet<String>),
 }
 
+/// The citizen who reports a record with `$report`, as the access layer put them in the
+/// request once it decided they may read that record.
+#[derive(Debug, Clone)]
+pub(crate) struct Reporter(pub(crate) Agent);
+
 /// The Patients of the records an answer holds (one list per record), for the access layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordFacts(pub Vec<Vec<String>>);
@@ -138,15 +167,17 @@ pub struct RecordFacts(pub Vec<Vec<String>>);
 /// The routes, with the node's state (mounted by [`crate::router_in_network`] inside the
 /// access layer).
 pub(crate) fn routes() -> Router<Arc<AppState>> {
-    use axum::routing::get;
+    use axum::routing::{get, post};
     Router::new()
         .route("/fhir/AuditEvent", get(search))
         .route("/fhir/AuditEvent/{seq}", get(read))
         .route("/fhir/AuditEvent/{seq}/$proof", get(proof))
+        .route("/fhir/AuditEvent/{seq}/$report", post(report))
         .method_not_allowed_fallback(|| async { only_read() })
 }
 
-/// Every method but `GET` on the log's routes: nothing writes the log but the node.
+/// Every method but `GET` on the log's routes (and `POST` of `$report`): nothing writes
+/// the log but the node.
 fn only_read() -> FhirError {
     FhirError::new(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -498,9 +529,203 @@ async fn proof(
     ))
 }
 
+/// The reason a `$report`'s body gives: `None` for an empty body or none given; a 400 for
+/// anything but a `Parameters` with at most one `reason` (`valueString`, at most
+/// [`REPORT_REASON_CHARS_MAX`] characters, no control characters but line breaks and tabs).
+fn report_reason(body: &[u8]) -> Result<Option<String>, FhirError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let not_parameters = || {
+        FhirError::bad_request(
+            "the body of $report is empty or a Parameters resource with an optional reason",
+        )
+    };
+    let value: Value = serde_json::from_slice(body).map_err(|_| not_parameters())?;
+    if value.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
+        return Err(not_parameters());
+    }
+    let parameters = match value.get("parameter") {
+        None => &Vec::new(),
+        Some(Value::Array(parameters)) => parameters,
+        Some(_) => return Err(not_parameters()),
+    };
+    let mut reason = None;
+    for parameter in parameters {
+        match parameter.get("name").and_then(Value::as_str) {
+            Some("reason") if reason.is_none() => {
+                let text = parameter
+                    .get("valueString")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| FhirError::bad_request("reason: give it as valueString"))?;
+                reason = Some(text);
+            }
+            Some("reason") => return Err(FhirError::bad_request("give reason once")),
+            _ => {
+                return Err(FhirError::bad_request(
+                    "$report takes one parameter, reason",
+                ));
+            }
+        }
+    }
+    let Some(reason) = reason.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    if reason.chars().count() > REPORT_REASON_CHARS_MAX {
+        return Err(FhirError::bad_request(format!(
+            "reason: at most {REPORT_REASON_CHARS_MAX} characters"
+        )));
+    }
+    if reason
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(FhirError::bad_request("reason: no control characters"));
+    }
+    Ok(Some(reason.to_string()))
+}
+
+/// One report at a time, so a citizen's second report of a record finds their first.
+static REPORTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The alert of an earlier report of record `seq` (about `reported`) by `agent`, if any.
+async fn earlier_report(
+    log: &Arc<AuditLog>,
+    agent: &Agent,
+    reported: &AuditRecord,
+    seq: u64,
+) -> Result<Option<(u64, AuditRecord)>, FhirError> {
+    let Some(id) = agent.id.clone() else {
+        return Ok(None);
+    };
+    let mut query = LogQuery {
+        patients: reported.patients.clone(),
+        agent: Some(AgentFilter::Id(id)),
+        since_ms: Some(reported.at_ms),
+        order: Order::Ascending,
+        limit: MAX_RECORDS_PER_PAGE,
+        ..LogQuery::default()
+    };
+    loop {
+        let (searching, asked) = (log.clone(), query.clone());
+        let LogPage { found, next } = blocking(move || searching.search(&asked)).await?;
+        if let Some(earlier) = found.into_iter().find(|f| {
+            CitizenReport::from_record(&f.record)
+                .is_some_and(|r| r.seq == seq && r.agent.id == agent.id)
+        }) {
+            return Ok(Some((earlier.seq, earlier.record)));
+        }
+        match next {
+            Some(next) => query.after = Some(next),
+            None => return Ok(None),
+        }
+    }
+}
+
+fn alert_answer(state: &AppState, status: StatusCode, seq: u64, record: AuditRecord) -> Response {
+    let event = audit_event(seq, &record, &source(state));
+    let mut response = fhir_json(status, &event, RecordFacts(vec![record.patients]));
+    if let Ok(location) = HeaderValue::from_str(&format!("{}/AuditEvent/{seq}", state.base_url)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+async fn report(
+    State(state): State<Arc<AppState>>,
+    log: Option<Extension<ServedLog>>,
+    scope: Option<Extension<LogScope>>,
+    reporter: Option<Extension<Reporter>>,
+    writer: Option<Extension<crate::audit::LogWriter>>,
+    Path(seq): Path<String>,
+    body: Bytes,
+) -> Result<Response, FhirError> {
+    let Some(Extension(ServedLog(log))) = log else {
+        return Err(not_served());
+    };
+    // The access layer names a reporter only for a citizen it let read this record.
+    let (Some(Extension(LogScope::Patients(own))), Some(Extension(Reporter(agent)))) =
+        (scope, reporter)
+    else {
+        return Err(no_scope());
+    };
+    let Some(Extension(crate::audit::LogWriter(sink))) = writer else {
+        return Err(log_failed("no access log writer in the request"));
+    };
+    let reason = report_reason(&body)?;
+    let (seq, _, reported) = stored(&log, &seq).await?;
+    if reported.patients.is_empty() || reported.patients.iter().any(|p| !own.contains(p)) {
+        return Err(no_scope());
+    }
+    let _one_at_a_time = REPORTING.lock().await;
+    if let Some((alert_seq, alert)) = earlier_report(&log, &agent, &reported, seq).await? {
+        return Ok(alert_answer(&state, StatusCode::OK, alert_seq, alert));
+    }
+    let report = CitizenReport::new(
+        agent,
+        reported.patients.clone(),
+        seq,
+        reason,
+        zorgnet_db::now_ms(),
+    );
+    let alert = report.to_record();
+    let alert_seq = sink.record(alert.to_json()).await.map_err(|e| {
+        metrics::counter!("zorgnet_audit_failures_total").increment(1);
+        tracing::error!(error = %e, rule = CITIZEN_REPORT_RULE, "a citizen's report could not be logged");
+        FhirError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            IssueCode::Exception,
+            "the report could not be logged; try again later",
+        )
+    })?;
+    metrics::counter!("zorgnet_audit_alerts_total", "rule" => CITIZEN_REPORT_RULE).increment(1);
+    tracing::warn!(
+        rule = CITIZEN_REPORT_RULE,
+        reported = seq,
+        alert = alert_seq,
+        organisation = %state.identity.ura,
+        reason_given = report.reason.is_some(),
+        "a citizen reported an access to their data as suspicious"
+    );
+    Ok(alert_answer(&state, StatusCode::CREATED, alert_seq, alert))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reports_body_is_empty_or_parameters_with_a_reason() {
+        assert_eq!(report_reason(b"").unwrap(), None);
+        assert_eq!(report_reason(b" \n").unwrap(), None);
+        assert_eq!(
+            report_reason(br#"{"resourceType":"Parameters"}"#).unwrap(),
+            None
+        );
+        assert_eq!(
+            report_reason(
+                br#"{"resourceType":"Parameters","parameter":[{"name":"reason","valueString":" onbekend "}]}"#
+            )
+            .unwrap()
+            .as_deref(),
+            Some("onbekend")
+        );
+        let long = json!({"resourceType": "Parameters", "parameter": [
+            {"name": "reason", "valueString": "x".repeat(REPORT_REASON_CHARS_MAX + 1)}]});
+        for bad in [
+            "{",
+            "[]",
+            r#"{"resourceType":"Patient"}"#,
+            r#"{"resourceType":"Parameters","parameter":{}}"#,
+            r#"{"resourceType":"Parameters","parameter":[{"name":"other","valueString":"x"}]}"#,
+            r#"{"resourceType":"Parameters","parameter":[{"name":"reason","valueInteger":1}]}"#,
+            r#"{"resourceType":"Parameters","parameter":[{"name":"reason","valueString":"a"},{"name":"reason","valueString":"b"}]}"#,
+            r#"{"resourceType":"Parameters","parameter":[{"name":"reason","valueString":"a\u0000b"}]}"#,
+            &long.to_string(),
+        ] {
+            assert!(report_reason(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn search_parameters_are_read_or_refused() {

@@ -5,7 +5,10 @@
 //! citizen checks a record's inclusion proof against the signed checkpoint without trusting
 //! the node. Reading the log is itself logged. No request, direct or in a Bundle, stores an
 //! AuditEvent in the resource store or reads one from it, and the CapabilityStatement names
-//! AuditEvent with exactly what is served, and only when the log is served.
+//! AuditEvent with exactly what is served, and only when the log is served. A citizen
+//! reports one of their own records as suspicious (`$report`), which becomes an alert record
+//! of the same log, counted at `/metrics`; nobody else reports, and nobody reports a record
+//! that is not only theirs.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -820,7 +823,7 @@ async fn the_capability_statement_lists_the_log_as_it_is_served() {
         codes(&audit["searchParam"], "name"),
         ["agent", "date", "entity", "patient"]
     );
-    assert_eq!(codes(&audit["operation"], "name"), ["proof"]);
+    assert_eq!(codes(&audit["operation"], "name"), ["proof", "report"]);
     assert_eq!(audit["conditionalDelete"], "not-supported");
     assert_eq!(audit["readHistory"], false);
     assert!(capability_of(&metadata, "Patient").is_some());
@@ -878,4 +881,250 @@ async fn the_capability_statement_lists_the_log_as_it_is_served() {
     assert!(capability_of(&metadata, "Patient").is_some());
     let (status, _) = unserved.get(admin, "AuditEvent?patient=p-anna").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+const REPORT_ALERTS: &str = "zorgnet_audit_alerts_total{rule=\"citizen-report\"}";
+
+impl Node {
+    /// `POST AuditEvent/{seq}/$report` with `token` and `body` (raw, none when empty).
+    async fn report(&self, token: &str, seq: u64, body: Option<String>) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/AuditEvent/{seq}/$report", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/fhir+json")
+                .body(body);
+        }
+        let answer = request.send().await.unwrap();
+        let status = answer.status();
+        let text = answer.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// The citizen reports in the log, with their sequence numbers.
+    async fn reports(&self) -> Vec<(u64, zorgnet_audit::CitizenReport)> {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || {
+            (0..log.size())
+                .filter_map(|seq| {
+                    let record: AuditRecord =
+                        serde_json::from_str(&log.record(seq).unwrap().unwrap()).unwrap();
+                    zorgnet_audit::CitizenReport::from_record(&record).map(|r| (seq, r))
+                })
+                .collect()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The counter `series` at the node's `/metrics`; 0 when it is not there.
+    async fn counter(&self, series: &str) -> u64 {
+        let root = self.base.trim_end_matches("/fhir");
+        let metrics = self
+            .http
+            .get(format!("{root}/metrics"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series))
+            .map_or(0, |value| value.trim().parse().unwrap())
+    }
+}
+
+fn reason_body(reason: &str) -> String {
+    json!({"resourceType": "Parameters",
+        "parameter": [{"name": "reason", "valueString": reason}]})
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_citizen_reports_their_own_record_which_becomes_an_alert_at_the_organisation() {
+    let node = start().await;
+    let anna = node.citizen("anna");
+    let reported = *node
+        .seqs_of(&["p-anna"])
+        .await
+        .first()
+        .expect("the gp's read of anna");
+    let alerts_before = node.counter(REPORT_ALERTS).await;
+
+    let (status, event) = node
+        .report(&anna, reported, Some(reason_body("Ik ken deze arts niet")))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{event}");
+    assert_eq!(event["resourceType"], "AuditEvent");
+    assert_eq!(event["type"]["code"], "110113", "a Security Alert: {event}");
+    assert_eq!(event["subtype"][0]["code"], "citizen-report");
+    assert_eq!(patients_of(&event), ["Patient/p-anna"]);
+    let alert_seq: u64 = event["id"].as_str().unwrap().parse().unwrap();
+
+    let reports = node.reports().await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let (seq, report) = &reports[0];
+    assert_eq!(*seq, alert_seq);
+    assert_eq!(report.rule, "citizen-report");
+    assert_eq!(report.seq, reported);
+    assert_eq!(report.reason.as_deref(), Some("Ik ken deze arts niet"));
+    assert_eq!(report.patients, ["p-anna"]);
+    assert_eq!(report.agent.kind, AgentKind::Citizen);
+    assert_eq!(
+        report.agent.id.as_deref(),
+        Some(format!("{} anna", node.idp.issuer()).as_str())
+    );
+    let log = node.log.clone();
+    let record: AuditRecord = tokio::task::spawn_blocking(move || {
+        serde_json::from_str(&log.record(alert_seq).unwrap().unwrap()).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(record.action, "alert:citizen-report");
+    assert_eq!(record.agent.kind, AgentKind::Citizen);
+    assert_eq!(record.patients, ["p-anna"]);
+    assert!(!record.request.contains(ANNA_BSN), "no BSN in the alert");
+    assert_eq!(node.counter(REPORT_ALERTS).await, alerts_before + 1);
+
+    // The organisation's own systems read the alert as a BALP AuditEvent; so does anna.
+    for token in [ADMIN_KEY.to_string(), anna.clone()] {
+        let (status, read) = node.get(&token, &format!("AuditEvent/{alert_seq}")).await;
+        assert_eq!(status, StatusCode::OK, "{read}");
+        assert_eq!(read["subtype"][0]["code"], "citizen-report");
+        let description = read["entity"][0]["description"].as_str().unwrap();
+        assert!(
+            description.contains(&format!("\"seq\":{reported}"))
+                && description.contains("Ik ken deze arts niet"),
+            "{description}"
+        );
+    }
+    let (status, bundle) = node
+        .get(ADMIN_KEY, "AuditEvent?agent=00000011&patient=p-anna")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{bundle}");
+
+    // Again, by the same citizen: the same alert, nothing appended, nothing counted.
+    let size = node.log.size();
+    let (status, again) = node.report(&anna, reported, None).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["id"], alert_seq.to_string());
+    assert_eq!(node.reports().await.len(), 1);
+    assert_eq!(
+        node.log.size(),
+        size + 1,
+        "only the request's own access record"
+    );
+    assert_eq!(node.counter(REPORT_ALERTS).await, alerts_before + 1);
+
+    // Another record, reported without a body: a second alert.
+    let other = node.seqs_of(&["p-anna"]).await[1];
+    let (status, event) = node.report(&anna, other, None).await;
+    assert_eq!(status, StatusCode::CREATED, "{event}");
+    let reports = node.reports().await;
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[1].1.seq, other);
+    assert_eq!(reports[1].1.reason, None);
+    assert_eq!(node.counter(REPORT_ALERTS).await, alerts_before + 2);
+
+    // The report itself is logged as an access, about anna.
+    let log = node.log.clone();
+    let asked = format!("POST /fhir/AuditEvent/{reported}/$report");
+    let logged = tokio::task::spawn_blocking(move || {
+        (0..log.size())
+            .map(|seq| serde_json::from_str::<AuditRecord>(&log.record(seq).unwrap().unwrap()))
+            .filter_map(Result::ok)
+            .filter(|r| r.request == asked)
+            .count()
+    })
+    .await
+    .unwrap();
+    assert_eq!(logged, 2, "both reports of the record are logged");
+}
+
+#[tokio::test]
+async fn nobody_but_the_citizen_reports_a_record_and_bad_reports_are_refused() {
+    let node = start().await;
+    let anna = node.citizen("anna");
+    let bob = node.citizen("bob");
+    let annas = node.seqs_of(&["p-anna"]).await[0];
+    let both = node.seqs_of(&["p-anna", "p-bob"]).await[0];
+
+    // Another citizen's record, a record not only theirs, an unknown one: as reading it.
+    for (token, seq) in [(&bob, annas), (&anna, both), (&bob, both), (&anna, 99_999)] {
+        let (read_status, _) = node.get(token, &format!("AuditEvent/{seq}")).await;
+        let (status, body) = node.report(token, seq, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{seq}: {body}");
+        assert_eq!(status, read_status, "{seq}: refused as a read is");
+        assert_eq!(body["resourceType"], "OperationOutcome");
+        assert!(!body.to_string().contains("p-bob"), "{body}");
+    }
+    // Professionals, the organisation's own systems (its key, a system client): refused.
+    let gp = node.staff();
+    let system = node.system_client("system/AuditEvent.read");
+    for token in [gp.as_str(), ADMIN_KEY, system.as_str()] {
+        let (status, body) = node.report(token, annas, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    }
+    // A record id that is not a number: refused alike.
+    let answer = node
+        .http
+        .post(format!("{}/AuditEvent/abc/$report", node.base))
+        .bearer_auth(&anna)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    // Only POST reports.
+    let (status, _) = node
+        .get(&anna, &format!("AuditEvent/{annas}/$report"))
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _) = node
+        .send(
+            reqwest::Method::GET,
+            &format!("AuditEvent/{annas}/$report"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // Malformed bodies, and a reason too long: 400.
+    let long = "x".repeat(zorgnet_audit::REPORT_REASON_CHARS_MAX + 1);
+    for body in [
+        "{".to_string(),
+        json!({"resourceType": "Patient"}).to_string(),
+        json!({"resourceType": "Parameters",
+            "parameter": [{"name": "why", "valueString": "x"}]})
+        .to_string(),
+        json!({"resourceType": "Parameters",
+            "parameter": [{"name": "reason", "valueBoolean": true}]})
+        .to_string(),
+        reason_body(&long),
+    ] {
+        let (status, answer) = node.report(&anna, annas, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_eq!(answer["resourceType"], "OperationOutcome");
+    }
+    let (status, _) = node
+        .report(
+            &anna,
+            annas,
+            Some(reason_body(
+                &"é".repeat(zorgnet_audit::REPORT_REASON_CHARS_MAX),
+            )),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "the longest reason, in characters"
+    );
+    let reports = node.reports().await;
+    assert_eq!(reports.len(), 1, "only the last report: {reports:?}");
+    assert_eq!(reports[0].1.seq, annas);
 }

@@ -1,11 +1,15 @@
 //! The access logs of all sources as one list: each node's `AuditEvent`s (IHE BALP, as
 //! `zorgnet_audit::balp` writes them) read back into who, when, what, why and the outcome,
 //! newest first, with the source named.
+//! Each access by someone else can be reported as suspicious ([`report`]): the portal posts
+//! `$report` to the record's own node with the citizen's access token, and the node, which
+//! decides whether this citizen may report that record, makes it an alert of its log.
 //! What it is not: a verification of the records (the proof page checks one on request).
 
 use crate::i18n::Texts;
 use crate::sources::Found;
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::time::Duration;
 use zorgnet_audit::balp::{ACT_REASON_SYSTEM, URA_SYSTEM, UZI_SYSTEM};
 
 /// One access, as the page shows it.
@@ -25,6 +29,68 @@ pub(crate) struct Access {
     pub(crate) source: String,
     /// The link to the proof page of this record.
     pub(crate) proof_href: String,
+    /// The index of the record's source, and the record's id there (for the report form).
+    pub(crate) source_index: usize,
+    pub(crate) id: String,
+    /// Whether the page offers to report it: an access by someone else than the citizen
+    /// (their own reads and reports are not reported).
+    pub(crate) reportable: bool,
+}
+
+/// Longest reason the portal passes on with a report, in characters (the nodes' limit,
+/// `zorgnet_audit::REPORT_REASON_CHARS_MAX`).
+pub(crate) const REPORT_REASON_CHARS_MAX: usize = zorgnet_audit::REPORT_REASON_CHARS_MAX;
+
+/// Why a report was not passed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReportFailure {
+    /// The node refused it (not the citizen's record, or not theirs to report).
+    Refused,
+    /// The node found the report invalid (400).
+    Invalid,
+    /// The node did not answer as it should, or in time.
+    Unavailable,
+}
+
+/// Reports record `id` of the node at `fhir_base` as suspicious with the citizen's `token`
+/// (`POST AuditEvent/{id}/$report`, a `Parameters` with the `reason` when one is given).
+pub(crate) async fn report(
+    http: &reqwest::Client,
+    fhir_base: &str,
+    id: u64,
+    token: &str,
+    reason: Option<&str>,
+    timeout: Duration,
+) -> Result<(), ReportFailure> {
+    let parameter: Vec<Value> = reason
+        .map(|reason| json!({"name": "reason", "valueString": reason}))
+        .into_iter()
+        .collect();
+    let body = json!({"resourceType": "Parameters", "parameter": parameter});
+    let asked = http
+        .post(format!("{fhir_base}/AuditEvent/{id}/$report"))
+        .bearer_auth(token)
+        .header("content-type", "application/fhir+json")
+        .header("accept", "application/fhir+json")
+        .body(body.to_string())
+        .send();
+    match tokio::time::timeout(timeout, asked).await {
+        Ok(Ok(answer)) if answer.status().is_success() => Ok(()),
+        Ok(Ok(answer)) => {
+            let status = answer.status();
+            tracing::info!(%status, "a node did not take a citizen's report");
+            Err(match status.as_u16() {
+                400 => ReportFailure::Invalid,
+                401 | 403 | 404 => ReportFailure::Refused,
+                _ => ReportFailure::Unavailable,
+            })
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "a citizen's report did not reach its node");
+            Err(ReportFailure::Unavailable)
+        }
+        Err(_) => Err(ReportFailure::Unavailable),
+    }
 }
 
 fn coding_code(value: &Value) -> Option<&str> {
@@ -141,6 +207,9 @@ fn access(event: &Value, source: &str, index: usize, t: &Texts) -> Option<Access
         succeeded,
         source: source.to_string(),
         proof_href,
+        source_index: index,
+        id: id.to_string(),
+        reportable: !citizen,
     })
 }
 
@@ -229,8 +298,13 @@ mod tests {
         assert_eq!(emergency.why, "NOODTOEGANG: bewusteloos");
         assert_eq!(emergency.outcome, "Geweigerd");
 
+        assert!(professional.reportable && professional.id == "7");
         let citizen = one(event(AgentKind::Citizen, None, 200));
         assert!(citizen.who.starts_with("U zelf"), "{}", citizen.who);
         assert_eq!(citizen.role, "");
+        assert!(
+            !citizen.reportable,
+            "the citizen's own reads are not reported"
+        );
     }
 }

@@ -173,6 +173,13 @@ texts! {
     proof_size: "Regels in het controlepunt", "Records in the checkpoint";
     proof_signed: "Ondertekend op", "Signed on";
     back_to_log: "Terug naar wie keek naar mijn gegevens", "Back to who looked at my data";
+    col_report: "Verdacht?", "Suspicious?";
+    report_button: "Meld als verdacht", "Report as suspicious";
+    report_reason_label: "Reden (niet verplicht)", "Reason (optional)";
+    report_confirmed: "Uw melding is doorgegeven aan", "Your report has been passed on to";
+    report_refused: "Deze logregel kan niet door u worden gemeld: alleen toegang tot uw eigen gegevens kunt u melden.", "You cannot report this log record: you can only report access to your own data.";
+    report_invalid: "De melding is niet doorgegeven: de reden is te lang of ongeldig.", "The report was not passed on: the reason is too long or invalid.";
+    report_unavailable: "De melding kon nu niet worden doorgegeven. Probeer het later opnieuw.", "The report could not be passed on right now. Please try again later.";
     choices_title: "Mijn keuzes over het delen van mijn gegevens", "My choices about sharing my data";
     choices_intro: "Zorgverleners kunnen via het netwerk gegevens over u bij elkaar opvragen als dat nodig is voor uw zorg. Hier bepaalt u wat wel en niet gedeeld wordt. Uw keuzes staan in het toestemmingsregister van het netwerk, niet in dit portaal.",
         "Through the network, care providers can ask each other for data about you when your care needs it. Here you decide what is shared and what is not. Your choices are kept in the network's consent register, not in this portal.";

@@ -3,7 +3,7 @@
 //! and the security headers every answer carries.
 //! What it is not: where data is fetched (`sources`) or where a token is verified (`oidc`).
 
-use crate::access_log::{Access, accesses};
+use crate::access_log::{Access, REPORT_REASON_CHARS_MAX, ReportFailure, accesses};
 use crate::choices::{
     CHOICE_ALL, CHOICE_CATEGORY, CHOICE_DENY, CHOICE_EMERGENCY, CHOICE_PERMIT, Choice, ChoiceRow,
     Confirmation, RevokedRow, category_options, describe, failure, organisation_options,
@@ -55,6 +55,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/download.json", get(download))
         .route("/wie-keek", get(access_log))
         .route("/wie-keek/bewijs", get(proof))
+        .route("/wie-keek/melden", post(report))
         .route("/keuzes", get(choices).post(choose))
         .route("/keuzes/intrekken", post(revoke))
         .route("/assets/portal.css", get(stylesheet))
@@ -303,6 +304,9 @@ struct AccessLogPage {
     failures: Vec<(String, String)>,
     truncated: Vec<String>,
     accesses: Vec<Access>,
+    /// The confirmation of a report just passed on: the organisation's name.
+    reported: Option<String>,
+    report_reason_max: usize,
 }
 
 /// What the proof page says.
@@ -654,6 +658,14 @@ async fn access_log(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Ur
         return to_login();
     };
     let t = cx.t();
+    // After a report (`?gemeld={source}`): the source's name from the configuration.
+    let reported = cx
+        .query
+        .iter()
+        .find(|(name, _)| name == "gemeld")
+        .and_then(|(_, index)| index.parse::<usize>().ok())
+        .and_then(|index| inner.config.sources.get(index))
+        .map(|source| source.name.clone());
     let page = match session.bsn.as_deref() {
         Some(bsn) => {
             let gathered = gather(&inner, &session.access_token, bsn, Question::AccessLog).await;
@@ -663,6 +675,8 @@ async fn access_log(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Ur
                 failures: failure_texts(&gathered, t),
                 accesses: accesses(&gathered.found, &source_names(&inner), t),
                 truncated: gathered.truncated,
+                reported,
+                report_reason_max: REPORT_REASON_CHARS_MAX,
             }
         }
         None => AccessLogPage {
@@ -671,9 +685,99 @@ async fn access_log(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Ur
             failures: Vec::new(),
             truncated: Vec::new(),
             accesses: Vec::new(),
+            reported: None,
+            report_reason_max: REPORT_REASON_CHARS_MAX,
         },
     };
     cx.render(StatusCode::OK, &page)
+}
+
+#[derive(Deserialize)]
+struct ReportForm {
+    csrf: Option<String>,
+    source: Option<String>,
+    id: Option<String>,
+    reden: Option<String>,
+}
+
+/// `POST /wie-keek/melden`: reports one record of a source's access log as suspicious, with
+/// the session's own access token (the node decides whether it is the citizen's to report),
+/// and back to `/wie-keek` with a confirmation naming the organisation.
+async fn report(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    uri: Uri,
+    form: Result<Form<ReportForm>, FormRejection>,
+) -> Response {
+    let cx = Context::of(&inner, &headers, &uri);
+    let Some((_, session)) = cx.session.clone() else {
+        return to_login();
+    };
+    let t = cx.t();
+    let form = form.ok().map(|Form(form)| form);
+    let csrf = form.as_ref().and_then(|f| f.csrf.as_deref());
+    if !csrf.is_some_and(|csrf| same(csrf, &session.csrf)) {
+        return cx.error_back(
+            StatusCode::FORBIDDEN,
+            t.error_form,
+            "/wie-keek",
+            t.back_to_log,
+        );
+    }
+    let index = form
+        .as_ref()
+        .and_then(|f| f.source.as_deref())
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|index| *index < inner.config.sources.len());
+    let id = form
+        .as_ref()
+        .and_then(|f| f.id.as_deref())
+        .and_then(|id| id.parse::<u64>().ok());
+    let (Some(index), Some(id)) = (index, id) else {
+        return cx.error_back(
+            StatusCode::BAD_REQUEST,
+            t.error_bad_request,
+            "/wie-keek",
+            t.back_to_log,
+        );
+    };
+    let reason = form
+        .as_ref()
+        .and_then(|f| f.reden.as_deref())
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if reason.is_some_and(|r| r.chars().count() > REPORT_REASON_CHARS_MAX) {
+        return cx.error_back(
+            StatusCode::BAD_REQUEST,
+            t.report_invalid,
+            "/wie-keek",
+            t.back_to_log,
+        );
+    }
+    let source = &inner.config.sources[index];
+    let reported = crate::access_log::report(
+        &inner.http,
+        &source.fhir_base,
+        id,
+        &session.access_token,
+        reason,
+        inner.config.source_timeout,
+    )
+    .await;
+    match reported {
+        Ok(()) => {
+            tracing::info!("a citizen reported an access as suspicious");
+            redirect(&format!("/wie-keek?gemeld={index}"))
+        }
+        Err(failure) => {
+            let (status, message) = match failure {
+                ReportFailure::Refused => (StatusCode::FORBIDDEN, t.report_refused),
+                ReportFailure::Invalid => (StatusCode::BAD_REQUEST, t.report_invalid),
+                ReportFailure::Unavailable => (StatusCode::BAD_GATEWAY, t.report_unavailable),
+            };
+            cx.error_back(status, message, "/wie-keek", t.back_to_log)
+        }
+    }
 }
 
 /// Fetches the `$proof` of record `id` at source `index`.

@@ -18,10 +18,17 @@
 //!   colleague's accesses.
 //! - **Other organisations** (and this organisation's hub tokens): 403.
 //!
-//! Only `GET` is served; the log is written by the access log's layer alone.
+//! Only `GET` is served, and `POST` of `AuditEvent/{seq}/$report`: a citizen reports a
+//! record as suspicious on exactly the terms on which they read it (every Patient of the
+//! record theirs, their token permitting reading `AuditEvent`; anything else, an unknown
+//! record included, the one refusal), and the handler appends the alert with them as its
+//! agent ([`Reporter`]). Nobody else reports: not professionals, not other organisations,
+//! and not the organisation's own systems, which do not speak for a citizen (a report is
+//! the citizen's own word, and the organisation raises alerts of its own through its
+//! monitor). Otherwise the log is written by the access log's layer alone.
 
 use super::*;
-use crate::audit_api::{LogScope, RecordFacts, ServedLog};
+use crate::audit_api::{LogScope, RecordFacts, Reporter, ServedLog};
 use own_callers::is_the_citizen;
 use zorgnet_trust::oidc::CitizenIdentity;
 use zorgnet_trust::smart::Interaction;
@@ -34,6 +41,14 @@ const OWN_SYSTEMS_DIRECTLY: &str = "the organisation's systems read the access l
 const NAME_YOUR_PATIENT: &str = "a citizen searches the access log by their own Patient at this \
     node: patient=Patient/{id} (find it with Patient?identifier=…)";
 const READ_ONLY: &str = "the access log is only read";
+const REPORTED_BY_THE_CITIZEN: &str = "an access is reported as suspicious by the citizen it was \
+    about, with their own token; the organisation's systems and professionals do not report on \
+    a citizen's behalf";
+
+/// Whether the request is a citizen's report of a record (`POST AuditEvent/{seq}/$report`).
+fn reports(request: &Request) -> bool {
+    request.method() == Method::POST && request.uri().path().ends_with("/$report")
+}
 
 /// Whether the request reads a record (`AuditEvent/{seq}` or its `$proof`) rather than
 /// searching.
@@ -43,6 +58,9 @@ fn reads_one(request: &Request) -> bool {
 
 /// The organisation's own systems: every record.
 pub(super) async fn serve_own_system(mut request: Request, next: Next) -> Response {
+    if reports(&request) {
+        return AccessError::Forbidden(REPORTED_BY_THE_CITIZEN.into()).into_response();
+    }
     let patients = if reads_one(&request) {
         let (seq, log) = record_target(&request);
         match read_patients(seq, log).await {
@@ -109,15 +127,20 @@ pub(super) async fn serve_oidc_caller(
     request: Request,
     next: Next,
 ) -> Response {
-    if request.method() != Method::GET {
+    let reporting = reports(&request);
+    if request.method() != Method::GET && !reporting {
         return AccessError::Forbidden(READ_ONLY.into()).into_response();
     }
+    // Reporting a record is permitted on the terms of reading it.
     let interaction = if reads_one(&request) {
         Interaction::Read
     } else {
         Interaction::Search
     };
     match caller {
+        Caller::Staff(_) if reporting => {
+            AccessError::Forbidden(REPORTED_BY_THE_CITIZEN.into()).into_response()
+        }
         Caller::Staff(staff) if staff.uzi.is_some() => {
             AccessError::Forbidden(NO_PRIVACY_OFFICER.into()).into_response()
         }
@@ -195,6 +218,11 @@ async fn serve_citizen(
         request
             .extensions_mut()
             .insert(LogScope::Patients(patients.clone()));
+        if reports(&request) {
+            let mut agent = crate::audit::agent(zorgnet_audit::AgentKind::Citizen);
+            agent.id = Some(format!("{} {}", citizen.issuer, citizen.subject));
+            request.extensions_mut().insert(Reporter(agent));
+        }
         let response = next.run(request).await;
         if let Some(RecordFacts(records)) = response.extensions().get::<RecordFacts>()
             && records
