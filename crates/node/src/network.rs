@@ -390,6 +390,36 @@ fn outcome_diagnostics(body: &Value) -> Option<String> {
     (!diagnostics.is_empty()).then(|| diagnostics.join("; "))
 }
 
+/// Asks a source for one resource type of the person's data.
+async fn ask_type(
+    http: &reqwest::Client,
+    url: &str,
+    resource_type: &str,
+    token: &str,
+) -> Result<TypeAnswer, String> {
+    let response = http
+        .get(url)
+        .header(header::ACCEPT, "application/fhir+json")
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| format!("{resource_type}: {}", e.without_url()))?;
+    if response.status() == StatusCode::FORBIDDEN {
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        return Ok(TypeAnswer::Refused(
+            outcome_diagnostics(&body).unwrap_or_else(|| "no reason given".into()),
+        ));
+    }
+    if !response.status().is_success() {
+        return Err(format!("{resource_type}: HTTP {}", response.status()));
+    }
+    response
+        .json::<Value>()
+        .await
+        .map(TypeAnswer::Bundle)
+        .map_err(|e| format!("{resource_type}: {}", e.without_url()))
+}
+
 async fn fetch_from(
     network: &Network,
     source: Source,
@@ -409,36 +439,27 @@ async fn fetch_from(
         .collect();
     types.sort_unstable();
     types.dedup();
-    let mut fetched = Fetched::default();
-    for resource_type in types {
+    // Every type at once: the source answers each as one access (and one record of its log,
+    // whose group commit then serves them together), so asking them one after another would
+    // add up their latencies.
+    let mut asking = tokio::task::JoinSet::new();
+    for (position, resource_type) in types.into_iter().enumerate() {
         let url = format!(
             "{base}/{resource_type}?patient.identifier={bsn_query}&_count={FETCH_PAGE_SIZE}"
         );
-        let answer = async {
-            let response = network
-                .http
-                .get(&url)
-                .header(header::ACCEPT, "application/fhir+json")
-                .bearer_auth(token)
-                .send()
-                .await
-                .map_err(|e| format!("{resource_type}: {}", e.without_url()))?;
-            if response.status() == StatusCode::FORBIDDEN {
-                let body = response.json::<Value>().await.unwrap_or(Value::Null);
-                return Ok(TypeAnswer::Refused(
-                    outcome_diagnostics(&body).unwrap_or_else(|| "no reason given".into()),
-                ));
-            }
-            if !response.status().is_success() {
-                return Err(format!("{resource_type}: HTTP {}", response.status()));
-            }
-            response
-                .json::<Value>()
-                .await
-                .map(TypeAnswer::Bundle)
-                .map_err(|e| format!("{resource_type}: {}", e.without_url()))
-        }
-        .await;
+        let (http, token) = (network.http.clone(), token.to_string());
+        asking.spawn(async move {
+            (
+                position,
+                resource_type,
+                ask_type(&http, &url, resource_type, &token).await,
+            )
+        });
+    }
+    let mut answers = asking.join_all().await;
+    answers.sort_by_key(|(position, _, _)| *position);
+    let mut fetched = Fetched::default();
+    for (_, resource_type, answer) in answers {
         let bundle = match answer {
             Ok(TypeAnswer::Bundle(bundle)) => bundle,
             Ok(TypeAnswer::Refused(reason)) => {

@@ -7,6 +7,7 @@
 mod audit_cli;
 mod bench;
 mod bench_audit;
+mod bench_demo;
 mod bench_hub;
 mod bench_security;
 mod ca_cli;
@@ -85,6 +86,9 @@ enum Command {
     /// Measure what security costs the node: reads and searches over mTLS with tokens and
     /// policy against the same store without, a new mTLS connection's server CPU.
     BenchSecurity(bench_security::BenchSecurityArgs),
+    /// Measure the demo network as its users meet it: its starts, the citizen's overview, the
+    /// professional's merged view and the emergency view (runs `zorgnet demo`).
+    BenchDemo(bench_demo::BenchDemoArgs),
 }
 
 #[derive(Args)]
@@ -137,6 +141,7 @@ fn init_logging(command: &Command) {
         | Command::BenchHub(_)
         | Command::BenchAudit(_)
         | Command::BenchSecurity(_)
+        | Command::BenchDemo(_)
         | Command::Consent(_)
         | Command::Relation(_)
         | Command::Organisation(_)
@@ -205,6 +210,7 @@ fn main() -> Result<()> {
             Command::BenchHub(args) => bench_hub::run(args).await,
             Command::BenchAudit(args) => bench_audit::run(args).await,
             Command::BenchSecurity(args) => bench_security::run(args).await,
+            Command::BenchDemo(args) => bench_demo::run(args).await,
         }
     })
 }
