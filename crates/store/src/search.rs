@@ -891,8 +891,12 @@ fn criterion_sql(
             b.push("))");
         }
         Criterion::Chain(chain) => {
+            // From the targets to the references to them: the chained criterion usually picks
+            // few targets (a Patient by identifier), while the references of the parameter are
+            // every resource of the type. SQLite otherwise walks all of those references first
+            // (`CROSS JOIN` fixes its join order; PostgreSQL's planner treats it as a plain join).
             b.push(&format!(
-                "{alias}.rid IN (SELECT ref.rid FROM idx_reference ref JOIN resources t ON t.res_type = ref.target_type AND t.id = ref.target_id WHERE "
+                "{alias}.rid IN (SELECT ref.rid FROM resources t CROSS JOIN idx_reference ref WHERE ref.target_type = t.res_type AND ref.target_id = t.id AND "
             ));
             rows_sql(
                 b,
