@@ -11,14 +11,14 @@
 mod support;
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::BINARY;
+use support::demo::{Demo, outbox_empty};
 
 /// Patients of the test's demo: enough for citizens with data at three organisations.
-const PATIENTS: &str = "120";
+const PATIENTS: usize = 120;
 /// Longest the outboxes may take to deliver every registration.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(120);
 /// Longest the nodes may take to know each other's addresses.
@@ -29,74 +29,24 @@ const CHOICE_DEADLINE: Duration = Duration::from_secs(30);
 /// Longest the demo may take to stop after Ctrl-C.
 const STOP_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The demo process, killed when the test ends.
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Demo {
-    /// Sends Ctrl-C and answers whether the demo ended by itself, successfully, in time.
-    fn interrupt(&mut self) -> bool {
-        let pid = self.0.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-INT", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let deadline = Instant::now() + STOP_DEADLINE;
-        while Instant::now() < deadline {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(100));
+/// Sends Ctrl-C to the demo and answers whether it ended by itself, successfully, in time.
+fn interrupt(demo: &mut Demo) -> bool {
+    let pid = demo.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + STOP_DEADLINE;
+    while Instant::now() < deadline {
+        if let Some(status) = demo.child.try_wait().unwrap() {
+            return status.success();
         }
-        false
+        std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Starts the demo on free ports and answers it with what it printed up to the line about
-/// access tokens, the last of its announcement.
-fn start(data: &Path) -> (Demo, Vec<String>) {
-    let mut child = Command::new(BINARY)
-        .args(["demo", "--port", "0", "--patients", PATIENTS, "--data"])
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "the demo ended early: {lines:?}"
-        );
-        let last = line.contains("a demo user's access token");
-        lines.push(line.trim_end().to_string());
-        if last {
-            break;
-        }
-    }
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    (Demo(child), lines)
-}
-
-/// The URL on the line starting with `prefix`.
-fn url_after<'a>(lines: &'a [String], prefix: &str) -> &'a str {
-    lines
-        .iter()
-        .find_map(|line| line.strip_prefix(prefix))
-        .unwrap_or_else(|| panic!("no line {prefix:?} in {lines:#?}"))
-        .trim()
+    false
 }
 
 /// The nodes the demo named: (name, FHIR base URL).
@@ -214,31 +164,20 @@ async fn log_in(browser: &reqwest::Client, portal: &str, user: &str) -> String {
     landed.text().await.unwrap()
 }
 
-/// `zorgnet node status` of a node's data directory: the number of registrations pending.
-fn pending(node_data: &Path) -> String {
-    let output = Command::new(BINARY)
-        .args(["node", "status", "--data"])
-        .arg(node_data)
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_is_a_network_a_citizen_and_professionals_use() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    let (mut demo, lines) = start(&data);
+    let mut demo = Demo::start(&data, PATIENTS);
+    let lines = demo.lines.clone();
     let output = lines.join("\n");
     assert!(output.contains("first start"), "{output}");
-    let portal = url_after(&lines, "portal: ").to_string();
+    let portal = demo.after("portal: ").to_string();
     assert!(
         portal.starts_with("https://127.0.0.1:") && portal.ends_with('/'),
         "{output}"
     );
-    let hub = url_after(&lines, "hub: ").to_string();
+    let hub = demo.after("hub: ").to_string();
     let nodes = nodes(&lines);
     assert_eq!(nodes.len(), 5, "{output}");
     let client = browser(&data);
@@ -290,12 +229,11 @@ async fn the_demo_is_a_network_a_citizen_and_professionals_use() {
     assert_eq!(node_dirs.len(), 5);
     let deadline = Instant::now() + DELIVERY_DEADLINE;
     for node in &node_dirs {
-        while !pending(node).starts_with("outbox: 0 pending, 0 refused") {
+        while !outbox_empty(node) {
             assert!(
                 Instant::now() < deadline,
-                "{}: {}",
-                node.display(),
-                pending(node)
+                "{}: registrations still pending",
+                node.display()
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -331,7 +269,7 @@ async fn the_demo_is_a_network_a_citizen_and_professionals_use() {
         .split(';')
         .next()
         .unwrap();
-    let viewer = url_after(&lines, "viewer (professionals): ").to_string();
+    let viewer = demo.after("viewer (professionals): ").to_string();
     let hospital_ura = &network["nodes"][1]["ura"].as_str().unwrap().to_string();
     let internist = browser(&data);
     let search = log_in_at(
@@ -509,9 +447,9 @@ async fn the_demo_is_a_network_a_citizen_and_professionals_use() {
     }
 
     // Ctrl-C stops everything; a second start reuses the data.
-    assert!(demo.interrupt(), "the demo stops cleanly on Ctrl-C");
-    let (_again, lines) = start(&data);
-    let output = lines.join("\n");
+    assert!(interrupt(&mut demo), "the demo stops cleanly on Ctrl-C");
+    let again = Demo::start(&data, PATIENTS);
+    let output = again.lines.join("\n");
     assert!(!output.contains("first start"), "{output}");
     assert!(output.contains("demo logins:"), "{output}");
     assert!(
