@@ -432,6 +432,18 @@ fn org_context<'a>(
     }
 }
 
+/// The organisation, the page context and the session of a page that needs a login.
+fn org_session<'a>(
+    inner: &'a Inner,
+    headers: &HeaderMap,
+    uri: &Uri,
+    ura: &str,
+) -> Result<(&'a Org, Context, String, Session), Box<Response>> {
+    let (org, cx) = org_context(inner, headers, uri, ura)?;
+    let (id, session) = cx.require_session()?;
+    Ok((org, cx, id, session))
+}
+
 async fn login(
     State(inner): State<Arc<Inner>>,
     Path(ura): Path<String>,
@@ -579,11 +591,7 @@ async fn logout(
     uri: Uri,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
-    let (_, cx) = match org_context(&inner, &headers, &uri, &ura) {
-        Ok(found) => found,
-        Err(response) => return *response,
-    };
-    let (id, session) = match cx.require_session() {
+    let (_, cx, id, session) = match org_session(&inner, &headers, &uri, &ura) {
         Ok(found) => found,
         Err(response) => return *response,
     };
@@ -609,11 +617,7 @@ async fn search_page(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let (_, cx) = match org_context(&inner, &headers, &uri, &ura) {
-        Ok(found) => found,
-        Err(response) => return *response,
-    };
-    let (_, session) = match cx.require_session() {
+    let (_, cx, _, session) = match org_session(&inner, &headers, &uri, &ura) {
         Ok(found) => found,
         Err(response) => return *response,
     };
@@ -641,11 +645,7 @@ async fn search(
     uri: Uri,
     form: Result<Form<SearchForm>, FormRejection>,
 ) -> Response {
-    let (_, cx) = match org_context(&inner, &headers, &uri, &ura) {
-        Ok(found) => found,
-        Err(response) => return *response,
-    };
-    let (id, session) = match cx.require_session() {
+    let (_, cx, id, session) = match org_session(&inner, &headers, &uri, &ura) {
         Ok(found) => found,
         Err(response) => return *response,
     };
@@ -752,11 +752,7 @@ async fn patient(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let (org, cx) = match org_context(&inner, &headers, &uri, &ura) {
-        Ok(found) => found,
-        Err(response) => return *response,
-    };
-    let (id, session) = match cx.require_session() {
+    let (org, cx, id, session) = match org_session(&inner, &headers, &uri, &ura) {
         Ok(found) => found,
         Err(response) => return *response,
     };
@@ -813,11 +809,7 @@ async fn register_relation(
     uri: Uri,
     form: Result<Form<RelationForm>, FormRejection>,
 ) -> Response {
-    let (org, cx) = match org_context(&inner, &headers, &uri, &ura) {
-        Ok(found) => found,
-        Err(response) => return *response,
-    };
-    let (_, session) = match cx.require_session() {
+    let (org, cx, _, session) = match org_session(&inner, &headers, &uri, &ura) {
         Ok(found) => found,
         Err(response) => return *response,
     };
@@ -848,11 +840,7 @@ async fn emergency_form(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let (_, cx) = match org_context(&inner, &headers, &uri, &ura) {
-        Ok(found) => found,
-        Err(response) => return *response,
-    };
-    let (_, session) = match cx.require_session() {
+    let (_, cx, _, session) = match org_session(&inner, &headers, &uri, &ura) {
         Ok(found) => found,
         Err(response) => return *response,
     };
@@ -886,11 +874,7 @@ async fn emergency(
     uri: Uri,
     form: Result<Form<EmergencyForm>, FormRejection>,
 ) -> Response {
-    let (org, cx) = match org_context(&inner, &headers, &uri, &ura) {
-        Ok(found) => found,
-        Err(response) => return *response,
-    };
-    let (id, session) = match cx.require_session() {
+    let (org, cx, id, session) = match org_session(&inner, &headers, &uri, &ura) {
         Ok(found) => found,
         Err(response) => return *response,
     };
