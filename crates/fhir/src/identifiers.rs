@@ -11,6 +11,11 @@ pub const AGB_SYSTEM: &str = "http://fhir.nl/fhir/NamingSystem/agb-z";
 /// Identifier system zorgnet uses for the sédula number, the identity-card number of
 /// residents of Bonaire, Sint Eustatius and Saba. There is no national NamingSystem for it.
 pub const SEDULA_SYSTEM: &str = "http://zorgnet.nl/fhir/NamingSystem/sedula";
+/// Identifier system zorgnet uses for the zorgverificatienummer: the number the pseudonym
+/// service derives (keyed, one way) from a sédula number and birth date for a person without
+/// a usable BSN, sixteen digits. A node knows it for a Patient once the hub has derived it;
+/// a Patient does not carry it.
+pub const ZVN_SYSTEM: &str = "http://zorgnet.nl/fhir/NamingSystem/zvn";
 
 /// True when `value` is a BSN: nine digits passing the 11-check
 /// (9·d1 + 8·d2 + … + 2·d8 − 1·d9 divisible by 11), and not all zeros.

@@ -343,3 +343,121 @@ async fn a_node_localises_and_fetches_from_every_source_and_reports_the_silent_o
         drop(gp);
     }
 }
+
+/// A Patient known by a sédula number and birth date (Caribbean Netherlands), with one
+/// medication statement.
+async fn sedula_patient_with_medication(base: &str, sedula: &str, medicine: &str) {
+    let patient = post(
+        base,
+        json!({"resourceType": "Patient", "birthDate": SEDULA_BIRTH_DATE,
+        "identifier": [{"system": "http://zorgnet.nl/fhir/NamingSystem/sedula", "value": sedula}]}),
+    )
+    .await;
+    post(
+        base,
+        json!({"resourceType": "MedicationStatement", "status": "active",
+        "medicationCodeableConcept": {"text": medicine},
+        "subject": {"reference": format!("Patient/{}", patient["id"].as_str().unwrap())}}),
+    )
+    .await;
+}
+
+const SEDULA: &str = "196104120123";
+const SEDULA_OTHER: &str = "197002030456";
+const SEDULA_BIRTH_DATE: &str = "1961-04-12";
+const ZVN_SYSTEM: &str = "http://zorgnet.nl/fhir/NamingSystem/zvn";
+
+#[tokio::test]
+async fn a_person_without_a_bsn_is_localised_and_fetched_by_zorgverificatienummer() {
+    for hub in support::hubs().await {
+        let gp_key = hub.organisation(GP, "Klinik Saba").await;
+        let pharmacy_key = hub.organisation(PHARMACY, "Apotheek").await;
+        let hospital_key = hub.organisation(HOSPITAL, "Ziekenhuis").await;
+        let registered = reqwest::Client::new()
+            .put(format!("{}/professionals/900000015", hub.base))
+            .bearer_auth(&hub.admin_key)
+            .json(&json!({"name": "Internist", "roles": [{"ura": HOSPITAL, "role": "01.015"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(registered.status(), 201);
+        let gp = node(&hub, GP, &gp_key, true).await;
+        let pharmacy = node(&hub, PHARMACY, &pharmacy_key, true).await;
+        let hospital = node(&hub, HOSPITAL, &hospital_key, true).await;
+        // The person at two organisations, and someone else (another sédula number, the
+        // same birth date) at one of them.
+        sedula_patient_with_medication(&gp.base, SEDULA, "metformine 500 mg").await;
+        sedula_patient_with_medication(&pharmacy.base, SEDULA, "metformine 500 mg, 90 stuks").await;
+        sedula_patient_with_medication(&gp.base, SEDULA_OTHER, "someone else's").await;
+
+        let hospital_client = hub.client(&hospital_key);
+        let answer = hospital_client
+            .post(
+                "/prs/zvn",
+                &json!({"sedula": SEDULA, "birth_date": SEDULA_BIRTH_DATE}),
+            )
+            .await
+            .unwrap();
+        let zvn = answer["zvn"].as_str().unwrap().to_string();
+        let person =
+            zorgnet_pseudonym::PersonalId::Zvn(zorgnet_pseudonym::Zvn::parse(&zvn).unwrap());
+        support::relate(&hospital_client, &person).await;
+        let sync = reqwest::Client::new()
+            .post(format!("{}/addressing/sync", hub.base))
+            .bearer_auth(&hub.admin_key)
+            .send()
+            .await
+            .unwrap();
+        assert!(sync.status().is_success(), "{}", sync.text().await.unwrap());
+        hospital
+            .cache
+            .as_ref()
+            .unwrap()
+            .sync(&hub.base, &hospital_key)
+            .await
+            .unwrap();
+
+        let identifier = format!("{ZVN_SYSTEM}|{zvn}").replace('|', "%7C");
+        let fetch = format!(
+            "{}/$fetch?patient.identifier={identifier}&category=medication&uzi=900000015&role=01.015",
+            hospital.base
+        );
+        let started = std::time::Instant::now();
+        let bundle = loop {
+            let (status, bundle) = get(&fetch).await;
+            assert_eq!(status, 200, "{bundle}");
+            if bundle["entry"].as_array().unwrap().len() == 3 {
+                break bundle;
+            }
+            assert!(started.elapsed() < WAIT, "{}: still {bundle}", hub.backend);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(
+            fetched_medicines(&bundle),
+            ["metformine 500 mg", "metformine 500 mg, 90 stuks"],
+            "the person's statements from both sources, nobody else's"
+        );
+        assert!(
+            bundle["entry"][0]["resource"]["issue"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|i| i["severity"] == "information"),
+            "{bundle}"
+        );
+
+        // A malformed number, or a number of nobody, asks no source for anything.
+        for (asked, expected) in [
+            (format!("{ZVN_SYSTEM}%7C123"), 400),
+            (format!("http://example.org/other%7C{zvn}"), 400),
+        ] {
+            let (status, outcome) = get(&format!(
+                "{}/$fetch?patient.identifier={asked}&category=medication",
+                hospital.base
+            ))
+            .await;
+            assert_eq!(status, expected, "{asked}: {outcome}");
+            assert_eq!(outcome["resourceType"], "OperationOutcome");
+        }
+    }
+}

@@ -137,11 +137,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use zorgnet_audit::AgentKind;
 use zorgnet_fhir::categories::{CategorySet, DataCategory, access_categories_of, categories_of};
+use zorgnet_fhir::identifiers::ZVN_SYSTEM;
 use zorgnet_fhir::search::{
     Criterion, DEFAULT_PAGE_SIZE, MAX_CURSOR_BYTES, MAX_PAGE_SIZE, SearchRegistry, Summary,
     parse_search_query,
 };
 use zorgnet_fhir::{Issue, IssueCode, Severity};
+use zorgnet_pseudonym::{PersonalId, Zvn};
 use zorgnet_rest::constraint::{CursorCodec, SearchConstraint};
 use zorgnet_rest::error::FhirError;
 use zorgnet_store::{PolicyFacts, ReadOutcome, StoreError};
@@ -523,6 +525,8 @@ async fn serve_other_organisation(
         };
     note_patients(&request, allowed.iter().cloned());
     crate::audit::note(&request, |note| note.bases = bases.into_iter().collect());
+    let (mut request, mut pairs) = (request, pairs);
+    by_local_ids(&mut request, &mut pairs, &allowed)?;
     decisions.extend(by_role);
     if scope.types.iter().all(|t| type_refused(t, &decisions)) {
         return Err(AccessError::Forbidden(NOT_PERMITTED.into()));
@@ -992,6 +996,9 @@ async fn local_patients(
             ReadOutcome::Found(stored) => vec![stored],
             _ => Vec::new(),
         },
+        PatientRef::Identifier(identifier) if zvn_of(identifier).is_some() => {
+            return patients_of_zvn(state, zvn_of(identifier).into_iter().flatten()).await;
+        }
         PatientRef::Identifier(identifier) => {
             let pairs = [
                 ("identifier".to_string(), identifier.clone()),
@@ -1032,6 +1039,104 @@ async fn local_patients(
         }
     }
     Ok(patients)
+}
+
+/// The zorgverificatienummer an identifier (`system|value`) names, when its system is
+/// [`ZVN_SYSTEM`]: `Some(None)` for a value that is not one (it names nobody).
+fn zvn_of(identifier: &str) -> Option<Option<Zvn>> {
+    let (system, value) = identifier.split_once('|')?;
+    (system == ZVN_SYSTEM).then(|| Zvn::parse(value).ok())
+}
+
+/// The local Patients whose current identity is the person with `zvn`: the outbox's
+/// candidates ([`crate::outbox::patients_of_zvn`]), each confirmed with the hub from the
+/// Patient's sédula number and birth date as they are now. None without a hub.
+async fn patients_of_zvn(
+    state: &AppState,
+    zvn: impl IntoIterator<Item = Zvn>,
+) -> Result<Vec<(String, Value)>, AccessError> {
+    let (Some(zvn), Some(network)) = (zvn.into_iter().next(), &state.network) else {
+        return Ok(Vec::new());
+    };
+    let person = PersonalId::Zvn(zvn.clone());
+    let candidates =
+        crate::outbox::patients_of_zvn(&state.store, &zvn, MAX_PATIENTS_PER_IDENTIFIER + 1).await?;
+    if candidates.len() > MAX_PATIENTS_PER_IDENTIFIER {
+        return Ok(Vec::new());
+    }
+    let mut patients = Vec::new();
+    for id in candidates {
+        let ReadOutcome::Found(stored) = state.store.read("Patient", &id).await? else {
+            continue;
+        };
+        let json: Value = serde_json::from_str(&stored.json)
+            .map_err(|e| AccessError::Internal(format!("stored Patient/{id} is not JSON: {e}")))?;
+        let Some(identity @ zorgnet_store::PersonIdentity::Sedula { .. }) =
+            zorgnet_store::PersonIdentity::of_patient(&json)
+        else {
+            continue;
+        };
+        if crate::hub_client::person_of(&network.hub, &identity)
+            .await?
+            .as_ref()
+            == Some(&person)
+        {
+            patients.push((id, json));
+        }
+    }
+    Ok(patients)
+}
+
+/// A search that names its patient by zorgverificatienummer, asked of the handler by the
+/// local Patients found for it (`allowed`): the store knows the Patients, not the number.
+/// `identifier=` on `Patient` becomes `_id=`, `patient.identifier=` (and the other
+/// [`PATIENT_IDENTIFIER_PARAMS`]) the reference parameter by id, all in the query (a
+/// `POST _search` loses its body to it). Other searches are left as they are.
+fn by_local_ids(
+    request: &mut Request,
+    pairs: &mut [(String, String)],
+    allowed: &BTreeSet<String>,
+) -> Result<(), AccessError> {
+    let mut changed = false;
+    for (name, value) in pairs.iter_mut() {
+        if zvn_of(value).is_none() {
+            continue;
+        }
+        let ids = allowed.iter();
+        if name == "identifier" {
+            *name = "_id".into();
+            *value = ids.cloned().collect::<Vec<_>>().join(",");
+        } else if let Some(base) = PATIENT_IDENTIFIER_PARAMS
+            .contains(&name.as_str())
+            .then(|| name.strip_suffix(".identifier"))
+            .flatten()
+        {
+            *name = base.to_string();
+            *value = ids
+                .map(|id| format!("Patient/{id}"))
+                .collect::<Vec<_>>()
+                .join(",");
+        } else {
+            continue;
+        }
+        changed = true;
+    }
+    if !changed {
+        return Ok(());
+    }
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs.iter())
+        .finish();
+    let uri = format!("{}?{query}", request.uri().path())
+        .parse()
+        .map_err(|e| AccessError::Internal(format!("rewritten search: {e}")))?;
+    *request.uri_mut() = uri;
+    if request.method() == Method::POST {
+        // `POST _search`: the body's parameters are among `pairs`, now all in the query.
+        *request.body_mut() = Body::empty();
+        request.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    Ok(())
 }
 
 /// The decisions for a patient named by id, when every one asked is still remembered: then

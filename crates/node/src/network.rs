@@ -30,14 +30,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zorgnet_fhir::IssueCode;
 use zorgnet_fhir::categories::{DataCategory, categories_of, parse_categories};
-use zorgnet_fhir::identifiers::BSN_SYSTEM;
-use zorgnet_pseudonym::{Bsn, PersonalId};
+use zorgnet_fhir::identifiers::{BSN_SYSTEM, ZVN_SYSTEM};
+use zorgnet_pseudonym::{Bsn, PersonalId, Zvn};
 use zorgnet_rest::error::{FHIR_JSON, FhirError};
 use zorgnet_trust::token::{MAX_REASON_CHARS, Purpose, TokenRequest};
 use zorgnet_trust::{is_role_code, is_uzi_number};
 
 /// How long one source may take to answer a fetch.
-pub const FETCH_SOURCE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const FETCH_SOURCE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most resources taken from one source per resource type (one page).
 pub const FETCH_PAGE_SIZE: usize = 1_000;
 /// How long before its expiry a cached access token is replaced by a new one, so that a
@@ -202,31 +202,41 @@ fn single<'a>(params: &'a [(String, String)], name: &str) -> Result<Option<&'a s
     }
 }
 
-/// The person's BSN in `patient.identifier` (with or without the BSN system), parsed and as
-/// its nine digits.
-fn bsn_of(params: &[(String, String)]) -> Result<(Bsn, String), FhirError> {
-    let identifier = single(params, "patient.identifier")?
-        .ok_or_else(|| FhirError::bad_request("patient.identifier is required (a BSN)"))?;
-    let bsn = match identifier.split_once('|') {
-        Some((system, value)) if system == BSN_SYSTEM => value,
-        Some((system, _)) => {
+/// The person `patient.identifier` names: a BSN (with or without the BSN system) or a
+/// zorgverificatienummer (with the [`ZVN_SYSTEM`]), parsed, and as the `system|value` the
+/// sources are asked by.
+fn person_of_params(params: &[(String, String)]) -> Result<(PersonalId, String), FhirError> {
+    let identifier = single(params, "patient.identifier")?.ok_or_else(|| {
+        FhirError::bad_request("patient.identifier is required (a BSN or a zorgverificatienummer)")
+    })?;
+    let (system, value) = identifier
+        .split_once('|')
+        .unwrap_or((BSN_SYSTEM, identifier));
+    let person = match system {
+        BSN_SYSTEM => Bsn::parse(value).map(PersonalId::Bsn).map_err(|_| {
+            FhirError::bad_request("patient.identifier is not a valid BSN (11-check)")
+        })?,
+        ZVN_SYSTEM => Zvn::parse(value).map(PersonalId::Zvn).map_err(|_| {
+            FhirError::bad_request(
+                "patient.identifier is not a valid zorgverificatienummer (16 digits)",
+            )
+        })?,
+        other => {
             return Err(FhirError::bad_request(format!(
-                "patient.identifier must be a BSN ({BSN_SYSTEM}), not {system}"
+                "patient.identifier must be a BSN ({BSN_SYSTEM}) or a zorgverificatienummer \
+                 ({ZVN_SYSTEM}), not {other}"
             )));
         }
-        None => identifier,
     };
-    let parsed = Bsn::parse(bsn)
-        .map_err(|_| FhirError::bad_request("patient.identifier is not a valid BSN (11-check)"))?;
-    Ok((parsed, bsn.trim().to_string()))
+    Ok((person, format!("{system}|{}", value.trim())))
 }
 
-/// Reads `patient.identifier` (a BSN), `category` (repeated or comma-separated; all when
+/// Reads `patient.identifier` (a BSN or a zorgverificatienummer), `category` (repeated or comma-separated; all when
 /// absent) and `purpose`.
 fn question(
     params: &[(String, String)],
 ) -> Result<(PersonalId, Vec<DataCategory>, bool), FhirError> {
-    let (bsn, _) = bsn_of(params)?;
+    let (person, _) = person_of_params(params)?;
     let asked: Vec<&str> = params
         .iter()
         .filter(|(name, _)| name == "category")
@@ -244,7 +254,7 @@ fn question(
         return Err(FhirError::bad_request("category names no category"));
     }
     let emergency = single(params, "purpose")? == Some("emergency");
-    Ok((PersonalId::from(bsn), categories, emergency))
+    Ok((person, categories, emergency))
 }
 
 /// Who holds data of `categories` about `person`, with their endpoints.
@@ -423,7 +433,7 @@ async fn ask_type(
 async fn fetch_from(
     network: &Network,
     source: Source,
-    bsn_query: &str,
+    identifier_query: &str,
     categories: &[DataCategory],
     token: &str,
 ) -> SourceAnswer {
@@ -445,7 +455,7 @@ async fn fetch_from(
     let mut asking = tokio::task::JoinSet::new();
     for (position, resource_type) in types.into_iter().enumerate() {
         let url = format!(
-            "{base}/{resource_type}?patient.identifier={bsn_query}&_count={FETCH_PAGE_SIZE}"
+            "{base}/{resource_type}?patient.identifier={identifier_query}&_count={FETCH_PAGE_SIZE}"
         );
         let (http, token) = (network.http.clone(), token.to_string());
         asking.spawn(async move {
@@ -500,11 +510,12 @@ async fn fetch_from(
 /// the sources that answered, those that refused by consent, and those that did not answer.
 /// Each source is shown an access token of this organisation for `asker` made for that
 /// source alone; the tokens are got first, together, and a token the hub refuses fails the
-/// fetch.
+/// fetch. Each source is asked by `identifier` (`system|value`: the person's BSN or
+/// zorgverificatienummer).
 pub async fn fetch(
     network: Arc<Network>,
     person: &PersonalId,
-    bsn: &str,
+    identifier: &str,
     categories: &[DataCategory],
     asker: &Asker,
 ) -> Result<Value, FhirError> {
@@ -531,19 +542,26 @@ pub async fn fetch(
             FhirError::new(status, code, format!("access token: {e}"))
         })?;
     }
-    let bsn_query = percent_encoding::utf8_percent_encode(
-        &format!("{BSN_SYSTEM}|{bsn}"),
-        percent_encoding::NON_ALPHANUMERIC,
-    )
-    .to_string();
+    let identifier_query =
+        percent_encoding::utf8_percent_encode(identifier, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
     let mut tasks = tokio::task::JoinSet::new();
     for (position, (source, token)) in sources.into_iter().zip(tokens).enumerate() {
-        let (network, bsn_query, categories) =
-            (network.clone(), bsn_query.clone(), categories.to_vec());
+        let (network, identifier_query, categories) = (
+            network.clone(),
+            identifier_query.clone(),
+            categories.to_vec(),
+        );
         tasks.spawn(async move {
             let answer = match tokio::time::timeout(
                 FETCH_SOURCE_TIMEOUT,
-                fetch_from(&network, source.clone(), &bsn_query, &categories, &token),
+                fetch_from(
+                    &network,
+                    source.clone(),
+                    &identifier_query,
+                    &categories,
+                    &token,
+                ),
             )
             .await
             {
@@ -613,9 +631,9 @@ pub(crate) async fn fetch_operation(
     let params = zorgnet_rest::operation::parameters(&method, query.as_deref(), body).await?;
     let (person, categories, emergency) = question(&params)?;
     let asker = asker(&params, emergency)?;
-    let (_, bsn) = bsn_of(&params)?;
+    let (_, identifier) = person_of_params(&params)?;
     Ok(fhir_response(
-        fetch(network, &person, &bsn, &categories, &asker).await?,
+        fetch(network, &person, &identifier, &categories, &asker).await?,
     ))
 }
 

@@ -30,13 +30,22 @@
 //! registration as one), and delivery withdraws a pair only when no other local Patient
 //! naming the same person still has that category registered ([`NAMESAKES_LOOKED_AT`]).
 //!
+//! A Patient known by a sédula number has no identifier the rest of the network can name it
+//! by: the hub derives the person's zorgverificatienummer from the sédula number and birth
+//! date, keyed and one way. Delivery keeps the number it was given per Patient, so that a
+//! search naming the person by it ([`patients_of_zvn`]) finds the Patient; what it names is
+//! a candidate, which the access policy confirms with the hub against the Patient's current
+//! identity before serving anything.
+//!
 //! What it is not: a general message queue, or a second store of BSNs: the tables hold
-//! local ids and version numbers only; the BSN stays in the Patient's own versions.
+//! local ids, version numbers and derived zorgverificatienummers only; the BSN and the
+//! sédula number stay in the Patient's own versions.
 //!
 //! Tables (component `outbox`): `outbox_holdings` (resource → patient, category),
 //! `outbox_registered` (pairs the hub has been asked to hold, with the Patient version they
-//! were registered under), `outbox` (the queue, in order) and `outbox_failed` (entries the
-//! hub refused for good, kept for the operator).
+//! were registered under), `outbox` (the queue, in order), `outbox_failed` (entries the
+//! hub refused for good, kept for the operator) and `outbox_zvn` (Patient → the
+//! zorgverificatienummer its sédula number was last delivered under).
 
 use crate::hub_client::{HubClient, HubClientError};
 use serde_json::Value;
@@ -49,7 +58,7 @@ use zorgnet_db::{Database, DbError, Migration};
 use zorgnet_fhir::categories::DataCategory;
 use zorgnet_fhir::identifiers::{BSN_SYSTEM, SEDULA_SYSTEM};
 use zorgnet_fhir::search::parse_search_query;
-use zorgnet_pseudonym::{PersonalId, RecipientId};
+use zorgnet_pseudonym::{PersonalId, RecipientId, Zvn};
 use zorgnet_store::{Change, PersonIdentity, ReadOutcome, Store, StoreError, WriteHook};
 
 /// The outbox's migrations.
@@ -105,6 +114,18 @@ UPDATE outbox SET patient_version = (
     SELECT MAX(v.version) FROM resources r JOIN versions v ON v.rid = r.rid
     WHERE r.res_type = 'Patient' AND r.id = outbox.patient_id AND v.content IS NOT NULL);
 DELETE FROM outbox_registered WHERE patient_version IS NULL",
+    },
+    // The zorgverificatienummer the hub derived for a Patient with a sédula number, so that a
+    // search naming the person by it finds the Patient ([`patients_of_zvn`]).
+    Migration {
+        component: "outbox",
+        version: 3,
+        sql: "
+CREATE TABLE outbox_zvn (
+    patient_id {text} NOT NULL PRIMARY KEY,
+    zvn {text} NOT NULL
+);
+CREATE INDEX outbox_zvn_by_zvn ON outbox_zvn (zvn)",
     },
 ];
 
@@ -611,10 +632,34 @@ async fn deliver_run(
     let db = store.database().clone();
     let seqs: Vec<i64> = run.iter().map(|e| e.seq).collect();
     let delivered = seqs.len() - failed.len();
+    let zvns: Vec<(String, String)> = people
+        .iter()
+        .filter_map(|((patient, _), person)| match person {
+            PersonalId::Zvn(zvn) => Some((patient.to_string(), zvn.as_str().to_string())),
+            PersonalId::Bsn(_) => None,
+        })
+        .collect();
     tokio::task::spawn_blocking(move || {
         db.write_transaction(|conn| -> Result<(), DbError> {
             let d = conn.dialect();
             let now = zorgnet_db::now_ms();
+            for (patient, zvn) in &zvns {
+                conn.execute(
+                    &format!(
+                        "DELETE FROM outbox_zvn WHERE patient_id = {}",
+                        d.placeholder(1)
+                    ),
+                    &[patient.as_str().into()],
+                )?;
+                conn.execute(
+                    &format!(
+                        "INSERT INTO outbox_zvn (patient_id, zvn) VALUES ({}, {})",
+                        d.placeholder(1),
+                        d.placeholder(2)
+                    ),
+                    &[patient.as_str().into(), zvn.as_str().into()],
+                )?;
+            }
             for (seq, reason) in &failed {
                 conn.execute(
                     &format!(
@@ -722,6 +767,34 @@ fn search_escaped(value: &str) -> String {
         escaped.push(c);
     }
     escaped
+}
+
+/// The local Patients whose sédula number was last delivered as the person with `zvn`, at
+/// most `limit`: candidates, whose current identity the caller still has to confirm.
+pub async fn patients_of_zvn(
+    store: &Store,
+    zvn: &Zvn,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let db = store.database().clone();
+    let zvn = zvn.as_str().to_string();
+    tokio::task::spawn_blocking(move || {
+        db.with_reader(|conn| {
+            let sql = format!(
+                "SELECT patient_id FROM outbox_zvn WHERE zvn = {} ORDER BY patient_id LIMIT {limit}",
+                conn.dialect().placeholder(1)
+            );
+            Ok::<_, DbError>(
+                conn.query(&sql, &[zvn.as_str().into()])?
+                    .into_iter()
+                    .map(|mut row| row[0].take_text())
+                    .collect(),
+            )
+        })
+    })
+    .await
+    .map_err(|e| StoreError::Backend(format!("outbox task failed: {e}")))?
+    .map_err(StoreError::from)
 }
 
 /// Runs delivery until `shutdown` resolves: wakes when the hook queued something or every

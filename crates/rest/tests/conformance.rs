@@ -443,6 +443,36 @@ async fn search_parameters_of_every_type() {
             2,
             "[{b}] chain string"
         );
+        // Each of a chain's target types is walked (subject may point at a Patient, a Group,
+        // a Device or a Location), other criteria still narrow what the chain drives, a chain
+        // on the target's id (no index table to start from) is walked, and a chain that picks
+        // no target finds nothing.
+        assert_eq!(
+            node.search_ids(&format!("Observation?subject.identifier={BSN}|111222333"))
+                .await,
+            [o3.clone()],
+            "[{b}] chain over several target types"
+        );
+        assert_eq!(
+            node.search_ids(&format!(
+                "Observation?patient.identifier={BSN}|111222333&value-quantity=gt9"
+            ))
+            .await,
+            Vec::<String>::new(),
+            "[{b}] chain and another criterion"
+        );
+        assert_eq!(
+            node.search_ids(&format!("Observation?patient._id={jan}&_sort=date"))
+                .await,
+            [o1.clone(), o2.clone()],
+            "[{b}] chain on a target's id"
+        );
+        assert!(
+            node.search_ids(&format!("Observation?patient.identifier={BSN}|999999990"))
+                .await
+                .is_empty(),
+            "[{b}] chain to no target"
+        );
         assert_eq!(
             node.search_ids("Patient?gender:not=male").await,
             [jan.clone()],

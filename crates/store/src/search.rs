@@ -12,8 +12,8 @@ use std::collections::HashSet;
 use zorgnet_db::sql::{Conn, Dialect, Row, SqlBuilder, SqlValue};
 use zorgnet_fhir::categories::CategorySet;
 use zorgnet_fhir::search::{
-    Criterion, CriterionValue, Include, MAX_BOUND_PARAMETERS, MAX_CURSOR_BYTES, ParamType, Prefix,
-    SearchQuery, SortKey, Summary, TokenSystem, is_search_text_char,
+    Chain, Criterion, CriterionValue, Include, MAX_BOUND_PARAMETERS, MAX_CURSOR_BYTES, ParamType,
+    Prefix, SearchQuery, SortKey, Summary, TokenSystem, is_search_text_char,
 };
 
 /// Most resources `_include`/`_revinclude` add to one page.
@@ -491,21 +491,28 @@ fn from_where(inner: &Inner, b: &mut SqlBuilder, query: &SearchQuery, with_conte
     let resource_type = query.resource_type.as_deref().unwrap_or("");
     let driver = driving_criterion(&query.criteria);
     b.push(" FROM ");
-    if let Some(Criterion::Param {
-        param,
-        string_match,
-        values,
-        ..
-    }) = driver.map(|i| &query.criteria[i])
-    {
-        let table = table_of(param.param_type);
-        b.push(&format!("(SELECT DISTINCT rid FROM {table} WHERE "));
-        rows_sql(b, &inner.param_rows(resource_type, &param.code), "");
-        b.push(" AND (");
-        values_sql(b, values, *string_match);
-        b.push(")) d CROSS JOIN resources r");
-    } else {
-        b.push("resources r");
+    match driver.map(|i| &query.criteria[i]) {
+        Some(Criterion::Param {
+            param,
+            string_match,
+            values,
+            ..
+        }) => {
+            let table = table_of(param.param_type);
+            b.push(&format!("(SELECT DISTINCT rid FROM {table} WHERE "));
+            rows_sql(b, &inner.param_rows(resource_type, &param.code), "");
+            b.push(" AND (");
+            values_sql(b, values, *string_match);
+            b.push(")) d CROSS JOIN resources r");
+        }
+        Some(Criterion::Chain(chain)) => {
+            b.push("(");
+            chain_rids_sql(inner, b, resource_type, chain);
+            b.push(") d CROSS JOIN resources r");
+        }
+        _ => {
+            b.push("resources r");
+        }
     }
     if with_content {
         b.push(" JOIN versions v ON v.seq = r.current_seq");
@@ -584,12 +591,13 @@ fn driving_criterion(criteria: &[Criterion]) -> Option<usize> {
             negate: false,
             ..
         } if param.param_type == ParamType::Reference => Some(0),
+        Criterion::Chain(_) => Some(1),
         Criterion::Param {
             param,
             negate: false,
             ..
-        } if param.param_type == ParamType::Token => Some(1),
-        Criterion::Param { negate: false, .. } => Some(2),
+        } if param.param_type == ParamType::Token => Some(2),
+        Criterion::Param { negate: false, .. } => Some(3),
         _ => None,
     };
     criteria
@@ -891,30 +899,61 @@ fn criterion_sql(
             b.push("))");
         }
         Criterion::Chain(chain) => {
-            // From the targets to the references to them: the chained criterion usually picks
-            // few targets (a Patient by identifier), while the references of the parameter are
-            // every resource of the type. SQLite otherwise walks all of those references first
-            // (`CROSS JOIN` fixes its join order; PostgreSQL's planner treats it as a plain join).
-            b.push(&format!(
-                "{alias}.rid IN (SELECT ref.rid FROM resources t CROSS JOIN idx_reference ref WHERE ref.target_type = t.res_type AND ref.target_id = t.id AND "
-            ));
-            rows_sql(
-                b,
-                &inner.param_rows(resource_type, &chain.reference.code),
-                "ref.",
-            );
-            b.push(" AND t.deleted = 0 AND (");
-            for (i, (target_type, inner_criterion)) in chain.targets.iter().enumerate() {
-                if i > 0 {
-                    b.push(" OR ");
-                }
-                b.push("(t.res_type = ")
-                    .bind(target_type.as_str())
-                    .push(" AND ");
-                criterion_sql(inner, b, target_type, inner_criterion, "t");
-                b.push(")");
+            b.push(&format!("{alias}.rid IN ("));
+            chain_rids_sql(inner, b, resource_type, chain);
+            b.push(")");
+        }
+    }
+}
+
+/// Pushes a query of the rids (column `rid`) of the resources of `resource_type` whose
+/// `chain.reference` points at a target `chain.targets` picks. It walks from the targets to
+/// the references to them: the chained criterion usually picks few targets (a Patient by
+/// identifier), while the references of the parameter are every resource of the type. A
+/// target criterion on an index table drives from that table's index (`tt`); `CROSS JOIN`
+/// keeps SQLite to the written order, where it would otherwise scan every resource of the
+/// target type (PostgreSQL's planner treats it as a plain join).
+fn chain_rids_sql(inner: &Inner, b: &mut SqlBuilder, resource_type: &str, chain: &Chain) {
+    for (i, (target_type, target_criterion)) in chain.targets.iter().enumerate() {
+        if i > 0 {
+            b.push(" UNION ");
+        }
+        b.push("SELECT DISTINCT ref.rid FROM ");
+        let driven = match target_criterion.as_ref() {
+            Criterion::Param {
+                param,
+                string_match,
+                negate: false,
+                values,
+            } => {
+                let table = table_of(param.param_type);
+                b.push(&format!("(SELECT DISTINCT rid FROM {table} WHERE "));
+                rows_sql(b, &inner.param_rows(target_type, &param.code), "");
+                b.push(" AND (");
+                values_sql(b, values, *string_match);
+                b.push(")) tt CROSS JOIN resources t");
+                true
             }
-            b.push("))");
+            _ => {
+                b.push("resources t");
+                false
+            }
+        };
+        b.push(" CROSS JOIN idx_reference ref WHERE ");
+        if driven {
+            b.push("t.rid = tt.rid AND ");
+        }
+        b.push("ref.target_type = t.res_type AND ref.target_id = t.id AND ");
+        rows_sql(
+            b,
+            &inner.param_rows(resource_type, &chain.reference.code),
+            "ref.",
+        );
+        b.push(" AND t.deleted = 0 AND t.res_type = ")
+            .bind(target_type.as_str());
+        if !driven {
+            b.push(" AND ");
+            criterion_sql(inner, b, target_type, target_criterion, "t");
         }
     }
 }

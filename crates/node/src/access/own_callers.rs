@@ -230,6 +230,8 @@ async fn serve_citizen(
         notice: BTreeSet::new(),
         every_category: true,
     };
+    let (mut request, mut pairs) = (request, pairs);
+    super::by_local_ids(&mut request, &mut pairs, &policy.allowed)?;
     if scope.kind == Kind::Read {
         let response = next.run(request).await;
         return read_response(response, &policy, scope.named_id()).await;

@@ -11,10 +11,13 @@ pub async fn stores(name: &str) -> Vec<(Store, Option<tempfile::TempDir>)> {
     let mut stores = vec![(sqlite, Some(dir))];
     match std::env::var("ZORGNET_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => {
+            // Tests of one binary run at once and may ask in the same millisecond.
+            static OPENED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
             let schema = format!(
-                "zorgnet_store_{name}_{}_{}",
+                "zorgnet_store_{name}_{}_{}_{}",
                 std::process::id(),
-                zorgnet_store::now_ms()
+                zorgnet_store::now_ms(),
+                OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             );
             let store = tokio::task::spawn_blocking(move || {
                 let url = zorgnet_db::postgres_fresh_schema(&url, &schema).unwrap();
