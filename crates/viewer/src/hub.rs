@@ -7,9 +7,9 @@
 //! role may see).
 
 use crate::Org;
+use crate::patient_number::PatientNumber;
 use serde_json::{Value, json};
 use zorgnet_hub_client::{HubClientError, token_value};
-use zorgnet_pseudonym::{Bsn, PersonalId};
 
 /// The professional as the register knows them at one organisation.
 pub(crate) struct Professional {
@@ -64,16 +64,18 @@ impl Relation {
     }
 }
 
-/// An exchange token naming the person with BSN `bsn`, as JSON for a request body.
-async fn person_token(org: &Org, bsn: &str) -> Result<Value, HubClientError> {
-    let bsn = Bsn::parse(bsn).map_err(|_| HubClientError::Invalid("not a valid BSN".into()))?;
-    let token = org.hub.referral_index_token(&PersonalId::from(bsn)).await?;
+/// An exchange token naming the patient, as JSON for a request body.
+async fn person_token(org: &Org, patient: &PatientNumber) -> Result<Value, HubClientError> {
+    let token = org.hub.referral_index_token(patient.person()).await?;
     Ok(token_value(&token))
 }
 
 /// The organisation's relations with the patient.
-pub(crate) async fn relations(org: &Org, bsn: &str) -> Result<Vec<Relation>, HubClientError> {
-    let token = person_token(org, bsn).await?;
+pub(crate) async fn relations(
+    org: &Org,
+    patient: &PatientNumber,
+) -> Result<Vec<Relation>, HubClientError> {
+    let token = person_token(org, patient).await?;
     let answer = org
         .hub
         .post("/relations/query", &json!({"token": token}))
@@ -100,13 +102,13 @@ pub(crate) const RELATION_KINDS: [&str; 4] =
 /// the patient, valid from now for the hub's default period.
 pub(crate) async fn register_relation(
     org: &Org,
-    bsn: &str,
+    patient: &PatientNumber,
     kind: &str,
 ) -> Result<(), HubClientError> {
     if !RELATION_KINDS.contains(&kind) {
         return Err(HubClientError::Invalid("unknown kind of relation".into()));
     }
-    let token = person_token(org, bsn).await?;
+    let token = person_token(org, patient).await?;
     org.hub
         .post("/relations", &json!({"token": token, "kind": kind}))
         .await

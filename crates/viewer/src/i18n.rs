@@ -76,16 +76,18 @@ texts! {
     organisations: "Organisaties", "Organisations";
     login_at: "Inloggen bij", "Log in at";
     search_title: "Patiënt zoeken", "Find a patient";
-    search_intro: "Zoek een patiënt op burgerservicenummer (BSN). Het BSN wordt niet in de adresbalk of het logboek gezet.",
-        "Find a patient by citizen service number (BSN). The BSN is not put in the address bar or the log.";
-    bsn_label: "Burgerservicenummer (BSN)", "Citizen service number (BSN)";
-    bsn_hint: "Negen cijfers, bijvoorbeeld 123456782.", "Nine digits, for example 123456782.";
-    bsn_invalid: "Dit is geen geldig BSN: het moet uit negen cijfers bestaan en de elfproef doorstaan.",
-        "This is not a valid BSN: it must be nine digits that pass the 11-check.";
+    search_intro: "Zoek een patiënt op burgerservicenummer (BSN) of, voor wie geen BSN heeft (Caribisch Nederland), op zorgverificatienummer. Het nummer wordt niet in de adresbalk of het logboek gezet.",
+        "Find a patient by citizen service number (BSN) or, for someone without a BSN (Caribbean Netherlands), by zorgverificatienummer (care verification number). The number is not put in the address bar or the log.";
+    bsn_label: "BSN of zorgverificatienummer", "BSN or zorgverificatienummer";
+    bsn_hint: "Een BSN heeft negen cijfers (bijvoorbeeld 123456782), een zorgverificatienummer zestien, beginnend met 9.",
+        "A BSN has nine digits (for example 123456782), a zorgverificatienummer sixteen, starting with 9.";
+    bsn_invalid: "Dit is geen geldig nummer: een BSN heeft negen cijfers en doorstaat de elfproef, een zorgverificatienummer heeft zestien cijfers met een geldig controlegetal.",
+        "This is not a valid number: a BSN is nine digits that pass the 11-check, a zorgverificatienummer sixteen digits with valid check digits.";
     role_choice: "U werkt in de rol", "You act in the role";
     search_button: "Zoeken", "Find";
     patient_title: "Patiëntgegevens", "Patient data";
     patient_bsn: "BSN", "BSN";
+    patient_zvn: "Zorgverificatienummer", "Zorgverificatienummer";
     relation_title: "Behandelrelatie", "Treatment relation";
     relation_present: "Uw organisatie heeft een behandelrelatie met deze patiënt.",
         "Your organisation has a treatment relation with this patient.";

@@ -1,5 +1,6 @@
 //! The professional's viewer (**Zorgverlenersinzage**) and emergency view: server-rendered
-//! pages where a professional of a care provider logs in, finds a patient by BSN, registers a
+//! pages where a professional of a care provider logs in, finds a patient by BSN or
+//! zorgverificatienummer, registers a
 //! treatment relation, and sees the patient's data from every source the network's policy
 //! allows, through their own organisation's node.
 //!
@@ -15,10 +16,11 @@
 //!   roles there: without one, the login is refused. The session is bound to the
 //!   organisation: its cookie is scoped to `{prefix}/{ura}`, every page checks the session's
 //!   organisation, and its access token is only ever sent to that organisation's node.
-//! - `/{ura}/` (search): a BSN (11-check) and, with several roles, the role to act in
+//! - `/{ura}/` (search): a BSN (11-check) or a zorgverificatienummer (sixteen digits, MOD
+//!   97-10) and, with several roles, the role to act in
 //!   (`POST /{ura}/zoeken`); the patient is kept in the session, never in a URL.
 //! - `/{ura}/patient`: whether the organisation has a treatment relation with the patient at
-//!   the hub (the BSN blinded here through `zorgnet_hub_client`; the hub never sees it
+//!   the hub (the number blinded here through `zorgnet_hub_client`; the hub never sees it
 //!   in clear), a button that registers one (`POST /{ura}/relatie`), and the patient's data
 //!   from the node's `$fetch` (purpose treatment, the professional's UZI number and role):
 //!   a timeline, the Basisgegevensset Zorg (problems, medication, allergies, alerts, the last
@@ -30,19 +32,20 @@
 //!   `purpose=emergency` and the reason, flagged as an emergency access.
 //!
 //! Every POST carries the session's CSRF token; every answer has a Content-Security-Policy
-//! without scripts and `Cache-Control: no-store`; BSNs and tokens never reach the log.
+//! without scripts and `Cache-Control: no-store`; patients' numbers and tokens never reach
+//! the log.
 //!
 //! What it is not: an access policy (the sources decide, the viewer shows what they
 //! answered and why something is missing), a store of health data (nothing outlives the
-//! request but the session: token, roles, the patient's BSN), a clinical decision system
-//! (medication lines are grouped by code, not by substance or strength), or usable for
-//! patients known only by a zorgverificatienummer.
+//! request but the session: token, roles, the patient's number), or a clinical decision
+//! system (medication lines are grouped by code, not by substance or strength).
 #![deny(missing_docs)]
 
 mod hub;
 mod i18n;
 mod oidc;
 mod pages;
+mod patient_number;
 mod record;
 mod session;
 

@@ -7,6 +7,7 @@
 use crate::hub::{self, RELATION_KINDS, Relation};
 use crate::i18n::{LANG_COOKIE, Lang, Texts};
 use crate::oidc::LoginError;
+use crate::patient_number::PatientNumber;
 use crate::record::{
     Contacts, FetchFailure, Fetched, Part, Purpose, RecordView, fetch, own_patient,
 };
@@ -343,7 +344,9 @@ struct Section {
 #[template(path = "patient.html")]
 struct PatientPage {
     l: Layout,
-    bsn: String,
+    /// The patient's BSN or zorgverificatienummer, and which of the two it is.
+    number: String,
+    number_label: &'static str,
     /// The organisation's relations with the patient; `None` when the hub could not say.
     relations: Option<Vec<RelationRow>>,
     relation_active: bool,
@@ -367,7 +370,9 @@ struct RelationRow {
 #[template(path = "emergency_form.html")]
 struct EmergencyFormPage {
     l: Layout,
-    bsn: String,
+    /// The patient's BSN or zorgverificatienummer, and which of the two it is.
+    number: String,
+    number_label: &'static str,
     error: String,
     reason: String,
     reason_max: usize,
@@ -377,7 +382,9 @@ struct EmergencyFormPage {
 #[template(path = "emergency.html")]
 struct EmergencyPage {
     l: Layout,
-    bsn: String,
+    /// The patient's BSN or zorgverificatienummer, and which of the two it is.
+    number: String,
+    number_label: &'static str,
     reason: String,
     failure: String,
     view: RecordView,
@@ -655,8 +662,7 @@ async fn search(
     let Ok(Form(form)) = form else {
         return cx.error(StatusCode::BAD_REQUEST, cx.t().error_bad_request);
     };
-    let bsn: String = form.bsn.chars().filter(|c| !c.is_whitespace()).collect();
-    if zorgnet_pseudonym::Bsn::parse(&bsn).is_err() {
+    let Some(patient) = PatientNumber::parse(&form.bsn) else {
         let page = SearchPage {
             l: cx.layout(cx.t().search_title),
             roles: session.roles,
@@ -664,18 +670,27 @@ async fn search(
             bsn: form.bsn.chars().take(32).collect(),
         };
         return cx.render(StatusCode::BAD_REQUEST, &page);
-    }
+    };
     let role = form.role.unwrap_or_else(|| session.role.clone());
     if !session.roles.contains(&role) {
         return cx.error(StatusCode::BAD_REQUEST, cx.t().error_bad_request);
     }
     if !inner.sessions.update(&id, |s| {
-        s.patient = Some(bsn);
+        s.patient = Some(patient.digits().to_string());
         s.role = role;
     }) {
         return redirect(&cx.org_path("/login"));
     }
     redirect(&cx.org_path("/patient"))
+}
+
+/// What the page calls the patient's number.
+fn number_label(patient: &PatientNumber, t: &'static Texts) -> &'static str {
+    if patient.is_zvn() {
+        t.patient_zvn
+    } else {
+        t.patient_bsn
+    }
 }
 
 /// The relations as rows, in the page's language.
@@ -756,14 +771,14 @@ async fn patient(
         Ok(found) => found,
         Err(response) => return *response,
     };
-    let Some(bsn) = session.patient.clone() else {
+    let Some(patient) = session.patient.as_deref().and_then(PatientNumber::parse) else {
         return redirect(&cx.org_path("/"));
     };
     let t = cx.t();
     let (relations, fetched, own) = tokio::join!(
-        hub::relations(org, &bsn),
-        fetch(&inner.http, org, &session, &bsn, Purpose::Treatment),
-        own_patient(&inner.http, org, &session, &bsn),
+        hub::relations(org, &patient),
+        fetch(&inner.http, org, &session, &patient, Purpose::Treatment),
+        own_patient(&inner.http, org, &session, &patient),
     );
     let relations = relations
         .inspect_err(|e| tracing::warn!(error = %e, "the relation register cannot be asked"))
@@ -778,7 +793,8 @@ async fn patient(
     let mut view = RecordView::of(fetched, &session.role, t);
     let page = PatientPage {
         l: cx.layout(t.patient_title),
-        bsn,
+        number: patient.digits().to_string(),
+        number_label: number_label(&patient, t),
         relation_active: relations
             .as_ref()
             .is_some_and(|r| r.iter().any(Relation::active)),
@@ -816,13 +832,16 @@ async fn register_relation(
     if !form_ok(&form, &session, |f| &f.csrf) {
         return cx.error(StatusCode::FORBIDDEN, cx.t().error_form);
     }
-    let (Ok(Form(form)), Some(bsn)) = (form, session.patient.as_deref()) else {
+    let (Ok(Form(form)), Some(patient)) = (
+        form,
+        session.patient.as_deref().and_then(PatientNumber::parse),
+    ) else {
         return cx.error(StatusCode::BAD_REQUEST, cx.t().error_bad_request);
     };
     if !RELATION_KINDS.contains(&form.kind.as_str()) {
         return cx.error(StatusCode::BAD_REQUEST, cx.t().error_bad_request);
     }
-    match hub::register_relation(org, bsn, &form.kind).await {
+    match hub::register_relation(org, &patient, &form.kind).await {
         Ok(()) => {
             tracing::info!(uzi = %session.uzi, ura = %org.config.ura, kind = %form.kind, "registered a treatment relation");
             redirect(&cx.org_path("/patient"))
@@ -844,7 +863,7 @@ async fn emergency_form(
         Ok(found) => found,
         Err(response) => return *response,
     };
-    let Some(bsn) = session.patient.clone() else {
+    let Some(patient) = session.patient.as_deref().and_then(PatientNumber::parse) else {
         return redirect(&cx.org_path("/"));
     };
     if !Role::parse(&session.role).is_some_and(Role::may_ask_emergency) {
@@ -852,7 +871,8 @@ async fn emergency_form(
     }
     let page = EmergencyFormPage {
         l: cx.layout(cx.t().emergency_title),
-        bsn,
+        number: patient.digits().to_string(),
+        number_label: number_label(&patient, cx.t()),
         error: String::new(),
         reason: String::new(),
         reason_max: REASON_CHARS_MAX,
@@ -881,7 +901,10 @@ async fn emergency(
     if !form_ok(&form, &session, |f| &f.csrf) {
         return cx.error(StatusCode::FORBIDDEN, cx.t().error_form);
     }
-    let (Ok(Form(form)), Some(bsn)) = (form, session.patient.clone()) else {
+    let (Ok(Form(form)), Some(patient)) = (
+        form,
+        session.patient.as_deref().and_then(PatientNumber::parse),
+    ) else {
         return cx.error(StatusCode::BAD_REQUEST, cx.t().error_bad_request);
     };
     let t = cx.t();
@@ -899,7 +922,8 @@ async fn emergency(
     if let Some(problem) = problem {
         let page = EmergencyFormPage {
             l: cx.layout(t.emergency_title),
-            bsn,
+            number: patient.digits().to_string(),
+            number_label: number_label(&patient, t),
             error: problem.to_string(),
             reason: reason.chars().take(REASON_CHARS_MAX).collect(),
             reason_max: REASON_CHARS_MAX,
@@ -908,8 +932,14 @@ async fn emergency(
     }
     tracing::warn!(uzi = %session.uzi, ura = %org.config.ura, role = %session.role, "a professional breaks the glass");
     let (fetched, own) = tokio::join!(
-        fetch(&inner.http, org, &session, &bsn, Purpose::Emergency(reason)),
-        own_patient(&inner.http, org, &session, &bsn),
+        fetch(
+            &inner.http,
+            org,
+            &session,
+            &patient,
+            Purpose::Emergency(reason)
+        ),
+        own_patient(&inner.http, org, &session, &patient),
     );
     let (fetched, failure, status) = match fetched {
         Ok(fetched) => (fetched, String::new(), StatusCode::OK),
@@ -929,7 +959,8 @@ async fn emergency(
     l.emergency = true;
     let page = EmergencyPage {
         l,
-        bsn,
+        number: patient.digits().to_string(),
+        number_label: number_label(&patient, t),
         reason: reason.to_string(),
         failure,
         sections: sections(&mut view, t),

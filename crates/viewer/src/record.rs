@@ -15,12 +15,12 @@
 
 use crate::i18n::Texts;
 use crate::oidc::body_bytes;
+use crate::patient_number::PatientNumber;
 use crate::session::Session;
 use crate::{FETCH_TIMEOUT, Org, RECENT_LAB_RESULTS};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use zorgnet_fhir::categories::{DataCategory, categories_of};
-use zorgnet_fhir::identifiers::BSN_SYSTEM;
 use zorgnet_trust::roles::Role;
 
 /// Why a `$fetch` is asked.
@@ -207,11 +207,11 @@ pub(crate) async fn fetch(
     http: &reqwest::Client,
     org: &Org,
     session: &Session,
-    bsn: &str,
+    patient: &PatientNumber,
     purpose: Purpose<'_>,
 ) -> Result<Fetched, FetchFailure> {
     let mut parameters = vec![
-        json!({"name": "patient.identifier", "valueIdentifier": {"system": BSN_SYSTEM, "value": bsn}}),
+        json!({"name": "patient.identifier", "valueIdentifier": {"system": patient.system(), "value": patient.digits()}}),
         json!({"name": "uzi", "valueString": session.uzi}),
         json!({"name": "role", "valueString": session.role}),
     ];
@@ -263,14 +263,17 @@ pub(crate) async fn own_patient(
     http: &reqwest::Client,
     org: &Org,
     session: &Session,
-    bsn: &str,
+    patient: &PatientNumber,
 ) -> Option<Value> {
     let answer = http
         .post(format!("{}/Patient/_search", org.config.fhir_base))
         .timeout(FETCH_TIMEOUT)
         .bearer_auth(&session.access_token)
         .header("accept", "application/fhir+json")
-        .form(&[("identifier", format!("{BSN_SYSTEM}|{bsn}"))])
+        .form(&[(
+            "identifier",
+            format!("{}|{}", patient.system(), patient.digits()),
+        )])
         .send()
         .await
         .ok()?;

@@ -39,7 +39,8 @@ pub(crate) struct Session {
     pub(crate) access_token: String,
     /// The token every form must carry.
     pub(crate) csrf: String,
-    /// The BSN of the patient being looked at (validated), when one was found.
+    /// The BSN or zorgverificatienummer of the patient being looked at (validated), when one
+    /// was found.
     pub(crate) patient: Option<String>,
     /// When the session ends.
     pub(crate) expires: Instant,

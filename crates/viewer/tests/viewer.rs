@@ -33,6 +33,9 @@ const PHARMACIST_UZI: &str = "900000027";
 const GP_ONLY_UZI: &str = "900000039";
 const BSN: &str = "123456782";
 const BSN_SYSTEM: &str = "http://fhir.nl/fhir/NamingSystem/bsn";
+const SEDULA: &str = "196104120123";
+const SEDULA_BIRTH_DATE: &str = "1961-04-12";
+const INSULIN: &str = "Insuline glargine 100 E/ml";
 const ATC: &str = "http://www.whocc.no/atc";
 /// How long a test waits for the outboxes to reach the hub.
 const DELIVERY_WAIT: Duration = Duration::from_secs(30);
@@ -61,6 +64,9 @@ impl Drop for Node {
 struct World {
     /// The viewer's base URL with its prefix.
     viewer: String,
+    /// The zorgverificatienummer of the person known by a sédula number at the GP and the
+    /// pharmacy.
+    zvn: String,
     gp: Node,
     _hospital: Node,
     _pharmacy: Node,
@@ -270,6 +276,16 @@ fn pharmacy_record() -> Vec<Value> {
     ]
 }
 
+/// A person of Saba without a BSN: a sédula number and birth date, with a medicine.
+fn sedula_record(id: &str, medicine: Value) -> Vec<Value> {
+    vec![
+        json!({"resourceType": "Patient", "id": id,
+            "identifier": [{"system": "http://zorgnet.nl/fhir/NamingSystem/sedula", "value": SEDULA}],
+            "name": [{"family": "Hassell", "given": ["Mary"]}], "birthDate": SEDULA_BIRTH_DATE}),
+        medicine,
+    ]
+}
+
 /// The hospital knows the patient (and their GP and contact person), and holds nothing else.
 fn hospital_record() -> Vec<Value> {
     let mut patient = patient("zh-p");
@@ -382,7 +398,21 @@ async fn start() -> World {
     )
     .await;
     gp.load(gp_record()).await;
+    gp.load(sedula_record(
+        "gp-s",
+        json!({"resourceType": "MedicationStatement", "id": "gp-s-ins", "status": "active",
+            "subject": subject("gp-s"), "medicationCodeableConcept": {"text": INSULIN}}),
+    ))
+    .await;
     pharmacy.load(pharmacy_record()).await;
+    pharmacy
+        .load(sedula_record(
+            "ap-s",
+            json!({"resourceType": "MedicationDispense", "id": "ap-s-ins", "status": "completed",
+                "subject": subject("ap-s"), "medicationCodeableConcept": {"text": INSULIN},
+                "whenHandedOver": "2025-02-01T10:00:00-04:00"}),
+        ))
+        .await;
     hospital.load(hospital_record()).await;
     for node in [&gp, &pharmacy, &hospital] {
         node.delivered().await;
@@ -418,8 +448,19 @@ async fn start() -> World {
     .unwrap();
     let router = axum::Router::new().nest(PREFIX, app.router());
     tokio::spawn(async move { axum::serve(viewer_listener, router).await });
+    let derived: Value = admin
+        .post(format!("{hub_base}/prs/zvn"))
+        .bearer_auth(key(HOSPITAL))
+        .json(&json!({"sedula": SEDULA, "birth_date": SEDULA_BIRTH_DATE}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     World {
         viewer,
+        zvn: derived["zvn"].as_str().unwrap().to_string(),
         gp,
         _hospital: hospital,
         _pharmacy: pharmacy,
@@ -508,13 +549,24 @@ async fn log_in(
 
 /// Logs `user` in at `ura` and picks the patient; the browser and the patient page.
 async fn open_patient(world: &World, ura: &str, user: &str) -> (reqwest::Client, String) {
+    open_patient_by(world, ura, user, BSN).await
+}
+
+/// Logs `user` in at `ura` and picks the patient with `number` (a BSN or a
+/// zorgverificatienummer); the browser and the patient page.
+async fn open_patient_by(
+    world: &World,
+    ura: &str,
+    user: &str,
+    number: &str,
+) -> (reqwest::Client, String) {
     let browser = browser();
     let (status, path, search) = log_in(world, &browser, ura, user).await;
     assert_eq!(status, StatusCode::OK, "{search}");
     assert_eq!(path, format!("{PREFIX}/{ura}/"));
     let answer = browser
         .post(format!("{}/{ura}/zoeken", world.viewer))
-        .form(&[("csrf", csrf(&search).as_str()), ("bsn", BSN)])
+        .form(&[("csrf", csrf(&search).as_str()), ("bsn", number)])
         .send()
         .await
         .unwrap();
@@ -1025,4 +1077,47 @@ async fn session_of(world: &World, ura: &str, user: &str) -> String {
         .unwrap()
         .1
         .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patient_without_a_bsn_is_found_by_zorgverificatienummer() {
+    let world = start().await;
+    let (browser, before) = open_patient_by(&world, HOSPITAL, "jansen", &world.zvn).await;
+    assert!(
+        before.contains("Zorgverificatienummer") && before.contains(&world.zvn),
+        "the page names the number and what it is: {before}"
+    );
+    assert!(before.contains("nog geen behandelrelatie"), "{before}");
+    let page = register_relation(&world, &browser, HOSPITAL, &before).await;
+    assert!(
+        page.contains("Uw organisatie heeft een behandelrelatie"),
+        "{page}"
+    );
+    let medication = section(&page, "medicatieoverzicht");
+    assert!(medication.contains(INSULIN), "{medication}");
+    assert!(
+        medication.contains(GP_NAME) && medication.contains(PHARMACY_NAME),
+        "from both sources: {medication}"
+    );
+    assert!(
+        !page.contains("Metformine") && !page.contains("Omeprazol"),
+        "nothing of the person with the BSN"
+    );
+
+    // A number that is neither a BSN nor a zorgverificatienummer is refused on the form.
+    let (status, _, search) = log_in(&world, &browser, HOSPITAL, "jansen").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut wrong_check = world.zvn.clone();
+    let last = wrong_check.pop().unwrap();
+    wrong_check.push(if last == '0' { '1' } else { '0' });
+    let refused = browser
+        .post(format!("{}/{HOSPITAL}/zoeken", world.viewer))
+        .form(&[
+            ("csrf", csrf(&search).as_str()),
+            ("bsn", wrong_check.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
 }
