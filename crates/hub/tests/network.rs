@@ -437,6 +437,33 @@ async fn a_person_without_a_bsn_is_localised_and_fetched_by_zorgverificatienumme
             ["metformine 500 mg", "metformine 500 mg, 90 stuks"],
             "the person's statements from both sources, nobody else's"
         );
+        // Each entry names the resource's URL at its source.
+        let mut urls: Vec<(String, String)> = bundle["entry"].as_array().unwrap()[1..]
+            .iter()
+            .map(|e| {
+                let url = e["fullUrl"].as_str().unwrap();
+                let resource = &e["resource"];
+                let own = format!("/MedicationStatement/{}", resource["id"].as_str().unwrap());
+                assert!(url.ends_with(&own), "{url}");
+                (
+                    url.strip_suffix(&own).unwrap().to_string(),
+                    resource["medicationCodeableConcept"]["text"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                )
+            })
+            .collect();
+        urls.sort();
+        let mut expected = vec![
+            (gp.base.clone(), "metformine 500 mg".to_string()),
+            (
+                pharmacy.base.clone(),
+                "metformine 500 mg, 90 stuks".to_string(),
+            ),
+        ];
+        expected.sort();
+        assert_eq!(urls, expected);
         assert!(
             bundle["entry"][0]["resource"]["issue"]
                 .as_array()

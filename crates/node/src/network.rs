@@ -375,8 +375,8 @@ struct SourceAnswer {
 /// The answers of a source that could be reached.
 #[derive(Default)]
 struct Fetched {
-    /// The resources of the asked categories.
-    resources: Vec<Value>,
+    /// The resources of the asked categories, each with its URL at the source.
+    resources: Vec<(String, Value)>,
     /// Resource types the source answered for.
     answered: usize,
     /// `type: reason` for each resource type the source refused (HTTP 403).
@@ -495,7 +495,15 @@ async fn fetch_from(
                     .iter()
                     .any(|c| categories.contains(c))
             {
-                fetched.resources.push(resource.clone());
+                // The URL is made here from the source's own endpoint, whatever the source
+                // wrote as its entry's fullUrl.
+                let full_url = format!(
+                    "{}/{}/{}",
+                    base.trim_end_matches('/'),
+                    resource["resourceType"].as_str().unwrap_or_default(),
+                    resource["id"].as_str().unwrap_or_default()
+                );
+                fetched.resources.push((full_url, resource.clone()));
             }
         }
     }
@@ -597,12 +605,9 @@ pub async fn fetch(
                         "diagnostics": format!("{who} refused by consent: {}", fetched.refusals.join("; ")),
                         "details": details}));
                 }
-                entries.extend(
-                    fetched
-                        .resources
-                        .into_iter()
-                        .map(|resource| json!({"resource": resource})),
-                );
+                entries.extend(fetched.resources.into_iter().map(
+                    |(full_url, resource)| json!({"fullUrl": full_url, "resource": resource}),
+                ));
             }
             Err(reason) => issues.push(json!({"severity": "warning", "code": "transient",
                 "diagnostics": format!("{who} did not answer: {reason}"),
