@@ -23,6 +23,7 @@ import { chromium } from 'playwright-core';
 import { createRequire } from 'node:module';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { X509Certificate, createHash } from 'node:crypto';
 
 const require = createRequire(import.meta.url);
 const AXE_SOURCE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
@@ -323,6 +324,20 @@ async function citizenSecondPart(page) {
   await page.goto(`${options.portal}/overzicht?lang=nl`);
 }
 
+// The pinned certificate is the only exception: a node's certificate (another key of the same
+// demo CA) is still refused.
+async function otherCertificatesRefused(context) {
+  const page = await context.newPage();
+  let error = '';
+  try {
+    await page.goto(`${hospital.fhir_base}/metadata`);
+  } catch (e) {
+    error = String(e);
+  }
+  check(/ERR_CERT/.test(error), `a certificate other than the demo services' is refused: ${error || 'it loaded'}`);
+  await page.close();
+}
+
 async function viewerStart(context) {
   const page = await context.newPage();
   await page.goto(`${options.viewer}/`);
@@ -331,15 +346,34 @@ async function viewerStart(context) {
   await page.close();
 }
 
+// The demo CA is not in the browser's store. Instead of ignoring certificate errors, the
+// browser accepts exactly the demo's service certificate (the portal's and the identity
+// provider's), after this script has checked that the demo CA signed it: any other
+// certificate, or a page served without TLS, still fails.
+const servicesCertificate = new X509Certificate(
+  readFileSync(join(options.data, 'tls-services', 'cert.pem')),
+);
+const demoCa = new X509Certificate(readFileSync(join(options.data, 'demo-ca', 'ca.pem')));
+if (!servicesCertificate.verify(demoCa.publicKey)) {
+  console.error('the demo\'s service certificate is not signed by its demo CA');
+  process.exit(1);
+}
+const servicesSpki = createHash('sha256')
+  .update(servicesCertificate.publicKey.export({ type: 'spki', format: 'der' }))
+  .digest('base64');
+
 const browser = await chromium.launch({
   executablePath: options.chromium,
   headless: true,
-  args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
+  args: [
+    '--no-sandbox',
+    '--disable-dev-shm-usage',
+    '--disable-gpu',
+    `--ignore-certificate-errors-spki-list=${servicesSpki}`,
+  ],
 });
 try {
-  // The demo CA is not in the browser's store; every address is on loopback.
   const contextOptions = {
-    ignoreHTTPSErrors: true,
     bypassCSP: true, // only to inject axe-core: the pages have no scripts of their own
     viewport: { width: 1280, height: 900 },
     locale: 'nl-NL',
@@ -352,6 +386,7 @@ try {
     contexts.push(context);
     return context;
   };
+  await otherCertificatesRefused(await newContext());
   const citizenContext = await newContext();
   const citizen = await citizenFirstPart(citizenContext);
   await viewerStart(await newContext());
