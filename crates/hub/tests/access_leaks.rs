@@ -563,6 +563,35 @@ async fn unknown_and_refused_patients_look_alike_and_roles_are_applied() {
             );
         }
 
+        // A conditional read is decided as the read: a 304 only where the read would be
+        // served, the same refusal where it would not (no probing of versions).
+        for (patient, expected) in [
+            (&p, StatusCode::NOT_MODIFIED),
+            (&refuser, StatusCode::FORBIDDEN),
+        ] {
+            let answer = reqwest::Client::new()
+                .get(format!("{base}/Patient/{patient}"))
+                .bearer_auth(&doctor)
+                .header("if-none-match", "*")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), expected, "{}", hub.backend);
+            let text = answer.text().await.unwrap();
+            if expected == StatusCode::FORBIDDEN {
+                let plain = call(
+                    Method::GET,
+                    &format!("{base}/Patient/{patient}"),
+                    Some(&doctor),
+                    None,
+                )
+                .await;
+                assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), plain.1);
+            } else {
+                assert!(text.is_empty(), "{text}");
+            }
+        }
+
         // An identifier must name one patient exactly.
         for incomplete in [
             format!("Patient?identifier={BSN_SYSTEM}%7C"),

@@ -166,9 +166,17 @@ pub(crate) fn searchset(
         if !first {
             out.push(',');
         }
+        // Bundle rules (bdl-7 and the entries' fullUrl rules) want every entry to name its
+        // resource: the outcome is made here, so it gets an id of its own and a urn:uuid,
+        // derived from its content (UUID v5): the same question gets the same answer.
+        let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, outcome.to_string().as_bytes());
+        let mut outcome = outcome.clone();
+        if let Some(object) = outcome.as_object_mut() {
+            object.insert("id".into(), Value::String(id.to_string()));
+        }
         let _ = write!(
             out,
-            "{{\"resource\":{outcome},\"search\":{{\"mode\":\"outcome\"}}}}"
+            "{{\"fullUrl\":\"urn:uuid:{id}\",\"resource\":{outcome},\"search\":{{\"mode\":\"outcome\"}}}}"
         );
     }
     out.push_str("]}");

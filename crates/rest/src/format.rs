@@ -15,6 +15,8 @@
 //!   included, is a 415; so is a body declared in a `charset` other than UTF-8, the one
 //!   encoding FHIR JSON and form bodies are read in.
 //!
+//! - `_pretty=true` indents a JSON answer for people ([`PRETTY_BODY_LIMIT_BYTES`] at most).
+//!
 //! What it is not: a converter. XML and Turtle are not supported at all; when they are,
 //! this is the one place that learns to tell them apart.
 
@@ -44,10 +46,64 @@ pub(crate) async fn negotiate(request: Request, next: Next) -> Response {
     let checked = check_body(request.method(), path, request.headers())
         .and_then(|()| check_query_text(request.uri().query()))
         .and_then(|()| check_response_format(request.uri().query(), request.headers()));
-    match checked {
-        Ok(()) => next.run(request).await,
-        Err(e) => e.into_response(),
+    if let Err(e) = checked {
+        return e.into_response();
     }
+    let pretty = pretty_asked(request.uri().query());
+    let response = next.run(request).await;
+    if pretty {
+        prettified(response).await
+    } else {
+        response
+    }
+}
+
+/// Largest JSON answer `_pretty=true` indents; a larger one, or one whose size is not known
+/// beforehand, is sent as it is.
+const PRETTY_BODY_LIMIT_BYTES: usize = 64 * 1024 * 1024;
+
+/// Whether the query asks for `_pretty=true`.
+fn pretty_asked(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .any(|(name, value)| name == "_pretty" && value == "true")
+    })
+}
+
+/// A JSON answer indented for people (`_pretty=true`); any other answer unchanged.
+async fn prettified(response: Response) -> Response {
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| JSON_MEDIA_TYPES.contains(&media_type(v).as_str()));
+    // The body's own bound: every JSON answer here is made in memory, so it knows its size.
+    let within_limit = axum::body::HttpBody::size_hint(response.body())
+        .upper()
+        .is_some_and(|n| n <= PRETTY_BODY_LIMIT_BYTES as u64);
+    if !json || !within_limit {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, PRETTY_BODY_LIMIT_BYTES).await else {
+        return FhirError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            IssueCode::Exception,
+            "the answer could not be read to indent it (_pretty)",
+        )
+        .into_response();
+    };
+    let indented = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|value| serde_json::to_vec_pretty(&value).ok());
+    let body = match indented {
+        Some(indented) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            indented
+        }
+        None => bytes.to_vec(),
+    };
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// The media type of a header value, lowercased, without parameters.

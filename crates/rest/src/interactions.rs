@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::Value;
 use std::sync::Arc;
-use zorgnet_fhir::search::{SearchQuery, parse_search_query};
+use zorgnet_fhir::search::{SearchQuery, Summary, parse_search_query};
 use zorgnet_fhir::{Issue, IssueCode, validate_resource};
 use zorgnet_store::{
     HistoryScope, ReadOutcome, SearchResult, StoredResource, WriteOp, WriteOutcome,
@@ -502,14 +502,121 @@ fn read_response(outcome: ReadOutcome, resource_type: &str, id: &str, base: &str
 async fn read(
     State(state): AppStateRef,
     Path((resource_type, id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> AppResult {
     check_stored(&state, &resource_type)?;
     if id.starts_with('$') {
         return Err(unsupported_operation(&id, &resource_type));
     }
     check_id(&id)?;
+    let shaping = ReadShaping::of(raw.as_deref())?;
     let outcome = state.store.read(&resource_type, &id).await?;
+    let outcome = match outcome {
+        ReadOutcome::Found(stored) => match not_modified(&headers, &stored) {
+            Some(response) => return Ok(response),
+            None => ReadOutcome::Found(shaping.apply(stored)),
+        },
+        other => other,
+    };
     read_response(outcome, &resource_type, &id, &state.base_url)
+}
+
+/// `_summary` and `_elements` of a read, as a search applies them to its matches.
+struct ReadShaping {
+    summary: Option<Summary>,
+    elements: Option<Vec<String>>,
+}
+
+impl ReadShaping {
+    fn of(raw: Option<&str>) -> Result<ReadShaping, FhirError> {
+        let mut shaping = ReadShaping {
+            summary: None,
+            elements: None,
+        };
+        for (name, value) in query_pairs(raw) {
+            match name.as_str() {
+                "_summary" => {
+                    shaping.summary = Some(match value.as_str() {
+                        "true" => Summary::True,
+                        "data" => Summary::Data,
+                        "text" => Summary::Text,
+                        "false" => Summary::False,
+                        other => {
+                            return Err(FhirError::bad_request(format!(
+                                "_summary={other} does not apply to a read (true, data, text \
+                                 or false)"
+                            )));
+                        }
+                    })
+                }
+                "_elements" => {
+                    shaping.elements = Some(
+                        value
+                            .split(',')
+                            .map(|s| s.trim().to_string())
+                            .filter(|s| !s.is_empty())
+                            .collect(),
+                    )
+                }
+                _ => {}
+            }
+        }
+        Ok(shaping)
+    }
+
+    /// The resource as asked, marked `SUBSETTED` when something was left out.
+    fn apply(&self, mut stored: StoredResource) -> StoredResource {
+        if self.summary.is_none() && self.elements.is_none() {
+            return stored;
+        }
+        let Ok(mut value) = serde_json::from_str::<Value>(&stored.json) else {
+            return stored;
+        };
+        if bundle::subset(&mut value, self.summary, self.elements.as_deref(), true) {
+            stored.json = value.to_string();
+        }
+        stored
+    }
+}
+
+/// A 304 for a conditional read whose `If-None-Match` names the stored version (or `*`),
+/// or, without `If-None-Match`, whose `If-Modified-Since` is not before its last update
+/// (RFC 9110 §13.1.2 and §13.1.3; an unreadable date is ignored, as RFC 9110 says). The
+/// 304 carries the ETag, Last-Modified and Content-Location of the version, and the
+/// store's policy facts, so that an access policy decides on it as on the read.
+fn not_modified(headers: &HeaderMap, stored: &StoredResource) -> Option<Response> {
+    let matches = if let Some(tags) = headers.get(header::IF_NONE_MATCH) {
+        let tags = tags.to_str().ok()?;
+        let version = stored.version.to_string();
+        tags.split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == version)
+    } else {
+        let since = headers.get(header::IF_MODIFIED_SINCE)?.to_str().ok()?;
+        let since = parse_http_date(since)?;
+        stored.last_updated_ms.div_euclid(1000) <= since
+    };
+    if !matches {
+        return None;
+    }
+    let mut response = (StatusCode::NOT_MODIFIED, resource_headers(stored, "")).into_response();
+    response.headers_mut().remove(header::CONTENT_TYPE);
+    response.headers_mut().remove(header::CONTENT_LOCATION);
+    if let Some(policy) = stored.policy.clone() {
+        response.extensions_mut().insert(policy);
+    }
+    Some(response)
+}
+
+/// An HTTP date (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) as Unix seconds.
+fn parse_http_date(text: &str) -> Option<i64> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::PrimitiveDateTime::parse(text.trim(), &format)
+        .ok()
+        .map(|moment| moment.assume_utc().unix_timestamp())
 }
 
 async fn vread(

@@ -542,6 +542,13 @@ async fn search_parameters_of_every_type() {
                 .unwrap()
                 .contains("foo")
         );
+        // The outcome entry names its resource, as Bundle rules want of every entry.
+        let outcome_id = outcome["resource"]["id"].as_str().expect("an id");
+        assert_eq!(
+            outcome["fullUrl"].as_str(),
+            Some(format!("urn:uuid:{outcome_id}").as_str()),
+            "[{b}]"
+        );
         let strict = node
             .send(
                 node.client
@@ -550,6 +557,34 @@ async fn search_parameters_of_every_type() {
             )
             .await;
         assert_outcome(&strict, 400, "strict handling");
+        // An _include of a parameter the node does not know (or that is no reference) is
+        // reported like an unknown parameter, never silently dropped.
+        let lenient = node
+            .get("Patient?_include=Patient:no-such-reference&_revinclude=Observation:code")
+            .await;
+        assert_eq!(lenient.status, 200, "[{b}]");
+        let diagnostics = lenient.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["search"]["mode"] == "outcome")
+            .expect("outcome entry")["resource"]["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            diagnostics.contains("_include=Patient:no-such-reference")
+                && diagnostics.contains("_revinclude=Observation:code"),
+            "[{b}] {diagnostics}"
+        );
+        let strict = node
+            .send(
+                node.client
+                    .get(node.url("Patient?_include=Patient:no-such-reference"))
+                    .header("prefer", "handling=strict"),
+            )
+            .await;
+        assert_outcome(&strict, 400, "strict handling of an unknown _include");
         assert_eq!(
             node.search_ids(&format!("Patient?identifier={BSN}|123456782&_format=json"))
                 .await,
@@ -2287,5 +2322,110 @@ async fn a_nul_character_is_the_clients_mistake_not_a_storage_failure() {
             reply.text
         );
         assert_eq!(reply.body["name"][0]["family"], "a\\u0000b", "[{b}]");
+    }
+}
+
+#[tokio::test]
+async fn conditional_reads_summaries_on_reads_and_pretty_answers() {
+    for node in nodes().await {
+        let b = node.backend;
+        let id = node
+            .create(&patient("123456782", "Jansen", "Jan", "1970-01-01", "male"))
+            .await;
+        let read = node.get(&format!("Patient/{id}")).await;
+        assert_eq!(read.status, 200, "[{b}]");
+        let etag = read.header("etag").unwrap();
+        let last_modified = read.header("last-modified").unwrap();
+        let conditional = |name: &'static str, value: String| {
+            node.send(
+                node.client
+                    .get(node.url(&format!("Patient/{id}")))
+                    .header(name, value),
+            )
+        };
+
+        // The version's ETag (weak or not), `*`, or a list holding it: 304 without a body,
+        // with the validators; another version: the resource.
+        for tag in [
+            etag.clone(),
+            "\"1\"".into(),
+            "*".into(),
+            format!("W/\"7\", {etag}"),
+        ] {
+            let reply = conditional("if-none-match", tag.clone()).await;
+            assert_eq!(reply.status, 304, "[{b}] If-None-Match: {tag}");
+            assert!(reply.text.is_empty(), "[{b}] {tag}: {}", reply.text);
+            assert_eq!(reply.header("etag").as_deref(), Some(etag.as_str()));
+            assert_eq!(
+                reply.header("last-modified").as_deref(),
+                Some(last_modified.as_str())
+            );
+        }
+        let other = conditional("if-none-match", "W/\"2\"".into()).await;
+        assert_eq!(other.status, 200, "[{b}]");
+        assert_eq!(other.body["id"], id.as_str());
+
+        // If-Modified-Since: not modified since its own Last-Modified; modified since
+        // before; an unreadable date is ignored.
+        assert_eq!(
+            conditional("if-modified-since", last_modified.clone())
+                .await
+                .status,
+            304,
+            "[{b}]"
+        );
+        for (since, expected) in [("Mon, 01 Jan 2001 00:00:00 GMT", 200), ("yesterday", 200)] {
+            let reply = conditional("if-modified-since", since.into()).await;
+            assert_eq!(reply.status, expected, "[{b}] If-Modified-Since: {since}");
+        }
+        // An update makes the old ETag stale.
+        let mut changed = read.body.clone();
+        changed["gender"] = json!("female");
+        assert_eq!(
+            node.put(&format!("Patient/{id}"), &changed).await.status,
+            200
+        );
+        let stale = conditional("if-none-match", etag.clone()).await;
+        assert_eq!(stale.status, 200, "[{b}]");
+        assert_eq!(stale.body["gender"], "female");
+
+        // _summary and _elements on a read, marked SUBSETTED; a _summary a read cannot do is
+        // a 400.
+        let elements = node.get(&format!("Patient/{id}?_elements=birthDate")).await;
+        assert_eq!(elements.status, 200, "[{b}]");
+        assert_eq!(elements.body["birthDate"], "1970-01-01");
+        assert!(
+            elements.body.get("name").is_none(),
+            "[{b}] {}",
+            elements.text
+        );
+        assert_eq!(elements.body["meta"]["tag"][0]["code"], "SUBSETTED");
+        let summary = node.get(&format!("Patient/{id}?_summary=true")).await;
+        assert_eq!(summary.status, 200, "[{b}]");
+        assert!(summary.body.get("name").is_some() && summary.body.get("text").is_none());
+        assert_eq!(summary.body["meta"]["tag"][0]["code"], "SUBSETTED");
+        let whole = node.get(&format!("Patient/{id}?_summary=false")).await;
+        assert!(
+            whole.body["meta"].get("tag").is_none(),
+            "[{b}] {}",
+            whole.text
+        );
+        assert_outcome(
+            &node.get(&format!("Patient/{id}?_summary=count")).await,
+            400,
+            "_summary=count on a read",
+        );
+
+        // _pretty=true indents the same JSON; without it the answer is compact.
+        let pretty = node.get(&format!("Patient/{id}?_pretty=true")).await;
+        assert_eq!(pretty.status, 200, "[{b}]");
+        assert!(pretty.text.contains("\n  \""), "[{b}] {}", pretty.text);
+        assert_eq!(pretty.body, node.get(&format!("Patient/{id}")).await.body);
+        assert!(!node.get(&format!("Patient/{id}")).await.text.contains('\n'));
+        let bundle = node.get("Patient?_pretty=true").await;
+        assert!(
+            bundle.text.contains("\n  \"resourceType\": \"Bundle\""),
+            "[{b}]"
+        );
     }
 }

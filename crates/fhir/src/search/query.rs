@@ -371,6 +371,12 @@ pub fn parse_search_query(
                     None => (name == "_revinclude", None),
                 };
                 let include = parse_include(value, modifier.is_some())?;
+                if !includes_by_reference(registry, &include) {
+                    // Reported like an unknown parameter: a warning, or a 400 under strict
+                    // handling; a search never silently includes nothing.
+                    query.unknown.push(format!("{name}={value}"));
+                    continue;
+                }
                 if reverse {
                     query.revinclude.push(include);
                 } else {
@@ -516,6 +522,16 @@ fn parse_sort(
         param: param.clone(),
         descending,
     })
+}
+
+/// Whether an `_include`/`_revinclude` item names a reference parameter of its source type
+/// that the registry knows (or `*` for either).
+fn includes_by_reference(registry: &SearchRegistry, include: &Include) -> bool {
+    include.source_type == "*"
+        || include.param == "*"
+        || registry
+            .get(&include.source_type, &include.param)
+            .is_some_and(|param| param.param_type == ParamType::Reference)
 }
 
 fn parse_include(value: &str, iterate: bool) -> Result<Include, Issue> {
@@ -1164,6 +1180,29 @@ mod tests {
         .unwrap();
         assert_eq!(q.unknown, ["foo"]);
         assert_eq!(q.count, 5);
+    }
+
+    #[test]
+    fn includes_of_unknown_or_non_reference_parameters_are_unknown() {
+        let q = parse(
+            "MedicationRequest",
+            &[
+                ("_include", "MedicationRequest:no-such-param"),
+                ("_revinclude", "Observation:code"),
+                ("_include", "MedicationRequest:patient"),
+                ("_include:iterate", "*"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            q.unknown,
+            [
+                "_include=MedicationRequest:no-such-param",
+                "_revinclude=Observation:code"
+            ]
+        );
+        assert_eq!(q.include.len(), 2);
+        assert!(q.revinclude.is_empty());
     }
 
     #[test]
