@@ -1,12 +1,13 @@
 //! "Mijn keuzes": the citizen's consent directives at the hub's consent register, read back
 //! into plain sentences, and the forms' fields turned into a directive to record.
-//! The person is always the session's citizen: the caller hands in the session's BSN, which
-//! becomes an exchange token for the referral index here ([`person_token`]); nothing of a
-//! form ever names a person.
+//! The person is always the session's citizen: the caller hands in the session's identifier
+//! (a BSN or a zorgverificatienummer), which becomes an exchange token for the referral index
+//! here ([`person_token`]); nothing of a form ever names a person.
 //! What it is not: the policy (the hub's `consent::decide` decides what a directive means for
 //! a read; these texts only describe it), or the routes (`pages`).
 
 use crate::Source;
+use crate::citizen::CitizenId;
 use crate::i18n::Texts;
 use axum::http::StatusCode;
 use time::format_description::well_known::Rfc3339;
@@ -15,7 +16,7 @@ use zorgnet_fhir::categories::DataCategory;
 use zorgnet_hub_client::{
     ConsentDirective, ConsentDirectives, HubClient, HubClientError, NewConsentDirective,
 };
-use zorgnet_pseudonym::{Bsn, ExchangeToken, PersonalId};
+use zorgnet_pseudonym::ExchangeToken;
 
 /// `recorded_by` of what the citizen recorded through a citizen portal.
 const BY_CITIZEN: &str = "citizen";
@@ -326,14 +327,13 @@ pub(crate) fn rows(
     (active, revoked)
 }
 
-/// An exchange token for the referral index naming the citizen with `bsn` (the session's,
-/// from the verified ID token).
+/// An exchange token for the referral index naming `citizen` (the session's or the app's,
+/// from the verified token), by BSN or zorgverificatienummer alike.
 pub(crate) async fn person_token(
     hub: &HubClient,
-    bsn: &str,
+    citizen: &CitizenId,
 ) -> Result<ExchangeToken, HubClientError> {
-    let bsn = Bsn::parse(bsn).map_err(|_| HubClientError::Invalid("not a valid BSN".into()))?;
-    hub.referral_index_token(&PersonalId::from(bsn)).await
+    hub.referral_index_token(citizen.person()).await
 }
 
 /// What a failed call to the register becomes: the portal's status and the message, in the

@@ -24,21 +24,23 @@
 //!
 //! Authentication: `Authorization: Bearer` with an access token of the portal's provider for
 //! the portal's client id (the audience the nodes accept), verified here first through
-//! `zorgnet_trust::oidc`: it must name a citizen with a BSN (a professional's token is 403,
-//! no token or an invalid one 401 with `WWW-Authenticate: Bearer`). Its `patient/` or `user/`
-//! SMART scopes (`zorgnet_trust::smart`, v1 and v2) must permit searching (for a search) or
-//! reading (for a read) the type, else 403. The token is then passed to the nodes, which
-//! verify it again and decide (the portal never decides access): with a scope for every type
-//! (`patient/*.read`, `patient/*.rs`) the record is read as the pages read it
-//! (`Patient/{id}/$everything` at every source, [`Question::Record`]); with scopes for some
-//! types only, by a search of the asked type alone ([`Question::Search`]), which only the
-//! types of the Patient compartment allow: the reference data (practitioners, organisations,
-//! locations, medications) is reached only through `$everything`, so it needs a scope for
-//! every type.
+//! `zorgnet_trust::oidc`: it must name a citizen, by a BSN (`bsn`) or a zorgverificatienummer
+//! (`zvn`), whose data is then found at the nodes by that number alike (a professional's
+//! token is 403, no token or an invalid one 401 with `WWW-Authenticate: Bearer`). Its
+//! `patient/` or `user/` SMART scopes (`zorgnet_trust::smart`, v1 and v2) must permit
+//! searching (for a search) or reading (for a read) the type, else 403. The token is then
+//! passed to the nodes, which verify it again and decide (the portal never decides access):
+//! with a scope for every type (`patient/*.read`, `patient/*.rs`) the record is read as the
+//! pages read it (`Patient/{id}/$everything` at every source, [`Question::Record`]); with
+//! scopes for some types only, by a search of the asked type alone ([`Question::Search`]),
+//! which only the types of the Patient compartment allow: the reference data
+//! (practitioners, organisations, locations, medications) is reached only through
+//! `$everything`, so it needs a scope for every type.
 //! What it is not: a FHIR server of its own (nothing is stored; every request asks the
 //! sources again), writable, paged, or a place to read anyone else's data.
 
 use crate::Inner;
+use crate::citizen::CitizenId;
 use crate::sources::{Failure, Found, Gathered, Question, gather};
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -51,8 +53,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use zorgnet_pseudonym::PersonalId;
-use zorgnet_trust::oidc::{CITIZEN_CONTEXTS, CitizenIdentity};
+use zorgnet_trust::oidc::{BSN_CLAIM, CITIZEN_CONTEXTS, CitizenIdentity, ZVN_CLAIM};
 use zorgnet_trust::smart::Interaction;
 
 /// The FHIR JSON media type of every answer.
@@ -198,8 +199,8 @@ fn base(inner: &Inner) -> String {
 pub(crate) struct App {
     /// The token, as given (passed on to the sources only).
     pub(crate) token: String,
-    /// The citizen's BSN, from the verified token's `bsn` claim.
-    pub(crate) bsn: String,
+    /// The citizen, from the verified token's `bsn` or `zvn` claim.
+    pub(crate) citizen: CitizenId,
     pub(crate) identity: CitizenIdentity,
 }
 
@@ -226,7 +227,7 @@ pub(crate) enum AuthError {
     Invalid(String),
     /// The provider could not be asked: 503.
     Provider,
-    /// It is not a citizen's with a BSN: 403.
+    /// It is not a citizen's (no BSN or zorgverificatienummer): 403.
     NotCitizen(&'static str),
 }
 
@@ -264,7 +265,8 @@ impl AuthError {
 pub(crate) const INSUFFICIENT_SCOPE: &str =
     "Bearer realm=\"zorgnet-portal\", error=\"insufficient_scope\"";
 
-/// Verifies the request's bearer token: a citizen's, with a BSN, for the portal's client id.
+/// Verifies the request's bearer token: a citizen's, with a BSN or a zorgverificatienummer,
+/// for the portal's client id.
 pub(crate) async fn authenticate(inner: &Inner, headers: &HeaderMap) -> Result<App, AuthError> {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -286,22 +288,20 @@ pub(crate) async fn authenticate(inner: &Inner, headers: &HeaderMap) -> Result<A
     let identity = verified.into_citizen().map_err(|_| {
         AuthError::NotCitizen("this endpoint is for citizens: the token names no citizen")
     })?;
-    if !matches!(identity.person, PersonalId::Bsn(_)) {
-        return Err(AuthError::NotCitizen(
-            "the token names no BSN: data at the nodes is found by BSN only",
-        ));
-    }
     // The signature has been verified above: the payload can be read as it stands.
-    let bsn = token
+    let citizen = token
         .split('.')
         .nth(1)
         .and_then(|payload| URL_SAFE_NO_PAD.decode(payload).ok())
         .and_then(|json| serde_json::from_slice::<Value>(&json).ok())
-        .and_then(|claims| claims["bsn"].as_str().map(String::from))
+        .and_then(|claims| {
+            CitizenId::of_claims(claims[BSN_CLAIM].as_str(), claims[ZVN_CLAIM].as_str())
+        })
+        .filter(|citizen| *citizen.person() == identity.person)
         .ok_or(AuthError::Invalid("unreadable claims".into()))?;
     Ok(App {
         token: token.to_string(),
-        bsn,
+        citizen,
         identity,
     })
 }
@@ -400,8 +400,8 @@ async fn metadata(State(inner): State<Arc<Inner>>) -> Response {
                     "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
                     "code": "SMART-on-FHIR"}]}],
                 "description": "OAuth2 bearer tokens of the portal's OpenID provider for the \
-                    portal's client id, naming a citizen (bsn); SMART patient/ or user/ scopes \
-                    (v1 read, v2 rs) per type",
+                    portal's client id, naming a citizen (bsn or zvn); SMART patient/ or user/ \
+                    scopes (v1 read, v2 rs) per type",
                 "extension": [{"url": OAUTH_URIS, "extension": [
                     {"url": "authorize", "valueUri": authorize},
                     {"url": "token", "valueUri": token}]}]},
@@ -490,7 +490,7 @@ async fn fetch(
     } else {
         return Err(needs_every_type(resource_type));
     };
-    let mut gathered = gather(inner, &app.token, &app.bsn, question).await;
+    let mut gathered = gather(inner, &app.token, &app.citizen, question).await;
     gathered
         .found
         .retain(|found| found.resource["resourceType"] == resource_type);

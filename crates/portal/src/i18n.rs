@@ -91,8 +91,6 @@ texts! {
     failure_status: "antwoordde met een fout, HTTP-status", "answered with an error, HTTP status";
     failure_invalid: "gaf een onleesbaar antwoord", "gave an unreadable answer";
     truncated_intro: "Niet alles is getoond (te veel gegevens) van:", "Not everything is shown (too much data) from:";
-    no_bsn: "U bent ingelogd zonder burgerservicenummer. Uw gegevens kunnen nog niet worden opgezocht met alleen een zorgverificatienummer.",
-        "You logged in without a citizen service number (BSN). Your data cannot yet be looked up with a zorgverificatienummer alone.";
     timeline: "Tijdlijn", "Timeline";
     timeline_intro: "Alles met een datum, het nieuwste eerst.", "Everything with a date, newest first.";
     problems: "Problemen en diagnoses", "Problems and diagnoses";

@@ -215,7 +215,7 @@ async fn list_choices(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Re
     };
     let t = texts(&headers);
     let read = async {
-        let token = person_token(&hub, &app.bsn).await?;
+        let token = person_token(&hub, &app.citizen).await?;
         hub.consent_directives(&token).await
     };
     match read.await {
@@ -293,7 +293,7 @@ async fn record_choice(
         return no_register();
     };
     let recorded = async {
-        let token = person_token(&hub, &app.bsn).await?;
+        let token = person_token(&hub, &app.citizen).await?;
         hub.record_consent_directive(&token, &choice.directive())
             .await
     };
@@ -328,7 +328,7 @@ async fn revoke_choice(
     };
     let t = texts(&headers);
     let revoked = async {
-        let token = person_token(&hub, &app.bsn).await?;
+        let token = person_token(&hub, &app.citizen).await?;
         hub.revoke_consent_directive(&token, &id).await
     };
     match revoked.await {
@@ -347,7 +347,7 @@ async fn access_log(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Resp
         Err(response) => return response,
     };
     let t = texts(&headers);
-    let gathered = gather(&inner, &app.token, &app.bsn, Question::AccessLog).await;
+    let gathered = gather(&inner, &app.token, &app.citizen, Question::AccessLog).await;
     let names: Vec<String> = inner
         .config
         .sources

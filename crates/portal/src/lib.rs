@@ -16,7 +16,8 @@
 //!   `SameSite=Lax`, `Path=/`, and `Secure` when [`PortalConfig::base_url`] is `https`).
 //!   `POST /logout` (with the session's CSRF token) ends the session.
 //! - `/overzicht`: every [`Source`] asked in parallel with the citizen's access token (each
-//!   within [`PortalConfig::source_timeout`]): the citizen's Patients there by BSN, then
+//!   within [`PortalConfig::source_timeout`]): the citizen's Patients there by their
+//!   identifier (a BSN, or a zorgverificatienummer for a citizen without a usable BSN), then
 //!   `Patient/{id}/$everything`, page by page (at most [`PAGES_PER_PATIENT_MAX`]); shown as a
 //!   timeline and by topic (problems, medication, allergies, lab results with a chart per
 //!   test, vaccinations, encounters, documents), each item with its source and date. A source
@@ -50,39 +51,42 @@
 //!   not answer) and `GET /fhir/{type}/{id}` (only when one source holds that id; 300
 //!   otherwise). Writes are 405. The caller's `Authorization: Bearer` token is an access
 //!   token of the provider for [`PortalConfig::client_id`], verified here (a citizen with a
-//!   BSN, else 401/403) and its `patient/`/`user/` scopes checked per type (v1 and v2) before
-//!   it is passed to the nodes, which verify it again; with scopes for some types only, each
-//!   node is asked by a search of that type instead of `$everything`.
+//!   BSN or a zorgverificatienummer, else 401/403) and its `patient/`/`user/` scopes checked
+//!   per type (v1 and v2) before it is passed to the nodes, which verify it again; with
+//!   scopes for some types only, each node is asked by a search of that type instead of
+//!   `$everything`.
 //! - `/api/v1` (`json_api`): the choices (`GET`/`POST /api/v1/choices`,
 //!   `POST /api/v1/choices/{id}/revoke`, scopes on `Consent`) and the access log
 //!   (`GET /api/v1/access-log`, a scope on `AuditEvent`) as JSON with the same bearer token,
 //!   errors as RFC 9457 problems, described in OpenAPI 3.1 (`api/openapi.json`, compiled in,
 //!   served at `/api/v1/openapi.json`).
 //!
-//! Who the citizen is comes from the verified ID token's `bsn` claim (for apps: the verified
-//! access token's); the nodes verify the
-//! access token themselves and serve only the citizen's own data, so the portal never decides
+//! Who the citizen is comes from the verified ID token's `bsn` or `zvn` claim (for apps: the
+//! verified access token's), one identifier (`citizen::CitizenId`) used alike everywhere: a
+//! citizen without a usable BSN (Caribbean Netherlands) logs in with a zorgverificatienummer,
+//! the nodes resolve it to their Patients known by a sédula number and birth date, and the hub
+//! takes it as it takes a BSN. A token with neither is refused. The nodes verify the access
+//! token themselves and serve only the citizen's own data, so the portal never decides
 //! access. For the choices the portal is trusted with one thing more, by the hub's operator
 //! (who admits its organisation as a citizen portal): that it acts only for the citizen who
 //! is logged in. Every call to the consent register names the session's own citizen, by an
-//! exchange token made from the session's BSN (blinded locally through
-//! `zorgnet_hub_client`; the hub never sees it in clear); no form field names a person, and
-//! the hub itself refuses a directive id that is not that person's. Every page with data
-//! needs a session and is sent `Cache-Control: no-store`; every response carries a
-//! `Content-Security-Policy` without scripts. Tokens and BSNs never reach the log.
+//! exchange token made from the session's BSN or zorgverificatienummer (blinded locally
+//! through `zorgnet_hub_client`; the hub never sees it in clear); no form field names a
+//! person, and the hub itself refuses a directive id that is not that person's. Every page
+//! with data needs a session and is sent `Cache-Control: no-store`; every response carries a
+//! `Content-Security-Policy` without scripts. Tokens, BSNs and zorgverificatienummers never
+//! reach the log.
 //!
 //! What it is not: a FHIR server of its own (`/fhir` stores nothing and asks the sources at
 //! every request), a place that stores health data or choices (nothing
 //! outlives the request but the session's token and a confirmation shown once; the directives
 //! live at the hub), the consent policy (the hub's `consent::decide` decides what a directive
-//! means; the page only describes it), a way to change health data, or usable by a citizen
-//! known only by a zorgverificatienummer (their Patients at a node carry a sédula number the
-//! portal cannot search by, and their session has no BSN to name them to the register; they
-//! are told so).
+//! means; the page only describes it), or a way to change health data.
 #![deny(missing_docs)]
 
 mod access_log;
 mod choices;
+mod citizen;
 mod fhir_api;
 mod i18n;
 mod json_api;
@@ -255,9 +259,9 @@ impl Portal {
     /// `/keuzes`, through `hub`: a client with the portal's own API key at the hub (over TLS
     /// trusting the network CA), an organisation the hub's operator admitted as a citizen
     /// portal. The portal calls the register only for the session's own citizen, named by an
-    /// exchange token made from the BSN of their verified ID token. Takes effect for every
-    /// router of this portal and its clones; without it, `/keuzes` says choices cannot be
-    /// managed here.
+    /// exchange token made from the BSN or zorgverificatienummer of their verified ID token.
+    /// Takes effect for every router of this portal and its clones; without it, `/keuzes`
+    /// says choices cannot be managed here.
     pub fn with_consent_register(self, hub: HubClient) -> Portal {
         *self
             .inner

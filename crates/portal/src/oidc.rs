@@ -7,6 +7,7 @@
 //! What it is not: a general OAuth client (no refresh tokens, no client secrets: the portal is
 //! a public client, as the development provider registers it).
 
+use crate::citizen::CitizenId;
 use crate::session::PendingLogin;
 use crate::{PROVIDER_TIMEOUT, PortalConfig, PortalError, RESPONSE_BYTES_MAX, SCOPE};
 use base64::Engine;
@@ -56,12 +57,14 @@ struct ExtraClaims {
     name: Option<String>,
     #[serde(default)]
     bsn: Option<String>,
+    #[serde(default)]
+    zvn: Option<String>,
 }
 
 /// A completed login.
 pub(crate) struct LoggedIn {
     pub(crate) access_token: String,
-    pub(crate) bsn: Option<String>,
+    pub(crate) citizen: CitizenId,
     pub(crate) name: Option<String>,
     pub(crate) expires_in_s: Option<u64>,
 }
@@ -235,11 +238,15 @@ impl Provider {
             .verify(&tokens.id_token)
             .await
             .map_err(|e| LoginError::Token(e.to_string()))?;
-        if verified.uzi.is_some() || verified.person.is_none() {
-            return Err(LoginError::Token(
-                "the portal is for citizens: the token names no BSN".into(),
-            ));
-        }
+        let person = match (&verified.uzi, verified.person) {
+            (None, Some(person)) => person,
+            _ => {
+                return Err(LoginError::Token(
+                    "the portal is for citizens: the token names no BSN or zorgverificatienummer"
+                        .into(),
+                ));
+            }
+        };
         // The signature has been verified above: the payload can be read as it stands.
         let extra = tokens
             .id_token
@@ -251,9 +258,12 @@ impl Provider {
         if extra.nonce.as_deref() != Some(login.nonce.as_str()) {
             return Err(LoginError::Mismatch("the ID token's nonce"));
         }
+        let citizen = CitizenId::of_claims(extra.bsn.as_deref(), extra.zvn.as_deref())
+            .filter(|citizen| *citizen.person() == person)
+            .ok_or(LoginError::Token("unreadable bsn or zvn claim".into()))?;
         Ok(LoggedIn {
             access_token: tokens.access_token,
-            bsn: extra.bsn,
+            citizen,
             name: extra.name,
             expires_in_s: tokens.expires_in,
         })

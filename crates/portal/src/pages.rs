@@ -9,6 +9,7 @@ use crate::choices::{
     Confirmation, RevokedRow, category_options, describe, failure, organisation_options,
     person_token, rows,
 };
+use crate::citizen::CitizenId;
 use crate::i18n::{LANG_COOKIE, Lang, Texts};
 use crate::oidc::{LoginError, body_bytes};
 use crate::proof::{Verdict, check};
@@ -277,7 +278,6 @@ struct Topic {
 #[template(path = "overview.html")]
 struct OverviewPage {
     l: Layout,
-    no_bsn: bool,
     failures: Vec<(String, String)>,
     truncated: Vec<String>,
     view: RecordView,
@@ -288,7 +288,6 @@ struct OverviewPage {
 #[template(path = "print.html")]
 struct PrintPage {
     l: Layout,
-    no_bsn: bool,
     fetched_at: String,
     failures: Vec<(String, String)>,
     truncated: Vec<String>,
@@ -300,7 +299,6 @@ struct PrintPage {
 #[template(path = "access_log.html")]
 struct AccessLogPage {
     l: Layout,
-    no_bsn: bool,
     failures: Vec<(String, String)>,
     truncated: Vec<String>,
     accesses: Vec<Access>,
@@ -434,7 +432,7 @@ async fn callback(
         .unwrap_or(SESSION_LIFETIME_MAX)
         .min(SESSION_LIFETIME_MAX);
     let id = inner.sessions.open(Session {
-        bsn: logged_in.bsn,
+        citizen: logged_in.citizen,
         name: logged_in.name,
         access_token: logged_in.access_token,
         csrf: random_token(),
@@ -510,9 +508,14 @@ async fn record(
     inner: &Arc<Inner>,
     session: &Session,
     t: &'static Texts,
-) -> Option<(Gathered, RecordView, Vec<Topic>)> {
-    let bsn = session.bsn.as_deref()?;
-    let gathered = gather(inner, &session.access_token, bsn, Question::Record).await;
+) -> (Gathered, RecordView, Vec<Topic>) {
+    let gathered = gather(
+        inner,
+        &session.access_token,
+        &session.citizen,
+        Question::Record,
+    )
+    .await;
     let mut view = RecordView::of(&gathered.found, &source_names(inner), t);
     let topics = vec![
         Topic {
@@ -558,7 +561,7 @@ async fn record(
             items: std::mem::take(&mut view.timeline),
         },
     ];
-    Some((gathered, view, topics))
+    (gathered, view, topics)
 }
 
 async fn overview(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Uri) -> Response {
@@ -567,23 +570,13 @@ async fn overview(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Uri)
         return to_login();
     };
     let t = cx.t();
-    let page = match record(&inner, &session, t).await {
-        Some((gathered, view, topics)) => OverviewPage {
-            l: cx.layout(t.overview_title),
-            no_bsn: false,
-            failures: failure_texts(&gathered, t),
-            truncated: gathered.truncated,
-            view,
-            topics,
-        },
-        None => OverviewPage {
-            l: cx.layout(t.overview_title),
-            no_bsn: true,
-            failures: Vec::new(),
-            truncated: Vec::new(),
-            view: RecordView::default(),
-            topics: Vec::new(),
-        },
+    let (gathered, view, topics) = record(&inner, &session, t).await;
+    let page = OverviewPage {
+        l: cx.layout(t.overview_title),
+        failures: failure_texts(&gathered, t),
+        truncated: gathered.truncated,
+        view,
+        topics,
     };
     cx.render(StatusCode::OK, &page)
 }
@@ -600,28 +593,12 @@ async fn print(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Uri) ->
         return to_login();
     };
     let t = cx.t();
-    let (no_bsn, failures, truncated, view, topics) = match record(&inner, &session, t).await {
-        Some((gathered, view, topics)) => (
-            false,
-            failure_texts(&gathered, t),
-            gathered.truncated,
-            view,
-            topics,
-        ),
-        None => (
-            true,
-            Vec::new(),
-            Vec::new(),
-            RecordView::default(),
-            Vec::new(),
-        ),
-    };
+    let (gathered, view, topics) = record(&inner, &session, t).await;
     let page = PrintPage {
         l: cx.layout(t.print_title),
-        no_bsn,
         fetched_at: now_rfc3339(),
-        failures,
-        truncated,
+        failures: failure_texts(&gathered, t),
+        truncated: gathered.truncated,
         view,
         topics,
     };
@@ -633,10 +610,13 @@ async fn download(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Uri)
     let Some((_, session)) = cx.session.clone() else {
         return to_login();
     };
-    let Some(bsn) = session.bsn.as_deref() else {
-        return cx.error(StatusCode::NOT_FOUND, cx.t().no_bsn);
-    };
-    let gathered = gather(&inner, &session.access_token, bsn, Question::Record).await;
+    let gathered = gather(
+        &inner,
+        &session.access_token,
+        &session.citizen,
+        Question::Record,
+    )
+    .await;
     let missing = failure_texts(&gathered, Lang::En.texts());
     let body = bundle(&gathered.found, &missing, &now_rfc3339()).to_string();
     let mut response = body.into_response();
@@ -666,28 +646,20 @@ async fn access_log(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Ur
         .and_then(|(_, index)| index.parse::<usize>().ok())
         .and_then(|index| inner.config.sources.get(index))
         .map(|source| source.name.clone());
-    let page = match session.bsn.as_deref() {
-        Some(bsn) => {
-            let gathered = gather(&inner, &session.access_token, bsn, Question::AccessLog).await;
-            AccessLogPage {
-                l: cx.layout(t.log_title),
-                no_bsn: false,
-                failures: failure_texts(&gathered, t),
-                accesses: accesses(&gathered.found, &source_names(&inner), t),
-                truncated: gathered.truncated,
-                reported,
-                report_reason_max: REPORT_REASON_CHARS_MAX,
-            }
-        }
-        None => AccessLogPage {
-            l: cx.layout(t.log_title),
-            no_bsn: true,
-            failures: Vec::new(),
-            truncated: Vec::new(),
-            accesses: Vec::new(),
-            reported: None,
-            report_reason_max: REPORT_REASON_CHARS_MAX,
-        },
+    let gathered = gather(
+        &inner,
+        &session.access_token,
+        &session.citizen,
+        Question::AccessLog,
+    )
+    .await;
+    let page = AccessLogPage {
+        l: cx.layout(t.log_title),
+        failures: failure_texts(&gathered, t),
+        accesses: accesses(&gathered.found, &source_names(&inner), t),
+        truncated: gathered.truncated,
+        reported,
+        report_reason_max: REPORT_REASON_CHARS_MAX,
     };
     cx.render(StatusCode::OK, &page)
 }
@@ -889,8 +861,6 @@ async fn proof(
 enum ChoicesState {
     /// The portal has no consent register.
     Unavailable,
-    /// The citizen logged in without a BSN.
-    NoBsn,
     /// The register did not answer as it should.
     Failed(&'static str),
     /// The citizen's directives, and the forms.
@@ -941,12 +911,11 @@ async fn choices(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Uri) 
                 text: describe(&d, sources, t),
             },
         });
-    let (status, state, active, revoked) = match (inner.consent_register(), &session.bsn) {
-        (None, _) => (StatusCode::OK, ChoicesState::Unavailable, vec![], vec![]),
-        (Some(_), None) => (StatusCode::OK, ChoicesState::NoBsn, vec![], vec![]),
-        (Some(hub), Some(bsn)) => {
+    let (status, state, active, revoked) = match inner.consent_register() {
+        None => (StatusCode::OK, ChoicesState::Unavailable, vec![], vec![]),
+        Some(hub) => {
             let read = async {
-                let token = person_token(&hub, bsn).await?;
+                let token = person_token(&hub, &session.citizen).await?;
                 hub.consent_directives(&token).await
             };
             match read.await {
@@ -985,13 +954,13 @@ async fn choices(State(inner): State<Arc<Inner>>, headers: HeaderMap, uri: Uri) 
 }
 
 /// What a change to consent needs: the page's context, the session's id, the register and the
-/// session's own citizen's BSN (never one of the form); or the answer refusing the change.
+/// session's own citizen (never one a form names); or the answer refusing the change.
 async fn for_change(
     inner: &Inner,
     headers: &HeaderMap,
     uri: &Uri,
     csrf: Option<&str>,
-) -> Result<(Context, String, HubClient, String), Response> {
+) -> Result<(Context, String, HubClient, CitizenId), Response> {
     let cx = Context::of(inner, headers, uri);
     let Some((id, session)) = cx.session.clone() else {
         return Err(to_login());
@@ -1013,15 +982,7 @@ async fn for_change(
             t.back_to_choices,
         ));
     };
-    let Some(bsn) = session.bsn else {
-        return Err(cx.error_back(
-            StatusCode::FORBIDDEN,
-            t.no_bsn,
-            "/keuzes",
-            t.back_to_choices,
-        ));
-    };
-    Ok((cx, id, hub, bsn))
+    Ok((cx, id, hub, session.citizen))
 }
 
 /// The page that says a change failed, and that nothing changed.
@@ -1048,7 +1009,7 @@ async fn choose(
 ) -> Response {
     let form = form.ok().map(|Form(form)| form);
     let csrf = form.as_ref().and_then(|f| f.csrf.as_deref());
-    let (cx, id, hub, bsn) = match for_change(&inner, &headers, &uri, csrf).await {
+    let (cx, id, hub, citizen) = match for_change(&inner, &headers, &uri, csrf).await {
         Ok(ready) => ready,
         Err(refused) => return refused,
     };
@@ -1070,7 +1031,7 @@ async fn choose(
         );
     };
     let recorded = async {
-        let token = person_token(&hub, &bsn).await?;
+        let token = person_token(&hub, &citizen).await?;
         hub.record_consent_directive(&token, &choice.directive())
             .await
     };
@@ -1107,7 +1068,7 @@ async fn revoke(
 ) -> Response {
     let form = form.ok().map(|Form(form)| form);
     let csrf = form.as_ref().and_then(|f| f.csrf.as_deref());
-    let (cx, id, hub, bsn) = match for_change(&inner, &headers, &uri, csrf).await {
+    let (cx, id, hub, citizen) = match for_change(&inner, &headers, &uri, csrf).await {
         Ok(ready) => ready,
         Err(refused) => return refused,
     };
@@ -1125,7 +1086,7 @@ async fn revoke(
         );
     };
     let revoked = async {
-        let token = person_token(&hub, &bsn).await?;
+        let token = person_token(&hub, &citizen).await?;
         hub.revoke_consent_directive(&token, directive).await
     };
     match revoked.await {

@@ -5,6 +5,7 @@
 //! What it is not: persistent (a restart logs everybody out) or shared between processes.
 
 use crate::choices::Confirmation;
+use crate::citizen::CitizenId;
 use crate::{LOGIN_LIFETIME, PENDING_LOGINS_MAX, SESSIONS_MAX};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -25,8 +26,8 @@ pub(crate) fn random_token() -> String {
 /// A logged-in citizen.
 #[derive(Clone)]
 pub(crate) struct Session {
-    /// The citizen's BSN, from the verified ID token (`None` for a zorgverificatienummer).
-    pub(crate) bsn: Option<String>,
+    /// The citizen's BSN or zorgverificatienummer, from the verified ID token.
+    pub(crate) citizen: CitizenId,
     /// The name the provider gave, if any.
     pub(crate) name: Option<String>,
     /// The access token the nodes verify; never leaves the server but to a source.
@@ -144,7 +145,7 @@ mod tests {
 
     fn session(expires: Instant) -> Session {
         Session {
-            bsn: None,
+            citizen: CitizenId::of_claims(Some("123456782"), None).unwrap(),
             name: None,
             access_token: "t".into(),
             csrf: "c".into(),

@@ -2,11 +2,13 @@
 //! token, each within the configured timeout; a source that does not answer in time, cannot
 //! be reached or answers with an error becomes a [`SourceFailure`] naming it, never an error
 //! of the whole page.
-//! At each source the citizen's Patients are found by BSN (`Patient?identifier=…`), then
-//! their `$everything` is read (or their access log, `AuditEvent?patient=…`), following
-//! `next` links that stay at the source, up to a named number of pages.
+//! At each source the citizen's Patients are found by the citizen's identifier, a BSN or a
+//! zorgverificatienummer (`Patient?identifier={system}|{value}`, [`CitizenId`]), then their
+//! `$everything` is read (or their access log, `AuditEvent?patient=…`), following `next`
+//! links that stay at the source, up to a named number of pages.
 //! What it is not: a cache (every page asks again) or a judge of access (the nodes are).
 
+use crate::citizen::CitizenId;
 use crate::oidc::body_bytes;
 use crate::{
     AUDIT_PAGES_PER_SOURCE_MAX, Inner, PAGES_PER_PATIENT_MAX, PATIENTS_PER_SOURCE_MAX, Source,
@@ -15,8 +17,6 @@ use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-/// The naming system of the BSN.
-pub(crate) const BSN_SYSTEM: &str = "http://fhir.nl/fhir/NamingSystem/bsn";
 /// Entries asked per page of the access log.
 const AUDIT_PAGE_SIZE: usize = 200;
 
@@ -79,20 +79,21 @@ struct FromSource {
     truncated: bool,
 }
 
-/// Asks every source `question` about the citizen with `bsn`, in parallel.
+/// Asks every source `question` about the citizen named by `citizen`, in parallel.
 pub(crate) async fn gather(
     inner: &Arc<Inner>,
     token: &str,
-    bsn: &str,
+    citizen: &CitizenId,
     question: Question,
 ) -> Gathered {
+    let identifier = citizen.search_token();
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..inner.config.sources.len() {
         let inner = inner.clone();
-        let (token, bsn) = (token.to_string(), bsn.to_string());
+        let (token, identifier) = (token.to_string(), identifier.clone());
         tasks.spawn(async move {
             let source = &inner.config.sources[index];
-            let asked = ask(&inner.http, index, source, &token, &bsn, question);
+            let asked = ask(&inner.http, index, source, &token, &identifier, question);
             let answer = match tokio::time::timeout(inner.config.source_timeout, asked).await {
                 Ok(answer) => answer,
                 Err(_) => Err(Failure::Timeout),
@@ -186,16 +187,15 @@ fn entries(bundle: &Value) -> Result<&[Value], Failure> {
     Ok(bundle["entry"].as_array().map_or(&[], Vec::as_slice))
 }
 
-/// The citizen's Patients at `source`.
+/// The citizen's Patients at `source`, found by `identifier` (the citizen's, `system|value`).
 async fn patients(
     http: &reqwest::Client,
     source: &Source,
     token: &str,
-    bsn: &str,
+    identifier: &str,
 ) -> Result<Vec<Value>, Failure> {
-    let identifier = format!("{BSN_SYSTEM}|{bsn}");
     let query = form_urlencoded::Serializer::new(String::new())
-        .append_pair("identifier", &identifier)
+        .append_pair("identifier", identifier)
         .finish();
     let bundle = get_json(
         http,
@@ -212,18 +212,19 @@ async fn patients(
         .collect())
 }
 
+/// `question` at one source about the citizen named by `identifier` (`system|value`).
 async fn ask(
     http: &reqwest::Client,
     index: usize,
     source: &Source,
     token: &str,
-    bsn: &str,
+    identifier: &str,
     question: Question,
 ) -> Result<FromSource, Failure> {
     if let Question::Search(resource_type) = question {
-        return search_type(http, index, source, token, bsn, resource_type).await;
+        return search_type(http, index, source, token, identifier, resource_type).await;
     }
-    let patients = patients(http, source, token, bsn).await?;
+    let patients = patients(http, source, token, identifier).await?;
     let ids: Vec<String> = patients
         .iter()
         .filter_map(|p| p["id"].as_str().map(String::from))
@@ -303,24 +304,23 @@ async fn ask(
     Ok(from)
 }
 
-/// [`Question::Search`] at one source: the citizen's resources of `resource_type`, page by
-/// page (at most [`PAGES_PER_PATIENT_MAX`]).
+/// [`Question::Search`] at one source: the resources of `resource_type` of the citizen named
+/// by `identifier` (`system|value`), page by page (at most [`PAGES_PER_PATIENT_MAX`]).
 async fn search_type(
     http: &reqwest::Client,
     index: usize,
     source: &Source,
     token: &str,
-    bsn: &str,
+    identifier: &str,
     resource_type: &str,
 ) -> Result<FromSource, Failure> {
-    let identifier = format!("{BSN_SYSTEM}|{bsn}");
     let parameter = if resource_type == "Patient" {
         "identifier"
     } else {
         "patient.identifier"
     };
     let query = form_urlencoded::Serializer::new(String::new())
-        .append_pair(parameter, &identifier)
+        .append_pair(parameter, identifier)
         .finish();
     let mut from = FromSource::default();
     let mut seen = HashSet::new();

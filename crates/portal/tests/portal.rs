@@ -118,25 +118,6 @@ async fn a_source_that_does_not_answer_is_named_within_the_timeout() {
     assert!(text.contains("Apotheek Gesloten") && text.contains("Tandarts Traag"));
 }
 
-/// The `Type/id`s of a download's entries whose fullUrl is at `base`.
-fn downloaded_at(bundle: &Value, base: &str) -> BTreeSet<String> {
-    bundle["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|entry| {
-            let full_url = entry["fullUrl"].as_str().unwrap();
-            let path = full_url.strip_prefix(base)?.strip_prefix('/')?;
-            assert_eq!(
-                path,
-                type_and_id(&entry["resource"]),
-                "fullUrl names the resource"
-            );
-            Some(path.to_string())
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_download_is_a_collection_of_every_nodes_resources() {
     let (world, _) = start(Vec::new()).await;

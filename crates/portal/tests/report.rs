@@ -6,7 +6,7 @@ mod support;
 
 use reqwest::StatusCode;
 use support::*;
-use zorgnet_audit::{Agent, AgentKind, AuditRecord, CitizenReport};
+use zorgnet_audit::AgentKind;
 
 /// The node (index) holding a Patient of `citizen`, and that Patient's id.
 fn patient_of(citizen: &Citizen) -> (usize, String) {
@@ -21,50 +21,6 @@ fn patient_of(citizen: &Citizen) -> (usize, String) {
                 .map(|id| (i, id.to_string()))
         })
         .expect("a Patient loaded")
-}
-
-/// Appends a professional's read of `patient` to `node`'s log; answers its sequence number.
-async fn professional_read(node: &Node, patient: &str) -> u64 {
-    let record = AuditRecord {
-        at_ms: zorgnet_db::now_ms(),
-        agent: Agent {
-            kind: AgentKind::Professional,
-            id: Some("900000009".into()),
-            role: Some("01.015".into()),
-            organisation: Some(node.ura.clone()),
-            certificate: None,
-        },
-        patients: vec![patient.to_string()],
-        action: "read".into(),
-        request: format!("GET /fhir/Patient/{patient}"),
-        purpose: None,
-        reason: None,
-        bases: Vec::new(),
-        status: 200,
-    };
-    let log = node.log.clone();
-    tokio::task::spawn_blocking(move || {
-        let seq = log.size();
-        log.append(&[record.to_json()]).unwrap();
-        seq
-    })
-    .await
-    .unwrap()
-}
-
-async fn reports(node: &Node) -> Vec<CitizenReport> {
-    let log = node.log.clone();
-    tokio::task::spawn_blocking(move || {
-        (0..log.size())
-            .filter_map(|seq| {
-                let record: AuditRecord =
-                    serde_json::from_str(&log.record(seq).unwrap().unwrap()).unwrap();
-                CitizenReport::from_record(&record)
-            })
-            .collect()
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,7 +2,9 @@
 //! provider, two real nodes (SQLite stores in temporary directories, citizens' tokens
 //! verified with the portal's client id as audience, their access logs served) holding a
 //! synthetic citizen's data split between them, the portal, and, for the choices, a real hub;
-//! a browser (reqwest with a cookie store) logs in through the provider's form.
+//! a browser (reqwest with a cookie store) logs in through the provider's form. In a network
+//! ([`start_in_network`]) the nodes' outboxes deliver to the hub, which they also ask who a
+//! Patient known by a sédula number is (a citizen searching by zorgverificatienummer).
 #![allow(dead_code)]
 
 use reqwest::StatusCode;
@@ -10,7 +12,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use zorgnet_audit::{AuditLog, SigningKey};
+use zorgnet_audit::{Agent, AgentKind, AuditLog, AuditRecord, CitizenReport, SigningKey};
 use zorgnet_idp::{ClientRegistration, DemoUser, DevIdp, IdpConfig, KeySource};
 use zorgnet_node::NodeIdentity;
 use zorgnet_node::authn::{LocalClients, NodeOidc};
@@ -70,6 +72,18 @@ pub fn bsn_of(patient: &Value) -> String {
 }
 
 pub async fn start_node(name: &str, ura: &str, issuer: &str) -> Node {
+    start_node_with(name, ura, issuer, None).await
+}
+
+/// [`start_node`], and with `network` (the hub and the organisation's API key there) a node
+/// in the network: its outbox delivers to the hub (and keeps the zorgverificatienummer the
+/// hub derives for each sédula Patient), and it asks the hub who a sédula Patient is.
+pub async fn start_node_with(
+    name: &str,
+    ura: &str,
+    issuer: &str,
+    network: Option<(&TestHub, &str)>,
+) -> Node {
     let verifier = OidcVerifier::new(OidcConfig {
         issuer: issuer.into(),
         audience: PORTAL_CLIENT.into(),
@@ -81,17 +95,40 @@ pub async fn start_node(name: &str, ura: &str, issuer: &str) -> Node {
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.sqlite");
-    let (store, log, audit) = tokio::task::spawn_blocking(move || {
+    let in_network = network.is_some();
+    let (store, log, audit, wake) = tokio::task::spawn_blocking(move || {
         let store =
             zorgnet_store::Store::open_sqlite(&path, zorgnet_fhir::search::SearchRegistry::r4())
                 .unwrap();
+        let wake = in_network.then(|| zorgnet_node::outbox::install(&store).unwrap());
         let (log, audit) =
             zorgnet_node::audit::open_with_key(&store, zorgnet_audit::ChainKey::generate())
                 .unwrap();
-        (store, log, audit)
+        (store, log, audit, wake)
     })
     .await
     .unwrap();
+    let network = match (network, wake) {
+        (Some((hub, key)), Some(wake)) => {
+            let client = hub.client(key);
+            let db = store.database().clone();
+            let cache = tokio::task::spawn_blocking(move || {
+                zorgnet_node::addressing::AddressBookCache::open(db).unwrap()
+            })
+            .await
+            .unwrap();
+            tokio::spawn(zorgnet_node::outbox::run_delivery(
+                store.clone(),
+                client.clone(),
+                wake,
+                std::future::pending(),
+            ));
+            Some(Arc::new(
+                zorgnet_node::network::Network::new(client, cache).unwrap(),
+            ))
+        }
+        _ => None,
+    };
     let (listener, address) = listener().await;
     let base = format!("{address}/fhir");
     let router = zorgnet_node::router_in_network(
@@ -101,7 +138,7 @@ pub async fn start_node(name: &str, ura: &str, issuer: &str) -> Node {
             name: name.into(),
         },
         base.clone(),
-        None,
+        network,
         LocalClients::key(ADMIN_KEY),
         oidc,
         audit,
@@ -212,6 +249,30 @@ pub async fn start_with(
     extra: Vec<Source>,
     consent: Option<zorgnet_hub_client::HubClient>,
 ) -> (World, Portal) {
+    start_world(extra, consent, None, Vec::new()).await
+}
+
+/// The world in a network: its nodes deliver to `hub` as the organisations whose API keys are
+/// `node_keys` (in the order of [`World::nodes`]: `00000011`, `00000022`), the portal manages
+/// choices through `consent`, and the provider knows `users` besides Anna and Bob.
+pub async fn start_in_network(
+    hub: &TestHub,
+    node_keys: [&str; 2],
+    consent: zorgnet_hub_client::HubClient,
+    users: Vec<DemoUser>,
+) -> (World, Portal) {
+    start_world(Vec::new(), Some(consent), Some((hub, node_keys)), users).await
+}
+
+/// The world: the provider with Anna, Bob and `users`, the two nodes (in a network with
+/// `network`'s hub and keys), Anna's and Bob's data loaded, and the portal asking the nodes and
+/// `extra`, managing choices through `consent`.
+async fn start_world(
+    extra: Vec<Source>,
+    consent: Option<zorgnet_hub_client::HubClient>,
+    network: Option<(&TestHub, [&str; 2])>,
+    users: Vec<DemoUser>,
+) -> (World, Portal) {
     let (portal_listener, portal) = listener().await;
     let (idp_listener, issuer) = listener().await;
     let generator = zorgnet_synth::Generator::new(zorgnet_synth::SynthConfig {
@@ -239,18 +300,28 @@ pub async fn start_with(
             client_id: PORTAL_CLIENT.into(),
             redirect_uris: vec![format!("{portal}/callback")],
         }],
-        users: vec![
+        users: [
             DemoUser::citizen("anna", "Anna de Vries", &anna_bsn),
             DemoUser::citizen("bob", "Bob Bakker", &bob_bsn),
-        ],
+        ]
+        .into_iter()
+        .chain(users)
+        .collect(),
         key: KeySource::Ephemeral,
     })
     .unwrap();
     let router = idp.router();
     tokio::spawn(async move { axum::serve(idp_listener, router).await });
+    let at_hub = |i: usize| network.map(|(hub, keys)| (hub, keys[i]));
     let nodes = vec![
-        start_node("Huisartsenpraktijk De Linde", "00000011", &issuer).await,
-        start_node("Ziekenhuis Oost", "00000022", &issuer).await,
+        start_node_with(
+            "Huisartsenpraktijk De Linde",
+            "00000011",
+            &issuer,
+            at_hub(0),
+        )
+        .await,
+        start_node_with("Ziekenhuis Oost", "00000022", &issuer, at_hub(1)).await,
     ];
     let directory = generator.directory_resources();
     let mut anna_loaded = Vec::new();
@@ -307,6 +378,70 @@ pub async fn start_with(
     (world, portal_app)
 }
 
+/// The `Type/id`s of a download's entries whose fullUrl is at `base`.
+pub fn downloaded_at(bundle: &Value, base: &str) -> BTreeSet<String> {
+    bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entry| {
+            let full_url = entry["fullUrl"].as_str().unwrap();
+            let path = full_url.strip_prefix(base)?.strip_prefix('/')?;
+            assert_eq!(
+                path,
+                type_and_id(&entry["resource"]),
+                "fullUrl names the resource"
+            );
+            Some(path.to_string())
+        })
+        .collect()
+}
+
+/// Appends a professional's read of `patient` to `node`'s log; answers its sequence number.
+pub async fn professional_read(node: &Node, patient: &str) -> u64 {
+    let record = AuditRecord {
+        at_ms: zorgnet_db::now_ms(),
+        agent: Agent {
+            kind: AgentKind::Professional,
+            id: Some("900000009".into()),
+            role: Some("01.015".into()),
+            organisation: Some(node.ura.clone()),
+            certificate: None,
+        },
+        patients: vec![patient.to_string()],
+        action: "read".into(),
+        request: format!("GET /fhir/Patient/{patient}"),
+        purpose: None,
+        reason: None,
+        bases: Vec::new(),
+        status: 200,
+    };
+    let log = node.log.clone();
+    tokio::task::spawn_blocking(move || {
+        let seq = log.size();
+        log.append(&[record.to_json()]).unwrap();
+        seq
+    })
+    .await
+    .unwrap()
+}
+
+/// The citizens' reports (alerts) in `node`'s log.
+pub async fn reports(node: &Node) -> Vec<CitizenReport> {
+    let log = node.log.clone();
+    tokio::task::spawn_blocking(move || {
+        (0..log.size())
+            .filter_map(|seq| {
+                let record: AuditRecord =
+                    serde_json::from_str(&log.record(seq).unwrap().unwrap()).unwrap();
+                CitizenReport::from_record(&record)
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
 pub fn unescape(text: &str) -> String {
     text.replace("&quot;", "\"")
         .replace("&#34;", "\"")
@@ -345,6 +480,11 @@ pub fn hidden_inputs(html: &str) -> Vec<(String, String)> {
 
 /// A browser logged in as `citizen`, and the page it lands on.
 pub async fn log_in(world: &World, citizen: &Citizen) -> (reqwest::Client, String) {
+    log_in_as(world, citizen.subject).await
+}
+
+/// A browser logged in as the provider's user `subject`, and the page it lands on.
+pub async fn log_in_as(world: &World, subject: &str) -> (reqwest::Client, String) {
     let browser = reqwest::Client::builder()
         .cookie_store(true)
         .build()
@@ -360,7 +500,7 @@ pub async fn log_in(world: &World, citizen: &Citizen) -> (reqwest::Client, Strin
     let html = form.text().await.unwrap();
     let mut fields = hidden_inputs(&html);
     assert!(fields.iter().any(|(name, _)| name == "code_challenge"));
-    fields.push(("user".into(), citizen.subject.into()));
+    fields.push(("user".into(), subject.into()));
     let landed = browser
         .post(authorize.as_str().split('?').next().unwrap())
         .form(&fields)
