@@ -62,11 +62,11 @@ const DEMO_CA_DIR: &str = "demo-ca";
 /// The identity provider's key directory inside the demo's data directory.
 const DEMO_IDP_DIR: &str = "dev-idp";
 /// The hub's data directory inside the demo's.
-const HUB_DIR: &str = "hub";
+pub(crate) const HUB_DIR: &str = "hub";
 /// The nodes' data directories' parent inside the demo's.
 const NODES_DIR: &str = "nodes";
 /// Credentials' directory inside a part's data directory.
-const TLS_DIR: &str = "tls";
+pub(crate) const TLS_DIR: &str = "tls";
 /// A node's API key at the hub, inside its data directory.
 const HUB_KEY_FILE: &str = "hub-api.key";
 /// Credentials of the services without a URA (identity provider, portal).
@@ -579,12 +579,12 @@ fn node_dir(data: &Path, organisation: &Organisation) -> PathBuf {
     data.join(NODES_DIR).join(organisation.slug)
 }
 
-fn ca_file(data: &Path) -> PathBuf {
+pub(crate) fn ca_file(data: &Path) -> PathBuf {
     data.join(DEMO_CA_DIR).join(pki::CA_CERTIFICATE_FILE)
 }
 
 /// The demo CA, made at first start.
-fn demo_ca(data: &Path) -> Result<pki::NetworkCa> {
+pub(crate) fn demo_ca(data: &Path) -> Result<pki::NetworkCa> {
     let ca_dir = data.join(DEMO_CA_DIR);
     if ca_dir.join(pki::CA_CERTIFICATE_FILE).exists() {
         pki::NetworkCa::open(&ca_dir)
@@ -596,7 +596,7 @@ fn demo_ca(data: &Path) -> Result<pki::NetworkCa> {
 
 /// A part's credentials in `dir` (an organisation's with its URA, else a service's), made
 /// at first start, and the current revocation list beside them. Answers `dir`.
-fn credentials(
+pub(crate) fn credentials(
     ca: &pki::NetworkCa,
     crl: &pki::Crl,
     dir: &Path,
@@ -746,7 +746,7 @@ async fn start_hub(
 }
 
 /// The operator's HTTPS client: trusts the demo CA and shows the hub's certificate.
-fn operator_client(hub_tls: &Path) -> Result<reqwest::Client> {
+pub(crate) fn operator_client(hub_tls: &Path) -> Result<reqwest::Client> {
     let credentials = zorgnet_trust::tls::Credentials::load(hub_tls)
         .with_context(|| format!("read the credentials in {}", hub_tls.display()))?;
     reqwest::Client::builder()
@@ -771,7 +771,7 @@ async fn wait_for_hub(client: &reqwest::Client, hub: &str) -> Result<()> {
 
 /// Registers `organisation` at the hub at first start and keeps its API key in its data
 /// directory (mode 0600); later starts read the key.
-async fn register_organisation(
+pub(crate) async fn register_organisation(
     client: &reqwest::Client,
     hub: &str,
     admin_key: &str,
