@@ -11,7 +11,10 @@
 //! to the nursing home, anything else to the GP); everything of a patient in the Caribbean
 //! Netherlands to the clinic on Saba; every node holds the Patient of each person it holds
 //! data of. The nodes' outboxes then register their data at the referral index, and each node
-//! publishes its address to the hub's address book. A second start reuses all of it
+//! publishes its address to the hub's address book. The demo logins are three citizens with
+//! data at three organisations, one citizen of Saba without a BSN (named by the
+//! zorgverificatienummer the hub derives from their sédula number and birth date), and six
+//! professionals with different roles. A second start reuses all of it
 //! ([`NETWORK_FILE`] names where each part listens, for `--token` and for scripts).
 //! `--token USER` prints an access token of a demo user and exits, for `curl`.
 //! What it is not: a deployment (every part in one process, a development identity provider
@@ -222,6 +225,10 @@ struct NetworkFile {
     issuer: String,
     hub: String,
     nodes: Vec<NodeEntry>,
+    /// The demo citizen without a BSN, with the zorgverificatienummer the hub derived (kept
+    /// here so that `--token` needs no running hub).
+    #[serde(default)]
+    without_bsn: Option<DemoUser>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -308,17 +315,6 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         )?);
     }
 
-    let (users, citizens) = demo_users(&generator)?;
-    let idp = demo_idp(&args.data, &issuer, &portal_url, users.clone())?;
-    let idp_tls = ServiceTls::load(&services_tls, &[services_tls.join(pki::CRL_FILE)])?;
-    tokio::spawn(zorgnet_trust::tls::serve(
-        listeners.idp,
-        idp_tls.server.clone(),
-        None,
-        idp.router(),
-        shutdown_signal(),
-    ));
-
     let mut servers = tokio::task::JoinSet::new();
     let admin_key_file =
         start_hub(&args.data, &hub_tls, listeners.hub, &hub_url, &mut servers).await?;
@@ -343,6 +339,38 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     for professional in &PROFESSIONALS {
         register_professional(&operator, &hub_url, admin_key.trim(), professional).await?;
     }
+    // The demo logins, with the island citizen known by the zorgverificatienummer the hub
+    // derives; the identity provider serves from here on, before any node can send a
+    // professional or a citizen to it.
+    let island_clinic = ORGANISATIONS
+        .iter()
+        .position(|organisation| organisation.care == Care::Island)
+        .context("the demo has an island clinic")?;
+    let island_hub = zorgnet_hub_client::HubClient::with_tls(
+        &hub_url,
+        &hub_keys[island_clinic],
+        Some(
+            ServiceTls::load(
+                &node_tls[island_clinic],
+                &[node_tls[island_clinic].join(pki::CRL_FILE)],
+            )?
+            .client,
+        ),
+    )?;
+    let without_bsn = match island_citizen(&generator) {
+        Some(citizen) => citizen.user(&island_hub).await?,
+        None => None,
+    };
+    let (users, citizens) = demo_users(&generator, without_bsn.clone())?;
+    let idp = demo_idp(&args.data, &issuer, &portal_url, users.clone())?;
+    let idp_tls = ServiceTls::load(&services_tls, &[services_tls.join(pki::CRL_FILE)])?;
+    tokio::spawn(zorgnet_trust::tls::serve(
+        listeners.idp,
+        idp_tls.server.clone(),
+        None,
+        idp.router(),
+        shutdown_signal(),
+    ));
     let portal_key = register_organisation(
         &operator,
         &hub_url,
@@ -423,6 +451,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         issuer: issuer.clone(),
         hub: hub_url.clone(),
         nodes,
+        without_bsn,
     };
     std::fs::write(
         args.data.join(NETWORK_FILE),
@@ -661,7 +690,7 @@ fn print_token(data: &Path, subject: &str) -> Result<()> {
         patients: network.patients,
         seed: DEMO_SEED,
     });
-    let (users, _) = demo_users(&generator)?;
+    let (users, _) = demo_users(&generator, network.without_bsn.clone())?;
     let idp = demo_idp(data, &network.issuer, &network.portal, users.clone())?;
     let user = users
         .iter()
@@ -1043,6 +1072,7 @@ async fn load(
 /// professionals. Answers the users and, per citizen, the organisations holding their data.
 fn demo_users(
     generator: &zorgnet_synth::Generator,
+    without_bsn: Option<DemoUser>,
 ) -> Result<(Vec<DemoUser>, Vec<Vec<&'static str>>)> {
     let holders = Holders::of(generator);
     let mut users = Vec::new();
@@ -1086,12 +1116,86 @@ fn demo_users(
                 .collect(),
         );
     }
+    if let Some(user) = without_bsn {
+        users.push(user);
+        sources.push(vec![organisation_of(Care::Island).name]);
+    }
     users.extend(
         PROFESSIONALS
             .iter()
             .map(|p| DemoUser::professional(p.subject, p.name, p.uzi)),
     );
     Ok((users, sources))
+}
+
+/// The demo's organisation of a kind of care.
+fn organisation_of(care: Care) -> &'static Organisation {
+    ORGANISATIONS
+        .iter()
+        .find(|organisation| organisation.care == care)
+        .expect("the demo has an organisation of every kind of care")
+}
+
+/// The demo login of a citizen without a BSN.
+const ISLAND_CITIZEN_LOGIN: &str = "burger-saba";
+/// Patients looked at when choosing the citizen without a BSN (island patients are a few
+/// percent of all).
+const ISLAND_CANDIDATES: usize = 2_000;
+
+/// A patient of the island clinic known only by a sédula number and birth date, with data.
+struct IslandCitizen {
+    name: String,
+    sedula: String,
+    birth_date: String,
+}
+
+impl IslandCitizen {
+    /// Their demo login: the zorgverificatienummer the hub derives for them; none when the
+    /// hub derives none.
+    async fn user(&self, hub: &zorgnet_hub_client::HubClient) -> Result<Option<DemoUser>> {
+        let person = hub
+            .zvn_of_sedula(&self.sedula, &self.birth_date)
+            .await
+            .context("ask the hub for the island citizen's zorgverificatienummer")?;
+        Ok(match person {
+            Some(zorgnet_pseudonym::PersonalId::Zvn(zvn)) => Some(DemoUser {
+                subject: ISLAND_CITIZEN_LOGIN.into(),
+                name: self.name.clone(),
+                bsn: None,
+                zvn: Some(zvn.as_str().to_string()),
+                uzi: None,
+            }),
+            _ => None,
+        })
+    }
+}
+
+/// The first generated patient without a BSN, with a sédula number, a birth date and data.
+fn island_citizen(generator: &zorgnet_synth::Generator) -> Option<IslandCitizen> {
+    (0..ISLAND_CANDIDATES.min(generator.config().patients)).find_map(|index| {
+        let resources = generator.patient_resources(index);
+        let patient = resources.first().filter(|_| resources.len() > 1)?;
+        let identifier = |system: &str| {
+            patient["identifier"]
+                .as_array()?
+                .iter()
+                .find(|identifier| identifier["system"] == system)?["value"]
+                .as_str()
+                .map(String::from)
+        };
+        if identifier(zorgnet_synth::BSN_SYSTEM).is_some() {
+            return None;
+        }
+        Some(IslandCitizen {
+            name: patient["name"][0]["text"]
+                .as_str()
+                .or_else(|| patient["name"][0]["family"].as_str())
+                .unwrap_or("burger")
+                .to_string(),
+            sedula: identifier(zorgnet_synth::SEDULA_SYSTEM)?,
+            birth_date: patient["birthDate"].as_str()?.to_string(),
+        })
+    })
 }
 
 /// Prints one line per part, the demo logins and how to get a token.
@@ -1129,12 +1233,16 @@ fn announce(
     }
     let _ = writeln!(out, "demo logins:");
     for (user, sources) in users.iter().zip(citizens) {
+        let number = match (&user.bsn, &user.zvn) {
+            (Some(bsn), _) => format!("BSN {bsn}"),
+            (None, Some(zvn)) => format!("no BSN, zorgverificatienummer {zvn}"),
+            (None, None) => String::new(),
+        };
         let _ = writeln!(
             out,
-            "  {:<16} {:<32} citizen, BSN {}; data at {}",
+            "  {:<16} {:<32} citizen, {number}; data at {}",
             user.subject,
             user.name,
-            user.bsn.as_deref().unwrap_or_default(),
             sources.join(", ")
         );
     }

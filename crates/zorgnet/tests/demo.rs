@@ -5,7 +5,9 @@
 //! Checked: every part answers over TLS and nothing without it; each node holds its kind of
 //! care's share of the data and its outbox delivers every registration to the hub's referral
 //! index; a citizen logs in at the portal through the identity provider and sees data of the
-//! organisations the start names; a professional's token is staff at their own node only; a
+//! organisations the start names, and a citizen of Saba without a BSN sees the island clinic's
+//! data by the zorgverificatienummer the demo names, by which a professional finds them too;
+//! a professional's token is staff at their own node only; a
 //! second start reuses everything instead of loading again; Ctrl-C stops the demo cleanly.
 
 mod support;
@@ -319,6 +321,56 @@ async fn the_demo_is_a_network_a_citizen_and_professionals_use() {
             "the internist sees data of {source}: {page}"
         );
     }
+    // A citizen of Saba without a BSN: the demo names them by the zorgverificatienummer the
+    // hub derived; they see the island clinic's data in the portal, and the internist finds
+    // them by that number.
+    let island = lines
+        .iter()
+        .find(|line| line.trim_start().starts_with("burger-saba "))
+        .unwrap_or_else(|| panic!("no demo citizen without a BSN in {output}"));
+    assert!(island.contains("no BSN"), "{island}");
+    let zvn = island
+        .split("zorgverificatienummer ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    let island_clinic = island.split("data at ").nth(1).unwrap();
+    let island_page = log_in(&browser(&data), &portal, "burger-saba").await;
+    assert!(
+        island_page.contains(&format!("<td>{island_clinic}</td>")),
+        "the citizen without a BSN sees the island clinic's data: {island_page}"
+    );
+    let island_internist = browser(&data);
+    let search = log_in_at(
+        &island_internist,
+        &format!("{viewer}/{hospital_ura}/login"),
+        "internist",
+    )
+    .await;
+    let found = island_internist
+        .post(format!("{viewer}/{hospital_ura}/zoeken"))
+        .form(&[("csrf", csrf(&search).as_str()), ("bsn", zvn)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(found.status(), 200);
+    let found = found.text().await.unwrap();
+    let island_view = island_internist
+        .post(format!("{viewer}/{hospital_ura}/relatie"))
+        .form(&[("csrf", csrf(&found).as_str()), ("kind", "referral")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        island_view.contains(zvn) && island_view.contains(&format!("<li>{island_clinic}</li>")),
+        "the internist sees the island clinic's data of the citizen without a BSN: {island_view}"
+    );
+
     let pharmacy = sources
         .iter()
         .find(|s| s.starts_with("Apotheek"))
