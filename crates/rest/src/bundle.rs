@@ -403,7 +403,7 @@ fn plan(mut bundle: Value) -> Result<(String, Vec<Planned>), FhirError> {
                 FhirError::bad_request("entry.request.url is missing"),
             )
         })?;
-        if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "DELETE") {
+        if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
             return Err(entry_error(
                 index,
                 FhirError::bad_request(format!("method {method} is not supported in bundles")),
@@ -691,9 +691,25 @@ async fn transaction(
     order.sort_by_key(|p| match p.method.as_str() {
         "DELETE" => 0,
         "POST" => 1,
-        "PUT" => 2,
+        "PUT" | "PATCH" => 2,
         _ => 3,
     });
+    // A PATCH is applied to the version current before the transaction, and stored as an
+    // update of exactly that version: a write in between fails the transaction (412).
+    let mut patches: HashMap<usize, WriteOp> = HashMap::new();
+    for p in order.iter().filter(|p| p.method == "PATCH") {
+        let if_match = p
+            .if_match
+            .as_deref()
+            .map(parse_version)
+            .transpose()
+            .map_err(|e| entry_error(p.index, e))?;
+        let update =
+            crate::patch::bundle_entry_update(state, &p.url, p.resource.as_ref(), if_match)
+                .await
+                .map_err(|e| entry_error(p.index, e))?;
+        patches.insert(p.index, update);
+    }
     let mut ops = Vec::new();
     let mut op_entries = Vec::new();
     // A transaction succeeds or fails as a whole: a read it cannot make fails it before
@@ -706,6 +722,9 @@ async fn transaction(
         interactions::check_stored(state, resource_type).map_err(|e| entry_error(p.index, e))?;
         let op = match p.method.as_str() {
             "DELETE" => delete_op(state, p),
+            "PATCH" => patches.remove(&p.index).ok_or_else(|| {
+                FhirError::from(StoreError::Backend("a PATCH entry was not prepared".into()))
+            }),
             method => {
                 let mut resource = p.resource.clone().ok_or_else(|| {
                     entry_error(p.index, FhirError::bad_request("entry.resource is missing"))
@@ -991,6 +1010,10 @@ async fn batch_entry(state: &AppState, base: &str, p: &Planned) -> Result<Value,
     interactions::check_stored(state, resource_type)?;
     let op = match p.method.as_str() {
         "DELETE" => delete_op(state, p)?,
+        "PATCH" => {
+            let if_match = p.if_match.as_deref().map(parse_version).transpose()?;
+            crate::patch::bundle_entry_update(state, &p.url, p.resource.as_ref(), if_match).await?
+        }
         method => {
             let resource = p
                 .resource

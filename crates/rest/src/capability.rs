@@ -85,10 +85,11 @@ impl ServedType {
     }
 }
 
-const TYPE_INTERACTIONS: [&str; 7] = [
+const TYPE_INTERACTIONS: [&str; 8] = [
     "read",
     "vread",
     "update",
+    "patch",
     "delete",
     "history-instance",
     "history-type",
@@ -133,7 +134,7 @@ pub(crate) async fn metadata(
                 "readHistory": true,
                 "updateCreate": true,
                 "conditionalCreate": true,
-                "conditionalRead": "not-supported",
+                "conditionalRead": "full-support",
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
                 "searchInclude": includes,

@@ -11,8 +11,8 @@
 //!   [`check_format_parameters`], the one rule, once the body is read.
 //! - A request body must be FHIR JSON; `POST …/_search` takes
 //!   `application/x-www-form-urlencoded` instead (FHIR defines form bodies for `_search`
-//!   only, so an operation's POST takes a `Parameters` resource). Anything else, XML
-//!   included, is a 415; so is a body declared in a `charset` other than UTF-8, the one
+//!   only, so an operation's POST takes a `Parameters` resource), and `PATCH` also takes
+//!   `application/json-patch+json`. Anything else, XML included, is a 415; so is a body declared in a `charset` other than UTF-8, the one
 //!   encoding FHIR JSON and form bodies are read in.
 //!
 //! - `_pretty=true` indents a JSON answer for people ([`PRETTY_BODY_LIMIT_BYTES`] at most).
@@ -147,6 +147,9 @@ fn check_body(method: &Method, path: &str, headers: &HeaderMap) -> Result<(), Fh
         )));
     }
     let media = media_type(value);
+    if *method == Method::PATCH && media == crate::patch::JSON_PATCH_MEDIA_TYPE {
+        return Ok(());
+    }
     match (search, media.as_str()) {
         (true, FORM_MEDIA_TYPE) => Ok(()),
         (true, _) => Err(unsupported_media_type(

@@ -48,13 +48,18 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             get(search_get)
                 .post(create)
                 .put(conditional_update)
+                .patch(crate::patch::conditional_patch)
                 .delete(conditional_delete),
         )
         .route("/fhir/{resource_type}/_search", post(search_post))
         .route("/fhir/{resource_type}/_history", get(type_history))
         .route(
             "/fhir/{resource_type}/{id}",
-            get(read).put(update).delete(delete).post(type_operation),
+            get(read)
+                .put(update)
+                .patch(crate::patch::patch)
+                .delete(delete)
+                .post(type_operation),
         )
         .route(
             "/fhir/{resource_type}/{id}/{operation}",
@@ -334,7 +339,7 @@ async fn create(
     })
 }
 
-fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, FhirError> {
+pub(crate) fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, FhirError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };

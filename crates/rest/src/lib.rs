@@ -24,6 +24,7 @@ mod format;
 pub mod interactions;
 pub mod mcsd;
 pub mod operation;
+pub mod patch;
 
 pub use bundle::subset;
 

@@ -232,8 +232,8 @@ async fn bad_input_gets_an_operation_outcome_and_stores_nothing() {
         );
         assert_outcome(
             &node.send(node.client.patch(node.url("Patient/x"))).await,
-            405,
-            "PATCH",
+            400,
+            "PATCH without a patch document",
         );
         assert_outcome(&node.get("Patient/not%20an%20id").await, 400, "bad id");
         assert_outcome(
@@ -1799,7 +1799,7 @@ async fn capability_statement_lists_what_works() {
     assert_eq!(patient["conditionalCreate"], true);
     assert_eq!(patient["conditionalUpdate"], true);
     assert_eq!(patient["conditionalDelete"], "single");
-    assert_eq!(patient["conditionalRead"], "not-supported");
+    assert_eq!(patient["conditionalRead"], "full-support");
     assert_eq!(
         patient["operation"],
         json!([{"name": "everything",
@@ -2427,5 +2427,254 @@ async fn conditional_reads_summaries_on_reads_and_pretty_answers() {
             bundle.text.contains("\n  \"resourceType\": \"Bundle\""),
             "[{b}]"
         );
+    }
+}
+
+#[tokio::test]
+async fn json_patch_changes_a_resource_as_an_update_of_the_version_it_was_made_from() {
+    for node in nodes().await {
+        let b = node.backend;
+        let id = node
+            .create(&patient("123456782", "Jansen", "Jan", "1970-01-01", "male"))
+            .await;
+        let send =
+            |url: String, content_type: &'static str, body: Value, if_match: Option<&str>| {
+                let mut request = node
+                    .client
+                    .patch(node.url(&url))
+                    .header("content-type", content_type)
+                    .body(body.to_string());
+                if let Some(tag) = if_match {
+                    request = request.header("if-match", tag.to_string());
+                }
+                node.send(request)
+            };
+        const JSON_PATCH: &str = "application/json-patch+json";
+
+        let patched = send(
+            format!("Patient/{id}"),
+            JSON_PATCH,
+            json!([
+                {"op": "test", "path": "/gender", "value": "male"},
+                {"op": "replace", "path": "/gender", "value": "female"},
+                {"op": "add", "path": "/name/0/given/-", "value": "Johanna"},
+                {"op": "remove", "path": "/birthDate"}
+            ]),
+            None,
+        )
+        .await;
+        assert_eq!(patched.status, 200, "[{b}] {}", patched.text);
+        assert_eq!(patched.body["gender"], "female");
+        assert_eq!(patched.body["name"][0]["given"], json!(["Jan", "Johanna"]));
+        assert!(patched.body.get("birthDate").is_none());
+        assert_eq!(patched.body["meta"]["versionId"], "2");
+        assert_eq!(patched.header("etag").as_deref(), Some("W/\"2\""));
+        let read = node.get(&format!("Patient/{id}")).await;
+        assert_eq!(read.body, patched.body, "[{b}] the patch is stored");
+        let history = node.get(&format!("Patient/{id}/_history")).await;
+        assert_eq!(
+            history.body["entry"].as_array().map(Vec::len),
+            Some(2),
+            "[{b}] a new version"
+        );
+
+        // If-Match of another version: 412, nothing changes. Of this one: applied.
+        let stale = send(
+            format!("Patient/{id}"),
+            JSON_PATCH,
+            json!([{"op": "replace", "path": "/gender", "value": "other"}]),
+            Some("W/\"1\""),
+        )
+        .await;
+        assert_outcome(&stale, 412, "a stale If-Match");
+        let current = send(
+            format!("Patient/{id}"),
+            JSON_PATCH,
+            json!([{"op": "replace", "path": "/gender", "value": "other"}]),
+            Some("W/\"2\""),
+        )
+        .await;
+        assert_eq!(current.status, 200, "[{b}] {}", current.text);
+        assert_eq!(current.body["meta"]["versionId"], "3");
+
+        // Refused, each without a new version: a failing test, a path that is not there, a
+        // result that is not a valid Patient, a changed id or type, not an array, a
+        // FHIRPath Patch, another media type, an unknown or deleted resource.
+        for (url, content_type, body, status) in [
+            (
+                format!("Patient/{id}"),
+                JSON_PATCH,
+                json!([{"op": "test", "path": "/gender", "value": "male"},
+                       {"op": "replace", "path": "/active", "value": false}]),
+                422,
+            ),
+            (
+                format!("Patient/{id}"),
+                JSON_PATCH,
+                json!([{"op": "remove", "path": "/telecom/0"}]),
+                422,
+            ),
+            (
+                format!("Patient/{id}"),
+                JSON_PATCH,
+                json!([{"op": "add", "path": "/gender", "value": 42}]),
+                422,
+            ),
+            (
+                format!("Patient/{id}"),
+                JSON_PATCH,
+                json!([{"op": "replace", "path": "/id", "value": "other"}]),
+                422,
+            ),
+            (
+                format!("Patient/{id}"),
+                JSON_PATCH,
+                json!([{"op": "remove", "path": "/resourceType"}]),
+                422,
+            ),
+            (
+                format!("Patient/{id}"),
+                JSON_PATCH,
+                json!({"op": "remove", "path": "/gender"}),
+                400,
+            ),
+            (
+                format!("Patient/{id}"),
+                "application/fhir+json",
+                json!({"resourceType": "Parameters", "parameter": [{"name": "operation"}]}),
+                422,
+            ),
+            (
+                format!("Patient/{id}"),
+                "application/fhir+json",
+                json!([{"op": "remove", "path": "/gender"}]),
+                415,
+            ),
+            (
+                "Patient/nobody".to_string(),
+                JSON_PATCH,
+                json!([{"op": "remove", "path": "/gender"}]),
+                404,
+            ),
+        ] {
+            let refused = send(url.clone(), content_type, body.clone(), None).await;
+            assert_outcome(&refused, status, &format!("{url} {content_type} {body}"));
+        }
+        let unchanged = node.get(&format!("Patient/{id}")).await;
+        assert_eq!(
+            unchanged.body["meta"]["versionId"], "3",
+            "[{b}] nothing stored"
+        );
+        assert_eq!(unchanged.body["gender"], "other");
+
+        // Conditional patch: the one match is patched; none is 404, several 412.
+        node.create(&patient(
+            "111222333",
+            "Bakker",
+            "Piet",
+            "1955-11-30",
+            "male",
+        ))
+        .await;
+        let conditional = send(
+            format!("Patient?identifier={BSN}%7C111222333"),
+            JSON_PATCH,
+            json!([{"op": "add", "path": "/active", "value": true}]),
+            None,
+        )
+        .await;
+        assert_eq!(conditional.status, 200, "[{b}] {}", conditional.text);
+        assert_eq!(conditional.body["active"], true);
+        assert_eq!(conditional.body["name"][0]["family"], "Bakker");
+        for (condition, status) in [
+            (format!("Patient?identifier={BSN}%7C999999990"), 404),
+            ("Patient?gender=male,other".to_string(), 412),
+        ] {
+            let refused = send(
+                condition.clone(),
+                JSON_PATCH,
+                json!([{"op": "add", "path": "/active", "value": false}]),
+                None,
+            )
+            .await;
+            assert_outcome(&refused, status, &condition);
+        }
+
+        // As Bundle entries: the document in a Binary. A transaction applies it with its other
+        // entries; in a batch a failing patch fails its own entry only.
+        let binary = |document: Value| {
+            json!({"resourceType": "Binary", "contentType": JSON_PATCH,
+            "data": base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                document.to_string()
+            )})
+        };
+        let transaction = node
+            .post(
+                "",
+                &json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+                    {"resource": binary(json!([{"op": "replace", "path": "/gender", "value": "unknown"}])),
+                     "request": {"method": "PATCH", "url": format!("Patient/{id}"), "ifMatch": "W/\"3\""}},
+                    {"resource": patient("999999990", "Visser", "Eva", "1990-02-02", "female"),
+                     "request": {"method": "POST", "url": "Patient"}}
+                ]}),
+            )
+            .await;
+        assert_eq!(transaction.status, 200, "[{b}] {}", transaction.text);
+        assert_eq!(
+            transaction.body["entry"][0]["response"]["status"], "200 OK",
+            "[{b}] {}",
+            transaction.text
+        );
+        assert_eq!(
+            node.get(&format!("Patient/{id}")).await.body["gender"],
+            "unknown"
+        );
+        let batch = node
+            .post(
+                "",
+                &json!({"resourceType": "Bundle", "type": "batch", "entry": [
+                    {"resource": binary(json!([{"op": "test", "path": "/gender", "value": "male"}])),
+                     "request": {"method": "PATCH", "url": format!("Patient/{id}")}},
+                    {"resource": binary(json!([{"op": "add", "path": "/active", "value": true}])),
+                     "request": {"method": "PATCH", "url": format!("Patient/{id}")}},
+                    {"resource": {"resourceType": "Parameters"},
+                     "request": {"method": "PATCH", "url": format!("Patient/{id}")}}
+                ]}),
+            )
+            .await;
+        assert_eq!(batch.status, 200, "[{b}] {}", batch.text);
+        let statuses: Vec<&str> = batch.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["response"]["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            statuses[0].split(' ').next(),
+            Some("422"),
+            "[{b}] {statuses:?}"
+        );
+        assert_eq!(statuses[1], "200 OK", "[{b}] {statuses:?}");
+        assert_eq!(
+            statuses[2].split(' ').next(),
+            Some("422"),
+            "[{b}] {statuses:?}"
+        );
+        assert_eq!(
+            node.get(&format!("Patient/{id}")).await.body["active"],
+            true
+        );
+
+        let deleted = node.delete(&format!("Patient/{id}")).await;
+        assert_eq!(deleted.status, 204);
+        let gone = send(
+            format!("Patient/{id}"),
+            JSON_PATCH,
+            json!([{"op": "remove", "path": "/gender"}]),
+            None,
+        )
+        .await;
+        assert_outcome(&gone, 410, "a deleted resource");
     }
 }
