@@ -602,6 +602,11 @@ async fn unknown_and_refused_patients_look_alike_and_roles_are_applied() {
             format!("Patient?identifier={BSN_SYSTEM}%7C{BSN},{BSN_SYSTEM}%7C{OPTED_OUT_BSN}"),
             format!("Patient?identifier:not={BSN_SYSTEM}%7C{BSN}"),
             format!("MedicationRequest?patient={p}&patient:missing=true"),
+            // A reverse chain's condition is on resources the requester may not see.
+            format!(
+                "Patient?identifier={BSN_SYSTEM}%7C{BSN}&_has:MedicationRequest:subject:status=active"
+            ),
+            format!("Patient?_id={p}&_has:DocumentReference:subject:type=18842-5"),
         ] {
             let (status, refused) = call(
                 Method::GET,

@@ -600,7 +600,8 @@ fn check_search(
         if !chains_into_reference_data(criterion) {
             return Err(AccessError::Forbidden(
                 "other organisations may chain searches only into reference data (Medication, \
-                 Organization, Practitioner, PractitionerRole, Location)"
+                 Organization, Practitioner, PractitionerRole, Location), and not in reverse \
+                 (_has)"
                     .into(),
             ));
         }
@@ -609,12 +610,18 @@ fn check_search(
 }
 
 /// Whether every chain in `criterion` leads only to reference data (true without chains).
+/// A reverse chain (`_has`) never does: its condition is on the resources that refer to the
+/// searched ones, which may be anyone's.
 fn chains_into_reference_data(criterion: &Criterion) -> bool {
     match criterion {
         Criterion::Chain(chain) => chain.targets.iter().all(|(target, inner)| {
             REFERENCE_DATA_TYPES.contains(&target.as_str()) && chains_into_reference_data(inner)
         }),
-        _ => true,
+        Criterion::Has(_) => false,
+        Criterion::Id(_)
+        | Criterion::LastUpdated(_)
+        | Criterion::Param { .. }
+        | Criterion::Missing { .. } => true,
     }
 }
 

@@ -473,6 +473,58 @@ async fn search_parameters_of_every_type() {
                 .is_empty(),
             "[{b}] chain to no target"
         );
+        // Reverse chaining, one level: the Patients an Observation matching the criterion
+        // refers to (through `patient` or `subject`), also with other criteria and with a
+        // chained criterion on the Observation.
+        let mut glucose_patients = node
+            .search_ids("Patient?_has:Observation:patient:code=http://loinc.org|2339-0")
+            .await;
+        glucose_patients.sort();
+        let mut both = vec![jan.clone(), piet.clone()];
+        both.sort();
+        assert_eq!(glucose_patients, both, "[{b}] _has");
+        assert_eq!(
+            node.search_ids("Patient?_has:Observation:subject:value-quantity=gt9")
+                .await,
+            [jan.clone()],
+            "[{b}] _has on a value"
+        );
+        assert_eq!(
+            node.search_ids("Patient?gender=male&_has:Observation:patient:value-quantity=gt5")
+                .await,
+            [piet.clone()],
+            "[{b}] _has and another criterion"
+        );
+        assert_eq!(
+            node.search_ids(&format!(
+                "Patient?_has:Observation:patient:patient.identifier={BSN}|111222333"
+            ))
+            .await,
+            [piet.clone()],
+            "[{b}] _has with a chained criterion"
+        );
+        assert_eq!(
+            node.search_ids(&format!("Patient?_has:Observation:patient:_id={o2}"))
+                .await,
+            [jan.clone()],
+            "[{b}] _has on the referring resource's id"
+        );
+        assert!(
+            node.search_ids("Patient?_has:Observation:patient:value-quantity=gt100")
+                .await
+                .is_empty(),
+            "[{b}] _has that matches nothing"
+        );
+        for bad in [
+            "Patient?_has:Observation:patient",
+            "Patient?_has:Nothing:patient:code=x",
+            "Patient?_has:Observation:code:code=x",
+            "Patient?_has:Observation:specimen:code=x",
+            "Patient?_has:Observation:patient:no-such=x",
+            "Patient?_has:Observation:patient:_has:Observation:patient:code=x",
+        ] {
+            assert_outcome(&node.get(bad).await, 400, bad);
+        }
         assert_eq!(
             node.search_ids("Patient?gender:not=male").await,
             [jan.clone()],

@@ -12,8 +12,8 @@ use std::collections::HashSet;
 use zorgnet_db::sql::{Conn, Dialect, Row, SqlBuilder, SqlValue};
 use zorgnet_fhir::categories::CategorySet;
 use zorgnet_fhir::search::{
-    Chain, Criterion, CriterionValue, Include, MAX_BOUND_PARAMETERS, MAX_CURSOR_BYTES, ParamType,
-    Prefix, SearchQuery, SortKey, Summary, TokenSystem, is_search_text_char,
+    Chain, Criterion, CriterionValue, Has, Include, MAX_BOUND_PARAMETERS, MAX_CURSOR_BYTES,
+    ParamType, Prefix, SearchQuery, SortKey, Summary, TokenSystem, is_search_text_char,
 };
 
 /// Most resources `_include`/`_revinclude` add to one page.
@@ -510,6 +510,11 @@ fn from_where(inner: &Inner, b: &mut SqlBuilder, query: &SearchQuery, with_conte
             chain_rids_sql(inner, b, resource_type, chain);
             b.push(") d CROSS JOIN resources r");
         }
+        Some(Criterion::Has(has)) => {
+            b.push("(");
+            has_rids_sql(inner, b, resource_type, has);
+            b.push(") d CROSS JOIN resources r");
+        }
         _ => {
             b.push("resources r");
         }
@@ -591,7 +596,7 @@ fn driving_criterion(criteria: &[Criterion]) -> Option<usize> {
             negate: false,
             ..
         } if param.param_type == ParamType::Reference => Some(0),
-        Criterion::Chain(_) => Some(1),
+        Criterion::Chain(_) | Criterion::Has(_) => Some(1),
         Criterion::Param {
             param,
             negate: false,
@@ -903,6 +908,58 @@ fn criterion_sql(
             chain_rids_sql(inner, b, resource_type, chain);
             b.push(")");
         }
+        Criterion::Has(has) => {
+            b.push(&format!("{alias}.rid IN ("));
+            has_rids_sql(inner, b, resource_type, has);
+            b.push(")");
+        }
+    }
+}
+
+/// Pushes a query of the rids (column `rid`) of the resources of `resource_type` that a
+/// resource of `has.source_type` matching `has.criterion` refers to through
+/// `has.reference`: from the referring resources (driven by the criterion's index table
+/// when it has one, `hs`) along their references to the targets.
+fn has_rids_sql(inner: &Inner, b: &mut SqlBuilder, resource_type: &str, has: &Has) {
+    b.push("SELECT DISTINCT tr.rid FROM ");
+    let driven = match has.criterion.as_ref() {
+        Criterion::Param {
+            param,
+            string_match,
+            negate: false,
+            values,
+        } => {
+            let table = table_of(param.param_type);
+            b.push(&format!("(SELECT DISTINCT rid FROM {table} WHERE "));
+            rows_sql(b, &inner.param_rows(&has.source_type, &param.code), "");
+            b.push(" AND (");
+            values_sql(b, values, *string_match);
+            b.push(")) hs CROSS JOIN resources s");
+            true
+        }
+        _ => {
+            b.push("resources s");
+            false
+        }
+    };
+    b.push(" CROSS JOIN idx_reference ref CROSS JOIN resources tr WHERE ");
+    if driven {
+        b.push("s.rid = hs.rid AND ");
+    }
+    b.push("s.deleted = 0 AND s.res_type = ")
+        .bind(has.source_type.as_str())
+        .push(" AND ref.rid = s.rid AND ");
+    rows_sql(
+        b,
+        &inner.param_rows(&has.source_type, &has.reference.code),
+        "ref.",
+    );
+    b.push(" AND ref.target_type = ")
+        .bind(resource_type)
+        .push(" AND tr.res_type = ref.target_type AND tr.id = ref.target_id AND tr.deleted = 0");
+    if !driven {
+        b.push(" AND ");
+        criterion_sql(inner, b, &has.source_type, &has.criterion, "s");
     }
 }
 

@@ -8,7 +8,7 @@ mod query;
 pub use extract::{IndexEntry, IndexValue, normalize_string};
 pub use paths::{CompiledPath, Step, compile_expression};
 pub use query::{
-    Chain, Criterion, CriterionValue, DEFAULT_PAGE_SIZE, Include, MAX_BOUND_PARAMETERS,
+    Chain, Criterion, CriterionValue, DEFAULT_PAGE_SIZE, Has, Include, MAX_BOUND_PARAMETERS,
     MAX_CHAIN_EXPANSION, MAX_CRITERIA, MAX_CURSOR_BYTES, MAX_INCLUDES, MAX_NUMBER_CHARS,
     MAX_OR_VALUES, MAX_PAGE_SIZE, MAX_QUERY_BYTES, MAX_SORT_KEYS, PARAMETERS_PER_INDEX_ROWS,
     Prefix, SearchQuery, SortKey, StringMatch, Summary, TokenSystem, check_search_text,

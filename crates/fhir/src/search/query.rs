@@ -179,6 +179,20 @@ pub enum Criterion {
     },
     /// `ref.param=…`: a reference whose target matches the inner criterion.
     Chain(Chain),
+    /// `_has:Type:ref:param=…` (reverse chaining): a resource that a resource of `Type`
+    /// matching the inner criterion refers to through `ref`.
+    Has(Has),
+}
+
+/// One level of reverse chaining.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Has {
+    /// The type of the referring resources.
+    pub source_type: String,
+    /// The reference parameter on that type.
+    pub reference: Arc<SearchParam>,
+    /// The criterion on the referring resources.
+    pub criterion: Box<Criterion>,
 }
 
 /// One level of chaining.
@@ -480,6 +494,7 @@ impl Criterion {
                         .map(|(_, inner)| 1 + inner.bound_parameters())
                         .sum::<usize>()
             }
+            Criterion::Has(has) => PARAMETERS_PER_INDEX_ROWS + 2 + has.criterion.bound_parameters(),
         }
     }
 }
@@ -576,6 +591,9 @@ fn parse_criterion(
     name: &str,
     value: &str,
 ) -> Result<Option<Criterion>, Issue> {
+    if let Some(rest) = name.strip_prefix("_has:") {
+        return parse_has(registry, resource_type, rest, value).map(Some);
+    }
     if let Some((head, inner_name)) = name.split_once('.') {
         return parse_chain(registry, resource_type, head, inner_name, value);
     }
@@ -670,6 +688,67 @@ impl AsStrRef for str {
     fn as_str_ref(&self) -> &str {
         self
     }
+}
+
+/// `_has:Type:ref:param` (`rest` is what follows `_has:`): resources of `resource_type`
+/// that a `Type` matching `param=value` refers to through its reference parameter `ref`.
+/// One level: `param` may be chained (`patient.identifier`) but not another `_has`.
+fn parse_has(
+    registry: &SearchRegistry,
+    resource_type: Option<&str>,
+    rest: &str,
+    value: &str,
+) -> Result<Criterion, Issue> {
+    let Some(resource_type) = resource_type else {
+        return Err(bad("_has needs a resource type to search"));
+    };
+    let mut parts = rest.splitn(3, ':');
+    let (Some(source_type), Some(code), Some(inner_name)) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad(format!(
+            "_has must look like _has:Type:reference:parameter, not '_has:{rest}'"
+        )));
+    };
+    if inner_name.starts_with("_has:") {
+        return Err(Issue::error(
+            IssueCode::NotSupported,
+            "_has is supported one level deep",
+        ));
+    }
+    if !crate::model::r4().is_resource_type(source_type) {
+        return Err(bad(format!(
+            "_has names '{source_type}', which is not a resource type"
+        )));
+    }
+    let reference = registry
+        .get(source_type, code)
+        .filter(|param| param.param_type == ParamType::Reference)
+        .ok_or_else(|| {
+            bad(format!(
+                "_has: '{code}' is not a reference parameter of {source_type}"
+            ))
+        })?;
+    if !reference
+        .effective_targets()
+        .iter()
+        .any(|target| target == resource_type)
+    {
+        return Err(bad(format!(
+            "_has: {source_type}.{code} never refers to a {resource_type}"
+        )));
+    }
+    let criterion =
+        parse_criterion(registry, Some(source_type), inner_name, value)?.ok_or_else(|| {
+            bad(format!(
+                "_has: '{inner_name}' is not a search parameter of {source_type}"
+            ))
+        })?;
+    Ok(Criterion::Has(Has {
+        source_type: source_type.to_string(),
+        reference: reference.clone(),
+        criterion: Box::new(criterion),
+    }))
 }
 
 fn parse_chain(
