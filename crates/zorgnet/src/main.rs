@@ -87,7 +87,8 @@ enum Command {
     /// policy against the same store without, a new mTLS connection's server CPU.
     BenchSecurity(bench_security::BenchSecurityArgs),
     /// Measure the demo network as its users meet it: its starts, the citizen's overview, the
-    /// professional's merged view and the emergency view (runs `zorgnet demo`).
+    /// professional's merged view and the emergency view, and what a source that does not
+    /// answer costs (runs `zorgnet demo`, and a sixth organisation's `zorgnet node` it stops).
     BenchDemo(bench_demo::BenchDemoArgs),
 }
 
