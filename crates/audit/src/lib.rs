@@ -21,7 +21,10 @@
 //!   checkpoint, naming the first record that does not hold.
 //! - **Group commit** ([`AuditSink`]): records of concurrent requests share a transaction,
 //!   and each request learns that its record is durable before it answers.
-//! - **The record** ([`AuditRecord`]): who, whose, what, when, why, from where, outcome.
+//! - **The record** ([`AuditRecord`]): who, whose, what, when, why, from where, outcome;
+//!   stored compressed against a fixed dictionary (the chain, the tree and the proofs stay
+//!   over its JSON as appended), and read back by one function that reports a damaged row
+//!   ([`Damage`]) instead of panicking.
 //! - **Search** ([`AuditLog::search`]): by patient, agent, time and entity, through an index
 //!   written with each append; and each record as a FHIR `AuditEvent` following IHE BALP
 //!   ([`balp`]).
@@ -38,6 +41,7 @@ mod chain;
 mod checkpoint;
 mod log;
 mod monitor;
+mod packed;
 mod place;
 mod record;
 mod report;
@@ -56,6 +60,7 @@ pub use monitor::{
     DEFAULT_UNRELATED_PATIENTS_WINDOW_S, ENTRIES_TRACKED_MAX, ID_BYTES_MAX, LIMIT_MAX, Monitor,
     MonitorRules, PATIENTS_PER_ENTRY_MAX, Rule, RulesError, WINDOW_S_MAX, WINDOWS_TRACKED_MAX,
 };
+pub use packed::{Damage, MAX_PACKED_RECORD_BYTES};
 pub use place::{
     AUDIT_DATABASE_FILE, CHAIN_KEY_FILE, CHECKPOINT_INTERVAL, CHECKPOINT_KEY_FILE, database_beside,
     open_beside, sign_checkpoint, start,

@@ -2,6 +2,7 @@
 
 use crate::chain::{ChainKey, GENESIS};
 use crate::checkpoint::Checkpoint;
+use crate::packed::{Damage, RECORD_COLUMNS, json_of, pack};
 use ed25519_dalek::SigningKey;
 use std::cell::RefCell;
 use std::sync::Mutex;
@@ -37,6 +38,13 @@ CREATE TABLE audit_blocks (block {int} PRIMARY KEY, from_ms {int} NOT NULL, to_m
     patients {blob} NOT NULL, agents {blob} NOT NULL);
 ",
     },
+    Migration {
+        component: "audit",
+        version: 3,
+        // Records packed against a fixed dictionary (`packed.rs`): a row appended since
+        // holds an empty `record` and its packed bytes; the rows before keep their text.
+        sql: "ALTER TABLE audit_records ADD COLUMN packed {blob};",
+    },
 ];
 
 /// Levels of the tree a log can reach (sizes up to 2⁶⁴).
@@ -60,6 +68,15 @@ pub enum AuditError {
     /// A record could not be made durable.
     #[error("the access log could not record: {0}")]
     Unavailable(String),
+    /// A stored record cannot be read back (its row was edited or damaged).
+    #[error("the access log's record {seq} is damaged: {damage}")]
+    Damaged {
+        /// The record's sequence number.
+        seq: u64,
+        /// What is wrong with its row.
+        #[source]
+        damage: Damage,
+    },
 }
 
 /// The head of the log as the appender keeps it: its size, the chain's last value and the
@@ -119,14 +136,22 @@ impl AuditLog {
     /// Appends `records` in one transaction and returns the sequence number of the first.
     /// Nothing is appended when it fails. Blocking.
     pub fn append(&self, records: &[String]) -> Result<u64, AuditError> {
+        // Packed before the log is locked: only the writing waits for the one before.
+        let columns: Vec<[SqlValue; 2]> = records
+            .iter()
+            .map(|record| match pack(record) {
+                Some(packed) => [SqlValue::Text(String::new()), SqlValue::Blob(packed)],
+                None => [record.as_str().into(), SqlValue::Null],
+            })
+            .collect();
         let mut head = self.lock();
         let mut next = head.clone();
         let dialect = self.db.dialect();
         self.db.with_writer(|conn| {
             zorgnet_db::in_transaction(conn, |conn| {
-                let mut record_rows = Vec::with_capacity(3 * records.len());
+                let mut record_rows = Vec::with_capacity(4 * records.len());
                 let mut hash_rows = Vec::with_capacity(6 * records.len());
-                for record in records {
+                for (record, [text, packed]) in records.iter().zip(columns) {
                     let n = next.size;
                     let leaf = record_hash(record.as_bytes());
                     let hashes = {
@@ -137,7 +162,8 @@ impl AuditLog {
                     next.chain = self.key.link(&next.chain, &leaf);
                     record_rows.extend([
                         seq_value(n)?,
-                        record.as_str().into(),
+                        text,
+                        packed,
                         next.chain.0.as_slice().into(),
                     ]);
                     let first = stored_hash_index(0, n);
@@ -151,8 +177,8 @@ impl AuditLog {
                 insert_rows(
                     conn,
                     dialect,
-                    "audit_records (seq, record, chain)",
-                    3,
+                    "audit_records (seq, record, packed, chain)",
+                    4,
                     record_rows,
                 )?;
                 insert_rows(conn, dialect, "audit_hashes (idx, hash)", 2, hash_rows)?;
@@ -182,21 +208,25 @@ impl AuditLog {
         })
     }
 
-    /// The record with sequence number `seq`, as appended.
+    /// The record with sequence number `seq`, as appended; [`AuditError::Damaged`] when its
+    /// row cannot be read back.
     pub fn record(&self, seq: u64) -> Result<Option<String>, AuditError> {
         let sql = format!(
-            "SELECT record FROM audit_records WHERE seq = {}",
+            "SELECT {RECORD_COLUMNS} FROM audit_records WHERE seq = {}",
             self.db.dialect().placeholder(1)
         );
         // A number beyond what the log can hold names no record.
-        let Ok(seq) = seq_value(seq) else {
+        let Ok(value) = seq_value(seq) else {
             return Ok(None);
         };
         let rows = self.db.with_reader(|conn| {
-            conn.query(&sql, std::slice::from_ref(&seq))
+            conn.query(&sql, std::slice::from_ref(&value))
                 .map_err(AuditError::from)
         })?;
-        Ok(rows.into_iter().next().map(|mut row| row[0].take_text()))
+        rows.into_iter()
+            .next()
+            .map(|mut row| record_of(seq, &mut row))
+            .transpose()
     }
 
     /// The proof that record `seq` is in the tree of the first `size` records (RFC 6962's
@@ -348,6 +378,18 @@ pub(crate) fn insert_rows(
         conn.execute(&sql, chunk)?;
     }
     Ok(())
+}
+
+/// The record of row `seq` from its [`RECORD_COLUMNS`], the first two of `columns`.
+pub(crate) fn record_of(seq: u64, columns: &mut [SqlValue]) -> Result<String, AuditError> {
+    match columns {
+        [record, packed, ..] => {
+            json_of(record, packed).map_err(|damage| AuditError::Damaged { seq, damage })
+        }
+        _ => Err(AuditError::Corrupt(format!(
+            "a row of record {seq} without its record's columns"
+        ))),
+    }
 }
 
 pub(crate) fn seq_value(n: u64) -> Result<SqlValue, AuditError> {

@@ -19,7 +19,8 @@
 //! candidates from it and keeps a record when the record itself, parsed, matches the query.
 //! A changed index can hide records from a search but never add one that does not match
 //! (and a changed record is what `verify` catches). Records appended before the index
-//! existed (a log of an earlier build) are read directly.
+//! existed (a log of an earlier build) are read directly. A record read that cannot be read
+//! back (`AuditError::Damaged`) fails the search, never the append that indexes its block.
 //!
 //! A page examines at most [`MAX_RECORDS_EXAMINED_PER_PAGE`] records and
 //! [`MAX_BLOCKS_PER_PAGE`] filters, so every search costs a bounded amount whatever it asks;
@@ -28,7 +29,8 @@
 //! What it is not: a policy (who may search what is the caller's to decide and to express in
 //! [`LogQuery::within`]), or FHIR (the node turns queries and pages into FHIR's words).
 
-use crate::log::{AuditError, AuditLog, insert_rows, seq_of, seq_value};
+use crate::log::{AuditError, AuditLog, insert_rows, record_of, seq_of, seq_value};
+use crate::packed::RECORD_COLUMNS;
 use crate::record::AuditRecord;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -552,7 +554,8 @@ fn first_block_since(conn: &mut dyn Conn, since_ms: i64) -> Result<Option<u64>, 
         .map(|(block, _)| block))
 }
 
-/// The records in `[start, end)`, at most [`CANDIDATES_PER_READ`], in `order`.
+/// The records in `[start, end)`, at most [`CANDIDATES_PER_READ`], in `order`;
+/// [`AuditError::Damaged`] when one cannot be read back.
 fn records_between(
     conn: &mut dyn Conn,
     order: Order,
@@ -565,14 +568,17 @@ fn records_between(
         Order::Descending => "DESC",
     };
     let sql = format!(
-        "SELECT seq, record FROM audit_records WHERE seq >= {} AND seq < {} \
+        "SELECT seq, {RECORD_COLUMNS} FROM audit_records WHERE seq >= {} AND seq < {} \
          ORDER BY seq {direction} LIMIT {CANDIDATES_PER_READ}",
         d.placeholder(1),
         d.placeholder(2)
     );
     conn.query(&sql, &[seq_value(start)?, seq_value(end)?])?
         .into_iter()
-        .map(|mut row| Ok((seq_of(&row[0])?, row[1].take_text())))
+        .map(|mut row| {
+            let seq = seq_of(&row[0])?;
+            Ok((seq, record_of(seq, &mut row[1..])?))
+        })
         .collect()
 }
 
@@ -627,7 +633,8 @@ struct IndexedAgent<'a> {
 /// append's transaction: a block's row is written once, when its last record is appended,
 /// from all its records (those appended before read back), so that an append that
 /// completes no block writes nothing and one that does reads and writes one block's worth.
-/// A record that is not an [`AuditRecord`] adds nothing (no search matches it).
+/// A record that is not an [`AuditRecord`] adds nothing (no search matches it), nor does one
+/// appended before that cannot be read back (a search that reads it reports it).
 pub(crate) fn write_index(
     conn: &mut dyn Conn,
     dialect: Dialect,
@@ -641,7 +648,8 @@ pub(crate) fn write_index(
     }
     let p = |n| dialect.placeholder(n);
     let earlier = format!(
-        "SELECT record FROM audit_records WHERE seq >= {} AND seq < {} ORDER BY seq",
+        "SELECT seq, {RECORD_COLUMNS} FROM audit_records WHERE seq >= {} AND seq < {} \
+         ORDER BY seq",
         p(1),
         p(2)
     );
@@ -651,14 +659,20 @@ pub(crate) fn write_index(
     );
     for block in completed {
         let (start, stop) = (block * BLOCK_RECORDS, (block + 1) * BLOCK_RECORDS);
-        let read_back: Vec<String> = if start < first {
-            conn.query(&earlier, &[seq_value(start)?, seq_value(first)?])?
-                .into_iter()
-                .map(|mut row| row[0].take_text())
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let mut read_back = Vec::new();
+        if start < first {
+            for mut row in conn.query(&earlier, &[seq_value(start)?, seq_value(first)?])? {
+                let seq = seq_of(&row[0])?;
+                match record_of(seq, &mut row[1..]) {
+                    Ok(record) => read_back.push(record),
+                    // The append goes on (`verify` names the record); the index leaves it out.
+                    Err(e @ AuditError::Damaged { .. }) => {
+                        tracing::warn!(error = %e, "the access log's index leaves out a damaged record");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         let appended = records
             .get((start.max(first) - first) as usize..(stop - first) as usize)
             .unwrap_or_default();

@@ -3,7 +3,8 @@
 
 use crate::chain::{ChainKey, GENESIS};
 use crate::checkpoint::Checkpoint;
-use crate::log::{AuditError, checkpoints, hash_of, seq_of, seq_value};
+use crate::log::{AuditError, MIGRATIONS, checkpoints, hash_of, seq_of, seq_value};
+use crate::packed::{Damage, RECORD_COLUMNS, json_of};
 use ed25519_dalek::VerifyingKey;
 use std::collections::HashMap;
 use tlog_tiles::{Hash, record_hash, stored_hash_index, stored_hashes_for_record_hash, tree_hash};
@@ -36,7 +37,8 @@ pub struct Problem {
 /// fits the chain keyed with `key`; that the stored Merkle tree is the tree of those
 /// records; and that every checkpoint kept in the log and every one in `published` (another
 /// party's copies, such as the hub's) names a prefix of them — signed by `owner`, when
-/// given. Stops at the first problem. Blocking.
+/// given. Stops at the first problem. Brings the log's schema up to this build's first
+/// ([`verify_reporting`]). Blocking.
 pub fn verify(
     db: &Database,
     key: &ChainKey,
@@ -47,6 +49,10 @@ pub fn verify(
 }
 
 /// [`verify`], telling `progress` how many records it has checked after each batch.
+///
+/// Like [`crate::AuditLog::open`], it first brings the log's schema up to this build's (a
+/// log of an earlier build gains the column of packed records, its text rows untouched),
+/// and refuses a log of a newer build, whose records it might not read.
 pub fn verify_reporting(
     db: &Database,
     key: &ChainKey,
@@ -54,6 +60,7 @@ pub fn verify_reporting(
     published: &[Checkpoint],
     mut progress: impl FnMut(u64),
 ) -> Result<Report, AuditError> {
+    db.migrate(MIGRATIONS)?;
     let mut pinned: Vec<Checkpoint> = checkpoints(db)?;
     pinned.extend(published.iter().cloned());
     pinned.sort_by_key(|c| c.size);
@@ -117,7 +124,7 @@ impl Walk<'_> {
     ) -> Result<Option<Problem>, AuditError> {
         let d = db.dialect();
         let records = format!(
-            "SELECT seq, record, chain FROM audit_records WHERE seq >= {} ORDER BY seq LIMIT {RECORDS_PER_BATCH}",
+            "SELECT seq, chain, {RECORD_COLUMNS} FROM audit_records WHERE seq >= {} ORDER BY seq LIMIT {RECORDS_PER_BATCH}",
             d.placeholder(1)
         );
         let hashes = format!(
@@ -145,10 +152,14 @@ impl Walk<'_> {
                 .map(|mut row| Ok((seq_of(&row[0])?, hash_of(row[1].take_blob())?)))
                 .collect::<Result<_, AuditError>>()?;
             for mut row in rows {
-                let seq = seq_of(&row[0])?;
-                if let Some(problem) =
-                    self.record(seq, &row[1].take_text(), &row[2].take_blob(), &stored)?
-                {
+                let [seq, chain, record, packed] = row.as_mut_slice() else {
+                    return Err(AuditError::Corrupt(
+                        "a record's row of the wrong width".into(),
+                    ));
+                };
+                let seq = seq_of(seq)?;
+                let record = json_of(record, packed);
+                if let Some(problem) = self.record(seq, record, &chain.take_blob(), &stored)? {
                     return Ok(Some(problem));
                 }
             }
@@ -161,7 +172,7 @@ impl Walk<'_> {
     fn record(
         &mut self,
         seq: u64,
-        record: &str,
+        record: Result<String, Damage>,
         chain: &[u8],
         stored: &HashMap<u64, Hash>,
     ) -> Result<Option<Problem>, AuditError> {
@@ -174,6 +185,15 @@ impl Walk<'_> {
                 ),
             }));
         }
+        let record = match record {
+            Ok(record) => record,
+            Err(damage) => {
+                return Ok(Some(Problem {
+                    seq: n,
+                    what: format!("record {n} cannot be read back, so it was changed: {damage}"),
+                }));
+            }
+        };
         let leaf = record_hash(record.as_bytes());
         let expected = self.key.link(&self.chain, &leaf);
         if chain != expected.0 {

@@ -1,12 +1,15 @@
 //! The access log on SQLite and (with `ZORGNET_TEST_POSTGRES_URL`) PostgreSQL: its tree
 //! against an independent RFC 6962 computation, inclusion and consistency proofs that hold
 //! and fail as they must, and verification that names the first record changed, removed,
-//! inserted or moved in the database directly, and catches a log rewritten with its key.
+//! inserted or moved in the database directly (its packed bytes or its text), and catches a
+//! log rewritten with its key; packed bytes that do not unpack are reported, and a log of
+//! text records (an earlier build's) goes on with packed ones.
 
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
 use zorgnet_audit::{
-    AuditLog, ChainKey, Checkpoint, Hash, check_consistency, check_inclusion, verify,
+    AuditError, AuditLog, ChainKey, Checkpoint, Hash, LogQuery, check_consistency, check_inclusion,
+    verify,
 };
 use zorgnet_db::Database;
 use zorgnet_db::sql::SqlValue;
@@ -190,29 +193,124 @@ fn checkpointed_log(db: Database, key: &ChainKey) -> (AuditLog, SigningKey, Vec<
     (log, signer, vec![early, late])
 }
 
+/// The packed bytes of record `seq` as stored.
+fn packed(db: &Database, seq: i64) -> Vec<u8> {
+    let sql = format!(
+        "SELECT packed FROM audit_records WHERE seq = {}",
+        db.dialect().placeholder(1)
+    );
+    let mut rows = db
+        .with_reader(|conn| conn.query(&sql, &[SqlValue::Int(seq)]))
+        .unwrap();
+    rows[0][0].take_blob()
+}
+
+/// Stores `packed` as record `seq`'s packed bytes.
+fn set_packed(db: &Database, seq: i64, packed: Vec<u8>) {
+    let d = db.dialect();
+    let sql = format!(
+        "UPDATE audit_records SET packed = {} WHERE seq = {}",
+        d.placeholder(1),
+        d.placeholder(2)
+    );
+    execute(db, &sql, &[SqlValue::Blob(packed), SqlValue::Int(seq)]);
+}
+
+/// An edit of the log's database, made directly.
+type Edit = fn(&Database);
+
 #[test]
 fn verification_names_the_first_record_edited_in_the_database() {
     let key = ChainKey::generate();
-    let cases: [(&str, &str, u64); 5] = [
+    let cases: [(&str, Edit, u64); 9] = [
         (
-            "changed",
-            "UPDATE audit_records SET record = '{\"seq\":137}' WHERE seq = 137",
+            "changed: a byte of its packed bytes",
+            |db| {
+                // The last byte of an LZ4 block is a literal: the record's last character.
+                let mut bytes = packed(db, 137);
+                *bytes.last_mut().unwrap() ^= 1;
+                set_packed(db, 137, bytes);
+            },
             137,
         ),
-        ("removed", "DELETE FROM audit_records WHERE seq = 58", 58),
+        (
+            "changed: another record's packed bytes",
+            |db| {
+                execute(
+                    db,
+                    "UPDATE audit_records SET packed = (SELECT packed FROM audit_records WHERE seq = 138) WHERE seq = 137",
+                    &[],
+                )
+            },
+            137,
+        ),
+        (
+            "changed: text in place of its packed bytes",
+            |db| {
+                execute(
+                    db,
+                    "UPDATE audit_records SET packed = NULL, record = '{\"seq\":137}' WHERE seq = 137",
+                    &[],
+                )
+            },
+            137,
+        ),
+        (
+            "damaged: bytes that do not unpack",
+            |db| set_packed(db, 137, vec![1, 0xff, 0xff, 0xf0, 0xff, 0xff]),
+            137,
+        ),
+        (
+            "removed",
+            |db| execute(db, "DELETE FROM audit_records WHERE seq = 58", &[]),
+            58,
+        ),
         (
             "moved",
-            "UPDATE audit_records SET seq = CASE seq WHEN 201 THEN 202 ELSE 201 END WHERE seq IN (201, 202)",
+            |db| {
+                // Two rows cannot trade places under a primary key in one statement on every
+                // backend: park one first.
+                for edit in [
+                    "UPDATE audit_records SET seq = -1 WHERE seq = 201",
+                    "UPDATE audit_records SET seq = 201 WHERE seq = 202",
+                    "UPDATE audit_records SET seq = 202 WHERE seq = -1",
+                ] {
+                    execute(db, edit, &[]);
+                }
+            },
             201,
         ),
         (
             "inserted and renumbered",
-            "UPDATE audit_records SET seq = seq + 1000 WHERE seq >= 250",
+            |db| {
+                execute(
+                    db,
+                    "UPDATE audit_records SET seq = seq + 1000 WHERE seq >= 250",
+                    &[],
+                )
+            },
+            250,
+        ),
+        (
+            "inserted: a copy of another row",
+            |db| {
+                execute(
+                    db,
+                    "UPDATE audit_records SET seq = seq + 1000 WHERE seq >= 250",
+                    &[],
+                );
+                execute(
+                    db,
+                    "INSERT INTO audit_records (seq, record, packed, chain) \
+                     SELECT 250, record, packed, chain FROM audit_records WHERE seq = 249",
+                    &[],
+                );
+            },
             250,
         ),
         (
             "removed at the end",
-            "DELETE FROM audit_records WHERE seq >= 290",
+            |db| execute(db, "DELETE FROM audit_records WHERE seq >= 290", &[]),
             290,
         ),
     ];
@@ -226,27 +324,7 @@ fn verification_names_the_first_record_edited_in_the_database() {
                 (300, 4, None),
                 "{backend}"
             );
-            if what == "moved" {
-                // Two rows cannot trade places under a primary key in one statement on every
-                // backend: park one first.
-                execute(
-                    &db,
-                    "UPDATE audit_records SET seq = -1 WHERE seq = 201",
-                    &[],
-                );
-                execute(
-                    &db,
-                    "UPDATE audit_records SET seq = 201 WHERE seq = 202",
-                    &[],
-                );
-                execute(
-                    &db,
-                    "UPDATE audit_records SET seq = 202 WHERE seq = -1",
-                    &[],
-                );
-            } else {
-                execute(&db, edit, &[]);
-            }
+            edit(&db);
             let report = verify(&db, &key, Some(&owner), &published).unwrap();
             let problem = report
                 .problem
@@ -257,6 +335,166 @@ fn verification_names_the_first_record_edited_in_the_database() {
                 problem.what
             );
         }
+    }
+}
+
+#[test]
+fn packed_bytes_that_do_not_unpack_are_reported_as_damage_never_a_panic() {
+    let key = ChainKey::generate();
+    let mut noise = 0x2545_f491_4f6c_dd1d_u64;
+    let mut random = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                noise ^= noise << 13;
+                noise ^= noise >> 7;
+                noise ^= noise << 17;
+                noise as u8
+            })
+            .collect()
+    };
+    let damaged: Vec<(&str, Vec<u8>)> = vec![
+        ("random bytes", random(120)),
+        ("random bytes of the packed format", {
+            let mut bytes = vec![1];
+            bytes.extend(random(120));
+            bytes
+        }),
+        ("the largest claimed size", {
+            let mut bytes = vec![1, 0xff, 0xff];
+            bytes.extend(random(40));
+            bytes
+        }),
+        ("an unknown format", vec![9, 10, 0, 0xa0, b'{', b'}']),
+        ("no bytes", Vec::new()),
+    ];
+    for (what, bytes) in damaged {
+        for (backend, db, _dir) in databases("damaged") {
+            let log = AuditLog::open(db.clone(), key.clone()).unwrap();
+            log.append(&records(0, 20)).unwrap();
+            set_packed(&db, 7, bytes.clone());
+            let problem = verify(&db, &key, None, &[])
+                .unwrap()
+                .problem
+                .unwrap_or_else(|| panic!("{backend}: {what} went unnoticed"));
+            assert_eq!(problem.seq, 7, "{backend}: {what}: {}", problem.what);
+            assert!(
+                problem.what.contains("cannot be read back"),
+                "{backend}: {what}: {}",
+                problem.what
+            );
+            match log.record(7) {
+                Err(e @ AuditError::Damaged { seq: 7, .. }) => {
+                    assert!(e.to_string().contains("record 7 is damaged"), "{e}")
+                }
+                other => panic!("{backend}: {what}: {other:?}"),
+            }
+            assert_eq!(log.record(8).unwrap(), Some(records(8, 1).remove(0)));
+            let search = log.search(&LogQuery {
+                limit: 50,
+                ..LogQuery::default()
+            });
+            assert!(
+                matches!(search, Err(AuditError::Damaged { seq: 7, .. })),
+                "{backend}: {what}: {search:?}"
+            );
+            // Appends go on, the index's block included.
+            log.append(&records(20, 1_100)).unwrap();
+            assert_eq!(log.size(), 1_120, "{backend}");
+        }
+    }
+}
+
+#[test]
+fn a_log_of_text_records_goes_on_with_packed_ones_and_verifies_and_proves() {
+    let key = ChainKey::generate();
+    for (backend, db, _dir) in databases("upgrade") {
+        // A log as a build before packing wrote it: records as text, without `packed`.
+        let mut old = records(0, 40);
+        old.push(format!(r#"{{"request":"{}"}}"#, "x".repeat(70_000)));
+        let log = AuditLog::open(db.clone(), key.clone()).unwrap();
+        log.append(&old).unwrap();
+        drop(log);
+        for (seq, record) in (0_i64..).zip(&old[..40]) {
+            let d = db.dialect();
+            let sql = format!(
+                "UPDATE audit_records SET record = {}, packed = NULL WHERE seq = {}",
+                d.placeholder(1),
+                d.placeholder(2)
+            );
+            execute(
+                &db,
+                &sql,
+                &[SqlValue::Text(record.clone()), SqlValue::Int(seq)],
+            );
+        }
+        execute(&db, "ALTER TABLE audit_records DROP COLUMN packed", &[]);
+        execute(
+            &db,
+            "DELETE FROM schema_migrations WHERE component = 'audit' AND version = 3",
+            &[],
+        );
+
+        // Verified by this build before it opens the log.
+        let report = verify(&db, &key, None, &[]).unwrap();
+        assert_eq!((report.records, report.problem), (41, None), "{backend}");
+        let signer = SigningKey::from_bytes(&[42; 32]);
+        let log = AuditLog::open(db.clone(), key.clone()).unwrap();
+        let before = log.checkpoint(&signer, "node", 1).unwrap();
+        let new = records(41, 30);
+        assert_eq!(log.append(&new).unwrap(), 41, "{backend}");
+        let stored = |seq: i64| {
+            let sql = format!(
+                "SELECT record, packed FROM audit_records WHERE seq = {}",
+                db.dialect().placeholder(1)
+            );
+            let rows = db
+                .with_reader(|conn| conn.query(&sql, &[SqlValue::Int(seq)]))
+                .unwrap();
+            (
+                matches!(&rows[0][0], SqlValue::Text(t) if !t.is_empty()),
+                matches!(rows[0][1], SqlValue::Blob(_)),
+            )
+        };
+        assert_eq!(stored(3), (true, false), "{backend}: an old row is text");
+        assert_eq!(
+            stored(40),
+            (true, false),
+            "{backend}: a long record is text"
+        );
+        assert_eq!(stored(50), (false, true), "{backend}: a new row is packed");
+        let all: Vec<String> = old.into_iter().chain(new).collect();
+        let (size, root) = log.tree_head().unwrap();
+        assert_eq!((size, root), (71, reference_root(&all)), "{backend}");
+        for seq in [0, 39, 40, 41, 70] {
+            let record = log.record(seq).unwrap().unwrap();
+            assert_eq!(record, all[seq as usize], "{backend}: {seq}");
+            let proof = log.inclusion_proof(seq, size).unwrap();
+            assert!(
+                check_inclusion(&proof, size, root, seq, record.as_bytes()),
+                "{backend}: {seq}"
+            );
+        }
+        let proof = log.consistency_proof(before.size, size).unwrap();
+        assert!(
+            check_consistency(&proof, size, root, before.size, before.root),
+            "{backend}"
+        );
+        let after = log.checkpoint(&signer, "node", 2).unwrap();
+        let report = verify(&db, &key, Some(&signer.verifying_key()), &[]).unwrap();
+        assert_eq!(
+            (report.records, report.checkpoints, report.problem),
+            (71, 2, None),
+            "{backend}"
+        );
+        assert_eq!(after.size, 71);
+        // An old text row edited is named as before.
+        execute(
+            &db,
+            "UPDATE audit_records SET record = '{\"seq\":9}' WHERE seq = 9",
+            &[],
+        );
+        let report = verify(&db, &key, None, &[]).unwrap();
+        assert_eq!(report.problem.map(|p| p.seq), Some(9), "{backend}");
     }
 }
 

@@ -60,7 +60,9 @@ fn a_log_that_holds_passes_and_an_edited_record_is_named() {
     log_db
         .with_writer(|conn| {
             conn.execute(
-                "UPDATE audit_records SET record = replace(record, 'p17', 'p71') WHERE seq = 17",
+                // Record 18's packed bytes (about p18) in record 17's place.
+                "UPDATE audit_records SET packed = (SELECT packed FROM audit_records WHERE seq = 18) \
+                 WHERE seq = 17",
                 &[],
             )
         })
