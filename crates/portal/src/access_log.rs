@@ -230,9 +230,10 @@ pub(crate) fn accesses(found: &[Found], sources: &[String], t: &Texts) -> Vec<Ac
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::i18n::Lang;
+    use crate::i18n::Texts;
     use zorgnet_audit::balp::{LogSource, audit_event};
     use zorgnet_audit::{Agent, AgentKind, AuditRecord};
+    use zorgnet_web::Lang;
 
     fn event(kind: AgentKind, purpose: Option<&str>, status: u16) -> Value {
         let record = AuditRecord {
@@ -275,7 +276,7 @@ mod tests {
             full_url: String::new(),
             resource: event,
         };
-        let [access] = accesses(&[found], &["Huisarts".into()], Lang::Nl.texts())
+        let [access] = accesses(&[found], &["Huisarts".into()], Texts::of(Lang::Nl))
             .try_into()
             .unwrap();
         access

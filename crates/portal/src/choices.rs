@@ -364,7 +364,8 @@ pub(crate) fn failure(error: &HubClientError, t: &Texts) -> (StatusCode, &'stati
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::i18n::Lang;
+    use crate::i18n::Texts;
+    use zorgnet_web::Lang;
 
     fn sources() -> Vec<Source> {
         vec![Source {
@@ -397,8 +398,8 @@ mod tests {
 
     #[test]
     fn directives_read_as_sentences() {
-        let nl = Lang::Nl.texts();
-        let en = Lang::En.texts();
+        let nl = Texts::of(Lang::Nl);
+        let en = Texts::of(Lang::En);
         let medication = directive("opt-out", Some("medication"), None, "deny");
         assert_eq!(
             describe(&medication, &sources(), nl),

@@ -9,8 +9,21 @@
 //! What it is not: a judge of access (the nodes and the hub decide what the citizen sees), or
 //! printable: `Debug` shows only which kind of number it is, and it never reaches the log.
 
+use serde::Deserialize;
 use zorgnet_fhir::identifiers::{BSN_SYSTEM, ZVN_SYSTEM};
 use zorgnet_pseudonym::{Bsn, PersonalId, Zvn};
+use zorgnet_web::oidc::{LoggedIn, LoginError};
+
+/// The claims of a verified ID token the portal reads beyond `zorgnet_trust`'s.
+#[derive(Deserialize)]
+pub(crate) struct CitizenClaims {
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    bsn: Option<String>,
+    #[serde(default)]
+    zvn: Option<String>,
+}
 
 /// The citizen's identifier: their BSN or zorgverificatienummer, checked.
 #[derive(Clone, PartialEq, Eq)]
@@ -42,6 +55,25 @@ impl CitizenId {
             }
             _ => None,
         }
+    }
+
+    /// The citizen a completed login names: the verified token names a person (a BSN or a
+    /// zorgverificatienummer) and no professional, and its `bsn` or `zvn` claim is that
+    /// person.
+    pub(crate) fn of_login(logged_in: &LoggedIn<CitizenClaims>) -> Result<CitizenId, LoginError> {
+        let person = match (&logged_in.verified.uzi, &logged_in.verified.person) {
+            (None, Some(person)) => person,
+            _ => {
+                return Err(LoginError::Token(
+                    "the portal is for citizens: the token names no BSN or zorgverificatienummer"
+                        .into(),
+                ));
+            }
+        };
+        let claims = &logged_in.claims;
+        CitizenId::of_claims(claims.bsn.as_deref(), claims.zvn.as_deref())
+            .filter(|citizen| citizen.person() == person)
+            .ok_or(LoginError::Token("unreadable bsn or zvn claim".into()))
     }
 
     /// The person, for the hub (blinded by `zorgnet_hub_client` before it leaves the portal).

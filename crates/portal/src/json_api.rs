@@ -31,7 +31,7 @@ use crate::choices::{
     failure, person_token,
 };
 use crate::fhir_api::{App, INSUFFICIENT_SCOPE, authenticate};
-use crate::i18n::{Lang, Texts};
+use crate::i18n::Texts;
 use crate::sources::{Failure, Question, gather};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -43,6 +43,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use zorgnet_hub_client::{ConsentDirective, is_directive_id};
 use zorgnet_trust::smart::Interaction;
+use zorgnet_web::Lang;
 
 /// The API's description, OpenAPI 3.1.
 pub(crate) const OPENAPI: &str = include_str!("../api/openapi.json");
@@ -176,9 +177,9 @@ fn texts(headers: &HeaderMap) -> &'static Texts {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("en"));
     if english {
-        Lang::En.texts()
+        Texts::of(Lang::En)
     } else {
-        Lang::Nl.texts()
+        Texts::of(Lang::Nl)
     }
 }
 

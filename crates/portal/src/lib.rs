@@ -90,7 +90,6 @@ mod citizen;
 mod fhir_api;
 mod i18n;
 mod json_api;
-mod oidc;
 mod pages;
 mod proof;
 mod record;
@@ -103,12 +102,16 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use zorgnet_audit::VerifyingKey;
 use zorgnet_hub_client::HubClient;
+use zorgnet_web::client::{http_client, is_http_url};
+pub use zorgnet_web::oidc::PROVIDER_TIMEOUT;
+use zorgnet_web::oidc::{Client, ClientConfig, SharedDiscovery};
+pub use zorgnet_web::session::{
+    LOGIN_LIFETIME, PENDING_LOGINS_MAX, SESSION_LIFETIME_MAX, SESSIONS_MAX,
+};
 
 /// How long a source may take to answer all of one page's questions, when the configuration
 /// does not say.
 pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the provider's discovery and token endpoints may take.
-pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pages of `$everything` read per Patient at a source; beyond, the overview says the record
 /// was cut short.
 pub const PAGES_PER_PATIENT_MAX: usize = 20;
@@ -119,14 +122,6 @@ pub const AUDIT_PAGES_PER_SOURCE_MAX: usize = 10;
 pub const PATIENTS_PER_SOURCE_MAX: usize = 10;
 /// Largest answer read from a source or the provider, in bytes.
 pub const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
-/// Sessions kept at once; the one closest to expiry goes first beyond this.
-pub const SESSIONS_MAX: usize = 10_000;
-/// Logins started and not yet completed, kept at once; beyond, new logins wait.
-pub const PENDING_LOGINS_MAX: usize = 10_000;
-/// Longest a session lasts, whatever the access token's lifetime.
-pub const SESSION_LIFETIME_MAX: Duration = Duration::from_secs(60 * 60);
-/// How long a citizen may take at the provider's login page.
-pub const LOGIN_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// Largest form body the portal reads (logout, the choices), in bytes.
 pub const FORM_BYTES_MAX: usize = 4 * 1024;
 /// How soon, at the latest, the choices page promises a change of consent applies at every
@@ -201,7 +196,7 @@ pub struct Portal {
 pub(crate) struct Inner {
     pub(crate) config: PortalConfig,
     pub(crate) http: reqwest::Client,
-    pub(crate) provider: oidc::Provider,
+    pub(crate) provider: Client,
     pub(crate) sessions: session::Sessions,
     pub(crate) checkpoint_keys: RwLock<HashMap<String, VerifyingKey>>,
     pub(crate) consent: RwLock<Option<HubClient>>,
@@ -222,15 +217,20 @@ impl Portal {
     /// discovery document is read at the first login).
     pub fn new(config: PortalConfig) -> Result<Portal, PortalError> {
         check_config(&config).map_err(PortalError::Configuration)?;
-        let mut client = reqwest::Client::builder();
-        if let Some(tls) = &config.tls {
-            client = client.tls_backend_preconfigured(tls.clone());
-        }
-        let http = client
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| PortalError::Client(e.to_string()))?;
-        let provider = oidc::Provider::new(&config)?;
+        let http =
+            http_client(config.tls.clone()).map_err(|e| PortalError::Client(e.to_string()))?;
+        let provider = Client::new(
+            ClientConfig {
+                issuer: config.issuer.clone(),
+                client_id: config.client_id.clone(),
+                redirect_uri: format!("{}/callback", config.base_url),
+                scope: SCOPE,
+                tls: config.tls.clone(),
+                answer_bytes_max: RESPONSE_BYTES_MAX,
+            },
+            SharedDiscovery::default(),
+        )
+        .map_err(|e| PortalError::Client(e.to_string()))?;
         Ok(Portal {
             inner: Arc::new(Inner {
                 config,
@@ -275,10 +275,6 @@ impl Portal {
     pub fn router(&self) -> Router {
         pages::router(self.inner.clone())
     }
-}
-
-fn is_http_url(url: &str) -> bool {
-    (url.starts_with("https://") || url.starts_with("http://")) && !url.ends_with('/')
 }
 
 fn check_config(config: &PortalConfig) -> Result<(), String> {

@@ -9,36 +9,13 @@ use crate::i18n::Texts;
 use crate::sources::Found;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use zorgnet_web::record::{Item, LabRow, shown_date, string_at};
 
 /// Width and height of a chart's drawing area, in SVG user units.
 const CHART_WIDTH: f64 = 600.0;
 const CHART_HEIGHT: f64 = 200.0;
 /// Margin around the drawing area, in SVG user units.
 const CHART_MARGIN: f64 = 20.0;
-
-/// One line of the timeline or of a topic.
-#[derive(Debug, Clone)]
-pub(crate) struct Item {
-    /// The date as recorded (`YYYY-MM-DD`, or a longer date-time); empty when none.
-    pub(crate) date: String,
-    /// The date as shown: `YYYY-MM-DD`, with `HH:MM` when recorded.
-    pub(crate) shown: String,
-    pub(crate) kind: &'static str,
-    pub(crate) title: String,
-    pub(crate) details: String,
-    pub(crate) source: String,
-}
-
-/// A lab result.
-#[derive(Debug, Clone)]
-pub(crate) struct LabRow {
-    pub(crate) date: String,
-    pub(crate) shown: String,
-    pub(crate) test: String,
-    pub(crate) value: String,
-    pub(crate) range: String,
-    pub(crate) source: String,
-}
 
 /// A numeric lab value on its way to a chart.
 struct Measurement {
@@ -101,19 +78,9 @@ fn concept(value: &Value) -> Option<String> {
     })
 }
 
-/// The first of `paths` (dotted) that holds a string in `resource`.
-fn first_string(resource: &Value, paths: &[&str]) -> Option<String> {
-    paths.iter().find_map(|path| {
-        path.split('.')
-            .try_fold(resource, |value, step| value.get(step))
-            .and_then(Value::as_str)
-            .map(String::from)
-    })
-}
-
 /// The date an item is shown with.
 fn date_of(resource: &Value) -> String {
-    first_string(
+    string_at(
         resource,
         &[
             "effectiveDateTime",
@@ -137,6 +104,7 @@ fn date_of(resource: &Value) -> String {
         ],
     )
     .unwrap_or_default()
+    .to_string()
 }
 
 fn is_laboratory(observation: &Value) -> bool {
@@ -218,17 +186,6 @@ fn plain_number(value: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-/// A FHIR date or date-time as shown: the date, and the time to the minute when there is one
-/// (as recorded, in the time zone it was recorded in).
-fn shown(date: &str) -> String {
-    match (date.get(..10), date.get(11..16)) {
-        (Some(day), Some(time)) if date.as_bytes().get(10) == Some(&b'T') => {
-            format!("{day} {time}")
-        }
-        _ => date.to_string(),
-    }
-}
-
 /// Days since the Unix epoch of a FHIR date or date-time's date.
 fn day_of(date: &str) -> Option<i64> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
@@ -248,7 +205,7 @@ impl RecordView {
             let resource_type = r["resourceType"].as_str().unwrap_or_default();
             let make = |kind: &'static str, title: Option<String>, details: String| Item {
                 date: date.clone(),
-                shown: shown(&date),
+                shown: shown_date(&date),
                 kind,
                 title: title.unwrap_or_else(|| resource_type.to_string()),
                 details,
@@ -303,7 +260,7 @@ impl RecordView {
                     let range = reference_range(r);
                     view.lab.push(LabRow {
                         date: date.clone(),
-                        shown: shown(&date),
+                        shown: shown_date(&date),
                         test: test.clone(),
                         value: value.clone(),
                         range,
@@ -510,7 +467,7 @@ pub(crate) fn bundle(found: &[Found], missing: &[(String, String)], timestamp: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::i18n::Lang;
+    use zorgnet_web::Lang;
 
     fn found(resource: Value) -> Found {
         Found {
@@ -531,7 +488,7 @@ mod tests {
 
     #[test]
     fn items_are_sorted_by_topic_and_date() {
-        let t = Lang::Nl.texts();
+        let t = Texts::of(Lang::Nl);
         let view = RecordView::of(
             &[
                 found(

@@ -9,13 +9,14 @@
 //! What it is not: a cache (every page asks again) or a judge of access (the nodes are).
 
 use crate::citizen::CitizenId;
-use crate::oidc::body_bytes;
 use crate::{
-    AUDIT_PAGES_PER_SOURCE_MAX, Inner, PAGES_PER_PATIENT_MAX, PATIENTS_PER_SOURCE_MAX, Source,
+    AUDIT_PAGES_PER_SOURCE_MAX, Inner, PAGES_PER_PATIENT_MAX, PATIENTS_PER_SOURCE_MAX,
+    RESPONSE_BYTES_MAX, Source,
 };
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
+use zorgnet_web::client::read_body;
 
 /// Entries asked per page of the access log.
 const AUDIT_PAGE_SIZE: usize = 200;
@@ -162,7 +163,9 @@ async fn get_json(
     if !status.is_success() {
         return Err(Failure::Status(status.as_u16()));
     }
-    let body = body_bytes(answer).await.map_err(|_| Failure::Invalid)?;
+    let body = read_body(answer, RESPONSE_BYTES_MAX)
+        .await
+        .map_err(|_| Failure::Invalid)?;
     serde_json::from_slice(&body).map_err(|_| Failure::Invalid)
 }
 

@@ -1,62 +1,11 @@
-//! The viewer's two languages: Dutch (the default) and English, chosen with `?lang=` (kept in
-//! a cookie), every text of the interface in both, side by side.
+//! The viewer's texts: every text of the interface in Dutch (the default) and English, side
+//! by side, and the cookie that keeps the language chosen (`zorgnet_web::lang` chooses it).
 //! What it is not: a general translation system (two fixed tables, checked at compile time).
-
-/// A language of the interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lang {
-    Nl,
-    En,
-}
 
 /// The cookie that keeps the language chosen.
 pub(crate) const LANG_COOKIE: &str = "zorgnet_viewer_taal";
 
-impl Lang {
-    /// The language a `lang` parameter or cookie value names.
-    pub(crate) fn parse(value: &str) -> Option<Lang> {
-        match value {
-            "nl" => Some(Lang::Nl),
-            "en" => Some(Lang::En),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn code(self) -> &'static str {
-        match self {
-            Lang::Nl => "nl",
-            Lang::En => "en",
-        }
-    }
-
-    pub(crate) fn other(self) -> Lang {
-        match self {
-            Lang::Nl => Lang::En,
-            Lang::En => Lang::Nl,
-        }
-    }
-
-    pub(crate) fn texts(self) -> &'static Texts {
-        match self {
-            Lang::Nl => &NL,
-            Lang::En => &EN,
-        }
-    }
-}
-
-/// Defines [`Texts`] and its Dutch and English tables from `name: "Dutch", "English";`.
-macro_rules! texts {
-    ($($name:ident: $nl:literal, $en:literal;)*) => {
-        /// Every text of the interface in one language.
-        pub(crate) struct Texts {
-            $(pub(crate) $name: &'static str,)*
-        }
-        const NL: Texts = Texts { $($name: $nl,)* };
-        const EN: Texts = Texts { $($name: $en,)* };
-    };
-}
-
-texts! {
+zorgnet_web::texts! {
     switch_label: "English", "Nederlands";
     switch_hint: "Read this page in English", "Lees deze pagina in het Nederlands";
     site_name: "Zorgverlenersinzage", "Professional's viewer";

@@ -43,7 +43,6 @@
 
 mod hub;
 mod i18n;
-mod oidc;
 mod pages;
 mod patient_number;
 mod record;
@@ -52,22 +51,18 @@ mod session;
 use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
+use zorgnet_web::client::{http_client, is_http_url};
+pub use zorgnet_web::oidc::PROVIDER_TIMEOUT;
+use zorgnet_web::oidc::{Client, ClientConfig, SharedDiscovery};
+pub use zorgnet_web::session::{
+    LOGIN_LIFETIME, PENDING_LOGINS_MAX, SESSION_LIFETIME_MAX, SESSIONS_MAX,
+};
 
-/// How long the provider's discovery and token endpoints may take.
-pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the node's `$fetch` may take (the node waits up to its own per-source timeout,
 /// the node's `$fetch` source timeout, plus the token requests).
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest answer read from the node or the provider, in bytes.
 pub const RESPONSE_BYTES_MAX: usize = 32 * 1024 * 1024;
-/// Sessions kept at once; the one closest to expiry goes first beyond this.
-pub const SESSIONS_MAX: usize = 10_000;
-/// Logins started and not yet completed, kept at once; beyond, new logins wait.
-pub const PENDING_LOGINS_MAX: usize = 10_000;
-/// Longest a session lasts, whatever the access token's lifetime.
-pub const SESSION_LIFETIME_MAX: Duration = Duration::from_secs(60 * 60);
-/// How long a professional may take at the provider's login page.
-pub const LOGIN_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// Largest form body read (the search, relation, emergency and logout forms), in bytes.
 pub const FORM_BYTES_MAX: usize = 8 * 1024;
 /// Longest break-the-glass reason accepted, in characters (the access token's limit).
@@ -156,7 +151,7 @@ pub struct Viewer {
 /// One organisation as the viewer works with it.
 pub(crate) struct Org {
     pub(crate) config: Organisation,
-    pub(crate) provider: oidc::Provider,
+    pub(crate) provider: Client,
     pub(crate) hub: zorgnet_hub_client::HubClient,
 }
 
@@ -180,23 +175,23 @@ impl Viewer {
     /// discovery document is read at the first login).
     pub fn new(config: ViewerConfig) -> Result<Viewer, ViewerError> {
         let prefix = check_config(&config).map_err(ViewerError::Configuration)?;
-        let mut client = reqwest::Client::builder();
-        if let Some(tls) = &config.tls {
-            client = client.tls_backend_preconfigured(tls.clone());
-        }
-        let http = client
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ViewerError::Client(e.to_string()))?;
-        let discovery = oidc::SharedDiscovery::default();
+        let http =
+            http_client(config.tls.clone()).map_err(|e| ViewerError::Client(e.to_string()))?;
+        let discovery = SharedDiscovery::default();
         let mut organisations = Vec::with_capacity(config.organisations.len());
         for organisation in &config.organisations {
-            let provider = oidc::Provider::new(
-                &config,
-                &organisation.client_id,
-                format!("{}/{}/callback", config.base_url, organisation.ura),
+            let provider = Client::new(
+                ClientConfig {
+                    issuer: config.issuer.clone(),
+                    client_id: organisation.client_id.clone(),
+                    redirect_uri: format!("{}/{}/callback", config.base_url, organisation.ura),
+                    scope: SCOPE,
+                    tls: config.tls.clone(),
+                    answer_bytes_max: RESPONSE_BYTES_MAX,
+                },
                 discovery.clone(),
-            )?;
+            )
+            .map_err(|e| ViewerError::Client(e.to_string()))?;
             let hub = zorgnet_hub_client::HubClient::with_tls(
                 &organisation.hub_url,
                 organisation.hub_key.trim(),
@@ -224,10 +219,6 @@ impl Viewer {
     pub fn router(&self) -> Router {
         pages::router(self.inner.clone())
     }
-}
-
-fn is_http_url(url: &str) -> bool {
-    (url.starts_with("https://") || url.starts_with("http://")) && !url.ends_with('/')
 }
 
 /// Checks `config`; answers the path prefix of its base URL.

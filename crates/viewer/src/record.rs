@@ -14,14 +14,15 @@
 //! recorded; medication lines are grouped by code or text, not by substance).
 
 use crate::i18n::Texts;
-use crate::oidc::body_bytes;
 use crate::patient_number::PatientNumber;
 use crate::session::Session;
-use crate::{FETCH_TIMEOUT, Org, RECENT_LAB_RESULTS};
+use crate::{FETCH_TIMEOUT, Org, RECENT_LAB_RESULTS, RESPONSE_BYTES_MAX};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use zorgnet_fhir::categories::{DataCategory, categories_of};
 use zorgnet_trust::roles::Role;
+use zorgnet_web::client::read_body;
+use zorgnet_web::record::{Item, LabRow, shown_date, string_at};
 
 /// Why a `$fetch` is asked.
 pub(crate) enum Purpose<'a> {
@@ -231,9 +232,9 @@ pub(crate) async fn fetch(
         .await
         .map_err(|e| FetchFailure::Unavailable(e.without_url().to_string()))?;
     let status = answer.status();
-    let body = body_bytes(answer)
+    let body = read_body(answer, RESPONSE_BYTES_MAX)
         .await
-        .map_err(FetchFailure::Unavailable)?;
+        .map_err(|e| FetchFailure::Unavailable(e.without_url().to_string()))?;
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     match status.as_u16() {
         200 => Ok(read_bundle(&json, std::slice::from_ref(org))),
@@ -281,7 +282,8 @@ pub(crate) async fn own_patient(
         tracing::info!(status = %answer.status(), "the own node did not give the patient");
         return None;
     }
-    let bundle: Value = serde_json::from_slice(&body_bytes(answer).await.ok()?).ok()?;
+    let body = read_body(answer, RESPONSE_BYTES_MAX).await.ok()?;
+    let bundle: Value = serde_json::from_slice(&body).ok()?;
     bundle["entry"]
         .as_array()?
         .iter()
@@ -304,53 +306,27 @@ fn concept_text(concept: &Value) -> String {
         .to_string()
 }
 
-fn text_at<'a>(resource: &'a Value, paths: &[&[&str]]) -> Option<&'a str> {
-    paths.iter().find_map(|path| {
-        path.iter()
-            .try_fold(resource, |value, key| value.get(*key))
-            .and_then(Value::as_str)
-    })
-}
-
 /// The date a resource is about, as recorded.
 fn date_of(resource: &Value) -> String {
-    let paths: &[&[&str]] = match resource["resourceType"].as_str().unwrap_or_default() {
-        "Condition" => &[
-            &["onsetDateTime"],
-            &["onsetPeriod", "start"],
-            &["recordedDate"],
-        ],
-        "MedicationStatement" => &[
-            &["effectiveDateTime"],
-            &["effectivePeriod", "start"],
-            &["dateAsserted"],
-        ],
-        "MedicationRequest" => &[&["authoredOn"]],
-        "MedicationDispense" => &[&["whenHandedOver"], &["whenPrepared"]],
-        "MedicationAdministration" => &[&["effectiveDateTime"], &["effectivePeriod", "start"]],
-        "AllergyIntolerance" => &[&["recordedDate"], &["onsetDateTime"]],
-        "Observation" | "DiagnosticReport" => &[
-            &["effectiveDateTime"],
-            &["effectivePeriod", "start"],
-            &["issued"],
-        ],
-        "Flag" => &[&["period", "start"]],
-        "Procedure" => &[&["performedDateTime"], &["performedPeriod", "start"]],
-        "Immunization" => &[&["occurrenceDateTime"]],
-        "DocumentReference" | "Composition" => &[&["date"]],
-        "ImagingStudy" => &[&["started"]],
-        "DeviceUseStatement" => &[&["timingDateTime"], &["recordedOn"]],
+    let paths: &[&str] = match resource["resourceType"].as_str().unwrap_or_default() {
+        "Condition" => &["onsetDateTime", "onsetPeriod.start", "recordedDate"],
+        "MedicationStatement" => &["effectiveDateTime", "effectivePeriod.start", "dateAsserted"],
+        "MedicationRequest" => &["authoredOn"],
+        "MedicationDispense" => &["whenHandedOver", "whenPrepared"],
+        "MedicationAdministration" => &["effectiveDateTime", "effectivePeriod.start"],
+        "AllergyIntolerance" => &["recordedDate", "onsetDateTime"],
+        "Observation" | "DiagnosticReport" => {
+            &["effectiveDateTime", "effectivePeriod.start", "issued"]
+        }
+        "Flag" => &["period.start"],
+        "Procedure" => &["performedDateTime", "performedPeriod.start"],
+        "Immunization" => &["occurrenceDateTime"],
+        "DocumentReference" | "Composition" => &["date"],
+        "ImagingStudy" => &["started"],
+        "DeviceUseStatement" => &["timingDateTime", "recordedOn"],
         _ => &[],
     };
-    text_at(resource, paths).unwrap_or_default().to_string()
-}
-
-/// A date as shown: `YYYY-MM-DD`, with ` HH:MM` when a time was recorded.
-fn shown_date(date: &str) -> String {
-    match date.split_once('T') {
-        Some((day, time)) => format!("{day} {}", time.get(..5).unwrap_or(time)),
-        None => date.to_string(),
-    }
+    string_at(resource, paths).unwrap_or_default().to_string()
 }
 
 /// What a resource is called: its code, or what it is about.
@@ -435,27 +411,6 @@ fn reference_range(resource: &Value) -> String {
 
 fn is_lab(resource: &Value) -> bool {
     categories_of(resource).contains(&DataCategory::LabResults)
-}
-
-/// One line of the timeline or of a part of the summary.
-#[derive(Debug, Clone)]
-pub(crate) struct Item {
-    pub(crate) date: String,
-    pub(crate) shown: String,
-    pub(crate) kind: &'static str,
-    pub(crate) title: String,
-    pub(crate) details: String,
-    pub(crate) source: String,
-}
-
-/// A lab result.
-#[derive(Debug, Clone)]
-pub(crate) struct LabRow {
-    pub(crate) shown: String,
-    pub(crate) test: String,
-    pub(crate) value: String,
-    pub(crate) range: String,
-    pub(crate) source: String,
 }
 
 /// Whether a medication line is in use.
@@ -832,7 +787,7 @@ impl RecordView {
             })
             .collect();
         let mut medication: BTreeMap<String, Vec<(Value, String)>> = BTreeMap::new();
-        let mut lab: Vec<(String, LabRow)> = Vec::new();
+        let mut lab: Vec<LabRow> = Vec::new();
         for (resource, source) in fetched.resources {
             let resource_type = resource["resourceType"].as_str().unwrap_or_default();
             let date = date_of(&resource);
@@ -859,16 +814,14 @@ impl RecordView {
                         .or_default()
                         .push((resource.clone(), item.source.clone()));
                 }
-                "Observation" if is_lab(&resource) => lab.push((
-                    item.date.clone(),
-                    LabRow {
-                        shown: item.shown.clone(),
-                        test: item.title.clone(),
-                        value: observation_value(&resource),
-                        range: reference_range(&resource),
-                        source: item.source.clone(),
-                    },
-                )),
+                "Observation" if is_lab(&resource) => lab.push(LabRow {
+                    date: item.date.clone(),
+                    shown: item.shown.clone(),
+                    test: item.title.clone(),
+                    value: observation_value(&resource),
+                    range: reference_range(&resource),
+                    source: item.source.clone(),
+                }),
                 _ => {}
             }
             if !item.date.is_empty() {
@@ -885,12 +838,9 @@ impl RecordView {
         ] {
             part.items.sort_by(newest_first);
         }
-        lab.sort_by(|a, b| b.0.cmp(&a.0));
-        view.lab_rows = lab
-            .into_iter()
-            .take(RECENT_LAB_RESULTS)
-            .map(|(_, row)| row)
-            .collect();
+        lab.sort_by(|a, b| b.date.cmp(&a.date));
+        lab.truncate(RECENT_LAB_RESULTS);
+        view.lab_rows = lab;
         view.medication_lines = medication
             .into_values()
             .map(|records| medication_line(records, t))
@@ -925,18 +875,14 @@ fn medication_line(records: Vec<(Value, String)>, t: &'static Texts) -> Medicati
         MedicationState::Stopped
     };
     let starts = records.iter().filter_map(|(r, _)| {
-        text_at(
+        string_at(
             r,
-            &[
-                &["effectivePeriod", "start"],
-                &["effectiveDateTime"],
-                &["authoredOn"],
-            ],
+            &["effectivePeriod.start", "effectiveDateTime", "authoredOn"],
         )
     });
     let ends = records
         .iter()
-        .filter_map(|(r, _)| text_at(r, &[&["effectivePeriod", "end"]]));
+        .filter_map(|(r, _)| string_at(r, &["effectivePeriod.end"]));
     let from = starts.min().map(shown_date).unwrap_or_default();
     let until = ends.max().map(shown_date).unwrap_or_default();
     let period = match (from.is_empty(), until.is_empty()) {
