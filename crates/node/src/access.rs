@@ -795,6 +795,8 @@ fn classify(
     }
     match segments.as_slice() {
         ["health"] | ["fhir", "metadata"] => Ok(Target::Open),
+        // A type-level operation (`Patient/$export`), not a read of an id.
+        ["fhir", _, operation] if operation.starts_with('$') => Err(not_available()),
         ["fhir", "Patient", id] => Ok(Target::Patient(PatientScope {
             patient: PatientRef::Id(valid_id(id)?),
             types: vec!["Patient".into()],
@@ -2222,6 +2224,32 @@ mod tests {
                 "{method} {path}?{query}: {got}"
             ),
             _ => panic!("{method} {path}?{query}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn bulk_export_is_refused_to_other_organisations_and_citizens() {
+        let job = "6f1c1b4e-0000-4000-8000-000000000000";
+        let asks = [
+            (Method::GET, "/fhir/$export".to_string()),
+            (Method::GET, "/fhir/Patient/$export".to_string()),
+            (Method::GET, "/fhir/Group/g1/$export".to_string()),
+            (Method::POST, "/fhir/Patient/$export".to_string()),
+            (Method::GET, format!("/fhir/$export-status/{job}")),
+            (Method::DELETE, format!("/fhir/$export-status/{job}")),
+            (
+                Method::GET,
+                format!("/fhir/$export-file/{job}/Patient-1.ndjson"),
+            ),
+        ];
+        for requester in [Requester::Organisation, Requester::Citizen] {
+            for (method, path) in &asks {
+                let got = classify(requester, method, path, &pairs("_type=Patient"));
+                assert!(
+                    matches!(got, Err(AccessError::Forbidden(_))),
+                    "{requester:?} {method} {path}: {got:?}"
+                );
+            }
         }
     }
 

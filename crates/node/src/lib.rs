@@ -70,6 +70,22 @@ pub fn router_in_network(
     oidc: authn::NodeOidc,
     audit: zorgnet_audit::AuditSink,
 ) -> Router {
+    router_exporting(store, identity, base_url, network, local, oidc, audit, None)
+}
+
+/// As [`router_in_network`], serving the bulk export (`$export`, for the organisation's own
+/// systems only) with its jobs' files under `export_dir` when one is given.
+#[allow(clippy::too_many_arguments)]
+pub fn router_exporting(
+    store: Store,
+    identity: NodeIdentity,
+    base_url: String,
+    network: Option<Arc<network::Network>>,
+    local: authn::LocalClients,
+    oidc: authn::NodeOidc,
+    audit: zorgnet_audit::AuditSink,
+    export_dir: Option<std::path::PathBuf>,
+) -> Router {
     let require_peer_certificate = !matches!(local, authn::LocalClients::InsecureDev);
     let authentication = Arc::new(authn::Authentication {
         local,
@@ -91,13 +107,23 @@ pub fn router_in_network(
     } else {
         Vec::new()
     };
-    let fhir = zorgnet_rest::AppState::with_external(
-        store.clone(),
-        identity.clone(),
-        base_url.clone(),
-        operations,
-        EXTERNAL_TYPES.to_vec(),
-    );
+    let fhir = match export_dir {
+        Some(export_dir) => zorgnet_rest::AppState::with_export_dir(
+            store.clone(),
+            identity.clone(),
+            base_url.clone(),
+            operations,
+            EXTERNAL_TYPES.to_vec(),
+            export_dir,
+        ),
+        None => zorgnet_rest::AppState::with_external(
+            store.clone(),
+            identity.clone(),
+            base_url.clone(),
+            operations,
+            EXTERNAL_TYPES.to_vec(),
+        ),
+    };
     let state = Arc::new(AppState {
         store,
         identity,

@@ -1,7 +1,8 @@
 //! The CapabilityStatement: generated from what the server actually does — the resource
 //! types the model knows, the search parameters the registry can evaluate for each, and the
 //! interactions and operations the router serves. Nothing is listed that does not work:
-//! `$localize` and `$fetch` only when the node runs in a network, and JSON as the one format.
+//! `$localize` and `$fetch` only when the node runs in a network, `$export` only when the
+//! server has an export directory, and JSON as the one format.
 //! An [`crate::ExternalType`] is listed only as the embedder's routes serve it, when the
 //! request carries a [`ServedTypes`] describing it (the node's access log, served as
 //! AuditEvent); otherwise not at all.
@@ -15,6 +16,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use zorgnet_fhir::model::r4;
+
+/// The Bulk Data IG's OperationDefinition of the system-level `$export`.
+const SYSTEM_EXPORT: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export";
+/// The Bulk Data IG's OperationDefinition of `Patient/$export`.
+const PATIENT_EXPORT: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export";
+/// The Bulk Data IG's OperationDefinition of `Group/{id}/$export`.
+const GROUP_EXPORT: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export";
 
 /// A search parameter an embedder's routes take for a [`ServedType`].
 #[derive(Debug, Clone, Copy)]
@@ -140,8 +148,16 @@ pub(crate) async fn metadata(
                 "searchInclude": includes,
                 "searchParam": params,
             });
+            let exporting = state.exports.is_some();
             if resource_type == "Patient" {
-                resource["operation"] = json!([{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]);
+                let mut operations = vec![json!({"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})];
+                if exporting {
+                    operations.push(json!({"name": "export", "definition": PATIENT_EXPORT}));
+                }
+                resource["operation"] = Value::Array(operations);
+            }
+            if resource_type == "Group" && exporting {
+                resource["operation"] = json!([{"name": "export", "definition": GROUP_EXPORT}]);
             }
             Some(resource)
         })
@@ -156,12 +172,16 @@ pub(crate) async fn metadata(
             {"name": "_type", "type": "token"}
         ]
     });
-    if !state.operations.is_empty() {
-        rest["operation"] = state
-            .operations
-            .iter()
-            .map(|op| json!({"name": op.name, "definition": op.definition}))
-            .collect();
+    let mut operations: Vec<Value> = state
+        .operations
+        .iter()
+        .map(|op| json!({"name": op.name, "definition": op.definition}))
+        .collect();
+    if state.exports.is_some() {
+        operations.push(json!({"name": "export", "definition": SYSTEM_EXPORT}));
+    }
+    if !operations.is_empty() {
+        rest["operation"] = Value::Array(operations);
     }
     let capability = json!({
         "resourceType": "CapabilityStatement",

@@ -66,6 +66,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             get(instance_operation).post(instance_operation),
         )
         .route("/fhir/{resource_type}/{id}/_history/{version}", get(vread))
+        .merge(crate::export::routes())
         .fallback(|| async { FhirError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { method_not_allowed() })
 }
@@ -195,7 +196,7 @@ pub(crate) fn return_preference(headers: &HeaderMap) -> ReturnPreference {
     }
 }
 
-fn prefer_values(headers: &HeaderMap) -> Vec<String> {
+pub(crate) fn prefer_values(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all("prefer")
         .iter()
@@ -511,6 +512,9 @@ async fn read(
     headers: HeaderMap,
 ) -> AppResult {
     check_stored(&state, &resource_type)?;
+    if resource_type == "Patient" && id == "$export" {
+        return crate::export::kick_off_patients(&state, raw.as_deref(), &headers);
+    }
     if id.starts_with('$') {
         return Err(unsupported_operation(&id, &resource_type));
     }
@@ -642,7 +646,8 @@ async fn vread(
     read_response(outcome, &resource_type, &id, &state.base_url)
 }
 
-/// `GET` or `POST` on `/fhir/Type/id/$operation` (and `GET` on `_history`).
+/// `GET` or `POST` on `/fhir/Type/id/$operation` (and `GET` on `_history`); `GET` of
+/// `Group/id/$export` starts a bulk export (`crate::export`).
 async fn instance_operation(
     State(state): AppStateRef,
     Path((resource_type, id, operation)): Path<(String, String, String)>,
@@ -671,6 +676,10 @@ async fn instance_operation(
                 _ => Some(crate::operation::as_query(&pairs)),
             };
             everything(&state, &id, pairs, links_query.as_deref()).await
+        }
+        "$export" if resource_type == "Group" && method != Method::GET => Err(method_not_allowed()),
+        "$export" if resource_type == "Group" => {
+            crate::export::kick_off_group(&state, &id, raw.as_deref(), &headers).await
         }
         other => Err(unsupported_operation(other, &resource_type)),
     }
@@ -735,7 +744,7 @@ fn parse_count(value: &str, max: usize) -> Result<usize, FhirError> {
     })
 }
 
-fn parse_instant_param(name: &str, value: &str) -> Result<i64, FhirError> {
+pub(crate) fn parse_instant_param(name: &str, value: &str) -> Result<i64, FhirError> {
     zorgnet_fhir::datetime::parse_date_range(value)
         .map(|r| r.low_ms)
         .ok_or_else(|| {

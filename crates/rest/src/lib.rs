@@ -20,6 +20,7 @@ mod bundle;
 pub mod capability;
 pub mod constraint;
 pub mod error;
+pub mod export;
 mod format;
 pub mod interactions;
 pub mod mcsd;
@@ -101,6 +102,8 @@ pub struct AppState {
     pub operations: Vec<OperationRef>,
     /// Resource types the store never holds.
     pub external: Vec<ExternalType>,
+    /// The bulk export's jobs and directory; `None`: `$export` answers 501.
+    pub exports: Option<Arc<export::Exports>>,
     metrics: PrometheusHandle,
 }
 
@@ -130,6 +133,28 @@ impl AppState {
             base_url,
             operations,
             external,
+            exports: None,
+            metrics: prometheus(),
+        })
+    }
+
+    /// As [`AppState::with_external`], serving the bulk export (`$export`,
+    /// [`export`]) with its job directories under `export_dir`, a directory of its own.
+    pub fn with_export_dir(
+        store: Store,
+        identity: NodeIdentity,
+        base_url: String,
+        operations: Vec<OperationRef>,
+        external: Vec<ExternalType>,
+        export_dir: std::path::PathBuf,
+    ) -> Arc<AppState> {
+        Arc::new(AppState {
+            store,
+            identity,
+            base_url,
+            operations,
+            external,
+            exports: Some(Arc::new(export::Exports::new(export_dir))),
             metrics: prometheus(),
         })
     }

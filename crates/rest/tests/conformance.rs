@@ -1855,12 +1855,17 @@ async fn capability_statement_lists_what_works() {
     assert_eq!(
         patient["operation"],
         json!([{"name": "everything",
-            "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}])
+            "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+            {"name": "export",
+            "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}])
     );
-    assert!(
-        reply.body["rest"][0].get("operation").is_none(),
-        "$localize and $fetch are served only in a network: {}",
-        reply.body["rest"][0]["operation"]
+    // The test servers have an export directory, so the system-level `$export` is listed;
+    // nothing else is.
+    assert_eq!(
+        reply.body["rest"][0]["operation"],
+        json!([{"name": "export",
+            "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}]),
+        "$localize and $fetch are served only in a network"
     );
     assert_eq!(
         node.get("$localize?patient.identifier=123456782")

@@ -121,6 +121,10 @@ struct GenerateArgs {
     out: PathBuf,
 }
 
+/// The folder of a node's data directory that holds its bulk exports' files while they may
+/// be fetched.
+const EXPORT_DIR: &str = "exports";
+
 /// Log filter of the services (`node`, `hub`, `demo`) when `RUST_LOG` says nothing.
 const SERVICE_LOG_FILTER: &str = "info,tower_http=warn";
 /// Log filter of the one-off bulk commands when `RUST_LOG` says nothing: they report on
@@ -682,6 +686,7 @@ async fn prepare_node(
         None => None,
     };
     let logged = store.clone();
+    let exports = data.join(EXPORT_DIR);
     let (log, audit, signer) =
         tokio::task::spawn_blocking(move || zorgnet_node::audit::open(&logged, &data))
             .await?
@@ -692,8 +697,16 @@ async fn prepare_node(
         identity.ura.clone(),
         checkpoint_hub,
     ));
-    let router =
-        zorgnet_node::router_in_network(store, identity, base, network, local.clients, oidc, audit);
+    let router = zorgnet_node::router_exporting(
+        store,
+        identity,
+        base,
+        network,
+        local.clients,
+        oidc,
+        audit,
+        Some(exports),
+    );
     let router = zorgnet_node::audit::monitored(router, monitor);
     let router = zorgnet_node::audit_api::served(router, log);
     Ok(PreparedNode {

@@ -23,6 +23,8 @@ pub struct Node {
     /// HTTP client.
     pub client: reqwest::Client,
     _dir: Option<tempfile::TempDir>,
+    /// The bulk export's directory.
+    _exports: tempfile::TempDir,
 }
 
 static SCHEMA_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -124,16 +126,20 @@ async fn start(
 ) -> Node {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let router = zorgnet_rest::finish(zorgnet_rest::routes(zorgnet_rest::AppState::with_external(
-        store,
-        NodeIdentity {
-            ura: "12345678".into(),
-            name: "Test practice".into(),
-        },
-        format!("http://{address}/fhir"),
-        Vec::new(),
-        external.to_vec(),
-    )));
+    let exports = tempfile::tempdir().unwrap();
+    let router = zorgnet_rest::finish(zorgnet_rest::routes(
+        zorgnet_rest::AppState::with_export_dir(
+            store,
+            NodeIdentity {
+                ura: "12345678".into(),
+                name: "Test practice".into(),
+            },
+            format!("http://{address}/fhir"),
+            Vec::new(),
+            external.to_vec(),
+            exports.path().join("exports"),
+        ),
+    ));
     tokio::spawn(zorgnet_rest::serve(
         listener,
         router,
@@ -144,6 +150,7 @@ async fn start(
         base: format!("http://{address}/fhir"),
         client: reqwest::Client::new(),
         _dir: dir,
+        _exports: exports,
     }
 }
 
