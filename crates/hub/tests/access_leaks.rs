@@ -592,6 +592,32 @@ async fn unknown_and_refused_patients_look_alike_and_roles_are_applied() {
             }
         }
 
+        // The bulk export is the organisation's own: another organisation starts none, and
+        // reads no job's status or files, whatever it guesses.
+        for path in [
+            "$export".to_string(),
+            "Patient/$export".to_string(),
+            format!("Group/{p}/$export"),
+            "$export-status/00000000-0000-4000-8000-000000000000".to_string(),
+            "$export-file/00000000-0000-4000-8000-000000000000/Patient-1.ndjson".to_string(),
+        ] {
+            for method in [Method::GET, Method::DELETE] {
+                let answer = reqwest::Client::new()
+                    .request(method.clone(), format!("{base}/{path}"))
+                    .bearer_auth(&doctor)
+                    .header("prefer", "respond-async")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    answer.status(),
+                    StatusCode::FORBIDDEN,
+                    "{method} {path} ({})",
+                    hub.backend
+                );
+            }
+        }
+
         // An identifier must name one patient exactly.
         for incomplete in [
             format!("Patient?identifier={BSN_SYSTEM}%7C"),
