@@ -523,7 +523,9 @@ fn conditional_references(value: &Value, out: &mut Vec<String>) {
     }
 }
 
-async fn resolve_condition(
+/// The id of the one `resource_type` that `condition` finds; `None` when none does, and a
+/// 412 when several do.
+pub(crate) async fn resolve_condition(
     state: &AppState,
     resource_type: &str,
     condition: &str,

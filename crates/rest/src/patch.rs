@@ -15,8 +15,7 @@
 use crate::AppState;
 use crate::error::FhirError;
 use crate::interactions::{
-    check_id, check_stored, conditional_query, read_json_body, return_preference, validate_for,
-    write_response,
+    check_id, check_stored, read_json_body, return_preference, validate_for, write_response,
 };
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -307,19 +306,9 @@ async fn the_one_match(
     resource_type: &str,
     condition: &str,
 ) -> Result<String, FhirError> {
-    let mut query = conditional_query(state, resource_type, condition)?;
-    query.count = 2;
-    query.without_total = true;
-    let matches = state.store.search(query).await?.matches;
-    match matches.as_slice() {
-        [] => Err(FhirError::not_found(format!(
-            "no {resource_type} matches the condition"
-        ))),
-        [one] => Ok(one.id.clone()),
-        _ => Err(FhirError::from(StoreError::PreconditionFailed(format!(
-            "more than one {resource_type} matches the condition"
-        )))),
-    }
+    crate::bundle::resolve_condition(state, resource_type, condition)
+        .await?
+        .ok_or_else(|| FhirError::not_found(format!("no {resource_type} matches the condition")))
 }
 
 #[cfg(test)]

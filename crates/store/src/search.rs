@@ -13,7 +13,8 @@ use zorgnet_db::sql::{Conn, Dialect, Row, SqlBuilder, SqlValue};
 use zorgnet_fhir::categories::CategorySet;
 use zorgnet_fhir::search::{
     Chain, Criterion, CriterionValue, Has, Include, MAX_BOUND_PARAMETERS, MAX_CURSOR_BYTES,
-    ParamType, Prefix, SearchQuery, SortKey, Summary, TokenSystem, is_search_text_char,
+    ParamType, Prefix, SearchParam, SearchQuery, SortKey, Summary, TokenSystem,
+    is_search_text_char,
 };
 
 /// Most resources `_include`/`_revinclude` add to one page.
@@ -498,12 +499,8 @@ fn from_where(inner: &Inner, b: &mut SqlBuilder, query: &SearchQuery, with_conte
             values,
             ..
         }) => {
-            let table = table_of(param.param_type);
-            b.push(&format!("(SELECT DISTINCT rid FROM {table} WHERE "));
-            rows_sql(b, &inner.param_rows(resource_type, &param.code), "");
-            b.push(" AND (");
-            values_sql(b, values, *string_match);
-            b.push(")) d CROSS JOIN resources r");
+            param_rids_sql(inner, b, resource_type, param, *string_match, values);
+            b.push(" d CROSS JOIN resources r");
         }
         Some(Criterion::Chain(chain)) => {
             b.push("(");
@@ -929,12 +926,8 @@ fn has_rids_sql(inner: &Inner, b: &mut SqlBuilder, resource_type: &str, has: &Ha
             negate: false,
             values,
         } => {
-            let table = table_of(param.param_type);
-            b.push(&format!("(SELECT DISTINCT rid FROM {table} WHERE "));
-            rows_sql(b, &inner.param_rows(&has.source_type, &param.code), "");
-            b.push(" AND (");
-            values_sql(b, values, *string_match);
-            b.push(")) hs CROSS JOIN resources s");
+            param_rids_sql(inner, b, &has.source_type, param, *string_match, values);
+            b.push(" hs CROSS JOIN resources s");
             true
         }
         _ => {
@@ -963,6 +956,25 @@ fn has_rids_sql(inner: &Inner, b: &mut SqlBuilder, resource_type: &str, has: &Ha
     }
 }
 
+/// Pushes `(SELECT DISTINCT rid FROM <index table> WHERE …)`: the resources of
+/// `resource_type` with a value of `param` among `values`, found through the index table's
+/// lookup index, for a join to start from.
+fn param_rids_sql(
+    inner: &Inner,
+    b: &mut SqlBuilder,
+    resource_type: &str,
+    param: &SearchParam,
+    string_match: zorgnet_fhir::search::StringMatch,
+    values: &[CriterionValue],
+) {
+    let table = table_of(param.param_type);
+    b.push(&format!("(SELECT DISTINCT rid FROM {table} WHERE "));
+    rows_sql(b, &inner.param_rows(resource_type, &param.code), "");
+    b.push(" AND (");
+    values_sql(b, values, string_match);
+    b.push("))");
+}
+
 /// Pushes a query of the rids (column `rid`) of the resources of `resource_type` whose
 /// `chain.reference` points at a target `chain.targets` picks. It walks from the targets to
 /// the references to them: the chained criterion usually picks few targets (a Patient by
@@ -983,12 +995,8 @@ fn chain_rids_sql(inner: &Inner, b: &mut SqlBuilder, resource_type: &str, chain:
                 negate: false,
                 values,
             } => {
-                let table = table_of(param.param_type);
-                b.push(&format!("(SELECT DISTINCT rid FROM {table} WHERE "));
-                rows_sql(b, &inner.param_rows(target_type, &param.code), "");
-                b.push(" AND (");
-                values_sql(b, values, *string_match);
-                b.push(")) tt CROSS JOIN resources t");
+                param_rids_sql(inner, b, target_type, param, *string_match, values);
+                b.push(" tt CROSS JOIN resources t");
                 true
             }
             _ => {
