@@ -14,13 +14,20 @@
 //! - `GET /jwks`: the one ES256 signing key, generated at start or kept in
 //!   [`KeySource::Directory`] as [`KEY_FILE`] (PKCS#8 PEM, mode 0600).
 //! - `GET /authorize`: the authorization code flow with PKCE (`S256` only, required) for a
-//!   registered client and one of its registered redirect URIs (exact match): a form to pick
-//!   the demo user. `POST /authorize` (the form) redirects back with a one-time `code`
-//!   valid for [`AUTHORIZATION_CODE_LIFETIME_S`].
+//!   registered client and one of its registered redirect URIs: a form to pick the demo
+//!   user. `POST /authorize` (the form) redirects back with a one-time `code` valid for
+//!   [`AUTHORIZATION_CODE_LIFETIME_S`]. A redirect URI matches a registered one exactly,
+//!   except that a registered `http` URI on a loopback address (`127.0.0.1`, `[::1]`) matches
+//!   it on any port, as RFC 8252 §7.3 asks for native apps, which listen on a port the
+//!   system gives them. An app may name the FHIR server it wants a token for by SMART's
+//!   `aud` parameter (or RFC 8707's `resource`): it must be a URL of one of
+//!   [`IdpConfig::resources`], else the request is refused.
 //! - `POST /token`: `grant_type=authorization_code` with the `code`, the same
 //!   `redirect_uri` and `client_id`, and the `code_verifier`: an ID token and an access token
-//!   (both JWTs, `aud` = the client id, valid [`TOKEN_LIFETIME_S`]). Clients are public (no
-//!   secret; PKCE binds the code to whoever started the flow). A code works once.
+//!   (both JWTs, valid [`TOKEN_LIFETIME_S`]). The ID token's `aud` is the client id; the
+//!   access token's is the audience of the resource server the request named, or else the
+//!   client id. Clients are public (no secret; PKCE binds the code to whoever started the
+//!   flow). A code works once.
 //!
 //! The tokens carry the claims `zorgnet_trust::oidc` reads: `bsn` or `zvn` for a citizen,
 //! `uzi` for a professional, `name`, and in the access token the granted `scope`. The scopes
@@ -98,10 +105,23 @@ pub enum KeySource {
 /// A client that may ask for logins.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ClientRegistration {
-    /// The client id: the `aud` of its tokens.
+    /// The client id: the `aud` of its ID tokens, and of its access tokens when it names no
+    /// resource server.
     pub client_id: String,
-    /// Where it may be sent back to, compared exactly.
+    /// Where it may be sent back to: compared exactly, except for the port of a loopback
+    /// `http` URI (see the crate documentation).
     pub redirect_uris: Vec<String>,
+}
+
+/// A server that accepts this provider's access tokens for an audience of its own (a FHIR
+/// endpoint an app asks for by SMART's `aud` parameter).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ResourceServer {
+    /// The `aud` its access tokens carry: what the server's token verifier expects.
+    pub audience: String,
+    /// The URLs an app may name it by (its FHIR base URLs), compared without a trailing
+    /// slash.
+    pub urls: Vec<String>,
 }
 
 /// One person on the login page. A citizen has `bsn` or `zvn`; a professional `uzi`.
@@ -178,6 +198,9 @@ pub struct IdpConfig {
     pub issuer: String,
     /// The clients that may ask for logins.
     pub clients: Vec<ClientRegistration>,
+    /// The servers an app may ask an access token for by name.
+    #[serde(default)]
+    pub resources: Vec<ResourceServer>,
     /// The people one can log in as.
     pub users: Vec<DemoUser>,
     /// The signing key.
@@ -202,6 +225,8 @@ struct Inner {
 struct PendingCode {
     client_id: String,
     redirect_uri: String,
+    /// The access token's audience.
+    audience: String,
     subject: String,
     scope: String,
     nonce: Option<String>,
@@ -269,7 +294,7 @@ impl DevIdp {
         })?;
         Ok(self
             .inner
-            .access_token(client_id, user, &granted_scope(user, scope)))
+            .access_token(client_id, client_id, user, &granted_scope(user, scope)))
     }
 
     /// `claims` signed with the provider's key, whatever they say: for tests of what a
@@ -299,12 +324,22 @@ fn check_config(config: &IdpConfig) -> Result<(), String> {
         if client.redirect_uris.is_empty() {
             return Err(format!("client {:?} has no redirect URI", client.client_id));
         }
-        if let Some(odd) = client
-            .redirect_uris
-            .iter()
-            .find(|uri| !(uri.starts_with("https://") || uri.starts_with("http://")))
-        {
-            return Err(format!("redirect URI {odd:?} is not an http(s) URL"));
+        if let Some(odd) = client.redirect_uris.iter().find(|uri| {
+            url::Url::parse(uri).map_or(true, |url| {
+                !matches!(url.scheme(), "http" | "https") || url.fragment().is_some()
+            })
+        }) {
+            return Err(format!(
+                "redirect URI {odd:?} is not an http(s) URL without a fragment"
+            ));
+        }
+    }
+    for resource in &config.resources {
+        if resource.audience.trim().is_empty() || resource.urls.is_empty() {
+            return Err("a resource server has an audience and at least one URL".into());
+        }
+        if let Some(odd) = resource.urls.iter().find(|u| url::Url::parse(u).is_err()) {
+            return Err(format!("resource server URL {odd:?} is not a URL"));
         }
     }
     let mut subjects = std::collections::BTreeSet::new();
@@ -348,6 +383,32 @@ fn now_s() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Whether `asked` may stand for the registered redirect URI `registered`: the same text, or,
+/// for a registered `http` URI on a loopback IP address, the same but for the port (RFC 8252
+/// §7.3). `localhost` gets no such allowance (RFC 8252 §8.3: it may not resolve to loopback).
+fn redirect_matches(registered: &str, asked: &str) -> bool {
+    if registered == asked {
+        return true;
+    }
+    let (Ok(registered), Ok(asked)) = (url::Url::parse(registered), url::Url::parse(asked)) else {
+        return false;
+    };
+    let loopback = |url: &url::Url| match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        _ => false,
+    };
+    registered.scheme() == "http"
+        && asked.scheme() == "http"
+        && loopback(&registered)
+        && registered.host() == asked.host()
+        && asked.username().is_empty()
+        && asked.password().is_none()
+        && registered.path() == asked.path()
+        && registered.query() == asked.query()
+        && asked.fragment().is_none()
+}
+
 /// The scopes a user is given of those asked: a citizen never gets `user/` or `system/`.
 fn granted_scope(user: &DemoUser, asked: &str) -> String {
     asked
@@ -360,6 +421,16 @@ fn granted_scope(user: &DemoUser, asked: &str) -> String {
 impl Inner {
     fn user(&self, subject: &str) -> Option<&DemoUser> {
         self.config.users.iter().find(|u| u.subject == subject)
+    }
+
+    /// The audience of the resource server `url` names, if it names one.
+    fn resource_audience(&self, url: &str) -> Option<&str> {
+        let url = url.trim_end_matches('/');
+        self.config
+            .resources
+            .iter()
+            .find(|r| r.urls.iter().any(|u| u.trim_end_matches('/') == url))
+            .map(|r| r.audience.as_str())
     }
 
     fn client(&self, client_id: &str) -> Option<&ClientRegistration> {
@@ -388,12 +459,18 @@ impl Inner {
         }
     }
 
-    fn access_token(&self, client_id: &str, user: &DemoUser, scope: &str) -> String {
+    fn access_token(
+        &self,
+        client_id: &str,
+        audience: &str,
+        user: &DemoUser,
+        scope: &str,
+    ) -> String {
         let now = now_s();
         let mut claims = serde_json::Map::new();
         claims.insert("iss".into(), json!(self.config.issuer));
         claims.insert("sub".into(), json!(user.subject));
-        claims.insert("aud".into(), json!(client_id));
+        claims.insert("aud".into(), json!(audience));
         claims.insert("client_id".into(), json!(client_id));
         claims.insert("iat".into(), json!(now));
         claims.insert("exp".into(), json!(now + TOKEN_LIFETIME_S));
@@ -542,6 +619,7 @@ async fn home() -> Html<String> {
 struct AuthorizationRequest {
     client_id: String,
     redirect_uri: String,
+    audience: String,
     scope: String,
     state: Option<String>,
     nonce: Option<String>,
@@ -560,7 +638,11 @@ fn authorization_request(
         .client(client_id)
         .ok_or_else(|| format!("{client_id:?} is not a registered client"))?;
     let redirect_uri = get("redirect_uri").ok_or("redirect_uri is missing")?;
-    if !client.redirect_uris.iter().any(|uri| uri == redirect_uri) {
+    if !client
+        .redirect_uris
+        .iter()
+        .any(|uri| redirect_matches(uri, redirect_uri))
+    {
         return Err(format!(
             "{redirect_uri:?} is not a redirect URI registered for {client_id:?}"
         ));
@@ -582,9 +664,18 @@ fn authorization_request(
     {
         return Err("code_challenge must be the base64url SHA-256 of the code verifier".into());
     }
+    let audience = match (get("aud"), get("resource")) {
+        (Some(_), Some(_)) => return Err("name the server by aud or by resource, not both".into()),
+        (Some(url), None) | (None, Some(url)) => idp
+            .resource_audience(url)
+            .ok_or_else(|| format!("{url:?} is not a FHIR server this provider issues tokens for"))?
+            .to_string(),
+        (None, None) => client_id.to_string(),
+    };
     Ok(AuthorizationRequest {
         client_id: client_id.into(),
         redirect_uri: redirect_uri.into(),
+        audience,
         scope: scope.into(),
         state: get("state").map(String::from),
         nonce: get("nonce").map(String::from),
@@ -593,9 +684,11 @@ fn authorization_request(
 }
 
 /// The request's parameters carried through the login form.
-const CARRIED: [&str; 7] = [
+const CARRIED: [&str; 9] = [
     "client_id",
     "redirect_uri",
+    "aud",
+    "resource",
     "response_type",
     "scope",
     "state",
@@ -659,8 +752,12 @@ async fn authorize_page(State(idp): State<Arc<Inner>>, RawQuery(query): RawQuery
         form.push_str("</fieldset>\n");
     }
     form.push_str("<button type=\"submit\">Log in</button>\n</form>\n");
+    let server = match parameters.get("aud").or(parameters.get("resource")) {
+        Some(url) => format!(" to use <code>{}</code>", escape(url)),
+        None => String::new(),
+    };
     let body = format!(
-        "<p>The application <strong>{}</strong> asks who you are, with the scopes \
+        "<p>The application <strong>{}</strong> asks who you are{server}, with the scopes \
          <code>{}</code>. Choose a demo person; no password is asked.</p>\n{form}",
         escape(&request.client_id),
         escape(&request.scope)
@@ -687,6 +784,7 @@ async fn authorize_choice(State(idp): State<Arc<Inner>>, body: Bytes) -> Respons
     let Some(code) = idp.issue_code(PendingCode {
         client_id: request.client_id,
         redirect_uri: request.redirect_uri.clone(),
+        audience: request.audience,
         subject: user.subject.clone(),
         scope,
         nonce: request.nonce,
@@ -776,7 +874,8 @@ async fn token(State(idp): State<Arc<Inner>>, body: Bytes) -> Response {
     let Some(user) = idp.user(&pending.subject) else {
         return token_error("invalid_grant", "the demo user is no longer configured");
     };
-    let access_token = idp.access_token(&pending.client_id, user, &pending.scope);
+    let access_token =
+        idp.access_token(&pending.client_id, &pending.audience, user, &pending.scope);
     let id_token = idp.id_token(&pending.client_id, user, pending.nonce.as_deref());
     let mut response = Json(json!({
         "access_token": access_token,
@@ -798,6 +897,7 @@ mod tests {
 
     fn config(key: KeySource) -> IdpConfig {
         IdpConfig {
+            resources: Vec::new(),
             issuer: "http://127.0.0.1:9".into(),
             clients: vec![ClientRegistration {
                 client_id: "portal".into(),
@@ -859,6 +959,44 @@ mod tests {
         let asked = "openid patient/*.read user/*.write system/*.*";
         assert_eq!(granted_scope(&citizen, asked), "openid patient/*.read");
         assert_eq!(granted_scope(&professional, asked), asked);
+    }
+
+    #[test]
+    fn loopback_redirects_match_on_any_port_and_nothing_else_does() {
+        let registered = "http://127.0.0.1/callback";
+        for asked in [
+            "http://127.0.0.1/callback",
+            "http://127.0.0.1:49152/callback",
+            "http://127.0.0.1:1/callback",
+        ] {
+            assert!(redirect_matches(registered, asked), "{asked}");
+        }
+        assert!(redirect_matches(
+            "http://[::1]/cb?x=1",
+            "http://[::1]:8080/cb?x=1"
+        ));
+        for asked in [
+            "http://127.0.0.1:8080/callback/",
+            "http://127.0.0.1:8080/other",
+            "http://127.0.0.1:8080/callback?extra=1",
+            "http://127.0.0.1:8080/callback#fragment",
+            "http://localhost:8080/callback",
+            "http://127.0.0.2:8080/callback",
+            "https://127.0.0.1:8080/callback",
+            "http://user@127.0.0.1:8080/callback",
+            "http://[::1]:8080/callback",
+            "not a url",
+        ] {
+            assert!(!redirect_matches(registered, asked), "{asked}");
+        }
+        // Only loopback IP addresses get the allowance: other hosts match exactly.
+        for (registered, asked) in [
+            ("https://app.example/cb", "https://app.example:8443/cb"),
+            ("http://localhost/cb", "http://localhost:8080/cb"),
+            ("http://10.0.0.1/cb", "http://10.0.0.1:8080/cb"),
+        ] {
+            assert!(!redirect_matches(registered, asked), "{asked}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ async fn start() -> Running {
     let issuer = format!("http://{}", listener.local_addr().unwrap());
     let redirect_uri = format!("{issuer}/callback");
     let idp = DevIdp::new(IdpConfig {
+        resources: Vec::new(),
         issuer: issuer.clone(),
         clients: vec![ClientRegistration {
             client_id: CLIENT.into(),

@@ -40,6 +40,7 @@ async fn a_professional_opening_too_many_patients_raises_one_alert_in_the_log() 
     let idp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", idp_listener.local_addr().unwrap());
     let idp = DevIdp::new(IdpConfig {
+        resources: Vec::new(),
         issuer: issuer.clone(),
         clients: vec![ClientRegistration {
             client_id: STAFF_CLIENT.into(),

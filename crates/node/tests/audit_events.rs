@@ -50,6 +50,7 @@ async fn start_with(served: bool) -> Node {
     let idp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", idp_listener.local_addr().unwrap());
     let idp = DevIdp::new(IdpConfig {
+        resources: Vec::new(),
         issuer: issuer.clone(),
         clients: [STAFF_CLIENT, CITIZEN_CLIENT]
             .iter()

@@ -32,6 +32,7 @@ async fn start() -> Setup {
     let idp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", idp_listener.local_addr().unwrap());
     let idp = DevIdp::new(IdpConfig {
+        resources: Vec::new(),
         issuer: issuer.clone(),
         clients: [STAFF_CLIENT, CITIZEN_CLIENT, "another-app"]
             .iter()
@@ -518,6 +519,7 @@ async fn tokens_that_do_not_verify_are_refused() {
     let none_header = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string());
     let alg_none = format!("{none_header}.{forged_payload}.");
     let impostor = DevIdp::new(IdpConfig {
+        resources: Vec::new(),
         issuer: node.idp.issuer().into(),
         clients: vec![],
         users: vec![],

@@ -23,7 +23,11 @@
 //! - Any other method: 405 with an OperationOutcome; anything else under `/fhir`: 404.
 //!
 //! Authentication: `Authorization: Bearer` with an access token of the portal's provider for
-//! the portal's client id (the audience the nodes accept), verified here first through
+//! the portal's client id (the audience the nodes accept). An app gets one by itself through
+//! SMART App Launch (standalone, a public client with PKCE): it finds the provider in
+//! `.well-known/smart-configuration` and names this endpoint's URL as `aud` in its
+//! authorization request, for which the provider issues the token with the portal's
+//! audience (the demo's provider: `zorgnet_idp::ResourceServer`). The token is verified here first through
 //! `zorgnet_trust::oidc`: it must name a citizen, by a BSN (`bsn`) or a zorgverificatienummer
 //! (`zvn`), whose data is then found at the nodes by that number alike (a professional's
 //! token is 403, no token or an invalid one 401 with `WWW-Authenticate: Bearer`). Its

@@ -581,3 +581,207 @@ async fn the_json_api_records_lists_and_revokes_choices_as_documented() {
         .unwrap();
     assert_eq!(answer.status(), StatusCode::FORBIDDEN);
 }
+
+/// What a native app does to log a citizen in by itself (SMART App Launch, standalone, as a
+/// public client with PKCE): discovery at the portal's FHIR endpoint, the authorization
+/// request naming that endpoint as `aud` and a loopback redirect URI on the port it was
+/// given, the citizen's choice at the provider, and the code exchanged. Returns the token
+/// endpoint's answer, or the provider's refusal (status, page) of the authorization request.
+async fn app_login(
+    world: &World,
+    redirect_uri: &str,
+    aud: Option<&str>,
+    scope: &str,
+) -> Result<Value, (StatusCode, String)> {
+    use base64::Engine;
+    use sha2::Digest;
+    let base64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (_, smart) = fhir_get(world, ".well-known/smart-configuration", None).await;
+    let authorize = smart["authorization_endpoint"].as_str().unwrap();
+    // A test's verifier need not be secret; a real app draws 32 random bytes.
+    let verifier = base64url.encode(*b"a native app's PKCE code verifier");
+    let challenge = base64url.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let mut query = vec![
+        ("response_type", "code"),
+        ("client_id", APP_CLIENT),
+        ("redirect_uri", redirect_uri),
+        ("scope", scope),
+        ("state", "app-state-1"),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+    ];
+    if let Some(aud) = aud {
+        query.push(("aud", aud));
+    }
+    let app = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = app.get(authorize).query(&query).send().await.unwrap();
+    let status = page.status();
+    let html = page.text().await.unwrap();
+    if status != StatusCode::OK {
+        return Err((status, html));
+    }
+    let mut fields = hidden_inputs(&html);
+    fields.push(("user".into(), "anna".into()));
+    let chosen = app.post(authorize).form(&fields).send().await.unwrap();
+    assert_eq!(chosen.status(), StatusCode::SEE_OTHER);
+    let location = reqwest::Url::parse(chosen.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(
+        format!(
+            "{}://{}{}",
+            location.scheme(),
+            location.host_str().unwrap(),
+            location.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ) + location.path(),
+        redirect_uri
+    );
+    let parameter = |name: &str| {
+        location
+            .query_pairs()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap()
+    };
+    assert_eq!(parameter("state"), "app-state-1");
+    let answer = app
+        .post(smart["token_endpoint"].as_str().unwrap())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &parameter("code")),
+            ("redirect_uri", redirect_uri),
+            ("client_id", APP_CLIENT),
+            ("code_verifier", &verifier),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    Ok(answer.json().await.unwrap())
+}
+
+/// The payload of a JWT, unverified: what the test reads of a token it was given.
+fn claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_native_app_logs_the_citizen_in_by_itself_and_reads_what_its_scopes_allow() {
+    let world = world().await;
+    let fhir_base = format!("{}/fhir", world.portal);
+    // The app listens on a port the system gave it, as native apps do (RFC 8252 §7.3); the
+    // provider has only `http://127.0.0.1/callback` registered for it.
+    let (app_listener, app_url) = listener().await;
+    let redirect_uri = format!("{app_url}/callback");
+
+    let answer = app_login(
+        &world,
+        &redirect_uri,
+        Some(&fhir_base),
+        "openid patient/Observation.rs patient/AuditEvent.read",
+    )
+    .await
+    .unwrap();
+    let token = answer["access_token"].as_str().unwrap();
+    let access = claims(token);
+    assert_eq!(access["aud"], PORTAL_CLIENT, "{access}");
+    assert_eq!(access["client_id"], APP_CLIENT);
+    assert_eq!(
+        claims(answer["id_token"].as_str().unwrap())["aud"],
+        APP_CLIENT
+    );
+
+    // Its token reads the citizen's Observations at every source that answers ...
+    let (status, bundle) = fhir_get(&world, "Observation", Some(token)).await;
+    assert_eq!(status, StatusCode::OK);
+    let urls: BTreeSet<String> = matches(&bundle).into_iter().map(|(url, _)| url).collect();
+    let expected = loaded_urls(&world, &world.anna, "Observation");
+    assert!(!expected.is_empty());
+    assert_eq!(urls, expected);
+    // ... and the access log through the JSON API, but nothing its scopes do not name.
+    let log = reqwest::Client::new()
+        .get(format!("{}/api/v1/access-log", world.portal))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(log.status(), StatusCode::OK);
+    for path in ["MedicationRequest", "Condition", "Patient"] {
+        let (status, outcome) = fhir_get(&world, path, Some(token)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {outcome}");
+    }
+    let choices = reqwest::Client::new()
+        .get(format!("{}/api/v1/choices", world.portal))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(choices.status(), StatusCode::FORBIDDEN);
+    drop(app_listener);
+
+    // Without naming the portal, the app's token is for itself: the portal refuses it.
+    let own = app_login(&world, &redirect_uri, None, "openid patient/*.read")
+        .await
+        .unwrap();
+    let own_token = own["access_token"].as_str().unwrap();
+    assert_eq!(claims(own_token)["aud"], APP_CLIENT);
+    let (status, _) = fhir_get(&world, "Observation", Some(own_token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // What the provider refuses, before anything is sent to the redirect URI: a server it
+    // issues no tokens for, and redirect URIs that are not the registered one on another
+    // port (another path, `localhost`, https, another loopback address, a fragment).
+    let port = reqwest::Url::parse(&app_url).unwrap().port().unwrap();
+    let refused = [
+        (
+            redirect_uri.clone(),
+            Some("https://elsewhere.example/fhir".to_string()),
+        ),
+        (
+            redirect_uri.clone(),
+            Some(format!("{}/fhir", world.nodes[0].base)),
+        ),
+        (
+            format!("http://127.0.0.1:{port}/other"),
+            Some(fhir_base.clone()),
+        ),
+        (
+            format!("http://localhost:{port}/callback"),
+            Some(fhir_base.clone()),
+        ),
+        (
+            format!("https://127.0.0.1:{port}/callback"),
+            Some(fhir_base.clone()),
+        ),
+        (
+            format!("http://127.0.0.2:{port}/callback"),
+            Some(fhir_base.clone()),
+        ),
+        (
+            format!("http://127.0.0.1:{port}/callback#x"),
+            Some(fhir_base.clone()),
+        ),
+        (
+            format!("http://user@127.0.0.1:{port}/callback"),
+            Some(fhir_base.clone()),
+        ),
+    ];
+    for (redirect, aud) in refused {
+        let (status, page) = app_login(&world, &redirect, aud.as_deref(), "openid patient/*.read")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{redirect} {aud:?}: {page}"
+        );
+    }
+}

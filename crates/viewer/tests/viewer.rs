@@ -358,6 +358,7 @@ async fn start() -> World {
     let viewer = format!("{viewer_address}{PREFIX}");
     let (idp_listener, issuer) = listener().await;
     let idp = DevIdp::new(IdpConfig {
+        resources: Vec::new(),
         issuer: issuer.clone(),
         clients: [(HOSPITAL, HOSPITAL_CLIENT), (PHARMACY, PHARMACY_CLIENT)]
             .into_iter()

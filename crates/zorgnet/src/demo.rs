@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use zorgnet_idp::{ClientRegistration, DemoUser, IdpConfig, KeySource};
+use zorgnet_idp::{ClientRegistration, DemoUser, IdpConfig, KeySource, ResourceServer};
 use zorgnet_node::NodeIdentity;
 use zorgnet_store::Store;
 use zorgnet_trust::certificate::HostName;
@@ -90,6 +90,12 @@ const VIEWER_PATH: &str = "/zorgverlener";
 /// The portal's client id at the identity provider, and the audience of citizens' tokens
 /// at every node.
 pub const PORTAL_CLIENT_ID: &str = "zorgnet-portal";
+/// A citizen's app (a PGO) registered at the identity provider as a native public client:
+/// it logs in with PKCE, is sent back to [`DEMO_APP_REDIRECT_URI`] on any port (RFC 8252),
+/// and asks for a token for the portal's FHIR endpoint by SMART's `aud` parameter.
+pub const DEMO_APP_CLIENT_ID: &str = "demo-pgo-app";
+/// The demo app's registered redirect URI.
+pub const DEMO_APP_REDIRECT_URI: &str = "http://127.0.0.1/callback";
 /// Demo citizens: patients with a BSN whose data lies at this many organisations or more.
 const CITIZEN_MIN_SOURCES: usize = 3;
 /// Demo citizens listed.
@@ -656,10 +662,16 @@ fn demo_idp(
     portal_url: &str,
     users: Vec<DemoUser>,
 ) -> Result<zorgnet_idp::DevIdp> {
-    let mut clients = vec![ClientRegistration {
-        client_id: PORTAL_CLIENT_ID.into(),
-        redirect_uris: vec![format!("{portal_url}/callback")],
-    }];
+    let mut clients = vec![
+        ClientRegistration {
+            client_id: PORTAL_CLIENT_ID.into(),
+            redirect_uris: vec![format!("{portal_url}/callback")],
+        },
+        ClientRegistration {
+            client_id: DEMO_APP_CLIENT_ID.into(),
+            redirect_uris: vec![DEMO_APP_REDIRECT_URI.into()],
+        },
+    ];
     clients.extend(ORGANISATIONS.iter().map(|organisation| ClientRegistration {
         client_id: staff_client_id(organisation.ura),
         redirect_uris: vec![format!(
@@ -670,6 +682,10 @@ fn demo_idp(
     zorgnet_idp::DevIdp::new(IdpConfig {
         issuer: issuer.to_string(),
         clients,
+        resources: vec![ResourceServer {
+            audience: PORTAL_CLIENT_ID.into(),
+            urls: vec![format!("{portal_url}/fhir")],
+        }],
         users,
         key: KeySource::Directory(data.join(DEMO_IDP_DIR)),
     })
@@ -1257,6 +1273,12 @@ fn announce(
             organisation(professional.organisation).name
         );
     }
+    let _ = writeln!(
+        out,
+        "apps (SMART on FHIR, public client with PKCE): client_id {DEMO_APP_CLIENT_ID}, \
+         redirect {DEMO_APP_REDIRECT_URI} on any port, aud {}fhir",
+        network.portal
+    );
     let _ = writeln!(
         out,
         "  a demo user's access token: zorgnet demo --data {} --token {}",

@@ -166,6 +166,92 @@ async fn log_in(browser: &reqwest::Client, portal: &str, user: &str) -> String {
     landed.text().await.unwrap()
 }
 
+/// A native app's SMART standalone launch as `user`: discovery at the portal's FHIR endpoint
+/// `aud`, the authorization request with PKCE and `registered`'s redirect URI on a port of
+/// its own, the choice at the provider, the code exchanged; answers its `Patient` search.
+async fn app_reads(data: &Path, client_id: &str, registered: &str, aud: &str, user: &str) -> Value {
+    use base64::Engine;
+    use sha2::Digest;
+    let pem = std::fs::read(data.join("demo-ca/ca.pem")).unwrap();
+    let anchor = zorgnet_trust::tls::read_certificates(&pem)
+        .unwrap()
+        .remove(0);
+    let app = reqwest::Client::builder()
+        .tls_backend_preconfigured(zorgnet_trust::tls::anchor_only_client_config(&anchor).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let smart: Value = app
+        .get(format!("{aud}/.well-known/smart-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let own_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let redirect_uri = registered.replacen(
+        "127.0.0.1/",
+        &format!("127.0.0.1:{}/", own_port.local_addr().unwrap().port()),
+        1,
+    );
+    let base64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let verifier = base64url.encode(*b"the demo app's PKCE code verifier");
+    let challenge = base64url.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let authorize = smart["authorization_endpoint"].as_str().unwrap();
+    let page = app
+        .get(authorize)
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", &redirect_uri),
+            ("scope", "openid patient/*.read"),
+            ("state", "s"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("aud", aud),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let mut fields = hidden_inputs(&page.text().await.unwrap());
+    fields.push(("user".into(), user.into()));
+    let chosen = app.post(authorize).form(&fields).send().await.unwrap();
+    assert_eq!(chosen.status(), 303);
+    let location = reqwest::Url::parse(chosen.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(location.as_str().starts_with(&redirect_uri), "{location}");
+    let code = location
+        .query_pairs()
+        .find(|(name, _)| name == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let tokens: Value = app
+        .post(smart["token_endpoint"].as_str().unwrap())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &redirect_uri),
+            ("client_id", client_id),
+            ("code_verifier", &verifier),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let records = app
+        .get(format!("{aud}/Patient"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(records.status(), 200);
+    records.json().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_is_a_network_a_citizen_and_professionals_use() {
     let dir = tempfile::tempdir().unwrap();
@@ -259,6 +345,44 @@ async fn the_demo_is_a_network_a_citizen_and_professionals_use() {
             page.contains(&format!("<td>{source}</td>")),
             "the overview shows data of {source}"
         );
+    }
+
+    // The citizen's app logs them in by itself, as the start line says (SMART standalone
+    // launch, PKCE, a loopback redirect on its own port), and reads their Patient at every
+    // organisation the start names through the portal's FHIR endpoint.
+    let app = lines
+        .iter()
+        .find(|line| line.starts_with("apps ("))
+        .unwrap_or_else(|| panic!("no app line in {output}"));
+    let field = |name: &str| {
+        app.split(&format!("{name} "))
+            .nth(1)
+            .unwrap()
+            .split([',', ' '])
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let (client_id, registered, aud) = (field("client_id"), field("redirect"), field("aud"));
+    assert_eq!(aud, format!("{portal}fhir"));
+    let records = app_reads(&data, &client_id, &registered, &aud, "burger-1").await;
+    let bases: std::collections::BTreeSet<&str> = records["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "match")
+        .map(|e| {
+            e["fullUrl"]
+                .as_str()
+                .unwrap()
+                .split("/Patient/")
+                .next()
+                .unwrap()
+        })
+        .collect();
+    for source in &sources {
+        let base = &nodes.iter().find(|(name, _)| name == source).unwrap().1;
+        assert!(bases.contains(base.as_str()), "{source} in {records}");
     }
 
     // A hospital's internist finds the citizen, registers the treatment relation and sees

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use zorgnet_audit::{Agent, AgentKind, AuditLog, AuditRecord, CitizenReport, SigningKey};
-use zorgnet_idp::{ClientRegistration, DemoUser, DevIdp, IdpConfig, KeySource};
+use zorgnet_idp::{ClientRegistration, DemoUser, DevIdp, IdpConfig, KeySource, ResourceServer};
 use zorgnet_node::NodeIdentity;
 use zorgnet_node::authn::{LocalClients, NodeOidc};
 use zorgnet_portal::{Portal, PortalConfig, Source};
@@ -21,6 +21,10 @@ use zorgnet_trust::oidc::{OidcConfig, OidcVerifier};
 
 pub const ADMIN_KEY: &str = "zn_node_portal-test-admin-key";
 pub const PORTAL_CLIENT: &str = "mijn-gezondheidsoverzicht";
+/// A citizen's app (a PGO), registered at the provider as a native app.
+pub const APP_CLIENT: &str = "pgo-app";
+/// The app's registered redirect URI: on loopback, so any port is accepted (RFC 8252).
+pub const APP_REDIRECT: &str = "http://127.0.0.1/callback";
 pub const BSN_SYSTEM: &str = "http://fhir.nl/fhir/NamingSystem/bsn";
 pub const SOURCE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Resources of a citizen loaded per transaction.
@@ -296,9 +300,19 @@ async fn start_world(
     let (anna_bsn, bob_bsn) = (bsn_of(&anna_resources[0]), bsn_of(&bob_resources[0]));
     let idp = DevIdp::new(IdpConfig {
         issuer: issuer.clone(),
-        clients: vec![ClientRegistration {
-            client_id: PORTAL_CLIENT.into(),
-            redirect_uris: vec![format!("{portal}/callback")],
+        clients: vec![
+            ClientRegistration {
+                client_id: PORTAL_CLIENT.into(),
+                redirect_uris: vec![format!("{portal}/callback")],
+            },
+            ClientRegistration {
+                client_id: APP_CLIENT.into(),
+                redirect_uris: vec![APP_REDIRECT.into()],
+            },
+        ],
+        resources: vec![ResourceServer {
+            audience: PORTAL_CLIENT.into(),
+            urls: vec![format!("{portal}/fhir")],
         }],
         users: [
             DemoUser::citizen("anna", "Anna de Vries", &anna_bsn),
