@@ -3,7 +3,8 @@
 //! What it is: the kick-off at the three levels (`GET /fhir/$export`, every resource;
 //! `GET /fhir/Patient/$export`, every Patient's compartment; `GET /fhir/Group/{id}/$export`,
 //! the compartments of the Group's member Patients), with `Prefer: respond-async` required
-//! and `_outputFormat`, `_type` and `_since` understood; a background task per job that reads
+//! and `_outputFormat`, `_type`, `_since` and `_typeFilter` understood; a background task per
+//! job that reads
 //! the store page by page (searches with keyset cursors per type, or `$everything` pages per
 //! Patient) and writes the current, not deleted version of each resource as one line of an
 //! NDJSON file per type in the job's own directory; the status endpoint
@@ -12,7 +13,7 @@
 //! (`GET /fhir/$export-file/{id}/{name}`, streamed).
 //!
 //! What it is not: access control (the embedder's layer decides who may export; the node
-//! allows only the organisation's own systems), `_typeFilter`, `_elements`, `patient`,
+//! allows only the organisation's own systems), `_elements`, `patient`,
 //! `includeAssociatedData` or a `POST` kick-off (all 400 or 405), nor durable: jobs live in
 //! the process's memory, so a restart forgets them (and [`Exports::new`] removes the files
 //! they left). A server whose [`crate::AppState`] has no export directory
@@ -21,6 +22,15 @@
 //! A resource in the compartments of several exported Patients is written once: the job keeps
 //! the type and id of every resource it wrote at the Patient and Group levels (not the
 //! resources themselves). `_since` keeps the resources last updated after that instant.
+//!
+//! `_typeFilter` (repeated, or several in one value separated by commas that stand before a
+//! resource type and `?`) holds searches such as `Observation?code=http://loinc.org|718-7`:
+//! a resource of a type with filters is exported when it matches at least one of them, a
+//! type without filters is exported whole. A filter is checked at the kick-off like a search
+//! under strict handling (an unknown parameter, or one that shapes results rather than
+//! selecting them, such as `_include` or `_count`, is a 400), and its type must be one the
+//! export includes. At the Patient and Group levels the ids matching a type's filters are
+//! gathered first (ids only), and a compartment's resources of that type are kept when listed.
 
 use crate::AppState;
 use crate::error::FhirError;
@@ -147,6 +157,82 @@ struct Plan {
     types: Vec<String>,
     /// `_since`, epoch milliseconds.
     since_ms: Option<i64>,
+    /// `_typeFilter`: per type, the searches (parameter pairs) of which a resource must match
+    /// one. A type not here is exported whole.
+    filters: BTreeMap<String, Vec<Vec<(String, String)>>>,
+}
+
+/// Most `_typeFilter` searches in one kick-off.
+pub const MAX_TYPE_FILTERS: usize = 32;
+/// Search parameters that shape a result rather than select resources: refused in a
+/// `_typeFilter`.
+const FILTER_SHAPING_PARAMETERS: [&str; 11] = [
+    "_count",
+    "_sort",
+    "_include",
+    "_revinclude",
+    "_summary",
+    "_elements",
+    "_total",
+    "_contained",
+    "_containedType",
+    "_format",
+    "_pretty",
+];
+
+/// Splits a `_typeFilter` value into its searches: at each comma that stands before a
+/// resource type name and `?` (a comma inside a search, an OR of values, stays).
+fn split_type_filters(value: &str) -> Vec<&str> {
+    let mut filters = Vec::new();
+    let mut start = 0;
+    for (at, _) in value.match_indices(',') {
+        let rest = &value[at + 1..];
+        let starts_search = rest.split_once('?').is_some_and(|(name, _)| {
+            name.starts_with(|c: char| c.is_ascii_uppercase())
+                && name.chars().all(|c| c.is_ascii_alphanumeric())
+        });
+        if starts_search {
+            filters.push(&value[start..at]);
+            start = at + 1;
+        }
+    }
+    filters.push(&value[start..]);
+    filters
+}
+
+/// Checks one `_typeFilter` search (`Type?query`) as a search of its type would be checked
+/// under strict handling, and answers its type and parameter pairs.
+fn parse_type_filter(
+    state: &AppState,
+    filter: &str,
+) -> Result<(String, Vec<(String, String)>), FhirError> {
+    let bad = |why: &str| FhirError::bad_request(format!("_typeFilter '{filter}': {why}"));
+    let (resource_type, query) = filter
+        .split_once('?')
+        .ok_or_else(|| bad("a filter is a search: Type?parameters"))?;
+    check_type(resource_type).map_err(|_| bad("unknown resource type"))?;
+    state.refuse_external(resource_type)?;
+    let pairs = query_pairs(Some(query));
+    if pairs.is_empty() {
+        return Err(bad("the search has no parameters"));
+    }
+    if let Some((name, _)) = pairs.iter().find(|(name, _)| {
+        let base = name.split(':').next().unwrap_or_default();
+        FILTER_SHAPING_PARAMETERS.contains(&base)
+    }) {
+        return Err(bad(&format!(
+            "'{name}' shapes a result and does not select resources"
+        )));
+    }
+    let parsed = parse_search_query(state.store.registry(), Some(resource_type), &pairs)
+        .map_err(|issue| bad(&issue.diagnostics))?;
+    if !parsed.unknown.is_empty() {
+        return Err(bad(&format!(
+            "unknown search parameter(s): {}",
+            parsed.unknown.join(", ")
+        )));
+    }
+    Ok((resource_type.to_string(), pairs))
 }
 
 /// The routes of the status and file endpoints and of the system-level kick-off; the
@@ -261,7 +347,9 @@ fn kick_off(
         level,
         types: Vec::new(),
         since_ms: None,
+        filters: BTreeMap::new(),
     };
+    let mut filter_count = 0;
     for (name, value) in query_pairs(raw) {
         match name.as_str() {
             "_outputFormat" => {
@@ -283,6 +371,18 @@ fn kick_off(
                 }
             }
             "_since" => plan.since_ms = Some(parse_instant_param("_since", &value)?),
+            "_typeFilter" => {
+                for filter in split_type_filters(&value) {
+                    filter_count += 1;
+                    if filter_count > MAX_TYPE_FILTERS {
+                        return Err(FhirError::bad_request(format!(
+                            "at most {MAX_TYPE_FILTERS} _typeFilter searches"
+                        )));
+                    }
+                    let (resource_type, pairs) = parse_type_filter(state, filter)?;
+                    plan.filters.entry(resource_type).or_default().push(pairs);
+                }
+            }
             "_format" | "_pretty" => {}
             other => {
                 return Err(FhirError::new(
@@ -292,6 +392,15 @@ fn kick_off(
                 ));
             }
         }
+    }
+    if let Some(outside) = plan
+        .filters
+        .keys()
+        .find(|t| !plan.types.is_empty() && !plan.types.contains(t))
+    {
+        return Err(FhirError::bad_request(format!(
+            "_typeFilter names {outside}, which _type leaves out of the export"
+        )));
     }
     let id = uuid::Uuid::new_v4().to_string();
     let job = Arc::new(Job {
@@ -481,28 +590,39 @@ async fn write_all(state: &AppState, plan: &Plan, outputs: &mut Outputs) -> Resu
                 plan.types.clone()
             };
             for resource_type in &types {
-                let mut cursor = None;
-                loop {
-                    outputs.check_cancelled()?;
-                    let page = type_page(state, resource_type, plan.since_ms, cursor).await?;
-                    for resource in &page.matches {
-                        outputs.write(resource).await?;
+                match plan.filters.get(resource_type) {
+                    None => {
+                        write_search(state, resource_type, &[], plan.since_ms, None, outputs)
+                            .await?;
                     }
-                    match page.next_cursor {
-                        Some(next) => cursor = Some(next),
-                        None => break,
+                    Some(filters) => {
+                        // A resource matching several filters is written once.
+                        let mut seen = HashSet::new();
+                        let dedupe = filters.len() > 1;
+                        for filter in filters {
+                            write_search(
+                                state,
+                                resource_type,
+                                filter,
+                                plan.since_ms,
+                                dedupe.then_some(&mut seen),
+                                outputs,
+                            )
+                            .await?;
+                        }
                     }
                 }
             }
         }
         Level::AllPatients => {
+            let allowed = filtered_ids(state, plan, outputs).await?;
             let mut seen = HashSet::new();
             let mut cursor = None;
             loop {
                 outputs.check_cancelled()?;
-                let page = type_page(state, "Patient", None, cursor).await?;
+                let page = type_page(state, "Patient", &[], None, cursor).await?;
                 for patient in &page.matches {
-                    compartment(state, plan, &patient.id, &mut seen, outputs).await?;
+                    compartment(state, plan, &allowed, &patient.id, &mut seen, outputs).await?;
                 }
                 match page.next_cursor {
                     Some(next) => cursor = Some(next),
@@ -511,20 +631,76 @@ async fn write_all(state: &AppState, plan: &Plan, outputs: &mut Outputs) -> Resu
             }
         }
         Level::Patients(ids) => {
+            let allowed = filtered_ids(state, plan, outputs).await?;
             let mut seen = HashSet::new();
             for id in ids {
-                compartment(state, plan, id, &mut seen, outputs).await?;
+                compartment(state, plan, &allowed, id, &mut seen, outputs).await?;
             }
         }
     }
     Ok(())
 }
 
-/// One page of the current resources of a type, in the store's order, last updated after
-/// `since_ms` when given.
+/// Writes every current resource of `resource_type` matching `filter` (no filter: all),
+/// page by page; with `written`, only those not written before (and notes them).
+async fn write_search(
+    state: &AppState,
+    resource_type: &str,
+    filter: &[(String, String)],
+    since_ms: Option<i64>,
+    mut written: Option<&mut HashSet<String>>,
+    outputs: &mut Outputs,
+) -> Result<(), Stop> {
+    let mut cursor = None;
+    loop {
+        outputs.check_cancelled()?;
+        let page = type_page(state, resource_type, filter, since_ms, cursor).await?;
+        for resource in &page.matches {
+            let first = written
+                .as_deref_mut()
+                .is_none_or(|seen| seen.insert(resource.id.clone()));
+            if first {
+                outputs.write(resource).await?;
+            }
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Per type with `_typeFilter` searches, the ids of the resources matching at least one.
+async fn filtered_ids(
+    state: &AppState,
+    plan: &Plan,
+    outputs: &Outputs,
+) -> Result<HashMap<String, HashSet<String>>, Stop> {
+    let mut allowed: HashMap<String, HashSet<String>> = HashMap::new();
+    for (resource_type, filters) in &plan.filters {
+        let ids = allowed.entry(resource_type.clone()).or_default();
+        for filter in filters {
+            let mut cursor = None;
+            loop {
+                outputs.check_cancelled()?;
+                let page = type_page(state, resource_type, filter, None, cursor).await?;
+                ids.extend(page.matches.into_iter().map(|r| r.id));
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+    }
+    Ok(allowed)
+}
+
+/// One page of the current resources of a type matching `filter` (no filter: all), in the
+/// store's order, last updated after `since_ms` when given.
 async fn type_page(
     state: &AppState,
     resource_type: &str,
+    filter: &[(String, String)],
     since_ms: Option<i64>,
     cursor: Option<String>,
 ) -> Result<zorgnet_store::SearchResult, Stop> {
@@ -532,6 +708,7 @@ async fn type_page(
         ("_count".to_string(), EXPORT_PAGE_RESOURCES.to_string()),
         ("_total".to_string(), "none".to_string()),
     ];
+    pairs.extend_from_slice(filter);
     if let Some(since) = since_ms {
         pairs.push((
             "_lastUpdated".to_string(),
@@ -549,6 +726,7 @@ async fn type_page(
 async fn compartment(
     state: &AppState,
     plan: &Plan,
+    allowed: &HashMap<String, HashSet<String>>,
     patient: &str,
     seen: &mut HashSet<(String, String)>,
     outputs: &mut Outputs,
@@ -567,7 +745,10 @@ async fn compartment(
             )
             .await?;
         for resource in &page.matches {
-            if seen.insert((resource.resource_type.clone(), resource.id.clone())) {
+            let kept = allowed
+                .get(&resource.resource_type)
+                .is_none_or(|ids| ids.contains(&resource.id));
+            if kept && seen.insert((resource.resource_type.clone(), resource.id.clone())) {
                 outputs.write(resource).await?;
             }
         }
@@ -681,6 +862,31 @@ async fn file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_filters_split_only_before_a_search() {
+        assert_eq!(
+            split_type_filters(
+                "Observation?code=a,b&status=final,Condition?clinical-status=active"
+            ),
+            vec![
+                "Observation?code=a,b&status=final",
+                "Condition?clinical-status=active"
+            ]
+        );
+        assert_eq!(
+            split_type_filters("MedicationRequest?status=active"),
+            vec!["MedicationRequest?status=active"]
+        );
+        assert_eq!(
+            split_type_filters("Observation?value-string=x,Y?z"),
+            vec!["Observation?value-string=x", "Y?z"]
+        );
+        assert_eq!(
+            split_type_filters("Observation?code=x,lower?y"),
+            vec!["Observation?code=x,lower?y"]
+        );
+    }
 
     #[test]
     fn members_are_the_active_patients_each_once() {

@@ -239,6 +239,84 @@ async fn exports_every_level_with_type_and_since() {
     }
 }
 
+fn coded(patient: &str, code: &str) -> Value {
+    json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "subject": {"reference": format!("Patient/{patient}")}
+    })
+}
+
+#[tokio::test]
+async fn type_filters_select_within_their_type_at_every_level() {
+    for node in nodes().await {
+        let patient = json!({"resourceType": "Patient"});
+        let (p1, p2) = (node.create(&patient).await, node.create(&patient).await);
+        let a1 = node.create(&coded(&p1, "718-7")).await;
+        let b1 = node.create(&coded(&p1, "2345-7")).await;
+        let b2 = node.create(&coded(&p2, "2345-7")).await;
+        let condition = node
+            .create(&json!({
+                "resourceType": "Condition",
+                "subject": {"reference": format!("Patient/{p2}")}
+            }))
+            .await;
+        let code_a = "Observation%3Fcode%3Dhttp://loinc.org%7C718-7";
+        let of_p1 = format!("Observation%3Fsubject%3DPatient/{p1}");
+
+        // Types without a filter are exported whole.
+        let filtered = export(&node, &format!("$export?_typeFilter={code_a}")).await;
+        assert_eq!(ids(&filtered, "Observation"), vec![a1.clone()]);
+        assert_eq!(
+            ids(&filtered, "Patient"),
+            sorted(vec![p1.clone(), p2.clone()])
+        );
+        assert_eq!(ids(&filtered, "Condition"), vec![condition.clone()]);
+
+        // Several filters of a type: a match of any, each resource once; as one value
+        // (a comma inside a search's value stays in it) or as repeated parameters.
+        let either = sorted(vec![a1.clone(), b1.clone()]);
+        for query in [
+            format!("_typeFilter={code_a},{of_p1}"),
+            format!("_typeFilter={code_a}&_typeFilter={of_p1}"),
+            format!(
+                "_typeFilter=Observation%3Fcode%3Dhttp://loinc.org%7C718-7,http://loinc.org%7C9999-9,{of_p1}"
+            ),
+        ] {
+            let both = export(&node, &format!("$export?_type=Observation&{query}")).await;
+            assert_eq!(ids(&both, "Observation"), either, "{query}");
+        }
+
+        // At the Patient and Group levels the filters narrow each compartment.
+        let patients = export(
+            &node,
+            "Patient/$export?_type=Observation&_typeFilter=Observation%3Fcode%3Dhttp://loinc.org%7C2345-7",
+        )
+        .await;
+        assert_eq!(
+            ids(&patients, "Observation"),
+            sorted(vec![b1.clone(), b2.clone()])
+        );
+        let group = node
+            .create(&json!({
+                "resourceType": "Group",
+                "type": "person",
+                "actual": true,
+                "member": [{"entity": {"reference": format!("Patient/{p2}")}}]
+            }))
+            .await;
+        let members = export(
+            &node,
+            &format!("Group/{group}/$export?_typeFilter={code_a}"),
+        )
+        .await;
+        assert!(ids(&members, "Observation").is_empty(), "{members:?}");
+        assert_eq!(ids(&members, "Condition"), vec![condition.clone()]);
+        assert_eq!(ids(&members, "Patient"), vec![p2.clone()]);
+    }
+}
+
 #[tokio::test]
 async fn bad_kick_offs_are_refused() {
     for node in nodes().await {
@@ -247,7 +325,12 @@ async fn bad_kick_offs_are_refused() {
         for path in [
             "$export?_outputFormat=application/fhir%2Bjson",
             "$export?_type=Nonsense",
-            "$export?_typeFilter=Observation%3Fstatus%3Dfinal",
+            "$export?_typeFilter=Observation%3Fnonsense%3Dfinal",
+            "$export?_typeFilter=Observation",
+            "$export?_typeFilter=Nonsense%3Fstatus%3Dfinal",
+            "$export?_typeFilter=Observation%3F_include%3DObservation:subject",
+            "$export?_typeFilter=Observation%3Fstatus%3Dfinal%26_count%3D1",
+            "$export?_type=Patient&_typeFilter=Observation%3Fstatus%3Dfinal",
             "$export?_since=yesterday",
             "Patient/$export?_elements=id",
         ] {

@@ -14,6 +14,7 @@ mod ca_cli;
 mod config;
 mod consent_cli;
 mod demo;
+mod export_cli;
 mod import;
 mod network_cli;
 mod professional_cli;
@@ -61,6 +62,8 @@ enum Command {
     Generate(GenerateArgs),
     /// Load NDJSON or Bundle files into a node (over HTTP) or straight into its database.
     Import(import::ImportArgs),
+    /// Export a running node's data as NDJSON files (FHIR Bulk Data `$export`).
+    Export(export_cli::ExportArgs),
     /// Ask a running node which organisations hold a patient's data, and their FHIR endpoints.
     Localize(network_cli::LocalizeArgs),
     /// Have a running node fetch a patient's data from every organisation holding it, as one Bundle.
@@ -140,6 +143,7 @@ fn init_logging(command: &Command) {
         Command::Node(_) | Command::Hub(_) | Command::Demo(_) => SERVICE_LOG_FILTER,
         Command::Generate(_)
         | Command::Import(_)
+        | Command::Export(_)
         | Command::Localize(_)
         | Command::Fetch(_)
         | Command::Bench(_)
@@ -203,6 +207,7 @@ fn main() -> Result<()> {
             Command::Demo(args) => demo::run(args).await,
             Command::Generate(args) => generate(args),
             Command::Import(args) => import::run(args).await,
+            Command::Export(args) => export_cli::run(args).await,
             Command::Localize(args) => network_cli::localize(args).await,
             Command::Consent(args) => consent_cli::run(args).await,
             Command::Relation(args) => relation_cli::run(args).await,

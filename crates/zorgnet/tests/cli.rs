@@ -328,6 +328,156 @@ async fn import_over_http_into_a_running_node() {
     child.wait().unwrap();
 }
 
+/// `zorgnet export` takes a node's data out as NDJSON files through `$export` (everything,
+/// or narrowed by `--type` and `--type-filter`), checks them against the manifest it writes
+/// beside them, and `zorgnet import` reads them back into a new node unchanged; a filter the
+/// node cannot apply fails the command with the node's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_takes_a_nodes_data_out_and_import_reads_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let ndjson = dir.path().join("p.ndjson");
+    run(&[
+        "generate",
+        "--patients",
+        "6",
+        "--seed",
+        "4",
+        "--out",
+        ndjson.to_str().unwrap(),
+    ]);
+    let generated: Vec<Value> = std::fs::read_to_string(&ndjson)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (mut child, base) = start_node(&dir.path().join("node"));
+    let (path, import_base) = (ndjson.to_str().unwrap().to_string(), base.clone());
+    tokio::task::spawn_blocking(move || run(&["import", &path, "--to", &import_base]))
+        .await
+        .unwrap();
+
+    let out = dir.path().join("export");
+    let (out_arg, export_base) = (out.to_str().unwrap().to_string(), base.clone());
+    let printed = tokio::task::spawn_blocking(move || {
+        run(&["export", "--from", &export_base, "--out", &out_arg])
+    })
+    .await
+    .unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let mut exported = std::collections::BTreeMap::<String, Value>::new();
+    for output in manifest["output"].as_array().unwrap() {
+        let name = output["url"].as_str().unwrap().rsplit('/').next().unwrap();
+        let text = std::fs::read_to_string(out.join(name)).unwrap();
+        assert_eq!(
+            text.lines().count() as u64,
+            output["count"].as_u64().unwrap()
+        );
+        for line in text.lines() {
+            let resource: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(resource["resourceType"], output["type"]);
+            let key = format!(
+                "{}/{}",
+                resource["resourceType"].as_str().unwrap(),
+                resource["id"].as_str().unwrap()
+            );
+            assert!(
+                exported.insert(key, resource).is_none(),
+                "each resource once"
+            );
+        }
+    }
+    for resource in &generated {
+        let key = format!(
+            "{}/{}",
+            resource["resourceType"].as_str().unwrap(),
+            resource["id"].as_str().unwrap()
+        );
+        let mut found = exported
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key} not exported"))
+            .clone();
+        found.as_object_mut().unwrap().remove("meta");
+        let mut expected = resource.clone();
+        expected.as_object_mut().unwrap().remove("meta");
+        assert_eq!(found, expected, "{key}");
+    }
+    assert_eq!(
+        number_before(&printed, "resources"),
+        exported.len() as u64,
+        "{printed}"
+    );
+    // The job is gone at the node once its files were fetched.
+    let job = manifest["output"][0]["url"].as_str().unwrap().to_string();
+    assert_eq!(reqwest::get(&job).await.unwrap().status(), 404);
+
+    // Read back into a node that is not running: the same resources.
+    let copy = dir.path().join("copy");
+    let files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ndjson"))
+        .map(|p| p.to_str().unwrap().to_string())
+        .collect();
+    let mut import = vec!["import"];
+    import.extend(files.iter().map(String::as_str));
+    import.extend(["--data", copy.to_str().unwrap()]);
+    let imported = run(&import);
+    assert_eq!(
+        number_before(&imported, "stored"),
+        exported.len() as u64,
+        "{imported}"
+    );
+
+    // Narrowed: only female Patients.
+    let women = generated
+        .iter()
+        .filter(|r| r["resourceType"] == "Patient" && r["gender"] == "female")
+        .count() as u64;
+    let narrow = dir.path().join("women");
+    let (narrow_arg, export_base) = (narrow.to_str().unwrap().to_string(), base.clone());
+    tokio::task::spawn_blocking(move || {
+        run(&[
+            "export",
+            "--from",
+            &export_base,
+            "--type",
+            "Patient",
+            "--type-filter",
+            "Patient?gender=female",
+            "--out",
+            &narrow_arg,
+        ])
+    })
+    .await
+    .unwrap();
+    let patients = std::fs::read_to_string(narrow.join("Patient-1.ndjson")).unwrap_or_default();
+    assert_eq!(patients.lines().count() as u64, women);
+    assert!(
+        patients
+            .lines()
+            .all(|l| l.contains("\"gender\":\"female\""))
+    );
+
+    let export_base = base.clone();
+    let (_, stderr) = tokio::task::spawn_blocking(move || {
+        run_failing(&[
+            "export",
+            "--from",
+            &export_base,
+            "--type-filter",
+            "Observation?nonsense=1",
+            "--out",
+            "/nonexistent-never-written",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(stderr.contains("nonsense"), "{stderr}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn import_reads_gzip_compressed_ndjson_and_bundles() {
     let dir = tempfile::tempdir().unwrap();
