@@ -619,3 +619,58 @@ async fn ordinary_searches_still_work() {
         );
     }
 }
+
+/// Full-text search (`_text`, `_content`) is not offered: a lenient search says so in its
+/// outcome entry and does not narrow by it (the CapabilityStatement does not list them),
+/// and a strict one is refused, so nobody mistakes the whole type for the matches.
+#[tokio::test]
+async fn text_searches_are_reported_and_refused_under_strict_handling() {
+    for node in nodes().await {
+        let b = node.backend;
+        let id = node
+            .create(&json!({
+                "resourceType": "Condition",
+                "code": {"text": "asthma"},
+                "subject": {"reference": "Patient/text-search"}
+            }))
+            .await;
+        for parameter in ["_text", "_content"] {
+            let path = format!("Condition?{parameter}=asthma");
+            let lenient = node.get(&path).await;
+            assert_eq!(lenient.status, 200, "[{b}] {path}");
+            assert_eq!(match_ids(&lenient.body), [id.clone()], "[{b}] {path}");
+            let outcome = lenient.body["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["search"]["mode"] == "outcome")
+                .unwrap_or_else(|| panic!("[{b}] {path}: no outcome entry"));
+            assert!(
+                outcome["resource"]["issue"][0]["diagnostics"]
+                    .as_str()
+                    .unwrap()
+                    .contains(parameter),
+                "[{b}] {path}: {outcome}"
+            );
+            let strict = node
+                .send(
+                    node.client
+                        .get(node.url(&path))
+                        .header("prefer", "handling=strict"),
+                )
+                .await;
+            assert_eq!(strict.status, 400, "[{b}] {path}: {}", strict.text);
+            assert!(
+                strict.text.contains(parameter),
+                "[{b}] {path}: {}",
+                strict.text
+            );
+        }
+        let metadata = node.get("metadata").await.body;
+        let listed = metadata.to_string();
+        assert!(
+            !listed.contains("\"_text\"") && !listed.contains("\"_content\""),
+            "[{b}] the CapabilityStatement offers no text search"
+        );
+    }
+}
