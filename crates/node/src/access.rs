@@ -498,7 +498,7 @@ async fn serve_other_organisation(
         return Err(AccessError::Forbidden(ROLE_NOT_PERMITTED.into()));
     }
     if scope.kind == Kind::Search {
-        check_search(state.store.registry(), &scope.types[0], &pairs)
+        check_search(&state.store.registry(), &scope.types[0], &pairs)
             .map_err(|e| refused(e, request.method()))?;
     }
     if scope.kind != Kind::Read && refuses_counts(&pairs) {
@@ -540,8 +540,9 @@ async fn serve_other_organisation(
             "break-the-glass access served"
         );
     }
+    let registry = state.store.registry();
     let policy = Policy {
-        registry: state.store.registry(),
+        registry: &registry,
         allowed,
         decisions,
         notice: categories,
@@ -1016,7 +1017,7 @@ async fn local_patients(
                     (MAX_PATIENTS_PER_IDENTIFIER + 1).to_string(),
                 ),
             ];
-            let query = parse_search_query(state.store.registry(), Some("Patient"), &pairs)
+            let query = parse_search_query(&state.store.registry(), Some("Patient"), &pairs)
                 .map_err(|issue| AccessError::Invalid(issue.diagnostics))?;
             let found = state.store.search(query).await?.matches;
             if found.len() > MAX_PATIENTS_PER_IDENTIFIER {
@@ -2228,7 +2229,7 @@ mod tests {
     }
 
     #[test]
-    fn bulk_export_is_refused_to_other_organisations_and_citizens() {
+    fn bulk_export_and_reindex_are_refused_to_other_organisations_and_citizens() {
         let job = "6f1c1b4e-0000-4000-8000-000000000000";
         let asks = [
             (Method::GET, "/fhir/$export".to_string()),
@@ -2241,6 +2242,9 @@ mod tests {
                 Method::GET,
                 format!("/fhir/$export-file/{job}/Patient-1.ndjson"),
             ),
+            (Method::GET, "/fhir/$reindex".to_string()),
+            (Method::POST, "/fhir/$reindex".to_string()),
+            (Method::PUT, "/fhir/SearchParameter/x".to_string()),
         ];
         for requester in [Requester::Organisation, Requester::Citizen] {
             for (method, path) in &asks {

@@ -723,7 +723,7 @@ async fn registered_by_namesakes(
         ),
         ("_count".to_string(), NAMESAKES_LOOKED_AT.to_string()),
     ];
-    let query = parse_search_query(store.registry(), Some(PATIENT), &pairs)
+    let query = parse_search_query(&store.registry(), Some(PATIENT), &pairs)
         .map_err(|issue| StoreError::Invalid(issue.diagnostics))?;
     let namesakes: Vec<String> = store
         .search(query)

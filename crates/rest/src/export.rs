@@ -224,7 +224,7 @@ fn parse_type_filter(
             "'{name}' shapes a result and does not select resources"
         )));
     }
-    let parsed = parse_search_query(state.store.registry(), Some(resource_type), &pairs)
+    let parsed = parse_search_query(&state.store.registry(), Some(resource_type), &pairs)
         .map_err(|issue| bad(&issue.diagnostics))?;
     if !parsed.unknown.is_empty() {
         return Err(bad(&format!(
@@ -715,7 +715,7 @@ async fn type_page(
             format!("ge{}", zorgnet_fhir::datetime::format_instant(since + 1)),
         ));
     }
-    let mut query = parse_search_query(state.store.registry(), Some(resource_type), &pairs)
+    let mut query = parse_search_query(&state.store.registry(), Some(resource_type), &pairs)
         .map_err(|issue| Stop::Failed(format!("the export's search: {}", issue.diagnostics)))?;
     query.cursor = cursor;
     Ok(state.store.search(query).await?)

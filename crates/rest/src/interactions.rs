@@ -67,6 +67,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         )
         .route("/fhir/{resource_type}/{id}/_history/{version}", get(vread))
         .merge(crate::export::routes())
+        .merge(crate::reindex::routes())
         .fallback(|| async { FhirError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { method_not_allowed() })
 }
@@ -262,7 +263,7 @@ pub(crate) fn conditional_query(
             "an empty condition matches everything",
         ));
     }
-    let query = parse_search_query(state.store.registry(), Some(resource_type), &pairs)
+    let query = parse_search_query(&state.store.registry(), Some(resource_type), &pairs)
         .map_err(FhirError::from_issue)?;
     if !query.unknown.is_empty() {
         return Err(FhirError::bad_request(format!(
@@ -950,7 +951,7 @@ async fn run_search(
     raw: Option<&str>,
     constraint: Option<&SearchConstraint>,
 ) -> AppResult {
-    let mut query = parse_search_query(state.store.registry(), resource_type, &pairs)
+    let mut query = parse_search_query(&state.store.registry(), resource_type, &pairs)
         .map_err(FhirError::from_issue)?;
     if let Some(constraint) = constraint {
         query.within_categories = constraint.categories;

@@ -26,6 +26,7 @@ pub mod interactions;
 pub mod mcsd;
 pub mod operation;
 pub mod patch;
+mod reindex;
 
 pub use bundle::subset;
 

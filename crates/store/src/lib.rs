@@ -10,16 +10,17 @@
 //! layer.
 #![deny(missing_docs)]
 
+mod custom_params;
 mod schema;
 mod search;
 mod shared;
 mod write;
 
+pub use custom_params::{REINDEX_BATCH_RESOURCES, ReindexStatus, UnusedParam};
 pub use search::{HistoryEntry, HistoryPage, HistoryScope, SearchResult};
 pub use write::{ImportBatch, ImportFailure, ImportOutcome, WriteOp, WriteOutcome};
 
 use serde_json::Value;
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use zorgnet_db::sql::Conn;
@@ -121,14 +122,13 @@ pub enum ReadOutcome {
 
 pub(crate) struct Inner {
     db: Database,
-    pub(crate) registry: SearchRegistry,
-    /// (resource type, parameter code) → param_id, for every parameter with index rows of
-    /// its own (not those that share others' rows, see [`shared`]). Keyed by type, then
-    /// code, so a lookup borrows its `&str`s instead of allocating a key (it runs per index
-    /// row on import).
-    pub(crate) param_ids: HashMap<String, HashMap<String, i64>>,
-    /// (resource type, parameter code) → the rows a search on it reads, for every parameter.
-    pub(crate) param_rows: HashMap<String, HashMap<String, ParamRows>>,
+    /// The parameters the store was opened with (the built-ins).
+    pub(crate) base: SearchRegistry,
+    /// The parameters indexed and searched now: the built-ins and the stored SearchParameters
+    /// (see [`custom_params`]), with their param_ids and rows.
+    pub(crate) indexing: arc_swap::ArcSwap<custom_params::Indexing>,
+    /// The background reindex of new stored SearchParameters.
+    pub(crate) reindexer: custom_params::Reindexer,
     /// Runs inside every write transaction, after its operations.
     pub(crate) hook: OnceLock<Arc<dyn WriteHook>>,
     /// The writer's multi-row statements for this database's dialect.
@@ -251,12 +251,14 @@ impl Inner {
     /// The param_id of the index rows `code` writes; `None` for a parameter that writes none
     /// (unknown, or sharing another's rows).
     pub(crate) fn param_id(&self, resource_type: &str, code: &str) -> Option<i64> {
-        self.param_ids.get(resource_type)?.get(code).copied()
+        self.indexing.load().param_id(resource_type, code)
     }
 
     /// The rows a search on `code` reads; none at all for an unknown parameter.
     pub(crate) fn param_rows(&self, resource_type: &str, code: &str) -> ParamRows {
-        self.param_rows
+        self.indexing
+            .load()
+            .param_rows
             .get(resource_type)
             .and_then(|m| m.get(code))
             .cloned()
@@ -307,57 +309,25 @@ impl Store {
 
     fn open(db: Database, registry: SearchRegistry) -> Result<Store, StoreError> {
         let bulk_sql = write::BulkSql::new(db.dialect());
-        let mut inner = Inner {
+        let indexing = db.with_writer(|conn| custom_params::build(conn, &registry))?;
+        let pending = indexing.custom.values().any(|p| !p.ready);
+        let inner = Arc::new(Inner {
             db,
-            registry,
-            param_ids: HashMap::new(),
-            param_rows: HashMap::new(),
+            base: registry,
+            indexing: arc_swap::ArcSwap::from_pointee(indexing),
+            reindexer: custom_params::Reindexer::default(),
             hook: OnceLock::new(),
             bulk_sql,
             read_slots: tokio::sync::Semaphore::new(
                 READS_IN_FLIGHT_PER_CORE
                     * std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),
-        };
-        let wanted: Vec<(String, String)> = inner
-            .registry
-            .all_params()
-            .map(|p| (p.resource_type.clone(), p.code.clone()))
-            .collect();
-        let ids = inner.with_writer(|conn| write::ensure_param_ids(conn, &wanted))?;
+        });
         inner.with_writer(|conn| write::fill_policy_facts(&inner, conn))?;
-        let sharing = shared::sharing(&inner.registry);
-        for ((resource_type, code), id) in &ids {
-            let rows = match sharing.get(resource_type).and_then(|m| m.get(code)) {
-                Some(sharing) => ParamRows {
-                    ids: sharing
-                        .codes
-                        .iter()
-                        .filter_map(|c| ids.get(&(resource_type.clone(), c.clone())).copied())
-                        .collect(),
-                    target_type: sharing.target_type.clone(),
-                },
-                None => {
-                    inner
-                        .param_ids
-                        .entry(resource_type.clone())
-                        .or_default()
-                        .insert(code.clone(), *id);
-                    ParamRows {
-                        ids: vec![*id],
-                        target_type: None,
-                    }
-                }
-            };
-            inner
-                .param_rows
-                .entry(resource_type.clone())
-                .or_default()
-                .insert(code.clone(), rows);
+        if pending {
+            custom_params::start_reindex(&inner);
         }
-        Ok(Store {
-            inner: Arc::new(inner),
-        })
+        Ok(Store { inner })
     }
 
     /// Installs the hook every later write transaction runs; a store has at most one.
@@ -379,9 +349,39 @@ impl Store {
         self.inner.db.kind()
     }
 
-    /// The search parameters this store indexes.
-    pub fn registry(&self) -> &SearchRegistry {
-        &self.inner.registry
+    /// The search parameters searches may use now: the built-ins and the stored
+    /// SearchParameters whose reindex is done. A snapshot: a parameter added later is not in it.
+    pub fn registry(&self) -> Arc<SearchRegistry> {
+        self.inner.indexing.load().registry.clone()
+    }
+
+    /// Where each stored SearchParameter stands: whether searches use it, and how far its
+    /// reindex is.
+    pub fn reindex_status(&self) -> Vec<ReindexStatus> {
+        custom_params::status(&self.inner)
+    }
+
+    /// The stored SearchParameters the store does not use, and why (a `special` type, an
+    /// expression it cannot evaluate, a code a built-in takes, retired).
+    pub fn unused_search_parameters(&self) -> Vec<UnusedParam> {
+        custom_params::unused(&self.inner)
+    }
+
+    /// Reads the stored SearchParameters again and reindexes new or changed ones in the
+    /// background (a write of a SearchParameter does this by itself). Blocking.
+    pub fn refresh_search_parameters(&self) -> Result<(), StoreError> {
+        custom_params::refresh(&self.inner)
+    }
+
+    /// After a write that touched a SearchParameter: the indexing follows what is stored.
+    async fn follow_search_parameters(&self, touched: bool) -> Result<(), StoreError> {
+        if touched {
+            let store = self.clone();
+            tokio::task::spawn_blocking(move || store.refresh_search_parameters())
+                .await
+                .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))??;
+        }
+        Ok(())
     }
 
     async fn blocking<T: Send + 'static>(
@@ -410,8 +410,12 @@ impl Store {
 
     /// Applies all operations in one transaction: all succeed or nothing is stored.
     pub async fn transaction(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, StoreError> {
-        self.blocking(move |inner| inner.with_writer(|conn| write::apply(inner, conn, ops)))
-            .await
+        let touched = ops.iter().any(WriteOp::touches_search_parameters);
+        let outcomes = self
+            .blocking(move |inner| inner.with_writer(|conn| write::apply(inner, conn, ops)))
+            .await?;
+        self.follow_search_parameters(touched).await?;
+        Ok(outcomes)
     }
 
     /// Applies one operation.
@@ -434,12 +438,20 @@ impl Store {
     /// Outcomes are in batch order.
     pub async fn import(&self, batch: ImportBatch) -> Result<Vec<ImportOutcome>, ImportFailure> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || batch.write(&inner))
+        let touched = batch.touches_search_parameters();
+        let outcomes = tokio::task::spawn_blocking(move || batch.write(&inner))
             .await
             .map_err(|e| ImportFailure {
                 error: StoreError::Backend(format!("storage task failed: {e}")),
                 ops: Vec::new(),
-            })?
+            })??;
+        self.follow_search_parameters(touched)
+            .await
+            .map_err(|error| ImportFailure {
+                error,
+                ops: Vec::new(),
+            })?;
+        Ok(outcomes)
     }
 
     /// Refreshes the planner statistics of the store's tables after a bulk import: PostgreSQL

@@ -87,4 +87,20 @@ ALTER TABLE resources ADD COLUMN categories {int};
 CREATE TABLE policy_facts (rules_version {int} NOT NULL);
 ",
     },
+    Migration {
+        component: "store",
+        version: 4,
+        // The stored SearchParameters the store indexes (see `custom_params`): per resource
+        // type and code, the definition the rows were made from, and whether they are
+        // complete.
+        sql: "
+CREATE TABLE custom_search_params (
+    res_type {text} NOT NULL,
+    code {text} NOT NULL,
+    fingerprint {text} NOT NULL,
+    ready {int} NOT NULL,
+    UNIQUE (res_type, code)
+);
+",
+    },
 ];

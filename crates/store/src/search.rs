@@ -1217,7 +1217,8 @@ fn include_rows(inner: &Inner, source_type: &str, code: &str) -> ParamRows {
     if code != "*" {
         return inner.param_rows(source_type, code);
     }
-    let mut ids: Vec<i64> = inner
+    let indexing = inner.indexing.load();
+    let mut ids: Vec<i64> = indexing
         .registry
         .params(source_type)
         .filter(|p| p.param_type == ParamType::Reference)

@@ -67,6 +67,22 @@ pub enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// Whether the operation may change a stored SearchParameter.
+    pub(crate) fn touches_search_parameters(&self) -> bool {
+        let is_search_parameter =
+            |resource: &Value| resource["resourceType"] == crate::custom_params::SEARCH_PARAMETER;
+        match self {
+            WriteOp::Create { resource, .. }
+            | WriteOp::Update { resource, .. }
+            | WriteOp::UpdateWhere { resource, .. } => is_search_parameter(resource),
+            WriteOp::Delete { resource_type, .. } | WriteOp::DeleteWhere { resource_type, .. } => {
+                resource_type == crate::custom_params::SEARCH_PARAMETER
+            }
+        }
+    }
+}
+
 /// Advisory-lock namespace of conditional writes on PostgreSQL (see [`lock_conditions`]);
 /// distinct from the migrations' lock.
 const CONDITIONAL_WRITE_LOCK_NAMESPACE: i32 = 727_275;
@@ -770,6 +786,17 @@ const BULK_TABLES: [&Table; 10] = [
     &COMPARTMENT,
 ];
 
+/// The tables holding search parameters' rows, keyed by `rid` and `param_id`.
+pub(crate) const PARAM_TABLES: [&str; 7] = [
+    "idx_token",
+    "idx_string",
+    "idx_date",
+    "idx_reference",
+    "idx_number",
+    "idx_quantity",
+    "idx_uri",
+];
+
 /// The tables holding a resource's search-index rows, all keyed by `rid`.
 const INDEX_TABLES: [&Table; 8] = [
     &IDX_TOKEN,
@@ -888,7 +915,7 @@ impl Rows {
 
 /// One search-index row of a resource, its parameter resolved to its id.
 #[derive(Debug, PartialEq)]
-enum IndexRow {
+pub(crate) enum IndexRow {
     Token {
         param_id: i64,
         system: String,
@@ -976,10 +1003,42 @@ fn policy_columns(patients: &[String], categories: CategorySet) -> [SqlValue; 3]
 
 /// Extracts the index rows and compartments of a resource. Needs no database.
 fn indexes(inner: &Inner, resource_type: &str, resource: &Value) -> Indexes {
+    indexes_with(inner, &inner.indexing.load(), resource_type, resource)
+}
+
+/// [`indexes`] with the parameters of `indexing`.
+fn indexes_with(
+    inner: &Inner,
+    indexing: &crate::custom_params::Indexing,
+    resource_type: &str,
+    resource: &Value,
+) -> Indexes {
+    let mut out = Indexes {
+        rows: index_rows(indexing, resource_type, resource, |_| true),
+        ..Indexes::default()
+    };
+    for patient in inner.base.patient_compartments(resource) {
+        if !out.patients.contains(&patient) {
+            out.patients.push(patient);
+        }
+    }
+    out.categories = access_categories_of(resource);
+    out
+}
+
+/// The index rows of a resource for the parameters with rows of their own whose code `keep`
+/// accepts.
+pub(crate) fn index_rows(
+    indexing: &crate::custom_params::Indexing,
+    resource_type: &str,
+    resource: &Value,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<IndexRow> {
     let mut out = Indexes::default();
-    let owns_rows = |p: &SearchParam| inner.param_id(resource_type, &p.code).is_some();
-    for entry in inner.registry.extract_where(resource, owns_rows) {
-        let Some(param_id) = inner.param_id(resource_type, &entry.code) else {
+    let owns_rows =
+        |p: &SearchParam| keep(&p.code) && indexing.param_id(resource_type, &p.code).is_some();
+    for entry in indexing.writing.extract_where(resource, owns_rows) {
+        let Some(param_id) = indexing.param_id(resource_type, &entry.code) else {
             continue;
         };
         let row = match entry.value {
@@ -1023,13 +1082,19 @@ fn indexes(inner: &Inner, resource_type: &str, resource: &Value) -> Indexes {
             out.rows.push(row);
         }
     }
-    for patient in inner.registry.patient_compartments(resource) {
-        if !out.patients.contains(&patient) {
-            out.patients.push(patient);
-        }
-    }
-    out.categories = access_categories_of(resource);
-    out
+    out.rows
+}
+
+/// Writes index rows of the resource `rid` (none of them may exist yet).
+pub(crate) fn write_index_rows(
+    inner: &Inner,
+    conn: &mut dyn Conn,
+    rid: i64,
+    rows: Vec<IndexRow>,
+) -> Result<(), StoreError> {
+    let mut sink = Sink::new();
+    sink.add_indexes(rid, rows);
+    sink.flush(inner, conn)
 }
 
 /// Rows for every table a write fills, flushed together.
@@ -1176,6 +1241,9 @@ pub struct ImportBatch {
     store: crate::Store,
     now: i64,
     items: Vec<ImportItem>,
+    /// The indexing the items' rows were extracted with; if the store's has changed by the
+    /// time the batch is written, they are extracted again on the writer.
+    indexing: Arc<crate::custom_params::Indexing>,
 }
 
 /// A resource of an import batch. Only its JSON is kept, not the parsed resource: a parsed
@@ -1229,10 +1297,12 @@ pub struct ImportFailure {
 
 impl ImportBatch {
     pub(crate) fn new(store: crate::Store) -> ImportBatch {
+        let indexing = store.inner.indexing.load_full();
         ImportBatch {
             store,
             now: now_ms(),
             items: Vec::new(),
+            indexing,
         }
     }
 
@@ -1246,7 +1316,7 @@ impl ImportBatch {
             .map(String::from)
             .ok_or_else(|| StoreError::Invalid(format!("{resource_type} without an id")))?;
         let json = Arc::from(stamp(&mut resource, &id, 1, self.now));
-        let indexes = indexes(&self.store.inner, &resource_type, &resource);
+        let indexes = indexes_with(&self.store.inner, &self.indexing, &resource_type, &resource);
         let categories = categories_of(&resource);
         let identity = PersonIdentity::of_patient(&resource);
         self.items.push(ImportItem {
@@ -1273,14 +1343,36 @@ impl ImportBatch {
     /// Writes the batch on the writer connection in one transaction; when that fails, the
     /// batch's resources come back as updates, to retry one by one.
     pub(crate) fn write(self, inner: &Inner) -> Result<Vec<ImportOutcome>, ImportFailure> {
-        let ImportBatch { now, items, .. } = self;
+        let ImportBatch {
+            now,
+            mut items,
+            indexing,
+            ..
+        } = self;
         let retry: Vec<(String, Arc<str>)> = items
             .iter()
             .map(|item| (item.id.clone(), item.json.clone()))
             .collect();
         inner
-            .with_writer(|conn| import(inner, conn, now, items))
+            .with_writer(|conn| {
+                if !Arc::ptr_eq(&indexing, &inner.indexing.load_full()) {
+                    for item in &mut items {
+                        let resource: Value = serde_json::from_str(&item.json).map_err(|e| {
+                            StoreError::Backend(format!("a batch's resource is not JSON: {e}"))
+                        })?;
+                        item.indexes = indexes(inner, &item.resource_type, &resource);
+                    }
+                }
+                import(inner, conn, now, items)
+            })
             .map_err(|error| ImportFailure::new(error, retry))
+    }
+
+    /// Whether the batch holds a SearchParameter.
+    pub(crate) fn touches_search_parameters(&self) -> bool {
+        self.items
+            .iter()
+            .any(|item| item.resource_type == crate::custom_params::SEARCH_PARAMETER)
     }
 }
 
@@ -1578,7 +1670,7 @@ pub(crate) fn fill_policy_facts(inner: &Inner, conn: &mut dyn Conn) -> Result<()
                                 row[0].int()
                             ))
                         })?;
-                        let patients = inner.registry.patient_compartments(&resource);
+                        let patients = inner.base.patient_compartments(&resource);
                         policy_columns(&patients, access_categories_of(&resource))
                     }
                     _ => policy_columns(&[], CategorySet::EMPTY),

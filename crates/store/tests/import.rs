@@ -61,7 +61,7 @@ async fn search(store: &Store, resource_type: &str, query: &str) -> Vec<String> 
         .filter_map(|pair| pair.split_once('='))
         .map(|(name, value)| (name.to_string(), value.to_string()))
         .collect();
-    let query = parse_search_query(store.registry(), Some(resource_type), &pairs).unwrap();
+    let query = parse_search_query(&store.registry(), Some(resource_type), &pairs).unwrap();
     let result = store.search(query).await.unwrap();
     result.matches.into_iter().map(|r| r.id).collect()
 }

@@ -96,7 +96,7 @@ async fn all_ids(store: &Store, mut query: SearchQuery) -> BTreeSet<String> {
 }
 
 fn query(store: &Store, resource_type: &str, pairs: &[(String, String)]) -> SearchQuery {
-    parse_search_query(store.registry(), Some(resource_type), pairs).unwrap()
+    parse_search_query(&store.registry(), Some(resource_type), pairs).unwrap()
 }
 
 fn reference(id: &str) -> Value {
@@ -417,7 +417,7 @@ async fn a_store_written_without_policy_facts_fills_them_in_when_it_opens() {
             .await
             .unwrap();
         let db = store.database().clone();
-        let registry = store.registry().clone();
+        let registry = (*store.registry()).clone();
         let reopened = tokio::task::spawn_blocking(move || {
             db.with_writer(|conn| {
                 conn.execute(

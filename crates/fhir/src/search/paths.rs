@@ -112,7 +112,22 @@ fn compile_branch(model: &Model, resource_type: &str, branch: &str) -> Option<Ve
     parts.next()?;
     let mut segments = Vec::new();
     for part in parts {
-        segments.push(parse_segment(part.trim())?);
+        let part = part.trim();
+        // `extension('url')` is `extension.where(url='url')`.
+        if let Some(url) = part
+            .strip_prefix("extension(")
+            .and_then(|p| p.strip_suffix(')'))
+            .and_then(|p| p.trim().strip_prefix('\''))
+            .and_then(|p| p.strip_suffix('\''))
+        {
+            if url.contains('\'') {
+                return None;
+            }
+            segments.push(Segment::Name("extension".into()));
+            segments.push(Segment::WhereEquals("url".into(), url.to_string()));
+            continue;
+        }
+        segments.push(parse_segment(part)?);
     }
     if let Some(cast) = trailing_cast {
         segments.push(Segment::Cast(cast));
@@ -309,6 +324,38 @@ mod tests {
             keys(&paths),
             ["valueQuantity:Quantity", "valueSampledData:SampledData"]
         );
+    }
+
+    #[test]
+    fn extension_functions_filter_by_url() {
+        let model = r4();
+        let url =
+            "http://nictiz.nl/fhir/StructureDefinition/ext-MedicationAgreement.NextPractitioner";
+        let paths = compile_expression(
+            model,
+            "MedicationRequest",
+            &format!("MedicationRequest.extension('{url}').value"),
+        )
+        .unwrap();
+        assert!(
+            paths
+                .iter()
+                .any(|p| keys(std::slice::from_ref(p)) == ["extension.valueReference:Reference"])
+        );
+        assert!(
+            paths
+                .iter()
+                .all(|p| p.steps[0].filter == Some(("url".into(), url.into())))
+        );
+        let nested = compile_expression(
+            model,
+            "MedicationRequest",
+            "MedicationRequest.dispenseRequest.extension('http://x/y').value",
+        )
+        .unwrap();
+        assert!(nested.iter().any(|p| keys(std::slice::from_ref(p))
+            == ["dispenseRequest.extension.valueReference:Reference"]));
+        assert!(compile_expression(model, "Patient", "Patient.extension('a'b').value").is_none());
     }
 
     #[test]

@@ -213,7 +213,7 @@ async fn serve_citizen(
         return Err(refused(AccessError::Forbidden(SCOPE_NOT_PERMITTED.into())));
     }
     if scope.kind == Kind::Search {
-        check_search(state.store.registry(), &scope.types[0], &pairs).map_err(refused)?;
+        check_search(&state.store.registry(), &scope.types[0], &pairs).map_err(refused)?;
     }
     if scope.kind != Kind::Read && refuses_counts(&pairs) {
         return Err(refused(AccessError::Forbidden(NO_COUNTS.into())));
@@ -223,8 +223,9 @@ async fn serve_citizen(
     if patients.is_empty() || !is_the_citizen(state, citizen, &patients).await? {
         return Err(refused(AccessError::Forbidden(NOT_PERMITTED.into())));
     }
+    let registry = state.store.registry();
     let policy = Policy {
-        registry: state.store.registry(),
+        registry: &registry,
         allowed: patients.iter().map(|(id, _)| id.clone()).collect(),
         decisions: BTreeMap::new(),
         notice: BTreeSet::new(),
