@@ -14,6 +14,8 @@ pub mod model;
 pub mod outcome;
 pub mod search;
 pub mod validate;
+pub mod xml;
 
 pub use outcome::{Issue, IssueCode, Severity, operation_outcome};
 pub use validate::validate_resource;
+pub use xml::{XmlError, json_to_xml, xml_to_json};

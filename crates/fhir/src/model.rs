@@ -39,6 +39,9 @@ pub struct ElementRule {
     pub kind: ElementKind,
     /// The FHIR type name of the value (`HumanName`, `BackboneElement`, `date`, …).
     pub type_name: String,
+    /// Position of the element among its siblings in the definitions: the order XML requires
+    /// (all keys of one choice element share it).
+    pub order: usize,
     /// For references: allowed target resource types (empty: any).
     pub targets: Vec<String>,
     /// Part of the summary view (`_summary=true`).
@@ -265,7 +268,7 @@ impl Model {
             let Some(elements) = children.get(&(type_name.clone(), path.clone())) else {
                 continue;
             };
-            for element in elements {
+            for (order, element) in elements.iter().enumerate() {
                 let name = element.path.rsplit('.').next().unwrap_or(&element.path);
                 let repeats = element.max != "1" && element.max != "0";
                 if element.max == "0" {
@@ -286,6 +289,7 @@ impl Model {
                                 repeats,
                                 kind: ElementKind::Complex(target),
                                 type_name: "BackboneElement".into(),
+                                order,
                                 targets: Vec::new(),
                                 summary: element.summary,
                                 code_system: None,
@@ -316,6 +320,7 @@ impl Model {
                                 repeats,
                                 kind,
                                 type_name: type_code.clone(),
+                                order,
                                 targets: element.targets.clone(),
                                 summary: element.summary,
                                 code_system: element.code_system.clone(),

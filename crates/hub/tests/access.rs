@@ -784,9 +784,15 @@ async fn a_posted_everything_is_scoped_and_filtered_exactly_like_a_get() {
                 "application/x-www-form-urlencoded",
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ),
+            // XML is read, but this is no FHIR document (no FHIR namespace).
             (
                 "<Parameters/>".to_string(),
                 "application/fhir+xml",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "<Parameters/>".to_string(),
+                "text/plain",
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ),
         ] {

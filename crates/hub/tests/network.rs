@@ -251,7 +251,9 @@ async fn a_node_localises_and_fetches_from_every_source_and_reports_the_silent_o
                 "application/x-www-form-urlencoded",
                 415,
             ),
-            ("<Parameters/>".to_string(), "application/fhir+xml", 415),
+            // XML is read, but this is no FHIR document (no FHIR namespace).
+            ("<Parameters/>".to_string(), "application/fhir+xml", 400),
+            ("<Parameters/>".to_string(), "text/plain", 415),
         ] {
             for name in ["localize", "fetch"] {
                 let (status, refused) = invoke(&operation(name), content_type, body.clone()).await;

@@ -2,7 +2,7 @@
 //! types the model knows, the search parameters the registry can evaluate for each, and the
 //! interactions and operations the router serves. Nothing is listed that does not work:
 //! `$localize` and `$fetch` only when the node runs in a network, `$export` only when the
-//! server has an export directory, and JSON as the one format.
+//! server has an export directory, and JSON and XML as the formats.
 //! An [`crate::ExternalType`] is listed only as the embedder's routes serve it, when the
 //! request carries a [`ServedTypes`] describing it (the node's access log, served as
 //! AuditEvent); otherwise not at all.
@@ -145,9 +145,12 @@ pub(crate) async fn metadata(
                 "conditionalRead": "full-support",
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
-                "searchInclude": includes,
                 "searchParam": params,
             });
+            // FHIR has no empty arrays (and XML no way to write one): an empty list is left out.
+            if !includes.is_empty() {
+                resource["searchInclude"] = json!(includes);
+            }
             let exporting = state.exports.is_some();
             if resource_type == "Patient" {
                 let mut operations = vec![json!({"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})];
@@ -192,7 +195,7 @@ pub(crate) async fn metadata(
         "software": {"name": "zorgnet", "version": env!("CARGO_PKG_VERSION")},
         "implementation": {"description": format!("zorgnet node of {} (URA {})", state.identity.name, state.identity.ura), "url": base},
         "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "application/json"],
+        "format": ["application/fhir+json", "application/json", "application/fhir+xml", "application/xml"],
         "rest": [rest]
     });
     let mut response = (StatusCode::OK, capability.to_string()).into_response();

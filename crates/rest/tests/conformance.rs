@@ -227,8 +227,15 @@ async fn bad_input_gets_an_operation_outcome_and_stores_nothing() {
             &node
                 .send(send_raw("application/fhir+xml", "<Patient/>".into()))
                 .await,
+            400,
+            "XML outside the FHIR namespace",
+        );
+        assert_outcome(
+            &node
+                .send(send_raw("text/turtle", "<Patient/>".into()))
+                .await,
             415,
-            "xml",
+            "Turtle",
         );
         assert_outcome(
             &node.send(node.client.patch(node.url("Patient/x"))).await,
@@ -1876,8 +1883,13 @@ async fn capability_statement_lists_what_works() {
     );
     assert_eq!(
         reply.body["format"],
-        json!(["application/fhir+json", "application/json"]),
-        "JSON only"
+        json!([
+            "application/fhir+json",
+            "application/json",
+            "application/fhir+xml",
+            "application/xml"
+        ]),
+        "JSON and XML"
     );
     // `deceased` uses FHIRPath (`exists()`) that the server does not evaluate: not offered.
     assert!(!params.contains(&"deceased"));
@@ -2083,10 +2095,16 @@ async fn operations_are_invoked_by_post_with_a_parameters_body() {
                 "a form body (FHIR defines those for _search only)",
             ),
             (
-                "<Parameters xmlns=\"http://hl7.org/fhir\"/>".to_string(),
+                "<Parameters/>".to_string(),
                 Some("application/fhir+xml"),
+                400,
+                "XML outside the FHIR namespace",
+            ),
+            (
+                "<Parameters xmlns=\"http://hl7.org/fhir\"/>".to_string(),
+                Some("text/turtle"),
                 415,
-                "XML",
+                "Turtle",
             ),
             (
                 parameters(&[json!({"name": "_since", "valueInstant": "yesterday"})]),
@@ -2140,7 +2158,7 @@ fn node_patient_json() -> String {
 }
 
 #[tokio::test]
-async fn xml_is_refused_with_406_or_415_everywhere_and_json_is_served() {
+async fn json_and_xml_are_served_everywhere_and_other_formats_refused_with_406_or_415() {
     for node in nodes().await {
         let b = node.backend;
         let p = node
@@ -2171,8 +2189,14 @@ async fn xml_is_refused_with_406_or_415_everywhere_and_json_is_served() {
             let separator = if path.contains('?') { '&' } else { '?' };
             format!("{path}{separator}{query}")
         };
+        let is_xml = |reply: &Reply| {
+            reply
+                .header("content-type")
+                .is_some_and(|t| t.starts_with("application/fhir+xml"))
+                && zorgnet_fhir::xml::xml_to_json(&reply.text).is_ok()
+        };
         for path in &reads {
-            for format in ["xml", "application/fhir%2Bxml", "text/xml", "ttl"] {
+            for format in ["ttl", "html", "application/fhir%2Bturtle"] {
                 let reply = node
                     .get(&with_query(path, &format!("_format={format}")))
                     .await;
@@ -2185,24 +2209,54 @@ async fn xml_is_refused_with_406_or_415_everywhere_and_json_is_served() {
                     "[{b}] the refusal is JSON"
                 );
             }
-            for accept in [
-                "application/fhir+xml",
-                "text/xml",
-                "application/xml",
-                "application/fhir+json;q=0",
-            ] {
+            for format in ["xml", "application/fhir%2Bxml", "text/xml"] {
+                let reply = node
+                    .get(&with_query(path, &format!("_format={format}")))
+                    .await;
+                assert_eq!(
+                    reply.status, 200,
+                    "[{b}] {path} _format={format}: {}",
+                    reply.text
+                );
+                assert!(
+                    is_xml(&reply),
+                    "[{b}] {path} _format={format}: {}",
+                    reply.text
+                );
+            }
+            for accept in ["text/turtle", "application/fhir+json;q=0", "image/*"] {
                 let reply = node
                     .send(node.client.get(node.url(path)).header("accept", accept))
                     .await;
                 assert_outcome(&reply, 406, &format!("[{b}] {path} Accept: {accept}"));
             }
             for accept in [
+                "application/fhir+xml",
+                "text/xml",
+                "application/xml",
+                "application/fhir+xml;q=1, application/fhir+json;q=0.1",
+                "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            ] {
+                let reply = node
+                    .send(node.client.get(node.url(path)).header("accept", accept))
+                    .await;
+                assert_eq!(
+                    reply.status, 200,
+                    "[{b}] {path} Accept: {accept}: {}",
+                    reply.text
+                );
+                assert!(
+                    is_xml(&reply),
+                    "[{b}] {path} Accept: {accept}: {}",
+                    reply.text
+                );
+            }
+            for accept in [
                 "application/fhir+json",
                 "application/json",
                 "*/*",
                 "application/*",
-                "application/fhir+xml;q=1, application/fhir+json;q=0.1",
-                "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+                "application/fhir+json, application/fhir+xml",
             ] {
                 let reply = node
                     .send(node.client.get(node.url(path)).header("accept", accept))
@@ -2235,26 +2289,31 @@ async fn xml_is_refused_with_406_or_415_everywhere_and_json_is_served() {
             }
         }
 
-        // Request bodies in XML are 415, whatever the response format; nothing is stored.
+        // JSON declared as XML is a 400, a body of another type a 415, whatever the response
+        // format; nothing is stored.
         let conditions = node.count("Condition").await;
-        for (method, path, content_type) in [
-            (reqwest::Method::POST, "", "application/fhir+xml"),
-            (reqwest::Method::POST, "", "text/xml"),
-            (reqwest::Method::POST, "Condition", "application/xml"),
+        for (method, path, content_type, status) in [
+            (reqwest::Method::POST, "", "application/fhir+xml", 400),
+            (reqwest::Method::POST, "", "text/xml", 400),
+            (reqwest::Method::POST, "Condition", "application/xml", 400),
             (
                 reqwest::Method::PUT,
                 "Patient/123456782",
                 "application/fhir+xml",
+                400,
             ),
+            (reqwest::Method::POST, "", "text/turtle", 415),
             (
                 reqwest::Method::POST,
                 "Patient/_search",
                 "application/fhir+json",
+                415,
             ),
             (
                 reqwest::Method::POST,
                 "Condition",
                 "application/x-www-form-urlencoded",
+                415,
             ),
         ] {
             let reply = node
@@ -2267,14 +2326,14 @@ async fn xml_is_refused_with_406_or_415_everywhere_and_json_is_served() {
                 .await;
             assert_outcome(
                 &reply,
-                415,
+                status,
                 &format!("[{b}] {method} /{path} as {content_type}"),
             );
         }
         let refused = node
             .send(
                 node.client
-                    .post(node.url("?_format=xml"))
+                    .post(node.url("?_format=ttl"))
                     .header("content-type", "application/fhir+json")
                     .body(transaction.clone()),
             )
@@ -2282,7 +2341,7 @@ async fn xml_is_refused_with_406_or_415_everywhere_and_json_is_served() {
         assert_outcome(
             &refused,
             406,
-            &format!("[{b}] a transaction answered in XML"),
+            &format!("[{b}] a transaction answered in Turtle"),
         );
         assert_eq!(
             node.count("Condition").await,
@@ -2292,7 +2351,7 @@ async fn xml_is_refused_with_406_or_415_everywhere_and_json_is_served() {
         assert_outcome(
             &node.get("Patient/123456782").await,
             404,
-            &format!("[{b}] the XML PUT stored nothing"),
+            &format!("[{b}] the JSON PUT as XML stored nothing"),
         );
         let stored = node
             .send(

@@ -111,7 +111,7 @@ async fn bundle_entries_whose_url_is_not_type_and_id_are_refused_not_stored_or_f
 async fn format_in_a_search_form_or_an_operation_body_is_negotiated_like_in_the_url() {
     for node in nodes().await {
         let patient = patient_with_observation(&node).await;
-        for format in ["xml", "application/fhir+xml", "ttl"] {
+        for format in ["ttl", "application/fhir+turtle"] {
             let form = form_urlencoded::Serializer::new(String::new())
                 .append_pair("_format", format)
                 .finish();
@@ -137,6 +137,34 @@ async fn format_in_a_search_form_or_an_operation_body_is_negotiated_like_in_the_
             assert_outcome(
                 &reply,
                 406,
+                &format!("[{}] $everything _format={format}", node.backend),
+            );
+        }
+        // XML asked in the body is served as XML, like XML asked in the URL.
+        for format in ["xml", "application/fhir+xml"] {
+            let form = form_urlencoded::Serializer::new(String::new())
+                .append_pair("_format", format)
+                .finish();
+            let reply = node
+                .send(
+                    node.client
+                        .post(node.url("Patient/_search"))
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(form),
+                )
+                .await;
+            assert_xml_bundle(
+                &reply,
+                &format!("[{}] _search _format={format}", node.backend),
+            );
+
+            let body = json!({"resourceType": "Parameters", "parameter": [
+                {"name": "_format", "valueString": format}]});
+            let reply = node
+                .post(&format!("Patient/{patient}/$everything"), &body)
+                .await;
+            assert_xml_bundle(
+                &reply,
                 &format!("[{}] $everything _format={format}", node.backend),
             );
         }
@@ -289,4 +317,18 @@ async fn a_forged_host_header_never_reaches_a_link() {
             node.backend
         );
     }
+}
+
+/// A 200 whose body is a FHIR XML Bundle.
+fn assert_xml_bundle(reply: &support::Reply, context: &str) {
+    assert_eq!(reply.status, 200, "{context}: {}", reply.text);
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/fhir+xml")),
+        "{context}: {:?}",
+        reply.header("content-type")
+    );
+    let bundle = zorgnet_fhir::xml::xml_to_json(&reply.text).unwrap();
+    assert_eq!(bundle["resourceType"], "Bundle", "{context}");
 }

@@ -253,7 +253,8 @@ async fn no_bsn_and_no_error_in_any_log(postgres: Option<String>) {
         (400, format!("Patient?birthdate=x{BSN}")),
         (400, format!("Patient/{BSN}/$everything?_count=x{BSN}")),
         (404, BSN.to_string()),
-        (406, format!("Patient/{BSN}?_format=xml")),
+        (200, format!("Patient/{BSN}?_format=xml")),
+        (406, format!("Patient/{BSN}?_format=text/csv")),
         (400, format!("Patient?identifier={BSN}%00")),
     ] {
         expect(status, client.get(at_gp(&path)), &path).await;
@@ -307,11 +308,12 @@ async fn no_bsn_and_no_error_in_any_log(postgres: Option<String>) {
             "a NUL character",
         ),
         (
-            415,
+            400,
             "application/fhir+xml",
             format!("<Patient><id value=\"{BSN}\"/></Patient>"),
-            "XML",
+            "XML outside the FHIR namespace",
         ),
+        (415, "text/csv", format!("id,{BSN}"), "CSV"),
     ] {
         expect(
             status,
