@@ -269,7 +269,8 @@ async fn a_node_localises_and_fetches_from_every_source_and_reports_the_silent_o
             capability["rest"][0]["operation"],
             json!([
                 {"name": "localize", "definition": "http://zorgnet.nl/fhir/OperationDefinition/localize"},
-                {"name": "fetch", "definition": "http://zorgnet.nl/fhir/OperationDefinition/fetch"}
+                {"name": "fetch", "definition": "http://zorgnet.nl/fhir/OperationDefinition/fetch"},
+                {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
             ])
         );
 

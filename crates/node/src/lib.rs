@@ -70,11 +70,31 @@ pub fn router_in_network(
     oidc: authn::NodeOidc,
     audit: zorgnet_audit::AuditSink,
 ) -> Router {
-    router_exporting(store, identity, base_url, network, local, oidc, audit, None)
+    router_exporting(
+        store,
+        identity,
+        base_url,
+        network,
+        local,
+        oidc,
+        audit,
+        FhirOptions::default(),
+    )
 }
 
-/// As [`router_in_network`], serving the bulk export (`$export`, for the organisation's own
-/// systems only) with its jobs' files under `export_dir` when one is given.
+/// What a node's FHIR server offers beyond the REST interactions.
+#[derive(Default)]
+pub struct FhirOptions {
+    /// Serve the bulk export (`$export`, for the organisation's own systems only) with its
+    /// jobs' files under this directory.
+    pub export_dir: Option<std::path::PathBuf>,
+    /// Profiles `$validate` and enforcement use beside those stored in the node.
+    pub profiles: Option<zorgnet_profiles::ProfileSet>,
+    /// Refuse creates and updates that break a profile they declare.
+    pub enforce_profiles: bool,
+}
+
+/// As [`router_in_network`], with the FHIR server's `options`.
 #[allow(clippy::too_many_arguments)]
 pub fn router_exporting(
     store: Store,
@@ -84,7 +104,7 @@ pub fn router_exporting(
     local: authn::LocalClients,
     oidc: authn::NodeOidc,
     audit: zorgnet_audit::AuditSink,
-    export_dir: Option<std::path::PathBuf>,
+    options: FhirOptions,
 ) -> Router {
     let require_peer_certificate = !matches!(local, authn::LocalClients::InsecureDev);
     let authentication = Arc::new(authn::Authentication {
@@ -107,7 +127,7 @@ pub fn router_exporting(
     } else {
         Vec::new()
     };
-    let fhir = match export_dir {
+    let fhir = match options.export_dir {
         Some(export_dir) => zorgnet_rest::AppState::with_export_dir(
             store.clone(),
             identity.clone(),
@@ -124,6 +144,10 @@ pub fn router_exporting(
             EXTERNAL_TYPES.to_vec(),
         ),
     };
+    if let Some(profiles) = options.profiles {
+        fhir.validation.set_startup_profiles(profiles);
+    }
+    fhir.validation.enforce_profiles(options.enforce_profiles);
     let state = Arc::new(AppState {
         store,
         identity,

@@ -120,7 +120,22 @@ fn bundle_head(out: &mut String, bundle_type: &str, total: Option<i64>, page: Pa
             json_string(url)
         );
     }
-    out.push_str("],\"entry\":[");
+    out.push(']');
+    out.push_str(ENTRY_OPEN);
+}
+
+/// What [`bundle_head`] ends with: the entries follow.
+const ENTRY_OPEN: &str = ",\"entry\":[";
+
+/// Ends a Bundle begun by [`bundle_head`]: a Bundle without entries has no `entry` (FHIR
+/// JSON has no empty arrays).
+fn bundle_close(out: &mut String) {
+    if out.ends_with(ENTRY_OPEN) {
+        out.truncate(out.len() - ENTRY_OPEN.len());
+        out.push('}');
+    } else {
+        out.push_str("]}");
+    }
 }
 
 /// A searchset Bundle. Resources are embedded as stored, unless shaping asks for less.
@@ -179,7 +194,7 @@ pub(crate) fn searchset(
             "{{\"fullUrl\":\"urn:uuid:{id}\",\"resource\":{outcome},\"search\":{{\"mode\":\"outcome\"}}}}"
         );
     }
-    out.push_str("]}");
+    bundle_close(&mut out);
     out
 }
 
@@ -315,7 +330,7 @@ pub(crate) fn history_bundle(page: PageLinks, entries: &[HistoryEntry]) -> Strin
             format_instant(entry.last_updated_ms)
         );
     }
-    out.push_str("]}");
+    bundle_close(&mut out);
     out
 }
 
@@ -639,6 +654,11 @@ async fn transaction(
         .iter()
         .filter(|p| matches!(p.method.as_str(), "POST" | "PUT"))
     {
+        if let Some(resource) = &p.resource {
+            crate::validate_op::enforce_declared_profiles(state, resource)
+                .await
+                .map_err(|e| entry_error(p.index, e))?;
+        }
         let (resource_type, id, query) = split_url(&p.url);
         interactions::check_stored(state, resource_type).map_err(|e| entry_error(p.index, e))?;
         let target = match (p.method.as_str(), id, query) {
@@ -853,8 +873,10 @@ async fn batch(
     preference: ReturnPreference,
 ) -> Value {
     let mut responses = vec![Value::Null; planned.len()];
-    let (updates, others): (Vec<Planned>, Vec<Planned>) =
-        planned.into_iter().partition(is_plain_update);
+    // Enforced profiles are checked entry by entry (they may read the store), so every
+    // entry then takes the ordinary path.
+    let bulk = |p: &Planned| is_plain_update(p) && !state.validation.enforcing();
+    let (updates, others): (Vec<Planned>, Vec<Planned>) = planned.into_iter().partition(bulk);
     if !updates.is_empty() {
         for (index, response) in write_updates(state, base, updates, preference).await {
             responses[index] = response;
@@ -1021,6 +1043,7 @@ async fn batch_entry(state: &AppState, base: &str, p: &Planned) -> Result<Value,
                 .resource
                 .clone()
                 .ok_or_else(|| FhirError::bad_request("entry.resource is missing"))?;
+            crate::validate_op::enforce_declared_profiles(state, &resource).await?;
             if method == "POST" {
                 create_op(state, p, resource, None)?
             } else {

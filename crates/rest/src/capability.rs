@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use zorgnet_fhir::model::r4;
 
+/// The R4 OperationDefinition of `$validate` on every resource type.
+const RESOURCE_VALIDATE: &str = "http://hl7.org/fhir/OperationDefinition/Resource-validate";
 /// The Bulk Data IG's OperationDefinition of the system-level `$export`.
 const SYSTEM_EXPORT: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export";
 /// The Bulk Data IG's OperationDefinition of `Patient/$export`.
@@ -183,6 +185,7 @@ pub(crate) async fn metadata(
     if state.exports.is_some() {
         operations.push(json!({"name": "export", "definition": SYSTEM_EXPORT}));
     }
+    operations.push(json!({"name": "validate", "definition": RESOURCE_VALIDATE}));
     if !operations.is_empty() {
         rest["operation"] = Value::Array(operations);
     }

@@ -307,6 +307,7 @@ async fn create(
     check_stored(&state, &resource_type)?;
     let resource = read_json_body(body).await?;
     validate_for(&resource, &resource_type)?;
+    crate::validate_op::enforce_declared_profiles(&state, &resource).await?;
     let if_none_exist = match headers.get("if-none-exist").and_then(|v| v.to_str().ok()) {
         Some(condition) => Some(Box::new(conditional_query(
             &state,
@@ -362,6 +363,7 @@ async fn update(
     check_id(&id)?;
     let resource = read_json_body(body).await?;
     validate_for(&resource, &resource_type)?;
+    crate::validate_op::enforce_declared_profiles(&state, &resource).await?;
     match resource.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id == id => {}
         Some(body_id) => {
@@ -418,6 +420,7 @@ async fn conditional_update(
     let condition = url_condition(&state, &resource_type, raw.as_deref(), "update")?;
     let resource = read_json_body(body).await?;
     validate_for(&resource, &resource_type)?;
+    crate::validate_op::enforce_declared_profiles(&state, &resource).await?;
     if let Some(id) = resource.get("id").and_then(Value::as_str) {
         check_id(id)?;
     }

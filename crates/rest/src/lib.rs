@@ -27,6 +27,7 @@ pub mod mcsd;
 pub mod operation;
 pub mod patch;
 mod reindex;
+pub mod validate_op;
 
 pub use bundle::subset;
 
@@ -105,6 +106,8 @@ pub struct AppState {
     pub external: Vec<ExternalType>,
     /// The bulk export's jobs and directory; `None`: `$export` answers 501.
     pub exports: Option<Arc<export::Exports>>,
+    /// `$validate`'s profiles and whether writes must conform to those they declare.
+    pub validation: validate_op::Validation,
     metrics: PrometheusHandle,
 }
 
@@ -135,6 +138,7 @@ impl AppState {
             operations,
             external,
             exports: None,
+            validation: validate_op::Validation::default(),
             metrics: prometheus(),
         })
     }
@@ -156,6 +160,7 @@ impl AppState {
             operations,
             external,
             exports: Some(Arc::new(export::Exports::new(export_dir))),
+            validation: validate_op::Validation::default(),
             metrics: prometheus(),
         })
     }
@@ -210,6 +215,7 @@ pub fn router(store: Store, identity: NodeIdentity, base_url: String) -> Router 
 /// merges its own routes and puts its access layer around them, then calls [`finish`].
 pub fn routes(state: Arc<AppState>) -> Router {
     interactions::routes()
+        .merge(validate_op::routes())
         .route("/metrics", get(render_metrics))
         .route("/health", get(|| async { "UP" }))
         .with_state(state)

@@ -230,6 +230,7 @@ pub(crate) async fn patched_update(
         }
     }
     validate_for(&patched, resource_type)?;
+    crate::validate_op::enforce_declared_profiles(state, &patched).await?;
     Ok(WriteOp::Update {
         resource: patched,
         id: id.to_string(),

@@ -1866,12 +1866,14 @@ async fn capability_statement_lists_what_works() {
             {"name": "export",
             "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}])
     );
-    // The test servers have an export directory, so the system-level `$export` is listed;
-    // nothing else is.
+    // The test servers have an export directory, so the system-level `$export` is listed,
+    // and `$validate` on every type; nothing else is.
     assert_eq!(
         reply.body["rest"][0]["operation"],
         json!([{"name": "export",
-            "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}]),
+            "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"},
+            {"name": "validate",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}]),
         "$localize and $fetch are served only in a network"
     );
     assert_eq!(

@@ -503,20 +503,23 @@ fn reindex_batch(
             return Ok(None);
         };
         let count = rows.len() as u64;
+        // Rows a write made since the parameter was added: made again below. The param_ids
+        // are the type's own, so the rid range holds no other type's rows of them.
+        for id in &ids {
+            for table in PARAM_TABLES {
+                conn.execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE param_id = {} AND rid > {} AND rid <= {}",
+                        d.placeholder(1),
+                        d.placeholder(2),
+                        d.placeholder(3)
+                    ),
+                    &[(*id).into(), after.into(), last.into()],
+                )?;
+            }
+        }
         for mut row in rows {
             let rid = row[0].int();
-            for id in &ids {
-                for table in PARAM_TABLES {
-                    conn.execute(
-                        &format!(
-                            "DELETE FROM {table} WHERE rid = {} AND param_id = {}",
-                            d.placeholder(1),
-                            d.placeholder(2)
-                        ),
-                        &[rid.into(), (*id).into()],
-                    )?;
-                }
-            }
             let Ok(resource) = serde_json::from_str::<Value>(&row[1].take_text()) else {
                 continue;
             };

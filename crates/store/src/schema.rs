@@ -103,4 +103,12 @@ CREATE TABLE custom_search_params (
 );
 ",
     },
+    Migration {
+        component: "store",
+        version: 5,
+        // A type's resources in row order: a search without criteria or sort (the first page
+        // of `GET Observation`, every page of a bulk export, a reindex) reads a page here
+        // instead of sorting all the type's rows for each page.
+        sql: "CREATE INDEX resources_by_type ON resources (res_type, rid);",
+    },
 ];

@@ -122,6 +122,13 @@ pub struct NodeArgs {
     /// platform's roots.
     #[arg(long, env = "ZORGNET_OIDC_CACERT")]
     oidc_cacert: Option<PathBuf>,
+    /// A folder of StructureDefinitions, ValueSets and CodeSystems (JSON files, or FHIR
+    /// packages) that `$validate` and --enforce-profiles use beside those stored in the node.
+    #[arg(long, env = "ZORGNET_PROFILES")]
+    profiles: Option<PathBuf>,
+    /// Refuse (422) creates and updates that break a profile they declare in `meta.profile`.
+    #[arg(long, env = "ZORGNET_ENFORCE_PROFILES")]
+    enforce_profiles: bool,
 }
 
 /// Command-line (and environment) arguments of `zorgnet hub`.
@@ -196,6 +203,9 @@ struct NodeFile {
     citizen_oidc_audience: Option<String>,
     #[serde(alias = "oidc_cacert")]
     oidc_cacert: Option<PathBuf>,
+    profiles: Option<PathBuf>,
+    #[serde(alias = "enforce_profiles")]
+    enforce_profiles: Option<bool>,
     /// The access log's monitoring rules: a `[monitor]` table, file only.
     monitor: Option<zorgnet_audit::MonitorRules>,
 }
@@ -252,6 +262,10 @@ pub struct NodeSettings {
     pub citizen_oidc: Option<(String, String)>,
     /// The root to verify the OpenID providers by.
     pub oidc_cacert: Option<PathBuf>,
+    /// The folder of profiles loaded at start.
+    pub profiles: Option<PathBuf>,
+    /// Whether writes must conform to the profiles they declare.
+    pub enforce_profiles: bool,
     /// The access log's monitoring rules (the file's `[monitor]` table, checked), else the
     /// defaults.
     pub monitor: zorgnet_audit::MonitorRules,
@@ -393,6 +407,8 @@ impl NodeSettings {
                 args.citizen_oidc_audience.or(file.citizen_oidc_audience),
             )?,
             oidc_cacert: args.oidc_cacert.or(file.oidc_cacert),
+            profiles: args.profiles.or(file.profiles),
+            enforce_profiles: args.enforce_profiles || file.enforce_profiles.unwrap_or(false),
             monitor,
         })
     }

@@ -441,6 +441,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             tls: Some(tls),
             oidc: node_oidc(&issuer, organisation.ura, &services_tls)?,
             monitor: zorgnet_audit::Monitor::new(&zorgnet_audit::MonitorRules::default())?,
+            profiles: None,
+            enforce_profiles: false,
         };
         let node = crate::prepare_node(parts, listener, base.clone()).await?;
         servers.spawn(crate::serve_router(node.listener, node.router, node.tls));

@@ -326,6 +326,16 @@ async fn run_node(settings: config::NodeSettings) -> Result<()> {
     let oidc = node_oidc(&settings)?;
     let monitor = zorgnet_audit::Monitor::new(&settings.monitor)
         .context("the access log's monitoring rules")?;
+    let profiles = match settings.profiles.clone() {
+        Some(dir) => Some(
+            tokio::task::spawn_blocking(move || {
+                zorgnet_profiles::ProfileSet::load_dir(&dir)
+                    .with_context(|| format!("load the profiles in {}", dir.display()))
+            })
+            .await??,
+        ),
+        None => None,
+    };
     let (store, wake) = open_node_store(&settings.data, settings.postgres.as_deref()).await?;
     let hub = match settings.hub {
         Some((url, key)) => Some(zorgnet_node::hub_client::HubClient::with_tls(
@@ -370,6 +380,8 @@ async fn run_node(settings: config::NodeSettings) -> Result<()> {
         tls,
         oidc,
         monitor,
+        profiles,
+        enforce_profiles: settings.enforce_profiles,
     };
     serve(parts, &settings.listen, settings.base_url).await
 }
@@ -622,6 +634,10 @@ struct NodeParts {
     tls: Option<ServiceTls>,
     oidc: zorgnet_node::authn::NodeOidc,
     monitor: zorgnet_audit::Monitor,
+    /// Profiles loaded at start (`--profiles`), and whether writes must conform to those
+    /// they declare (`--enforce-profiles`).
+    profiles: Option<zorgnet_profiles::ProfileSet>,
+    enforce_profiles: bool,
 }
 
 /// Serves a node at `listen` until Ctrl-C, announcing its base URL.
@@ -675,6 +691,8 @@ async fn prepare_node(
         tls,
         oidc,
         monitor,
+        profiles,
+        enforce_profiles,
     } = parts;
     let checkpoint_hub = hub.as_ref().map(|(client, _, _)| client.clone());
     let network = match hub {
@@ -692,6 +710,7 @@ async fn prepare_node(
     };
     let logged = store.clone();
     let exports = data.join(EXPORT_DIR);
+
     let (log, audit, signer) =
         tokio::task::spawn_blocking(move || zorgnet_node::audit::open(&logged, &data))
             .await?
@@ -710,7 +729,11 @@ async fn prepare_node(
         local.clients,
         oidc,
         audit,
-        Some(exports),
+        zorgnet_node::FhirOptions {
+            export_dir: Some(exports),
+            profiles,
+            enforce_profiles,
+        },
     );
     let router = zorgnet_node::audit::monitored(router, monitor);
     let router = zorgnet_node::audit_api::served(router, log);

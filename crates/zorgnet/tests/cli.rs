@@ -478,6 +478,64 @@ async fn export_takes_a_nodes_data_out_and_import_reads_it_back() {
     child.wait().unwrap();
 }
 
+/// `zorgnet node --profiles DIR --enforce-profiles`: the profiles of the folder are used by
+/// `$validate` and refuse writes that break a profile they declare.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_validates_with_the_profiles_of_a_folder_and_enforces_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    let url = "http://example.org/fhir/StructureDefinition/named-patient";
+    std::fs::write(
+        profiles.join("StructureDefinition-named-patient.json"),
+        json!({
+            "resourceType": "StructureDefinition", "id": "named-patient", "url": url,
+            "name": "NamedPatient", "status": "active", "kind": "resource", "abstract": false,
+            "type": "Patient", "derivation": "constraint",
+            "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Patient",
+            "differential": {"element": [
+                {"id": "Patient", "path": "Patient"},
+                {"id": "Patient.name", "path": "Patient.name", "min": 1}
+            ]}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let data = dir.path().join("node");
+    let (mut child, base) = start_node_with(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--profiles",
+        profiles.to_str().unwrap(),
+        "--enforce-profiles",
+    ]);
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{base}/{path}"))
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+    };
+    let nameless = json!({"resourceType": "Patient", "meta": {"profile": [url]}});
+    let checked = post("Patient/$validate", nameless.clone()).await.unwrap();
+    assert_eq!(checked.status(), 200);
+    let outcome: Value = checked.json().await.unwrap();
+    assert!(
+        outcome["issue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["severity"] == "error"),
+        "{outcome}"
+    );
+    assert_eq!(post("Patient", nameless).await.unwrap().status(), 422);
+    let named = json!({"resourceType": "Patient", "meta": {"profile": [url]}, "name": [{"family": "Jansen"}]});
+    assert_eq!(post("Patient", named).await.unwrap().status(), 201);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn import_reads_gzip_compressed_ndjson_and_bundles() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,8 +15,9 @@ use std::sync::Arc;
 
 /// Upper bound for `_count`.
 pub const MAX_PAGE_SIZE: usize = 1_000;
-/// Page size when `_count` is absent.
-pub const DEFAULT_PAGE_SIZE: usize = 20;
+/// Page size when `_count` is absent: large enough that a patient's medication of one kind
+/// (Nictiz' MP9 qualification expects 26 dispenses on one page) comes whole.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
 /// Most OR values one parameter may carry.
 pub const MAX_OR_VALUES: usize = 100;
 /// Most criteria one query may carry.
