@@ -21,6 +21,7 @@ pub mod capability;
 pub mod constraint;
 pub mod error;
 pub mod export;
+mod fhirpath_patch;
 mod format;
 pub mod interactions;
 pub mod mcsd;

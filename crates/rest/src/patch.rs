@@ -1,6 +1,7 @@
 //! `PATCH`: a change to a stored resource described by a JSON Patch document (RFC 6902,
-//! `application/json-patch+json`), on `Type/id` or, conditionally, on the one resource a
-//! search `Type?condition` finds.
+//! `application/json-patch+json`) or by a FHIRPath Patch (a `Parameters` resource, sent as
+//! FHIR JSON or XML; see `crate::fhirpath_patch`), on `Type/id` or, conditionally, on the one
+//! resource a search `Type?condition` finds.
 //!
 //! The patch is applied to the current version as a whole (a failing operation, a `test`
 //! included, changes nothing), the result must keep its type and id and pass the same
@@ -9,11 +10,13 @@
 //! in between makes the patch start again from the newer version, at most
 //! [`PATCH_ATTEMPTS_MAX`] times.
 //!
-//! What it is not: FHIRPath Patch (a `Parameters` body), which needs a FHIRPath engine; such
-//! a request is answered with a clear "not supported".
+//! In a Bundle, a PATCH entry carries a JSON Patch as a `Binary` and a FHIRPath Patch as its
+//! `Parameters` resource. A FHIRPath Patch without operations is refused (422): it would
+//! change nothing, and is more likely a client's mistake than a wish.
 
 use crate::AppState;
 use crate::error::FhirError;
+use crate::fhirpath_patch::FhirPathPatch;
 use crate::interactions::{
     check_id, check_stored, read_json_body, return_preference, validate_for, write_response,
 };
@@ -35,6 +38,31 @@ pub const PATCH_OPERATIONS_MAX: usize = 1_000;
 pub const PATCH_ATTEMPTS_MAX: usize = 3;
 
 type AppResult = Result<Response, FhirError>;
+
+/// A patch document of either kind.
+#[derive(Debug, Clone)]
+pub(crate) enum PatchDocument {
+    /// A JSON Patch (RFC 6902).
+    Json(json_patch::Patch),
+    /// A FHIRPath Patch.
+    FhirPath(FhirPathPatch),
+}
+
+impl PatchDocument {
+    /// A FHIRPath Patch from its `Parameters` resource; one without operations changes
+    /// nothing, as the specification's own test cases have it.
+    fn fhirpath(parameters: &Value) -> Result<PatchDocument, FhirError> {
+        Ok(PatchDocument::FhirPath(FhirPathPatch::parse(parameters)?))
+    }
+
+    /// `resource` with the patch applied as a whole.
+    fn apply(&self, resource: &Value) -> Result<Value, FhirError> {
+        match self {
+            PatchDocument::Json(patch) => apply_patch(resource, patch),
+            PatchDocument::FhirPath(patch) => patch.apply(resource),
+        }
+    }
+}
 
 /// `PATCH /fhir/Type/id`.
 pub(crate) async fn patch(
@@ -68,8 +96,10 @@ pub(crate) async fn conditional_patch(
     patch_resource(&state, &headers, &resource_type, &id, &document).await
 }
 
-/// The patch document of the request: a JSON Patch array, checked for form.
-async fn read_patch(headers: &HeaderMap, body: Body) -> Result<json_patch::Patch, FhirError> {
+/// The patch document of the request, checked for form: a JSON Patch array
+/// (`application/json-patch+json`), or a FHIRPath Patch (a `Parameters` resource in FHIR
+/// JSON, or in XML, which reaches this point as JSON).
+async fn read_patch(headers: &HeaderMap, body: Body) -> Result<PatchDocument, FhirError> {
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -77,25 +107,18 @@ async fn read_patch(headers: &HeaderMap, body: Body) -> Result<json_patch::Patch
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
     let document = read_json_body(body).await?;
-    if media != JSON_PATCH_MEDIA_TYPE {
-        return Err(
-            if document.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
-                FhirError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    IssueCode::NotSupported,
-                    "FHIRPath Patch is not supported; send a JSON Patch document \
-                 (application/json-patch+json)",
-                )
-            } else {
-                FhirError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    IssueCode::NotSupported,
-                    "a patch is a JSON Patch document (application/json-patch+json)",
-                )
-            },
-        );
+    if media == JSON_PATCH_MEDIA_TYPE {
+        return parse_patch(document).map(PatchDocument::Json);
     }
-    parse_patch(document)
+    if document.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
+        return PatchDocument::fhirpath(&document);
+    }
+    Err(FhirError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        IssueCode::NotSupported,
+        "a patch is a JSON Patch document (application/json-patch+json) or a FHIRPath Patch \
+         (a Parameters resource, application/fhir+json or application/fhir+xml)",
+    ))
 }
 
 /// A JSON Patch document from its JSON: an array of at most [`PATCH_OPERATIONS_MAX`]
@@ -140,7 +163,7 @@ async fn patch_resource(
     headers: &HeaderMap,
     resource_type: &str,
     id: &str,
-    document: &json_patch::Patch,
+    document: &PatchDocument,
 ) -> AppResult {
     let asked = crate::interactions::parse_if_match(headers)?;
     let mut attempts = 0;
@@ -179,7 +202,7 @@ pub(crate) async fn patched_update(
     state: &AppState,
     resource_type: &str,
     id: &str,
-    document: &json_patch::Patch,
+    document: &PatchDocument,
     asked: Option<i64>,
 ) -> Result<WriteOp, FhirError> {
     let current = match state.store.read(resource_type, id).await? {
@@ -211,7 +234,7 @@ pub(crate) async fn patched_update(
             "stored {resource_type}/{id} is not JSON: {e}"
         )))
     })?;
-    let mut patched = apply_patch(&before, document)?;
+    let mut patched = document.apply(&before)?;
     for (element, was) in [("resourceType", resource_type), ("id", id)] {
         if patched.get(element).and_then(Value::as_str) != Some(was) {
             return Err(FhirError::new(
@@ -239,8 +262,9 @@ pub(crate) async fn patched_update(
 }
 
 /// The update a Bundle entry `PATCH url` asks for, its patch document carried as FHIR says:
-/// a `Binary` of `application/json-patch+json` (the document base64-encoded in `data`). `url`
-/// is `Type/id` or `Type?condition` (one match); `if_match` the entry's `ifMatch` version.
+/// a `Binary` of `application/json-patch+json` (the document base64-encoded in `data`), or a
+/// FHIRPath Patch as the entry's `Parameters` resource. `url` is `Type/id` or
+/// `Type?condition` (one match); `if_match` the entry's `ifMatch` version.
 pub(crate) async fn bundle_entry_update(
     state: &AppState,
     url: &str,
@@ -271,18 +295,15 @@ pub(crate) async fn bundle_entry_update(
             let document: Value = serde_json::from_slice(&bytes).map_err(|e| {
                 FhirError::bad_request(format!("the PATCH entry's patch is not JSON: {e}"))
             })?;
-            parse_patch(document)?
+            PatchDocument::Json(parse_patch(document)?)
         }
         Some(parameters) if parameters["resourceType"] == "Parameters" => {
-            return Err(FhirError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                IssueCode::NotSupported,
-                "FHIRPath Patch is not supported; carry a JSON Patch document in a Binary",
-            ));
+            PatchDocument::fhirpath(parameters)?
         }
         _ => {
             return Err(FhirError::bad_request(
-                "a PATCH entry carries its JSON Patch document as a Binary resource",
+                "a PATCH entry carries a JSON Patch document as a Binary resource, or a \
+                 FHIRPath Patch as a Parameters resource",
             ));
         }
     };

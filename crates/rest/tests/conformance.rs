@@ -2756,7 +2756,10 @@ async fn json_patch_changes_a_resource_as_an_update_of_the_version_it_was_made_f
                      "request": {"method": "PATCH", "url": format!("Patient/{id}")}},
                     {"resource": binary(json!([{"op": "add", "path": "/active", "value": true}])),
                      "request": {"method": "PATCH", "url": format!("Patient/{id}")}},
-                    {"resource": {"resourceType": "Parameters"},
+                    {"resource": {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+                        {"name": "type", "valueCode": "replace"},
+                        {"name": "path", "valueString": "Patient.birthDate"},
+                        {"name": "value", "valueDate": "2000-01-01"}]}]},
                      "request": {"method": "PATCH", "url": format!("Patient/{id}")}}
                 ]}),
             )
