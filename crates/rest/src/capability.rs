@@ -199,6 +199,7 @@ pub(crate) async fn metadata(
         "implementation": {"description": format!("zorgnet node of {} (URA {})", state.identity.name, state.identity.ura), "url": base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "application/json", "application/fhir+xml", "application/xml"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json", "application/fhir+xml"],
         "rest": [rest]
     });
     let mut response = (StatusCode::OK, capability.to_string()).into_response();

@@ -1893,6 +1893,15 @@ async fn capability_statement_lists_what_works() {
         ]),
         "JSON and XML"
     );
+    assert_eq!(
+        reply.body["patchFormat"],
+        json!([
+            "application/json-patch+json",
+            "application/fhir+json",
+            "application/fhir+xml"
+        ]),
+        "JSON Patch and FHIRPath Patch"
+    );
     // `deceased` uses FHIRPath (`exists()`) that the server does not evaluate: not offered.
     assert!(!params.contains(&"deceased"));
     let search = node.get("Patient?deceased=true").await;
