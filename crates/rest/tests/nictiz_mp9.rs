@@ -20,9 +20,10 @@
 //! real ones.
 //!
 //! Not evaluable here: `validateProfileId` (profile validation) unless the node answers
-//! `POST [base]/Bundle/$validate`; the asserts on how many resources a search found when the
-//! search uses a `special` parameter the node stores but does not evaluate (`period-of-use`)
-//! and the node said it ignored it.
+//! `POST [base]/Bundle/$validate` (it does); the asserts on how many resources a search found
+//! when the search uses a `special` parameter the node stores but does not evaluate and the
+//! node said it ignored it (none do: `period-of-use` it evaluates, `is-latest-stop` no script
+//! uses).
 
 mod mp9;
 mod support;

@@ -171,8 +171,11 @@ async fn nictiz_search_parameters_are_learnt_from_data() {
             );
         }
         wait_until_ready(&node).await;
-        // A special parameter is stored but said not to be used, with the reason.
-        if let Some(period) = nictiz("period-of-use") {
+        // A special parameter the node cannot evaluate is stored but said not to be used,
+        // with the reason; `period-of-use` it evaluates as a date over the period of use,
+        // a Period with one bound completed by its duration.
+        if let (Some(latest), Some(period)) = (nictiz("is-latest-stop"), nictiz("period-of-use")) {
+            node.put("SearchParameter/is-latest-stop", &latest).await;
             node.put("SearchParameter/period-of-use", &period).await;
             let answer = node.get("$reindex").await.body;
             let unused = answer["parameter"]
@@ -181,7 +184,47 @@ async fn nictiz_search_parameters_are_learnt_from_data() {
                 .iter()
                 .find(|p| p["name"] == "notUsed")
                 .unwrap_or_else(|| panic!("[{b}] {answer}"));
+            assert!(
+                unused.to_string().contains("is-latest-stop"),
+                "[{b}] {unused}"
+            );
             assert!(unused.to_string().contains("special"), "[{b}] {unused}");
+            let use_of = |start: &str, duration: Option<u32>| {
+                let mut period = json!({"start": start});
+                if let Some(days) = duration {
+                    period["extension"] = json!([{
+                        "url": "http://nictiz.nl/fhir/StructureDefinition/ext-TimeInterval.Duration",
+                        "valueDuration": {"value": days, "unit": "dag", "system": "http://unitsofmeasure.org", "code": "d"}
+                    }]);
+                }
+                json!({"resourceType": "MedicationStatement", "status": "active",
+                    "medicationCodeableConcept": {"text": "paracetamol"},
+                    "subject": {"reference": "Patient/p"}, "effectivePeriod": period})
+            };
+            let ten_days = node.create(&use_of("2025-01-01", Some(10))).await;
+            let open_ended = node.create(&use_of("2025-01-01", None)).await;
+            wait_until_ready(&node).await;
+            let found = |query: &str| {
+                let query = query.to_string();
+                let node = &node;
+                async move {
+                    node.search_ids(&format!("MedicationStatement?period-of-use={query}"))
+                        .await
+                        .into_iter()
+                        .collect::<BTreeSet<String>>()
+                }
+            };
+            assert_eq!(
+                found("ge2025-01-05").await,
+                BTreeSet::from([ten_days.clone(), open_ended.clone()]),
+                "[{b}]"
+            );
+            assert_eq!(
+                found("ge2025-02-01").await,
+                BTreeSet::from([open_ended.clone()]),
+                "[{b}] the duration ends the period on 2025-01-11"
+            );
+            assert_eq!(found("lt2024-12-01").await, BTreeSet::new(), "[{b}]");
         }
 
         assert_eq!(strict(&node, &by_category).await, 200, "[{b}]");

@@ -97,6 +97,30 @@ pub(crate) struct Reindexer {
     progress: std::sync::Mutex<HashMap<(String, String), u64>>,
 }
 
+/// Special search parameters the store evaluates by a definition of its own: (url, type,
+/// expression). Nictiz' `period-of-use` searches the period of use of MP9's medication
+/// building blocks as a date, a Period with one bound completed by its
+/// `ext-TimeInterval.Duration` (see `zorgnet_fhir::search::extract`).
+const SPECIAL_PARAMETERS: [(&str, &str, &str); 1] = [(
+    "http://nictiz.nl/fhir/SearchParameter/period-of-use",
+    "date",
+    "MedicationRequest.extension('http://nictiz.nl/fhir/StructureDefinition/ext-TimeInterval.Period').value \
+     | MedicationDispense.extension('http://nictiz.nl/fhir/StructureDefinition/ext-TimeInterval.Period').value \
+     | MedicationStatement.effective",
+)];
+
+/// A stored definition as the store evaluates it: a known special parameter gets the type
+/// and expression of [`SPECIAL_PARAMETERS`].
+fn effective_definition(mut definition: Value) -> Value {
+    let url = definition["url"].as_str().unwrap_or_default();
+    if let Some((_, param_type, expression)) = SPECIAL_PARAMETERS.iter().find(|(u, _, _)| *u == url)
+    {
+        definition["type"] = Value::from(*param_type);
+        definition["expression"] = Value::from(*expression);
+    }
+    definition
+}
+
 /// The current, not deleted SearchParameter resources.
 fn stored_definitions(conn: &mut dyn Conn) -> Result<Vec<Value>, StoreError> {
     let d = conn.dialect();
@@ -193,7 +217,10 @@ fn usable(base: &SearchRegistry, definitions: &[Value]) -> Usable {
 /// Reads the stored parameters and their state, drops the rows of parameters no longer
 /// stored or changed, and builds the indexing. Runs on the writer connection.
 pub(crate) fn build(conn: &mut dyn Conn, base: &SearchRegistry) -> Result<Indexing, StoreError> {
-    let definitions = stored_definitions(conn)?;
+    let definitions: Vec<Value> = stored_definitions(conn)?
+        .into_iter()
+        .map(effective_definition)
+        .collect();
     let Usable {
         params: usable,
         writing,

@@ -201,11 +201,19 @@ fn date_values(value: &Value, leaf_type: &str, push: &mut impl FnMut(IndexValue)
                 .get("end")
                 .and_then(Value::as_str)
                 .and_then(parse_date_range);
+            // A Period with one bound and the Dutch `ext-TimeInterval.Duration` (MP9's period
+            // of use) has the other bound that far from it.
+            let duration = time_interval_duration_ms(value);
+            let (low_ms, high_ms) = match (start, end, duration) {
+                (Some(start), None, Some(ms)) => (start.low_ms, start.low_ms.saturating_add(ms)),
+                (None, Some(end), Some(ms)) => (end.high_ms.saturating_sub(ms), end.high_ms),
+                _ => (
+                    start.map_or(DateRange::UNBOUNDED.low_ms, |r| r.low_ms),
+                    end.map_or(DateRange::UNBOUNDED.high_ms, |r| r.high_ms),
+                ),
+            };
             if start.is_some() || end.is_some() {
-                push(IndexValue::Date(DateRange {
-                    low_ms: start.map_or(DateRange::UNBOUNDED.low_ms, |r| r.low_ms),
-                    high_ms: end.map_or(DateRange::UNBOUNDED.high_ms, |r| r.high_ms),
-                }));
+                push(IndexValue::Date(DateRange { low_ms, high_ms }));
             }
         }
         "Timing" => {
@@ -226,6 +234,36 @@ fn date_values(value: &Value, leaf_type: &str, push: &mut impl FnMut(IndexValue)
             }
         }
     }
+}
+
+/// The extension of a Period giving its length when only one bound is known (Nictiz'
+/// `TimeInterval.Duration`, used for the period of use of MP9's medication building blocks).
+pub const TIME_INTERVAL_DURATION: &str =
+    "http://nictiz.nl/fhir/StructureDefinition/ext-TimeInterval.Duration";
+
+/// The length a Period's [`TIME_INTERVAL_DURATION`] gives, in milliseconds: UCUM `s`, `min`,
+/// `h`, `d`, `wk`, and `mo` and `a` as their UCUM means (30.4375 and 365.25 days).
+fn time_interval_duration_ms(period: &Value) -> Option<i64> {
+    const DAY_MS: f64 = 86_400_000.0;
+    let duration = period
+        .get("extension")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some(TIME_INTERVAL_DURATION))?
+        .get("valueDuration")?;
+    let value = duration.get("value")?.as_f64()?;
+    let unit_ms = match duration.get("code").and_then(Value::as_str)? {
+        "s" => 1_000.0,
+        "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => DAY_MS,
+        "wk" => 7.0 * DAY_MS,
+        "mo" => 30.4375 * DAY_MS,
+        "a" => 365.25 * DAY_MS,
+        _ => return None,
+    };
+    let ms = value * unit_ms;
+    (ms.is_finite() && ms >= 0.0 && ms < DateRange::UNBOUNDED.high_ms as f64).then_some(ms as i64)
 }
 
 fn reference_values(
