@@ -92,6 +92,9 @@ pub struct FhirOptions {
     pub profiles: Option<zorgnet_profiles::ProfileSet>,
     /// Refuse creates and updates that break a profile they declare.
     pub enforce_profiles: bool,
+    /// Deliver the notifications of the Subscriptions stored in the node (REST-hook; see
+    /// `zorgnet_rest::subscriptions`). Needs a Tokio runtime: the dispatcher is spawned.
+    pub subscriptions: bool,
 }
 
 /// As [`router_in_network`], with the FHIR server's `options`.
@@ -148,6 +151,10 @@ pub fn router_exporting(
         fhir.validation.set_startup_profiles(profiles);
     }
     fhir.validation.enforce_profiles(options.enforce_profiles);
+    if options.subscriptions {
+        // Runs as long as the process: the node serves until it exits.
+        drop(zorgnet_rest::subscriptions::spawn_dispatcher(fhir.clone()));
+    }
     let state = Arc::new(AppState {
         store,
         identity,

@@ -28,6 +28,7 @@ pub mod mcsd;
 pub mod operation;
 pub mod patch;
 mod reindex;
+pub mod subscriptions;
 pub mod validate_op;
 
 pub use bundle::subset;
@@ -217,6 +218,7 @@ pub fn router(store: Store, identity: NodeIdentity, base_url: String) -> Router 
 pub fn routes(state: Arc<AppState>) -> Router {
     interactions::routes()
         .merge(validate_op::routes())
+        .merge(subscriptions::routes())
         .route("/metrics", get(render_metrics))
         .route("/health", get(|| async { "UP" }))
         .with_state(state)

@@ -733,6 +733,7 @@ async fn prepare_node(
             export_dir: Some(exports),
             profiles,
             enforce_profiles,
+            subscriptions: true,
         },
     );
     let router = zorgnet_node::audit::monitored(router, monitor);
